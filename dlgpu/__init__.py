@@ -1,0 +1,39 @@
+"""dlgpu: hand-written CUDA kernels for the core of deep learning.
+
+A functional API (``dlgpu.functional``) runs each op on the backend chosen
+by its arrays: NumPy arrays on the CPU backend (NumPy BLAS and numba),
+CuPy arrays on the CUDA backend (our kernels, compiled with NVRTC).
+``dlgpu.reference`` computes every op in float64 NumPy as the oracle.
+"""
+
+from dlgpu.errors import (
+    ArgumentError,
+    BackendUnavailableError,
+    CompileError,
+    DeviceError,
+    DlgpuError,
+    DtypeError,
+    LayoutError,
+    ShapeError,
+)
+from dlgpu.kernels_dir import kernel_sources, kernels_dir, kernels_sha256
+from dlgpu.precision import get_default_precision, set_default_precision
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArgumentError",
+    "BackendUnavailableError",
+    "CompileError",
+    "DeviceError",
+    "DlgpuError",
+    "DtypeError",
+    "LayoutError",
+    "ShapeError",
+    "get_default_precision",
+    "kernel_sources",
+    "kernels_dir",
+    "kernels_sha256",
+    "set_default_precision",
+    "__version__",
+]

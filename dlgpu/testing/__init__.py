@@ -1,0 +1,72 @@
+"""What tests, ``dlgpu check`` and benchmarks share: one tolerance table and odd shapes.
+
+Tolerances are relative Frobenius errors against the float64 reference
+(DESIGN.md, Numerics).  NaN or inf in an output never passes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# ||out - ref|| / ||ref||, by arithmetic.  Elementwise fp32 ops are exact up to
+# one rounding; products and convolutions accumulate K roundings.
+TOLERANCES: dict[str, float] = {
+    "float64": 1e-12,
+    "float32-elementwise": 1e-5,
+    "float32": 5e-5,
+    "tf32": 2e-3,
+    "fp16": 2e-3,
+    "bf16": 1e-2,
+}
+
+
+def tolerance(dtype, precision: str = "ieee", elementwise: bool = False) -> float:
+    """The allowed relative error for an output of ``dtype`` computed at ``precision``."""
+    name = np.dtype(dtype).name
+    if name == "float64":
+        return TOLERANCES["float64"]
+    if precision != "ieee":
+        return TOLERANCES[precision]
+    return TOLERANCES["float32-elementwise" if elementwise else "float32"]
+
+
+def to_numpy(array) -> np.ndarray:
+    """A NumPy copy of a NumPy or CuPy array (0-d included)."""
+    if type(array).__module__.split(".")[0] == "cupy":
+        return array.get()
+    return np.asarray(array)
+
+
+def rel_error(out, ref) -> float:
+    """||out - ref|| / ||ref|| in float64; inf when out holds NaN or inf, or shapes differ."""
+    out = to_numpy(out).astype(np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    if out.shape != ref.shape or not np.all(np.isfinite(out)):
+        return float("inf")
+    ref_norm = np.linalg.norm(ref.ravel())
+    diff_norm = np.linalg.norm((out - ref).ravel())
+    if ref_norm == 0.0:
+        return float(diff_norm)
+    return float(diff_norm / ref_norm)
+
+
+def assert_close(out, ref, *, dtype=None, precision: str = "ieee", elementwise: bool = False) -> None:
+    """Fail unless ``out`` is within the tolerance table's bound of ``ref``."""
+    dtype = to_numpy(out).dtype if dtype is None else dtype
+    bound = tolerance(dtype, precision, elementwise)
+    err = rel_error(out, ref)
+    assert err <= bound, (
+        f"relative error {err:.3e} > {bound:.1e} ({np.dtype(dtype).name}, {precision}); "
+        f"shape {to_numpy(out).shape}"
+    )
+
+
+def odd_sizes(largest: int = 67) -> list[int]:
+    """Sizes every shape test draws from: 1, small primes, 2^k +- 1, never only tile multiples."""
+    sizes = {1, 2, 3, 5, 7, 13, 31, 33, 63, 64, 65, largest}
+    return sorted(s for s in sizes if s <= largest)
+
+
+def random_array(rng: np.random.Generator, shape, dtype=np.float32, scale: float = 1.0) -> np.ndarray:
+    """Fresh standard-normal data (never zeros) of ``shape`` and ``dtype``."""
+    return (rng.standard_normal(shape) * scale).astype(dtype)
