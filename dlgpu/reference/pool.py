@@ -1,0 +1,85 @@
+"""Reference 2-D max pooling with argmax, in float64.
+
+x (N, C, H, W) -> y (N, C, P, Q), argmax (N, C, P, Q) int32 with
+    P = (H + 2*ph - kh) // sh + 1     (Q likewise with w)
+argmax holds h*W + w, the position of the chosen element in the UNPADDED plane (n, c).
+Padding counts as -inf and is never chosen (padding <= kernel // 2, so every window
+holds at least one real element).  In each window the first real element in
+row-major (kh, kw) order starts as the best; a later one replaces it when it is NaN
+or strictly greater; a NaN best stays.  So NaN propagates and ties go to the first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dlgpu.errors import ArgumentError, ShapeError
+from dlgpu.reference.conv2d import pair
+
+
+def _geometry(x_shape, kernel_size, stride, padding):
+    kernel = pair("max_pool2d", "kernel_size", kernel_size)
+    stride = kernel if stride is None else pair("max_pool2d", "stride", stride)
+    padding = pair("max_pool2d", "padding", padding)
+    if min(kernel) < 1 or min(stride) < 1 or min(padding) < 0:
+        raise ArgumentError(
+            f"max_pool2d: need kernel_size >= 1, stride >= 1, padding >= 0; got kernel_size={kernel}, "
+            f"stride={stride}, padding={padding}"
+        )
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+        raise ArgumentError(f"max_pool2d: padding {padding} must be at most half of kernel_size {kernel}")
+    if len(x_shape) != 4:
+        raise ShapeError(f"max_pool2d: x must be 4-D (NCHW), got shape {x_shape}")
+    _, _, H, W = x_shape
+    P = (H + 2 * padding[0] - kernel[0]) // stride[0] + 1
+    Q = (W + 2 * padding[1] - kernel[1]) // stride[1] + 1
+    if P < 1 or Q < 1:
+        raise ShapeError(f"max_pool2d: kernel {kernel} does not fit input {H}x{W} padded by {padding}")
+    return kernel, stride, padding, P, Q
+
+
+def max_pool2d(x, kernel_size, *, stride=None, padding=0):
+    """(y, argmax) of max pooling; stride defaults to kernel_size."""
+    x = np.asarray(x, dtype=np.float64)
+    (kh, kw), (sh, sw), (ph, pw), P, Q = _geometry(x.shape, kernel_size, stride, padding)
+    N, C, H, W = x.shape
+    # Window (p, q) starts at row p*sh - ph, column q*sw - pw of the unpadded plane.
+    row_starts = np.arange(P) * sh - ph
+    col_starts = np.arange(Q) * sw - pw
+    best = np.full((N, C, P, Q), -np.inf)
+    argmax = np.full((N, C, P, Q), -1, dtype=np.int64)  # -1: no real element seen yet
+    for i in range(kh):
+        for j in range(kw):
+            rows = row_starts + i
+            cols = col_starts + j
+            valid = ((rows >= 0) & (rows < H))[:, None] & ((cols >= 0) & (cols < W))[None, :]
+            value = x[:, :, np.clip(rows, 0, H - 1)][:, :, :, np.clip(cols, 0, W - 1)]
+            position = (rows[:, None] * W + cols[None, :]).astype(np.int64)
+            replace = valid & (
+                (argmax < 0) | (~np.isnan(best) & (np.isnan(value) | (value > best)))
+            )
+            best = np.where(replace, value, best)
+            argmax = np.where(replace, position, argmax)
+    return best, argmax.astype(np.int32)
+
+
+def max_pool2d_backward(grad_y, argmax, input_shape) -> np.ndarray:
+    """Scatter-add grad_y into a zero (N, C, H, W) gradient at argmax; overlapping windows add."""
+    grad_y = np.asarray(grad_y, dtype=np.float64)
+    argmax = np.asarray(argmax)
+    input_shape = tuple(int(d) for d in input_shape)
+    if len(input_shape) != 4:
+        raise ShapeError(f"max_pool2d_backward: input_shape must have 4 entries, got {input_shape}")
+    N, C, H, W = input_shape
+    if grad_y.shape != argmax.shape or grad_y.ndim != 4 or grad_y.shape[:2] != (N, C):
+        raise ShapeError(
+            f"max_pool2d_backward: grad_y {grad_y.shape} and argmax {argmax.shape} must be equal "
+            f"4-D shapes starting with {(N, C)}"
+        )
+    if argmax.size and (argmax.min() < 0 or argmax.max() >= H * W):
+        raise ArgumentError(f"max_pool2d_backward: argmax values must lie in [0, {H * W}), got "
+                            f"[{argmax.min()}, {argmax.max()}]")
+    plane = np.arange(N * C).reshape(N, C, 1, 1) * (H * W)
+    flat_index = (plane + argmax).ravel()
+    grad_x = np.bincount(flat_index, weights=grad_y.ravel(), minlength=N * C * H * W)
+    return grad_x.reshape(N, C, H, W)
