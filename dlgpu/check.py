@@ -290,8 +290,11 @@ def main(args: argparse.Namespace) -> int:
             outcomes.append(run_case(case, backend, args.seed + index))
             progress.advance(task)
     table = Table(title=f"dlgpu check: {backend_name} backend, {args.dtype}, vs float64 reference")
-    for column in ("op", "shapes", "max rel. error", "tolerance", "result"):
-        table.add_column(column, justify="right" if "error" in column or column == "tolerance" else "left")
+    table.add_column("op", no_wrap=True)
+    table.add_column("shapes", overflow="fold")
+    table.add_column("max rel. error", justify="right", no_wrap=True)
+    table.add_column("tolerance", justify="right", no_wrap=True)
+    table.add_column("result", no_wrap=True)
     for o in outcomes:
         style = {"pass": "green", "FAIL": "bold red"}.get(o.status, "yellow")
         error = "-" if np.isnan(o.error) else f"{o.error:.2e}"
