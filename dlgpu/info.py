@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
-import os
 import platform
 from pathlib import Path
 
 import dlgpu
+from dlgpu.cuda.compiler import default_cache_dir
+from dlgpu.errors import DlgpuError
 
 
 def _version(distribution: str) -> str | None:
@@ -28,15 +29,13 @@ def _cupy_version() -> str | None:
 
 
 def _nvrtc_version() -> str:
+    from dlgpu.cuda.compiler import nvrtc_version
+
     try:
-        from cuda.bindings import nvrtc
-    except ImportError:
-        return "not installed (pip install dlgpu[cuda13] or dlgpu[compile])"
-    try:
-        err, major, minor = nvrtc.nvrtcVersion()
-    except Exception as exc:  # the bindings load the library lazily; it may be missing
-        return f"library not loadable ({exc})"
-    return f"{major}.{minor}" if err == nvrtc.nvrtcResult.NVRTC_SUCCESS else f"error {err}"
+        major, minor = nvrtc_version()
+    except (DlgpuError, RuntimeError) as exc:  # bindings missing, or the library would not load
+        return f"unavailable ({exc})"
+    return f"{major}.{minor}"
 
 
 def _gpu() -> str:
@@ -58,14 +57,6 @@ def _gpu() -> str:
         f"{name} (sm_{props['major']}{props['minor']}, {count} device(s)); "
         f"driver API {driver // 1000}.{driver % 1000 // 10}, runtime {runtime // 1000}.{runtime % 1000 // 10}"
     )
-
-
-def cache_dir() -> Path:
-    """Where compiled kernels are cached: $DLGPU_CACHE_DIR, else the user's cache folder."""
-    if os.environ.get("DLGPU_CACHE_DIR"):
-        return Path(os.environ["DLGPU_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "dlgpu"
 
 
 def newest_record(results_dir: Path | None = None) -> tuple[Path, dict] | None:
@@ -107,7 +98,7 @@ def collect() -> dict[str, str]:
         "cuda-bindings": _version("cuda-bindings") or "not installed",
         "NVRTC": _nvrtc_version(),
         "GPU": _gpu(),
-        "kernel cache": str(cache_dir()),
+        "kernel cache": str(default_cache_dir()),
         "kernel sources": f"{len(sources)} files in {dlgpu.kernels_dir()}",
         "kernels sha256": digest,
         "newest GPU record": record,
