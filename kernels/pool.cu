@@ -1,0 +1,133 @@
+// kernels/pool.cu -- 2-D max pooling with argmax, and its deterministic backward passes.
+//
+// x, grad_x: (planes, H, W) with planes = N * C; y, grad_y, argmax: (planes, P, Q), contiguous.
+// Window (p, q) covers rows p*sh - ph .. +kh-1 and columns q*sw - pw .. +kw-1 of the unpadded
+// plane; padding never wins (the launcher enforces padding <= kernel / 2, so every window holds
+// a real element).  argmax (int32) = h * W + w within the plane.
+//
+//   max_pool2d_forward_f32(const float* x, float* y, int* argmax, long long planes, int H, int W,
+//                          int P, int Q, int kh, int kw, int sh, int sw, int ph, int pw)
+//       One thread per output element, grid-stride, any grid and block.  The first real element
+//       of the window in row-major order starts as the best; a later one replaces it if it is
+//       NaN or strictly greater; a NaN best stays (NaN propagates, ties go to the first).
+//   max_pool2d_backward_f32(const float* grad_y, const int* argmax, float* grad_x, long long planes,
+//                           int H, int W, int P, int Q, int kh, int kw, int sh, int sw, int ph, int pw)
+//       Needs the window.  One thread per INPUT element, grid-stride: it visits the outputs whose
+//       windows contain it, in increasing (p, q), and adds grad_y where argmax points at it.
+//       Writes every element of grad_x (no zero-fill, no atomics).
+//   max_pool2d_backward_planes_f32(const float* grad_y, const int* argmax, float* grad_x,
+//                                  long long planes, int plane_in, int plane_out)
+//       Needs only argmax (for callers that do not know the window).  One warp per plane,
+//       grid-stride over planes, block a multiple of 32: zero the plane, then take the outputs 32
+//       at a time in order; lanes whose argmax coincide add their values in lane order and the
+//       first of them updates grad_x, so every sum has a fixed order.  An argmax outside
+//       [0, plane_in) is skipped, never written through.
+
+#include "common.cuh"
+
+// ---------------------------------------------------------------- forward
+extern "C" __global__ void max_pool2d_forward_f32(const float* x, float* y, int* argmax, long long planes, int H, int W,
+                                                  int P, int Q, int kh, int kw, int sh, int sw, int ph, int pw)
+{
+    const long long per_plane = (long long)P * Q;
+    const long long total = planes * per_plane;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long o = (long long)blockIdx.x * blockDim.x + threadIdx.x; o < total; o += stride) {
+        const long long plane = o / per_plane;
+        const int rest = (int)(o - plane * per_plane);
+        const int p = rest / Q;
+        const int q = rest - p * Q;
+        const float* in = x + plane * ((long long)H * W);
+        const int h0 = p * sh - ph;
+        const int w0 = q * sw - pw;
+
+        float best = -INFINITY;
+        int best_at = -1;
+        for (int i = 0; i < kh; ++i) {
+            const int h = h0 + i;
+            if (h < 0 || h >= H) continue;
+            for (int j = 0; j < kw; ++j) {
+                const int w = w0 + j;
+                if (w < 0 || w >= W) continue;
+                const float v = in[h * W + w];
+                // best != best: the best so far is NaN and stays; v != v: a NaN takes over.
+                if (best_at < 0 || (best == best && (v > best || v != v))) {
+                    best = v;
+                    best_at = h * W + w;
+                }
+            }
+        }
+        y[o] = best;
+        argmax[o] = best_at;
+    }
+}
+
+// ---------------------------------------------------------------- backward, window known
+extern "C" __global__ void max_pool2d_backward_f32(const float* grad_y, const int* argmax, float* grad_x,
+                                                   long long planes, int H, int W, int P, int Q, int kh, int kw,
+                                                   int sh, int sw, int ph, int pw)
+{
+    const long long per_plane = (long long)H * W;
+    const long long total = planes * per_plane;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+        const long long plane = i / per_plane;
+        const int me = (int)(i - plane * per_plane);
+        const int h = me / W;
+        const int w = me - h * W;
+        // Output rows whose window rows p*sh - ph .. p*sh - ph + kh - 1 include h (columns alike).
+        const int p_first = h + ph < kh ? 0 : (h + ph - kh) / sh + 1;
+        const int p_last = min((h + ph) / sh, P - 1);
+        const int q_first = w + pw < kw ? 0 : (w + pw - kw) / sw + 1;
+        const int q_last = min((w + pw) / sw, Q - 1);
+        const long long out_plane = plane * ((long long)P * Q);
+        float sum = 0.0f;
+        for (int p = p_first; p <= p_last; ++p) {
+            for (int q = q_first; q <= q_last; ++q) {
+                const long long o = out_plane + (long long)p * Q + q;
+                if (argmax[o] == me) sum += grad_y[o];
+            }
+        }
+        grad_x[i] = sum;
+    }
+}
+
+// ---------------------------------------------------------------- backward, argmax only
+extern "C" __global__ void max_pool2d_backward_planes_f32(const float* grad_y, const int* argmax, float* grad_x,
+                                                          long long planes, int plane_in, int plane_out)
+{
+    const int lane = threadIdx.x & 31;
+    const long long warps_per_block = blockDim.x >> 5;
+    const long long first = (long long)blockIdx.x * warps_per_block + (threadIdx.x >> 5);
+    const long long step = (long long)gridDim.x * warps_per_block;
+    for (long long plane = first; plane < planes; plane += step) {
+        float* gx = grad_x + plane * plane_in;
+        const float* gy = grad_y + plane * plane_out;
+        const int* at = argmax + plane * plane_out;
+
+        // ---- zero the plane; the barrier orders these stores before the updates below
+        for (int i = lane; i < plane_in; i += 32) gx[i] = 0.0f;
+        __syncwarp();
+
+        // ---- outputs in rounds of 32, in order
+        for (int base = 0; base < plane_out; base += 32) {
+            const int o = base + lane;
+            int target = o < plane_out ? at[o] : -1;
+            if (target >= plane_in) target = -1;
+            const float g = (o < plane_out && target >= 0) ? gy[o] : 0.0f;
+            bool leader = target >= 0;
+            float same = 0.0f;
+            for (int k = 0; k < 32; ++k) {
+                const int other = __shfl_sync(DLGPU_FULL_WARP, target, k);
+                const float value = __shfl_sync(DLGPU_FULL_WARP, g, k);
+                if (other == target) {
+                    if (k < lane) leader = false;
+                    same += value;
+                }
+            }
+            if (leader) gx[target] += same;
+            // The next round may update the same element from another lane.
+            __syncwarp();
+        }
+    }
+}

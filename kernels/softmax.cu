@@ -1,0 +1,196 @@
+// kernels/softmax.cu -- softmax cross-entropy, forward (per-row loss and probabilities) and backward.
+//
+// logits/probs/grad: (rows, classes) row-major float32; labels: (rows,) int32 (_i32) or int64 (_i64).
+// A label outside [0, classes) is never used as an index: that row's loss (forward) or whole
+// gradient row (backward) is NaN.  The launcher refuses such labels before launching; the guard
+// keeps a kernel from reading out of bounds whatever it is given.
+//
+//   softmax_xent_forward_warp{V}_{i32,i64}(const float* logits, const Label* labels, float* probs,
+//                                          float* row_loss, long long rows, int classes)
+//       V in {1, 2, 4, 8, 16, 32}, classes <= 32 * V.  One warp per row, the row held in
+//       registers (lane owns columns lane + 32k, k < V): one read of the logits, one write of
+//       the probabilities.  Any block size that is a multiple of 32; grid-stride over rows.
+//   softmax_xent_forward_block_{i32,i64}(...same arguments...)
+//       Any classes.  One block per row (block a multiple of 32, at most 1024): max, sum of
+//       exponentials, then the probabilities, each pass reading the row (the later reads hit
+//       L2).  Grid-stride over rows.
+//   softmax_xent_mean_f32(const float* row_loss, float* loss, long long rows)
+//       One block (a multiple of 32 threads): loss[0] = mean of row_loss, summed in a fixed order.
+//   softmax_xent_backward_{i32,i64}(const float* probs, const Label* labels, float* grad,
+//                                   long long rows, int classes, float inv_rows)
+//       grad = (probs - onehot(labels)) * inv_rows, inv_rows = 1 / rows.  One warp per row,
+//       float4 when classes % 4 == 0 and probs and grad are 16-byte aligned; grid-stride.
+//
+// Row losses are (max - logits[label]) + log(sum exp(logits - max)): every exponent is <= 0,
+// so logits of +-1e4 neither overflow nor lose the loss to cancellation.
+//
+// dlgpu-sass: softmax_xent_backward_i32 LDG.E.128 STG.E.128
+// dlgpu-sass: softmax_xent_backward_i64 LDG.E.128 STG.E.128
+
+#include "common.cuh"
+
+template <class Label>
+__device__ __forceinline__ float row_loss_of(const float* row, Label label, int classes, float row_max, float sum)
+{
+    if (label < 0 || label >= (Label)classes) return NAN;
+    return (row_max - row[label]) + logf(sum);
+}
+
+// ---------------------------------------------------------------- forward, one warp per row
+template <int V, class Label>
+__device__ __forceinline__ void forward_warp(const float* logits, const Label* labels, float* probs, float* row_loss,
+                                             long long rows, int classes)
+{
+    const int lane = threadIdx.x & 31;
+    const long long warps_per_block = blockDim.x >> 5;
+    const long long first = (long long)blockIdx.x * warps_per_block + (threadIdx.x >> 5);
+    const long long step = (long long)gridDim.x * warps_per_block;
+    for (long long r = first; r < rows; r += step) {
+        const float* row = logits + r * classes;
+
+        // ---- load the row into registers; missing columns read as -inf
+        float v[V];
+        DLGPU_UNROLL
+        for (int k = 0; k < V; ++k) {
+            const int column = lane + 32 * k;
+            v[k] = column < classes ? row[column] : -INFINITY;
+        }
+
+        // ---- max, then exponentials and their sum
+        float row_max = v[0];
+        DLGPU_UNROLL
+        for (int k = 1; k < V; ++k) row_max = fmaxf(row_max, v[k]);
+        row_max = warp_max(row_max);
+        float sum = 0.0f;
+        DLGPU_UNROLL
+        for (int k = 0; k < V; ++k) {
+            const int column = lane + 32 * k;
+            v[k] = column < classes ? expf(v[k] - row_max) : 0.0f;
+            sum += v[k];
+        }
+        sum = warp_sum(sum);
+
+        // ---- epilogue: probabilities and this row's loss
+        const float inv_sum = 1.0f / sum;
+        float* out = probs + r * classes;
+        DLGPU_UNROLL
+        for (int k = 0; k < V; ++k) {
+            const int column = lane + 32 * k;
+            if (column < classes) out[column] = v[k] * inv_sum;
+        }
+        if (lane == 0) row_loss[r] = row_loss_of(row, labels[r], classes, row_max, sum);
+    }
+}
+
+// ---------------------------------------------------------------- forward, one block per row
+template <class Label>
+__device__ __forceinline__ void forward_block(const float* logits, const Label* labels, float* probs, float* row_loss,
+                                              long long rows, int classes)
+{
+    __shared__ float scratch[33];
+    for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+        const float* row = logits + r * classes;
+        float row_max = -INFINITY;
+        for (int c = threadIdx.x; c < classes; c += blockDim.x) row_max = fmaxf(row_max, row[c]);
+        row_max = block_max(row_max, scratch);
+        float sum = 0.0f;
+        for (int c = threadIdx.x; c < classes; c += blockDim.x) sum += expf(row[c] - row_max);
+        sum = block_sum(sum, scratch);
+        const float inv_sum = 1.0f / sum;
+        float* out = probs + r * classes;
+        for (int c = threadIdx.x; c < classes; c += blockDim.x) out[c] = expf(row[c] - row_max) * inv_sum;
+        if (threadIdx.x == 0) row_loss[r] = row_loss_of(row, labels[r], classes, row_max, sum);
+    }
+}
+
+#define SOFTMAX_FORWARD_WARP(V, SUFFIX, LABEL)                                                                 \
+    extern "C" __global__ void softmax_xent_forward_warp##V##_##SUFFIX(const float* logits, const LABEL* labels, \
+                                                                       float* probs, float* row_loss,           \
+                                                                       long long rows, int classes)             \
+    {                                                                                                           \
+        forward_warp<V, LABEL>(logits, labels, probs, row_loss, rows, classes);                                 \
+    }
+
+SOFTMAX_FORWARD_WARP(1, i32, int)
+SOFTMAX_FORWARD_WARP(2, i32, int)
+SOFTMAX_FORWARD_WARP(4, i32, int)
+SOFTMAX_FORWARD_WARP(8, i32, int)
+SOFTMAX_FORWARD_WARP(16, i32, int)
+SOFTMAX_FORWARD_WARP(32, i32, int)
+SOFTMAX_FORWARD_WARP(1, i64, long long)
+SOFTMAX_FORWARD_WARP(2, i64, long long)
+SOFTMAX_FORWARD_WARP(4, i64, long long)
+SOFTMAX_FORWARD_WARP(8, i64, long long)
+SOFTMAX_FORWARD_WARP(16, i64, long long)
+SOFTMAX_FORWARD_WARP(32, i64, long long)
+
+extern "C" __global__ void softmax_xent_forward_block_i32(const float* logits, const int* labels, float* probs,
+                                                          float* row_loss, long long rows, int classes)
+{
+    forward_block<int>(logits, labels, probs, row_loss, rows, classes);
+}
+
+extern "C" __global__ void softmax_xent_forward_block_i64(const float* logits, const long long* labels, float* probs,
+                                                          float* row_loss, long long rows, int classes)
+{
+    forward_block<long long>(logits, labels, probs, row_loss, rows, classes);
+}
+
+// ---------------------------------------------------------------- mean of the row losses
+extern "C" __global__ void softmax_xent_mean_f32(const float* row_loss, float* loss, long long rows)
+{
+    __shared__ float scratch[33];
+    // Each thread's run in double: a long run of float additions would lose digits.
+    double run = 0.0;
+    for (long long r = threadIdx.x; r < rows; r += blockDim.x) run += (double)row_loss[r];
+    const float total = block_sum((float)run, scratch);
+    if (threadIdx.x == 0) loss[0] = (float)((double)total / (double)rows);
+}
+
+// ---------------------------------------------------------------- backward, one warp per row
+template <class Label>
+__device__ __forceinline__ void backward_rows(const float* probs, const Label* labels, float* grad, long long rows,
+                                              int classes, float inv_rows)
+{
+    const int lane = threadIdx.x & 31;
+    const long long warps_per_block = blockDim.x >> 5;
+    const long long first = (long long)blockIdx.x * warps_per_block + (threadIdx.x >> 5);
+    const long long step = (long long)gridDim.x * warps_per_block;
+    const bool vectorized = ((address_of(probs) | address_of(grad)) & 15u) == 0 && (classes & 3) == 0;
+    for (long long r = first; r < rows; r += step) {
+        const Label label = labels[r];
+        const float* in = probs + r * classes;
+        float* out = grad + r * classes;
+        if (label < 0 || label >= (Label)classes) {
+            for (int c = lane; c < classes; c += 32) out[c] = NAN;
+            continue;
+        }
+        const int hot = (int)label;
+        if (vectorized) {
+            const float4* in4 = reinterpret_cast<const float4*>(in);
+            float4* out4 = reinterpret_cast<float4*>(out);
+            for (int j = lane; j < (classes >> 2); j += 32) {
+                const float4 p = in4[j];
+                const int c = 4 * j;
+                out4[j] = make_float4((p.x - (c == hot ? 1.0f : 0.0f)) * inv_rows,
+                                      (p.y - (c + 1 == hot ? 1.0f : 0.0f)) * inv_rows,
+                                      (p.z - (c + 2 == hot ? 1.0f : 0.0f)) * inv_rows,
+                                      (p.w - (c + 3 == hot ? 1.0f : 0.0f)) * inv_rows);
+            }
+        } else {
+            for (int c = lane; c < classes; c += 32) out[c] = (in[c] - (c == hot ? 1.0f : 0.0f)) * inv_rows;
+        }
+    }
+}
+
+extern "C" __global__ void softmax_xent_backward_i32(const float* probs, const int* labels, float* grad,
+                                                     long long rows, int classes, float inv_rows)
+{
+    backward_rows<int>(probs, labels, grad, rows, classes, inv_rows);
+}
+
+extern "C" __global__ void softmax_xent_backward_i64(const float* probs, const long long* labels, float* grad,
+                                                     long long rows, int classes, float inv_rows)
+{
+    backward_rows<long long>(probs, labels, grad, rows, classes, inv_rows);
+}
