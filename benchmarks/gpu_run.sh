@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# benchmarks/gpu_run.sh [OUT_DIR] -- the whole GPU pass in one command (issue 3, section 5).
+#
+#   dlgpu info; the GPU tests (pytest -m gpu, the harness-vs-GPU cross-checks included);
+#   compute-sanitizer memcheck and racecheck over a short GPU selection; dlgpu bench --quick;
+#   then ONE JSON record in benchmarks/results/<date>-<device>.json and in OUT_DIR (argument,
+#   else $OUT), with the logs (at most 8 files there).  Exit 0 only when the record says passed:
+#   no GPU, a failed test, a sanitizer error, a timeout or a failed benchmark all exit 1.
+#
+# Made for the GPU machines we test on (one H100/H200, no network, Python 3.12 with CuPy,
+# torch, pytest preinstalled).  dlgpu is used from this checkout through PYTHONPATH rather
+# than `pip install --no-deps --no-build-isolation -e .`: that needs no network, no build
+# backend, no write into the interpreter's site-packages, and runs exactly the sources that
+# kernels_sha256 hashes (kernels/ found beside the package by dlgpu.kernels_dir).
+#
+# Every step has its own timeout (seconds; override through the environment), and the sum
+# stays under 8 minutes:  DLGPU_T_INFO=30 DLGPU_T_TESTS=180 DLGPU_T_MEMCHECK=75
+# DLGPU_T_RACECHECK=75 DLGPU_T_BENCH=75.  Other knobs:
+#   DLGPU_PYTHON       interpreter (default /opt/torch/.venv/bin/python3 if present, else python3)
+#   DLGPU_COMMIT       the commit being run (the device machine's copy has no .git)
+#   DLGPU_RESULTS_DIR  where the record goes (default benchmarks/results)
+#   DLGPU_SANITIZER_K  pytest -k expression picking the sanitizer selection (default below)
+set -u -o pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO" || exit 1
+OUT_DIR=${1:-${OUT:-}}
+RESULTS_DIR=${DLGPU_RESULTS_DIR:-$REPO/benchmarks/results}
+
+PY=${DLGPU_PYTHON:-}
+if [ -z "$PY" ]; then
+    if [ -x /opt/torch/.venv/bin/python3 ]; then PY=/opt/torch/.venv/bin/python3; else PY=python3; fi
+fi
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+export PYTHONDONTWRITEBYTECODE=1
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/dlgpu-gpu-run.XXXXXX")
+: > "$WORK/steps.tsv"
+echo "dlgpu GPU run: repo $REPO, python $PY, work $WORK, out ${OUT_DIR:-(none)}"
+
+# step NAME LIMIT_S CMD...: run CMD under its own timeout, log to $WORK/NAME.log, note its exit code.
+step() {
+    local name=$1 limit=$2
+    shift 2
+    local start rc
+    start=$(date +%s)
+    echo "== $name (limit ${limit} s)"
+    timeout --kill-after=10 "$limit" "$@" > "$WORK/$name.log" 2>&1
+    rc=$?
+    printf '%s\t%s\t%s\n' "$name" "$rc" "$(( $(date +%s) - start ))" >> "$WORK/steps.tsv"
+    tail -n 4 "$WORK/$name.log" | sed 's/^/   | /'
+    echo "   -> exit $rc after $(( $(date +%s) - start )) s"
+    return 0
+}
+
+finish() {
+    echo "== record"
+    local args=(build "$WORK" --results-dir "$RESULTS_DIR")
+    [ -n "$OUT_DIR" ] && args+=(--out-dir "$OUT_DIR")
+    "$PY" benchmarks/make_record.py "${args[@]}"
+    local rc=$?
+    if [ "$rc" -ne 0 ]; then echo "GPU RUN FAILED (see FAILURE lines above)"; exit 1; fi
+    echo "GPU RUN PASSED"
+    exit 0
+}
+
+step info "${DLGPU_T_INFO:-30}" "$PY" -m dlgpu.cli info
+
+if ! "$PY" benchmarks/make_record.py probe "$WORK"; then
+    finish    # records "no GPU found" and exits 1
+fi
+
+PYTEST=("$PY" -m pytest -p no:cacheprovider -q -rfE)
+# One hanging test must not take the whole step's report with it.
+if "$PY" -c "import pytest_timeout" 2> /dev/null; then PYTEST+=(--timeout=90); fi
+
+step tests "${DLGPU_T_TESTS:-180}" "${PYTEST[@]}" -m gpu tests --junitxml="$WORK/tests.junit.xml"
+
+# The sanitizers watch a short selection: the memory-bound families' GPU tests without
+# the large sizes (compute-sanitizer slows every access).  The plugin turns CuPy's memory
+# pool off so that each array is its own allocation and memcheck sees its real bounds.
+SANITIZER_FILES=()
+for f in tests/test_elementwise.py tests/test_softmax.py tests/test_pool.py; do
+    [ -f "$f" ] && SANITIZER_FILES+=("$f")
+done
+[ ${#SANITIZER_FILES[@]} -eq 0 ] && SANITIZER_FILES=(tests)
+SANITIZER_K=${DLGPU_SANITIZER_K:-not large and not huge and not slow}
+for tool in memcheck racecheck; do
+    limit_var=DLGPU_T_${tool^^}
+    step "$tool" "${!limit_var:-75}" compute-sanitizer --tool "$tool" --error-exitcode 86 \
+        --target-processes all --print-limit 50 \
+        "${PYTEST[@]}" -p benchmarks.sanitizer_plugin -m "gpu and not slow" -k "$SANITIZER_K" \
+        "${SANITIZER_FILES[@]}" --junitxml="$WORK/$tool.junit.xml"
+done
+
+step bench "${DLGPU_T_BENCH:-75}" "$PY" -m dlgpu.cli bench --quick --json "$WORK/bench.json" --plot "$WORK/bench.png"
+
+finish
