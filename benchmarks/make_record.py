@@ -155,6 +155,8 @@ def sanitizer_summary(log_text: str) -> dict:
     if race:
         hazards, errors, warnings = (int(v) for v in race[-1])
         out.update(hazards=hazards, race_errors=errors, race_warnings=warnings)
+        # racecheck may print only its own summary line; its errors are the tool's errors.
+        out["errors"] = max(out["errors"] or 0, errors)
     return out
 
 
