@@ -1,0 +1,362 @@
+"""Run the kernels of ``kernels/*.cu`` on the CPU: the execution harness, plain or sanitized.
+
+``HarnessExecutor(mode)`` is an executor for :class:`dlgpu.cuda.launch.Launch` with
+``xp = numpy``: a launcher given ``executor=HarnessExecutor("asan")`` allocates NumPy
+outputs and its launch runs the family's .cu, compiled by the host C++ compiler
+(``$CXX``, else g++, else clang++; C++20) after ``cuda_host.h``, which supplies
+CUDA's built-ins (see that header for the execution model: every CUDA thread a
+real thread, a real ``__syncthreads`` barrier, per-block shared memory, warp
+collectives through a per-warp buffer, atomics, half types, and the PTX wrappers
+of ``kernels/ptx.cuh`` implemented from the PTX ISA's fragment layouts).
+
+Modes:
+  plain  a shared object loaded with ctypes; the launch runs in this process on
+         the arrays themselves.  Fast; a wild pointer crashes the process (use asan).
+  asan   ``-fsanitize=address,alignment``: a runner executable in a child process.
+         Every array argument is copied into a malloc'd block of exactly its size
+         (arrays that overlap share one block, so in-place calls keep aliasing), so
+         an out-of-bounds read or write of global memory is an ASan report; static
+         ``__shared__`` arrays are globals with redzones and the dynamic shared buffer
+         is poisoned past the launch's size.  Misaligned vector accesses are UBSan
+         reports.
+  tsan   ``-fsanitize=thread``, the same runner: a shared-memory write and another
+         thread's read with no ``__syncthreads`` between them is a data race report.
+Sanitizer runtimes are not loaded into Python (preloading them into the
+interpreter is fragile): the child is an executable linked with them, fed the
+launch through a file and writing the buffers back through another.  A report,
+a harness check (mismatched warp masks, a collective naming a lane that has
+returned, misaligned cp.async, a deadlock) or a non-zero exit raises
+:class:`HarnessError`, an AssertionError, so a test fails with the report.
+
+``extern __shared__ T name[];`` is rewritten (text, same line) into a pointer to
+the launch's dynamic shared buffer; nothing else in the source is touched.
+Compiled objects are cached under ``$DLGPU_CACHE_DIR/harness`` (the compiler's
+cache folder) by SHA-256 of the source, every header beside it, cuda_host.h, this
+file, the flags and the compiler's version.
+
+Not modelled: timing, memory coalescing, bank conflicts, the real warp scheduler
+and independent thread scheduling, blocks running concurrently (they run one after
+another), the GPU's weak memory model, the tensor cores' internal accumulation
+order, and the 48 KB dynamic shared memory opt-in.  :func:`cross_check` compares
+the harness with the GPU on the same launch where a GPU is at hand.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import re
+import shutil
+import struct
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from dlgpu.cuda import compiler
+from dlgpu.cuda.launch import Launch
+from dlgpu.errors import ArgumentError, BackendUnavailableError, CompileError, DeviceError, LayoutError
+
+MODES = ("plain", "asan", "tsan")
+HEADER = Path(__file__).with_name("cuda_host.h")
+
+_COMMON_FLAGS = ("-std=c++20", "-pthread", "-fvisibility=hidden", "-ffp-contract=off", "-DDLGPU_HOST_HARNESS=1")
+_MODE_FLAGS = {
+    "plain": ("-O1", "-fPIC", "-shared"),
+    "asan": ("-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,alignment", "-fno-sanitize-recover=all",
+             "-DDLGPU_RUNNER_MAIN=1"),
+    "tsan": ("-O1", "-g", "-fsanitize=thread", "-DDLGPU_RUNNER_MAIN=1"),
+}
+_SANITIZER_ENV = {
+    "ASAN_OPTIONS": "detect_leaks=0:halt_on_error=1:abort_on_error=0",
+    "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+    "TSAN_OPTIONS": "halt_on_error=0:exitcode=66",
+}
+_REPORT_MARKERS = ("ERROR: AddressSanitizer", "WARNING: ThreadSanitizer", "runtime error:", "dlgpu harness:")
+# CUDA headers a kernel may include: the harness header already supplies their contents.
+_STUB_HEADERS = ("cuda_fp16.h", "cuda_bf16.h", "cuda_runtime.h", "cuda.h", "math_constants.h")
+
+_KERNEL = re.compile(
+    r'extern\s+"C"\s+__global__\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?void\s+'
+    r"(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\("
+)
+_COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
+_EXTERN_SHARED = re.compile(
+    r"extern\s+__shared__\s+(?:(?:alignas|__align__)\s*\([^)]*\)\s*)?(?P<type>[^;\[\]]*?)\s*(?P<name>\w+)\s*\[\s*\]\s*;"
+)
+
+
+class HarnessError(AssertionError):
+    """A kernel misbehaved under the harness: a sanitizer report or a failed harness check."""
+
+    def __init__(self, message: str, report: str = ""):
+        super().__init__(message if not report else f"{message}\n{report}")
+        self.report = report
+
+
+def kernel_names(source: str) -> list[str]:
+    """The ``extern "C" __global__`` kernels a .cu defines, in order (comments ignored)."""
+    return _KERNEL.findall(_COMMENT.sub(" ", source))
+
+
+def find_compiler() -> str:
+    """The host C++ compiler: ``$CXX``, else g++, else clang++."""
+    for candidate in (os.environ.get("CXX"), "g++", "clang++"):
+        if candidate and shutil.which(candidate):
+            return shutil.which(candidate)
+    raise BackendUnavailableError("dlgpu harness: no C++ compiler found (set CXX, or install g++)")
+
+
+def _compiler_identity(cxx: str, _seen: dict[str, str] = {}) -> str:
+    if cxx not in _seen:
+        result = subprocess.run([cxx, "--version"], capture_output=True, text=True)
+        _seen[cxx] = cxx + "\n" + result.stdout
+    return _seen[cxx]
+
+
+def _dynamic_shared_pointer(match: re.Match) -> str:
+    kind = match["type"].strip()
+    return f"{kind}* const {match['name']} = reinterpret_cast<{kind}*>(::dlgpu_host::dynamic_shared());"
+
+
+def translation_unit(source_path: Path) -> tuple[str, list[str]]:
+    """The C++ that g++ compiles for a family: the rewritten source and one export per kernel."""
+    text = source_path.read_text()
+    names = kernel_names(text)
+    if not names:
+        raise CompileError(f'dlgpu harness: {source_path} defines no extern "C" __global__ kernel')
+    rows = ['#include "cuda_host.h"', f'#line 1 "{source_path}"', _EXTERN_SHARED.sub(_dynamic_shared_pointer, text)]
+    rows.append('#line 1 "<dlgpu harness exports>"')
+    rows += [f"DLGPU_EXPORT_KERNEL({name})" for name in names]
+    rows.append("#ifdef DLGPU_RUNNER_MAIN")
+    rows.append("static const dlgpu_host::KernelEntry dlgpu_kernels[] = {")
+    rows += [f'    {{"{name}", dlgpu_launch_{name}}},' for name in names]
+    rows.append("};")
+    rows.append("int main(int argc, char** argv)")
+    rows.append("{ return dlgpu_host::runner_main(argc, argv, dlgpu_kernels, sizeof dlgpu_kernels / sizeof *dlgpu_kernels); }")
+    rows.append("#endif")
+    return "\n".join(rows) + "\n", names
+
+
+class _Build:
+    def __init__(self, path: Path, names: list[str], mode: str):
+        self.path, self.names, self.mode = path, names, mode
+        self.library = ctypes.CDLL(str(path)) if mode == "plain" else None
+
+
+_builds: dict[tuple, _Build] = {}
+_build_lock = threading.Lock()
+_launch_lock = threading.Lock()
+
+
+def build(family: str, defines=(), mode: str = "plain", kernels_dir=None, cache_dir=None) -> _Build:
+    """Compile ``family`` for ``mode`` (or find it in the cache): a shared object or a runner."""
+    if mode not in MODES:
+        raise ArgumentError(f"dlgpu harness: mode must be one of {MODES}, got {mode!r}")
+    defines = compiler.normalize_defines(defines)
+    source = compiler.source_path(family, kernels_dir)
+    # A planted kernel in a test folder may still include the package's headers (ptx.cuh).
+    include_dirs = list(dict.fromkeys([source.parent, compiler.kernels_root(kernels_dir), compiler.kernels_root()]))
+    key_in_memory = (str(source), source.stat().st_mtime_ns, defines, mode, str(cache_dir))
+    with _build_lock:
+        if key_in_memory in _builds:
+            return _builds[key_in_memory]
+        cxx = find_compiler()
+        unit, names = translation_unit(source)
+        folder = Path(cache_dir) if cache_dir else compiler.default_cache_dir() / "harness"
+        stubs = folder / "include"
+        stubs.mkdir(parents=True, exist_ok=True)
+        for stub in _STUB_HEADERS:
+            if not (stubs / stub).exists():
+                (stubs / stub).write_text("#pragma once  // supplied by dlgpu/testing/cuda_host.h\n")
+        flags = [*_COMMON_FLAGS, *_MODE_FLAGS[mode], *(f"-D{name}={value}" for name, value in defines)]
+        flags += [f"-I{HEADER.parent}", f"-I{stubs}", *(f"-I{folder_}" for folder_ in include_dirs)]
+        digest = hashlib.sha256()
+        for part in (_compiler_identity(cxx), " ".join(flags), unit, HEADER.read_text(), Path(__file__).read_text()):
+            digest.update(part.encode() + b"\0")
+        for header in sorted({h for folder_ in include_dirs for h in folder_.glob("*.cuh")}):
+            digest.update(header.name.encode() + b"\0" + header.read_bytes() + b"\0")
+        stem = f"{family}-{mode}-{digest.hexdigest()[:24]}"
+        target = folder / (stem + (".so" if mode == "plain" else ".exe"))
+        if not target.exists():
+            _compile(cxx, flags, unit, folder, stem, target, family, mode)
+        result = _Build(target, names, mode)
+        _builds[key_in_memory] = result
+        return result
+
+
+def _compile(cxx, flags, unit, folder: Path, stem: str, target: Path, family: str, mode: str) -> None:
+    with tempfile.TemporaryDirectory(dir=folder, prefix=stem + ".") as work:
+        unit_path = Path(work) / f"{stem}.cpp"
+        unit_path.write_text(unit)
+        output = Path(work) / target.name
+        result = subprocess.run([cxx, *flags, str(unit_path), "-o", str(output)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise CompileError(f"dlgpu harness: {cxx} could not build {family} ({mode})", result.stderr[-20000:])
+        os.replace(output, target)  # atomic: a concurrent build of the same key is harmless
+
+
+# ---------------------------------------------------------------- arguments
+
+
+def _argument_codes(args, where: str) -> str:
+    """What the launch passes, in cuda_host.h's codes: p (array), i4, u8, f4, b1, ..."""
+    codes = []
+    for position, arg in enumerate(args):
+        if isinstance(arg, np.ndarray):
+            if not arg.flags.c_contiguous:
+                raise LayoutError(f"dlgpu harness: launch of {where}: argument {position} is not C-contiguous")
+            codes.append("p")
+        elif isinstance(arg, np.generic) and arg.dtype.kind in "biuf":
+            codes.append(f"{arg.dtype.kind}{arg.dtype.itemsize}")
+        elif type(arg).__module__.split(".")[0] == "cupy":
+            raise DeviceError(f"dlgpu harness: launch of {where}: argument {position} is a CuPy array; "
+                              "the CPU harness takes NumPy arrays")
+        else:
+            raise ArgumentError(f"dlgpu harness: launch of {where}: argument {position} is {type(arg).__name__}; "
+                                "pass NumPy arrays and NumPy scalars of the parameter's C type (np.int32(n))")
+    return ",".join(codes)
+
+
+def _run_in_process(build: _Build, launch: Launch, codes: str, where: str) -> None:
+    function = getattr(build.library, f"dlgpu_launch_{launch.kernel}")
+    function.restype = ctypes.c_int
+    storage = []
+    for arg in launch.args:
+        if isinstance(arg, np.ndarray):
+            storage.append(ctypes.c_void_p(arg.ctypes.data))
+        else:
+            storage.append(ctypes.create_string_buffer(arg.tobytes(), 16))
+    pointers = (ctypes.c_void_p * max(1, len(storage)))(*[ctypes.addressof(s) for s in storage])
+    grid = (ctypes.c_uint * 3)(*launch.grid)
+    block = (ctypes.c_uint * 3)(*launch.block)
+    error = ctypes.create_string_buffer(1024)
+    with _launch_lock:
+        status = function(codes.encode(), grid, block, ctypes.c_size_t(launch.shared_mem), pointers, error,
+                          ctypes.c_size_t(len(error)))
+    if status != 0:
+        raise HarnessError(f"dlgpu harness: {where} (plain): {error.value.decode()}")
+
+
+def _pack_launch(launch: Launch, codes: str) -> tuple[bytes, list[tuple[int, int]]]:
+    """The runner's input file, and the (address, size) of each buffer to copy back.
+
+    Arrays whose memory overlaps (``out`` is ``x``, or views of one base) become one
+    buffer, so aliasing survives the copy.
+    """
+    arrays = [a for a in launch.args if isinstance(a, np.ndarray)]
+    spans = sorted({(a.ctypes.data, a.ctypes.data + a.nbytes) for a in arrays})
+    buffers: list[list[int]] = []
+    for start, end in spans:
+        if buffers and start < buffers[-1][1] and end > start:
+            buffers[-1][1] = max(buffers[-1][1], end)
+        else:
+            buffers.append([start, end])
+    u64 = struct.Struct("<Q").pack
+    out = [u64(len(launch.kernel)), launch.kernel.encode(), u64(len(codes)), codes.encode()]
+    out += [u64(int(v)) for v in (*launch.grid, *launch.block, launch.shared_mem)]
+    out.append(u64(len(buffers)))
+    for start, end in buffers:
+        out += [u64(end - start), ctypes.string_at(start, end - start)]
+    out.append(u64(len(launch.args)))
+    for arg in launch.args:
+        if isinstance(arg, np.ndarray):
+            address = arg.ctypes.data
+            index = next(i for i, (s, e) in enumerate(buffers) if s <= address and (address < e or s == e == address))
+            out += [u64(0), u64(index), u64(address - buffers[index][0])]
+        else:
+            out += [u64(1), u64(arg.dtype.itemsize), u64(int.from_bytes(arg.tobytes().ljust(8, b"\0"), "little"))]
+    return b"".join(out), [(s, e - s) for s, e in buffers]
+
+
+def _run_in_child(build: _Build, launch: Launch, codes: str, where: str) -> None:
+    payload, buffers = _pack_launch(launch, codes)
+    env = dict(os.environ)
+    for name, value in _SANITIZER_ENV.items():  # the user's own options come last and win
+        env[name] = value + (":" + os.environ[name] if os.environ.get(name) else "")
+    with tempfile.TemporaryDirectory(prefix="dlgpu-harness-") as work:
+        launch_file, result_file = Path(work) / "launch.bin", Path(work) / "result.bin"
+        launch_file.write_bytes(payload)
+        command = [str(build.path), str(launch_file), str(result_file)]
+        result = subprocess.run(command, capture_output=True, text=True, env=env)
+        if result.returncode != 0 and "unexpected memory mapping" in result.stderr and shutil.which("setarch"):
+            # Older TSan runtimes cannot map their shadow under high ASLR entropy.
+            result = subprocess.run(["setarch", os.uname().machine, "-R", *command], capture_output=True,
+                                    text=True, env=env)
+        report = result.stderr
+        if result.returncode != 0 or any(marker in report for marker in _REPORT_MARKERS):
+            raise HarnessError(f"dlgpu harness: {where} ({build.mode}) failed with exit code {result.returncode}",
+                               report[-12000:])
+        data = result_file.read_bytes()
+    offset = 0
+    for address, size in buffers:
+        ctypes.memmove(address, data[offset:offset + size], size)
+        offset += size
+
+
+# ---------------------------------------------------------------- the executor
+
+
+class HarnessExecutor:
+    """Carries out launches on NumPy arrays by running the kernels on the CPU.
+
+    ``launched`` collects (family, kernel) of every launch made, so that a test can
+    prove which kernels it exercised.
+    """
+
+    def __init__(self, mode: str = "plain", *, kernels_dir=None, cache_dir=None):
+        if mode not in MODES:
+            raise ArgumentError(f"dlgpu harness: mode must be one of {MODES}, got {mode!r}")
+        self.xp: Any = np
+        self.mode = mode
+        self._kernels_dir = kernels_dir
+        self._cache_dir = cache_dir
+        self.launched: set[tuple[str, str]] = set()
+
+    def launch(self, launch: Launch) -> None:
+        where = f"{launch.family}.{launch.kernel}"
+        for name, dims in (("grid", launch.grid), ("block", launch.block)):
+            if len(dims) != 3 or any(int(d) < 1 for d in dims):
+                raise ArgumentError(f"dlgpu harness: launch of {where}: {name} must be 3 positive ints, got {dims}")
+        if launch.shared_mem < 0:
+            raise ArgumentError(f"dlgpu harness: launch of {where}: shared_mem={launch.shared_mem} is negative")
+        codes = _argument_codes(launch.args, where)
+        built = build(launch.family, launch.defines, self.mode, self._kernels_dir, self._cache_dir)
+        if launch.kernel not in built.names:
+            raise ArgumentError(f"dlgpu harness: {launch.family}.cu has no kernel {launch.kernel!r}; "
+                                f"it has {', '.join(built.names)}")
+        if self.mode == "plain":
+            _run_in_process(built, launch, codes, where)
+        else:
+            _run_in_child(built, launch, codes, where)
+        self.launched.add((launch.family, launch.kernel))
+
+
+def cross_check(run: Callable[[Any], Any], *, mode: str = "plain", tolerance: float = 1e-5) -> list[float]:
+    """Run the same launches on the GPU and on the harness, and compare what they return.
+
+    ``run(executor)`` makes its inputs from a fixed seed, moves them to
+    ``executor.xp``, calls launchers with ``executor=executor`` and returns an array
+    or a tuple of arrays.  Floating outputs must agree to ``tolerance`` in relative
+    Frobenius error (the harness rounds like the device, but g++ does not contract
+    a*b+c into FMA as nvcc does); integer outputs exactly.  Returns the errors;
+    raises AssertionError on a disagreement.  Needs CuPy and a GPU.
+    """
+    from dlgpu.cuda.executor import CupyExecutor
+    from dlgpu.testing import rel_error, to_numpy
+
+    as_tuple = lambda out: out if isinstance(out, tuple) else (out,)  # noqa: E731
+    device = [to_numpy(o) for o in as_tuple(run(CupyExecutor()))]
+    host = [to_numpy(o) for o in as_tuple(run(HarnessExecutor(mode)))]
+    errors = []
+    for index, (d, h) in enumerate(zip(device, host, strict=True)):
+        if d.dtype.kind == "f":
+            errors.append(rel_error(h, d))
+        else:
+            errors.append(0.0 if np.array_equal(h, d) else float("inf"))
+        assert errors[-1] <= tolerance, f"cross_check: output {index} differs, harness vs GPU: {errors[-1]:.3e}"
+    return errors

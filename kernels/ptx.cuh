@@ -1,0 +1,152 @@
+// kernels/ptx.cuh -- the only door from the kernels to inline PTX (sm_80 and newer).
+//
+// On the device each wrapper is one PTX instruction.  Under the CPU harness
+// (DLGPU_HOST_HARNESS, dlgpu/testing/cuda_host.h) the same names run host code written
+// from the PTX ISA's fragment layouts, so a kernel using them is checked on the CPU too.
+//
+//   f32_to_tf32(x)                       cvt.rna.tf32.f32: x rounded to tf32 (bits of a .b32)
+//   pack_bf16x2(lo, hi), pack_fp16x2     cvt.rn.{bf16x2,f16x2}.f32: two floats -> one .b32,
+//                                        `lo` in bits 0..15 (the lower-index element)
+//   mma_m16n8k8_tf32(d, a, b, c)         mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32
+//   mma_m16n8k16_bf16(d, a, b, c)        mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32
+//   mma_m16n8k16_fp16(d, a, b, c)        mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32
+//        d, c: float[4]; a: unsigned[4]; b: unsigned[2] -- PTX ISA 9.7.14.5 fragments, with
+//        g = lane / 4, t = lane % 4:  c/d[i] at row g + 8*(i/2), column 2t + i%2;
+//        tf32 a[i] at (g + 8*(i%2), t + 4*(i/2)), b[i] at (t + 4i, g);
+//        16-bit A element i (register i/2, low half first) at (g + 8*((i/2)%2), 2t + i%2 + 8*(i/4)),
+//        16-bit B element i at (2t + i%2 + 8*(i/2), g).  d may be c (accumulate in place).
+//   ldmatrix_x1/x2/x4(r, row)            ldmatrix.sync.aligned.m8n8.x{1,2,4}.shared.b16; `row`:
+//   ldmatrix_x1/x2/x4_trans(r, row)      this lane's 16-byte-aligned row address in shared
+//                                        memory (lanes 8i..8i+7 give matrix i's rows)
+//   cp_async_16(smem, gmem, src_bytes)   cp.async.cg.shared.global, 16 bytes, both addresses
+//                                        16-byte aligned; bytes past src_bytes (0..16) are zeros
+//   cp_async_commit()                    cp.async.commit_group
+//   cp_async_wait<N>()                   cp.async.wait_group N: all but the newest N groups landed
+//   cp_async_wait_all()                  cp.async.wait_all
+// Warp-collective wrappers (mma, ldmatrix) must be called by all 32 lanes of the warp.
+#pragma once
+
+namespace ptx {
+
+#ifdef DLGPU_HOST_HARNESS
+
+__device__ __forceinline__ unsigned f32_to_tf32(float x) { return dlgpu_host::f32_to_tf32(x); }
+__device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi)
+{
+    return (unsigned)dlgpu_host::float_to_bf16_bits(lo) | ((unsigned)dlgpu_host::float_to_bf16_bits(hi) << 16);
+}
+__device__ __forceinline__ unsigned pack_fp16x2(float lo, float hi)
+{
+    return (unsigned)dlgpu_host::float_to_half_bits(lo) | ((unsigned)dlgpu_host::float_to_half_bits(hi) << 16);
+}
+__device__ __forceinline__ void mma_m16n8k8_tf32(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], const float (&c)[4])
+{
+    dlgpu_host::mma_m16n8k8_tf32(d, a, b, c);
+}
+__device__ __forceinline__ void mma_m16n8k16_bf16(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], const float (&c)[4])
+{
+    dlgpu_host::mma_m16n8k16_bf16(d, a, b, c);
+}
+__device__ __forceinline__ void mma_m16n8k16_fp16(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], const float (&c)[4])
+{
+    dlgpu_host::mma_m16n8k16_fp16(d, a, b, c);
+}
+__device__ __forceinline__ void ldmatrix_x1(unsigned (&r)[1], const void* row) { dlgpu_host::ldmatrix<1>(r, row, false); }
+__device__ __forceinline__ void ldmatrix_x2(unsigned (&r)[2], const void* row) { dlgpu_host::ldmatrix<2>(r, row, false); }
+__device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const void* row) { dlgpu_host::ldmatrix<4>(r, row, false); }
+__device__ __forceinline__ void ldmatrix_x1_trans(unsigned (&r)[1], const void* row) { dlgpu_host::ldmatrix<1>(r, row, true); }
+__device__ __forceinline__ void ldmatrix_x2_trans(unsigned (&r)[2], const void* row) { dlgpu_host::ldmatrix<2>(r, row, true); }
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const void* row) { dlgpu_host::ldmatrix<4>(r, row, true); }
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, unsigned src_bytes = 16)
+{
+    dlgpu_host::cp_async_16(smem, gmem, src_bytes);
+}
+__device__ __forceinline__ void cp_async_commit() { dlgpu_host::cp_async_commit(); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { dlgpu_host::cp_async_wait_group(N); }
+__device__ __forceinline__ void cp_async_wait_all()
+{
+    dlgpu_host::cp_async_commit();
+    dlgpu_host::cp_async_wait_group(0);
+}
+
+#else  // the device
+
+__device__ __forceinline__ unsigned shared_address(const void* p)
+{
+    return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ unsigned f32_to_tf32(float x)
+{
+    unsigned r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+}
+__device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi)
+{
+    unsigned r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+__device__ __forceinline__ unsigned pack_fp16x2(float lo, float hi)
+{
+    unsigned r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+#define DLGPU_PTX_MMA(name, instruction)                                                                    \
+    __device__ __forceinline__ void name(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2],     \
+                                         const float (&c)[4])                                               \
+    {                                                                                                       \
+        asm volatile(instruction " {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};"              \
+                     : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])                                       \
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]),                    \
+                       "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));                                         \
+    }
+DLGPU_PTX_MMA(mma_m16n8k8_tf32, "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32")
+DLGPU_PTX_MMA(mma_m16n8k16_bf16, "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32")
+DLGPU_PTX_MMA(mma_m16n8k16_fp16, "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32")
+#undef DLGPU_PTX_MMA
+
+__device__ __forceinline__ void ldmatrix_x1(unsigned (&r)[1], const void* row)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];" : "=r"(r[0]) : "r"(shared_address(row)));
+}
+__device__ __forceinline__ void ldmatrix_x2(unsigned (&r)[2], const void* row)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];"
+                 : "=r"(r[0]), "=r"(r[1]) : "r"(shared_address(row)));
+}
+__device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const void* row)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(shared_address(row)));
+}
+__device__ __forceinline__ void ldmatrix_x1_trans(unsigned (&r)[1], const void* row)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];" : "=r"(r[0]) : "r"(shared_address(row)));
+}
+__device__ __forceinline__ void ldmatrix_x2_trans(unsigned (&r)[2], const void* row)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];"
+                 : "=r"(r[0]), "=r"(r[1]) : "r"(shared_address(row)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const void* row)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(shared_address(row)));
+}
+
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, unsigned src_bytes = 16)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(shared_address(smem)), "l"(gmem), "r"(src_bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+
+#endif
+
+}  // namespace ptx
