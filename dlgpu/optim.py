@@ -100,7 +100,8 @@ class SGD:
 class _Schedule:
     def __init__(self, optimizer: SGD):
         if not isinstance(optimizer, SGD):
-            raise ArgumentError(f"{type(self).__name__}: optimizer must be a dlgpu.optim.SGD, got {type(optimizer).__name__}")
+            name = type(self).__name__
+            raise ArgumentError(f"{name}: optimizer must be a dlgpu.optim.SGD, got {type(optimizer).__name__}")
         self.optimizer = optimizer
         self.base_lr = optimizer.lr
         self.steps = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -343,6 +344,58 @@ def test_to_cuda_without_a_gpu_raises_backend_unavailable(rng):
     assert issubclass(BackendUnavailableError, DlgpuError)
 
 
+class _FakeCupyArray(np.ndarray):
+    """A NumPy array that dlgpu.nn takes for a CuPy one (by its module name), to test the moves on the CPU."""
+
+    __module__ = "cupy"
+
+    def get(self):
+        return np.asarray(self)
+
+
+def _fake_cupy():
+    import types
+
+    fake = types.ModuleType("cupy")
+    fake.asarray = lambda a: np.array(a).view(_FakeCupyArray)
+    fake.zeros_like = lambda a: np.zeros_like(np.asarray(a)).view(_FakeCupyArray)
+    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
+    return fake
+
+
+def test_moves_between_devices_carry_data_grads_and_velocities(rng, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy())
+    model = tiny_mlp(rng, "relu")
+    state = model.state_dict()
+    for p in model.parameters():
+        p.grad[...] = 1.0
+    opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
+    opt.step()  # velocities are allocated on the CPU
+    model(rng.standard_normal((2, 6)))
+
+    model.to("cuda")
+    assert all(type(p.data) is _FakeCupyArray and type(p.grad) is _FakeCupyArray for p in model.parameters())
+    assert all(p.device == "cuda" for p in model.parameters())
+    assert all(np.all(np.asarray(p.grad) == 1.0) for p in model.parameters())
+    with pytest.raises(ArgumentError, match="call forward first"):
+        model.backward(np.ones((2, 3)))  # the saved activations lived on the old device
+
+    opt.step()  # moves each velocity to the parameter's device, keeping its values
+    assert all(type(v) is _FakeCupyArray for v in opt.velocities)
+    np.testing.assert_allclose(np.asarray(opt.velocities[0]), 1.9)
+
+    buffers = [p.data for p in model.parameters()]
+    model.load_state_dict(state)  # NumPy arrays in, written onto the device in place
+    assert all(p.data is b for p, b in zip(model.parameters(), buffers))
+    saved = model.state_dict()
+    assert all(type(v) is np.ndarray for v in saved.values())
+    for name, value in saved.items():
+        np.testing.assert_array_equal(value, state[name])
+
+    model.to("cpu")
+    assert all(type(p.data) is np.ndarray and type(p.grad) is np.ndarray for p in model.parameters())
+
+
 @pytest.mark.gpu
 def test_to_cuda_and_back_keeps_values_and_matches_the_cpu(rng):
     import cupy
@@ -414,6 +467,7 @@ def test_sgd_without_momentum_keeps_no_velocity_and_lr_is_settable():
         lambda p: StepLR(SGD([p], lr=0.1), step_size=0),
         lambda p: CosineLR(SGD([p], lr=0.1), total_steps=10, min_lr=0.5),
         lambda p: StepLR("sgd", step_size=2),
+        lambda p: nn.Parameter([1.0, 2.0]),
     ],
 )
 def test_bad_optimizer_arguments_are_refused(make):

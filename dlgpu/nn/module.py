@@ -91,6 +91,8 @@ class Parameter:
     """A trainable array ``data`` and its gradient ``grad``, allocated like it (zeros)."""
 
     def __init__(self, data):
+        if not (isinstance(data, np.ndarray) or _is_cupy(data)):
+            raise ArgumentError(f"Parameter: data must be a NumPy or CuPy array, got {type(data).__name__}")
         self.data = data
         self.grad = zeros_like(data)
 
