@@ -1,0 +1,367 @@
+"""The benchmark machinery on the CPU: timers on fake clocks and fake CUDA events, rotation,
+rows and ratios, the baselines' arithmetic against the reference, and `dlgpu bench --quick`
+end to end on the CPU backend."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dlgpu.reference as ref
+from dlgpu import bench
+from dlgpu.errors import ArgumentError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# -- statistics and timers ------------------------------------------------------
+
+
+def test_summarize_gives_median_and_spread():
+    t = bench.summarize([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert (t.median_ms, t.reps) == (3.0, 5)
+    assert t.p10_ms == pytest.approx(1.4) and t.p90_ms == pytest.approx(4.6)
+    with pytest.raises(ValueError):
+        bench.summarize([])
+
+
+class FakeClock:
+    """A clock that advances by the given step every time it is read."""
+
+    def __init__(self, step_s: float):
+        self.now = 0.0
+        self.step_s = step_s
+
+    def __call__(self) -> float:
+        self.now += self.step_s
+        return self.now
+
+
+def test_wall_clock_timer_warms_up_untimed_then_times_each_rep():
+    calls = []
+    timer = bench.WallClockTimer(budget_s=100.0, clock=FakeClock(0.002))
+    samples = timer.measure(calls.append, warmup=2, reps=5)
+    assert calls == [0, 1, 2, 3, 4, 5, 6]            # warm-up indices first, then the timed ones
+    assert samples == pytest.approx([2.0] * 5)        # each timed rep spans one clock step: 2 ms
+
+
+def test_wall_clock_timer_stops_at_its_budget_but_not_before_min_reps():
+    timer = bench.WallClockTimer(budget_s=0.010, min_reps=3, clock=FakeClock(0.004))
+    assert len(timer.measure(lambda i: None, warmup=0, reps=100)) == 3
+    slow = bench.WallClockTimer(budget_s=0.001, min_reps=4, clock=FakeClock(1.0))
+    assert len(slow.measure(lambda i: None, warmup=0, reps=100)) == 4
+
+
+class FakeCupy:
+    """Just enough of cupy.cuda for CudaEventTimer: events stamped by a fake device clock."""
+
+    def __init__(self):
+        fake = self
+        self.device_ms = 0.0
+        self.log: list[str] = []
+
+        class Event:
+            def __init__(self):
+                self.t = None
+
+            def record(self):
+                self.t = fake.device_ms
+                fake.log.append("record")
+
+            def synchronize(self):
+                fake.log.append("event-sync")
+
+        class Stream:
+            def synchronize(self):
+                fake.log.append("stream-sync")
+
+        class Cuda:
+            pass
+
+        cuda = Cuda()
+        cuda.Event = Event
+        cuda.get_current_stream = lambda: Stream()
+        cuda.get_elapsed_time = lambda start, stop: stop.t - start.t
+        self.cuda = cuda
+
+
+def test_cuda_event_timer_reads_one_event_pair_per_rep_after_one_sync():
+    cp = FakeCupy()
+    seen = []
+
+    def work(i):
+        seen.append(i)
+        cp.device_ms += 0.5 + i      # each launch takes longer: the samples must follow
+
+    samples = bench.CudaEventTimer(cp).measure(work, warmup=2, reps=3)
+    assert seen == [0, 1, 2, 3, 4]
+    assert samples == [2.5, 3.5, 4.5]
+    assert cp.log.count("record") == 6
+    assert cp.log.count("event-sync") == 1 and cp.log[-1] == "event-sync"   # one sync, at the end
+    assert cp.log.index("stream-sync") < cp.log.index("record")             # warm-up finished first
+
+
+@pytest.mark.parametrize(
+    ("set_bytes", "cache", "kwargs", "expected"),
+    [
+        (256 << 20, 50 << 20, {}, 1),            # one set already four times the L2
+        (51 << 20, 50 << 20, {}, 4),             # pooling input: about one L2, rotate four
+        (1 << 20, 50 << 20, {}, 64),             # tiny sets: capped by max_sets
+        (1 << 20, 50 << 20, {"max_total_bytes": 16 << 20}, 16),
+        (1 << 30, 50 << 20, {"max_total_bytes": 1 << 20}, 1),
+    ],
+)
+def test_rotation_covers_the_cache_within_bounds(set_bytes, cache, kwargs, expected):
+    assert bench.rotation_count(set_bytes, cache, **kwargs) == expected
+
+
+def test_rotation_sets_together_exceed_the_cache():
+    for set_bytes in (7 << 20, 13 << 20, 40 << 20):
+        n = bench.rotation_count(set_bytes, 50 << 20)
+        assert n * set_bytes >= 4 * (50 << 20)
+
+
+# -- the registry -------------------------------------------------------------------
+
+
+def test_every_family_has_cases_and_unknown_families_are_refused():
+    assert {c.family for c in bench.CASES} == set(bench.FAMILIES)
+    assert [c.family for c in bench.cases_for(["pool"])] == ["pool", "pool"]
+    assert len(bench.cases_for([])) == len(bench.CASES)
+    with pytest.raises(ArgumentError, match="unknown family.*'conv'"):
+        bench.cases_for(["conv"])
+
+
+def test_gpu_shapes_are_the_speed_target_sizes():
+    shapes = {c.op: c.shape_for("cuda", quick=True) for c in bench.CASES}
+    for op in ("relu_forward", "relu_backward", "sgd_step", "bias_grad"):
+        assert int(np.prod(shapes[op])) >= 1 << 26, op
+    assert shapes["softmax_cross_entropy"] == (65536, 1000)
+    assert shapes["max_pool2d"] == (64, 64, 56, 56)
+
+
+def test_every_case_reads_more_than_a_cpu_l2_even_in_quick_mode():
+    for case in bench.CASES:
+        inputs = case.make_inputs(np, case.shape_for("cpu", quick=True), 0)
+        assert bench._set_bytes(inputs) >= 2 << 20, case.op
+
+
+def test_bytes_moved_count_each_input_read_and_output_written_once():
+    by_op = {c.op: c for c in bench.CASES}
+    n = 1000
+    assert by_op["relu_forward"].bytes_moved((n,)) == 8 * n
+    assert by_op["relu_backward"].bytes_moved((n,)) == 12 * n
+    assert by_op["sgd_step"].bytes_moved((n,)) == 20 * n
+    assert by_op["bias_grad"].bytes_moved((2, 3, 4, 5)) == 4 * (120 + 3)
+    assert by_op["softmax_cross_entropy"].bytes_moved((10, 7)) == 4 * 2 * 70 + 4 * 10
+    # 2x3x8x8 input, 3x3 stride 2 padding 1 -> 4x4 output; y and the int32 argmax written
+    assert by_op["max_pool2d"].bytes_moved((2, 3, 8, 8)) == 4 * 384 + 8 * 96
+    assert by_op["max_pool2d_backward"].bytes_moved((2, 3, 8, 8)) == 8 * 96 + 4 * 384
+
+
+# -- the baselines compute what the reference computes ---------------------------------
+
+
+def _small(case: bench.Case, shape) -> dict:
+    return case.make_inputs(np, shape, 7)
+
+
+CASE = {c.op: c for c in bench.CASES}
+
+
+def test_numpy_baselines_match_the_reference():
+    d = _small(CASE["relu_forward"], (1001,))
+    np.testing.assert_allclose(CASE["relu_forward"].xp_baseline(np, d), ref.relu(d["x"]), rtol=1e-6)
+
+    d = _small(CASE["relu_backward"], (1001,))
+    np.testing.assert_allclose(CASE["relu_backward"].xp_baseline(np, d), ref.relu_backward(d["grad_y"], d["y"]),
+                               rtol=1e-6)
+
+    d = _small(CASE["bias_grad"], (3, 5, 4, 6))
+    np.testing.assert_allclose(CASE["bias_grad"].xp_baseline(np, d),
+                               d["grad_y"].astype(np.float64).sum(axis=(0, 2, 3)), rtol=1e-5)
+
+    d = _small(CASE["softmax_cross_entropy"], (33, 17))
+    loss, probs = CASE["softmax_cross_entropy"].xp_baseline(np, d)
+    ref_loss, ref_probs = ref.softmax_cross_entropy(d["logits"], d["labels"])
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    np.testing.assert_allclose(probs, ref_probs, rtol=1e-5, atol=1e-7)
+
+    d = _small(CASE["softmax_cross_entropy_backward"], (33, 17))
+    np.testing.assert_allclose(CASE["softmax_cross_entropy_backward"].xp_baseline(np, d),
+                               ref.softmax_cross_entropy_backward(d["probs"], d["labels"]), rtol=1e-5, atol=1e-7)
+
+
+def test_numpy_sgd_baseline_matches_the_reference_rule():
+    case = CASE["sgd_step"]
+    d = _small(case, (101,))
+    e = {k: v.copy() for k, v in d.items()}
+    case.xp_baseline(np, d)
+    ref.sgd_step(e["param"], e["grad"], e["velocity"], **bench._SGD)
+    np.testing.assert_allclose(d["param"], e["param"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(d["velocity"], e["velocity"], rtol=1e-5, atol=1e-6)
+
+
+def test_numpy_pooling_baselines_match_the_reference():
+    shape = (2, 3, 9, 8)
+    d = _small(CASE["max_pool2d"], shape)
+    y_ref, argmax_ref = ref.max_pool2d(d["x"], 3, stride=2, padding=1)
+    np.testing.assert_array_equal(CASE["max_pool2d"].xp_baseline(np, d), y_ref.astype(np.float32))
+
+    d = _small(CASE["max_pool2d_backward"], shape)
+    _, d["argmax"] = ref.max_pool2d(d["x"], 3, stride=2, padding=1)
+    np.testing.assert_allclose(CASE["max_pool2d_backward"].xp_baseline(np, d),
+                               ref.max_pool2d_backward(d["grad_y"], d["argmax"], shape), rtol=1e-5, atol=1e-6)
+
+
+# -- rows from a case -----------------------------------------------------------------
+
+
+class ScriptedTimer:
+    """Runs each repetition for real (so the calls are exercised) but reports scripted times."""
+
+    def __init__(self, ms_per_measurement: list[float]):
+        self.ms = list(ms_per_measurement)
+        self.indices: list[list[int]] = []
+
+    def measure(self, fn, *, warmup, reps):
+        seen = []
+        for i in range(warmup + reps):
+            fn(i)
+            seen.append(i)
+        self.indices.append(seen)
+        return [self.ms.pop(0)] * reps
+
+
+def _cpu_backend(timer, cache_bytes=1 << 16) -> bench.Backend:
+    return bench.Backend(name="cpu", xp=np, timer=timer, cache_bytes=cache_bytes, device={"name": "test"},
+                         max_rotation_bytes=1 << 20, warmup=1, reps=3)
+
+
+def test_run_case_reports_ratio_rate_and_share_of_the_ceiling():
+    case = dataclasses.replace(CASE["relu_forward"], shapes={"gpu": (4096,), "cpu": (4096,), "cpu_quick": (4096,)})
+    timer = ScriptedTimer([2.0, 4.0, 1.0])      # dlgpu, then reference, then numpy
+    ceilings = {"copy": {"gbps": 0.0001}}
+    rows = bench.run_case(case, _cpu_backend(timer), True, ceilings)
+    assert [r["baseline"] for r in rows] == ["reference", "numpy"]
+    assert [r["ratio"] for r in rows] == [2.0, 0.5]
+    assert all(r["ms"] == 2.0 for r in rows)
+    gbps = 8 * 4096 / 2e-3 / 1e9
+    assert rows[0]["gbps"] == pytest.approx(gbps)
+    assert rows[0]["pct_of_ceiling"] == pytest.approx(100 * gbps / 0.0001)
+    assert rows[0]["tflops"] is None
+    # 16 KiB sets against a 64 KiB cache: rotate 16 sets, each repetition on the next one
+    assert rows[0]["rotation_sets"] == 16
+    for key in ("op", "variant", "shape", "dtype", "precision", "ms", "baseline", "baseline_ms", "ratio",
+                "gbps", "tflops", "pct_of_ceiling"):
+        assert key in rows[0]
+
+
+def test_run_case_rotates_through_distinct_input_sets():
+    used = []
+    case = dataclasses.replace(
+        CASE["relu_forward"], shapes={"gpu": (1024,), "cpu": (1024,), "cpu_quick": (1024,)},
+        run=lambda d: used.append(id(d["x"])), reference=None, xp_baseline=None)
+    rows = bench.run_case(case, _cpu_backend(ScriptedTimer([1.0]), cache_bytes=4096 * 2), True, {})
+    assert rows[0]["rotation_sets"] == 8
+    assert len(set(used)) == 4                  # 1 warm-up + 3 reps: four different sets
+    assert rows[0]["baseline"] is None and rows[0]["ratio"] is None
+
+
+def test_a_failing_dlgpu_call_is_an_error_row_not_a_crash():
+    def boom(d):
+        raise RuntimeError("kernel exploded")
+
+    case = dataclasses.replace(CASE["relu_forward"], shapes={"gpu": (64,), "cpu": (64,), "cpu_quick": (64,)}, run=boom)
+    result = bench.run_benchmarks([case], _cpu_backend(ScriptedTimer([3.0, 1.0])), True, ceilings={})
+    assert result["rows"][0]["ms"] is None
+    assert "kernel exploded" in result["rows"][0]["error"]
+    assert result["errors"] == ["relu_forward: dlgpu: RuntimeError: kernel exploded"]
+
+
+def test_unavailable_case_is_skipped_with_its_reason():
+    case = dataclasses.replace(CASE["bias_grad"], unavailable=lambda backend: f"nothing on {backend}")
+    (row,) = bench.run_case(case, _cpu_backend(ScriptedTimer([])), True, {})
+    assert row["skipped"] == "nothing on cpu" and row["ms"] is None
+
+
+def test_table_cells_show_ratio_rate_and_ceiling_share():
+    result = {"rows": [
+        {"op": "relu_forward", "variant": "default", "shape": "64", "dtype": "float32", "precision": "ieee",
+         "ms": 0.25, "baseline": "cupy", "baseline_ms": 0.3, "ratio": 1.2, "gbps": 2800.0, "tflops": None,
+         "pct_of_ceiling": 93.3},
+        {"op": "bias_grad", "variant": "NCHW", "shape": "1x2x3x4", "dtype": "float32", "precision": "ieee",
+         "ms": None, "skipped": "none", "baseline": None, "baseline_ms": None, "ratio": None, "gbps": None,
+         "tflops": None, "pct_of_ceiling": None},
+    ]}
+    cells = bench.table_rows(result)
+    assert cells[0] == ["relu_forward", "default", "64", "float32/ieee", "0.250", "cupy", "0.300", "1.20x",
+                        "2800.0 GB/s", "93%"]
+    assert cells[1][4] == "skipped" and cells[1][7] == "-"
+    assert len(bench.TABLE_HEADER) == len(cells[0])
+
+
+def test_plot_writes_a_png_or_says_why_not(tmp_path):
+    result = {"device": {"name": "test"}, "rows": [
+        {"op": "relu_forward", "shape": "64", "ms": 1.0, "baseline": "numpy", "baseline_ms": 2.0}]}
+    path = tmp_path / "b.png"
+    why_not = bench.write_plot(result, str(path))
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "matplotlib" in why_not and not path.exists()
+    else:
+        assert why_not is None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cpu_ceilings_are_measured(monkeypatch):
+    backend = bench.cpu_backend(quick=True)
+    ceilings = bench.measure_ceilings(backend, quick=True)
+    assert ceilings["copy"]["gbps"] > 0 and "bytes read + written" in ceilings["copy"]["how"]
+    assert ceilings["sgemm"]["tflops"] > 0 and ceilings["sgemm"]["shape"] == "1024x1024x1024"
+
+
+# -- dlgpu bench end to end on the CPU ------------------------------------------------------
+
+
+def test_bench_arguments_parse():
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["softmax", "pool", "--quick", "--json", "x.json", "--plot", "x.png"])
+    assert (args.families, args.quick, args.json, args.plot) == (["softmax", "pool"], True, "x.json", "x.png")
+
+
+@pytest.mark.skipif(bench.gpu_probe()[0], reason="checks the CPU fallback, which a GPU machine does not take")
+def test_dlgpu_bench_quick_on_the_cpu_end_to_end(tmp_path):
+    out = tmp_path / "bench.json"
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "dlgpu.cli", "bench", "--quick", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith(bench.NO_GPU_MESSAGE)
+    assert elapsed < 60, f"dlgpu bench --quick took {elapsed:.0f} s on the CPU"
+    result = json.loads(out.read_text())
+    assert result["backend"] == "cpu" and result["quick"] is True
+    assert result["errors"] == []
+    ops = {r["op"] for r in result["rows"]}
+    assert ops == {c.op for c in bench.CASES}
+    timed = [r for r in result["rows"] if not r.get("skipped")]
+    assert timed and all(r["ms"] > 0 and r["baseline_ms"] > 0 and r["ratio"] > 0 for r in timed)
+    assert {r["baseline"] for r in timed} == {"reference", "numpy"}
+    assert "relu_forward" in proc.stdout and "ratio" in proc.stdout
+
+
+def test_unknown_family_exits_2(capsys):
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    assert bench.main(parser.parse_args(["convolution"])) == 2
+    assert "unknown family" in capsys.readouterr().out
