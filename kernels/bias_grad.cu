@@ -16,7 +16,8 @@
 //   bias_grad_finish_f32(const float* partial, float* grad_b, long long chunks, long long row_len,
 //                        long long spatial)
 //       grid (channels), block 256 (a multiple of 32).  grad_b[c] = sum over chunks p and spatial
-//       positions s of partial[p * row_len + c * spatial + s], reduced by one block per channel.
+//       positions s of partial[p * row_len + c * spatial + s]: one block per channel, threads over
+//       s (or over p when spatial == 1), then a fixed-order block reduction.
 //
 // partial holds chunks * row_len floats; the launcher picks chunks so that pass 1 fills the
 // device while the partial buffer stays a small fraction of grad_y.
@@ -140,12 +141,19 @@ extern "C" __global__ void bias_grad_finish_f32(const float* partial, float* gra
 {
     __shared__ float scratch[33];
     const long long channel = blockIdx.x;
-    const long long count = chunks * spatial;
     float sum = 0.0f;
-    for (long long k = threadIdx.x; k < count; k += blockDim.x) {
-        const long long chunk = k / spatial;
-        const long long s = k - chunk * spatial;
-        sum += partial[chunk * row_len + channel * spatial + s];
+    if (spatial == 1) {
+        // (N, C) input: one partial sum per chunk, strided by row_len.
+        DLGPU_UNROLL_4
+        for (long long chunk = threadIdx.x; chunk < chunks; chunk += blockDim.x) sum += partial[chunk * row_len + channel];
+    } else {
+        // Chunk by chunk, the channel's `spatial` partial sums are contiguous: coalesced loads,
+        // and the unrolled loop keeps several of them in flight.
+        for (long long chunk = 0; chunk < chunks; ++chunk) {
+            const float* run = partial + chunk * row_len + channel * spatial;
+            DLGPU_UNROLL_4
+            for (long long s = threadIdx.x; s < spatial; s += blockDim.x) sum += run[s];
+        }
     }
     sum = block_sum(sum, scratch);
     if (threadIdx.x == 0) grad_b[channel] = sum;

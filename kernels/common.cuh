@@ -3,7 +3,7 @@
 // Everything here is plain CUDA C++ that both NVRTC and the CPU harness
 // (dlgpu/testing/cuda_host.h, which g++ includes before this file) understand:
 //   INFINITY, NAN          NVRTC has no <cmath>; defined from bit patterns when missing
-//   DLGPU_UNROLL           `#pragma unroll` on the device, nothing on the host (no g++ warning)
+//   DLGPU_UNROLL(_4)       `#pragma unroll` (4) on the device, nothing on the host (no g++ warning)
 //   ceil_div               integer division rounding up
 //   relu_mask              grad * (y > 0) as every family computes it (one definition)
 //   Vec4Plan, plan_vec4    split [0, n) into a scalar head, a 16-byte-aligned float4 body
@@ -22,8 +22,10 @@
 
 #if defined(__CUDA_ARCH__)
 #define DLGPU_UNROLL _Pragma("unroll")
+#define DLGPU_UNROLL_4 _Pragma("unroll 4")
 #else
 #define DLGPU_UNROLL
+#define DLGPU_UNROLL_4
 #endif
 
 #define DLGPU_FULL_WARP 0xffffffffu
