@@ -24,7 +24,7 @@ def test_python_example_runs(index):
 def test_readme_has_examples_of_the_functional_api_and_of_a_layer():
     code = "\n".join(_blocks("python"))
     assert "dlgpu.functional" in code
-    assert "dlgpu.nn" in code
+    assert "from dlgpu import nn" in code and "model.backward(" in code
 
 
 def test_quick_start_opens_the_readme_with_the_two_commands():
