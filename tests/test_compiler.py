@@ -534,7 +534,7 @@ def test_compile_command_reports_every_kernel(monkeypatch, kdir, tmp_path, capsy
     rows = [line for line in out.splitlines() if "demo" in line]
     assert len(rows) == 2 * 2 * 2  # 2 kernels x 2 configurations x 2 targets
     assert any("copy4" in r and "sm_90a" in r and "VEC=2" in r for r in rows)
-    assert "LDG.E.128" in out and "4 built, 0 failed, 0 problems" in out
+    assert "LDG.E.128" in out and "4 modules built (8 kernels), 0 failed, 0 problems" in out
 
 
 def test_compile_command_fails_on_local_memory_and_broken_sources(monkeypatch, kdir, tmp_path, capsys):

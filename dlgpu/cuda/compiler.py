@@ -9,7 +9,9 @@ launch on a GPU (:mod:`dlgpu.cuda.executor`) and the offline build
 
 Options, always: ``-std=c++17 --gpu-architecture=<arch> -lineinfo
 -Xptxas=-v --include-path=<kernels dir>`` and one ``-DNAME=VALUE`` per
-define.  The source is prefixed with ``#line 1 "<absolute path>"`` so NVRTC's
+define; plus ``--include-path=<toolkit include>`` when the CUDA runtime's
+headers (``cuda_fp16.h``, ``cuda_bf16.h``) are found by cuda-pathfinder (a
+wheel, $CUDA_HOME, or a system toolkit), for ``#include <...>``.  The source is prefixed with ``#line 1 "<absolute path>"`` so NVRTC's
 errors name the real file and line; a failed compile raises
 :class:`dlgpu.errors.CompileError` carrying NVRTC's log.  Targets are
 ``sm_XX`` (a cubin; ``sm_90a`` for Hopper's wgmma) or ``compute_XX`` (PTX,
@@ -423,9 +425,29 @@ def _announce(family: str, arch: str) -> None:
     print(f"dlgpu: compiling {family} for {arch} ...", file=sys.stderr, flush=True)
 
 
+_TOOLKIT_INCLUDE: list[str] | None = None
+
+
+def toolkit_include_dirs() -> list[str]:
+    """The CUDA runtime's header folder, when one is installed (for cuda_fp16.h and kin)."""
+    global _TOOLKIT_INCLUDE
+    if _TOOLKIT_INCLUDE is None:
+        _TOOLKIT_INCLUDE = []
+        try:
+            from cuda.pathfinder import find_nvidia_header_directory
+
+            found = find_nvidia_header_directory("cudart")
+        except Exception:  # pathfinder missing or too old: angle includes just fail in NVRTC
+            found = None
+        if found and (Path(found) / "cuda_fp16.h").is_file():
+            _TOOLKIT_INCLUDE.append(str(Path(found).resolve()))
+    return _TOOLKIT_INCLUDE
+
+
 def compile_options(arch: str, defines, kernels_dir: Path, extra: Iterable[str] = ()) -> tuple[str, ...]:
     kind, _, _ = parse_arch(arch)
     options = [*BASE_OPTIONS, f"--gpu-architecture={arch}", f"--include-path={kernels_dir}"]
+    options += [f"--include-path={folder}" for folder in toolkit_include_dirs()]
     if kind == "sm":
         options.append("-Xptxas=-v")  # the resource report; ptxas runs only for a cubin
     options += [f"-D{name}={value}" for name, value in defines]
@@ -672,8 +694,11 @@ def compile_main(args: argparse.Namespace) -> int:
         console.print(result.error, markup=False, highlight=False)
     for problem in problems:
         console.print(f"[red]problem:[/red] {problem}", highlight=False)
-    built = sum(1 for r in results if r.module is not None)
+    built = [r.module for r in results if r.module is not None]
+    kernels = sum(len(m.resources) for m in built)
     console.print(
-        f"{built} built, {len(failures)} failed, {len(problems)} problems", highlight=False
+        f"{len(built)} modules built ({kernels} kernels), {len(failures)} failed, "
+        f"{len(problems)} problems",
+        highlight=False,
     )
     return 1 if failures or problems else 0

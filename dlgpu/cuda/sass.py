@@ -117,7 +117,15 @@ def _nvidia_bin_dirs() -> list[Path]:
 
 
 def find_tool(name: str) -> Path | None:
-    """``cuobjdump`` or ``nvdisasm``: NVIDIA's wheels first, then CUDA_HOME, then PATH."""
+    """``cuobjdump`` or ``nvdisasm``: cuda-pathfinder, NVIDIA's wheels, CUDA_HOME, then PATH."""
+    try:
+        from cuda.pathfinder import find_nvidia_binary_utility
+
+        found = find_nvidia_binary_utility(name)
+    except Exception:  # pathfinder missing, too old, or it does not know the tool
+        found = None
+    if found and os.access(found, os.X_OK):
+        return Path(found)
     candidates = [d / name for d in _nvidia_bin_dirs()]
     for var in ("CUDA_HOME", "CUDA_PATH"):
         if os.environ.get(var):
