@@ -814,37 +814,39 @@ def _rate_fields(case: Case, shape: tuple, ms: float | None, ceilings: dict) -> 
     return {"gbps": gbps, "tflops": tflops, "pct_of_ceiling": pct}
 
 
-def run_case(case: Case, backend: Backend, quick: bool, ceilings: dict) -> list[dict[str, Any]]:
-    """Time the dlgpu call and each baseline; one row per baseline (at least one row)."""
-    shape = case.shape_for(backend.name, quick)
-    base_row = {
+def _base_row(case: Case, backend: Backend, shape: tuple) -> dict[str, Any]:
+    row = {
         "family": case.family, "op": case.op, "variant": case.variant, "shape": case.label(shape),
         "dtype": case.dtype, "precision": case.precision, "backend": backend.name,
         "bytes": case.bytes_moved(shape), "flops": case.flops(shape) if case.flops else None,
     }
     if case.note:
-        base_row["note"] = case.note
-    why_not = case.unavailable(backend.name) if case.unavailable else None
-    if why_not:
-        return [{**base_row, "ms": None, "skipped": why_not, "baseline": None, "baseline_ms": None,
-                 "ratio": None, "gbps": None, "tflops": None, "pct_of_ceiling": None}]
-    try:
-        first = case.make_inputs(backend.xp, shape, 0)
-        n_sets = rotation_count(_set_bytes(first), backend.cache_bytes,
-                                max_total_bytes=backend.max_rotation_bytes)
-        sets = [first] + [case.make_inputs(backend.xp, shape, 1000 * k) for k in range(1, n_sets)]
-        backend.synchronize()
-    except Exception as exc:  # noqa: BLE001
-        return [{**base_row, "ms": None, "error": f"inputs: {type(exc).__name__}: {exc}",
-                 "baseline": None, "baseline_ms": None, "ratio": None,
-                 "gbps": None, "tflops": None, "pct_of_ceiling": None}]
-    base_row["rotation_sets"] = n_sets
+        row["note"] = case.note
+    return row
+
+
+_EMPTY_RESULT = {"ms": None, "baseline": None, "baseline_ms": None, "ratio": None,
+                 "gbps": None, "tflops": None, "pct_of_ceiling": None}
+
+
+def prepare_inputs(case: Case, backend: Backend, shape: tuple) -> list[dict]:
+    """The rotation: enough input sets, each made from its own seed, to exceed the backend's cache."""
+    first = case.make_inputs(backend.xp, shape, 0)
+    n_sets = rotation_count(_set_bytes(first), backend.cache_bytes, max_total_bytes=backend.max_rotation_bytes)
+    sets = [first] + [case.make_inputs(backend.xp, shape, 1000 * k) for k in range(1, n_sets)]
+    backend.synchronize()
+    return sets
+
+
+def time_case(case: Case, backend: Backend, shape: tuple, sets: list[dict], ceilings: dict) -> list[dict[str, Any]]:
+    """Time the dlgpu call and each baseline over the rotated ``sets``; one row per baseline."""
+    n_sets = len(sets)
 
     def timed(fn) -> Timing:
         return summarize(backend.timer.measure(lambda i: fn(sets[i % n_sets]), warmup=backend.warmup,
                                                reps=backend.reps))
 
-    row = dict(base_row)
+    row = {**_base_row(case, backend, shape), "rotation_sets": n_sets}
     try:
         t = timed(case.run)
         row.update(ms=t.median_ms, p10_ms=t.p10_ms, p90_ms=t.p90_ms, reps=t.reps)
@@ -853,8 +855,7 @@ def run_case(case: Case, backend: Backend, quick: bool, ceilings: dict) -> list[
     row.update(_rate_fields(case, shape, row.get("ms"), ceilings))
 
     rows = []
-    baselines = baselines_for(case, backend)
-    for baseline in baselines or [None]:
+    for baseline in baselines_for(case, backend) or [None]:
         r = dict(row)
         r.update(baseline=None, baseline_ms=None, ratio=None)
         if baseline is not None:
@@ -867,9 +868,25 @@ def run_case(case: Case, backend: Backend, quick: bool, ceilings: dict) -> list[
             except Exception as exc:  # noqa: BLE001
                 r["baseline_error"] = f"{type(exc).__name__}: {exc}"
         rows.append(r)
-    del sets, first
-    backend.release()
     return rows
+
+
+def run_case(case: Case, backend: Backend, quick: bool, ceilings: dict) -> list[dict[str, Any]]:
+    """Make the inputs, time the dlgpu call and each baseline; one row per baseline (at least one)."""
+    shape = case.shape_for(backend.name, quick)
+    why_not = case.unavailable(backend.name) if case.unavailable else None
+    if why_not:
+        return [{**_base_row(case, backend, shape), **_EMPTY_RESULT, "skipped": why_not}]
+    try:
+        sets = prepare_inputs(case, backend, shape)
+    except Exception as exc:  # noqa: BLE001
+        return [{**_base_row(case, backend, shape), **_EMPTY_RESULT,
+                 "error": f"inputs: {type(exc).__name__}: {exc}"}]
+    try:
+        return time_case(case, backend, shape, sets, ceilings)
+    finally:
+        del sets
+        backend.release()
 
 
 def run_benchmarks(cases: Sequence[Case], backend: Backend, quick: bool, *, ceilings: dict | None = None,
@@ -892,6 +909,71 @@ def run_benchmarks(cases: Sequence[Case], backend: Backend, quick: bool, *, ceil
         # one line per failed dlgpu call (a case has one row per baseline, all sharing that call)
         "errors": list(dict.fromkeys(f"{r['op']}: {r['error']}" for r in rows if r.get("error"))),
     }
+
+
+# ---------------------------------------------------------------------------
+# pytest-benchmark (benchmarks/bench_<stem>.py)
+# ---------------------------------------------------------------------------
+
+_CEILINGS_BY_BACKEND: dict[tuple[str, bool], dict] = {}
+
+
+def pytest_benchmark_case(benchmark, case: Case, backend_name: str, *, quick: bool = True) -> dict[str, Any]:
+    """Benchmark one case under pytest-benchmark; returns the row it put in ``extra_info``.
+
+    pytest-benchmark times with the host clock.  A GPU call returns as soon as
+    its kernel is queued, so ``benchmark(fn)`` alone would time the launch, not
+    the kernel.  We use ``benchmark.pedantic`` on a call that synchronizes the
+    stream (a host-side view: kernel + launch + about 10 us of synchronization),
+    and put the device time from CUDA events -- the number the speed targets
+    are judged by, measured exactly as ``dlgpu bench`` does -- into
+    ``extra_info`` together with GB/s, the baseline's time and the ratio.
+    """
+    import pytest
+
+    if backend_name == "cuda":
+        has_gpu, why = gpu_probe()
+        if not has_gpu:
+            pytest.skip(f"gpu benchmark: {why}")
+        backend = cuda_backend(quick)
+    else:
+        backend = cpu_backend(quick)
+    why_not = case.unavailable(backend.name) if case.unavailable else None
+    if why_not:
+        pytest.skip(why_not)
+    key = (backend.name, quick)
+    if key not in _CEILINGS_BY_BACKEND:
+        _CEILINGS_BY_BACKEND[key] = measure_ceilings(backend, quick)
+    ceilings = _CEILINGS_BY_BACKEND[key]
+    shape = case.shape_for(backend.name, quick)
+    sets = prepare_inputs(case, backend, shape)
+    try:
+        rows = time_case(case, backend, shape, sets, ceilings)
+        if rows[0].get("error"):
+            pytest.fail(f"{case.name}: {rows[0]['error']}")
+        counter = iter(range(1 << 62))
+
+        def synchronized_call():
+            case.run(sets[next(counter) % len(sets)])
+            backend.synchronize()
+
+        benchmark.pedantic(synchronized_call, rounds=20 if backend.name == "cuda" else 5, warmup_rounds=2)
+    finally:
+        del sets
+        backend.release()
+    row = rows[0]
+    benchmark.extra_info.update({
+        "timing": "cuda-events" if backend.name == "cuda" else "wall-clock",
+        "device": backend.device.get("name"),
+        "shape": row["shape"], "dtype": row["dtype"], "precision": row["precision"],
+        "ms": row["ms"], "p10_ms": row.get("p10_ms"), "p90_ms": row.get("p90_ms"),
+        "gbps": row["gbps"], "tflops": row["tflops"], "pct_of_ceiling": row["pct_of_ceiling"],
+        "copy_ceiling_gbps": (ceilings.get("copy") or {}).get("gbps"),
+        "baselines": {r["baseline"]: {"ms": r["baseline_ms"], "ratio": r["ratio"]}
+                      for r in rows if r.get("baseline")},
+        "baseline": row["baseline"], "baseline_ms": row["baseline_ms"], "ratio": row["ratio"],
+    })
+    return row
 
 
 # ---------------------------------------------------------------------------
