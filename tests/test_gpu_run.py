@@ -288,3 +288,85 @@ def test_script_without_gpu_fails_loudly_and_records_the_failure(tmp_path):
     files = list(out.iterdir())
     assert record_path.name in {p.name for p in files}
     assert len(files) <= 8
+
+
+# -- README's performance table from the newest record ----------------------------------
+
+
+def _load_perf_table():
+    spec = importlib.util.spec_from_file_location("perf_table", REPO / "tools" / "perf_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+pt = _load_perf_table()
+
+README = """# dlgpu
+
+Intro text.
+
+<!-- perf-table:start -->
+old table
+<!-- perf-table:end -->
+
+More text after.
+"""
+
+
+def _results_with_two_records(tmp_path) -> Path:
+    results = tmp_path / "results"
+    results.mkdir()
+    old = build(make_work(tmp_path / "old"))
+    old["date"] = "2026-11-25T10:00:00+00:00"
+    old["rows"][0] = {**old["rows"][0], "ms": 9.999}
+    (results / "2026-11-25T1000Z-nvidia-h100-80gb-hbm3.json").write_text(json.dumps(old))
+    new = build(make_work(tmp_path / "new"))
+    (results / mr.record_filename(new)).write_text(json.dumps(new))
+    (results / "README.md").write_text("not a record")
+    (results / "broken.json").write_text("{")
+    return results
+
+
+def test_perf_table_picks_the_newest_record(tmp_path):
+    path, record = pt.newest_record(_results_with_two_records(tmp_path))
+    assert path.name == "2026-11-26T1402Z-nvidia-h100-80gb-hbm3.json"
+    assert record["rows"][0]["ms"] == 0.19
+
+
+def test_perf_table_renders_the_rows_status_and_hash_match(tmp_path):
+    path, record = pt.newest_record(_results_with_two_records(tmp_path))
+    body = pt.render(record, path.name, SHA)
+    assert "| relu_forward | default | 67108864 | float32 | 0.190 | cupy | 0.200 | 1.05× | 2825 GB/s | 94% |" in body
+    assert "kernels identical to this checkout" in body
+    assert "**passed**" in body and "memcheck clean" in body
+    assert "device copy 3000 GB/s" in body
+    assert "kernels changed" in pt.render(record, path.name, "0" * 64)
+
+
+def test_perf_table_rewrites_only_the_marked_span_and_is_idempotent(tmp_path):
+    results = _results_with_two_records(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    assert pt.main(["--results-dir", str(results), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("# dlgpu\n\nIntro text.\n\n<!-- perf-table:start -->\n")
+    assert text.endswith("<!-- perf-table:end -->\n\nMore text after.\n")
+    assert "old table" not in text and "| relu_forward |" in text and "0.190" in text
+    assert pt.main(["--results-dir", str(results), "--readme", str(readme), "--check"]) == 0
+    assert readme.read_text() == text
+    readme.write_text(README)
+    assert pt.main(["--results-dir", str(results), "--readme", str(readme), "--check"]) == 1
+    assert readme.read_text() == README        # --check never writes
+
+
+def test_perf_table_refuses_a_readme_without_markers_and_an_empty_results_folder(tmp_path):
+    results = _results_with_two_records(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    assert pt.main(["--results-dir", str(results), "--readme", str(readme)]) == 2
+    assert readme.read_text() == "# no markers\n"
+    with pytest.raises(pt.PerfTableError, match="exactly one"):
+        pt.replace_span(README + README, "x")
+    (tmp_path / "empty").mkdir()
+    assert pt.main(["--results-dir", str(tmp_path / "empty")]) == 2
