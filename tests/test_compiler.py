@@ -680,6 +680,29 @@ def test_executor_compiles_for_the_device_and_caches_per_device(fake_cupy):
     assert fake.calls[-1][5] == "stream-of-1"
 
 
+def test_executor_falls_back_to_raw_module_from_a_file(monkeypatch, kdir, cache):
+    fake = FakeCupy()
+    module_class = fake.cuda.function.Module
+    opened = []
+
+    class RawModule:
+        def __init__(self, path):
+            opened.append(Path(path).read_bytes())
+
+        def get_function(self, name):
+            return module_class().get_function(name)
+
+    fake.RawModule = RawModule
+    fake.cuda.function = SimpleNamespace()  # a CuPy whose function module has no Module
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    run = executor.CupyExecutor(kernels_dir=kdir, cache=cache)
+    x = fake.ndarray(0)
+    run.launch(demo_launch(x, x, np.int32(3)))
+    assert opened == [run.module("demo", {"VEC": 4})[1].image]
+    assert fake.loaded == []  # nothing went through Module.load
+    assert fake.calls[0][:2] == ("copy4", (3, 1, 1))
+
+
 def test_executor_checks_arguments_before_launching(fake_cupy):
     fake, run = fake_cupy
     x = fake.ndarray(0)

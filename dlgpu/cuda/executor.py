@@ -10,7 +10,9 @@ neither CuPy nor a GPU.
 
 from __future__ import annotations
 
+import tempfile
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,6 +49,7 @@ class CupyExecutor:
         self._modules: dict[tuple, Any] = {}
         self._functions: dict[tuple, Any] = {}
         self._shared_opt_in: dict[tuple, int] = {}
+        self._files: Path | None = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ modules
@@ -73,11 +76,30 @@ class CupyExecutor:
             cache=self._cache,
         )
         with cupy.cuda.Device(device_id):
-            module = cupy.cuda.function.Module()
-            module.load(compiled.image)
+            module = self._load(compiled)
         with self._lock:
             self._modules.setdefault(key, (module, compiled))
             return self._modules[key]
+
+    def _load(self, compiled: compiler.CompiledModule):
+        """Load an image into the current device's context.
+
+        From bytes (cuModuleLoadData) where this CuPy exposes its Module
+        class; otherwise through the public ``cupy.RawModule(path=...)`` on a
+        file written beside nothing else, kept for the process's lifetime
+        (RawModule loads lazily).
+        """
+        cupy = self.xp
+        module_class = getattr(getattr(cupy.cuda, "function", None), "Module", None)
+        if module_class is not None and hasattr(module_class, "load"):
+            module = module_class()
+            module.load(compiled.image)
+            return module
+        if self._files is None:
+            self._files = Path(tempfile.mkdtemp(prefix="dlgpu-modules-"))
+        path = self._files / f"{compiled.key}.{compiled.kind}"
+        path.write_bytes(compiled.image.rstrip(b"\0") if compiled.kind == "ptx" else compiled.image)
+        return cupy.RawModule(path=str(path))
 
     def function(self, family: str, kernel: str, defines=(), device_id: int | None = None):
         """The launchable kernel ``kernel`` of ``family`` (cached)."""
