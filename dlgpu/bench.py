@@ -100,24 +100,64 @@ class WallClockTimer:
         return samples
 
 
+# A one-thread kernel that keeps the GPU busy for a given number of clock cycles.
+_SPIN_SOURCE = r"""
+extern "C" __global__ void dlgpu_bench_spin(long long cycles) {
+    long long start = clock64();
+    while (clock64() - start < cycles) { }
+}
+"""
+
+
 class CudaEventTimer:
     """Device time of each repetition, from a pair of CUDA events around it.
 
     All events are recorded on the current stream and read after one final
-    synchronization, so the host never stalls the queue between repetitions.
+    synchronization.  Small kernels finish faster than Python can launch the
+    next one, and then the events would time the host.  So before the timed
+    repetitions the timer queues a spin kernel long enough (from the warm-up's
+    wall-clock time) for the host to enqueue every repetition behind it: the
+    GPU then runs them back to back and the events see device time only.
     """
 
-    def __init__(self, cupy_module=None):
+    def __init__(self, cupy_module=None, *, spin: bool = True, clock: Callable[[], float] = time.perf_counter):
         if cupy_module is None:
             import cupy as cupy_module
         self.cp = cupy_module
+        self.clock = clock
+        self._spin_kernel = None
+        self._spin_ok = spin
+        self._clock_khz = None
+
+    def _spin(self, seconds: float) -> bool:
+        """Queue a kernel that spins for about ``seconds``; False when that is not possible."""
+        if not self._spin_ok:
+            return False
+        cp = self.cp
+        try:
+            if self._spin_kernel is None:
+                self._spin_kernel = cp.RawKernel(_SPIN_SOURCE, "dlgpu_bench_spin")
+                self._clock_khz = int(cp.cuda.Device().attributes["ClockRate"])
+            cycles = int(min(seconds, 0.5) * self._clock_khz * 1e3)
+            self._spin_kernel((1,), (1,), (np.int64(cycles),))
+        except Exception:  # noqa: BLE001 - no compiler at hand: time without the spin
+            self._spin_ok = False
+            return False
+        return True
 
     def measure(self, fn: Callable[[int], Any], *, warmup: int, reps: int) -> list[float]:
         cp = self.cp
-        for i in range(warmup):
+        stream = cp.cuda.get_current_stream()
+        if warmup > 0:
+            fn(0)                       # the first call may compile or allocate: not timed at all
+            stream.synchronize()
+        t0 = self.clock()
+        for i in range(1, warmup):
             fn(i)
-        cp.cuda.get_current_stream().synchronize()
+        stream.synchronize()
+        per_call = (self.clock() - t0) / max(1, warmup - 1)
         events = [(cp.cuda.Event(), cp.cuda.Event()) for _ in range(reps)]
+        self._spin(1.5 * per_call * reps + 1e-3)
         for i, (start, stop) in enumerate(events):
             start.record()
             fn(warmup + i)
@@ -522,7 +562,9 @@ def _softmax_torch(torch, d):
     # What torch.nn.functional.cross_entropy runs (log_softmax, then nll_loss),
     # plus the probabilities that dlgpu returns alongside the loss.
     logits = _torch_view(torch, d["logits"])
-    labels = d.setdefault("_labels_i64", _torch_view(torch, d["labels"]).long())
+    if "_labels_i64" not in d:
+        d["_labels_i64"] = _torch_view(torch, d["labels"]).long()
+    labels = d["_labels_i64"]
     logp = torch.log_softmax(logits, dim=1)
     loss = torch.nn.functional.nll_loss(logp, labels)
     return loss, logp.exp()

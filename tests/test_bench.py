@@ -101,12 +101,49 @@ def test_cuda_event_timer_reads_one_event_pair_per_rep_after_one_sync():
         seen.append(i)
         cp.device_ms += 0.5 + i      # each launch takes longer: the samples must follow
 
-    samples = bench.CudaEventTimer(cp).measure(work, warmup=2, reps=3)
+    samples = bench.CudaEventTimer(cp, spin=False).measure(work, warmup=2, reps=3)
     assert seen == [0, 1, 2, 3, 4]
     assert samples == [2.5, 3.5, 4.5]
     assert cp.log.count("record") == 6
     assert cp.log.count("event-sync") == 1 and cp.log[-1] == "event-sync"   # one sync, at the end
     assert cp.log.index("stream-sync") < cp.log.index("record")             # warm-up finished first
+
+
+def test_cuda_event_timer_queues_a_spin_long_enough_for_the_host_to_enqueue_every_rep():
+    cp = FakeCupy()
+    launches = []
+
+    class RawKernel:
+        def __init__(self, source, name):
+            assert "clock64" in source and name == "dlgpu_bench_spin"
+
+        def __call__(self, grid, block, args):
+            launches.append(int(args[0]))
+            cp.log.append("spin")
+
+    class Device:
+        attributes = {"ClockRate": 1_000_000}          # kHz: 1 GHz
+
+    cp.RawKernel = RawKernel
+    cp.cuda.Device = Device
+    # the host clock: each read advances 1 ms, so a warm-up call "costs" about 1 ms
+    timer = bench.CudaEventTimer(cp, clock=FakeClock(0.001))
+    timer.measure(lambda i: None, warmup=3, reps=10)
+    assert len(launches) == 1
+    assert cp.log.index("spin") < cp.log.index("record")
+    # per call ~0.5 ms (1 ms over 2 warm-up calls); 1.5 x 0.5 ms x 10 reps + 1 ms = 8.5 ms at 1 GHz
+    assert launches[0] == pytest.approx(8.5e6, rel=1e-6)
+
+
+def test_cuda_event_timer_times_without_the_spin_when_it_cannot_compile():
+    cp = FakeCupy()
+
+    def no_compiler(source, name):
+        raise RuntimeError("no NVRTC")
+
+    cp.RawKernel = no_compiler
+    samples = bench.CudaEventTimer(cp).measure(lambda i: None, warmup=1, reps=2)
+    assert samples == [0.0, 0.0]
 
 
 @pytest.mark.parametrize(
