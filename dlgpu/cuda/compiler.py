@@ -638,7 +638,12 @@ def build_all(
 
 
 def compile_main(args: argparse.Namespace) -> int:
-    """Body of ``dlgpu compile``: build, print the resource table, 0 when all is clean."""
+    """Body of ``dlgpu compile``: build everything asked for and print one row per kernel.
+
+    Exit status: 0 when every module compiled and no kernel spills or has a
+    stack frame (and, with ``--sass``, every ``// dlgpu-sass:`` requirement
+    holds); 1 otherwise; 2 for an unknown target or family, or no cuobjdump.
+    """
     from rich.console import Console
     from rich.table import Table
 
