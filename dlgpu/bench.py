@@ -228,13 +228,11 @@ def gpu_probe() -> tuple[bool, str]:
     except Exception as exc:  # noqa: BLE001
         return False, f"CuPy is not importable ({type(exc).__name__}: {exc})"
     try:
-        count = cupy.cuda.runtime.getDeviceCount()
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return False, "CuPy sees no CUDA device"
+        name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
     except Exception as exc:  # noqa: BLE001
-        return False, f"CuPy sees no CUDA device ({type(exc).__name__}: {exc})"
-    if count < 1:
-        return False, "CuPy sees no CUDA device"
-    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
-    name = props["name"]
+        return False, f"CuPy sees no usable CUDA device ({type(exc).__name__}: {exc})"
     return True, name.decode() if isinstance(name, bytes) else str(name)
 
 

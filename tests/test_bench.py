@@ -402,3 +402,51 @@ def test_unknown_family_exits_2(capsys):
     bench.add_arguments(parser)
     assert bench.main(parser.parse_args(["convolution"])) == 2
     assert "unknown family" in capsys.readouterr().out
+
+
+# -- on a GPU: the timer, the ceilings and the PyTorch baselines' arithmetic ---------------
+
+
+@pytest.mark.gpu
+def test_cuda_event_timer_on_the_device():
+    import cupy
+
+    x = cupy.random.RandomState(0).standard_normal(1 << 24, dtype=cupy.float32)
+    timer = bench.CudaEventTimer()
+    samples = timer.measure(lambda i: x * 2, warmup=3, reps=5)
+    assert len(samples) == 5 and all(s > 0 for s in samples)
+    assert timer._spin_ok, "the spin kernel did not compile"
+
+
+@pytest.mark.gpu
+def test_gpu_ceilings_are_measured():
+    backend = bench.cuda_backend(quick=True)
+    assert backend.cache_bytes >= 1 << 20
+    ceilings = bench.measure_ceilings(backend, quick=True)
+    assert ceilings["copy"]["gbps"] > 100
+    assert ceilings["sgemm"]["tflops"] > 1
+    assert ceilings["bf16_gemm"]["tflops"] and ceilings["bf16_gemm"]["tflops"] > ceilings["sgemm"]["tflops"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("op", ["softmax_cross_entropy", "softmax_cross_entropy_backward", "max_pool2d",
+                                "max_pool2d_backward"])
+def test_torch_baselines_compute_what_the_cupy_baselines_compute(op):
+    import cupy
+
+    torch = pytest.importorskip("torch")
+    case = CASE[op]
+    shape = (37, 19) if case.family == "softmax" else (2, 3, 11, 9)
+    d = case.make_inputs(cupy, shape, 3)
+    if op == "max_pool2d_backward":
+        _, argmax = ref.max_pool2d(cupy.asnumpy(d["x"]), 3, stride=2, padding=1)
+        d["argmax"] = cupy.asarray(argmax)
+    expected = case.xp_baseline(cupy, d)
+    got = case.torch_baseline(torch, d)
+    if op == "softmax_cross_entropy":
+        np.testing.assert_allclose(float(got[0]), float(expected[0]), rtol=1e-5)
+        np.testing.assert_allclose(got[1].cpu().numpy(), cupy.asnumpy(expected[1]), rtol=1e-5, atol=1e-7)
+    elif op == "max_pool2d":
+        np.testing.assert_array_equal(got[0].cpu().numpy(), cupy.asnumpy(expected))
+    else:
+        np.testing.assert_allclose(got.cpu().numpy(), cupy.asnumpy(expected), rtol=1e-5, atol=1e-6)

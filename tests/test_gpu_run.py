@@ -266,8 +266,9 @@ def test_script_parses():
 
 
 def _gpu_present() -> bool:
-    probe = mr.probe_device()
-    return bool(probe["gpu"])
+    from dlgpu.bench import gpu_probe
+
+    return gpu_probe()[0]
 
 
 @pytest.mark.skipif(_gpu_present(), reason="this checks the run's answer where no GPU exists")
