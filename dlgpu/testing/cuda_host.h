@@ -11,7 +11,8 @@
 //                process, which is one per block because blocks do not overlap.  `extern
 //                __shared__ T s[]` is rewritten by harness.py into a pointer to one dynamic
 //                buffer of the launch's exact size (the rest is poisoned for ASan) and
-//                refilled with 0xFF bytes (NaN) before each block
+//                refilled with 0xFF bytes (NaN) before each block; `__shared__ alignas(n)` is
+//                reordered to `alignas(n) __shared__` (g++ refuses an attribute after `static`)
 //   warps        lanes are 32 consecutive linear thread ids; shuffles, votes, mma, ldmatrix
 //                exchange values through a per-warp buffer between two warp barriers.  A
 //                lane reading from an absent lane gets 0xFF bytes; a collective whose mask
@@ -63,7 +64,7 @@
 #define __shared__ static
 #define __constant__
 #define __launch_bounds__(...)
-#define __align__(n) alignas(n)
+#define __align__(n) __attribute__((aligned(n)))
 
 constexpr int warpSize = 32;
 
@@ -191,6 +192,10 @@ inline float2 __half22float2(__half2 h) { return float2{float(h.x), float(h.y)};
 inline __nv_bfloat162 __floats2bfloat162_rn(float lo, float hi) { return {__nv_bfloat16(lo), __nv_bfloat16(hi)}; }
 inline __nv_bfloat162 __float22bfloat162_rn(float2 v) { return __floats2bfloat162_rn(v.x, v.y); }
 inline float2 __bfloat1622float2(__nv_bfloat162 b) { return float2{float(b.x), float(b.y)}; }
+inline unsigned short __half_as_ushort(__half h) { return h.__x; }
+inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 b) { return b.__x; }
+inline __half __ushort_as_half(unsigned short u) { __half h; h.__x = u; return h; }
+inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short u) { __nv_bfloat16 b; b.__x = u; return b; }
 inline float __low2float(__half2 h) { return float(h.x); }
 inline float __high2float(__half2 h) { return float(h.y); }
 #define DLGPU_HALF_OPS(T)                                                                     \

@@ -29,7 +29,8 @@ returned, misaligned cp.async, a deadlock) or a non-zero exit raises
 :class:`HarnessError`, an AssertionError, so a test fails with the report.
 
 ``extern __shared__ T name[];`` is rewritten (text, same line) into a pointer to
-the launch's dynamic shared buffer; nothing else in the source is touched.
+the launch's dynamic shared buffer, and ``__shared__ alignas(n)`` into
+``alignas(n) __shared__``; nothing else in the source is touched.
 Compiled objects are cached under ``$DLGPU_CACHE_DIR/harness`` (the compiler's
 cache folder) by SHA-256 of the source, every header beside it, cuda_host.h, this
 file, the flags and the compiler's version.
@@ -89,6 +90,8 @@ _EXTERN_SHARED = re.compile(
     r"extern\s+__shared__\s+(?:(?:alignas|__align__)\s*\([^)]*\)\s*)?(?P<type>[^;\[\]]*?)\s*(?P<name>\w+)\s*\[\s*\]\s*;"
 )
 
+_SHARED_ALIGNAS = re.compile(r"__shared__\s+(alignas\s*\([^)]*\))")
+
 
 class HarnessError(AssertionError):
     """A kernel misbehaved under the harness: a sanitizer report or a failed harness check."""
@@ -129,7 +132,8 @@ def translation_unit(source_path: Path) -> tuple[str, list[str]]:
     names = kernel_names(text)
     if not names:
         raise CompileError(f'dlgpu harness: {source_path} defines no extern "C" __global__ kernel')
-    rows = ['#include "cuda_host.h"', f'#line 1 "{source_path}"', _EXTERN_SHARED.sub(_dynamic_shared_pointer, text)]
+    text = _SHARED_ALIGNAS.sub(r"\1 __shared__", _EXTERN_SHARED.sub(_dynamic_shared_pointer, text))
+    rows = ['#include "cuda_host.h"', f'#line 1 "{source_path}"', text]
     rows.append('#line 1 "<dlgpu harness exports>"')
     rows += [f"DLGPU_EXPORT_KERNEL({name})" for name in names]
     rows.append("#ifdef DLGPU_RUNNER_MAIN")
