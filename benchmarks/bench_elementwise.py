@@ -19,11 +19,11 @@ CASES = bench.cases_for(["elementwise"])
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.op)
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 def test_gpu(benchmark, case):
     bench.pytest_benchmark_case(benchmark, case, "cuda")
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.op)
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 def test_cpu(benchmark, case):
     bench.pytest_benchmark_case(benchmark, case, "cpu")

@@ -427,7 +427,12 @@ class Case:
 
     @property
     def name(self) -> str:
-        return f"{self.family}/{self.op}"
+        return f"{self.family}/{self.op}" + ("" if self.variant == "default" else f"[{self.variant}]")
+
+    @property
+    def id(self) -> str:
+        """A test id: the op, with the variant when there is more than the default one."""
+        return self.op if self.variant == "default" else f"{self.op}-{self.variant}"
 
     def shape_for(self, backend_name: str, quick: bool) -> tuple[int, ...]:
         if backend_name == "cuda":
@@ -485,17 +490,18 @@ def _sgd_xp(xp, d):
 
 
 def _bias_grad_dlgpu(d):
-    """The standalone bias gradient: the sum of grad_y over every axis but the channel one."""
+    """The standalone bias gradient: the sum of grad_y over every axis but the channel one
+    (masked by y > 0 when the inputs carry the fused ReLU's output y)."""
     fn = _resolve_bias_grad(d["grad_y"])
     if fn is None:
         raise NotImplementedError("no bias-gradient entry point")
-    return fn(d["grad_y"])
+    return fn(d["grad_y"]) if "y" not in d else fn(d["grad_y"], d["y"])
 
 
 # Where a standalone bias gradient may live: the public API first, then the CUDA launcher.
 _BIAS_GRAD_ENTRY_POINTS = (
     ("dlgpu.functional", "bias_grad", None),
-    ("dlgpu.cuda.elementwise", "bias_grad", "cuda"),
+    ("dlgpu.cuda.bias_grad", "bias_grad", "cuda"),
 )
 
 
@@ -523,7 +529,13 @@ def _bias_grad_inputs(xp, shape, seed):
     return {"grad_y": _randn(xp, shape, seed)}
 
 
+def _bias_grad_relu_inputs(xp, shape, seed):
+    return {"grad_y": _randn(xp, shape, seed), "y": xp.maximum(_randn(xp, shape, seed + 1), 0)}
+
+
 def _bias_grad_xp(xp, d):
+    if "y" in d:
+        return xp.where(d["y"] > 0, d["grad_y"], np.float32(0)).sum(axis=(0, 2, 3))
     return d["grad_y"].sum(axis=(0, 2, 3))
 
 
@@ -734,6 +746,15 @@ CASES: tuple[Case, ...] = (
         run=_bias_grad_dlgpu,
         xp_baseline=_bias_grad_xp,
         bytes_moved=lambda s: _f32(_prod(s) + s[1]),
+        unavailable=_bias_grad_unavailable,
+    ),
+    Case(
+        family="elementwise", op="bias_grad", variant="NCHW+relu-mask",
+        shapes={"gpu": (64, 256, 64, 64), "cpu": (16, 64, 64, 64), "cpu_quick": (4, 64, 64, 64)},
+        make_inputs=_bias_grad_relu_inputs,
+        run=_bias_grad_dlgpu,
+        xp_baseline=_bias_grad_xp,
+        bytes_moved=lambda s: _f32(2 * _prod(s) + s[1]),   # read grad_y and y; write (C,)
         unavailable=_bias_grad_unavailable,
     ),
     Case(

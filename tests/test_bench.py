@@ -192,12 +192,13 @@ def test_every_case_reads_more_than_a_cpu_l2_even_in_quick_mode():
 
 
 def test_bytes_moved_count_each_input_read_and_output_written_once():
-    by_op = {c.op: c for c in bench.CASES}
+    by_op = CASE
     n = 1000
     assert by_op["relu_forward"].bytes_moved((n,)) == 8 * n
     assert by_op["relu_backward"].bytes_moved((n,)) == 12 * n
     assert by_op["sgd_step"].bytes_moved((n,)) == 20 * n
     assert by_op["bias_grad"].bytes_moved((2, 3, 4, 5)) == 4 * (120 + 3)
+    assert BIAS_RELU.bytes_moved((2, 3, 4, 5)) == 4 * (240 + 3)
     assert by_op["softmax_cross_entropy"].bytes_moved((10, 7)) == 4 * 2 * 70 + 4 * 10
     # 2x3x8x8 input, 3x3 stride 2 padding 1 -> 4x4 output; y and the int32 argmax written
     assert by_op["max_pool2d"].bytes_moved((2, 3, 8, 8)) == 4 * 384 + 8 * 96
@@ -211,7 +212,8 @@ def _small(case: bench.Case, shape) -> dict:
     return case.make_inputs(np, shape, 7)
 
 
-CASE = {c.op: c for c in bench.CASES}
+CASE = {c.op: c for c in bench.CASES if c.variant != "NCHW+relu-mask"}
+BIAS_RELU = next(c for c in bench.CASES if c.variant == "NCHW+relu-mask")
 
 
 def test_numpy_baselines_match_the_reference():
@@ -225,6 +227,10 @@ def test_numpy_baselines_match_the_reference():
     d = _small(CASE["bias_grad"], (3, 5, 4, 6))
     np.testing.assert_allclose(CASE["bias_grad"].xp_baseline(np, d),
                                d["grad_y"].astype(np.float64).sum(axis=(0, 2, 3)), rtol=1e-5)
+
+    d = _small(BIAS_RELU, (3, 5, 4, 6))
+    np.testing.assert_allclose(BIAS_RELU.xp_baseline(np, d),
+                               (d["grad_y"].astype(np.float64) * (d["y"] > 0)).sum(axis=(0, 2, 3)), rtol=1e-5)
 
     d = _small(CASE["softmax_cross_entropy"], (33, 17))
     loss, probs = CASE["softmax_cross_entropy"].xp_baseline(np, d)
