@@ -13,9 +13,12 @@
 # backend, no write into the interpreter's site-packages, and runs exactly the sources that
 # kernels_sha256 hashes (kernels/ found beside the package by dlgpu.kernels_dir).
 #
-# Every step has its own timeout (seconds; override through the environment), and the sum
-# stays under 8 minutes:  DLGPU_T_INFO=30 DLGPU_T_TESTS=180 DLGPU_T_MEMCHECK=75
-# DLGPU_T_RACECHECK=75 DLGPU_T_BENCH=75.  Other knobs:
+# Every step has its own timeout (seconds; override through the environment):
+# DLGPU_T_INFO=30 DLGPU_T_TESTS=180 DLGPU_T_MEMCHECK=75 DLGPU_T_RACECHECK=75 DLGPU_T_BENCH=75,
+# and all of them together stay inside DLGPU_BUDGET=450 seconds: a step gets at most what
+# is left of it (less 20 s kept for the record), so the whole run ends within 8 minutes even
+# when every step hangs.  A step with no time left is not run and counts as timed out.
+# Other knobs:
 #   DLGPU_PYTHON       interpreter (default /opt/torch/.venv/bin/python3 if present, else python3)
 #   DLGPU_COMMIT       the commit being run (the device machine's copy has no .git)
 #   DLGPU_RESULTS_DIR  where the record goes (default benchmarks/results)
@@ -35,18 +38,28 @@ export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 export PYTHONDONTWRITEBYTECODE=1
 
+START_S=$(date +%s)
+DEADLINE_S=$(( START_S + ${DLGPU_BUDGET:-450} - 20 ))
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/dlgpu-gpu-run.XXXXXX")
 : > "$WORK/steps.tsv"
 echo "dlgpu GPU run: repo $REPO, python $PY, work $WORK, out ${OUT_DIR:-(none)}"
 
-# step NAME LIMIT_S CMD...: run CMD under its own timeout, log to $WORK/NAME.log, note its exit code.
+# step NAME LIMIT_S CMD...: run CMD under its own timeout (cut to what the budget has left),
+# log to $WORK/NAME.log, note its exit code and seconds in $WORK/steps.tsv.
 step() {
     local name=$1 limit=$2
     shift 2
-    local start rc
+    local start rc left
     start=$(date +%s)
+    left=$(( DEADLINE_S - start - 5 ))    # 5 s for timeout's --kill-after
+    [ "$left" -lt "$limit" ] && limit=$left
+    if [ "$limit" -lt 5 ]; then
+        echo "== $name: not run, the time budget is spent" | tee "$WORK/$name.log"
+        printf '%s\t%s\t%s\n' "$name" 124 0 >> "$WORK/steps.tsv"
+        return 0
+    fi
     echo "== $name (limit ${limit} s)"
-    timeout --kill-after=10 "$limit" "$@" > "$WORK/$name.log" 2>&1
+    timeout --kill-after=5 "$limit" "$@" > "$WORK/$name.log" 2>&1
     rc=$?
     printf '%s\t%s\t%s\n' "$name" "$rc" "$(( $(date +%s) - start ))" >> "$WORK/steps.tsv"
     tail -n 4 "$WORK/$name.log" | sed 's/^/   | /'
@@ -58,8 +71,9 @@ finish() {
     echo "== record"
     local args=(build "$WORK" --results-dir "$RESULTS_DIR")
     [ -n "$OUT_DIR" ] && args+=(--out-dir "$OUT_DIR")
-    "$PY" benchmarks/make_record.py "${args[@]}"
+    timeout --kill-after=5 60 "$PY" benchmarks/make_record.py "${args[@]}"
     local rc=$?
+    echo "total $(( $(date +%s) - START_S )) s"
     if [ "$rc" -ne 0 ]; then echo "GPU RUN FAILED (see FAILURE lines above)"; exit 1; fi
     echo "GPU RUN PASSED"
     exit 0
@@ -67,7 +81,7 @@ finish() {
 
 step info "${DLGPU_T_INFO:-30}" "$PY" -m dlgpu.cli info
 
-if ! "$PY" benchmarks/make_record.py probe "$WORK"; then
+if ! timeout --kill-after=5 60 "$PY" benchmarks/make_record.py probe "$WORK"; then
     finish    # records "no GPU found" and exits 1
 fi
 

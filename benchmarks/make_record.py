@@ -245,7 +245,8 @@ def build_record(work: Path, *, now: _dt.datetime | None = None, kernels_sha256:
         failures.append(f"dlgpu info failed (exit {info_rc})")
 
     tests = parse_junit(work / "tests.junit.xml")
-    crosscheck = parse_junit(work / "tests.junit.xml", classname_contains="test_kernels_harness")
+    # the GPU-marked tests of the harness test files: harness and device on the same inputs
+    crosscheck = parse_junit(work / "tests.junit.xml", classname_contains="harness")
     if device.get("gpu"):
         tests_rc = steps.get("tests", {}).get("rc")
         if tests is None:
@@ -359,7 +360,8 @@ def summary_lines(record: dict) -> list[str]:
         ratio = f"{r['ratio']:.2f}x vs {r['baseline']}" if r.get("ratio") else (r.get("skipped") or r.get("error") or "-")
         pct = f"{r['pct_of_ceiling']:.0f}% of copy" if r.get("pct_of_ceiling") else ""
         ms = f"{r['ms']:.3f} ms" if r.get("ms") else "-"
-        lines.append(f"  {r['op']:<32} {r['shape']:<24} {ms:>11}  {ratio}  {pct}")
+        op = r["op"] if r.get("variant", "default") == "default" else f"{r['op']} [{r['variant']}]"
+        lines.append(f"  {op:<34} {r['shape']:<22} {ms:>11}  {ratio}  {pct}")
     lines.extend(f"FAILURE: {f}" for f in record["failures"])
     return lines
 
