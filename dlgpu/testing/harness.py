@@ -305,18 +305,43 @@ def _run_in_child(build: _Build, launch: Launch, codes: str, where: str) -> None
 # ---------------------------------------------------------------- the executor
 
 
+def _poison(array: np.ndarray) -> np.ndarray:
+    array.fill(np.frombuffer(b"\xff" * array.dtype.itemsize, array.dtype)[0])
+    return array
+
+
+class _PoisonedNumpy:
+    """NumPy, except that ``empty``/``empty_like`` fill with 0xFF bytes (NaN, -1), so that
+    an element no kernel writes shows in the result."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def empty(shape, dtype=float, order="C"):
+        return _poison(np.empty(shape, dtype, order))
+
+    @staticmethod
+    def empty_like(prototype, dtype=None, order="K", subok=True, shape=None):
+        return _poison(np.empty_like(prototype, dtype, order, subok, shape))
+
+
 class HarnessExecutor:
     """Carries out launches on NumPy arrays by running the kernels on the CPU.
 
+    ``xp`` is NumPy with poisoned ``empty`` (see :class:`_PoisonedNumpy`).
+    ``multiprocessor_count`` (None: the launchers' fallback) is what launchers that
+    size grids by the device see; a small one makes grid-stride loops take several trips.
     ``launched`` collects (family, kernel) of every launch made, so that a test can
     prove which kernels it exercised.
     """
 
-    def __init__(self, mode: str = "plain", *, kernels_dir=None, cache_dir=None):
+    def __init__(self, mode: str = "plain", *, kernels_dir=None, cache_dir=None, multiprocessor_count=None):
         if mode not in MODES:
             raise ArgumentError(f"dlgpu harness: mode must be one of {MODES}, got {mode!r}")
-        self.xp: Any = np
+        self.xp: Any = _PoisonedNumpy()
         self.mode = mode
+        self.multiprocessor_count = multiprocessor_count
         self._kernels_dir = kernels_dir
         self._cache_dir = cache_dir
         self.launched: set[tuple[str, str]] = set()
@@ -354,8 +379,10 @@ def cross_check(run: Callable[[Any], Any], *, mode: str = "plain", tolerance: fl
     from dlgpu.testing import rel_error, to_numpy
 
     as_tuple = lambda out: out if isinstance(out, tuple) else (out,)  # noqa: E731
-    device = [to_numpy(o) for o in as_tuple(run(CupyExecutor()))]
-    host = [to_numpy(o) for o in as_tuple(run(HarnessExecutor(mode)))]
+    gpu = CupyExecutor()
+    device = [to_numpy(o) for o in as_tuple(run(gpu))]
+    sms = gpu.xp.cuda.Device().attributes["MultiProcessorCount"]  # the same grids on both
+    host = [to_numpy(o) for o in as_tuple(run(HarnessExecutor(mode, multiprocessor_count=sms)))]
     errors = []
     for index, (d, h) in enumerate(zip(device, host, strict=True)):
         if d.dtype.kind == "f":

@@ -1,0 +1,221 @@
+"""Every kernel of kernels/*.cu, through its launcher, on the CPU harness against dlgpu.reference.
+
+Each case runs the launchers of one family with ``executor=HarnessExecutor(mode)``
+(outputs poisoned: ``xp.empty`` fills with NaN, ``out=`` arrays are NaN-filled),
+plain and under AddressSanitizer and ThreadSanitizer, on small odd shapes, and
+declares the kernels it must have launched.  The last test fails when a kernel in
+kernels/ is declared by no case: a new kernel needs harness coverage.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pytest
+
+import dlgpu.reference as ref
+from dlgpu.cuda import bias_grad as cuda_bias_grad
+from dlgpu.cuda import compiler
+from dlgpu.cuda import elementwise as cuda_elementwise
+from dlgpu.cuda import pool as cuda_pool
+from dlgpu.cuda import sgd as cuda_sgd
+from dlgpu.cuda import softmax as cuda_softmax
+from dlgpu.errors import BackendUnavailableError
+from dlgpu.testing import assert_close, harness, random_array
+from dlgpu.testing.harness import HarnessExecutor
+
+
+@pytest.fixture(scope="module", autouse=True)
+def host_compiler():
+    """A skip on a machine without a C++ compiler; a failure in CI."""
+    try:
+        harness.find_compiler()
+    except BackendUnavailableError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have a C++ compiler for the kernel harness: {exc}")
+        pytest.skip(str(exc))
+
+
+def nan_like(array):
+    return np.full(array.shape, np.nan, np.float32)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    family: str
+    kernels: tuple[str, ...]
+    check: Callable[[HarnessExecutor, np.random.Generator], None]
+
+
+# ---------------------------------------------------------------- elementwise
+
+# 1: a single element; 37: head and tail only; 20011 with one SM: the grid-stride loop
+# takes the four-float4 batch several times.
+ELEMENTWISE_SIZES = (1, 37, 20011)
+
+
+def check_activations(executor, rng):
+    for n in ELEMENTWISE_SIZES:
+        base = random_array(rng, n + 1, scale=3.0)
+        for x in (base[:n], base[1:]):  # aligned with out, and one element off (all scalar)
+            for op, launcher in (("relu", cuda_elementwise.relu_forward), ("tanh", cuda_elementwise.tanh_forward),
+                                 ("sigmoid", cuda_elementwise.sigmoid_forward)):
+                y = launcher(x, nan_like(x), executor=executor)
+                assert_close(y, getattr(ref, op)(x), elementwise=True)
+        x = random_array(rng, n)
+        expected = ref.tanh(x)
+        cuda_elementwise.tanh_forward(x, x, executor=executor)  # in place
+        assert_close(x, expected, elementwise=True)
+
+
+def check_activation_backward(executor, rng):
+    for n in ELEMENTWISE_SIZES:
+        grad_y = random_array(rng, n)
+        for op, launcher in (("relu", cuda_elementwise.relu_backward), ("tanh", cuda_elementwise.tanh_backward),
+                             ("sigmoid", cuda_elementwise.sigmoid_backward)):
+            y = getattr(ref, op)(random_array(rng, n)).astype(np.float32)
+            grad_x = launcher(grad_y, y, nan_like(y), executor=executor)
+            assert_close(grad_x, getattr(ref, f"{op}_backward")(grad_y, y), elementwise=True)
+        y = ref.sigmoid(random_array(rng, n)).astype(np.float32)
+        expected = ref.sigmoid_backward(grad_y, y)
+        cuda_elementwise.sigmoid_backward(grad_y, y, y, executor=executor)  # out is y
+        assert_close(y, expected, elementwise=True)
+
+
+# ---------------------------------------------------------------- bias_grad
+
+
+def check_bias_grad(executor, rng):
+    # 70 rows: three row chunks in the first pass; (N, C, H, W) with a prime spatial size.
+    for shape in ((1, 1), (70, 3), (5, 7, 3, 5), (33, 2, 1, 1)):
+        grad_y = random_array(rng, shape)
+        axes = (0,) + tuple(range(2, len(shape)))
+        grad_b = cuda_bias_grad.bias_grad(grad_y, out=np.full(shape[1], np.nan, np.float32), executor=executor)
+        assert_close(grad_b, grad_y.astype(np.float64).sum(axis=axes))
+        y = ref.relu(random_array(rng, shape)).astype(np.float32)
+        grad_b = cuda_bias_grad.bias_grad(grad_y, y, executor=executor)
+        assert_close(grad_b, np.where(y > 0, grad_y, 0).astype(np.float64).sum(axis=axes))
+
+
+# ---------------------------------------------------------------- sgd
+
+
+def check_sgd(executor, rng):
+    for n in (1, 37, 5003):
+        for momentum, weight_decay in ((0.9, 0.01), (0.0, 0.1)):
+            param, grad = random_array(rng, n), random_array(rng, n)
+            velocity = random_array(rng, n) if momentum else None
+            expected_param = param.copy()
+            expected_velocity = None if velocity is None else velocity.copy()
+            ref.sgd_step(expected_param, grad, expected_velocity, lr=0.1, momentum=momentum, weight_decay=weight_decay)
+            cuda_sgd.sgd_step(param, grad, velocity, 0.1, momentum, weight_decay, executor=executor)
+            assert_close(param, expected_param, elementwise=True)
+            if velocity is not None:
+                assert_close(velocity, expected_velocity, elementwise=True)
+
+
+# ---------------------------------------------------------------- softmax
+
+# One class count per forward variant: warp1 .. warp32, then a block per row.
+SOFTMAX_CLASSES = (5, 40, 100, 200, 300, 700, 1031)
+
+
+def check_softmax_forward(label_dtype):
+    def check(executor, rng):
+        for classes in SOFTMAX_CLASSES:
+            rows = 5
+            logits = random_array(rng, (rows, classes), scale=3.0)
+            labels = rng.integers(0, classes, rows).astype(label_dtype)
+            loss, probs = cuda_softmax.softmax_cross_entropy(logits, labels, executor=executor)
+            expected_loss, expected_probs = ref.softmax_cross_entropy(logits, labels)
+            assert loss.shape == () and loss.dtype == np.float32
+            assert_close(probs, expected_probs)
+            assert_close(loss, expected_loss)
+        # Large logits: stability.
+        logits = random_array(rng, (3, 33), scale=1e4)
+        labels = np.array([0, 32, 7], label_dtype)
+        loss, probs = cuda_softmax.softmax_cross_entropy(logits, labels, executor=executor)
+        expected_loss, expected_probs = ref.softmax_cross_entropy(logits, labels)
+        assert_close(probs, expected_probs)
+        assert_close(loss, expected_loss)
+
+    return check
+
+
+def check_softmax_backward(executor, rng):
+    for label_dtype in (np.int32, np.int64):
+        for rows, classes in ((1, 1), (9, 7), (13, 8), (3, 301)):  # 8: the float4 path
+            probs = ref.softmax_cross_entropy(random_array(rng, (rows, classes)), np.zeros(rows, np.int64))[1]
+            probs = probs.astype(np.float32)
+            labels = rng.integers(0, classes, rows).astype(label_dtype)
+            grad = cuda_softmax.softmax_cross_entropy_backward(probs, labels, executor=executor)
+            assert_close(grad, ref.softmax_cross_entropy_backward(probs, labels), elementwise=True)
+
+
+# ---------------------------------------------------------------- pool
+
+POOL_CASES = (  # (N, C, H, W), kernel, stride, padding
+    ((2, 3, 7, 5), (3, 2), (2, 1), (1, 1)),
+    ((1, 1, 1, 1), (1, 1), (1, 1), (0, 0)),
+    ((3, 2, 13, 11), (3, 3), (3, 2), (1, 0)),
+    ((1, 5, 8, 8), (2, 2), (2, 2), (0, 0)),
+)
+
+
+def check_pool(executor, rng):
+    for shape, kernel, stride, padding in POOL_CASES:
+        x = random_array(rng, shape)
+        y, argmax = cuda_pool.max_pool2d(x, kernel, stride, padding, executor=executor)
+        expected_y, expected_argmax = ref.max_pool2d(x, kernel, stride=stride, padding=padding)
+        np.testing.assert_array_equal(argmax, expected_argmax)
+        assert_close(y, expected_y, elementwise=True)
+        grad_y = random_array(rng, y.shape)
+        expected = ref.max_pool2d_backward(grad_y, expected_argmax, shape)
+        for window in (None, (kernel, stride, padding)):  # plane walk, and gather by window
+            grad_x = cuda_pool.max_pool2d_backward(grad_y, argmax, shape, window, executor=executor)
+            assert_close(grad_x, expected)
+
+
+CASES = (
+    Case("activations", "elementwise", ("relu_forward_f32", "tanh_forward_f32", "sigmoid_forward_f32"),
+         check_activations),
+    Case("activation_backward", "elementwise", ("relu_backward_f32", "tanh_backward_f32", "sigmoid_backward_f32"),
+         check_activation_backward),
+    Case("bias_grad", "bias_grad", ("bias_grad_partial_f32", "bias_grad_relu_partial_f32", "bias_grad_finish_f32"),
+         check_bias_grad),
+    Case("sgd", "sgd", ("sgd_momentum_f32", "sgd_plain_f32"), check_sgd),
+    *(
+        Case(f"softmax_forward_{suffix}", "softmax",
+             (*(f"softmax_xent_forward_warp{v}_{suffix}" for v in cuda_softmax.WARP_VALUES),
+              f"softmax_xent_forward_block_{suffix}", "softmax_xent_mean_f32"),
+             check_softmax_forward(dtype))
+        for suffix, dtype in (("i32", np.int32), ("i64", np.int64))
+    ),
+    Case("softmax_backward", "softmax", ("softmax_xent_backward_i32", "softmax_xent_backward_i64"),
+         check_softmax_backward),
+    Case("pool", "pool", ("max_pool2d_forward_f32", "max_pool2d_backward_f32", "max_pool2d_backward_planes_f32"),
+         check_pool),
+)
+
+
+@pytest.mark.parametrize("mode", harness.MODES)
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+def test_kernels_match_the_reference(case, mode, rng):
+    executor = HarnessExecutor(mode, multiprocessor_count=1)
+    case.check(executor, rng)
+    missing = {(case.family, k) for k in case.kernels} - executor.launched
+    assert not missing, f"case {case.name} declares kernels it never launched: {sorted(missing)}"
+
+
+def test_every_kernel_has_harness_coverage():
+    """A kernel in kernels/*.cu that no case above declares fails here."""
+    declared = {(case.family, kernel) for case in CASES for kernel in case.kernels}
+    present = set()
+    for family in compiler.families():
+        present |= {(family, k) for k in harness.kernel_names(compiler.source_path(family).read_text())}
+    assert not present - declared, f"kernels without harness coverage: {sorted(present - declared)}"
+    assert not declared - present, f"declared kernels that kernels/ does not have: {sorted(declared - present)}"
