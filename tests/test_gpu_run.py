@@ -371,3 +371,37 @@ def test_perf_table_refuses_a_readme_without_markers_and_an_empty_results_folder
         pt.replace_span(README + README, "x")
     (tmp_path / "empty").mkdir()
     assert pt.main(["--results-dir", str(tmp_path / "empty")]) == 2
+
+
+FAKE_CUPY = '''
+__version__ = "0.0-fake"
+class _Runtime:
+    def getDeviceCount(self): return 1
+    def getDeviceProperties(self, i): return {"name": b"Fake GPU", "major": 9, "minor": 0}
+    def driverGetVersion(self): return 13000
+    def runtimeGetVersion(self): return 13000
+class cuda:
+    runtime = _Runtime()
+'''
+
+
+def test_script_with_its_time_budget_spent_runs_no_step_and_records_timeouts(tmp_path):
+    """A GPU that answers the probe, but no time left: every step is skipped as timed out."""
+    fake = tmp_path / "fake"
+    (fake / "cupy").mkdir(parents=True)
+    (fake / "cupy" / "__init__.py").write_text(FAKE_CUPY)
+    env = {**os.environ, "DLGPU_PYTHON": sys.executable, "DLGPU_RESULTS_DIR": str(tmp_path / "results"),
+           "DLGPU_BUDGET": "26", "PYTHONPATH": str(fake), "DLGPU_COMMIT": "c0ffee"}
+    proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out")], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "GPU: Fake GPU" in proc.stdout
+    assert proc.stdout.count("not run, the time budget is spent") == 5
+    (record_path,) = (tmp_path / "results").iterdir()
+    record = json.loads(record_path.read_text())
+    assert record["status"] == "failed" and record["device"] == "Fake GPU"
+    assert {name for name, step in record["steps"].items() if step["rc"] == 124} == \
+        {"info", "tests", "memcheck", "racecheck", "bench"}
+    assert record["sanitizer"]["memcheck"] == "timed out"
+    assert any("step tests timed out" in f for f in record["failures"])
+    assert len(list((tmp_path / "out").iterdir())) <= 8
