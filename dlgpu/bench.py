@@ -36,7 +36,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -279,10 +279,20 @@ def cuda_backend(quick: bool) -> Backend:
     )
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def cpu_backend(quick: bool) -> Backend:
     device = {
         "backend": "cpu",
-        "name": platform.processor() or platform.machine(),
+        "name": _cpu_name(),
         "cpus": os.cpu_count(),
         "cache_bytes": _cpu_cache_bytes(),
         "numpy": np.__version__,
@@ -465,8 +475,8 @@ def _torch_view(torch, array):
     return torch.from_dlpack(array)
 
 
-def _f32(nbytes_elems: int) -> int:
-    return 4 * nbytes_elems
+def _f32(elements: int) -> int:
+    return 4 * elements  # bytes of that many float32
 
 
 def _prod(shape) -> int:
