@@ -103,26 +103,79 @@ __device__ __forceinline__ void forward_block(const float* logits, const Label* 
     }
 }
 
-#define SOFTMAX_FORWARD_WARP(V, SUFFIX, LABEL)                                                                 \
-    extern "C" __global__ void softmax_xent_forward_warp##V##_##SUFFIX(const float* logits, const LABEL* labels, \
-                                                                       float* probs, float* row_loss,           \
-                                                                       long long rows, int classes)             \
-    {                                                                                                           \
-        forward_warp<V, LABEL>(logits, labels, probs, row_loss, rows, classes);                                 \
-    }
+// One named wrapper per (values per lane, label type), written out so that every kernel's
+// name appears in the source as it appears in the module.
+extern "C" __global__ void softmax_xent_forward_warp1_i32(const float* logits, const int* labels, float* probs,
+                                                          float* row_loss, long long rows, int classes)
+{
+    forward_warp<1, int>(logits, labels, probs, row_loss, rows, classes);
+}
 
-SOFTMAX_FORWARD_WARP(1, i32, int)
-SOFTMAX_FORWARD_WARP(2, i32, int)
-SOFTMAX_FORWARD_WARP(4, i32, int)
-SOFTMAX_FORWARD_WARP(8, i32, int)
-SOFTMAX_FORWARD_WARP(16, i32, int)
-SOFTMAX_FORWARD_WARP(32, i32, int)
-SOFTMAX_FORWARD_WARP(1, i64, long long)
-SOFTMAX_FORWARD_WARP(2, i64, long long)
-SOFTMAX_FORWARD_WARP(4, i64, long long)
-SOFTMAX_FORWARD_WARP(8, i64, long long)
-SOFTMAX_FORWARD_WARP(16, i64, long long)
-SOFTMAX_FORWARD_WARP(32, i64, long long)
+extern "C" __global__ void softmax_xent_forward_warp2_i32(const float* logits, const int* labels, float* probs,
+                                                          float* row_loss, long long rows, int classes)
+{
+    forward_warp<2, int>(logits, labels, probs, row_loss, rows, classes);
+}
+
+extern "C" __global__ void softmax_xent_forward_warp4_i32(const float* logits, const int* labels, float* probs,
+                                                          float* row_loss, long long rows, int classes)
+{
+    forward_warp<4, int>(logits, labels, probs, row_loss, rows, classes);
+}
+
+extern "C" __global__ void softmax_xent_forward_warp8_i32(const float* logits, const int* labels, float* probs,
+                                                          float* row_loss, long long rows, int classes)
+{
+    forward_warp<8, int>(logits, labels, probs, row_loss, rows, classes);
+}
+
+extern "C" __global__ void softmax_xent_forward_warp16_i32(const float* logits, const int* labels, float* probs,
+                                                           float* row_loss, long long rows, int classes)
+{
+    forward_warp<16, int>(logits, labels, probs, row_loss, rows, classes);
+}
+
+extern "C" __global__ void softmax_xent_forward_warp32_i32(const float* logits, const int* labels, float* probs,
+                                                           float* row_loss, long long rows, int classes)
+{
+    forward_warp<32, int>(logits, labels, probs, row_loss, rows, classes);
+}
+
+extern "C" __global__ void softmax_xent_forward_warp1_i64(const float* logits, const long long* labels, float* probs,
+                                                          float* row_loss, long long rows, int classes)
+{
+    forward_warp<1, long long>(logits, labels, probs, row_loss, rows, classes);
+}
+
+extern "C" __global__ void softmax_xent_forward_warp2_i64(const float* logits, const long long* labels, float* probs,
+                                                          float* row_loss, long long rows, int classes)
+{
+    forward_warp<2, long long>(logits, labels, probs, row_loss, rows, classes);
+}
+
+extern "C" __global__ void softmax_xent_forward_warp4_i64(const float* logits, const long long* labels, float* probs,
+                                                          float* row_loss, long long rows, int classes)
+{
+    forward_warp<4, long long>(logits, labels, probs, row_loss, rows, classes);
+}
+
+extern "C" __global__ void softmax_xent_forward_warp8_i64(const float* logits, const long long* labels, float* probs,
+                                                          float* row_loss, long long rows, int classes)
+{
+    forward_warp<8, long long>(logits, labels, probs, row_loss, rows, classes);
+}
+
+extern "C" __global__ void softmax_xent_forward_warp16_i64(const float* logits, const long long* labels, float* probs,
+                                                           float* row_loss, long long rows, int classes)
+{
+    forward_warp<16, long long>(logits, labels, probs, row_loss, rows, classes);
+}
+
+extern "C" __global__ void softmax_xent_forward_warp32_i64(const float* logits, const long long* labels, float* probs,
+                                                           float* row_loss, long long rows, int classes)
+{
+    forward_warp<32, long long>(logits, labels, probs, row_loss, rows, classes);
+}
 
 extern "C" __global__ void softmax_xent_forward_block_i32(const float* logits, const int* labels, float* probs,
                                                           float* row_loss, long long rows, int classes)
