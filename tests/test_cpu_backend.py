@@ -9,6 +9,8 @@ tolerance AND measurably worse than "ieee", or the rounding is not applied.
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
@@ -16,6 +18,8 @@ import dlgpu.cpu as cpu
 import dlgpu.functional as F
 import dlgpu.reference as R
 from dlgpu.cpu.gemm import round_operand
+
+cpu_conv2d = importlib.import_module("dlgpu.cpu.conv2d")  # the module, not the function dlgpu.cpu exports
 from dlgpu.testing import assert_close, random_array, rel_error
 
 DTYPES = [np.float32, np.float64]
@@ -195,7 +199,12 @@ CONV_CASES = [
     (1, 16, 9, 11, 8, 3, 3, 1, 0, 1),
     (5, 1, 28, 28, 6, 5, 5, 1, 0, 1),
     (2, 4, 6, 5, 3, 2, 3, 2, 1, (1, 2)),
+    # Winograd F(2x2, 3x3): odd output sizes (half-filled tiles), asymmetric padding, 1x1 input.
+    (2, 16, 9, 11, 16, 3, 3, 1, 1, 1),
+    (1, 17, 5, 6, 19, 3, 3, 1, (0, 2), 1),
+    (3, 16, 1, 1, 16, 3, 3, 1, 1, 1),
 ]
+WINOGRAD_CASES = CONV_CASES[-3:]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -221,6 +230,19 @@ def test_conv2d_forward_backward(rng, dtype, case):
             assert_close(got, ref, dtype=dtype)
 
 
+def test_winograd_cases_take_the_winograd_path():
+    assert all(cpu_conv2d._winograd_applies((k, c, r, s), _pair(st), _pair(d), "ieee")
+               for _, c, _, _, k, r, s, st, _, d in WINOGRAD_CASES)
+    assert not any(cpu_conv2d._winograd_applies((k, c, r, s), _pair(st), _pair(d), "ieee")
+                   for _, c, _, _, k, r, s, st, _, d in CONV_CASES[:-3])
+    # Tensor-core precisions emulate the GPU's operand rounding, so they keep im2col.
+    assert not cpu_conv2d._winograd_applies((16, 16, 3, 3), (1, 1), (1, 1), "tf32")
+
+
+def _pair(value):
+    return value if isinstance(value, tuple) else (value, value)
+
+
 def test_conv2d_relu_mask_is_applied(rng):
     x = random_array(rng, (2, 3, 8, 8), np.float32)
     weight = random_array(rng, (4, 3, 3, 3), np.float32)
@@ -230,15 +252,17 @@ def test_conv2d_relu_mask_is_applied(rng):
     np.testing.assert_allclose(grad_b, (y > 0).sum(axis=(0, 2, 3)), rtol=0)
 
 
-def test_conv2d_backward_is_deterministic(rng):
-    x = random_array(rng, (4, 6, 15, 13), np.float32)
-    weight = random_array(rng, (5, 6, 3, 3), np.float32)
-    y = F.conv2d(x, weight, stride=2, padding=1, activation="relu")
+@pytest.mark.parametrize("channels,stride", [(6, 2), (16, 1)], ids=["im2col", "winograd"])
+def test_conv2d_is_deterministic(rng, channels, stride):
+    x = random_array(rng, (4, channels, 15, 13), np.float32)
+    weight = random_array(rng, (channels, channels, 3, 3), np.float32)
+    geometry = dict(stride=stride, padding=1, activation="relu")
+    y = F.conv2d(x, weight, **geometry)
     grad_y = random_array(rng, y.shape, np.float32)
-    first = F.conv2d_backward(grad_y, x, weight, y=y, stride=2, padding=1, activation="relu")
-    second = F.conv2d_backward(grad_y, x, weight, y=y, stride=2, padding=1, activation="relu")
+    first = F.conv2d_backward(grad_y, x, weight, y=y, **geometry)
+    second = F.conv2d_backward(grad_y, x, weight, y=y, **geometry)
     assert all(same_bits(a, b) for a, b in zip(first, second))
-    assert same_bits(F.conv2d(x, weight, stride=2, padding=1, activation="relu"), y)
+    assert same_bits(F.conv2d(x, weight, **geometry), y)
 
 
 # ---------------------------------------------------------------------------
