@@ -263,11 +263,15 @@ def host_compiler():
 
 @pytest.fixture(scope="module")
 def sources() -> Path:
-    """The test kernels, written to a stable folder so the compiled objects stay cached."""
+    """The test kernels, written to a stable folder so the compiled objects stay cached.
+
+    kernels/ptx.cuh is copied beside them, so that NVRTC (GPU runs) finds it as g++ does.
+    """
     folder = compiler.default_cache_dir() / "harness-test-sources"
     folder.mkdir(parents=True, exist_ok=True)
-    for name, text in (("h_basics", BASICS), ("h_ptx", PTX), ("h_bugs", BUGS)):
-        path = folder / f"{name}.cu"
+    ptx_header = (compiler.kernels_root() / "ptx.cuh").read_text()
+    for file_name, text in (("h_basics.cu", BASICS), ("h_ptx.cu", PTX), ("h_bugs.cu", BUGS), ("ptx.cuh", ptx_header)):
+        path = folder / file_name
         if not path.exists() or path.read_text() != text:
             temporary = path.with_suffix(f".{os.getpid()}.tmp")
             temporary.write_text(text)
@@ -532,8 +536,7 @@ def test_wait_group_leaves_the_newest_groups_in_flight(sources, mode, rng):
 def test_ptx_wrappers_compile_for_the_device(sources):
     """The device side of ptx.cuh is real PTX: NVRTC builds the PTX test kernels for sm_80 and sm_90a."""
     for arch in ("sm_80", "sm_90a"):
-        module = compiler.compile_family("h_ptx", arch=arch, kernels_dir=sources,
-                                         extra_options=[f"--include-path={compiler.kernels_root()}"])
+        module = compiler.compile_family("h_ptx", arch=arch, kernels_dir=sources)
         assert module.image
 
 
@@ -574,3 +577,49 @@ def test_a_collective_naming_returned_lanes_fails(sources):
     x, y = np.ones(32, np.float32), np.zeros(32, np.float32)
     with pytest.raises(HarnessError, match="have returned|returned while"):
         run(sources, "plain", "h_bugs", "shuffle_after_return", (1, 1, 1), (32, 1, 1), x, y)
+
+
+# ---------------------------------------------------------------- the harness against the GPU
+
+# (family, kernel, grid, block, make_args(rng), shared_mem): the warp-collective and PTX
+# paths whose host model most needs the device's word -- fragment layouts above all.
+GPU_CROSS_CHECKS = (
+    ("h_ptx", "mma_tf32", 32, lambda rng: [rng.standard_normal(s).astype(np.float32) for s in ((16, 8), (8, 8), (16, 8))]
+     + [np.zeros((16, 8), np.float32)], 0),
+    *(("h_ptx", "mma_16bit", 32, lambda rng, bf16=bf16: [
+        (_bf16_bits if bf16 else lambda a: a.astype(np.float16).view(np.uint16))(rng.standard_normal(s).astype(np.float32))
+        for s in ((16, 16), (16, 8))] + [rng.standard_normal((16, 8)).astype(np.float32), np.zeros((16, 8), np.float32),
+                                          np.int32(bf16)], 0) for bf16 in (0, 1)),
+    *(("h_ptx", "ldmatrix_dump", 32, lambda rng, c=count, t=trans: [
+        rng.integers(0, 2**16, (32, 8)).astype(np.uint16), np.zeros((32, 4), np.uint32), np.int32(c), np.int32(t)], 0)
+      for count in (1, 2, 4) for trans in (0, 1)),
+    ("h_ptx", "staged_copy", 32, lambda rng: [rng.standard_normal(37).astype(np.float32), np.zeros(37, np.float32),
+                                              np.zeros(128, np.float32), np.int32(37), np.int32(0)], 512),
+    ("h_basics", "warp_ops", 64, lambda rng: [rng.uniform(-3, 3, 64).astype(np.float32), np.zeros((64, 6), np.float32),
+                                              np.zeros((64, 3), np.uint32)], 0),
+)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("family, kernel, threads, make_args, shared_mem", GPU_CROSS_CHECKS,
+                         ids=[f"{c[1]}-{i}" for i, c in enumerate(GPU_CROSS_CHECKS)])
+def test_harness_agrees_with_the_gpu(sources, family, kernel, threads, make_args, shared_mem, rng):
+    """Same kernel, same inputs, both executors: every array argument must match afterwards."""
+    import cupy
+
+    from dlgpu.cuda.executor import CupyExecutor
+
+    args = make_args(rng)
+    host_args = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+    device_args = [cupy.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
+    launch = lambda values: Launch(family, kernel, (1, 1, 1), (threads, 1, 1), tuple(values), shared_mem)  # noqa: E731
+    HarnessExecutor("plain", kernels_dir=sources).launch(launch(host_args))
+    CupyExecutor(kernels_dir=sources).launch(launch(device_args))
+    cupy.cuda.get_current_stream().synchronize()
+    for position, (host, device) in enumerate(zip(host_args, device_args)):
+        if isinstance(host, np.ndarray):
+            device = device.get()
+            if host.dtype.kind == "f":  # accumulation order inside the tensor core is the device's own
+                np.testing.assert_allclose(host, device, rtol=1e-5, atol=1e-5, err_msg=f"argument {position}")
+            else:
+                np.testing.assert_array_equal(host, device, err_msg=f"argument {position}")
