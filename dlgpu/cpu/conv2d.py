@@ -5,16 +5,20 @@
 
 Two strategies, both "transform with numba, multiply with NumPy's BLAS":
 
-im2col (any geometry).  A chunk of images is unfolded by a numba kernel (one
-(image, channel) plane per parallel iteration) into a reusable buffer
-cols (nb, C*R*S, P*Q), and one stacked np.matmul computes y[n] (K, P*Q) =
-W (K, C*R*S) @ cols[n] straight into the output, so nothing is transposed
-afterwards.  Backward unfolds x again, grad_w += gy[n] @ cols[n].T, then
-the buffer takes W.T @ gy[n] (the unfolded input's gradient) and is folded
-back (col2im) one plane per parallel iteration.  Why not direct loops:
-sgemm runs the products several times faster than any loop nest numba
-emits, and for tiny layers (LeNet's 1->6 channels) the unfold is the whole
-cost anyway, a copy with the padding test hoisted out of the inner loop.
+im2col (any geometry).  A chunk of nb images is unfolded by a numba kernel
+(one (image, channel) plane per parallel iteration) into a reusable buffer
+cols (C*R*S, nb*P*Q), so the whole chunk is ONE product W (K, C*R*S) @
+cols; a second pass scatters it into y with the bias and ReLU.  Backward
+gathers the ReLU-masked grad_y into the same wide layout (summing grad_b
+on the way), then grad_w += gy @ cols.T and the buffer takes W.T @ gy (the
+unfolded input's gradient), which col2im folds back one plane per
+parallel iteration.  Why one wide product rather than one per image: BLAS
+runs small products (LeNet's 6 x 25 x 576) far below its peak, and every
+call wakes and joins its threads, which on a busy 2-core machine costs
+more than the arithmetic.  Why not direct loops: sgemm runs the products
+several times faster than any loop nest numba emits, and for tiny layers
+the unfold is the whole cost anyway, a copy with the padding test hoisted
+out of the inner loop.
 
 Winograd F(2x2, 3x3) (3x3 filters, stride 1, no dilation, >= 16 channels in
 and out, "ieee").  The ResNet-style layer that dominates real networks does
@@ -23,7 +27,7 @@ per 2x2 outputs and channel) is less than half the size of im2col's 9 per
 output, so both the products and the memory traffic shrink; see the
 section below for the algebra.
 
-Everything parallel runs over independent (image, channel) planes and adds
+Every parallel loop runs over independent planes (or channels) and adds
 in a fixed order, so every result is the same bits on every call.  The ReLU
 mask is applied to grad_y in the same pass that sums grad_b.
 """
@@ -58,10 +62,10 @@ def _valid_range(out_size, in_size, offset, stride):
 
 
 @njit(parallel=True, cache=True)
-def _im2col(x, first, cols, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, dw):
-    """cols[n, (c, r, s), (p, q)] = x[first + n, c, p*sh - ph + r*dh, q*sw - pw + s*dw], 0 outside."""
-    nb = cols.shape[0]
+def _im2col(x, first, nb, cols, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, dw):
+    """cols[(c, r, s), n*P*Q + p*Q + q] = x[first + n, c, p*sh - ph + r*dh, q*sw - pw + s*dw], 0 outside."""
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    pq = out_h * out_w
     zero = cols.dtype.type(0)
     for plane in prange(nb * channels):
         n = plane // channels
@@ -71,7 +75,7 @@ def _im2col(x, first, cols, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, dw):
             p_lo, p_hi = _valid_range(out_h, height, r * dh - ph, sh)
             for s in range(kw):
                 q_lo, q_hi = _valid_range(out_w, width, s * dw - pw, sw)
-                row = cols[n, (c * kh + r) * kw + s]
+                row = cols[(c * kh + r) * kw + s, n * pq:(n + 1) * pq]
                 for p in range(out_h):
                     dst = row[p * out_w:(p + 1) * out_w]
                     if p < p_lo or p >= p_hi:
@@ -88,13 +92,13 @@ def _im2col(x, first, cols, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, dw):
 
 
 @njit(parallel=True, cache=True)
-def _col2im(cols, first, grad_x, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, dw):
-    """grad_x[first + n, c] = sum over (r, s, p, q) of cols[n, (c, r, s), (p, q)] at its input pixel.
+def _col2im(cols, first, nb, grad_x, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, dw):
+    """grad_x[first + n, c] = sum over (r, s, p, q) of cols[(c, r, s), n*P*Q + p*Q + q] at its input pixel.
 
     One (image, channel) plane per iteration, outputs in a fixed order: no races, same bits.
     """
-    nb = cols.shape[0]
     channels, height, width = grad_x.shape[1], grad_x.shape[2], grad_x.shape[3]
+    pq = out_h * out_w
     zero = grad_x.dtype.type(0)
     for plane in prange(nb * channels):
         n = plane // channels
@@ -105,7 +109,7 @@ def _col2im(cols, first, grad_x, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, dw):
             p_lo, p_hi = _valid_range(out_h, height, r * dh - ph, sh)
             for s in range(kw):
                 q_lo, q_hi = _valid_range(out_w, width, s * dw - pw, sw)
-                row = cols[n, (c * kh + r) * kw + s]
+                row = cols[(c * kh + r) * kw + s, n * pq:(n + 1) * pq]
                 base = s * dw - pw
                 for p in range(p_lo, p_hi):
                     dst = image[p * sh - ph + r * dh]
@@ -115,44 +119,49 @@ def _col2im(cols, first, grad_x, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, dw):
 
 
 @njit(parallel=True, cache=True)
-def _bias_act_planes(y, bias, has_bias, relu):
-    """In place on y (N, K, PQ): y += bias[k] (if has_bias), then ReLU (if relu); planes in parallel."""
-    n_images, channels, pq = y.shape
+def _scatter_bias_act(y_wide, first, nb, y, bias, has_bias, relu):
+    """y[first + n, k] = act(y_wide[k, n*P*Q : (n+1)*P*Q] + bias[k]); (image, channel) planes in parallel."""
+    channels = y.shape[1]
+    pq = y.shape[2] * y.shape[3]
     zero = y.dtype.type(0)
-    for plane in prange(n_images * channels):
+    out = y.reshape(y.shape[0], channels, pq)
+    for plane in prange(nb * channels):
+        n = plane // channels
         k = plane % channels
-        row = y[plane // channels, k]
+        src = y_wide[k, n * pq:(n + 1) * pq]
+        dst = out[first + n, k]
         b = bias[k] if has_bias else zero
         for i in range(pq):
-            v = row[i] + b
+            v = src[i] + b
             if relu and v < zero:
                 v = zero  # NaN propagates, as np.maximum(v, 0) does
-            row[i] = v
+            dst[i] = v
 
 
 @njit(parallel=True, cache=True)
-def _mask_and_channel_sum(grad_y, y, relu, write_masked, masked, channel_sum):
-    """masked = grad_y * (y > 0) (if relu; written only if write_masked); channel_sum[k] = its sum.
+def _gather_masked(grad_y, y, relu, first, nb, gy_wide, channel_sum):
+    """gy_wide[k, n*P*Q + i] = grad_y[first + n, k, i] * (y > 0 if relu); channel_sum[k] += their sum.
 
-    Parallel over channels; each sums its images and pixels in order, in float64.
+    Parallel over channels; each adds its images and pixels in order, in float64.
     """
-    n_images, channels, pq = grad_y.shape
+    channels = grad_y.shape[1]
+    pq = grad_y.shape[2] * grad_y.shape[3]
     zero = grad_y.dtype.type(0)
+    g3 = grad_y.reshape(grad_y.shape[0], channels, pq)
+    y3 = y.reshape(y.shape[0], channels, pq)
     for k in prange(channels):
         acc = 0.0
-        for n in range(n_images):
-            g_row = grad_y[n, k]
-            y_row = y[n, k]
-            m_row = masked[n, k]
+        for n in range(nb):
+            src = g3[first + n, k]
+            mask = y3[first + n, k]
+            dst = gy_wide[k, n * pq:(n + 1) * pq]
             for i in range(pq):
-                g = g_row[i]
-                if relu and not y_row[i] > zero:
+                g = src[i]
+                if relu and not mask[i] > zero:
                     g = zero
-                if write_masked:
-                    m_row[i] = g
+                dst[i] = g
                 acc += g
-        channel_sum[k] = acc
-
+        channel_sum[k] += acc
 
 
 # ----------------------------------------------------------------------------
@@ -302,8 +311,9 @@ def _winograd_output(m, first, nb, y, bias, has_bias, relu, tiles_h, tiles_w):
 
 
 @njit(parallel=True, cache=True)
-def _winograd_grad_output(grad_y, first, nb, yh, tiles_h, tiles_w):
-    """yh[e, k, t] = (A gy A^T)[e] for the 2x2 block of grad_y[first+n, k] at tile t (zero outside).
+def _winograd_grad_output(grad_y, y, relu, first, nb, yh, plane_sum, tiles_h, tiles_w):
+    """yh[e, k, t] = (A g A^T)[e] for the 2x2 block g of grad_y[first+n, k] at tile t (zero outside),
+    with g masked by y > 0 if relu; plane_sum[first+n, k] = the sum of the masked plane, in float64.
 
     Row-at-a-time like _winograd_input: A combines the block's two rows into four
     (contiguous loops over a zero-padded row pair), then A along each row.
@@ -311,18 +321,27 @@ def _winograd_grad_output(grad_y, first, nb, yh, tiles_h, tiles_w):
     channels, out_h, out_w = grad_y.shape[1], grad_y.shape[2], grad_y.shape[3]
     tiles = tiles_h * tiles_w
     span = 2 * tiles_w
+    zero = grad_y.dtype.type(0)
     for plane in prange(nb * channels):
         n = plane // channels
         k = plane % channels
         gy = grad_y[first + n, k]
+        mask = y[first + n, k]
         g = np.zeros((2, span), dtype=grad_y.dtype)
         s = np.empty((4, span), dtype=grad_y.dtype)
+        acc = 0.0
         for th in range(tiles_h):
-            g[0, :out_w] = gy[2 * th]
-            if 2 * th + 1 < out_h:
-                g[1, :out_w] = gy[2 * th + 1]
-            else:
-                g[1, :] = 0
+            for i in range(2):
+                p = 2 * th + i
+                if p >= out_h:
+                    g[i, :] = zero
+                    continue
+                for q in range(out_w):
+                    value = gy[p, q]
+                    if relu and not mask[p, q] > zero:
+                        value = zero
+                    g[i, q] = value
+                    acc += value
             for u in range(span):
                 s[0, u] = g[0, u]
                 s[1, u] = g[0, u] + g[1, u]
@@ -337,6 +356,7 @@ def _winograd_grad_output(grad_y, first, nb, yh, tiles_h, tiles_w):
                     yh[4 * a + 1, k, t0 + tw] = row[u] + row[u + 1]
                     yh[4 * a + 2, k, t0 + tw] = row[u] - row[u + 1]
                     yh[4 * a + 3, k, t0 + tw] = -row[u + 1]
+        plane_sum[first + n, k] = acc
 
 
 @njit(parallel=True, cache=True)
@@ -400,42 +420,30 @@ def conv2d(x, weight, bias, stride, padding, dilation, activation, precision, ou
     """y = act(conv(x, weight) + bias) into ``out`` (or a new (N, K, P, Q) array)."""
     n_images, _, height, width = x.shape
     k_out, _, kh, kw = weight.shape
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    out_h = _output_size(height, kh, sh, ph, dh)
-    out_w = _output_size(width, kw, sw, pw, dw)
+    out_h = _output_size(height, kh, stride[0], padding[0], dilation[0])
+    out_w = _output_size(width, kw, stride[1], padding[1], dilation[1])
     y = np.empty((n_images, k_out, out_h, out_w), dtype=x.dtype) if out is None else out
     relu = activation == "relu"
     has_bias = bias is not None
+    bias = bias if has_bias else np.zeros(1, dtype=x.dtype)  # numba needs an array either way
     if _winograd_applies(weight.shape, stride, dilation, precision):
-        _winograd_forward(x, weight, bias if has_bias else y[0, 0, 0], has_bias, relu, (ph, pw), y)
-        return y
-    _im2col_forward(x, weight, stride, padding, dilation, precision, y)
-    if has_bias or relu:
-        y3 = y.reshape(n_images, k_out, out_h * out_w)
-        _bias_act_planes(y3, bias if has_bias else y3[0, 0], has_bias, relu)
+        _winograd_forward(x, weight, bias, has_bias, relu, padding, y)
+    else:
+        _im2col_forward(x, weight, bias, has_bias, relu, stride, padding, dilation, precision, y)
     return y
 
 
 def conv2d_backward(grad_y, x, weight, y, stride, padding, dilation, activation, precision):
     """(grad_x, grad_w, grad_b) of y = act(conv(x, weight) + bias); ``y`` supplies the ReLU mask."""
-    n_images, k_out = grad_y.shape[:2]
-    gy3 = grad_y.reshape(n_images, k_out, -1)
-    grad_b = np.empty(k_out, dtype=grad_y.dtype)
-    if activation == "relu":
-        masked = np.empty_like(grad_y)
-        _mask_and_channel_sum(gy3, y.reshape(gy3.shape), True, True, masked.reshape(gy3.shape), grad_b)
-    else:
-        masked = grad_y
-        _mask_and_channel_sum(gy3, gy3, False, False, gy3, grad_b)
+    relu = activation == "relu"
+    mask = y if relu else grad_y  # read only when relu
     if _winograd_applies(weight.shape, stride, dilation, precision):
-        grad_x, grad_w = _winograd_backward(masked, x, weight, padding)
-    else:
-        grad_x, grad_w = _im2col_backward(masked, x, weight, stride, padding, dilation, precision)
-    return grad_x, grad_w, grad_b
+        return _winograd_backward(grad_y, mask, relu, x, weight, padding)
+    return _im2col_backward(grad_y, mask, relu, x, weight, stride, padding, dilation, precision)
 
 
-def _im2col_forward(x, weight, stride, padding, dilation, precision, y):
-    """y (N, K, P, Q) = conv(x, weight), no bias: unfold a chunk of images, one stacked GEMM."""
+def _im2col_forward(x, weight, bias, has_bias, relu, stride, padding, dilation, precision, y):
+    """Per chunk of images: unfold, one GEMM (K, C*R*S) @ (C*R*S, nb*P*Q), scatter with bias + ReLU."""
     n_images, channels = x.shape[:2]
     k_out, _, kh, kw = weight.shape
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
@@ -443,43 +451,55 @@ def _im2col_forward(x, weight, stride, padding, dilation, precision, y):
     crs, pq = channels * kh * kw, out_h * out_w
     x_op = round_operand(x, precision)
     w_mat = round_operand(weight, precision).reshape(k_out, crs)
-    y3 = y.reshape(n_images, k_out, pq)
-    nb = _chunk_images(n_images, crs * pq * x_op.itemsize)
-    cols_buffer = np.empty((nb, crs, pq), dtype=x_op.dtype)
+    nb = _chunk_images(n_images, (crs + k_out) * pq * x.itemsize)
+    cols_flat = np.empty(crs * nb * pq, dtype=x.dtype)
+    y_flat = np.empty(k_out * nb * pq, dtype=x.dtype)
     for first in range(0, n_images, nb):
         count = min(nb, n_images - first)
-        cols = cols_buffer[:count]
-        _im2col(x_op, first, cols, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, dw)
-        np.matmul(w_mat, cols, out=y3[first:first + count])
+        cols = cols_flat[: crs * count * pq].reshape(crs, count * pq)
+        y_wide = y_flat[: k_out * count * pq].reshape(k_out, count * pq)
+        _im2col(x_op, first, count, cols, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, dw)
+        np.matmul(w_mat, cols, out=y_wide)
+        _scatter_bias_act(y_wide, first, count, y, bias, has_bias, relu)
 
 
-def _im2col_backward(masked, x, weight, stride, padding, dilation, precision):
-    """(grad_x, grad_w) from the (already ReLU-masked) output gradient, by im2col and col2im."""
+def _im2col_backward(grad_y, mask, relu, x, weight, stride, padding, dilation, precision):
+    """(grad_x, grad_w, grad_b): per chunk, gather the masked grad_y wide, two GEMMs, fold back."""
     n_images, channels = x.shape[:2]
     k_out, _, kh, kw = weight.shape
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    out_h, out_w = masked.shape[2:]
+    out_h, out_w = grad_y.shape[2:]
     crs, pq = channels * kh * kw, out_h * out_w
-    gy3 = round_operand(masked, precision).reshape(n_images, k_out, pq)
     x_op = round_operand(x, precision)
     w_mat = round_operand(weight, precision).reshape(k_out, crs)
 
     grad_x = np.empty_like(x)
     grad_w = np.zeros((k_out, crs), dtype=np.float64)
-    nb = _chunk_images(n_images, crs * pq * x_op.itemsize)
-    cols_buffer = np.empty((nb, crs, pq), dtype=x_op.dtype)
-    partial_w = np.empty((nb, k_out, crs), dtype=x_op.dtype)
+    grad_b = np.zeros(k_out, dtype=np.float64)
+    nb = _chunk_images(n_images, (crs + k_out) * pq * x.itemsize)
+    cols_flat = np.empty(crs * nb * pq, dtype=x.dtype)
+    gy_flat = np.empty(k_out * nb * pq, dtype=x.dtype)
+    partial_w = np.empty((k_out, crs), dtype=x.dtype)
     for first in range(0, n_images, nb):
         count = min(nb, n_images - first)
-        cols = cols_buffer[:count]
-        gy_chunk = gy3[first:first + count]
-        _im2col(x_op, first, cols, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, dw)
-        np.matmul(gy_chunk, cols.transpose(0, 2, 1), out=partial_w[:count])
-        grad_w += partial_w[:count].sum(axis=0, dtype=np.float64)
+        cols = cols_flat[: crs * count * pq].reshape(crs, count * pq)
+        gy_wide = gy_flat[: k_out * count * pq].reshape(k_out, count * pq)
+        _gather_masked(grad_y, mask, relu, first, count, gy_wide, grad_b)
+        gy_op = round_operand(gy_wide, precision)
+        _im2col(x_op, first, count, cols, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, dw)
+        np.matmul(gy_op, cols.T, out=partial_w)
+        grad_w += partial_w
         # The unfolded input is spent: its buffer now takes the unfolded input's gradient.
-        np.matmul(w_mat.T, gy_chunk, out=cols)
-        _col2im(cols, first, grad_x, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, dw)
-    return grad_x, grad_w.astype(x.dtype).reshape(weight.shape)
+        np.matmul(w_mat.T, gy_op, out=cols)
+        _col2im(cols, first, count, grad_x, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, dw)
+    return grad_x, grad_w.astype(x.dtype).reshape(weight.shape), grad_b.astype(x.dtype)
+
+
+def _winograd_filter(weight):
+    """(4, 4, K, C) = G g G^T for every (k, c) filter g, in float64 (a small array)."""
+    k_out, channels = weight.shape[:2]
+    u = _G @ weight.astype(np.float64).reshape(k_out * channels, 3, 3) @ _G.T
+    return u.reshape(k_out, channels, 4, 4).transpose(2, 3, 0, 1)
 
 
 def _winograd_workspace(n_images, channels, k_out, tiles, dtype):
@@ -494,8 +514,7 @@ def _winograd_forward(x, weight, bias, has_bias, relu, padding, y):
     k_out = weight.shape[0]
     tiles_h, tiles_w = (y.shape[2] + 1) // 2, (y.shape[3] + 1) // 2
     tiles = tiles_h * tiles_w
-    # The filter transform is tiny (16 K C values): float64 einsum, then one rounding.
-    u = np.einsum("ir,kcrs,js->ijkc", _G, weight, _G).reshape(16, k_out, channels).astype(x.dtype)
+    u = np.ascontiguousarray(_winograd_filter(weight).reshape(16, k_out, channels), dtype=x.dtype)
     nb, v_flat, m_flat = _winograd_workspace(n_images, channels, k_out, tiles, x.dtype)
     for first in range(0, n_images, nb):
         count = min(nb, n_images - first)
@@ -506,26 +525,29 @@ def _winograd_forward(x, weight, bias, has_bias, relu, padding, y):
         _winograd_output(m, first, count, y, bias, has_bias, relu, tiles_h, tiles_w)
 
 
-def _winograd_backward(masked, x, weight, padding):
+def _winograd_backward(grad_y, mask, relu, x, weight, padding):
     n_images, channels = x.shape[:2]
     k_out = weight.shape[0]
-    tiles_h, tiles_w = (masked.shape[2] + 1) // 2, (masked.shape[3] + 1) // 2
+    tiles_h, tiles_w = (grad_y.shape[2] + 1) // 2, (grad_y.shape[3] + 1) // 2
     tiles = tiles_h * tiles_w
-    u_t = np.einsum("ir,kcrs,js->ijck", _G, weight, _G).reshape(16, channels, k_out).astype(x.dtype)
+    u_t = np.ascontiguousarray(_winograd_filter(weight).transpose(0, 1, 3, 2).reshape(16, channels, k_out), dtype=x.dtype)
     grad_x = np.empty_like(x)
     grad_u = np.zeros((16, k_out, channels), dtype=np.float64)
     partial_u = np.empty((16, k_out, channels), dtype=x.dtype)
+    plane_sum = np.empty((n_images, k_out), dtype=np.float64)
     nb, v_flat, yh_flat = _winograd_workspace(n_images, channels, k_out, tiles, x.dtype)
     for first in range(0, n_images, nb):
         count = min(nb, n_images - first)
         v = v_flat[: 16 * channels * count * tiles].reshape(16, channels, count * tiles)
         yh = yh_flat[: 16 * k_out * count * tiles].reshape(16, k_out, count * tiles)
         _winograd_input(x, first, count, v, tiles_h, tiles_w, padding[0], padding[1])
-        _winograd_grad_output(masked, first, count, yh, tiles_h, tiles_w)
+        _winograd_grad_output(grad_y, mask, relu, first, count, yh, plane_sum, tiles_h, tiles_w)
         np.matmul(yh, v.transpose(0, 2, 1), out=partial_u)
         grad_u += partial_u
         # The transformed input is spent: its buffer now takes its gradient.
         np.matmul(u_t, yh, out=v)
         _winograd_grad_input(v, first, count, grad_x, tiles_h, tiles_w, padding[0], padding[1])
-    grad_w = np.einsum("ir,ijkc,js->kcrs", _G, grad_u.reshape(4, 4, k_out, channels), _G)
-    return grad_x, grad_w.astype(x.dtype)
+    # grad_w = G^T dU G for every (k, c).
+    grad_u = grad_u.reshape(4, 4, k_out * channels).transpose(2, 0, 1)
+    grad_w = (_G.T @ grad_u @ _G).reshape(weight.shape)
+    return grad_x, grad_w.astype(x.dtype), plane_sum.sum(axis=0).astype(x.dtype)
