@@ -573,6 +573,12 @@ def test_tsan_catches_a_removed_barrier(sources, rng):
     np.testing.assert_array_equal(y, x[::-1])
 
 
+def test_mma_in_a_partial_warp_fails(sources):
+    A, B, C = np.ones((16, 8), np.float32), np.ones((8, 8), np.float32), np.ones((16, 8), np.float32)
+    with pytest.raises(HarnessError, match="partial warp"):
+        run(sources, "plain", "h_ptx", "mma_tf32", (1, 1, 1), (16, 1, 1), A, B, C, np.zeros((16, 8), np.float32))
+
+
 def test_a_collective_naming_returned_lanes_fails(sources):
     x, y = np.ones(32, np.float32), np.zeros(32, np.float32)
     with pytest.raises(HarnessError, match="have returned|returned while"):

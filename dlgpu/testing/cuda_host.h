@@ -452,6 +452,12 @@ inline unsigned ballot(unsigned mask, int predicate)
     });
 }
 
+// mma and ldmatrix are .aligned: all 32 lanes of the warp, which must exist.
+inline void require_full_warp(const char* what)
+{
+    if (this_warp().present != 0xffffffffu) fail(std::string(what) + " in a partial warp: it needs all 32 lanes");
+}
+
 inline void lane_exit()
 {
     Warp& w = this_warp();
@@ -524,6 +530,7 @@ inline void cp_async_wait_group(int pending_allowed)
 // column l/4).
 template <int N> inline void ldmatrix(unsigned (&r)[N], const void* row_address, bool trans)
 {
+    require_full_warp("ldmatrix");
     check_aligned(row_address, 16, "ldmatrix row address");
     const int lane = t_lane;
     exchange(0xffffffffu, row_address, [&](unsigned char (*slot)[64]) {
@@ -567,6 +574,7 @@ struct MmaOperands {
 template <int K, class AOf, class BOf>
 inline void mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], const float (&c)[4], AOf a_of, BOf b_of)
 {
+    require_full_warp("mma.sync");
     MmaOperands mine;
     std::memcpy(mine.a, a, sizeof mine.a);
     std::memcpy(mine.b, b, sizeof mine.b);
