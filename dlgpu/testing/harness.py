@@ -293,8 +293,8 @@ def _run_in_child(build: _Build, launch: Launch, codes: str, where: str) -> None
                                     text=True, env=env)
         report = result.stderr
         if result.returncode != 0 or any(marker in report for marker in _REPORT_MARKERS):
-            raise HarnessError(f"dlgpu harness: {where} ({build.mode}) failed with exit code {result.returncode}",
-                               report[-12000:])
+            head = report if len(report) <= 12000 else report[:12000] + "\n[... report truncated]"
+            raise HarnessError(f"dlgpu harness: {where} ({build.mode}) failed with exit code {result.returncode}", head)
         data = result_file.read_bytes()
     offset = 0
     for address, size in buffers:
