@@ -12,6 +12,7 @@ kernels are not written yet and raise BackendUnavailableError.
 import numpy as np
 
 from dlgpu.cuda import elementwise as _elementwise
+from dlgpu.cuda import gemm as _gemm
 from dlgpu.cuda import pool as _pool
 from dlgpu.cuda import sgd as _sgd
 from dlgpu.cuda import softmax as _softmax
@@ -31,19 +32,19 @@ def _not_yet(op: str) -> BackendUnavailableError:
 
 
 def matmul(a, b, transpose_a, transpose_b, precision, out):
-    raise _not_yet("matmul")
+    return _gemm.matmul(a, b, transpose_a, transpose_b, precision, out)
 
 
 def matmul_backward(grad_c, a, b, transpose_a, transpose_b, precision):
-    raise _not_yet("matmul_backward")
+    return _gemm.matmul_backward(grad_c, a, b, transpose_a, transpose_b, precision)
 
 
 def linear(x, weight, bias, activation, precision, out):
-    raise _not_yet("linear")
+    return _gemm.linear(x, weight, bias, activation, precision, out)
 
 
 def linear_backward(grad_y, x, weight, y, activation, precision):
-    raise _not_yet("linear_backward")
+    return _gemm.linear_backward(grad_y, x, weight, y, activation, precision)
 
 
 def conv2d(x, weight, bias, stride, padding, dilation, activation, precision, out):

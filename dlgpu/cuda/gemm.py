@@ -1,0 +1,297 @@
+"""Launchers for the matrix-product kernels (kernels/gemm.cu, kernels/gemm_tc.cu).
+
+One entry point, :func:`gemm`: ``c = epilogue(op(a) @ op(b))`` for float32
+C-contiguous 2-D arrays, op = transpose when ``transpose_a`` / ``transpose_b``,
+with an optional fused epilogue (``bias`` per output column, then ReLU) and an
+optional mask on A's loads (``mask_a``: A is multiplied by (mask_a > 0) as it
+is loaded, mask_a stored like a; the ReLU backward fused into the product).
+The backend functions (:func:`matmul`, :func:`linear`, :func:`matmul_backward`,
+:func:`linear_backward`) are thin layers over it: backward products are
+ordinary products in another layout, never a materialized transpose.
+
+Variants live in :data:`VARIANTS`, the one list that tests and benchmarks read:
+
+- ``naive``: one thread per output, any layout and alignment; exact fp32.
+- ``simt``: tiled exact fp32 on CUDA cores; needs 16-byte aligned operands
+  whose leading dimensions are multiples of 4 (else the launcher takes naive).
+- ``tc``: tensor cores through mma.sync (precisions tf32, bf16, fp16, fp32
+  accumulation); the same alignment rule.
+
+:func:`choose` picks the variant and tile configuration for a call; it is
+plain Python, tested on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from dlgpu.cuda import bias_grad as _bias_grad
+from dlgpu.cuda.elementwise import multiprocessor_count, require_float32, resolve_executor
+from dlgpu.cuda.launch import Launch
+from dlgpu.errors import ArgumentError, ShapeError
+
+FLAG_BIAS = 1  # kernels/gemm_tile.cuh: GEMM_BIAS
+FLAG_RELU = 2  # GEMM_RELU
+FLAG_MASK_A = 4  # GEMM_MASK_A (naive kernel only; the tiled kernels name it)
+
+NAIVE_BLOCK = 16  # gemm_naive_f32: 16 x 16 threads
+MAX_GRID_Y = 65535
+INT32_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A registered GEMM variant: the family it lives in and the precisions it computes."""
+
+    name: str
+    family: str
+    precisions: tuple[str, ...]
+    summary: str
+
+
+VARIANTS: dict[str, Variant] = {
+    "naive": Variant("naive", "gemm", ("ieee",), "one thread per output, any layout/alignment; the GPU oracle"),
+    "simt": Variant("simt", "gemm", ("ieee",), "tiled fp32 FFMA, 8x8 per thread, 3-stage cp.async pipeline"),
+    "tc": Variant("tc", "gemm_tc", ("tf32", "bf16", "fp16"), "mma.sync tensor cores, fp32 accumulation"),
+}
+
+LAYOUTS = ("nn", "nt", "tn", "tt")
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """A tiled kernel's configuration: its name in kernel names, block tile and threads."""
+
+    name: str
+    block_m: int
+    block_n: int
+    threads: int
+
+
+# Largest first: choose() takes the first that still fills the device.
+SIMT_CONFIGS = (
+    TileConfig("128x128", 128, 128, 256),
+    TileConfig("128x64", 128, 64, 128),
+    TileConfig("64x64", 64, 64, 64),
+)
+TC_CONFIGS = (
+    TileConfig("128x128", 128, 128, 256),
+    TileConfig("64x64", 64, 64, 128),
+)
+# Layouts with a `_mask` kernel: the two linear_backward products (grad_x: nn, grad_w: tn).
+MASK_LAYOUTS = ("nn", "tn")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What :func:`choose` decided: variant, configuration (None for naive), kernel, grid, block."""
+
+    variant: str
+    config: TileConfig | None
+    kernel: str
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    shared_mem: int = 0
+
+
+def layout_name(transpose_a: bool, transpose_b: bool) -> str:
+    return ("t" if transpose_a else "n") + ("t" if transpose_b else "n")
+
+
+def address(array) -> int:
+    """The data pointer of a NumPy or CuPy array."""
+    data = getattr(array, "data", None)
+    ptr = getattr(data, "ptr", None)
+    return int(ptr) if ptr is not None else int(array.ctypes.data)
+
+
+def tile_ready(array) -> bool:
+    """Can a tiled kernel load this operand in 16-byte chunks (base and every row 16-byte aligned)?"""
+    return address(array) % 16 == 0 and int(array.shape[-1]) % 4 == 0
+
+
+def _pick_config(configs, m: int, n: int, sms: int) -> TileConfig:
+    """The largest tile that gives at least one block per SM; the smallest when none does.
+
+    Tiles much wider than the matrix are skipped (half of a 128-wide tile idle on N = 40).
+    """
+    fitting = [c for c in configs if (c.block_m <= 2 * m or c is configs[-1]) and (c.block_n <= 2 * n or c is configs[-1])]
+    for config in fitting:
+        if math.ceil(m / config.block_m) * math.ceil(n / config.block_n) >= sms:
+            return config
+    return configs[-1]
+
+
+def _config(configs, name: str | None) -> TileConfig | None:
+    if name is None:
+        return None
+    for config in configs:
+        if config.name == name:
+            return config
+    raise ArgumentError(f"gemm: config must be one of {[c.name for c in configs]}, got {name!r}")
+
+
+def choose(m: int, n: int, k: int, *, transpose_a: bool, transpose_b: bool, precision: str, masked: bool,
+           aligned: bool, sms: int, variant: str | None = None, config: str | None = None) -> Plan:
+    """The variant, configuration and launch geometry for an (m, n, k) product.
+
+    ``aligned``: every operand passes :func:`tile_ready`.  ``variant`` forces one
+    (tests and benchmarks), ``config`` a tile configuration by name; a tiled variant that cannot take the call (unaligned,
+    or a mask in a layout without a mask kernel) falls back to naive, which takes
+    everything and is exact.
+    """
+    if variant is not None and variant not in VARIANTS:
+        raise ArgumentError(f"gemm: variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+    if variant is None:
+        variant = "simt" if precision == "ieee" else "tc"
+    if variant != "naive" and precision not in VARIANTS[variant].precisions:
+        raise ArgumentError(f"gemm: variant {variant!r} computes {VARIANTS[variant].precisions}, not {precision!r}")
+    layout = layout_name(transpose_a, transpose_b)
+    if variant != "naive" and (not aligned or (masked and layout not in MASK_LAYOUTS)):
+        variant = "naive"
+    if variant == "naive":
+        grid = (math.ceil(n / NAIVE_BLOCK), math.ceil(m / NAIVE_BLOCK), 1)
+        return Plan("naive", None, "gemm_naive_f32", grid, (NAIVE_BLOCK, NAIVE_BLOCK, 1))
+    suffix = layout + ("_mask" if masked else "")
+    if variant == "simt":
+        config = _config(SIMT_CONFIGS, config) or _pick_config(SIMT_CONFIGS, m, n, sms)
+        kernel = f"gemm_simt_{config.name}_{suffix}_f32"
+        shared = 0
+    else:
+        config = _config(TC_CONFIGS, config) or _pick_config(TC_CONFIGS, m, n, sms)
+        kernel = f"gemm_tc_{precision}_{config.name}_{suffix}_f32"
+        shared = tc_shared_bytes(config, transpose_a, transpose_b)
+    grid = (math.ceil(n / config.block_n), math.ceil(m / config.block_m), 1)
+    return Plan(variant, config, kernel, grid, (config.threads, 1, 1), shared)
+
+
+# kernels/gemm_tc.cu: tiles of TC_BK = 16 floats along k, TC_STAGES = 3, rows padded (see there).
+TC_BK = 16
+TC_STAGES = 3
+
+
+def tc_shared_bytes(config: TileConfig, transpose_a: bool, transpose_b: bool) -> int:
+    """Dynamic shared memory of a tc kernel: STAGES x (A tile + B tile) floats, padded rows."""
+
+    def tile(extent: int, k_contiguous: bool) -> int:
+        # k-contiguous tiles: extent rows of TC_BK + 4; otherwise TC_BK rows of extent + 8.
+        return extent * (TC_BK + 4) if k_contiguous else TC_BK * (extent + 8)
+
+    floats = tile(config.block_m, not transpose_a) + tile(config.block_n, transpose_b)
+    return 4 * TC_STAGES * floats
+
+
+# ---------------------------------------------------------------- the launcher
+
+
+def _matrix(op: str, name: str, array):
+    if array.ndim != 2:
+        raise ShapeError(f"{op}: {name} must be 2-D, got shape {tuple(array.shape)}")
+    if any(int(d) > INT32_MAX for d in array.shape):
+        raise ShapeError(f"{op}: {name} has a dimension over 2^31 - 1: {tuple(array.shape)}")
+    return int(array.shape[0]), int(array.shape[1])
+
+
+def gemm(a, b, *, transpose_a=False, transpose_b=False, precision="ieee", bias=None, relu=False, mask_a=None,
+         out=None, variant=None, config=None, executor=None):
+    """c (M, N) float32 = relu?(op(a) @ op(b) + bias), with A masked by (mask_a > 0) when given.
+
+    a: (M, K), or (K, M) with transpose_a; b: (K, N), or (N, K) with transpose_b;
+    bias: (N,) or None; mask_a: a's shape or None; out: (M, N) or None.  All
+    float32, C-contiguous.  ``variant`` / ``config`` force a registered variant and a
+    tile configuration by name (see :func:`choose`).
+    """
+    executor = resolve_executor(executor)
+    op = "gemm"
+    arrays = {"a": a, "b": b}
+    if bias is not None:
+        arrays["bias"] = bias
+    if mask_a is not None:
+        arrays["mask_a"] = mask_a
+    require_float32(op, **arrays)
+    rows_a, cols_a = _matrix(op, "a", a)
+    rows_b, cols_b = _matrix(op, "b", b)
+    m, k = (cols_a, rows_a) if transpose_a else (rows_a, cols_a)
+    k_b, n = (cols_b, rows_b) if transpose_b else (rows_b, cols_b)
+    if k != k_b:
+        raise ShapeError(f"{op}: inner dimensions differ: op(a) is {(m, k)}, op(b) is {(k_b, n)}")
+    if bias is not None and tuple(bias.shape) != (n,):
+        raise ShapeError(f"{op}: bias has shape {tuple(bias.shape)}, expected ({n},)")
+    if mask_a is not None and tuple(mask_a.shape) != tuple(a.shape):
+        raise ShapeError(f"{op}: mask_a has shape {tuple(mask_a.shape)}, a has {tuple(a.shape)}")
+    if out is None:
+        out = executor.xp.empty((m, n), dtype=np.float32)
+    elif tuple(out.shape) != (m, n):
+        raise ShapeError(f"{op}: out has shape {tuple(out.shape)}, expected {(m, n)}")
+
+    aligned = all(tile_ready(x) for x in (a, b) + (() if mask_a is None else (mask_a,)))
+    plan = choose(m, n, k, transpose_a=transpose_a, transpose_b=transpose_b, precision=precision,
+                  masked=mask_a is not None, aligned=aligned, sms=multiprocessor_count(executor), variant=variant, config=config)
+    assert plan.grid[1] <= MAX_GRID_Y, f"{op}: M = {m} needs {plan.grid[1]} block rows, over {MAX_GRID_Y}"
+    flags = (FLAG_BIAS if bias is not None else 0) | (FLAG_RELU if relu else 0)
+    # Pointers a kernel never reads (flags say so) still have to be valid arrays for the seam.
+    bias_arg = bias if bias is not None else out
+    mask_arg = mask_a if mask_a is not None else a
+    sizes = (np.int32(m), np.int32(n), np.int32(k))
+    if plan.variant == "naive":
+        flags |= FLAG_MASK_A if mask_a is not None else 0
+        a_row, a_col = (1, m) if transpose_a else (k, 1)
+        b_row, b_col = (1, k) if transpose_b else (n, 1)
+        strides = tuple(np.int64(s) for s in (a_row, a_col, b_row, b_col))
+        args = (a, b, bias_arg, mask_arg, out, *sizes, *strides, np.int32(flags))
+    else:
+        args = (a, b, bias_arg, mask_arg, out, *sizes, np.int32(flags))
+    family = VARIANTS[plan.variant].family
+    executor.launch(Launch(family, plan.kernel, plan.grid, plan.block, args, plan.shared_mem))
+    return out
+
+
+# ---------------------------------------------------------------- the backend's products
+
+
+def matmul(a, b, transpose_a, transpose_b, precision, out, *, variant=None, executor=None):
+    """op(a) @ op(b): (M, N) float32."""
+    return gemm(a, b, transpose_a=transpose_a, transpose_b=transpose_b, precision=precision, out=out,
+                variant=variant, executor=executor)
+
+
+def matmul_backward(grad_c, a, b, transpose_a, transpose_b, precision, *, variant=None, executor=None):
+    """(grad_a, grad_b) for c = op(a) @ op(b), each in its input's own layout, by two products.
+
+    With A = op(a), B = op(b): dA = G B^T, dB = A^T G.  When a is stored transposed,
+    grad_a = dA^T = B G^T, which is again a product of stored arrays in some layout;
+    likewise grad_b = G^T A when b is.
+    """
+    kw = dict(precision=precision, variant=variant, executor=executor)
+    if transpose_a:
+        grad_a = gemm(b, grad_c, transpose_a=transpose_b, transpose_b=True, **kw)
+    else:
+        grad_a = gemm(grad_c, b, transpose_a=False, transpose_b=not transpose_b, **kw)
+    if transpose_b:
+        grad_b = gemm(grad_c, a, transpose_a=True, transpose_b=transpose_a, **kw)
+    else:
+        grad_b = gemm(a, grad_c, transpose_a=not transpose_a, transpose_b=False, **kw)
+    return grad_a, grad_b
+
+
+def linear(x, weight, bias, activation, precision, out, *, variant=None, executor=None):
+    """act(x @ weight.T + bias) in one launch: x (B, in), weight (out, in), bias (out,) or None."""
+    return gemm(x, weight, transpose_b=True, precision=precision, bias=bias, relu=activation == "relu", out=out,
+                variant=variant, executor=executor)
+
+
+def linear_backward(grad_y, x, weight, y, activation, precision, *, variant=None, executor=None):
+    """(grad_x, grad_w, grad_b); with activation="relu" every product loads grad_y masked by (y > 0).
+
+    grad_x = G W (layout nn), grad_w = G^T X (layout tn), grad_b = column sums of G,
+    where G is grad_y masked in the kernels' loads, never written out.
+    """
+    mask = y if activation == "relu" else None
+    kw = dict(precision=precision, variant=variant, executor=executor, mask_a=mask)
+    grad_x = gemm(grad_y, weight, **kw)
+    grad_w = gemm(grad_y, x, transpose_a=True, **kw)
+    grad_b = _bias_grad.bias_grad(grad_y, mask, executor=executor)
+    return grad_x, grad_w, grad_b

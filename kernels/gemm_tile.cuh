@@ -1,0 +1,120 @@
+// kernels/gemm_tile.cuh -- what the GEMM families (gemm.cu, gemm_tc.cu) share: the epilogue
+// flags, the fused epilogue, and the loader that moves one operand tile into shared memory.
+//
+//   GEMM_BIAS, GEMM_RELU, GEMM_MASK_A   bits of the kernels' `flags` argument
+//   epilogue(v, n, bias, flags)         v + bias[n] (GEMM_BIAS), then ReLU (GEMM_RELU; NaN passes
+//                                       like relu_forward_f32)
+//   TileLoader<...>                     one operand tile: global (row-major rows x cols, rows
+//                                       16-byte aligned) -> shared, by cp.async or through registers
+#pragma once
+
+#include "common.cuh"
+#include "ptx.cuh"
+
+#define GEMM_BIAS 1
+#define GEMM_RELU 2
+// Naive kernel only (the tiled kernels take the mask as a template parameter): A's element is
+// replaced by relu_mask(A, Y) as it is loaded, Y stored exactly like A.
+#define GEMM_MASK_A 4
+
+__device__ __forceinline__ float epilogue(float v, int n, const float* bias, int flags)
+{
+    if (flags & GEMM_BIAS) v += bias[n];
+    if (flags & GEMM_RELU) v = v < 0.0f ? 0.0f : v;
+    return v;
+}
+
+// ---------------------------------------------------------------- operand tiles
+// The global operand is a row-major matrix `rows` x `cols` (leading dimension `cols`, a multiple
+// of 4, base 16-byte aligned: the launcher guarantees it).  A tile is rows [row0, row0 + TILE_ROWS)
+// x cols [col0, col0 + TILE_COLS), cut into 16-byte chunks of four consecutive columns; thread
+// `threadIdx.x` owns chunks threadIdx.x + i * THREADS.  Elements outside the matrix land as zeros,
+// so a partial tile contributes nothing to the product.
+//
+// In shared memory the tile has row stride STRIDE floats; kTransposeStore puts element (r, c) at
+// [c * STRIDE + r] instead of [r * STRIDE + c] (the simt kernel keeps A and B k-major, so its
+// k-contiguous operands are transposed on the way in).
+//
+// Two ways in: plain chunks go global -> shared by cp.async (no registers, issued a few stages
+// ahead); transposed or masked chunks must pass through registers: `issue` loads them into `held`
+// (early, so the loads are in flight during the math) and `store` writes them to shared memory
+// (after the math).  With kMask the chunk is masked by the same chunk of `mask` (relu_mask).
+template <int TILE_ROWS, int TILE_COLS, int STRIDE, int THREADS, bool kTransposeStore, bool kMask>
+struct TileLoader {
+    static constexpr int kChunksPerRow = TILE_COLS / 4;
+    static constexpr int kChunks = TILE_ROWS * kChunksPerRow;
+    static_assert(TILE_COLS % 4 == 0 && kChunks % THREADS == 0, "tile must split evenly into 16-byte chunks");
+    static constexpr int kPerThread = kChunks / THREADS;
+    static constexpr bool kAsync = !kTransposeStore && !kMask;
+
+    const float* src;
+    const float* mask;
+    int rows, cols;
+    float4 held[kAsync ? 1 : kPerThread];
+
+    __device__ __forceinline__ TileLoader(const float* src_, const float* mask_, int rows_, int cols_)
+        : src(src_), mask(mask_), rows(rows_), cols(cols_)
+    {
+    }
+
+    // Four floats from `p + offset`, zeros past the matrix (`row_ok`, `left` columns remaining).
+    __device__ __forceinline__ static float4 load4(const float* p, long long offset, bool row_ok, int left)
+    {
+        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (row_ok && left >= 4) {
+            v = *reinterpret_cast<const float4*>(p + offset);
+        } else if (row_ok && left > 0) {
+            v.x = p[offset];
+            if (left > 1) v.y = p[offset + 1];
+            if (left > 2) v.z = p[offset + 2];
+        }
+        return v;
+    }
+
+    __device__ __forceinline__ void issue(int row0, int col0, float* tile)
+    {
+        DLGPU_UNROLL
+        for (int i = 0; i < kPerThread; ++i) {
+            const int chunk = threadIdx.x + i * THREADS;
+            const int r = chunk / kChunksPerRow, c = (chunk % kChunksPerRow) * 4;
+            const int global_row = row0 + r, global_col = col0 + c;
+            const long long offset = (long long)global_row * cols + global_col;
+            const bool row_ok = global_row < rows;
+            const int left = cols - global_col;
+            if constexpr (kAsync) {
+                const unsigned bytes = row_ok && left > 0 ? 4u * (unsigned)(left < 4 ? left : 4) : 0u;
+                // A chunk wholly outside still issues (zero-fill) from a valid address.
+                ptx::cp_async_16(tile + r * STRIDE + c, bytes ? src + offset : src, bytes);
+            } else {
+                float4 v = load4(src, offset, row_ok, left);
+                if constexpr (kMask) {
+                    const float4 y = load4(mask, offset, row_ok, left);
+                    v.x = relu_mask(v.x, y.x);
+                    v.y = relu_mask(v.y, y.y);
+                    v.z = relu_mask(v.z, y.z);
+                    v.w = relu_mask(v.w, y.w);
+                }
+                held[i] = v;
+            }
+        }
+    }
+
+    __device__ __forceinline__ void store(float* tile) const
+    {
+        if constexpr (!kAsync) {
+            DLGPU_UNROLL
+            for (int i = 0; i < kPerThread; ++i) {
+                const int chunk = threadIdx.x + i * THREADS;
+                const int r = chunk / kChunksPerRow, c = (chunk % kChunksPerRow) * 4;
+                if constexpr (kTransposeStore) {
+                    tile[(c + 0) * STRIDE + r] = held[i].x;
+                    tile[(c + 1) * STRIDE + r] = held[i].y;
+                    tile[(c + 2) * STRIDE + r] = held[i].z;
+                    tile[(c + 3) * STRIDE + r] = held[i].w;
+                } else {
+                    *reinterpret_cast<float4*>(tile + r * STRIDE + c) = held[i];
+                }
+            }
+        }
+    }
+};
