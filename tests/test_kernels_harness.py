@@ -20,6 +20,7 @@ import dlgpu.reference as ref
 from dlgpu.cuda import bias_grad as cuda_bias_grad
 from dlgpu.cuda import compiler
 from dlgpu.cuda import elementwise as cuda_elementwise
+from dlgpu.cuda import gemm as cuda_gemm
 from dlgpu.cuda import pool as cuda_pool
 from dlgpu.cuda import sgd as cuda_sgd
 from dlgpu.cuda import softmax as cuda_softmax
@@ -182,6 +183,56 @@ def check_pool(executor, rng):
             assert_close(grad_x, expected)
 
 
+# ---------------------------------------------------------------- gemm
+
+# Tiled kernels need every leading dimension % 4 == 0 (else the launcher takes naive):
+# (M, N, K) not multiples of any tile, K not of the k-tile 8, and one tile-crossing shape.
+GEMM_SHAPES = ((36, 20, 12), (132, 68, 4), (1, 4, 28))
+
+
+def gemm_expected(a, b, transpose_a, transpose_b, bias=None, relu=False, mask_a=None):
+    a = a if mask_a is None else np.where(mask_a > 0, a, 0)
+    c = ref.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+    if bias is not None:
+        c = c + bias
+    return np.maximum(c, 0) if relu else c
+
+
+def check_gemm_simt(config):
+    def check(executor, rng):
+        shapes = GEMM_SHAPES if executor.mode == "plain" else GEMM_SHAPES[:1]
+        for m, n, k in shapes:
+            for layout in cuda_gemm.LAYOUTS:
+                ta, tb = layout[0] == "t", layout[1] == "t"
+                a = random_array(rng, (k, m) if ta else (m, k))
+                b = random_array(rng, (n, k) if tb else (k, n))
+                bias = random_array(rng, n) if layout in ("nn", "tt") else None
+                relu = layout in ("nt", "tt")
+                c = cuda_gemm.gemm(a, b, transpose_a=ta, transpose_b=tb, bias=bias, relu=relu,
+                                   out=np.full((m, n), np.nan, np.float32), variant="simt", config=config,
+                                   executor=executor)
+                assert_close(c, gemm_expected(a, b, ta, tb, bias, relu))
+                if layout in cuda_gemm.MASK_LAYOUTS:
+                    mask = random_array(rng, a.shape)
+                    c = cuda_gemm.gemm(a, b, transpose_a=ta, transpose_b=tb, mask_a=mask, variant="simt",
+                                       config=config, executor=executor)
+                    assert_close(c, gemm_expected(a, b, ta, tb, mask_a=mask))
+
+    return check
+
+
+def check_gemm_naive(executor, rng):
+    for m, n, k in ((1, 1, 1), (5, 7, 3), (17, 3, 33)):  # any shape: nothing needs alignment
+        for layout in cuda_gemm.LAYOUTS:
+            ta, tb = layout[0] == "t", layout[1] == "t"
+            a = random_array(rng, (k, m) if ta else (m, k))
+            b = random_array(rng, (n, k) if tb else (k, n))
+            bias, mask = random_array(rng, n), random_array(rng, a.shape)
+            c = cuda_gemm.gemm(a, b, transpose_a=ta, transpose_b=tb, bias=bias, relu=True, mask_a=mask,
+                               variant="naive", executor=executor)
+            assert_close(c, gemm_expected(a, b, ta, tb, bias, True, mask))
+
+
 CASES = (
     Case("activations", "elementwise", ("relu_forward_f32", "tanh_forward_f32", "sigmoid_forward_f32"),
          check_activations),
@@ -199,6 +250,14 @@ CASES = (
     ),
     Case("softmax_backward", "softmax", ("softmax_xent_backward_i32", "softmax_xent_backward_i64"),
          check_softmax_backward),
+    Case("gemm_naive", "gemm", ("gemm_naive_f32",), check_gemm_naive),
+    *(
+        Case(f"gemm_simt_{config.name}", "gemm",
+             (*(f"gemm_simt_{config.name}_{layout}_f32" for layout in cuda_gemm.LAYOUTS),
+              *(f"gemm_simt_{config.name}_{layout}_mask_f32" for layout in cuda_gemm.MASK_LAYOUTS)),
+             check_gemm_simt(config.name))
+        for config in cuda_gemm.SIMT_CONFIGS
+    ),
     Case("pool", "pool", ("max_pool2d_forward_f32", "max_pool2d_backward_f32", "max_pool2d_backward_planes_f32"),
          check_pool),
 )
