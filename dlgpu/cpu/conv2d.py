@@ -82,13 +82,14 @@ def _im2col(x, first, nb, cols, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, dw):
                         dst[:] = zero
                         continue
                     src = image[p * sh - ph + r * dh]
-                    for q in range(q_lo):
-                        dst[q] = zero
+                    dst[:q_lo] = zero
                     base = s * dw - pw
-                    for q in range(q_lo, q_hi):
-                        dst[q] = src[q * sw + base]
-                    for q in range(q_hi, out_w):
-                        dst[q] = zero
+                    if sw == 1:  # the common case: a contiguous copy the compiler vectorizes
+                        dst[q_lo:q_hi] = src[q_lo + base:q_hi + base]
+                    else:
+                        for q in range(q_lo, q_hi):
+                            dst[q] = src[q * sw + base]
+                    dst[q_hi:] = zero
 
 
 @njit(parallel=True, cache=True)
@@ -114,8 +115,11 @@ def _col2im(cols, first, nb, grad_x, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, d
                 for p in range(p_lo, p_hi):
                     dst = image[p * sh - ph + r * dh]
                     src = row[p * out_w:(p + 1) * out_w]
-                    for q in range(q_lo, q_hi):
-                        dst[q * sw + base] += src[q]
+                    if sw == 1:
+                        dst[q_lo + base:q_hi + base] += src[q_lo:q_hi]
+                    else:
+                        for q in range(q_lo, q_hi):
+                            dst[q * sw + base] += src[q]
 
 
 @njit(parallel=True, cache=True)
@@ -479,7 +483,7 @@ def _im2col_backward(grad_y, mask, relu, x, weight, stride, padding, dilation, p
     nb = _chunk_images(n_images, (crs + k_out) * pq * x.itemsize)
     cols_flat = np.empty(crs * nb * pq, dtype=x.dtype)
     gy_flat = np.empty(k_out * nb * pq, dtype=x.dtype)
-    partial_w = np.empty((k_out, crs), dtype=x.dtype)
+    partial_w_t = np.empty((crs, k_out), dtype=x.dtype)
     for first in range(0, n_images, nb):
         count = min(nb, n_images - first)
         cols = cols_flat[: crs * count * pq].reshape(crs, count * pq)
@@ -487,8 +491,10 @@ def _im2col_backward(grad_y, mask, relu, x, weight, stride, padding, dilation, p
         _gather_masked(grad_y, mask, relu, first, count, gy_wide, grad_b)
         gy_op = round_operand(gy_wide, precision)
         _im2col(x_op, first, count, cols, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, dw)
-        np.matmul(gy_op, cols.T, out=partial_w)
-        grad_w += partial_w
+        # grad_w.T = cols @ gy.T: OpenBLAS runs this orientation about twice as fast
+        # as gy @ cols.T for these short, very deep products (LeNet: 25 x 6 x 36864).
+        np.matmul(cols, gy_op.T, out=partial_w_t)
+        grad_w += partial_w_t.T
         # The unfolded input is spent: its buffer now takes the unfolded input's gradient.
         np.matmul(w_mat.T, gy_op, out=cols)
         _col2im(cols, first, count, grad_x, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, dw)
