@@ -81,6 +81,8 @@ TC_CONFIGS = (
     TileConfig("128x128", 128, 128, 256),
     TileConfig("64x64", 64, 64, 128),
 )
+# kernels/gemm_tc.cu's build define for each precision.
+TC_PRECISION_DEFINE = {"tf32": "0", "bf16": "1", "fp16": "2"}
 # Layouts with a `_mask` kernel: the two linear_backward products (grad_x: nn, grad_w: tn).
 MASK_LAYOUTS = ("nn", "tn")
 
@@ -95,6 +97,7 @@ class Plan:
     grid: tuple[int, int, int]
     block: tuple[int, int, int]
     shared_mem: int = 0
+    defines: tuple[tuple[str, str], ...] = ()
 
 
 def layout_name(transpose_a: bool, transpose_b: bool) -> str:
@@ -162,10 +165,11 @@ def choose(m: int, n: int, k: int, *, transpose_a: bool, transpose_b: bool, prec
         shared = 0
     else:
         config = _config(TC_CONFIGS, config) or _pick_config(TC_CONFIGS, m, n, sms)
-        kernel = f"gemm_tc_{precision}_{config.name}_{suffix}_f32"
+        kernel = f"gemm_tc_{config.name}_{suffix}_f32"
         shared = tc_shared_bytes(config, transpose_a, transpose_b)
     grid = (math.ceil(n / config.block_n), math.ceil(m / config.block_m), 1)
-    return Plan(variant, config, kernel, grid, (config.threads, 1, 1), shared)
+    defines = (("GEMM_TC_PRECISION", TC_PRECISION_DEFINE[precision]),) if variant == "tc" else ()
+    return Plan(variant, config, kernel, grid, (config.threads, 1, 1), shared, defines)
 
 
 # kernels/gemm_tc.cu: tiles of TC_BK = 16 floats along k, TC_STAGES = 3, rows padded (see there).
@@ -245,7 +249,7 @@ def gemm(a, b, *, transpose_a=False, transpose_b=False, precision="ieee", bias=N
     else:
         args = (a, b, bias_arg, mask_arg, out, *sizes, np.int32(flags))
     family = VARIANTS[plan.variant].family
-    executor.launch(Launch(family, plan.kernel, plan.grid, plan.block, args, plan.shared_mem))
+    executor.launch(Launch(family, plan.kernel, plan.grid, plan.block, args, plan.shared_mem, plan.defines))
     return out
 
 
