@@ -222,7 +222,8 @@ def check_gemm_simt(config):
 
 
 def check_gemm_naive(executor, rng):
-    for m, n, k in ((1, 1, 1), (5, 7, 3), (17, 3, 33)):  # any shape: nothing needs alignment
+    shapes = ((1, 1, 1), (5, 7, 3), (17, 3, 33)) if executor.mode == "plain" else ((17, 3, 33),)
+    for m, n, k in shapes:  # any shape: nothing needs alignment
         for layout in cuda_gemm.LAYOUTS:
             ta, tb = layout[0] == "t", layout[1] == "t"
             a = random_array(rng, (k, m) if ta else (m, k))
