@@ -34,6 +34,8 @@ mask is applied to grad_y in the same pass that sums grad_b.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from numba import njit, prange
 
@@ -404,6 +406,25 @@ def _winograd_grad_input(dv, first, nb, grad_x, tiles_h, tiles_w, ph, pw):
                             image[h, w] += row[j]
 
 
+_workspace = threading.local()
+
+
+def _scratch(slot: str, size: int, dtype) -> np.ndarray:
+    """A flat buffer of ``size`` elements, kept per thread and reused from call to call.
+
+    Fresh multi-megabyte arrays come back from the allocator as new pages, and
+    faulting them in costs as much as LeNet's whole unfold; keeping the few
+    workspaces (each at most about _WORKSPACE_BYTES) avoids that.  Results never
+    live in these buffers, and each caller uses its own slots.
+    """
+    buffers = _workspace.__dict__.setdefault("buffers", {})
+    key = (slot, np.dtype(dtype).str)
+    buffer = buffers.get(key)
+    if buffer is None or buffer.size < size:
+        buffer = buffers[key] = np.empty(size, dtype)
+    return buffer[:size]
+
+
 def _chunk_images(n_images: int, bytes_per_image: int) -> int:
     return max(1, min(n_images, _WORKSPACE_BYTES // max(1, bytes_per_image)))
 
@@ -456,8 +477,8 @@ def _im2col_forward(x, weight, bias, has_bias, relu, stride, padding, dilation, 
     x_op = round_operand(x, precision)
     w_mat = round_operand(weight, precision).reshape(k_out, crs)
     nb = _chunk_images(n_images, (crs + k_out) * pq * x.itemsize)
-    cols_flat = np.empty(crs * nb * pq, dtype=x.dtype)
-    y_flat = np.empty(k_out * nb * pq, dtype=x.dtype)
+    cols_flat = _scratch("cols", crs * nb * pq, x.dtype)
+    y_flat = _scratch("wide", k_out * nb * pq, x.dtype)
     for first in range(0, n_images, nb):
         count = min(nb, n_images - first)
         cols = cols_flat[: crs * count * pq].reshape(crs, count * pq)
@@ -481,8 +502,8 @@ def _im2col_backward(grad_y, mask, relu, x, weight, stride, padding, dilation, p
     grad_w = np.zeros((k_out, crs), dtype=np.float64)
     grad_b = np.zeros(k_out, dtype=np.float64)
     nb = _chunk_images(n_images, (crs + k_out) * pq * x.itemsize)
-    cols_flat = np.empty(crs * nb * pq, dtype=x.dtype)
-    gy_flat = np.empty(k_out * nb * pq, dtype=x.dtype)
+    cols_flat = _scratch("cols", crs * nb * pq, x.dtype)
+    gy_flat = _scratch("wide", k_out * nb * pq, x.dtype)
     partial_w_t = np.empty((crs, k_out), dtype=x.dtype)
     for first in range(0, n_images, nb):
         count = min(nb, n_images - first)
@@ -512,7 +533,7 @@ def _winograd_workspace(n_images, channels, k_out, tiles, dtype):
     """Chunk size and flat buffers for the transformed input (16, C, T) and output (16, K, T)."""
     itemsize = np.dtype(dtype).itemsize
     nb = _chunk_images(n_images, 16 * (channels + k_out) * tiles * itemsize)
-    return nb, np.empty(16 * channels * nb * tiles, dtype), np.empty(16 * k_out * nb * tiles, dtype)
+    return nb, _scratch("cols", 16 * channels * nb * tiles, dtype), _scratch("wide", 16 * k_out * nb * tiles, dtype)
 
 
 def _winograd_forward(x, weight, bias, has_bias, relu, padding, y):
