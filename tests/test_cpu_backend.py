@@ -308,6 +308,14 @@ def test_activations_at_extremes(dtype):
     assert np.isnan(F.relu(np.array([np.nan], dtype=dtype)))[0]
 
 
+def test_tanh_backward_keeps_its_digits_near_saturation():
+    # 1 - y^2 for |y| near 1 cancels; every element must still be right to float32 rounding.
+    y = np.array([0.99, 0.999, -0.9995, 0.99999, 0.5], dtype=np.float32)
+    grad_y = np.ones_like(y)
+    np.testing.assert_allclose(F.tanh_backward(grad_y, y), R.tanh_backward(grad_y, y), rtol=2e-7)
+    np.testing.assert_allclose(F.sigmoid_backward(grad_y, y), R.sigmoid_backward(grad_y, y), rtol=2e-7)
+
+
 # ---------------------------------------------------------------------------
 # max pooling
 # ---------------------------------------------------------------------------

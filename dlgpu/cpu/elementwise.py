@@ -4,9 +4,11 @@
     relu_backward(gy, y, out), tanh_backward(...), sigmoid_backward(...) -> grad_x
 
 Backward passes read the saved OUTPUT y: relu' = (y > 0), tanh' = 1 - y^2,
-sigmoid' = y * (1 - y).  ``out`` may be the input itself (in place): each
-element is read before it is written, by the same iteration.  All arrays
-arrive C-contiguous, so each kernel walks them flat.
+sigmoid' = y * (1 - y).  tanh and sigmoid work in float64 and round once:
+1 - y^2 in float32 loses most of its digits as |y| nears 1.  ``out`` may be
+the input itself (in place): each element is read before it is written, by
+the same iteration.  All arrays arrive C-contiguous, so each kernel walks
+them flat.
 """
 
 from __future__ import annotations
@@ -22,34 +24,35 @@ _RELU, _TANH, _SIGMOID = 0, 1, 2
 @njit(parallel=True, cache=True)
 def _activation(x, y, kind):
     zero = x.dtype.type(0)
-    one = x.dtype.type(1)
     for i in prange(x.size):
         v = x[i]
         if kind == _RELU:
             y[i] = zero if v < zero else v  # NaN propagates
         elif kind == _TANH:
-            y[i] = np.tanh(v)
+            y[i] = np.tanh(np.float64(v))
         elif v >= zero:
-            y[i] = one / (one + np.exp(-v))
+            y[i] = 1.0 / (1.0 + np.exp(-np.float64(v)))
         else:
             # exp of a negative number only: no overflow for very negative v.
-            e = np.exp(v)
-            y[i] = e / (one + e)
+            e = np.exp(np.float64(v))
+            y[i] = e / (1.0 + e)
 
 
 @njit(parallel=True, cache=True)
 def _activation_backward(grad_y, y, grad_x, kind):
     zero = y.dtype.type(0)
-    one = y.dtype.type(1)
     for i in prange(y.size):
         v = y[i]
         g = grad_y[i]
         if kind == _RELU:
             grad_x[i] = g if v > zero else zero
         elif kind == _TANH:
-            grad_x[i] = g * (one - v * v)
+            # 1 - y^2 cancels as |y| nears 1: in float32 it would keep only a few digits.
+            v64 = np.float64(v)
+            grad_x[i] = g * (1.0 - v64 * v64)
         else:
-            grad_x[i] = g * (v * (one - v))
+            v64 = np.float64(v)
+            grad_x[i] = g * (v64 * (1.0 - v64))
 
 
 def _forward(x, out, kind):
