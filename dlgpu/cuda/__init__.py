@@ -5,27 +5,22 @@ arguments already validated and normalized (C-contiguous float32 arrays, pairs
 for stride/padding, precision resolved).  Importing it needs neither CuPy nor a
 GPU: the executor, which does, is made on the first launch.
 
-Memory-bound ops run on our kernels; the matrix product, linear and convolution
-kernels are not written yet and raise BackendUnavailableError.
+conv2d and conv2d_backward are dlgpu.cuda.conv2d's own functions (imported by name, as
+dlgpu.cpu does, so that the package attribute `conv2d` stays the function even though a
+submodule shares its name: reach the launcher module as sys.modules["dlgpu.cuda.conv2d"]
+or importlib.import_module).
 """
 
 import numpy as np
 
 from dlgpu.cuda import elementwise as _elementwise
+from dlgpu.cuda.conv2d import conv2d, conv2d_backward
 from dlgpu.cuda import gemm as _gemm
 from dlgpu.cuda import pool as _pool
 from dlgpu.cuda import sgd as _sgd
 from dlgpu.cuda import softmax as _softmax
-from dlgpu.errors import BackendUnavailableError
 
 FLOAT_DTYPES = (np.float32,)
-
-
-def _not_yet(op: str) -> BackendUnavailableError:
-    return BackendUnavailableError(
-        f"{op}: not implemented on the GPU yet (the CUDA backend has the memory-bound ops only); "
-        "run it on NumPy arrays with the CPU backend"
-    )
 
 
 # ---------------------------------------------------------------- products and convolutions
@@ -45,14 +40,6 @@ def linear(x, weight, bias, activation, precision, out):
 
 def linear_backward(grad_y, x, weight, y, activation, precision):
     return _gemm.linear_backward(grad_y, x, weight, y, activation, precision)
-
-
-def conv2d(x, weight, bias, stride, padding, dilation, activation, precision, out):
-    raise _not_yet("conv2d")
-
-
-def conv2d_backward(grad_y, x, weight, y, stride, padding, dilation, activation, precision):
-    raise _not_yet("conv2d_backward")
 
 
 # ---------------------------------------------------------------- activations

@@ -1,0 +1,417 @@
+"""Launchers for the convolution kernels (kernels/conv2d.cu, kernels/conv2d_tc.cu).
+
+Three passes, each a function here:
+
+- :func:`forward`: y (N, K, P, Q) = act(conv(x, weight) + bias), x (N, C, H, W) NCHW, weight
+  (K, C, R, S) OIHW, bias (K,) or None, act None or ReLU (fused into the epilogue).
+- :func:`dgrad`: grad_x (N, C, H, W) from grad_y (N, K, P, Q) and weight; with ``mask`` (the
+  forward output y of a fused ReLU) grad_y is multiplied by (y > 0) as it is loaded.
+- :func:`wgrad`: grad_w (K, C, R, S) from grad_y and x, the same mask; deterministic.
+
+The backend functions :func:`conv2d` and :func:`conv2d_backward` sit on top; the bias
+gradient comes from kernels/bias_grad.cu with the same mask.  All arrays float32,
+C-contiguous.  stride, padding, dilation are (h, w) pairs.
+
+Variants live in :data:`VARIANTS`, the one registry that tests and benchmarks read; each
+names the passes it implements and the precisions it computes per pass:
+
+- ``naive``: one thread per output element, every pass, exact fp32; the GPU-side oracle.
+- ``simt``: implicit GEMM on CUDA cores (forward, wgrad), exact fp32.
+- ``tc``: implicit GEMM on tensor cores (forward) through mma.sync: tf32, bf16, fp16
+  operands, fp32 accumulation.
+
+A pass asked for at a precision no variant of it computes runs in exact fp32 (more
+accurate than asked): dgrad has only the naive kernel so far, wgrad no tensor-core one.
+:func:`choose` picks the variant and configuration; plain Python, tested on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from dlgpu.cuda import bias_grad as _bias_grad
+from dlgpu.cuda.elementwise import grid_stride_blocks, require_float32, resolve_executor
+from dlgpu.cuda.launch import Launch
+from dlgpu.errors import ArgumentError, ShapeError
+
+FLAG_BIAS = 1  # kernels/conv2d_common.cuh: CONV_BIAS
+FLAG_RELU = 2  # CONV_RELU
+FLAG_MASK = 4  # CONV_MASK
+
+PASSES = ("forward", "dgrad", "wgrad")
+NAIVE_BLOCK = 256
+INT32_MAX = 2**31 - 1
+MAX_GRID_Y = 65535
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A registered convolution variant: its family and, per pass it implements, its precisions."""
+
+    name: str
+    family: str
+    passes: dict
+    summary: str
+
+
+VARIANTS: dict[str, Variant] = {
+    "naive": Variant("naive", "conv2d", {p: ("ieee",) for p in PASSES},
+                     "one thread per output element, any shape; the GPU oracle"),
+    "simt": Variant("simt", "conv2d", {"forward": ("ieee",), "wgrad": ("ieee",)},
+                    "implicit GEMM on CUDA cores, exact fp32; wgrad split over pixels, fixed-order combine"),
+    "tc": Variant("tc", "conv2d_tc", {"forward": ("tf32", "bf16", "fp16")},
+                  "implicit GEMM on tensor cores (mma.sync), fp32 accumulation"),
+}
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """A tiled forward kernel's configuration: its name in kernel names, block tile, threads."""
+
+    name: str
+    block_m: int  # output pixels
+    block_n: int  # output channels
+    threads: int
+
+
+# Narrowest last; choose() takes the narrowest tile that still covers K in one or two blocks.
+SIMT_CONFIGS = (
+    TileConfig("128x128", 128, 128, 256),
+    TileConfig("128x64", 128, 64, 128),
+    TileConfig("128x32", 128, 32, 128),
+)
+TC_CONFIGS = (
+    TileConfig("128x64", 128, 64, 128),
+    TileConfig("64x32", 64, 32, 64),
+)
+CONFIGS: dict[str, tuple[TileConfig, ...]] = {"naive": (), "simt": SIMT_CONFIGS, "tc": TC_CONFIGS}
+# kernels/conv2d_tc.cu's build define for each precision.
+TC_PRECISION_DEFINE = {"tf32": "0", "bf16": "1", "fp16": "2"}
+TC_BK = 16  # kernels/conv2d_tc.cu: taps per tile
+TC_PAD = 4
+
+WGRAD_TILE = 64  # kernels/conv2d.cu: WGRAD_TILE
+WGRAD_STEP = 8  # WGRAD_STEP: pixels per reduction step
+WGRAD_THREADS = 256
+# wgrad's split count aims at this many blocks: a constant, not the SM count, so that the
+# summation order (hence the bits) is the same on every device.
+WGRAD_TARGET_BLOCKS = 1024
+# Fewest pixels a split sums, so that the partial buffer stays small next to grad_y.
+WGRAD_MIN_PIXELS = 512
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Every size of one convolution, as the kernels take them."""
+
+    N: int
+    C: int
+    H: int
+    W: int
+    K: int
+    R: int
+    S: int
+    P: int
+    Q: int
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+
+    @property
+    def pixels(self) -> int:  # M of the implicit GEMM
+        return self.N * self.P * self.Q
+
+    @property
+    def taps(self) -> int:  # the reduction of the forward GEMM
+        return self.C * self.R * self.S
+
+    @property
+    def one_by_one(self) -> bool:
+        """A 1x1 filter at stride 1 without padding: the forward's A operand is x itself."""
+        return (self.R, self.S, self.stride, self.padding) == (1, 1, (1, 1), (0, 0))
+
+    def flops(self) -> int:
+        return 2 * self.pixels * self.K * self.taps
+
+    def args(self) -> tuple:
+        """CONV_GEOMETRY_PARAMS (kernels/conv2d_common.cuh), in order."""
+        ints = (self.N, self.C, self.H, self.W, self.K, self.R, self.S, self.P, self.Q, *self.stride,
+                *self.padding, *self.dilation)
+        divisors = (self.P * self.Q, self.Q, self.R * self.S, self.S)
+        magic = [np.uint32(v) for d in divisors for v in fast_divisor(d)]
+        return (*(np.int32(v) for v in ints), *magic)
+
+
+def fast_divisor(d: int) -> tuple[int, int]:
+    """(mul, shift) with n // d == (n * mul) >> shift for every 0 <= n < 2^31.
+
+    shift = 31 + ceil(log2 d) and mul = ceil(2^shift / d) < 2^32: with e = mul*d - 2^shift
+    in [0, d), n*mul / 2^shift = n/d + n*e / (d 2^shift), and the error term is below 1/d,
+    too small to reach the next integer.
+    """
+    if not 1 <= d <= INT32_MAX:
+        raise ArgumentError(f"conv2d: fast_divisor needs 1 <= d < 2^31, got {d}")
+    shift = 31 + (d - 1).bit_length()
+    mul = -(-(1 << shift) // d)
+    assert mul < 2**32
+    return mul, shift
+
+
+def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def geometry(op: str, x_shape, w_shape, stride, padding, dilation) -> Geometry:
+    """The Geometry of x_shape (N, C, H, W) convolved with w_shape (K, C, R, S); checks 32-bit limits."""
+    N, C, H, W = (int(d) for d in x_shape)
+    K, C_w, R, S = (int(d) for d in w_shape)
+    if C != C_w:
+        raise ShapeError(f"{op}: x has {C} channels but weight {tuple(w_shape)} expects {C_w}")
+    P = output_size(H, R, stride[0], padding[0], dilation[0])
+    Q = output_size(W, S, stride[1], padding[1], dilation[1])
+    if P < 1 or Q < 1:
+        raise ShapeError(f"{op}: filter {R}x{S} (dilation {dilation}) does not fit input {H}x{W} padded by {padding}")
+    g = Geometry(N, C, H, W, K, R, S, P, Q, tuple(stride), tuple(padding), tuple(dilation))
+    # The kernels keep offsets inside one image / filter / output plane set in 32 bits.
+    for name, value in (("C*H*W", C * H * W), ("K*P*Q", K * P * Q), ("K*C*R*S", K * C * R * S),
+                        ("N*P*Q", g.pixels), ("N*C*H*W", N * C * H * W), ("N*K*P*Q", N * K * P * Q)):
+        if value > INT32_MAX:
+            raise ShapeError(f"{op}: {name} = {value} is over 2^31 - 1, which the kernels' 32-bit offsets allow")
+    return g
+
+
+# ---------------------------------------------------------------- choices
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What :func:`choose` decided for one pass: variant, configuration, kernel and launch shape."""
+
+    variant: str
+    config: TileConfig | None
+    kernel: str
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    shared_mem: int = 0
+    defines: tuple[tuple[str, str], ...] = ()
+    splits: int = 1  # wgrad: blocks along the pixel reduction
+    pixels_per_split: int = 0
+
+
+def _resolve(pass_: str, precision: str, variant: str | None) -> str:
+    if variant is not None:
+        if variant not in VARIANTS:
+            raise ArgumentError(f"conv2d: variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+        if pass_ not in VARIANTS[variant].passes:
+            raise ArgumentError(f"conv2d: variant {variant!r} has no {pass_} kernel; it has {sorted(VARIANTS[variant].passes)}")
+        if variant != "naive" and precision not in VARIANTS[variant].passes[pass_]:
+            raise ArgumentError(f"conv2d: variant {variant!r} computes {pass_} at {VARIANTS[variant].passes[pass_]}, "
+                                f"not {precision!r}")
+        return variant
+    for name in ("tc", "simt"):
+        if precision in VARIANTS[name].passes.get(pass_, ()):
+            return name
+    # No kernel at this precision: the fastest exact one (more accurate than asked).
+    return "simt" if pass_ in VARIANTS["simt"].passes else "naive"
+
+
+def _config(configs, name: str | None) -> TileConfig | None:
+    if name is None:
+        return None
+    for config in configs:
+        if config.name == name:
+            return config
+    raise ArgumentError(f"conv2d: config must be one of {[c.name for c in configs]}, got {name!r}")
+
+
+def _pick_forward_config(configs, K: int) -> TileConfig:
+    """The narrowest tile whose width is at least K, else the widest (channels per block)."""
+    for config in reversed(configs):
+        if config.block_n >= K:
+            return config
+    return configs[0]
+
+
+def tc_shared_bytes(config: TileConfig) -> int:
+    """kernels/conv2d_tc.cu: two stages of A (BM x (16 + 4)) and B (BN x (16 + 4)) fp32 tiles."""
+    return 4 * 2 * (config.block_m + config.block_n) * (TC_BK + TC_PAD)
+
+
+def choose_forward(g: Geometry, precision: str, *, sms: int, variant=None, config=None) -> Plan:
+    variant = _resolve("forward", precision, variant)
+    if variant == "naive":
+        total = g.N * g.K * g.P * g.Q
+        blocks = min(math.ceil(total / NAIVE_BLOCK), 8 * sms)
+        return Plan("naive", None, "conv2d_fwd_naive_f32", (blocks, 1, 1), (NAIVE_BLOCK, 1, 1))
+    configs = CONFIGS[variant]
+    chosen = _config(configs, config) or _pick_forward_config(configs, g.K)
+    grid = (math.ceil(g.K / chosen.block_n), math.ceil(g.pixels / chosen.block_m), 1)
+    if variant == "simt":
+        suffix = "_1x1" if g.one_by_one else ""
+        kernel = f"conv2d_fwd_simt_{chosen.name}{suffix}_f32"
+        return Plan("simt", chosen, kernel, grid, (chosen.threads, 1, 1))
+    kernel = f"conv2d_fwd_tc_{chosen.name}_f32"
+    defines = (("CONV_TC_PRECISION", TC_PRECISION_DEFINE[precision]),)
+    return Plan("tc", chosen, kernel, grid, (chosen.threads, 1, 1), tc_shared_bytes(chosen), defines)
+
+
+def choose_dgrad(g: Geometry, precision: str, *, sms: int, variant=None) -> Plan:
+    variant = _resolve("dgrad", precision, variant)
+    total = g.N * g.C * g.H * g.W
+    blocks = min(math.ceil(total / NAIVE_BLOCK), 8 * sms)
+    return Plan("naive", None, "conv2d_dgrad_naive_f32", (blocks, 1, 1), (NAIVE_BLOCK, 1, 1))
+
+
+def wgrad_splits(g: Geometry) -> tuple[int, int]:
+    """(splits, pixels_per_split) of the simt wgrad reduction: shape-only, so device-independent."""
+    tiles = math.ceil(g.taps / WGRAD_TILE) * math.ceil(g.K / WGRAD_TILE)
+    splits = max(1, min(math.ceil(WGRAD_TARGET_BLOCKS / tiles), math.ceil(g.pixels / WGRAD_MIN_PIXELS), MAX_GRID_Y))
+    per_split = math.ceil(math.ceil(g.pixels / splits) / WGRAD_STEP) * WGRAD_STEP
+    return math.ceil(g.pixels / per_split), per_split
+
+
+def choose_wgrad(g: Geometry, precision: str, *, sms: int, variant=None, splits: int | None = None) -> Plan:
+    variant = _resolve("wgrad", precision, variant)
+    if variant == "naive":
+        total = g.K * g.taps
+        blocks = min(math.ceil(total / NAIVE_BLOCK), 8 * sms)
+        return Plan("naive", None, "conv2d_wgrad_naive_f32", (blocks, 1, 1), (NAIVE_BLOCK, 1, 1))
+    if splits is None:
+        splits, per_split = wgrad_splits(g)
+    else:
+        if splits < 1:
+            raise ArgumentError(f"conv2d: wgrad splits must be >= 1, got {splits}")
+        per_split = math.ceil(math.ceil(g.pixels / splits) / WGRAD_STEP) * WGRAD_STEP
+        splits = math.ceil(g.pixels / per_split)
+    grid = (math.ceil(g.taps / WGRAD_TILE), math.ceil(g.K / WGRAD_TILE), splits)
+    return Plan("simt", None, "conv2d_wgrad_simt_f32", grid, (WGRAD_THREADS, 1, 1), splits=splits,
+                pixels_per_split=per_split)
+
+
+# ---------------------------------------------------------------- launchers
+
+
+def _sms(executor) -> int:
+    from dlgpu.cuda.elementwise import multiprocessor_count
+
+    return multiprocessor_count(executor)
+
+
+def _out(op: str, executor, out, shape):
+    if out is None:
+        return executor.xp.empty(shape, dtype=np.float32)
+    if tuple(out.shape) != tuple(shape):
+        raise ShapeError(f"{op}: out has shape {tuple(out.shape)}, expected {tuple(shape)}")
+    return out
+
+
+def forward(x, weight, bias=None, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1), relu=False,
+            precision="ieee", out=None, variant=None, config=None, executor=None):
+    """y (N, K, P, Q) float32 = relu?(conv(x, weight) + bias): one launch, epilogue fused.
+
+    x (N, C, H, W), weight (K, C, R, S), bias (K,) or None.  ``variant`` / ``config`` force a
+    registered variant and tile configuration by name.
+    """
+    executor = resolve_executor(executor)
+    op = "conv2d"
+    arrays = {"x": x, "weight": weight} | ({} if bias is None else {"bias": bias})
+    require_float32(op, **arrays)
+    g = geometry(op, x.shape, weight.shape, stride, padding, dilation)
+    if bias is not None and tuple(bias.shape) != (g.K,):
+        raise ShapeError(f"{op}: bias has shape {tuple(bias.shape)}, expected ({g.K},)")
+    y = _out(op, executor, out, (g.N, g.K, g.P, g.Q))
+    plan = choose_forward(g, precision, sms=_sms(executor), variant=variant, config=config)
+    assert plan.grid[1] <= MAX_GRID_Y, f"{op}: {g.pixels} pixels need {plan.grid[1]} block rows, over {MAX_GRID_Y}"
+    flags = (FLAG_BIAS if bias is not None else 0) | (FLAG_RELU if relu else 0)
+    args = (x, weight, bias if bias is not None else y, y, *g.args(), np.int32(flags))
+    executor.launch(Launch(VARIANTS[plan.variant].family, plan.kernel, plan.grid, plan.block, args,
+                           plan.shared_mem, plan.defines))
+    return y
+
+
+def dgrad(grad_y, weight, x_shape, *, mask=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+          precision="ieee", out=None, variant=None, executor=None):
+    """grad_x (N, C, H, W) float32 from grad_y (N, K, P, Q), masked by (mask > 0) when mask (y) is given."""
+    executor = resolve_executor(executor)
+    op = "conv2d_backward"
+    require_float32(op, grad_y=grad_y, weight=weight, **({} if mask is None else {"y": mask}))
+    g = geometry(op, x_shape, weight.shape, stride, padding, dilation)
+    _check_grad_y(op, g, grad_y, mask)
+    grad_x = _out(op, executor, out, (g.N, g.C, g.H, g.W))
+    plan = choose_dgrad(g, precision, sms=_sms(executor), variant=variant)
+    flags = FLAG_MASK if mask is not None else 0
+    args = (grad_y, mask if mask is not None else grad_y, weight, grad_x, *g.args(), np.int32(flags))
+    executor.launch(Launch("conv2d", plan.kernel, plan.grid, plan.block, args))
+    return grad_x
+
+
+def wgrad(grad_y, x, w_shape, *, mask=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), precision="ieee",
+          out=None, variant=None, splits=None, executor=None):
+    """grad_w (K, C, R, S) float32 from grad_y (N, K, P, Q) and x, masked like :func:`dgrad`.
+
+    ``splits`` forces the simt kernel's number of pixel splits (tests); the default depends on
+    the shape only, so the bits do not depend on the device.
+    """
+    executor = resolve_executor(executor)
+    op = "conv2d_backward"
+    require_float32(op, grad_y=grad_y, x=x, **({} if mask is None else {"y": mask}))
+    g = geometry(op, x.shape, w_shape, stride, padding, dilation)
+    _check_grad_y(op, g, grad_y, mask)
+    grad_w = _out(op, executor, out, (g.K, g.C, g.R, g.S))
+    plan = choose_wgrad(g, precision, sms=_sms(executor), variant=variant, splits=splits)
+    flags = np.int32(FLAG_MASK if mask is not None else 0)
+    mask_arg = mask if mask is not None else grad_y
+    if plan.variant == "naive":
+        args = (grad_y, mask_arg, x, grad_w, *g.args(), flags)
+        executor.launch(Launch("conv2d", plan.kernel, plan.grid, plan.block, args))
+        return grad_w
+    count = g.K * g.taps
+    partial = grad_w if plan.splits == 1 else executor.xp.empty((plan.splits, count), dtype=np.float32)
+    args = (grad_y, mask_arg, x, partial, *g.args(), flags, np.int32(plan.pixels_per_split))
+    executor.launch(Launch("conv2d", plan.kernel, plan.grid, plan.block, args))
+    if plan.splits > 1:
+        blocks = grid_stride_blocks(count, NAIVE_BLOCK, executor)
+        executor.launch(Launch("conv2d", "conv2d_wgrad_finish_f32", (blocks, 1, 1), (NAIVE_BLOCK, 1, 1),
+                               (partial, grad_w, np.int32(plan.splits), np.int64(count))))
+    return grad_w
+
+
+def _check_grad_y(op: str, g: Geometry, grad_y, mask) -> None:
+    expected = (g.N, g.K, g.P, g.Q)
+    if tuple(grad_y.shape) != expected:
+        raise ShapeError(f"{op}: grad_y has shape {tuple(grad_y.shape)}, expected {expected}")
+    if mask is not None and tuple(mask.shape) != expected:
+        raise ShapeError(f"{op}: y has shape {tuple(mask.shape)}, expected {expected}")
+
+
+# ---------------------------------------------------------------- the backend's functions
+
+
+def conv2d(x, weight, bias, stride, padding, dilation, activation, precision, out, *, variant=None, config=None,
+           executor=None):
+    """act(conv(x, weight) + bias) in one launch (dlgpu.cuda's conv2d)."""
+    return forward(x, weight, bias, stride=stride, padding=padding, dilation=dilation, relu=activation == "relu",
+                   precision=precision, out=out, variant=variant, config=config, executor=executor)
+
+
+def conv2d_backward(grad_y, x, weight, y, stride, padding, dilation, activation, precision, *, variant=None,
+                    executor=None):
+    """(grad_x, grad_w, grad_b); with activation="relu" every kernel loads grad_y masked by (y > 0).
+
+    ``variant`` forces one variant for the passes it implements; the others take their default.
+    """
+    mask = y if activation == "relu" else None
+    if activation == "relu" and y is None:
+        raise ArgumentError("conv2d_backward: activation='relu' needs y, the forward output, for the mask")
+    geo = dict(stride=stride, padding=padding, dilation=dilation, precision=precision, executor=executor)
+
+    def pick(pass_):
+        return variant if variant is not None and pass_ in VARIANTS[variant].passes else None
+
+    grad_x = dgrad(grad_y, weight, x.shape, mask=mask, variant=pick("dgrad"), **geo)
+    grad_w = wgrad(grad_y, x, weight.shape, mask=mask, variant=pick("wgrad"), **geo)
+    grad_b = _bias_grad.bias_grad(grad_y, mask, executor=executor)
+    return grad_x, grad_w, grad_b

@@ -1,0 +1,447 @@
+// kernels/conv2d.cu -- 2-D convolution (cross-correlation, like PyTorch) in exact fp32: forward,
+// backward data (dgrad) and backward weights (wgrad).
+//
+// x (N, C, H, W) NCHW, w (K, C, R, S) OIHW, y (N, K, P, Q); P = (H + 2ph - dh(R-1) - 1)/sh + 1.
+// Every kernel takes CONV_GEOMETRY_PARAMS (conv2d_common.cuh) and `flags`: CONV_BIAS, CONV_RELU
+// (forward epilogue), CONV_MASK (backward: grad_y masked by y > 0 as it is loaded).  Pointers a
+// kernel does not read under its flags (bias, y) must still be valid.  Every summation runs in a
+// fixed order: same inputs and launch, same bits.  The launcher (dlgpu/cuda/conv2d.py) asserts
+// C*H*W, K*P*Q and K*C*R*S < 2^31 (32-bit offsets inside one image or filter).
+//
+// ---- naive: one thread per output element, any shape; the GPU-side oracle
+//   conv2d_fwd_naive_f32(x, w, bias, y, geometry, flags)
+//       grid-stride over the N*K*P*Q outputs; y = epilogue(sum over c, r, s), c outer.
+//   conv2d_dgrad_naive_f32(grad_y, y, w, grad_x, geometry, flags)
+//       grid-stride over the N*C*H*W inputs; each gathers the (k, r, s) taps whose stride
+//       arithmetic lands on it (h + ph - r*dh divisible by sh), k outer: no atomics.
+//   conv2d_wgrad_naive_f32(grad_y, y, x, grad_w, geometry, flags)
+//       grid-stride over the K*C*R*S filter elements; each sums over n, p, q in that order.
+//
+// ---- simt: implicit GEMM on CUDA cores, never an im2col buffer
+//   conv2d_fwd_simt_<BM>x<BN>_f32(x, w, bias, y, geometry, flags)
+//       y as the product A (M = N*P*Q, C*R*S) x B (C*R*S, K) with A gathered from x on the fly
+//       (InputGather) and B = w read as stored (row k of w is column k of B).  Block tile
+//       BM pixels x BN output channels x 8 taps, thread tile TM x TN as 4 x 4 quadrants (float4
+//       shared loads), two shared stages filled through registers so the next tile's loads are
+//       in flight during the math.  Configurations 128x128 (256 threads, 8x8), 128x64 (128, 8x8),
+//       128x32 (128, 8x4).  Grid (ceil(K/BN), ceil(M/BM)).  Stores are float4 along the pixels
+//       when P*Q % 4 == 0 and y is 16-byte aligned.
+//   conv2d_fwd_simt_<BM>x<BN>_1x1_f32: the same for 1x1 filters with stride 1 and no padding
+//       (A is x itself, read in place: no tap decomposition, no bounds tests but the last pixel).
+//   conv2d_wgrad_simt_f32(grad_y, y, x, partial, geometry, flags, pixels_per_split)
+//       grad_w as the product G^T (K, M) x A (M, C*R*S), G = grad_y viewed (M, K) masked by
+//       CONV_MASK.  Block tile 64 output channels x 64 taps, 256 threads of 4 x 4, reduction
+//       steps of 8 pixels.  Grid (ceil(CRS/64), ceil(K/64), splits): block z sums pixels
+//       [z*pixels_per_split, +pixels_per_split) into partial[z] (K x C*R*S); pixels_per_split is
+//       a multiple of 8.  With one split, partial is grad_w itself.
+//   conv2d_wgrad_finish_f32(partial, grad_w, splits, count)
+//       grad_w[i] = sum over z = 0, 1, ... of partial[z*count + i]: the fixed-order second pass
+//       that makes the split reduction deterministic (no float atomics).
+//
+// dlgpu-sass: conv2d_fwd_simt_* FFMA LDS.128 !LDL !STL
+// dlgpu-sass: conv2d_wgrad_simt_f32 FFMA LDS.128 !LDL !STL
+
+#include "common.cuh"
+#include "conv2d_common.cuh"
+
+// ---------------------------------------------------------------- naive
+
+extern "C" __global__ void conv2d_fwd_naive_f32(const float* x, const float* w, const float* bias, float* y,
+                                                CONV_GEOMETRY_PARAMS, int flags)
+{
+    const long long total = (long long)N * K * P * Q;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (long long)gridDim.x * blockDim.x) {
+        const int q = (int)(i % Q), p = (int)(i / Q % P), k = (int)(i / ((long long)P * Q) % K);
+        const long long n = i / ((long long)K * P * Q);
+        float acc = 0.0f;
+        for (int c = 0; c < C; ++c) {
+            const float* plane = x + (n * C + c) * H * W;
+            const float* taps = w + ((long long)k * C + c) * R * S;
+            for (int r = 0; r < R; ++r) {
+                const int h = p * stride_h - pad_h + r * dil_h;
+                if (h < 0 || h >= H) continue;
+                for (int s = 0; s < S; ++s) {
+                    const int col = q * stride_w - pad_w + s * dil_w;
+                    if (col < 0 || col >= W) continue;
+                    acc = fmaf(plane[h * W + col], taps[r * S + s], acc);
+                }
+            }
+        }
+        y[i] = conv_epilogue(acc, k, bias, flags);
+    }
+}
+
+extern "C" __global__ void conv2d_dgrad_naive_f32(const float* grad_y, const float* y, const float* w, float* grad_x,
+                                                  CONV_GEOMETRY_PARAMS, int flags)
+{
+    const long long total = (long long)N * C * H * W;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (long long)gridDim.x * blockDim.x) {
+        const int col = (int)(i % W), h = (int)(i / W % H), c = (int)(i / ((long long)H * W) % C);
+        const long long n = i / ((long long)C * H * W);
+        float acc = 0.0f;
+        for (int k = 0; k < K; ++k) {
+            const long long plane = (n * K + k) * P * Q;
+            const float* taps = w + ((long long)k * C + c) * R * S;
+            for (int r = 0; r < R; ++r) {
+                // Output row p reads input row p*sh - ph + r*dh; this input row is read by tap r
+                // only when that equation has an integer solution p in [0, P).
+                const int ph = h + pad_h - r * dil_h;
+                if (ph < 0 || ph % stride_h != 0) continue;
+                const int p = ph / stride_h;
+                if (p >= P) continue;
+                for (int s = 0; s < S; ++s) {
+                    const int qw = col + pad_w - s * dil_w;
+                    if (qw < 0 || qw % stride_w != 0) continue;
+                    const int q = qw / stride_w;
+                    if (q >= Q) continue;
+                    const long long at = plane + (long long)p * Q + q;
+                    float g = grad_y[at];
+                    if (flags & CONV_MASK) g = relu_mask(g, y[at]);
+                    acc = fmaf(g, taps[r * S + s], acc);
+                }
+            }
+        }
+        grad_x[i] = acc;
+    }
+}
+
+extern "C" __global__ void conv2d_wgrad_naive_f32(const float* grad_y, const float* y, const float* x, float* grad_w,
+                                                  CONV_GEOMETRY_PARAMS, int flags)
+{
+    const long long total = (long long)K * C * R * S;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (long long)gridDim.x * blockDim.x) {
+        const int s = (int)(i % S), r = (int)(i / S % R), c = (int)(i / ((long long)R * S) % C);
+        const int k = (int)(i / ((long long)C * R * S));
+        float acc = 0.0f;
+        for (int n = 0; n < N; ++n) {
+            const float* plane = x + ((long long)n * C + c) * H * W;
+            const long long out_plane = ((long long)n * K + k) * P * Q;
+            for (int p = 0; p < P; ++p) {
+                const int h = p * stride_h - pad_h + r * dil_h;
+                if (h < 0 || h >= H) continue;
+                for (int q = 0; q < Q; ++q) {
+                    const int col = q * stride_w - pad_w + s * dil_w;
+                    if (col < 0 || col >= W) continue;
+                    const long long at = out_plane + (long long)p * Q + q;
+                    float g = grad_y[at];
+                    if (flags & CONV_MASK) g = relu_mask(g, y[at]);
+                    acc = fmaf(g, plane[h * W + col], acc);
+                }
+            }
+        }
+        grad_w[i] = acc;
+    }
+}
+
+// ---------------------------------------------------------------- simt forward
+
+#define FWD_BK 8
+// Shared rows padded by one float4: rows stay 16-byte aligned, and the B tile's transposing
+// stores (8 taps x 4 channels per warp) fall in distinct banks.
+#define FWD_PAD 4
+
+// Thread (tm, tn), tm = t % (BM/TM) fastest, owns pixels {tm*4 + i} (and + BM/2 when TM = 8) and
+// channels {tn*4 + j} (and + BN/2 when TN = 8): a warp's lanes cover consecutive pixel quads, so
+// their float4 stores of one channel are one contiguous run of y.
+template <int BM, int BN, int TM, int TN, bool kOneByOne>
+__device__ __forceinline__ void simt_forward(const float* x, const float* w, const float* bias, float* y,
+                                             CONV_GEOMETRY_PARAMS, int flags)
+{
+    constexpr int BK = FWD_BK;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    constexpr int SA = BM + FWD_PAD, SB = BN + FWD_PAD;
+    static_assert(THREADS % BM == 0 && THREADS % BK == 0, "loader layout");
+    constexpr int A_STEP = THREADS / BM;       // taps between one thread's A elements
+    constexpr int A_PER = BK / A_STEP;         // A elements per thread per tile
+    constexpr int B_STEP = THREADS / BK;       // channels between one thread's B elements
+    constexpr int B_PER = BN / B_STEP;         // B elements per thread per tile
+    static_assert(TM == 4 || TM == 8, "TM");
+    static_assert(TN == 4 || TN == 8, "TN");
+
+    __shared__ alignas(16) float a_tiles[2][BK * SA];  // [tap][pixel]
+    __shared__ alignas(16) float b_tiles[2][BK * SB];  // [tap][channel]
+
+    const int M = N * P * Q, CRS = C * R * S, HW = H * W;
+    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    const int t = threadIdx.x;
+
+    // ---- loader state, fixed for the whole reduction
+    const int a_pixel = t % BM, a_tap = t / BM;
+    const int b_tap = t % BK, b_channel = t / BK;
+    InputGather gather(x, m0 + a_pixel, M, CONV_GEOMETRY_ARGS);
+    // 1x1, stride 1, no padding: pixel m = (n, pq) reads x[n, c, pq], c = the tap.
+    const float* unit_pixel = nullptr;
+    if (kOneByOne && m0 + a_pixel < M) {
+        const int n = fast_div(m0 + a_pixel, pq_mul, pq_shift);
+        unit_pixel = x + (long long)n * C * HW + (m0 + a_pixel - n * P * Q);
+    }
+    float a_held[A_PER], b_held[B_PER];
+
+    auto load = [&](int k0) {
+        DLGPU_UNROLL
+        for (int i = 0; i < A_PER; ++i) {
+            const int kk = k0 + a_tap + i * A_STEP;
+            if (kOneByOne)
+                a_held[i] = unit_pixel != nullptr && kk < CRS ? unit_pixel[(long long)kk * HW] : 0.0f;
+            else
+                a_held[i] = gather.at(kk, kk < CRS, CONV_GEOMETRY_ARGS);
+        }
+        DLGPU_UNROLL
+        for (int j = 0; j < B_PER; ++j) {
+            const int channel = n0 + b_channel + j * B_STEP, kk = k0 + b_tap;
+            b_held[j] = channel < K && kk < CRS ? w[(long long)channel * CRS + kk] : 0.0f;
+        }
+    };
+    auto store = [&](int stage) {
+        DLGPU_UNROLL
+        for (int i = 0; i < A_PER; ++i) a_tiles[stage][(a_tap + i * A_STEP) * SA + a_pixel] = a_held[i];
+        DLGPU_UNROLL
+        for (int j = 0; j < B_PER; ++j) b_tiles[stage][b_tap * SB + b_channel + j * B_STEP] = b_held[j];
+    };
+
+    const int tm = t % (BM / TM), tn = t / (BM / TM);
+    float acc[TM][TN];
+    DLGPU_UNROLL
+    for (int i = 0; i < TM; ++i)
+        DLGPU_UNROLL
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    // ---- prologue: tile 0 into stage 0
+    const int tiles = (CRS + BK - 1) / BK;
+    load(0);
+    store(0);
+    __syncthreads();
+
+    // ---- main loop: loads of tile t + 1 in flight while tile t is multiplied
+    for (int tile = 0; tile < tiles; ++tile) {
+        const bool more = tile + 1 < tiles;
+        if (more) load((tile + 1) * BK);
+        const float* as = a_tiles[tile & 1];
+        const float* bs = b_tiles[tile & 1];
+        DLGPU_UNROLL
+        for (int kk = 0; kk < BK; ++kk) {
+            float av[TM], bv[TN];
+            DLGPU_UNROLL
+            for (int half = 0; half < TM / 4; ++half) {
+                const float4 v = *reinterpret_cast<const float4*>(as + kk * SA + tm * 4 + half * (BM / 2));
+                av[half * 4 + 0] = v.x;
+                av[half * 4 + 1] = v.y;
+                av[half * 4 + 2] = v.z;
+                av[half * 4 + 3] = v.w;
+            }
+            DLGPU_UNROLL
+            for (int half = 0; half < TN / 4; ++half) {
+                const float4 v = *reinterpret_cast<const float4*>(bs + kk * SB + tn * 4 + half * (BN / 2));
+                bv[half * 4 + 0] = v.x;
+                bv[half * 4 + 1] = v.y;
+                bv[half * 4 + 2] = v.z;
+                bv[half * 4 + 3] = v.w;
+            }
+            DLGPU_UNROLL
+            for (int i = 0; i < TM; ++i)
+                DLGPU_UNROLL
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+        }
+        // The other stage was last read in the previous iteration, which the barrier below (one
+        // iteration ago) closed for every thread; this barrier publishes the new tile.
+        if (more) store((tile + 1) & 1);
+        __syncthreads();
+    }
+
+    // ---- epilogue: bias, ReLU; pixel quads are float4 runs of y when P*Q % 4 == 0
+    const int PQ = P * Q;
+    const bool vector_y = PQ % 4 == 0 && address_of(y) % 16 == 0;
+    DLGPU_UNROLL
+    for (int half = 0; half < TM / 4; ++half) {
+        const int quad = m0 + tm * 4 + half * (BM / 2);
+        if (quad >= M) continue;
+        if (vector_y) {
+            // The quad starts at a multiple of 4, so all four pixels are in image n.
+            const int n = fast_div(quad, pq_mul, pq_shift);
+            const int pq = quad - n * PQ;
+            DLGPU_UNROLL
+            for (int j = 0; j < TN; ++j) {
+                const int k = n0 + tn * 4 + (j & 3) + (j >> 2) * (BN / 2);
+                if (k >= K) continue;
+                float4 v;
+                v.x = conv_epilogue(acc[half * 4 + 0][j], k, bias, flags);
+                v.y = conv_epilogue(acc[half * 4 + 1][j], k, bias, flags);
+                v.z = conv_epilogue(acc[half * 4 + 2][j], k, bias, flags);
+                v.w = conv_epilogue(acc[half * 4 + 3][j], k, bias, flags);
+                *reinterpret_cast<float4*>(y + ((long long)n * K + k) * PQ + pq) = v;
+            }
+        } else {
+            DLGPU_UNROLL
+            for (int i = 0; i < 4; ++i) {
+                const int m = quad + i;
+                if (m >= M) continue;
+                const int n = fast_div(m, pq_mul, pq_shift);
+                const int pq = m - n * PQ;
+                DLGPU_UNROLL
+                for (int j = 0; j < TN; ++j) {
+                    const int k = n0 + tn * 4 + (j & 3) + (j >> 2) * (BN / 2);
+                    if (k < K) y[((long long)n * K + k) * PQ + pq] = conv_epilogue(acc[half * 4 + i][j], k, bias, flags);
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- named forward instances
+#define FWD_PARAMS const float *x, const float *w, const float *bias, float *y, CONV_GEOMETRY_PARAMS, int flags
+#define FWD_ARGS x, w, bias, y, CONV_GEOMETRY_ARGS, flags
+
+extern "C" __global__ void __launch_bounds__(256) conv2d_fwd_simt_128x128_f32(FWD_PARAMS)
+{
+    simt_forward<128, 128, 8, 8, false>(FWD_ARGS);
+}
+extern "C" __global__ void __launch_bounds__(128) conv2d_fwd_simt_128x64_f32(FWD_PARAMS)
+{
+    simt_forward<128, 64, 8, 8, false>(FWD_ARGS);
+}
+extern "C" __global__ void __launch_bounds__(128) conv2d_fwd_simt_128x32_f32(FWD_PARAMS)
+{
+    simt_forward<128, 32, 8, 4, false>(FWD_ARGS);
+}
+extern "C" __global__ void __launch_bounds__(256) conv2d_fwd_simt_128x128_1x1_f32(FWD_PARAMS)
+{
+    simt_forward<128, 128, 8, 8, true>(FWD_ARGS);
+}
+extern "C" __global__ void __launch_bounds__(128) conv2d_fwd_simt_128x64_1x1_f32(FWD_PARAMS)
+{
+    simt_forward<128, 64, 8, 8, true>(FWD_ARGS);
+}
+extern "C" __global__ void __launch_bounds__(128) conv2d_fwd_simt_128x32_1x1_f32(FWD_PARAMS)
+{
+    simt_forward<128, 32, 8, 4, true>(FWD_ARGS);
+}
+
+// ---------------------------------------------------------------- simt wgrad
+
+#define WGRAD_TILE 64
+#define WGRAD_STEP 8
+#define WGRAD_THREADS 256
+
+// Thread (tk, tc), tc = t % 16 fastest, owns output channels tk*4 + {0..3} and taps tc*4 + {0..3}.
+// Loads: thread t takes pixel t % 8 of each step (one (n, p, q) division per step, shared by its
+// grad_y and x loads) for channels / taps t / 8 and t / 8 + 32.
+extern "C" __global__ void __launch_bounds__(WGRAD_THREADS)
+    conv2d_wgrad_simt_f32(const float* grad_y, const float* y, const float* x, float* partial, CONV_GEOMETRY_PARAMS,
+                          int flags, int pixels_per_split)
+{
+    constexpr int T = WGRAD_TILE, BR = WGRAD_STEP, ST = WGRAD_TILE + 4;
+    __shared__ alignas(16) float g_tiles[2][BR * ST];  // [pixel][output channel]
+    __shared__ alignas(16) float a_tiles[2][BR * ST];  // [pixel][tap]
+
+    const int M = N * P * Q, CRS = C * R * S, PQ = P * Q;
+    const int tap0 = blockIdx.x * T, k0 = blockIdx.y * T;
+    const int begin = blockIdx.z * pixels_per_split;
+    const int end = M - begin < pixels_per_split ? M : begin + pixels_per_split;
+    const int t = threadIdx.x;
+    const int load_pixel = t % BR, load_column = t / BR;
+
+    // The two taps this thread loads: (c, r, s) decoded once.
+    int tap_plane[2], tap_dh[2], tap_dw[2];
+    bool tap_ok[2];
+    DLGPU_UNROLL
+    for (int j = 0; j < 2; ++j) {
+        const int kk = tap0 + load_column + j * (T / 2);
+        tap_ok[j] = kk < CRS;
+        const int c = fast_div(kk, rs_mul, rs_shift);
+        const int rs = kk - c * R * S;
+        const int r = fast_div(rs, s_mul, s_shift);
+        tap_plane[j] = c * H * W;
+        tap_dh[j] = r * dil_h - pad_h;
+        tap_dw[j] = (rs - r * S) * dil_w - pad_w;
+    }
+
+    float g_held[2], a_held[2];
+    auto load = [&](int m0) {
+        const int m = m0 + load_pixel;
+        const bool pixel_ok = m < end;
+        const int n = fast_div(m, pq_mul, pq_shift);
+        const int pq = m - n * PQ;
+        const int p = fast_div(pq, q_mul, q_shift);
+        const int q = pq - p * Q;
+        DLGPU_UNROLL
+        for (int j = 0; j < 2; ++j) {
+            const int k = k0 + load_column + j * (T / 2);
+            float g = 0.0f;
+            if (pixel_ok && k < K) {
+                const long long at = ((long long)n * K + k) * PQ + pq;
+                g = grad_y[at];
+                if (flags & CONV_MASK) g = relu_mask(g, y[at]);
+            }
+            g_held[j] = g;
+            const int h = p * stride_h + tap_dh[j], col = q * stride_w + tap_dw[j];
+            const bool inside = (unsigned)h < (unsigned)H && (unsigned)col < (unsigned)W;
+            a_held[j] = pixel_ok && tap_ok[j] && inside ? x[(long long)n * C * H * W + tap_plane[j] + h * W + col] : 0.0f;
+        }
+    };
+    auto store = [&](int stage) {
+        DLGPU_UNROLL
+        for (int j = 0; j < 2; ++j) {
+            g_tiles[stage][load_pixel * ST + load_column + j * (T / 2)] = g_held[j];
+            a_tiles[stage][load_pixel * ST + load_column + j * (T / 2)] = a_held[j];
+        }
+    };
+
+    const int tc = t % (T / 4), tk = t / (T / 4);
+    float acc[4][4];
+    DLGPU_UNROLL
+    for (int i = 0; i < 4; ++i)
+        DLGPU_UNROLL
+        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+
+    const int steps = end > begin ? (end - begin + BR - 1) / BR : 0;
+    if (steps > 0) {
+        load(begin);
+        store(0);
+    }
+    __syncthreads();
+    for (int step = 0; step < steps; ++step) {
+        const bool more = step + 1 < steps;
+        if (more) load(begin + (step + 1) * BR);
+        const float* gs = g_tiles[step & 1];
+        const float* as = a_tiles[step & 1];
+        DLGPU_UNROLL
+        for (int r = 0; r < BR; ++r) {
+            const float4 gv = *reinterpret_cast<const float4*>(gs + r * ST + tk * 4);
+            const float4 av = *reinterpret_cast<const float4*>(as + r * ST + tc * 4);
+            const float g4[4] = {gv.x, gv.y, gv.z, gv.w};
+            const float a4[4] = {av.x, av.y, av.z, av.w};
+            DLGPU_UNROLL
+            for (int i = 0; i < 4; ++i)
+                DLGPU_UNROLL
+                for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(g4[i], a4[j], acc[i][j]);
+        }
+        if (more) store((step + 1) & 1);
+        __syncthreads();
+    }
+
+    // ---- this split's partial sums (zeros when its pixel range is empty)
+    float* out = partial + (long long)blockIdx.z * K * CRS;
+    DLGPU_UNROLL
+    for (int i = 0; i < 4; ++i) {
+        const int k = k0 + tk * 4 + i;
+        if (k >= K) continue;
+        DLGPU_UNROLL
+        for (int j = 0; j < 4; ++j) {
+            const int kk = tap0 + tc * 4 + j;
+            if (kk < CRS) out[(long long)k * CRS + kk] = acc[i][j];
+        }
+    }
+}
+
+extern "C" __global__ void conv2d_wgrad_finish_f32(const float* partial, float* grad_w, int splits, long long count)
+{
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < count;
+         i += (long long)gridDim.x * blockDim.x) {
+        float sum = 0.0f;
+        for (int z = 0; z < splits; ++z) sum += partial[z * count + i];
+        grad_w[i] = sum;
+    }
+}
