@@ -201,7 +201,8 @@ CONV_CASES = [
     (1, 16, 9, 11, 8, 3, 3, 1, 0, 1),
     (5, 1, 28, 28, 6, 5, 5, 1, 0, 1),
     (2, 4, 6, 5, 3, 2, 3, 2, 1, (1, 2)),
-    # Winograd F(2x2, 3x3): odd output sizes (half-filled tiles), asymmetric padding, 1x1 input.
+    # Winograd F(2x2, 3x3) (as are the 3x3 stride-1 cases above): odd output sizes
+    # (half-filled tiles), asymmetric padding, a 1x1 input.
     (2, 16, 9, 11, 16, 3, 3, 1, 1, 1),
     (1, 17, 5, 6, 19, 3, 3, 1, (0, 2), 1),
     (3, 16, 1, 1, 16, 3, 3, 1, 1, 1),
@@ -232,17 +233,16 @@ def test_conv2d_forward_backward(rng, dtype, case):
             assert_close(got, ref, dtype=dtype)
 
 
-def test_winograd_cases_take_the_winograd_path():
-    assert all(cpu_conv2d._winograd_applies((k, c, r, s), _pair(st), _pair(d), "ieee")
-               for _, c, _, _, k, r, s, st, _, d in WINOGRAD_CASES)
-    assert not any(cpu_conv2d._winograd_applies((k, c, r, s), _pair(st), _pair(d), "ieee")
-                   for _, c, _, _, k, r, s, st, _, d in CONV_CASES[:-3])
+def test_winograd_dispatch():
+    applies = cpu_conv2d._winograd_applies
+    assert all(applies((k, c, r, s), (1, 1), (1, 1), "ieee") for _, c, _, _, k, r, s, *_ in WINOGRAD_CASES)
+    assert applies((8, 2, 3, 3), (1, 1), (1, 1), "ieee")
+    assert not applies((64, 3, 3, 3), (1, 1), (1, 1), "ieee")  # K > 4C: im2col is faster
+    assert not applies((16, 16, 3, 3), (2, 1), (1, 1), "ieee")
+    assert not applies((16, 16, 3, 3), (1, 1), (1, 2), "ieee")
+    assert not applies((16, 16, 5, 5), (1, 1), (1, 1), "ieee")
     # Tensor-core precisions emulate the GPU's operand rounding, so they keep im2col.
-    assert not cpu_conv2d._winograd_applies((16, 16, 3, 3), (1, 1), (1, 1), "tf32")
-
-
-def _pair(value):
-    return value if isinstance(value, tuple) else (value, value)
+    assert not applies((16, 16, 3, 3), (1, 1), (1, 1), "tf32")
 
 
 def test_conv2d_relu_mask_is_applied(rng):
