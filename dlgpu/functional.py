@@ -1,12 +1,27 @@
 """The public ops.  Each one validates every argument, then runs on the backend its arrays choose.
 
 NumPy arrays run on the CPU backend (``dlgpu.cpu``), CuPy arrays on the CUDA
-backend (``dlgpu.cuda``).  Arrays of both kinds in one call are an error,
-never a copy.  Nothing is broadcast, truncated or cast: operands share one
-floating dtype, inputs are C-contiguous (pass ``np.ascontiguousarray(x)``,
-or use the ``transpose_*`` flags of the matrix products instead of ``.T``
-views), and no dimension is empty.  Every check happens before any work, so
-a refused call leaves nothing half-done.
+backend (``dlgpu.cuda``).  Arrays of other frameworks are wrapped without a
+copy first (:mod:`dlgpu.interop`: DLPack or ``__cuda_array_interface__``, so
+PyTorch, JAX and Numba arrays work) and results come back in the caller's
+framework.  Arrays on the host and on a GPU in one call are an error, never a
+copy.  Nothing is broadcast, truncated or cast: operands share one floating
+dtype and no dimension is empty.  Every check happens before any work, so a
+refused call leaves nothing half-done.
+
+Layouts (non-contiguous inputs).  The kernels read C-contiguous memory, so a
+strided input (a transposed or sliced view) is never read as if it were
+contiguous.  ``matmul`` takes a transposed 2-D view as it is, by flipping its
+``transpose_*`` flag; every other strided *input* is copied once into a
+contiguous buffer (the cost of one read and write of that array).  Buffers
+the op *writes* -- ``out=``, and ``sgd_step``'s ``param`` and ``velocity`` --
+must be C-contiguous: a copy would silently drop the write, so they are
+refused with LayoutError.
+
+Streams.  Every op takes ``stream=``: GPU work launches on it (a CuPy stream,
+a ``torch.cuda.Stream``, anything with ``__cuda_stream__``, or a raw handle);
+by default on CuPy's current stream, or on ``torch.cuda.current_stream()``
+for PyTorch CUDA tensors.  NumPy calls refuse a stream.
 
 Layouts follow PyTorch: activations NCHW, filters OIHW, linear weights
 (out_features, in_features).  ``max_pool2d``'s argmax is int32: the position
@@ -21,12 +36,15 @@ array([[0., 0., 0.],
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import numbers
 from types import ModuleType
 
 import numpy as np
 
+from dlgpu import interop
 from dlgpu.errors import ArgumentError, DeviceError, DtypeError, LayoutError, ShapeError
 from dlgpu.precision import resolve_precision
 
@@ -65,12 +83,15 @@ def _array_kind(op: str, name: str, array) -> str:
     module = type(array).__module__.split(".")[0]
     if module == "cupy" and hasattr(array, "device"):
         return "cupy"
-    if hasattr(array, "__cuda_array_interface__") or hasattr(array, "__dlpack__"):
+    if interop.is_foreign(array):  # public ops wrap these first (dlgpu.interop); internal callers must too
         raise DeviceError(
             f"{op}: {name} is a {type(array).__module__}.{type(array).__name__}; "
-            "pass a NumPy array, or a CuPy array (cupy.from_dlpack(x) wraps GPU tensors without a copy)"
+            "wrap it with dlgpu.interop.to_native (cupy.from_dlpack / np.from_dlpack, no copy)"
         )
-    raise DtypeError(f"{op}: {name} must be a NumPy or CuPy array, got {type(array).__name__}")
+    raise DtypeError(
+        f"{op}: {name} must be a NumPy or CuPy array (or one with DLPack or "
+        f"__cuda_array_interface__), got {type(array).__name__}"
+    )
 
 
 def _backend(op: str, **arrays) -> ModuleType:
@@ -115,18 +136,64 @@ def _check_ndim(op: str, name: str, array, ndim: int, layout: str) -> None:
         raise ShapeError(f"{op}: {name} must be {ndim}-D ({layout}), got shape {tuple(array.shape)}")
 
 
+def _check_nonempty(op: str, name: str, a) -> None:
+    if 0 in a.shape:
+        raise ShapeError(f"{op}: {name} has an empty dimension (shape {tuple(a.shape)}); empty arrays are refused")
+
+
+def _is_contiguous(a) -> bool:
+    """C-contiguous, and (for NumPy, which can say) aligned for its dtype."""
+    flags = a.flags
+    return bool(flags.c_contiguous) and bool(getattr(flags, "aligned", True))
+
+
 def _check_layout(op: str, **arrays) -> None:
+    """Buffers the op writes: non-empty and C-contiguous, or refused (a copy would lose the write)."""
     for name, a in arrays.items():
         if a is None:
             continue
-        if 0 in a.shape:
-            raise ShapeError(f"{op}: {name} has an empty dimension (shape {tuple(a.shape)}); empty arrays are refused")
-        if not a.flags.c_contiguous:
+        _check_nonempty(op, name, a)
+        if not _is_contiguous(a):
             raise LayoutError(
                 f"{op}: {name} is not C-contiguous (shape {tuple(a.shape)}, strides {a.strides}); "
-                "pass a contiguous array (np.ascontiguousarray / cupy.ascontiguousarray)"
-                + (" or use the transpose flags instead of a .T view" if a.ndim == 2 else "")
+                "the op writes into it, so it must be a contiguous buffer "
+                "(np.ascontiguousarray / cupy.ascontiguousarray, then copy back)"
             )
+
+
+def _contiguous(op: str, **arrays) -> tuple:
+    """Inputs the op only reads, each non-empty, as C-contiguous arrays.
+
+    A strided view (transposed, sliced, reversed, broadcast) or an unaligned
+    buffer is copied once into a fresh contiguous one (``copy(order="C")``,
+    which NumPy and CuPy both provide); contiguous arrays pass as they are.
+    """
+    result = []
+    for name, a in arrays.items():
+        if a is not None:
+            _check_nonempty(op, name, a)
+            if not _is_contiguous(a):
+                a = a.copy(order="C")
+        result.append(a)
+    return tuple(result)
+
+
+def _public(fn):
+    """Make ``fn`` a public op: foreign arrays and ``stream=`` go through :mod:`dlgpu.interop`.
+
+    Calls on NumPy/CuPy arrays with no stream go straight to ``fn``.
+    """
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def op(*args, stream=None, **kwargs):
+        if stream is None and not interop.needs_interop(args, kwargs, None):
+            return fn(*args, **kwargs)
+        return interop.call(fn.__name__, fn, signature, args, kwargs, stream)
+
+    stream_parameter = inspect.Parameter("stream", inspect.Parameter.KEYWORD_ONLY, default=None)
+    op.__signature__ = signature.replace(parameters=[*signature.parameters.values(), stream_parameter])
+    return op
 
 
 def _check_writeable(op: str, name: str, array) -> None:
@@ -239,22 +306,41 @@ def _matmul_dims(op: str, a, b, transpose_a: bool, transpose_b: bool) -> tuple[i
     return m, n, k
 
 
+def _matrix_operand(op: str, name: str, array, transpose: bool):
+    """A C-contiguous operand and its flag: a transposed view flips the flag (no copy); others copy once."""
+    _check_nonempty(op, name, array)
+    if not _is_contiguous(array) and array.flags.f_contiguous and getattr(array.flags, "aligned", True):
+        return array.T, not transpose
+    return _contiguous(op, **{name: array})[0], transpose
+
+
+@_public
 def matmul(a, b, *, transpose_a=False, transpose_b=False, precision=None, out=None):
-    """C = op(a) @ op(b), op(x) = x.T where the flag says so.  2-D arrays; returns (M, N)."""
+    """C = op(a) @ op(b), op(x) = x.T where the flag says so.  2-D arrays; returns (M, N).
+
+    Layout: a transposed view (``x.T`` of a contiguous matrix) is used as it
+    is, with its transpose flag flipped; any other strided operand is copied
+    once.  ``out`` must be C-contiguous.
+    """
     op = "matmul"
     backend = _backend(op, a=a, b=b)
     dtype = _check_float(op, backend, a=a, b=b)
     _check_flag(op, "transpose_a", transpose_a)
     _check_flag(op, "transpose_b", transpose_b)
     m, n, _ = _matmul_dims(op, a, b, transpose_a, transpose_b)
-    _check_layout(op, a=a, b=b)
+    a, transpose_a = _matrix_operand(op, "a", a, bool(transpose_a))
+    b, transpose_b = _matrix_operand(op, "b", b, bool(transpose_b))
     precision = resolve_precision(precision, op=op)
     _check_out(op, out, backend=backend, shape=(m, n), dtype=dtype, inputs={"a": a, "b": b})
-    return backend.matmul(a, b, bool(transpose_a), bool(transpose_b), precision, out)
+    return backend.matmul(a, b, transpose_a, transpose_b, precision, out)
 
 
+@_public
 def matmul_backward(grad_c, a, b, *, transpose_a=False, transpose_b=False, precision=None):
-    """Gradients of C = op(a) @ op(b): returns (grad_a, grad_b) shaped like a and b."""
+    """Gradients of C = op(a) @ op(b): returns (grad_a, grad_b) shaped like a and b.
+
+    Layout: strided inputs are copied once; the gradients are C-contiguous.
+    """
     op = "matmul_backward"
     backend = _backend(op, grad_c=grad_c, a=a, b=b)
     _check_float(op, backend, grad_c=grad_c, a=a, b=b)
@@ -264,7 +350,7 @@ def matmul_backward(grad_c, a, b, *, transpose_a=False, transpose_b=False, preci
     _check_ndim(op, "grad_c", grad_c, 2, "a matrix")
     if tuple(grad_c.shape) != (m, n):
         raise ShapeError(f"{op}: grad_c has shape {tuple(grad_c.shape)}, expected {(m, n)}")
-    _check_layout(op, grad_c=grad_c, a=a, b=b)
+    grad_c, a, b = _contiguous(op, grad_c=grad_c, a=a, b=b)
     precision = resolve_precision(precision, op=op)
     return backend.matmul_backward(grad_c, a, b, bool(transpose_a), bool(transpose_b), precision)
 
@@ -286,14 +372,18 @@ def _linear_shapes(op: str, x, weight, bias) -> tuple[int, int]:
     return batch, out_features
 
 
+@_public
 def linear(x, weight, bias=None, *, activation=None, precision=None, out=None):
-    """y = act(x @ weight.T + bias); x (B, in), weight (out, in), bias (out,) or None."""
+    """y = act(x @ weight.T + bias); x (B, in), weight (out, in), bias (out,) or None.
+
+    Layout: strided inputs are copied once; ``out`` must be C-contiguous.
+    """
     op = "linear"
     backend = _backend(op, x=x, weight=weight, bias=bias)
     dtype = _check_float(op, backend, x=x, weight=weight, bias=bias)
     shape = _linear_shapes(op, x, weight, bias)
     _check_activation(op, activation)
-    _check_layout(op, x=x, weight=weight, bias=bias)
+    x, weight, bias = _contiguous(op, x=x, weight=weight, bias=bias)
     precision = resolve_precision(precision, op=op)
     _check_out(op, out, backend=backend, shape=shape, dtype=dtype, inputs={"x": x, "weight": weight, "bias": bias})
     return backend.linear(x, weight, bias, activation, precision, out)
@@ -307,11 +397,13 @@ def _check_saved_output(op: str, activation, y, expected_shape) -> None:
         raise ShapeError(f"{op}: y has shape {tuple(y.shape)}, expected {tuple(expected_shape)} (the shape of grad_y)")
 
 
+@_public
 def linear_backward(grad_y, x, weight, *, y=None, activation=None, precision=None):
     """Gradients of linear: returns (grad_x, grad_w, grad_b).
 
     With ``activation="relu"``, ``y`` (the forward output) masks grad_y.
     grad_b is always returned (the sum of the masked grad_y over the batch).
+    Layout: strided inputs are copied once.
     """
     op = "linear_backward"
     backend = _backend(op, grad_y=grad_y, x=x, weight=weight, y=y)
@@ -322,7 +414,7 @@ def linear_backward(grad_y, x, weight, *, y=None, activation=None, precision=Non
         raise ShapeError(f"{op}: grad_y has shape {tuple(grad_y.shape)}, expected {shape}")
     _check_activation(op, activation)
     _check_saved_output(op, activation, y, shape)
-    _check_layout(op, grad_y=grad_y, x=x, weight=weight, y=y)
+    grad_y, x, weight, y = _contiguous(op, grad_y=grad_y, x=x, weight=weight, y=y)
     precision = resolve_precision(precision, op=op)
     return backend.linear_backward(grad_y, x, weight, y, activation, precision)
 
@@ -352,25 +444,32 @@ def _conv_geometry(op: str, x, weight, bias, stride, padding, dilation):
     return stride, padding, dilation, (n, k, p, q)
 
 
+@_public
 def conv2d(x, weight, bias=None, *, stride=1, padding=0, dilation=1, activation=None, precision=None, out=None):
     """y = act(conv(x, weight) + bias): x (N, C, H, W), weight (K, C, R, S), bias (K,) or None.
 
     Cross-correlation, as in PyTorch.  Returns (N, K, P, Q) with
     P = (H + 2*pad_h - dil_h*(R-1) - 1) // stride_h + 1, likewise Q.
+    Layout: strided inputs (a channels-last view, a slice) are copied once;
+    ``out`` must be C-contiguous.
     """
     op = "conv2d"
     backend = _backend(op, x=x, weight=weight, bias=bias)
     dtype = _check_float(op, backend, x=x, weight=weight, bias=bias)
     stride, padding, dilation, shape = _conv_geometry(op, x, weight, bias, stride, padding, dilation)
     _check_activation(op, activation)
-    _check_layout(op, x=x, weight=weight, bias=bias)
+    x, weight, bias = _contiguous(op, x=x, weight=weight, bias=bias)
     precision = resolve_precision(precision, op=op)
     _check_out(op, out, backend=backend, shape=shape, dtype=dtype, inputs={"x": x, "weight": weight, "bias": bias})
     return backend.conv2d(x, weight, bias, stride, padding, dilation, activation, precision, out)
 
 
+@_public
 def conv2d_backward(grad_y, x, weight, *, y=None, stride=1, padding=0, dilation=1, activation=None, precision=None):
-    """Gradients of conv2d: returns (grad_x, grad_w, grad_b); ``y`` supplies the ReLU mask."""
+    """Gradients of conv2d: returns (grad_x, grad_w, grad_b); ``y`` supplies the ReLU mask.
+
+    Layout: strided inputs are copied once.
+    """
     op = "conv2d_backward"
     backend = _backend(op, grad_y=grad_y, x=x, weight=weight, y=y)
     _check_float(op, backend, grad_y=grad_y, x=x, weight=weight, y=y)
@@ -380,7 +479,7 @@ def conv2d_backward(grad_y, x, weight, *, y=None, stride=1, padding=0, dilation=
         raise ShapeError(f"{op}: grad_y has shape {tuple(grad_y.shape)}, expected {shape}")
     _check_activation(op, activation)
     _check_saved_output(op, activation, y, shape)
-    _check_layout(op, grad_y=grad_y, x=x, weight=weight, y=y)
+    grad_y, x, weight, y = _contiguous(op, grad_y=grad_y, x=x, weight=weight, y=y)
     precision = resolve_precision(precision, op=op)
     return backend.conv2d_backward(grad_y, x, weight, y, stride, padding, dilation, activation, precision)
 
@@ -393,7 +492,10 @@ def conv2d_backward(grad_y, x, weight, *, y=None, stride=1, padding=0, dilation=
 def _unary(name: str, x, out):
     backend = _backend(name, x=x)
     dtype = _check_float(name, backend, x=x)
-    _check_layout(name, x=x)
+    (contiguous,) = _contiguous(name, x=x)
+    if contiguous is not x and out is None:
+        out = contiguous  # the copy is ours: compute in place in it
+    x = contiguous
     _check_out(name, out, backend=backend, shape=x.shape, dtype=dtype, inputs={"x": x}, in_place_ok=("x",))
     return getattr(backend, name)(x, out)
 
@@ -403,7 +505,10 @@ def _unary_backward(name: str, grad_y, y, out):
     dtype = _check_float(name, backend, grad_y=grad_y, y=y)
     if tuple(grad_y.shape) != tuple(y.shape):
         raise ShapeError(f"{name}: grad_y has shape {tuple(grad_y.shape)} but y has {tuple(y.shape)}")
-    _check_layout(name, grad_y=grad_y, y=y)
+    contiguous, y = _contiguous(name, grad_y=grad_y, y=y)
+    if contiguous is not grad_y and out is None:
+        out = contiguous  # the copy is ours: compute in place in it
+    grad_y = contiguous
     _check_out(
         name, out, backend=backend, shape=y.shape, dtype=dtype, inputs={"grad_y": grad_y, "y": y},
         in_place_ok=("grad_y", "y"),
@@ -411,33 +516,63 @@ def _unary_backward(name: str, grad_y, y, out):
     return getattr(backend, name)(grad_y, y, out)
 
 
+@_public
 def relu(x, *, out=None):
-    """max(x, 0), elementwise; ``out=x`` works in place."""
+    """max(x, 0), elementwise; ``out=x`` works in place.
+
+    Layout: a strided input is copied once (the result is computed in that copy);
+    ``out`` must be C-contiguous.
+    """
     return _unary("relu", x, out)
 
 
+@_public
 def tanh(x, *, out=None):
-    """tanh(x), elementwise; ``out=x`` works in place."""
+    """tanh(x), elementwise; ``out=x`` works in place.
+
+    Layout: a strided input is copied once (the result is computed in that copy);
+    ``out`` must be C-contiguous.
+    """
     return _unary("tanh", x, out)
 
 
+@_public
 def sigmoid(x, *, out=None):
-    """1 / (1 + exp(-x)), elementwise; ``out=x`` works in place."""
+    """1 / (1 + exp(-x)), elementwise; ``out=x`` works in place.
+
+    Layout: a strided input is copied once (the result is computed in that copy);
+    ``out`` must be C-contiguous.
+    """
     return _unary("sigmoid", x, out)
 
 
+@_public
 def relu_backward(grad_y, y, *, out=None):
-    """grad_y * (y > 0), from the forward output y."""
+    """grad_y * (y > 0), from the forward output y.
+
+    Layout: a strided input is copied once (the result is computed in that copy);
+    ``out`` must be C-contiguous.
+    """
     return _unary_backward("relu_backward", grad_y, y, out)
 
 
+@_public
 def tanh_backward(grad_y, y, *, out=None):
-    """grad_y * (1 - y**2), from the forward output y."""
+    """grad_y * (1 - y**2), from the forward output y.
+
+    Layout: a strided input is copied once (the result is computed in that copy);
+    ``out`` must be C-contiguous.
+    """
     return _unary_backward("tanh_backward", grad_y, y, out)
 
 
+@_public
 def sigmoid_backward(grad_y, y, *, out=None):
-    """grad_y * y * (1 - y), from the forward output y."""
+    """grad_y * y * (1 - y), from the forward output y.
+
+    Layout: a strided input is copied once (the result is computed in that copy);
+    ``out`` must be C-contiguous.
+    """
     return _unary_backward("sigmoid_backward", grad_y, y, out)
 
 
@@ -446,13 +581,14 @@ def sigmoid_backward(grad_y, y, *, out=None):
 # ---------------------------------------------------------------------------
 
 
+@_public
 def max_pool2d(x, kernel_size, *, stride=None, padding=0):
     """Max over (kh, kw) windows of an NCHW array: returns (y, argmax).
 
     stride defaults to kernel_size; padding (at most half the kernel, as in
     PyTorch) never wins.  argmax (int32) is h * W + w in the unpadded input
     plane; ties go to the first element of the window in row-major order, and
-    a NaN in the window is propagated.
+    a NaN in the window is propagated.  Layout: a strided x is copied once.
     """
     op = "max_pool2d"
     backend = _backend(op, x=x)
@@ -466,12 +602,16 @@ def max_pool2d(x, kernel_size, *, stride=None, padding=0):
             raise ArgumentError(f"{op}: padding {p} along {axis} exceeds half the kernel size {k}")
     _conv_output_size(op, x.shape[2], kernel[0], stride[0], padding[0], 1, "height")
     _conv_output_size(op, x.shape[3], kernel[1], stride[1], padding[1], 1, "width")
-    _check_layout(op, x=x)
+    (x,) = _contiguous(op, x=x)
     return backend.max_pool2d(x, kernel, stride, padding)
 
 
+@_public
 def max_pool2d_backward(grad_y, argmax, input_shape):
-    """Route grad_y to the argmax positions of an input of ``input_shape``; overlaps add."""
+    """Route grad_y to the argmax positions of an input of ``input_shape``; overlaps add.
+
+    Layout: strided inputs are copied once.
+    """
     op = "max_pool2d_backward"
     backend = _backend(op, grad_y=grad_y, argmax=argmax)
     _check_float(op, backend, grad_y=grad_y)
@@ -489,7 +629,7 @@ def max_pool2d_backward(grad_y, argmax, input_shape):
     input_shape = tuple(int(d) for d in input_shape)
     if input_shape[:2] != tuple(grad_y.shape[:2]):
         raise ShapeError(f"{op}: input_shape {input_shape} and grad_y {tuple(grad_y.shape)} differ in N or C")
-    _check_layout(op, grad_y=grad_y, argmax=argmax)
+    grad_y, argmax = _contiguous(op, grad_y=grad_y, argmax=argmax)
     plane = input_shape[2] * input_shape[3]
     low, high = int(argmax.min()), int(argmax.max())
     if low < 0 or high >= plane:
@@ -514,28 +654,34 @@ def _check_labels(op: str, labels, rows: int, classes: int) -> None:
         raise ArgumentError(f"{op}: label {low if low < 0 else high} is outside [0, {classes})")
 
 
+@_public
 def softmax_cross_entropy(logits, labels):
     """Mean cross-entropy of softmax(logits) against integer labels: returns (loss, probs).
 
     logits (N, C); labels (N,) int32/int64 in [0, C).  loss is a 0-d array of
     the logits' dtype; probs is softmax(logits).  Stable for logits of any size.
+    Layout: strided inputs are copied once.
     """
     op = "softmax_cross_entropy"
     backend = _backend(op, logits=logits, labels=labels)
     _check_float(op, backend, logits=logits)
     _check_ndim(op, "logits", logits, 2, "(N, classes)")
-    _check_layout(op, logits=logits, labels=labels)
+    logits, labels = _contiguous(op, logits=logits, labels=labels)
     _check_labels(op, labels, *logits.shape)
     return backend.softmax_cross_entropy(logits, labels)
 
 
+@_public
 def softmax_cross_entropy_backward(probs, labels):
-    """Gradient of the mean loss with respect to the logits: (probs - onehot(labels)) / N."""
+    """Gradient of the mean loss with respect to the logits: (probs - onehot(labels)) / N.
+
+    Layout: strided inputs are copied once.
+    """
     op = "softmax_cross_entropy_backward"
     backend = _backend(op, probs=probs, labels=labels)
     _check_float(op, backend, probs=probs)
     _check_ndim(op, "probs", probs, 2, "(N, classes)")
-    _check_layout(op, probs=probs, labels=labels)
+    probs, labels = _contiguous(op, probs=probs, labels=labels)
     _check_labels(op, labels, *probs.shape)
     return backend.softmax_cross_entropy_backward(probs, labels)
 
@@ -545,11 +691,14 @@ def softmax_cross_entropy_backward(probs, labels):
 # ---------------------------------------------------------------------------
 
 
+@_public
 def sgd_step(param, grad, velocity, *, lr, momentum=0.0, weight_decay=0.0):
     """One SGD step in place, PyTorch's rule (no dampening, no Nesterov).
 
     g = grad + weight_decay * param; with momentum, velocity = momentum * velocity + g
     and g = velocity; then param -= lr * g.  velocity may be None when momentum is 0.
+    Layout: param and velocity are updated in place, so they must be
+    C-contiguous (LayoutError otherwise); a strided grad is copied once.
     """
     op = "sgd_step"
     lr = _check_scalar(op, "lr", lr)
@@ -562,7 +711,8 @@ def sgd_step(param, grad, velocity, *, lr, momentum=0.0, weight_decay=0.0):
     for name, array in (("grad", grad), ("velocity", velocity)):
         if array is not None and tuple(array.shape) != tuple(param.shape):
             raise ShapeError(f"{op}: {name} has shape {tuple(array.shape)}, param has {tuple(param.shape)}")
-    _check_layout(op, param=param, grad=grad, velocity=velocity)
+    _check_layout(op, param=param, velocity=velocity)  # updated in place: a copy would drop the update
+    (grad,) = _contiguous(op, grad=grad)
     _check_writeable(op, "param", param)
     if velocity is not None:
         _check_writeable(op, "velocity", velocity)

@@ -96,10 +96,13 @@ CASES = [
     ("out-dtype", lambda: F.relu(a2, out=np.empty((5, 7), np.float64)), DtypeError, "out has dtype float64"),
     ("list-input", lambda: F.relu([1.0, 2.0]), DtypeError, "must be a NumPy or CuPy array"),
     # devices / array kinds
-    ("foreign-gpu-tensor", lambda: F.relu(FakeGpuTensor()), DeviceError, "cupy.from_dlpack"),
+    ("foreign-gpu-tensor-with-host-array", lambda: F.matmul(FakeGpuTensor(), a2), DeviceError,
+     "must all be on the CPU or all on one GPU"),
     # layout and outputs
-    ("non-contiguous", lambda: F.matmul(a2.T, rand(5, 3)), LayoutError, "not C-contiguous"),
-    ("sliced-view", lambda: F.relu(x4[:, :, ::2]), LayoutError, "not C-contiguous"),
+    # strided inputs are copied (functional's docstring); what the op writes must be contiguous
+    ("out-non-contiguous", lambda: F.matmul(a2, b2, out=np.empty((3, 5), f32).T), LayoutError, "out is not C-contiguous"),
+    ("sgd-sliced-param", lambda: F.sgd_step(x4[:, :, ::2], rand(2, 3, 4, 8), None, lr=0.1), LayoutError,
+     "param is not C-contiguous"),
     ("out-shape", lambda: F.matmul(a2, b2, out=np.empty((3, 5), f32)), ShapeError, "out has shape (3, 5)"),
     ("out-readonly", lambda: F.matmul(a2, b2, out=readonly), LayoutError, "read-only"),
     ("out-aliases-input", lambda: F.matmul(shared, rand(7, 7), out=shared), LayoutError, "overlaps input a"),
