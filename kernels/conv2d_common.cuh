@@ -50,6 +50,8 @@ struct InputGather {
     const float* image;  // x + n*C*H*W; null when m is past the last pixel
     int h0, w0;          // top-left input corner of the pixel's receptive field
 
+    __device__ __forceinline__ InputGather() : image(nullptr), h0(0), w0(0) {}
+
     __device__ __forceinline__ InputGather(const float* x, int m, int M, CONV_GEOMETRY_PARAMS)
     {
         if (m >= M) {
