@@ -85,6 +85,17 @@ TC_CONFIGS = (
 TC_PRECISION_DEFINE = {"tf32": "0", "bf16": "1", "fp16": "2"}
 # Layouts with a `_mask` kernel: the two linear_backward products (grad_x: nn, grad_w: tn).
 MASK_LAYOUTS = ("nn", "tn")
+# Each variant's tile configurations (naive has none).
+CONFIGS: dict[str, tuple[TileConfig, ...]] = {"naive": (), "simt": SIMT_CONFIGS, "tc": TC_CONFIGS}
+
+
+def kernel_names(variant: str) -> list[str]:
+    """Every kernel a variant can launch, by name (the harness coverage reads this)."""
+    if variant == "naive":
+        return ["gemm_naive_f32"]
+    prefix = {"simt": "gemm_simt", "tc": "gemm_tc"}[variant]
+    suffixes = [*LAYOUTS, *(f"{layout}_mask" for layout in MASK_LAYOUTS)]
+    return [f"{prefix}_{config.name}_{suffix}_f32" for config in CONFIGS[variant] for suffix in suffixes]
 
 
 @dataclass(frozen=True)
@@ -256,20 +267,20 @@ def gemm(a, b, *, transpose_a=False, transpose_b=False, precision="ieee", bias=N
 # ---------------------------------------------------------------- the backend's products
 
 
-def matmul(a, b, transpose_a, transpose_b, precision, out, *, variant=None, executor=None):
+def matmul(a, b, transpose_a, transpose_b, precision, out, *, variant=None, config=None, executor=None):
     """op(a) @ op(b): (M, N) float32."""
     return gemm(a, b, transpose_a=transpose_a, transpose_b=transpose_b, precision=precision, out=out,
-                variant=variant, executor=executor)
+                variant=variant, config=config, executor=executor)
 
 
-def matmul_backward(grad_c, a, b, transpose_a, transpose_b, precision, *, variant=None, executor=None):
+def matmul_backward(grad_c, a, b, transpose_a, transpose_b, precision, *, variant=None, config=None, executor=None):
     """(grad_a, grad_b) for c = op(a) @ op(b), each in its input's own layout, by two products.
 
     With A = op(a), B = op(b): dA = G B^T, dB = A^T G.  When a is stored transposed,
     grad_a = dA^T = B G^T, which is again a product of stored arrays in some layout;
     likewise grad_b = G^T A when b is.
     """
-    kw = dict(precision=precision, variant=variant, executor=executor)
+    kw = dict(precision=precision, variant=variant, config=config, executor=executor)
     if transpose_a:
         grad_a = gemm(b, grad_c, transpose_a=transpose_b, transpose_b=True, **kw)
     else:
@@ -281,20 +292,20 @@ def matmul_backward(grad_c, a, b, transpose_a, transpose_b, precision, *, varian
     return grad_a, grad_b
 
 
-def linear(x, weight, bias, activation, precision, out, *, variant=None, executor=None):
+def linear(x, weight, bias, activation, precision, out, *, variant=None, config=None, executor=None):
     """act(x @ weight.T + bias) in one launch: x (B, in), weight (out, in), bias (out,) or None."""
     return gemm(x, weight, transpose_b=True, precision=precision, bias=bias, relu=activation == "relu", out=out,
-                variant=variant, executor=executor)
+                variant=variant, config=config, executor=executor)
 
 
-def linear_backward(grad_y, x, weight, y, activation, precision, *, variant=None, executor=None):
+def linear_backward(grad_y, x, weight, y, activation, precision, *, variant=None, config=None, executor=None):
     """(grad_x, grad_w, grad_b); with activation="relu" every product loads grad_y masked by (y > 0).
 
     grad_x = G W (layout nn), grad_w = G^T X (layout tn), grad_b = column sums of G,
     where G is grad_y masked in the kernels' loads, never written out.
     """
     mask = y if activation == "relu" else None
-    kw = dict(precision=precision, variant=variant, executor=executor, mask_a=mask)
+    kw = dict(precision=precision, variant=variant, config=config, executor=executor, mask_a=mask)
     grad_x = gemm(grad_y, weight, **kw)
     grad_w = gemm(grad_y, x, transpose_a=True, **kw)
     grad_b = _bias_grad.bias_grad(grad_y, mask, executor=executor)
