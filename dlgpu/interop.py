@@ -253,7 +253,8 @@ def call(op: str, fn, signature: inspect.Signature, args, kwargs, stream):
 
     with contextlib.ExitStack() as scope:
         if on_gpu:
-            cupy = import_cupy(op, "these are GPU arrays")
+            first = next(iter(arrays))
+            cupy = import_cupy(op, f"{first} ({describe(arrays[first])}) is on a GPU")
             device_id = devices.pop() if devices else None
             if device_id is not None:
                 scope.enter_context(cupy.cuda.Device(device_id))
