@@ -284,6 +284,7 @@ def choose_wgrad(g: Geometry, precision: str, *, sms: int, variant=None, splits:
     else:
         if splits < 1:
             raise ArgumentError(f"conv2d: wgrad splits must be >= 1, got {splits}")
+        splits = min(splits, MAX_GRID_Y)
         per_split = math.ceil(math.ceil(g.pixels / splits) / WGRAD_STEP) * WGRAD_STEP
         splits = math.ceil(g.pixels / per_split)
     grid = (math.ceil(g.taps / WGRAD_TILE), math.ceil(g.K / WGRAD_TILE), splits)
