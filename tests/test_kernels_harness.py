@@ -9,6 +9,7 @@ kernels/ is declared by no case: a new kernel needs harness coverage.
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -27,6 +28,9 @@ from dlgpu.cuda import softmax as cuda_softmax
 from dlgpu.errors import BackendUnavailableError
 from dlgpu.testing import assert_close, harness, random_array
 from dlgpu.testing.harness import HarnessExecutor
+
+# The package attribute dlgpu.cuda.conv2d is the backend function; this is the launcher module.
+cuda_conv2d = importlib.import_module("dlgpu.cuda.conv2d")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -221,6 +225,29 @@ def check_gemm_simt(config):
     return check
 
 
+def check_gemm_tc(config):
+    def check(executor, rng):
+        # Each precision is its own build; the sanitizers see tf32 (tests/test_gemm_harness.py: the rest).
+        precisions = ("tf32", "bf16", "fp16") if executor.mode == "plain" else ("tf32",)
+        m, n, k = GEMM_SHAPES[0]
+        for precision in precisions:
+            for layout in cuda_gemm.LAYOUTS:
+                ta, tb = layout[0] == "t", layout[1] == "t"
+                a = random_array(rng, (k, m) if ta else (m, k))
+                b = random_array(rng, (n, k) if tb else (k, n))
+                bias = random_array(rng, n)
+                c = cuda_gemm.gemm(a, b, transpose_a=ta, transpose_b=tb, bias=bias, relu=True, precision=precision,
+                                   variant="tc", config=config, executor=executor)
+                assert_close(c, gemm_expected(a, b, ta, tb, bias, True), precision=precision)
+                if layout in cuda_gemm.MASK_LAYOUTS:
+                    mask = random_array(rng, a.shape)
+                    c = cuda_gemm.gemm(a, b, transpose_a=ta, transpose_b=tb, mask_a=mask, precision=precision,
+                                       variant="tc", config=config, executor=executor)
+                    assert_close(c, gemm_expected(a, b, ta, tb, mask_a=mask), precision=precision)
+
+    return check
+
+
 def check_gemm_naive(executor, rng):
     shapes = ((1, 1, 1), (5, 7, 3), (17, 3, 33)) if executor.mode == "plain" else ((17, 3, 33),)
     for m, n, k in shapes:  # any shape: nothing needs alignment
@@ -232,6 +259,66 @@ def check_gemm_naive(executor, rng):
             c = cuda_gemm.gemm(a, b, transpose_a=ta, transpose_b=tb, bias=bias, relu=True, mask_a=mask,
                                variant="naive", executor=executor)
             assert_close(c, gemm_expected(a, b, ta, tb, bias, True, mask))
+
+
+# ---------------------------------------------------------------- conv2d
+
+# (x shape, w shape, stride, padding, dilation): stride 2 with padding and dilation 2 on a
+# non-square prime input; a 1x1 layer for the simt fast path.
+CONV_CASES = (
+    ((2, 3, 7, 5), (5, 3, 3, 3), (2, 1), (1, 2), (2, 1)),
+    ((1, 4, 3, 5), (6, 4, 1, 1), (1, 1), (0, 0), (1, 1)),
+)
+
+
+def conv_inputs(rng, x_shape, w_shape, geometry):
+    x, weight, bias = random_array(rng, x_shape), random_array(rng, w_shape), random_array(rng, w_shape[0])
+    y = ref.conv2d(x, weight, bias, activation="relu", **geometry)
+    return x, weight, bias, y.astype(np.float32), random_array(rng, y.shape)
+
+
+def conv_geometry(stride, padding, dilation):
+    return dict(stride=stride, padding=padding, dilation=dilation)
+
+
+def check_conv2d_naive(executor, rng):
+    for x_shape, w_shape, *pairs in CONV_CASES[:1]:
+        geometry = conv_geometry(*pairs)
+        x, weight, bias, y, grad_y = conv_inputs(rng, x_shape, w_shape, geometry)
+        out = cuda_conv2d.forward(x, weight, bias, relu=True, variant="naive", executor=executor, **geometry)
+        assert_close(out, y)
+        expected = ref.conv2d_backward(grad_y, x, weight, y=y, activation="relu", **geometry)
+        assert_close(cuda_conv2d.dgrad(grad_y, weight, x.shape, mask=y, variant="naive", executor=executor,
+                                       **geometry), expected[0])
+        assert_close(cuda_conv2d.wgrad(grad_y, x, weight.shape, mask=y, variant="naive", executor=executor,
+                                       **geometry), expected[1])
+
+
+def check_conv2d_simt(executor, rng):
+    configs = cuda_conv2d.SIMT_CONFIGS if executor.mode == "plain" else cuda_conv2d.SIMT_CONFIGS[-1:]
+    for x_shape, w_shape, *pairs in CONV_CASES:
+        geometry = conv_geometry(*pairs)
+        x, weight, bias, y, grad_y = conv_inputs(rng, x_shape, w_shape, geometry)
+        for config in configs:
+            out = cuda_conv2d.forward(x, weight, bias, relu=True, variant="simt", config=config.name,
+                                      executor=executor, **geometry)
+            assert_close(out, y)
+        expected = ref.conv2d_backward(grad_y, x, weight, y=y, activation="relu", **geometry)[1]
+        for splits in (1, 2):
+            assert_close(cuda_conv2d.wgrad(grad_y, x, weight.shape, mask=y, variant="simt", splits=splits,
+                                           executor=executor, **geometry), expected)
+
+
+def check_conv2d_tc(executor, rng):
+    precisions = tuple(cuda_conv2d.TC_PRECISION_DEFINE) if executor.mode == "plain" else ("bf16",)
+    x_shape, w_shape, *pairs = CONV_CASES[0]
+    geometry = conv_geometry(*pairs)
+    x, weight, bias, y, _ = conv_inputs(rng, x_shape, w_shape, geometry)
+    for precision in precisions:
+        for config in cuda_conv2d.TC_CONFIGS:
+            out = cuda_conv2d.forward(x, weight, bias, relu=True, precision=precision, variant="tc",
+                                      config=config.name, executor=executor, **geometry)
+            assert_close(out, y, precision=precision)
 
 
 CASES = (
@@ -259,8 +346,22 @@ CASES = (
              check_gemm_simt(config.name))
         for config in cuda_gemm.SIMT_CONFIGS
     ),
+    *(
+        Case(f"gemm_tc_{config.name}", "gemm_tc",
+             tuple(k for k in cuda_gemm.kernel_names("tc") if k.startswith(f"gemm_tc_{config.name}_")),
+             check_gemm_tc(config.name))
+        for config in cuda_gemm.TC_CONFIGS
+    ),
     Case("pool", "pool", ("max_pool2d_forward_f32", "max_pool2d_backward_f32", "max_pool2d_backward_planes_f32"),
          check_pool),
+    Case("conv2d_naive", "conv2d", ("conv2d_fwd_naive_f32", "conv2d_dgrad_naive_f32", "conv2d_wgrad_naive_f32"),
+         check_conv2d_naive),
+    Case("conv2d_simt", "conv2d",
+         (*(f"conv2d_fwd_simt_{c.name}{s}_f32" for c in cuda_conv2d.SIMT_CONFIGS for s in ("", "_1x1")),
+          "conv2d_wgrad_simt_f32", "conv2d_wgrad_finish_f32"),
+         check_conv2d_simt),
+    Case("conv2d_tc", "conv2d_tc", tuple(f"conv2d_fwd_tc_{c.name}_f32" for c in cuda_conv2d.TC_CONFIGS),
+         check_conv2d_tc),
 )
 
 
