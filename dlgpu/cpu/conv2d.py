@@ -283,7 +283,11 @@ def _winograd_input(x, first, nb, v, tiles_h, tiles_w, ph, pw):
 
 @njit(parallel=True, cache=True)
 def _winograd_output(m, first, nb, y, bias, has_bias, relu, tiles_h, tiles_w):
-    """y[first+n, k] tile = A^T m[:, k, t] A (+ bias, ReLU), only the outputs that exist."""
+    """y[first+n, k] tile = A^T m[:, k, t] A (+ bias, ReLU), only the outputs that exist.
+
+    Row-at-a-time: A^T combines the 16 entries of a row of tiles into two rows
+    of four (contiguous loops over the tiles), then A^T along each row.
+    """
     channels, out_h, out_w = y.shape[1], y.shape[2], y.shape[3]
     tiles = tiles_h * tiles_w
     zero = y.dtype.type(0)
@@ -292,27 +296,34 @@ def _winograd_output(m, first, nb, y, bias, has_bias, relu, tiles_h, tiles_w):
         k = plane % channels
         out = y[first + n, k]
         b = bias[k] if has_bias else zero
+        s = np.empty((2, 4, tiles_w), dtype=y.dtype)
         for th in range(tiles_h):
-            for tw in range(tiles_w):
-                t = n * tiles + th * tiles_w + tw
-                m0 = _load4(m, 0, k, t)
-                m1 = _load4(m, 4, k, t)
-                m2 = _load4(m, 8, k, t)
-                m3 = _load4(m, 12, k, t)
-                top = _at(m0[0] + m1[0] + m2[0], m0[1] + m1[1] + m2[1], m0[2] + m1[2] + m2[2], m0[3] + m1[3] + m2[3])
-                bottom = _at(m1[0] - m2[0] - m3[0], m1[1] - m2[1] - m3[1], m1[2] - m2[2] - m3[2], m1[3] - m2[3] - m3[3])
-                for i in range(2):
-                    p = 2 * th + i
-                    if p >= out_h:
-                        break
-                    pair = top if i == 0 else bottom
-                    for j in range(2):
-                        q = 2 * tw + j
-                        if q < out_w:
-                            value = pair[j] + b
-                            if relu and value < zero:
-                                value = zero  # NaN propagates, as np.maximum(v, 0) does
-                            out[p, q] = value
+            t0 = n * tiles + th * tiles_w
+            for j in range(4):
+                m0 = m[j, k, t0:t0 + tiles_w]
+                m1 = m[4 + j, k, t0:t0 + tiles_w]
+                m2 = m[8 + j, k, t0:t0 + tiles_w]
+                m3 = m[12 + j, k, t0:t0 + tiles_w]
+                for tw in range(tiles_w):
+                    s[0, j, tw] = m0[tw] + m1[tw] + m2[tw]
+                    s[1, j, tw] = m1[tw] - m2[tw] - m3[tw]
+            for i in range(2):
+                p = 2 * th + i
+                if p >= out_h:
+                    break
+                row = out[p]
+                si = s[i]
+                for tw in range(tiles_w):
+                    q = 2 * tw
+                    left = si[0, tw] + si[1, tw] + si[2, tw] + b
+                    if relu and left < zero:
+                        left = zero  # NaN propagates, as np.maximum(v, 0) does
+                    row[q] = left
+                    if q + 1 < out_w:
+                        right = si[1, tw] - si[2, tw] - si[3, tw] + b
+                        if relu and right < zero:
+                            right = zero
+                        row[q + 1] = right
 
 
 @njit(parallel=True, cache=True)
@@ -368,41 +379,50 @@ def _winograd_grad_output(grad_y, y, relu, first, nb, yh, plane_sum, tiles_h, ti
 def _winograd_grad_input(dv, first, nb, grad_x, tiles_h, tiles_w, ph, pw):
     """grad_x[first+n, c] = sum over tiles of B dv[:, c, t] B^T, added at the tile's input pixels.
 
+    Row-at-a-time: B combines the 16 entries of a row of tiles into four rows
+    of four, B along each row is added into a zero-padded line (neighbouring
+    tiles overlap by two columns), and each line is added onto its image row.
     One (image, channel) plane per iteration, tiles in order: the same bits every call.
     """
     channels, height, width = grad_x.shape[1], grad_x.shape[2], grad_x.shape[3]
     tiles = tiles_h * tiles_w
+    span = 2 * tiles_w + 2
+    w_lo = min(pw, span)  # line columns [w_lo, w_hi) are image columns [0, w_hi - w_lo)
+    w_hi = max(w_lo, min(span, width + pw))
     for plane in prange(nb * channels):
         n = plane // channels
         c = plane % channels
         image = grad_x[first + n, c]
         image[:, :] = 0
+        rows = np.empty((4, 4, tiles_w), dtype=grad_x.dtype)
+        line = np.empty(span, dtype=grad_x.dtype)
         for th in range(tiles_h):
-            h0 = 2 * th - ph
-            for tw in range(tiles_w):
-                w0 = 2 * tw - pw
-                t = n * tiles + th * tiles_w + tw
-                d0 = _load4(dv, 0, c, t)
-                d1 = _load4(dv, 4, c, t)
-                d2 = _load4(dv, 8, c, t)
-                d3 = _load4(dv, 12, c, t)
-                # B dv combines rows (d1 - d2 + d3, d1 + d2 - d0, ...); then B along each row.
-                rows = (
-                    _b(d0[0], d0[1], d0[2], d0[3]),
-                    _b(d1[0] - d2[0] + d3[0], d1[1] - d2[1] + d3[1], d1[2] - d2[2] + d3[2], d1[3] - d2[3] + d3[3]),
-                    _b(d1[0] + d2[0] - d0[0], d1[1] + d2[1] - d0[1], d1[2] + d2[2] - d0[2], d1[3] + d2[3] - d0[3]),
-                    _b(-d3[0], -d3[1], -d3[2], -d3[3]),
-                )
-                interior = h0 >= 0 and w0 >= 0 and h0 + 4 <= height and w0 + 4 <= width
-                for i in range(4):
-                    h = h0 + i
-                    if not interior and (h < 0 or h >= height):
-                        continue
-                    row = rows[i]
-                    for j in range(4):
-                        w = w0 + j
-                        if interior or (w >= 0 and w < width):
-                            image[h, w] += row[j]
+            t0 = n * tiles + th * tiles_w
+            for j in range(4):
+                d0 = dv[j, c, t0:t0 + tiles_w]
+                d1 = dv[4 + j, c, t0:t0 + tiles_w]
+                d2 = dv[8 + j, c, t0:t0 + tiles_w]
+                d3 = dv[12 + j, c, t0:t0 + tiles_w]
+                for tw in range(tiles_w):
+                    rows[0, j, tw] = d0[tw]
+                    rows[1, j, tw] = d1[tw] - d2[tw] + d3[tw]
+                    rows[2, j, tw] = d1[tw] + d2[tw] - d0[tw]
+                    rows[3, j, tw] = -d3[tw]
+            for i in range(4):
+                h = 2 * th - ph + i
+                if h < 0 or h >= height:
+                    continue
+                r = rows[i]
+                line[:] = 0
+                for tw in range(tiles_w):
+                    u = 2 * tw
+                    line[u] += r[0, tw]
+                    line[u + 1] += r[1, tw] - r[2, tw] + r[3, tw]
+                    line[u + 2] += r[1, tw] + r[2, tw] - r[0, tw]
+                    line[u + 3] -= r[3, tw]
+                dst = image[h]
+                for u in range(w_lo, w_hi):
+                    dst[u - w_lo] += line[u]
 
 
 _workspace = threading.local()
