@@ -32,8 +32,9 @@ returned, misaligned cp.async, a deadlock) or a non-zero exit raises
 the launch's dynamic shared buffer, and ``__shared__ alignas(n)`` into
 ``alignas(n) __shared__``; nothing else in the source is touched.
 Compiled objects are cached under ``$DLGPU_CACHE_DIR/harness`` (the compiler's
-cache folder) by SHA-256 of the source, every header beside it, cuda_host.h, this
-file, the flags and the compiler's version.
+cache folder) by SHA-256 of the generated translation unit (the source and its
+exports), every header beside it and in kernels/, cuda_host.h, the flags and the
+compiler's version.
 
 Not modelled: timing, memory coalescing, bank conflicts, the real warp scheduler
 and independent thread scheduling, blocks running concurrently (they run one after
@@ -45,6 +46,7 @@ the harness with the GPU on the same launch where a GPU is at hand.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import re
@@ -80,6 +82,7 @@ _SANITIZER_ENV = {
 _REPORT_MARKERS = ("ERROR: AddressSanitizer", "WARNING: ThreadSanitizer", "runtime error:", "dlgpu harness:")
 # CUDA headers a kernel may include: the harness header already supplies their contents.
 _STUB_HEADERS = ("cuda_fp16.h", "cuda_bf16.h", "cuda_runtime.h", "cuda.h", "math_constants.h")
+_STUB_TEXT = "#pragma once  // supplied by dlgpu/testing/cuda_host.h\n"
 
 _KERNEL = re.compile(
     r'extern\s+"C"\s+__global__\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?void\s+'
@@ -89,7 +92,6 @@ _COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
 _EXTERN_SHARED = re.compile(
     r"extern\s+__shared__\s+(?:(?:alignas|__align__)\s*\([^)]*\)\s*)?(?P<type>[^;\[\]]*?)\s*(?P<name>\w+)\s*\[\s*\]\s*;"
 )
-
 _SHARED_ALIGNAS = re.compile(r"__shared__\s+(alignas\s*\([^)]*\))")
 
 
@@ -114,11 +116,9 @@ def find_compiler() -> str:
     raise BackendUnavailableError("dlgpu harness: no C++ compiler found (set CXX, or install g++)")
 
 
-def _compiler_identity(cxx: str, _seen: dict[str, str] = {}) -> str:
-    if cxx not in _seen:
-        result = subprocess.run([cxx, "--version"], capture_output=True, text=True)
-        _seen[cxx] = cxx + "\n" + result.stdout
-    return _seen[cxx]
+@functools.lru_cache(maxsize=None)
+def _compiler_identity(cxx: str) -> str:
+    return cxx + "\n" + subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
 
 
 def _dynamic_shared_pointer(match: re.Match) -> str:
@@ -176,11 +176,12 @@ def build(family: str, defines=(), mode: str = "plain", kernels_dir=None, cache_
         stubs.mkdir(parents=True, exist_ok=True)
         for stub in _STUB_HEADERS:
             if not (stubs / stub).exists():
-                (stubs / stub).write_text("#pragma once  // supplied by dlgpu/testing/cuda_host.h\n")
+                (stubs / stub).write_text(_STUB_TEXT)
         flags = [*_COMMON_FLAGS, *_MODE_FLAGS[mode], *(f"-D{name}={value}" for name, value in defines)]
         flags += [f"-I{HEADER.parent}", f"-I{stubs}", *(f"-I{folder_}" for folder_ in include_dirs)]
         digest = hashlib.sha256()
-        for part in (_compiler_identity(cxx), " ".join(flags), unit, HEADER.read_text(), Path(__file__).read_text()):
+        # The unit carries the source and the generated exports; the flags, everything else.
+        for part in (_compiler_identity(cxx), " ".join(flags), unit, HEADER.read_text(), _STUB_TEXT):
             digest.update(part.encode() + b"\0")
         for header in sorted({h for folder_ in include_dirs for h in folder_.glob("*.cuh")}):
             digest.update(header.name.encode() + b"\0" + header.read_bytes() + b"\0")
