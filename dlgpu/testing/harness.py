@@ -165,7 +165,10 @@ def build(family: str, defines=(), mode: str = "plain", kernels_dir=None, cache_
     source = compiler.source_path(family, kernels_dir)
     # A planted kernel in a test folder may still include the package's headers (ptx.cuh).
     include_dirs = list(dict.fromkeys([source.parent, compiler.kernels_root(kernels_dir), compiler.kernels_root()]))
-    key_in_memory = (str(source), source.stat().st_mtime_ns, defines, mode, str(cache_dir))
+    headers = sorted({h for folder_ in include_dirs for h in folder_.glob("*.cuh")})
+    # An edited source or header (its mtime) makes a new build, within one process too.
+    stamps = tuple((str(path), path.stat().st_mtime_ns) for path in (source, HEADER, *headers))
+    key_in_memory = (stamps, defines, mode, str(cache_dir))
     with _build_lock:
         if key_in_memory in _builds:
             return _builds[key_in_memory]
@@ -183,7 +186,7 @@ def build(family: str, defines=(), mode: str = "plain", kernels_dir=None, cache_
         # The unit carries the source and the generated exports; the flags, everything else.
         for part in (_compiler_identity(cxx), " ".join(flags), unit, HEADER.read_text(), _STUB_TEXT):
             digest.update(part.encode() + b"\0")
-        for header in sorted({h for folder_ in include_dirs for h in folder_.glob("*.cuh")}):
+        for header in headers:
             digest.update(header.name.encode() + b"\0" + header.read_bytes() + b"\0")
         stem = f"{family}-{mode}-{digest.hexdigest()[:24]}"
         target = folder / (stem + (".so" if mode == "plain" else ".exe"))
