@@ -14,13 +14,22 @@ extra_info["speedup_vs_reference"] = reference median / its median (see
 --benchmark-json), and the table's "Median" column gives the same ratio by
 eye.  Benchmarks never assert a speed.  The target for the CPU backend is
 >= 5x the reference on both conv layers, on a 2-core machine.
+
+Each row also records the numba and BLAS thread settings and the load
+average: on a machine shared with other busy processes, every parallel loop
+waits for its slowest thread to be scheduled, and OpenBLAS's spinning
+threads make that far worse, so compare rows from the same run, and rerun
+with NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 for figures that measure
+work rather than scheduling.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
+import numba
 import numpy as np
 import pytest
 
@@ -123,6 +132,9 @@ def test_forward_backward(benchmark, case, backend):
     benchmark.pedantic(step, rounds=rounds, warmup_rounds=1, iterations=1)
     median = benchmark.stats.stats.median
     benchmark.extra_info["backend"] = backend
+    benchmark.extra_info["numba_threads"] = numba.get_num_threads()
+    benchmark.extra_info["OPENBLAS_NUM_THREADS"] = os.environ.get("OPENBLAS_NUM_THREADS", "default")
+    benchmark.extra_info["load_average_1min"] = os.getloadavg()[0]
     if backend == "reference":
         _reference_median[case] = median
         return
