@@ -5,8 +5,8 @@ precision runs through ``HarnessExecutor("plain")`` on small odd shapes, outputs
 poisoned (the harness's ``xp.empty`` fills with NaN; ``out=`` arrays are NaN-filled
 here), and each call checks which kernel actually ran, so a silent fallback to the
 naive kernel cannot pass for a tiled one.  The sanitizer runs (ASan, TSan) of every
-GEMM kernel are the "gemm" cases of tests/test_kernels_harness.py; here a few
-sanitized calls cover what those do not (16-bit precisions, the fused backward).
+GEMM kernel are the gemm cases of tests/test_kernels_harness.py; here the fused
+linear backward runs sanitized end to end.
 """
 
 from __future__ import annotations
@@ -161,7 +161,8 @@ def test_matmul_backward(plain, rng, variant, transpose_a, transpose_b):
 
 @pytest.mark.parametrize(("variant", "precision", "config"), COMBOS, ids=COMBO_IDS)
 def test_linear_backward_masks_grad_y_inside_the_products(plain, rng, variant, precision, config):
-    batch, features_in, features_out = 36, 20, 68
+    # Few output features: the bias gradient's finishing pass runs one 256-thread block per feature.
+    batch, features_in, features_out = 36, 20, 12
     x = random_array(rng, (batch, features_in))
     weight = random_array(rng, (features_out, features_in))
     y = ref.relu(random_array(rng, (batch, features_out))).astype(np.float32)  # about half masked
@@ -199,14 +200,12 @@ def test_repeated_runs_give_identical_bits(plain, rng):
 
 
 @pytest.mark.parametrize("mode", ("asan", "tsan"))
-def test_sanitized_sixteen_bit_and_fused_backward(rng, mode):
+def test_sanitized_fused_backward(rng, mode):
+    """linear_backward end to end: both masked products and the masked bias gradient."""
     executor = HarnessExecutor(mode, multiprocessor_count=1)
-    a, b = operands(rng, 20, 12, 36, True, False)
-    c = gemm.gemm(a, b, transpose_a=True, variant="tc", precision="bf16", executor=executor)
-    assert_close(c, ref.matmul(a, b, transpose_a=True), precision="bf16")
-    x, weight = random_array(rng, (12, 8)), random_array(rng, (20, 8))
-    y = ref.relu(random_array(rng, (12, 20))).astype(np.float32)
-    grad_y = random_array(rng, (12, 20))
+    x, weight = random_array(rng, (12, 8)), random_array(rng, (4, 8))
+    y = ref.relu(random_array(rng, (12, 4))).astype(np.float32)
+    grad_y = random_array(rng, (12, 4))
     got = gemm.linear_backward(grad_y, x, weight, y, "relu", "ieee", variant="simt", executor=executor)
     for g, want in zip(got, ref.linear_backward(grad_y, x, weight, y=y, activation="relu"), strict=True):
         assert_close(g, want)
