@@ -42,7 +42,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-FAMILIES = ("elementwise", "softmax", "pool")
+FAMILIES = ("elementwise", "softmax", "pool", "gemm")
 
 NO_GPU_MESSAGE = "no GPU found: benchmarking the CPU backend against the reference"
 
@@ -721,6 +721,142 @@ def _pool_label(shape):
     return "x".join(str(v) for v in shape) + f" k{k} s{s} p{p}"
 
 
+# -- gemm: our kernels (dlgpu.cuda.gemm, a variant forced) against cuBLAS through CuPy -----------
+
+# cuBLAS's enums (cublas_api.h, library_types.h), for cublasGemmEx through cupy.cuda.cublas.
+_CUBLAS_OP_N, _CUBLAS_OP_T = 0, 1
+_CUDA_R_32F, _CUDA_R_16F, _CUDA_R_16BF = 0, 2, 14
+_CUBLAS_COMPUTE_32F, _CUBLAS_COMPUTE_32F_FAST_TF32 = 68, 77
+_CUBLAS_GEMM_DEFAULT = -1
+# Per precision: the cuBLAS operand type and compute type of the same arithmetic as ours.
+_CUBLAS_MODES = {
+    "ieee": (_CUDA_R_32F, _CUBLAS_COMPUTE_32F),           # SGEMM, TF32 off
+    "tf32": (_CUDA_R_32F, _CUBLAS_COMPUTE_32F_FAST_TF32),
+    "bf16": (_CUDA_R_16BF, _CUBLAS_COMPUTE_32F),          # 16-bit operands, fp32 accumulate and output
+    "fp16": (_CUDA_R_16F, _CUBLAS_COMPUTE_32F),
+}
+GEMM_NOT_ON_CPU = "GPU-only: dlgpu's GEMM kernels against cuBLAS (the CPU backend's product is NumPy's)"
+
+
+def _gemm_module():
+    return importlib.import_module("dlgpu.cuda.gemm")
+
+
+def _cublas_gemm(a, b, out, precision: str, transpose_b: bool = False):
+    """out (M, N) fp32 = a (M, K) @ op(b) by cublasGemmEx in ``precision``; row-major arrays.
+
+    Row-major C = A op(B) is column-major C^T = op(B)^T A^T: B's buffer goes first.
+    """
+    from cupy.cuda import cublas, device, stream
+
+    data_type, compute_type = _CUBLAS_MODES[precision]
+    m, k = a.shape
+    n = out.shape[1]
+    handle = device.get_cublas_handle()
+    cublas.setStream(handle, stream.get_current_stream().ptr)
+    one, zero = np.ones(1, np.float32), np.zeros(1, np.float32)
+    cublas.gemmEx(handle, _CUBLAS_OP_T if transpose_b else _CUBLAS_OP_N, _CUBLAS_OP_N, n, m, k, one.ctypes.data,
+                  b.data.ptr, data_type, k if transpose_b else n, a.data.ptr, data_type, k, zero.ctypes.data,
+                  out.data.ptr, _CUDA_R_32F, n, compute_type, _CUBLAS_GEMM_DEFAULT)
+    return out
+
+
+def _to_16bit(xp, array, precision: str):
+    """The operand cuBLAS reads in a 16-bit mode: fp16, or bf16 bits (round to nearest even) as uint16."""
+    if precision == "fp16":
+        return array.astype(xp.float16)
+    bits = array.view(xp.uint32)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(xp.uint16)
+
+
+def _gemm_inputs(precision: str):
+    def make(xp, shape, seed):
+        m, n, k = shape
+        d = {"a": _randn(xp, (m, k), seed), "b": _randn(xp, (k, n), seed + 1)}
+        d["out"] = xp.empty((m, n), dtype=np.float32)
+        if precision in ("bf16", "fp16"):  # cast once here: cuBLAS is timed on 16-bit operands
+            d["a16"], d["b16"] = _to_16bit(xp, d["a"], precision), _to_16bit(xp, d["b"], precision)
+        return d
+
+    return make
+
+
+def _gemm_baseline(precision: str):
+    def run(xp, d):
+        if precision in ("bf16", "fp16"):
+            return _cublas_gemm(d["a16"], d["b16"], d["out"], precision)
+        return _cublas_gemm(d["a"], d["b"], d["out"], precision)
+
+    return run
+
+
+def _gemm_bytes(shape) -> int:
+    m, n, k = shape
+    return _f32(m * k + k * n + m * n)
+
+
+def _gemm_flops(shape) -> int:
+    m, n, k = shape
+    return 2 * m * n * k
+
+
+def _gemm_label(shape) -> str:
+    m, n, k = shape
+    return f"{m}x{n}x{k}"
+
+
+def _gemm_case(shape, variant: str, precision: str = "ieee") -> Case:
+    return Case(
+        family="gemm", op="matmul", variant=f"{variant}-{precision}" if variant == "tc" else variant,
+        # M x N x K; the CPU shapes only size the (skipped) CPU rows' inputs.
+        shapes={"gpu": shape, "cpu": (512, 512, 512), "cpu_quick": (512, 512, 512)},
+        make_inputs=_gemm_inputs(precision),
+        run=lambda d: _gemm_module().gemm(d["a"], d["b"], precision=precision, variant=variant, out=d["out"]),
+        xp_baseline=_gemm_baseline(precision),
+        bytes_moved=_gemm_bytes, flops=_gemm_flops, bound="compute", precision=precision,
+        shape_label=_gemm_label, unavailable=lambda backend: None if backend == "cuda" else GEMM_NOT_ON_CPU,
+        note="baseline: cublasGemmEx through CuPy in the same precision (16-bit operands cast beforehand)",
+    )
+
+
+def _linear_inputs(xp, shape, seed):
+    batch, features_out, features_in = shape
+    return {"x": _randn(xp, (batch, features_in), seed), "w": _randn(xp, (features_out, features_in), seed + 1),
+            "bias": _randn(xp, (features_out,), seed + 2), "out": xp.empty((batch, features_out), dtype=np.float32)}
+
+
+def _linear_baseline(xp, d):
+    """cuBLAS SGEMM (x @ w.T), then CuPy's bias add and ReLU: three launches."""
+    y = _cublas_gemm(d["x"], d["w"], d["out"], "ieee", transpose_b=True)
+    y += d["bias"]
+    return xp.maximum(y, 0, out=y)
+
+
+def _linear_case(shape) -> Case:
+    return Case(
+        family="gemm", op="linear", variant="bias+relu",
+        # (batch, out_features, in_features): M x N x K of the product.
+        shapes={"gpu": shape, "cpu": (512, 512, 512), "cpu_quick": (512, 512, 512)},
+        make_inputs=_linear_inputs,
+        run=lambda d: _functional().linear(d["x"], d["w"], d["bias"], activation="relu", out=d["out"]),
+        xp_baseline=_linear_baseline,
+        bytes_moved=lambda s: _f32(s[0] * s[2] + s[1] * s[2] + s[1] + s[0] * s[1]),
+        flops=_gemm_flops, bound="compute", shape_label=_gemm_label,
+        unavailable=lambda backend: None if backend == "cuda" else GEMM_NOT_ON_CPU,
+        note="dlgpu: one launch (bias and ReLU in the epilogue); baseline: cuBLAS SGEMM + CuPy bias add + ReLU",
+    )
+
+
+GEMM_CASES: tuple[Case, ...] = (
+    *(_gemm_case((n, n, n), "simt") for n in (4096, 8192)),
+    *(_gemm_case((n, n, n), "tc", p) for p in ("tf32", "bf16", "fp16") for n in (4096, 8192)),
+    _linear_case((4096, 4096, 4096)),
+    _linear_case((256, 512, 784)),
+    # Small networks' shapes: launch count and occupancy matter more than FLOPs.
+    _gemm_case((256, 64, 576), "simt"),
+    _gemm_case((128, 512, 784), "simt"),
+)
+
 _N_ELEM = (1 << 26,)
 _N_ELEM_CPU = (1 << 22,)
 _N_ELEM_CPU_QUICK = (1 << 20,)
@@ -816,6 +952,7 @@ CASES: tuple[Case, ...] = (
         bytes_moved=_pool_bwd_bytes,
         shape_label=_pool_label,
     ),
+    *GEMM_CASES,
 )
 
 
