@@ -187,57 +187,6 @@ def _gather_masked(grad_y, y, relu, first, nb, gy_wide, channel_sum):
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
 
-@njit(inline="always")
-def _bt(d0, d1, d2, d3):
-    return d0 - d2, d1 + d2, d2 - d1, d1 - d3
-
-
-@njit(inline="always")
-def _b(v0, v1, v2, v3):
-    return v0, v1 - v2 + v3, v1 + v2 - v0, -v3
-
-
-@njit(inline="always")
-def _at(m0, m1, m2, m3):
-    return m0 + m1 + m2, m1 - m2 - m3
-
-
-@njit(inline="always")
-def _a(g0, g1):
-    return g0, g0 + g1, g0 - g1, -g1
-
-
-@njit(inline="always")
-def _row4(image, h, w0, height, width):
-    """image[h, w0:w0+4] as a 4-tuple, zero where it falls outside the image."""
-    zero = image.dtype.type(0)
-    if h < 0 or h >= height:
-        return zero, zero, zero, zero
-    if w0 >= 0 and w0 + 4 <= width:
-        return image[h, w0], image[h, w0 + 1], image[h, w0 + 2], image[h, w0 + 3]
-    row = image[h]
-    return (
-        row[w0] if 0 <= w0 < width else zero,
-        row[w0 + 1] if 0 <= w0 + 1 < width else zero,
-        row[w0 + 2] if 0 <= w0 + 2 < width else zero,
-        row[w0 + 3] if 0 <= w0 + 3 < width else zero,
-    )
-
-
-@njit(inline="always")
-def _store4(dst, e, ch, t, values):
-    """dst[e:e+4, ch, t] = values."""
-    dst[e, ch, t] = values[0]
-    dst[e + 1, ch, t] = values[1]
-    dst[e + 2, ch, t] = values[2]
-    dst[e + 3, ch, t] = values[3]
-
-
-@njit(inline="always")
-def _load4(src, e, ch, t):
-    return src[e, ch, t], src[e + 1, ch, t], src[e + 2, ch, t], src[e + 3, ch, t]
-
-
 @njit(parallel=True, cache=True)
 def _winograd_input(x, first, nb, v, tiles_h, tiles_w, ph, pw):
     """v[e, c, t] = (B^T d B)[e] for the 4x4 tile d of image first+n at tile t (zero outside x).
