@@ -18,16 +18,24 @@
 //       grid-stride over the K*C*R*S filter elements; each sums over n, p, q in that order.
 //
 // ---- simt: implicit GEMM on CUDA cores, never an im2col buffer
+//   One main loop (simt_implicit_gemm) and an operand policy per kernel: block tile BM rows x BN
+//   columns x 8 reduction steps, thread tile TM x TN as 4 x 4 quadrants (float4 shared loads), two
+//   shared stages filled through registers so that the next tile's loads are in flight during the
+//   math.  Configurations 128x128 (256 threads, 8x8), 128x64 (128, 8x8), 128x32 (128, 8x4); grid
+//   (ceil(COLS/BN), ceil(M/BM)).  Output stores are float4 along the rows when the output plane
+//   (P*Q or H*W) % 4 == 0 and the output is 16-byte aligned.
 //   conv2d_fwd_simt_<BM>x<BN>_f32(x, w, bias, y, geometry, flags)
-//       y as the product A (M = N*P*Q, C*R*S) x B (C*R*S, K) with A gathered from x on the fly
-//       (InputGather) and B = w read as stored (row k of w is column k of B).  Block tile
-//       BM pixels x BN output channels x 8 taps, thread tile TM x TN as 4 x 4 quadrants (float4
-//       shared loads), two shared stages filled through registers so the next tile's loads are
-//       in flight during the math.  Configurations 128x128 (256 threads, 8x8), 128x64 (128, 8x8),
-//       128x32 (128, 8x4).  Grid (ceil(K/BN), ceil(M/BM)).  Stores are float4 along the pixels
-//       when P*Q % 4 == 0 and y is 16-byte aligned.
+//       y = A (M = N*P*Q pixels, C*R*S taps) x B (taps, K): A gathered from x on the fly
+//       (InputGather: one (n, p, q) division per thread, a fast (c, r, s) division per element,
+//       zeros in the padding), B = w as stored (row k of w is column k of B).
 //   conv2d_fwd_simt_<BM>x<BN>_1x1_f32: the same for 1x1 filters with stride 1 and no padding
 //       (A is x itself, read in place: no tap decomposition, no bounds tests but the last pixel).
+//   conv2d_dgrad_simt_<BM>x<BN>_f32(grad_y, y, w, grad_x, geometry, flags, hw_mul, hw_shift,
+//                                   w_mul, w_shift)
+//       grad_x = A (N*H*W input pixels, K*R*S) x B (K*R*S, C): A(m, (k, r, s)) = grad_y at the
+//       output pixel that tap (r, s) of (h, w) reaches when the stride divides exactly (else 0;
+//       no atomics: every input pixel is one row), masked by y > 0 under CONV_MASK; B = w.
+//       (hw_mul, hw_shift), (w_mul, w_shift): fast divisors for H*W and W.
 //   conv2d_wgrad_simt_f32(grad_y, y, x, partial, geometry, flags, pixels_per_split)
 //       grad_w as the product G^T (K, M) x A (M, C*R*S), G = grad_y viewed (M, K) masked by
 //       CONV_MASK.  Block tile 64 output channels x 64 taps, 256 threads of 4 x 4, reduction
@@ -39,6 +47,7 @@
 //       that makes the split reduction deterministic (no float atomics).
 //
 // dlgpu-sass: conv2d_fwd_simt_* FFMA LDS.128 !LDL !STL
+// dlgpu-sass: conv2d_dgrad_simt_* FFMA LDS.128 !LDL !STL
 // dlgpu-sass: conv2d_wgrad_simt_f32 FFMA LDS.128 !LDL !STL
 
 #include "common.cuh"
@@ -136,70 +145,72 @@ extern "C" __global__ void conv2d_wgrad_naive_f32(const float* grad_y, const flo
     }
 }
 
-// ---------------------------------------------------------------- simt forward
+// ---------------------------------------------------------------- simt implicit GEMM
+// out (M x COLS, stored as images: m = (img, pix), element (m, col) at out[(img*COLS + col)*PLANE
+// + pix]) = epilogue(A (M x RED) x B (RED x COLS)).  The operand policy `Ops` says what A and B are:
+//   Ops::Row                    per-thread state for one row of A (built once per kernel)
+//   ops.row(m)                  that state (m >= M gives a row of zeros)
+//   ops.a(row, kk)              A(m, kk) for kk < RED
+//   ops.b(kk, col)              B(kk, col) for kk < RED, col < COLS
 
-#define FWD_BK 8
+#define SIMT_BK 8
 // Shared rows padded by one float4: rows stay 16-byte aligned, and the B tile's transposing
-// stores (8 taps x 4 channels per warp) fall in distinct banks.
-#define FWD_PAD 4
+// stores (8 taps x 4 columns per warp) fall in distinct banks.
+#define SIMT_PAD 4
 
-// Thread (tm, tn), tm = t % (BM/TM) fastest, owns pixels {tm*4 + i} (and + BM/2 when TM = 8) and
-// channels {tn*4 + j} (and + BN/2 when TN = 8): a warp's lanes cover consecutive pixel quads, so
-// their float4 stores of one channel are one contiguous run of y.
-template <int BM, int BN, int TM, int TN, bool kOneByOne>
-__device__ __forceinline__ void simt_forward(const float* x, const float* w, const float* bias, float* y,
-                                             CONV_GEOMETRY_PARAMS, int flags)
+struct GemmShape {
+    int M, COLS, RED;              // rows, columns, reduction
+    int PLANE;                     // rows per image of the output
+    unsigned plane_mul, plane_shift;
+};
+
+// Thread (tm, tn), tm = t % (BM/TM) fastest, owns rows {tm*4 + i} (and + BM/2 when TM = 8) and
+// columns {tn*4 + j} (and + BN/2 when TN = 8): a warp's lanes cover consecutive row quads, so
+// their float4 stores of one column are one contiguous run of the output plane.
+template <int BM, int BN, int TM, int TN, class Ops>
+__device__ __forceinline__ void simt_implicit_gemm(const Ops& ops, const GemmShape shape, float* out, const float* bias,
+                                                   int flags)
 {
-    constexpr int BK = FWD_BK;
+    constexpr int BK = SIMT_BK;
     constexpr int THREADS = (BM / TM) * (BN / TN);
-    constexpr int SA = BM + FWD_PAD, SB = BN + FWD_PAD;
+    constexpr int SA = BM + SIMT_PAD, SB = BN + SIMT_PAD;
     static_assert(THREADS % BM == 0 && THREADS % BK == 0, "loader layout");
-    constexpr int A_STEP = THREADS / BM;       // taps between one thread's A elements
-    constexpr int A_PER = BK / A_STEP;         // A elements per thread per tile
-    constexpr int B_STEP = THREADS / BK;       // channels between one thread's B elements
-    constexpr int B_PER = BN / B_STEP;         // B elements per thread per tile
+    constexpr int A_STEP = THREADS / BM;  // taps between one thread's A elements
+    constexpr int A_PER = BK / A_STEP;    // A elements per thread per tile
+    constexpr int B_STEP = THREADS / BK;  // columns between one thread's B elements
+    constexpr int B_PER = BN / B_STEP;    // B elements per thread per tile
     static_assert(TM == 4 || TM == 8, "TM");
     static_assert(TN == 4 || TN == 8, "TN");
 
-    __shared__ alignas(16) float a_tiles[2][BK * SA];  // [tap][pixel]
-    __shared__ alignas(16) float b_tiles[2][BK * SB];  // [tap][channel]
+    __shared__ alignas(16) float a_tiles[2][BK * SA];  // [tap][row]
+    __shared__ alignas(16) float b_tiles[2][BK * SB];  // [tap][column]
 
-    const int M = N * P * Q, CRS = C * R * S, HW = H * W;
     const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
     const int t = threadIdx.x;
 
     // ---- loader state, fixed for the whole reduction
-    const int a_pixel = t % BM, a_tap = t / BM;
-    const int b_tap = t % BK, b_channel = t / BK;
-    InputGather gather(x, m0 + a_pixel, M, CONV_GEOMETRY_ARGS);
-    // 1x1, stride 1, no padding: pixel m = (n, pq) reads x[n, c, pq], c = the tap.
-    const float* unit_pixel = nullptr;
-    if (kOneByOne && m0 + a_pixel < M) {
-        const int n = fast_div(m0 + a_pixel, pq_mul, pq_shift);
-        unit_pixel = x + (long long)n * C * HW + (m0 + a_pixel - n * P * Q);
-    }
+    const int a_row = t % BM, a_tap = t / BM;
+    const int b_tap = t % BK, b_col = t / BK;
+    const typename Ops::Row row = ops.row(m0 + a_row);
     float a_held[A_PER], b_held[B_PER];
 
     auto load = [&](int k0) {
         DLGPU_UNROLL
         for (int i = 0; i < A_PER; ++i) {
             const int kk = k0 + a_tap + i * A_STEP;
-            if (kOneByOne)
-                a_held[i] = unit_pixel != nullptr && kk < CRS ? unit_pixel[(long long)kk * HW] : 0.0f;
-            else
-                a_held[i] = gather.at(kk, kk < CRS, CONV_GEOMETRY_ARGS);
+            a_held[i] = kk < shape.RED ? ops.a(row, kk) : 0.0f;
         }
         DLGPU_UNROLL
         for (int j = 0; j < B_PER; ++j) {
-            const int channel = n0 + b_channel + j * B_STEP, kk = k0 + b_tap;
-            b_held[j] = channel < K && kk < CRS ? w[(long long)channel * CRS + kk] : 0.0f;
+            const int col = n0 + b_col + j * B_STEP, kk = k0 + b_tap;
+            b_held[j] = col < shape.COLS && kk < shape.RED ? ops.b(kk, col) : 0.0f;
         }
     };
     auto store = [&](int stage) {
         DLGPU_UNROLL
-        for (int i = 0; i < A_PER; ++i) a_tiles[stage][(a_tap + i * A_STEP) * SA + a_pixel] = a_held[i];
+        for (int i = 0; i < A_PER; ++i) a_tiles[stage][(a_tap + i * A_STEP) * SA + a_row] = a_held[i];
         DLGPU_UNROLL
-        for (int j = 0; j < B_PER; ++j) b_tiles[stage][b_tap * SB + b_channel + j * B_STEP] = b_held[j];
+        for (int j = 0; j < B_PER; ++j) b_tiles[stage][b_tap * SB + b_col + j * B_STEP] = b_held[j];
     };
 
     const int tm = t % (BM / TM), tn = t / (BM / TM);
@@ -210,7 +221,7 @@ __device__ __forceinline__ void simt_forward(const float* x, const float* w, con
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
     // ---- prologue: tile 0 into stage 0
-    const int tiles = (CRS + BK - 1) / BK;
+    const int tiles = (shape.RED + BK - 1) / BK;
     load(0);
     store(0);
     __syncthreads();
@@ -251,72 +262,199 @@ __device__ __forceinline__ void simt_forward(const float* x, const float* w, con
         __syncthreads();
     }
 
-    // ---- epilogue: bias, ReLU; pixel quads are float4 runs of y when P*Q % 4 == 0
-    const int PQ = P * Q;
-    const bool vector_y = PQ % 4 == 0 && address_of(y) % 16 == 0;
+    // ---- epilogue: bias, ReLU; row quads are float4 runs of the output when PLANE % 4 == 0
+    const bool vector_out = shape.PLANE % 4 == 0 && address_of(out) % 16 == 0;
     DLGPU_UNROLL
     for (int half = 0; half < TM / 4; ++half) {
         const int quad = m0 + tm * 4 + half * (BM / 2);
-        if (quad >= M) continue;
-        if (vector_y) {
-            // The quad starts at a multiple of 4, so all four pixels are in image n.
-            const int n = fast_div(quad, pq_mul, pq_shift);
-            const int pq = quad - n * PQ;
+        if (quad >= shape.M) continue;
+        if (vector_out) {
+            // The quad starts at a multiple of 4, so all four rows are in image `img`.
+            const int img = fast_div(quad, shape.plane_mul, shape.plane_shift);
+            const int pix = quad - img * shape.PLANE;
             DLGPU_UNROLL
             for (int j = 0; j < TN; ++j) {
-                const int k = n0 + tn * 4 + (j & 3) + (j >> 2) * (BN / 2);
-                if (k >= K) continue;
+                const int col = n0 + tn * 4 + (j & 3) + (j >> 2) * (BN / 2);
+                if (col >= shape.COLS) continue;
                 float4 v;
-                v.x = conv_epilogue(acc[half * 4 + 0][j], k, bias, flags);
-                v.y = conv_epilogue(acc[half * 4 + 1][j], k, bias, flags);
-                v.z = conv_epilogue(acc[half * 4 + 2][j], k, bias, flags);
-                v.w = conv_epilogue(acc[half * 4 + 3][j], k, bias, flags);
-                *reinterpret_cast<float4*>(y + ((long long)n * K + k) * PQ + pq) = v;
+                v.x = conv_epilogue(acc[half * 4 + 0][j], col, bias, flags);
+                v.y = conv_epilogue(acc[half * 4 + 1][j], col, bias, flags);
+                v.z = conv_epilogue(acc[half * 4 + 2][j], col, bias, flags);
+                v.w = conv_epilogue(acc[half * 4 + 3][j], col, bias, flags);
+                *reinterpret_cast<float4*>(out + ((long long)img * shape.COLS + col) * shape.PLANE + pix) = v;
             }
         } else {
             DLGPU_UNROLL
             for (int i = 0; i < 4; ++i) {
                 const int m = quad + i;
-                if (m >= M) continue;
-                const int n = fast_div(m, pq_mul, pq_shift);
-                const int pq = m - n * PQ;
+                if (m >= shape.M) continue;
+                const int img = fast_div(m, shape.plane_mul, shape.plane_shift);
+                const int pix = m - img * shape.PLANE;
                 DLGPU_UNROLL
                 for (int j = 0; j < TN; ++j) {
-                    const int k = n0 + tn * 4 + (j & 3) + (j >> 2) * (BN / 2);
-                    if (k < K) y[((long long)n * K + k) * PQ + pq] = conv_epilogue(acc[half * 4 + i][j], k, bias, flags);
+                    const int col = n0 + tn * 4 + (j & 3) + (j >> 2) * (BN / 2);
+                    if (col < shape.COLS)
+                        out[((long long)img * shape.COLS + col) * shape.PLANE + pix] =
+                            conv_epilogue(acc[half * 4 + i][j], col, bias, flags);
                 }
             }
         }
     }
 }
 
-// ---------------------------------------------------------------- named forward instances
+// ---------------------------------------------------------------- operand policies
+
+// Forward: A = x gathered by (pixel, tap), B(kk, k) = w[k, kk] (w's rows are B's columns).
+struct ForwardOps {
+    const float* x;
+    const float* w;
+    ConvGeometry g;
+    int M, CRS;
+    using Row = InputGather;
+    __device__ __forceinline__ Row row(int m) const { return InputGather(x, m, M, g); }
+    __device__ __forceinline__ float a(const Row& r, int kk) const { return r.at(kk, true, g); }
+    __device__ __forceinline__ float b(int kk, int k) const { return w[(long long)k * CRS + kk]; }
+};
+
+// Forward, 1x1 filter at stride 1 without padding: A is x itself, A(m, c) = x[n, c, pq].
+struct OneByOneOps {
+    const float* x;
+    const float* w;
+    ConvGeometry g;
+    int M, CRS;
+    struct Row {
+        const float* pixel;  // x + n*C*HW + pq, null past the last pixel
+    };
+    __device__ __forceinline__ Row row(int m) const
+    {
+        if (m >= M) return Row{nullptr};
+        const int n = fast_div(m, g.pq_mul, g.pq_shift);
+        return Row{x + (long long)n * g.C * g.H * g.W + (m - n * g.P * g.Q)};
+    }
+    __device__ __forceinline__ float a(const Row& r, int c) const
+    {
+        return r.pixel != nullptr ? r.pixel[(long long)c * g.H * g.W] : 0.0f;
+    }
+    __device__ __forceinline__ float b(int c, int k) const { return w[(long long)k * CRS + c]; }
+};
+
+// Dgrad: rows are input pixels (n, h, w), columns input channels c, the reduction runs over
+// kk = (k, r, s).  A(m, kk) = G[n, k, p, q] (grad_y, masked by y > 0 under CONV_MASK) where
+// p*sh = h + ph - r*dh and q*sw = w + pw - s*dw have integer solutions inside the output, else 0;
+// B(kk, c) = w[k, c, r, s].  The same sum as the naive gather, as a GEMM.
+struct DgradOps {
+    const float* grad_y;
+    const float* y;
+    const float* w;
+    ConvGeometry g;
+    int M;
+    unsigned hw_mul, hw_shift, w_mul, w_shift;
+    bool masked;
+    struct Row {
+        long long image;  // offset of grad_y[n, 0, 0, 0]; -1 past the last pixel
+        int hp, wp;       // h + ph, w + pw
+    };
+    __device__ __forceinline__ Row row(int m) const
+    {
+        if (m >= M) return Row{-1, 0, 0};
+        const int n = fast_div(m, hw_mul, hw_shift);
+        const int hw = m - n * g.H * g.W;
+        const int h = fast_div(hw, w_mul, w_shift);
+        return Row{(long long)n * g.K * g.P * g.Q, h + g.pad_h, hw - h * g.W + g.pad_w};
+    }
+    __device__ __forceinline__ float a(const Row& r, int kk) const
+    {
+        if (r.image < 0) return 0.0f;
+        const int k = fast_div(kk, g.rs_mul, g.rs_shift);
+        const int rs = kk - k * g.R * g.S;
+        const int tap_r = fast_div(rs, g.s_mul, g.s_shift);
+        const int tap_s = rs - tap_r * g.S;
+        int p = r.hp - tap_r * g.dil_h, q = r.wp - tap_s * g.dil_w;
+        if (g.stride_h != 1 || g.stride_w != 1) {
+            // Negative p or q fail the range test below whatever the quotient; only exact
+            // multiples of the stride are read.
+            if (p < 0 || q < 0 || p % g.stride_h != 0 || q % g.stride_w != 0) return 0.0f;
+            p /= g.stride_h;
+            q /= g.stride_w;
+        }
+        if ((unsigned)p >= (unsigned)g.P || (unsigned)q >= (unsigned)g.Q) return 0.0f;
+        const long long at = r.image + ((long long)k * g.P + p) * g.Q + q;
+        const float v = grad_y[at];
+        return masked ? relu_mask(v, y[at]) : v;
+    }
+    __device__ __forceinline__ float b(int kk, int c) const
+    {
+        const int k = fast_div(kk, g.rs_mul, g.rs_shift);
+        return w[((long long)k * g.C + c) * g.R * g.S + (kk - k * g.R * g.S)];
+    }
+};
+
+// ---------------------------------------------------------------- named simt instances
 #define FWD_PARAMS const float *x, const float *w, const float *bias, float *y, CONV_GEOMETRY_PARAMS, int flags
-#define FWD_ARGS x, w, bias, y, CONV_GEOMETRY_ARGS, flags
+#define DGRAD_PARAMS                                                                                           \
+    const float *grad_y, const float *y, const float *w, float *grad_x, CONV_GEOMETRY_PARAMS, int flags,       \
+        unsigned hw_mul, unsigned hw_shift, unsigned w_mul, unsigned w_shift
+
+template <int BM, int BN, int TM, int TN, class Ops>
+__device__ __forceinline__ void simt_forward(const float* x, const float* w, const float* bias, float* y,
+                                             const ConvGeometry& g, int flags)
+{
+    const int M = g.N * g.P * g.Q, CRS = g.C * g.R * g.S;
+    const Ops ops{x, w, g, M, CRS};
+    const GemmShape shape{M, g.K, CRS, g.P * g.Q, g.pq_mul, g.pq_shift};
+    simt_implicit_gemm<BM, BN, TM, TN>(ops, shape, y, bias, flags);
+}
+
+template <int BM, int BN, int TM, int TN>
+__device__ __forceinline__ void simt_dgrad(const float* grad_y, const float* y, const float* w, float* grad_x,
+                                           const ConvGeometry& g, int flags, unsigned hw_mul, unsigned hw_shift,
+                                           unsigned w_mul, unsigned w_shift)
+{
+    const int M = g.N * g.H * g.W;
+    const DgradOps ops{grad_y, y, w, g, M, hw_mul, hw_shift, w_mul, w_shift, (flags & CONV_MASK) != 0};
+    const GemmShape shape{M, g.C, g.K * g.R * g.S, g.H * g.W, hw_mul, hw_shift};
+    simt_implicit_gemm<BM, BN, TM, TN>(ops, shape, grad_x, grad_x, 0);
+}
+
+// 128x128: 256 threads of 8x8; 128x64: 128 threads of 8x8; 128x32: 128 threads of 8x4.
 
 extern "C" __global__ void __launch_bounds__(256) conv2d_fwd_simt_128x128_f32(FWD_PARAMS)
 {
-    simt_forward<128, 128, 8, 8, false>(FWD_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(128) conv2d_fwd_simt_128x64_f32(FWD_PARAMS)
-{
-    simt_forward<128, 64, 8, 8, false>(FWD_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(128) conv2d_fwd_simt_128x32_f32(FWD_PARAMS)
-{
-    simt_forward<128, 32, 8, 4, false>(FWD_ARGS);
+    simt_forward<128, 128, 8, 8, ForwardOps>(x, w, bias, y, CONV_GEOMETRY, flags);
 }
 extern "C" __global__ void __launch_bounds__(256) conv2d_fwd_simt_128x128_1x1_f32(FWD_PARAMS)
 {
-    simt_forward<128, 128, 8, 8, true>(FWD_ARGS);
+    simt_forward<128, 128, 8, 8, OneByOneOps>(x, w, bias, y, CONV_GEOMETRY, flags);
+}
+extern "C" __global__ void __launch_bounds__(256) conv2d_dgrad_simt_128x128_f32(DGRAD_PARAMS)
+{
+    simt_dgrad<128, 128, 8, 8>(grad_y, y, w, grad_x, CONV_GEOMETRY, flags, hw_mul, hw_shift, w_mul, w_shift);
+}
+
+extern "C" __global__ void __launch_bounds__(128) conv2d_fwd_simt_128x64_f32(FWD_PARAMS)
+{
+    simt_forward<128, 64, 8, 8, ForwardOps>(x, w, bias, y, CONV_GEOMETRY, flags);
 }
 extern "C" __global__ void __launch_bounds__(128) conv2d_fwd_simt_128x64_1x1_f32(FWD_PARAMS)
 {
-    simt_forward<128, 64, 8, 8, true>(FWD_ARGS);
+    simt_forward<128, 64, 8, 8, OneByOneOps>(x, w, bias, y, CONV_GEOMETRY, flags);
+}
+extern "C" __global__ void __launch_bounds__(128) conv2d_dgrad_simt_128x64_f32(DGRAD_PARAMS)
+{
+    simt_dgrad<128, 64, 8, 8>(grad_y, y, w, grad_x, CONV_GEOMETRY, flags, hw_mul, hw_shift, w_mul, w_shift);
+}
+
+extern "C" __global__ void __launch_bounds__(128) conv2d_fwd_simt_128x32_f32(FWD_PARAMS)
+{
+    simt_forward<128, 32, 8, 4, ForwardOps>(x, w, bias, y, CONV_GEOMETRY, flags);
 }
 extern "C" __global__ void __launch_bounds__(128) conv2d_fwd_simt_128x32_1x1_f32(FWD_PARAMS)
 {
-    simt_forward<128, 32, 8, 4, true>(FWD_ARGS);
+    simt_forward<128, 32, 8, 4, OneByOneOps>(x, w, bias, y, CONV_GEOMETRY, flags);
+}
+extern "C" __global__ void __launch_bounds__(128) conv2d_dgrad_simt_128x32_f32(DGRAD_PARAMS)
+{
+    simt_dgrad<128, 32, 8, 4>(grad_y, y, w, grad_x, CONV_GEOMETRY, flags, hw_mul, hw_shift, w_mul, w_shift);
 }
 
 // ---------------------------------------------------------------- simt wgrad

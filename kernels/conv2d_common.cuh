@@ -9,6 +9,7 @@
 //                                     launcher computes (mul, shift) (dlgpu/cuda/conv2d.py:
 //                                     fast_divisor), so the kernels never divide in their loops
 //   conv_epilogue(v, k, bias, flags)  v + bias[k] (CONV_BIAS), then ReLU (CONV_RELU)
+//   ConvGeometry, CONV_GEOMETRY       the same parameters as one struct value
 //   InputGather                       one output pixel's view of x for the implicit GEMM: the
 //                                     element that filter tap kk = (c, r, s) meets, 0 in padding
 #pragma once
@@ -41,6 +42,13 @@ __device__ __forceinline__ float conv_epilogue(float v, int k, const float* bias
     return v;
 }
 
+// All of CONV_GEOMETRY_PARAMS in one value: `const ConvGeometry geo = CONV_GEOMETRY;`.
+struct ConvGeometry {
+    int N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
+    unsigned pq_mul, pq_shift, q_mul, q_shift, rs_mul, rs_shift, s_mul, s_shift;
+};
+#define CONV_GEOMETRY {CONV_GEOMETRY_ARGS}
+
 // ---------------------------------------------------------------- the implicit-GEMM A operand
 // Row m of the implicit matrix A (M = N*P*Q rows, C*R*S columns) is output pixel (n, p, q); its
 // column kk = (c, r, s) holds x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw], or 0 in the padding.
@@ -52,33 +60,33 @@ struct InputGather {
 
     __device__ __forceinline__ InputGather() : image(nullptr), h0(0), w0(0) {}
 
-    __device__ __forceinline__ InputGather(const float* x, int m, int M, CONV_GEOMETRY_PARAMS)
+    __device__ __forceinline__ InputGather(const float* x, int m, int M, const ConvGeometry& g)
     {
         if (m >= M) {
             image = nullptr;
             h0 = w0 = 0;
             return;
         }
-        const int n = fast_div(m, pq_mul, pq_shift);
-        const int pq = m - n * P * Q;
-        const int p = fast_div(pq, q_mul, q_shift);
-        const int q = pq - p * Q;
-        image = x + (long long)n * C * H * W;
-        h0 = p * stride_h - pad_h;
-        w0 = q * stride_w - pad_w;
+        const int n = fast_div(m, g.pq_mul, g.pq_shift);
+        const int pq = m - n * g.P * g.Q;
+        const int p = fast_div(pq, g.q_mul, g.q_shift);
+        const int q = pq - p * g.Q;
+        image = x + (long long)n * g.C * g.H * g.W;
+        h0 = p * g.stride_h - g.pad_h;
+        w0 = q * g.stride_w - g.pad_w;
     }
 
     // Column kk of this row (kk < C*R*S is the caller's business: pass valid = false past it).
-    __device__ __forceinline__ float at(int kk, bool valid, CONV_GEOMETRY_PARAMS) const
+    __device__ __forceinline__ float at(int kk, bool valid, const ConvGeometry& g) const
     {
         if (image == nullptr || !valid) return 0.0f;
-        const int c = fast_div(kk, rs_mul, rs_shift);
-        const int rs = kk - c * R * S;
-        const int r = fast_div(rs, s_mul, s_shift);
-        const int s = rs - r * S;
-        const int h = h0 + r * dil_h, w = w0 + s * dil_w;
+        const int c = fast_div(kk, g.rs_mul, g.rs_shift);
+        const int rs = kk - c * g.R * g.S;
+        const int r = fast_div(rs, g.s_mul, g.s_shift);
+        const int s = rs - r * g.S;
+        const int h = h0 + r * g.dil_h, w = w0 + s * g.dil_w;
         // One unsigned comparison per axis covers both h < 0 and h >= H.
-        if ((unsigned)h >= (unsigned)H || (unsigned)w >= (unsigned)W) return 0.0f;
-        return image[(c * H + h) * W + w];
+        if ((unsigned)h >= (unsigned)g.H || (unsigned)w >= (unsigned)g.W) return 0.0f;
+        return image[(c * g.H + h) * g.W + w];
     }
 };

@@ -86,9 +86,10 @@ __device__ __forceinline__ void tc_forward(const float* x, const float* w, const
     const int wm0 = (warp / WARPS_N) * MT * 16, wn0 = (warp % WARPS_N) * NT * 8;
 
     // ---- loader state: thread t gathers every tap of pixels t, t + THREADS, ...
+    const ConvGeometry geo = CONV_GEOMETRY;
     InputGather gather[A_ROWS];
     DLGPU_UNROLL
-    for (int i = 0; i < A_ROWS; ++i) gather[i] = InputGather(x, m0 + t + i * THREADS, M, CONV_GEOMETRY_ARGS);
+    for (int i = 0; i < A_ROWS; ++i) gather[i] = InputGather(x, m0 + t + i * THREADS, M, geo);
     const int b_tap = t % BK, b_channel = t / BK;
     float a_held[A_ROWS][BK], b_held[B_PER];
 
@@ -96,7 +97,7 @@ __device__ __forceinline__ void tc_forward(const float* x, const float* w, const
         DLGPU_UNROLL
         for (int kk = 0; kk < BK; ++kk)
             DLGPU_UNROLL
-            for (int i = 0; i < A_ROWS; ++i) a_held[i][kk] = gather[i].at(k0 + kk, k0 + kk < CRS, CONV_GEOMETRY_ARGS);
+            for (int i = 0; i < A_ROWS; ++i) a_held[i][kk] = gather[i].at(k0 + kk, k0 + kk < CRS, geo);
         DLGPU_UNROLL
         for (int j = 0; j < B_PER; ++j) {
             const int channel = n0 + b_channel + j * B_STEP, kk = k0 + b_tap;

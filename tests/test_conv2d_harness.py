@@ -56,19 +56,18 @@ CONFIGS = (
 )
 CONFIG_IDS = [c.id for c in CONFIGS]
 
-# (variant, precision, config name) for every registered forward combination.
-FORWARD_COMBOS = [
-    (name, precision, config.name if config else None)
-    for name, variant in conv.VARIANTS.items()
-    if "forward" in variant.passes
-    for precision in variant.passes["forward"]
-    for config in (conv.CONFIGS[name] or (None,))
-]
 
 
 def combos(pass_: str):
-    return [(name, precision) for name, variant in conv.VARIANTS.items() if pass_ in variant.passes
-            for precision in variant.passes[pass_]]
+    """(variant, precision, config name or None) for every registered combination of a pass."""
+    return [(name, precision, config.name if config else None)
+            for name, variant in conv.VARIANTS.items() if pass_ in variant.passes
+            for precision in variant.passes[pass_]
+            for config in (conv.configs_for(name, pass_) or (None,))]
+
+
+def combo_ids(pass_: str):
+    return [f"{v}-{p}-{c or 'any'}" for v, p, c in combos(pass_)]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -103,8 +102,7 @@ def ran(executor, family: str, kernel: str) -> None:
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
-@pytest.mark.parametrize(("variant", "precision", "tile"), FORWARD_COMBOS,
-                         ids=[f"{v}-{p}-{t or 'any'}" for v, p, t in FORWARD_COMBOS])
+@pytest.mark.parametrize(("variant", "precision", "tile"), combos("forward"), ids=combo_ids("forward"))
 def test_forward_matches_the_reference(variant, precision, tile, config, plain, rng):
     for relu, with_bias in ((True, True), (False, False)):
         x, weight, bias, _, _ = inputs(rng, config, relu=relu)
@@ -140,22 +138,24 @@ def test_the_simt_one_by_one_kernel_runs_for_one_by_one_filters(plain, rng):
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
-@pytest.mark.parametrize(("variant", "precision"), combos("dgrad"), ids=[f"{v}-{p}" for v, p in combos("dgrad")])
-def test_dgrad_matches_the_reference(variant, precision, config, plain, rng):
+@pytest.mark.parametrize(("variant", "precision", "tile"), combos("dgrad"), ids=combo_ids("dgrad"))
+def test_dgrad_matches_the_reference(variant, precision, tile, config, plain, rng):
     x, weight, bias, y, grad_y = inputs(rng, config, relu=True)
     for mask in (y, None):
         activation = "relu" if mask is not None else None
         expected = ref.conv2d_backward(grad_y, x, weight, y=mask, activation=activation, **config.geometry())[0]
         out = np.full(x.shape, np.nan, np.float32)
         grad_x = conv.dgrad(grad_y, weight, x.shape, mask=mask, precision=precision, out=out, variant=variant,
-                            executor=plain, **config.geometry())
+                            config=tile, executor=plain, **config.geometry())
         assert grad_x is out
+        kernel = f"conv2d_dgrad_simt_{tile}_f32" if variant == "simt" else "conv2d_dgrad_naive_f32"
+        ran(plain, "conv2d", kernel)
         assert_close(grad_x, expected, dtype=np.float32, precision=precision)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
-@pytest.mark.parametrize(("variant", "precision"), combos("wgrad"), ids=[f"{v}-{p}" for v, p in combos("wgrad")])
-def test_wgrad_matches_the_reference(variant, precision, config, plain, rng):
+@pytest.mark.parametrize(("variant", "precision", "tile"), combos("wgrad"), ids=combo_ids("wgrad"))
+def test_wgrad_matches_the_reference(variant, precision, tile, config, plain, rng):
     x, weight, bias, y, grad_y = inputs(rng, config, relu=True)
     # simt: the default split count, and a forced three-way split (the fixed-order second pass).
     for mask, splits in ((y, None), (None, 3 if variant == "simt" else None)):
@@ -249,9 +249,13 @@ def test_forward_choice_by_precision_and_shape():
 def test_backward_choice_falls_back_to_exact_kernels():
     g = g_of((32, 64, 56, 56), (64, 64, 3, 3), padding=(1, 1))
     for precision in ("ieee", "tf32", "bf16", "fp16"):
-        assert conv.choose_dgrad(g, precision, sms=132).kernel == "conv2d_dgrad_naive_f32"
+        assert conv.choose_dgrad(g, precision, sms=132).kernel == "conv2d_dgrad_simt_128x64_f32"
         assert conv.choose_wgrad(g, precision, sms=132).kernel == "conv2d_wgrad_simt_f32"
     assert conv.choose_wgrad(g, "ieee", sms=132, variant="naive").kernel == "conv2d_wgrad_naive_f32"
+    assert conv.choose_dgrad(g, "ieee", sms=132, variant="naive").kernel == "conv2d_dgrad_naive_f32"
+    first_layer = g_of((32, 3, 224, 224), (64, 3, 7, 7), stride=(2, 2), padding=(3, 3))
+    plan = conv.choose_dgrad(first_layer, "ieee", sms=132)  # columns are the 3 input channels
+    assert plan.kernel == "conv2d_dgrad_simt_128x32_f32" and plan.grid == (1, 32 * 224 * 224 // 128, 1)
 
 
 def test_wgrad_splits_depend_on_the_shape_only():
@@ -274,7 +278,7 @@ def test_bad_requests_are_refused():
     with pytest.raises(ArgumentError, match="variant must be one of"):
         conv.choose_forward(g, "ieee", sms=1, variant="fast")
     with pytest.raises(ArgumentError, match="has no dgrad kernel"):
-        conv.choose_dgrad(g, "ieee", sms=1, variant="tc")
+        conv.choose_dgrad(g, "tf32", sms=1, variant="tc")
     with pytest.raises(ArgumentError, match="computes forward at"):
         conv.choose_forward(g, "ieee", sms=1, variant="tc")
     with pytest.raises(ArgumentError, match="config must be one of"):

@@ -296,7 +296,7 @@ def check_conv2d_naive(executor, rng):
 
 def check_conv2d_simt(executor, rng):
     # Under the sanitizers (slow thread start-up) each kernel runs once: the general kernels on the
-    # strided case, the 1x1 kernels on the 1x1 case, wgrad's split and finish on the first.
+    # strided case, the 1x1 kernels on the 1x1 case, dgrad and wgrad's split and finish on the first.
     for index, (x_shape, w_shape, *pairs) in enumerate(CONV_CASES):
         geometry = conv_geometry(*pairs)
         x, weight, bias, y, grad_y = conv_inputs(rng, x_shape, w_shape, geometry)
@@ -306,10 +306,13 @@ def check_conv2d_simt(executor, rng):
             assert_close(out, y)
         if index > 0 and executor.mode != "plain":
             continue
-        expected = ref.conv2d_backward(grad_y, x, weight, y=y, activation="relu", **geometry)[1]
+        expected = ref.conv2d_backward(grad_y, x, weight, y=y, activation="relu", **geometry)
+        for config in cuda_conv2d.SIMT_CONFIGS:
+            assert_close(cuda_conv2d.dgrad(grad_y, weight, x.shape, mask=y, variant="simt", config=config.name,
+                                           executor=executor, **geometry), expected[0])
         for splits in (1, 2):
             assert_close(cuda_conv2d.wgrad(grad_y, x, weight.shape, mask=y, variant="simt", splits=splits,
-                                           executor=executor, **geometry), expected)
+                                           executor=executor, **geometry), expected[1])
 
 
 def check_conv2d_tc(executor, rng):
@@ -360,7 +363,8 @@ CASES = (
     Case("conv2d_naive", "conv2d", ("conv2d_fwd_naive_f32", "conv2d_dgrad_naive_f32", "conv2d_wgrad_naive_f32"),
          check_conv2d_naive),
     Case("conv2d_simt", "conv2d",
-         (*(f"conv2d_fwd_simt_{c.name}{s}_f32" for c in cuda_conv2d.SIMT_CONFIGS for s in ("", "_1x1")),
+         (*(f"conv2d_{p}_simt_{c.name}{s}_f32" for c in cuda_conv2d.SIMT_CONFIGS
+            for p, s in (("fwd", ""), ("fwd", "_1x1"), ("dgrad", ""))),
           "conv2d_wgrad_simt_f32", "conv2d_wgrad_finish_f32"),
          check_conv2d_simt),
     Case("conv2d_tc", "conv2d_tc", tuple(f"conv2d_fwd_tc_{c.name}_f32" for c in cuda_conv2d.TC_CONFIGS),

@@ -16,12 +16,12 @@ Variants live in :data:`VARIANTS`, the one registry that tests and benchmarks re
 names the passes it implements and the precisions it computes per pass:
 
 - ``naive``: one thread per output element, every pass, exact fp32; the GPU-side oracle.
-- ``simt``: implicit GEMM on CUDA cores (forward, wgrad), exact fp32.
+- ``simt``: implicit GEMM on CUDA cores, every pass, exact fp32.
 - ``tc``: implicit GEMM on tensor cores (forward) through mma.sync: tf32, bf16, fp16
   operands, fp32 accumulation.
 
 A pass asked for at a precision no variant of it computes runs in exact fp32 (more
-accurate than asked): dgrad has only the naive kernel so far, wgrad no tensor-core one.
+accurate than asked): dgrad and wgrad have no tensor-core kernel yet.
 :func:`choose` picks the variant and configuration; plain Python, tested on the CPU.
 """
 
@@ -60,7 +60,7 @@ class Variant:
 VARIANTS: dict[str, Variant] = {
     "naive": Variant("naive", "conv2d", {p: ("ieee",) for p in PASSES},
                      "one thread per output element, any shape; the GPU oracle"),
-    "simt": Variant("simt", "conv2d", {"forward": ("ieee",), "wgrad": ("ieee",)},
+    "simt": Variant("simt", "conv2d", {p: ("ieee",) for p in PASSES},
                     "implicit GEMM on CUDA cores, exact fp32; wgrad split over pixels, fixed-order combine"),
     "tc": Variant("tc", "conv2d_tc", {"forward": ("tf32", "bf16", "fp16")},
                   "implicit GEMM on tensor cores (mma.sync), fp32 accumulation"),
@@ -88,6 +88,13 @@ TC_CONFIGS = (
     TileConfig("64x32", 64, 32, 64),
 )
 CONFIGS: dict[str, tuple[TileConfig, ...]] = {"naive": (), "simt": SIMT_CONFIGS, "tc": TC_CONFIGS}
+
+
+def configs_for(variant: str, pass_: str) -> tuple[TileConfig, ...]:
+    """The tile configurations a variant offers for a pass (wgrad's simt kernel has one fixed tile)."""
+    return () if pass_ == "wgrad" else CONFIGS[variant]
+
+
 # kernels/conv2d_tc.cu's build define for each precision.
 TC_PRECISION_DEFINE = {"tf32": "0", "bf16": "1", "fp16": "2"}
 TC_BK = 16  # kernels/conv2d_tc.cu: taps per tile
@@ -258,11 +265,16 @@ def choose_forward(g: Geometry, precision: str, *, sms: int, variant=None, confi
     return Plan("tc", chosen, kernel, grid, (chosen.threads, 1, 1), tc_shared_bytes(chosen), defines)
 
 
-def choose_dgrad(g: Geometry, precision: str, *, sms: int, variant=None) -> Plan:
+def choose_dgrad(g: Geometry, precision: str, *, sms: int, variant=None, config=None) -> Plan:
     variant = _resolve("dgrad", precision, variant)
-    total = g.N * g.C * g.H * g.W
-    blocks = min(math.ceil(total / NAIVE_BLOCK), 8 * sms)
-    return Plan("naive", None, "conv2d_dgrad_naive_f32", (blocks, 1, 1), (NAIVE_BLOCK, 1, 1))
+    if variant == "naive":
+        total = g.N * g.C * g.H * g.W
+        blocks = min(math.ceil(total / NAIVE_BLOCK), 8 * sms)
+        return Plan("naive", None, "conv2d_dgrad_naive_f32", (blocks, 1, 1), (NAIVE_BLOCK, 1, 1))
+    # The product's columns are the input channels C.
+    chosen = _config(SIMT_CONFIGS, config) or _pick_forward_config(SIMT_CONFIGS, g.C)
+    grid = (math.ceil(g.C / chosen.block_n), math.ceil(g.N * g.H * g.W / chosen.block_m), 1)
+    return Plan("simt", chosen, f"conv2d_dgrad_simt_{chosen.name}_f32", grid, (chosen.threads, 1, 1))
 
 
 def wgrad_splits(g: Geometry) -> tuple[int, int]:
@@ -334,7 +346,7 @@ def forward(x, weight, bias=None, *, stride=(1, 1), padding=(0, 0), dilation=(1,
 
 
 def dgrad(grad_y, weight, x_shape, *, mask=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
-          precision="ieee", out=None, variant=None, executor=None):
+          precision="ieee", out=None, variant=None, config=None, executor=None):
     """grad_x (N, C, H, W) float32 from grad_y (N, K, P, Q), masked by (mask > 0) when mask (y) is given."""
     executor = resolve_executor(executor)
     op = "conv2d_backward"
@@ -342,9 +354,12 @@ def dgrad(grad_y, weight, x_shape, *, mask=None, stride=(1, 1), padding=(0, 0), 
     g = geometry(op, x_shape, weight.shape, stride, padding, dilation)
     _check_grad_y(op, g, grad_y, mask)
     grad_x = _out(op, executor, out, (g.N, g.C, g.H, g.W))
-    plan = choose_dgrad(g, precision, sms=_sms(executor), variant=variant)
+    plan = choose_dgrad(g, precision, sms=_sms(executor), variant=variant, config=config)
+    assert plan.grid[1] <= MAX_GRID_Y, f"{op}: {g.N * g.H * g.W} input pixels need {plan.grid[1]} block rows"
     flags = FLAG_MASK if mask is not None else 0
     args = (grad_y, mask if mask is not None else grad_y, weight, grad_x, *g.args(), np.int32(flags))
+    if plan.variant == "simt":
+        args += tuple(np.uint32(v) for d in (g.H * g.W, g.W) for v in fast_divisor(d))
     executor.launch(Launch("conv2d", plan.kernel, plan.grid, plan.block, args))
     return grad_x
 
