@@ -371,3 +371,166 @@ def test_profile_is_chosen_by_the_environment():
     assert settings.get_profile("ci").max_examples >= 25
     assert settings.get_profile("gpu").max_examples >= 200
     assert OP_SETTINGS.max_examples == settings.get_profile(PROFILE).max_examples
+
+
+# ---------------------------------------------------------------------------
+# NaN and +-inf: propagated exactly as the reference propagates them
+# ---------------------------------------------------------------------------
+
+
+# NumPy warns when arithmetic meets NaN or inf (in the reference and in the CPU backend's NumPy calls); here that is the point.
+_INVALID_OK = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+
+
+def with_specials(rng, shape, dtype, count):
+    """Standard-normal data with ``count`` entries replaced by NaN, +inf or -inf."""
+    x = random_array(rng, shape, dtype)
+    flat = x.reshape(-1)
+    where = rng.choice(flat.size, size=min(count, flat.size), replace=False)
+    flat[where] = rng.choice(np.array([np.nan, np.inf, -np.inf], dtype), size=where.size)
+    return x
+
+
+def assert_same_specials(out, ref, *, dtype, elementwise=False):
+    """NaN where the reference has NaN, the same infinities, and the finite rest within tolerance."""
+    got = to_numpy(out).astype(np.float64)
+    ref = np.asarray(ref, np.float64)
+    assert got.shape == ref.shape
+    for name, mask in (("NaN", np.isnan), ("+inf", np.isposinf), ("-inf", np.isneginf)):
+        differ = mask(got) != mask(ref)
+        assert not differ.any(), (
+            f"{name} differs at {int(differ.sum())} of {got.size} positions, e.g. index "
+            f"{np.unravel_index(int(np.argmax(differ)), got.shape)}: got {got[differ][0]}, reference {ref[differ][0]}"
+        )
+    finite = np.isfinite(ref)
+    if finite.any():
+        assert_close(got[finite], ref[finite], dtype=dtype, elementwise=elementwise)
+
+
+@_INVALID_OK
+@backends()
+@pytest.mark.parametrize("name", UNARY)
+@OP_SETTINGS
+@given(data=st.data())
+def test_activation_specials_match_reference(backend, name, data):
+    rng, dtype, _ = data.draw(common(backend))
+    shape = data.draw(shapes)
+    x = with_specials(rng, shape, dtype, data.draw(st.integers(1, 4)))
+    assert_same_specials(getattr(F, name)(backend.put(x)), getattr(R, name)(x), dtype=dtype, elementwise=True)
+    y = getattr(R, name)(x).astype(dtype)
+    grad_y = with_specials(rng, shape, dtype, data.draw(st.integers(0, 2)))
+    got = getattr(F, f"{name}_backward")(backend.put(grad_y), backend.put(y))
+    assert_same_specials(got, getattr(R, f"{name}_backward")(grad_y, y), dtype=dtype, elementwise=True)
+
+
+@_INVALID_OK
+@backends()
+@OP_SETTINGS
+@given(data=st.data())
+def test_max_pool2d_specials_match_reference(backend, data):
+    rng, dtype, x, hyper = data.draw(pool_case(backend))
+    x = with_specials(rng, x.shape, dtype, data.draw(st.integers(1, 6)))
+    y, argmax = F.max_pool2d(backend.put(x), hyper["kernel_size"], stride=hyper["stride"], padding=hyper["padding"])
+    ref_y, ref_argmax = R.max_pool2d(x, hyper["kernel_size"], stride=hyper["stride"], padding=hyper["padding"])
+    assert_same_specials(y, ref_y, dtype=dtype, elementwise=True)
+    np.testing.assert_array_equal(to_numpy(argmax), ref_argmax)
+
+
+@_INVALID_OK
+@backends()
+@OP_SETTINGS
+@given(data=st.data())
+def test_softmax_cross_entropy_specials_match_reference(backend, data):
+    dtype, logits, labels = data.draw(softmax_case(backend))
+    logits = with_specials(np.random.default_rng(data.draw(st.integers(0, 2**32 - 1))), logits.shape, dtype,
+                           data.draw(st.integers(1, 3)))
+    loss, probs = F.softmax_cross_entropy(backend.put(logits), backend.put(labels))
+    ref_loss, ref_probs = R.softmax_cross_entropy(logits, labels)
+    assert_same_specials(loss, ref_loss, dtype=dtype)
+    assert_same_specials(probs, ref_probs, dtype=dtype)
+
+
+@_INVALID_OK
+@backends()
+@OP_SETTINGS
+@given(data=st.data())
+def test_matmul_specials_match_reference(backend, data):
+    rng, dtype, _ = data.draw(common(backend))
+    m, k, n = data.draw(dims), data.draw(dims), data.draw(dims)
+    a = with_specials(rng, (m, k), dtype, data.draw(st.integers(0, 3)))
+    b = with_specials(rng, (k, n), dtype, data.draw(st.integers(0, 3)))
+    assert_same_specials(F.matmul(backend.put(a), backend.put(b)), R.matmul(a, b), dtype=dtype)
+
+
+@_INVALID_OK
+@backends(pending=True)
+@OP_SETTINGS
+@given(data=st.data())
+def test_conv2d_specials_match_reference(backend, data):
+    rng, dtype, _, x, w, b, hyper = data.draw(conv_case(backend))
+    x = with_specials(rng, x.shape, dtype, data.draw(st.integers(1, 3)))
+    y = F.conv2d(backend.put(x), backend.put(w), backend.put(b), **hyper)
+    assert_same_specials(y, R.conv2d(x, w, b, **hyper), dtype=dtype)
+
+
+@st.composite
+def winograd_case(draw, backend, specials):
+    """3x3, stride 1, >= 16 channels: the shape class the CPU backend computes by Winograd F(2x2,3x3)."""
+    rng, dtype, _ = draw(common(backend))
+    n, c, k = draw(st.integers(1, 2)), draw(st.integers(16, 20)), draw(st.integers(1, 8))
+    h, w = draw(st.integers(3, 9)), draw(st.integers(3, 9))
+    x = random_array(rng, (n, c, h, w), dtype)
+    flat = x.reshape(-1)
+    flat[rng.choice(flat.size, size=draw(st.integers(1, 3)), replace=False)] = rng.choice(np.array(specials, dtype))
+    return dtype, x, random_array(rng, (k, c, 3, 3), dtype), draw(st.integers(0, 1))
+
+
+@_INVALID_OK
+@backends(pending=True)
+@OP_SETTINGS
+@given(data=st.data())
+def test_conv2d_winograd_shapes_propagate_nan(backend, data):
+    dtype, x, w, padding = data.draw(winograd_case(backend, [np.nan]))
+    y = F.conv2d(backend.put(x), backend.put(w), padding=padding)
+    assert_same_specials(y, R.conv2d(x, w, padding=padding), dtype=dtype)
+
+
+# Found by the test below: the CPU backend's Winograd F(2x2,3x3) path turns an infinite input into NaN in
+# outputs where direct convolution (the reference) gives +-inf (inf - inf inside the tile transforms).
+# Strict: once dlgpu/cpu/conv2d.py keeps infinities, this XPASSes and the marker must go.
+_WINOGRAD_INF = pytest.mark.xfail(
+    strict=True, raises=AssertionError, reason="CPU Winograd conv2d turns +-inf inputs into NaN outputs"
+)
+
+
+@_INVALID_OK
+@pytest.mark.parametrize(
+    "backend",
+    [pytest.param(Backend("cpu"), marks=_WINOGRAD_INF),
+     pytest.param(Backend("gpu"), marks=[pytest.mark.gpu, _GPU_PENDING])],
+    ids=["cpu", "gpu"],
+)
+@OP_SETTINGS
+@given(data=st.data())
+def test_conv2d_winograd_shapes_keep_infinities(backend, data):
+    dtype, x, w, padding = data.draw(winograd_case(backend, [np.inf, -np.inf]))
+    y = F.conv2d(backend.put(x), backend.put(w), padding=padding)
+    assert_same_specials(y, R.conv2d(x, w, padding=padding), dtype=dtype)
+
+
+@_INVALID_OK
+@backends()
+@OP_SETTINGS
+@given(data=st.data())
+def test_sgd_step_specials_match_reference(backend, data):
+    rng, dtype, _ = data.draw(common(backend))
+    shape = data.draw(shapes)
+    param = random_array(rng, shape, dtype)
+    grad = with_specials(rng, shape, dtype, data.draw(st.integers(1, 3)))
+    velocity = random_array(rng, shape, dtype)
+    ref_param, ref_velocity = param.copy(), velocity.copy()
+    R.sgd_step(ref_param, grad, ref_velocity, lr=0.1, momentum=0.9, weight_decay=0.01)
+    p, v = backend.put(param), backend.put(velocity)
+    F.sgd_step(p, backend.put(grad), v, lr=0.1, momentum=0.9, weight_decay=0.01)
+    assert_same_specials(p, ref_param, dtype=dtype, elementwise=True)
+    assert_same_specials(v, ref_velocity, dtype=dtype, elementwise=True)
