@@ -191,7 +191,8 @@ def stream_handle(op: str, stream) -> int:
 
 def cupy_stream(op: str, stream, cupy):
     """A CuPy stream object for ``stream`` (CuPy's own streams pass through)."""
-    if isinstance(stream, cupy.cuda.Stream) or type(stream).__name__ == "ExternalStream":
+    base = getattr(cupy.cuda, "BaseStream", None) or getattr(cupy.cuda.stream, "BaseStream", cupy.cuda.Stream)
+    if isinstance(stream, (base, cupy.cuda.Stream, cupy.cuda.ExternalStream)):
         return stream
     return cupy.cuda.ExternalStream(stream_handle(op, stream))
 

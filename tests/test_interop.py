@@ -362,3 +362,69 @@ def test_gpu_op_on_a_stream_runs_after_the_producers_pending_work(rng):
     z = F.relu(product, stream=producer.ptr)
     producer.synchronize()
     assert_close(z, cupy.asnumpy(y), dtype=np.float32, elementwise=True)
+
+
+# ---------------------------------------------------------------------------
+# threads
+# ---------------------------------------------------------------------------
+
+
+def _thread_work(rng, xp=np):
+    """Inputs and expected outputs for a mix of ops (conv2d keeps per-thread workspaces on the CPU)."""
+    x, w = random_array(rng, (2, 16, 10, 10)), random_array(rng, (8, 16, 3, 3))
+    a, b = random_array(rng, (33, 65)), random_array(rng, (65, 17))
+    logits, labels = random_array(rng, (9, 13)), rng.integers(0, 13, 9).astype(np.int32)
+    expected = (R.conv2d(x, w, padding=1), R.matmul(a, b), R.softmax_cross_entropy(logits, labels)[1])
+    inputs = tuple(xp.asarray(v) for v in (x, w, a, b, logits, labels))
+    return inputs, expected
+
+
+def _run_threads(jobs, worker):
+    import threading
+
+    errors = []
+
+    def guarded(job):
+        try:
+            worker(job)
+        except BaseException as exc:  # reported below, with the thread's failure
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(job,)) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors[0]
+
+
+def test_two_threads_calling_ops_concurrently_get_their_own_answers(rng):
+    jobs = [_thread_work(rng) for _ in range(2)]
+
+    def worker(job):
+        (x, w, a, b, logits, labels), (conv_ref, mm_ref, probs_ref) = job
+        for _ in range(5):
+            assert_close(F.conv2d(x, w, padding=1), conv_ref, dtype=np.float32)
+            assert_close(F.matmul(a, b), mm_ref, dtype=np.float32)
+            assert_close(F.softmax_cross_entropy(logits, labels)[1], probs_ref, dtype=np.float32)
+
+    _run_threads(jobs, worker)
+
+
+@pytest.mark.gpu
+def test_gpu_two_threads_on_their_own_streams(rng):
+    import cupy
+
+    jobs = [_thread_work(rng, cupy) for _ in range(2)]
+
+    def worker(job):
+        (x, w, a, b, logits, labels), (_, mm_ref, probs_ref) = job
+        stream = cupy.cuda.Stream(non_blocking=True)
+        for _ in range(10):
+            c = F.matmul(a, b, stream=stream)
+            probs = F.softmax_cross_entropy(logits, labels, stream=stream)[1]
+        stream.synchronize()
+        assert_close(c, mm_ref, dtype=np.float32)
+        assert_close(probs, probs_ref, dtype=np.float32)
+
+    _run_threads(jobs, worker)

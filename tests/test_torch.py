@@ -333,3 +333,10 @@ def test_cuda_op_runs_after_the_producers_pending_work_on_a_torch_stream(gen):
         ours = F.relu(produced)  # runs on torch.cuda.current_stream() == side
     side.synchronize()
     torch.testing.assert_close(ours, torch.relu(base @ base))
+
+
+def test_the_module_docstring_example_runs():
+    import doctest
+
+    result = doctest.testmod(dt, verbose=False)
+    assert result.attempted >= 2 and result.failed == 0
