@@ -347,6 +347,7 @@ def test_gpu_ops_on_two_streams_do_not_interfere(rng):
 
 
 @pytest.mark.gpu
+@pytest.mark.slow  # long pending work on purpose; not under the sanitizers
 def test_gpu_op_on_a_stream_runs_after_the_producers_pending_work(rng):
     import cupy
 

@@ -60,8 +60,12 @@ class Backend:
         return cupy.asarray(array)
 
 
+# The GPU variants are also `slow`: hundreds of examples each, kept out of the sanitizer passes.
+_GPU = [pytest.mark.gpu, pytest.mark.slow]
+
+
 def backends(pending: bool = False):
-    gpu_marks = [pytest.mark.gpu] + ([_GPU_PENDING] if pending else [])
+    gpu_marks = _GPU + ([_GPU_PENDING] if pending else [])
     return pytest.mark.parametrize(
         "backend", [Backend("cpu"), pytest.param(Backend("gpu"), marks=gpu_marks)], ids=["cpu", "gpu"]
     )
@@ -507,7 +511,7 @@ _WINOGRAD_INF = pytest.mark.xfail(
 @pytest.mark.parametrize(
     "backend",
     [pytest.param(Backend("cpu"), marks=_WINOGRAD_INF),
-     pytest.param(Backend("gpu"), marks=[pytest.mark.gpu, _GPU_PENDING])],
+     pytest.param(Backend("gpu"), marks=[*_GPU, _GPU_PENDING])],
     ids=["cpu", "gpu"],
 )
 @OP_SETTINGS

@@ -323,6 +323,7 @@ def test_cuda_modules_backward_matches_torch(gen):
 
 
 @pytest.mark.gpu
+@pytest.mark.slow  # long pending work on purpose; not under the sanitizers
 def test_cuda_op_runs_after_the_producers_pending_work_on_a_torch_stream(gen):
     dev = _cuda()
     side = torch.cuda.Stream()
