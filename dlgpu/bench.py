@@ -42,7 +42,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-FAMILIES = ("elementwise", "softmax", "pool", "gemm")
+FAMILIES = ("elementwise", "softmax", "pool", "gemm", "conv2d")
 
 NO_GPU_MESSAGE = "no GPU found: benchmarking the CPU backend against the reference"
 
@@ -857,6 +857,142 @@ GEMM_CASES: tuple[Case, ...] = (
     _gemm_case((128, 512, 784), "simt"),
 )
 
+# -- conv2d: our kernels (dlgpu.cuda.conv2d, the default variant for the precision) against cuDNN -----------
+
+# The issue's layers: (name, x (N, C, H, W), w (K, C, R, S), stride, padding).
+CONV2D_LAYERS = (
+    ("resnet50-conv1", (32, 3, 224, 224), (64, 3, 7, 7), 2, 3),
+    ("resnet50-3x3-64", (32, 64, 56, 56), (64, 64, 3, 3), 1, 1),
+    ("resnet50-3x3-128", (32, 128, 28, 28), (128, 128, 3, 3), 1, 1),
+    ("resnet50-1x1-256", (32, 256, 56, 56), (64, 256, 1, 1), 1, 0),
+    ("resnet50-3x3-512-b32", (32, 512, 7, 7), (512, 512, 3, 3), 1, 1),
+    ("resnet50-3x3-512-b128", (128, 512, 7, 7), (512, 512, 3, 3), 1, 1),
+    ("lenet-c1", (256, 1, 28, 28), (6, 1, 5, 5), 1, 0),
+    ("lenet-c3", (256, 6, 14, 14), (16, 6, 5, 5), 1, 0),
+)
+CONV2D_NOT_ON_CPU = "GPU-only: dlgpu's convolution kernels against cuDNN (the CPU backend's is NumPy/numba)"
+
+
+def _conv2d_module():
+    return importlib.import_module("dlgpu.cuda.conv2d")
+
+
+def _conv2d_geometry(shape):
+    """shape = (N, C, H, W, K, R, S, stride, padding) -> (x shape, w shape, y shape, stride, padding)."""
+    n, c, h, w, k, r, s, stride, padding = shape
+    p = (h + 2 * padding - r) // stride + 1
+    q = (w + 2 * padding - s) // stride + 1
+    return (n, c, h, w), (k, c, r, s), (n, k, p, q), stride, padding
+
+
+def _conv2d_inputs(xp, shape, seed):
+    x_shape, w_shape, y_shape, _, _ = _conv2d_geometry(shape)
+    return {"x": _randn(xp, x_shape, seed), "w": _randn(xp, w_shape, seed + 1), "b": _randn(xp, w_shape[:1], seed + 2),
+            "grad_y": _randn(xp, y_shape, seed + 3), "out": xp.empty(y_shape, dtype=np.float32)}
+
+
+def _conv2d_dlgpu(pass_: str, precision: str):
+    def run(d):
+        _, w_shape, _, stride, padding = _conv2d_geometry(d["shape"])
+        geo = {"stride": (stride, stride), "padding": (padding, padding), "dilation": (1, 1), "precision": precision}
+        conv = _conv2d_module()
+        if pass_ == "forward":
+            return conv.forward(d["x"], d["w"], out=d["out"], **geo)
+        if pass_ == "bias+relu":
+            return _functional().conv2d(d["x"], d["w"], d["b"], stride=stride, padding=padding, activation="relu",
+                                        precision=precision)
+        if pass_ == "dgrad":
+            return conv.dgrad(d["grad_y"], d["w"], d["x"].shape, **geo)
+        return conv.wgrad(d["grad_y"], d["x"], w_shape, **geo)
+
+    return run
+
+
+_TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def _conv2d_torch(pass_: str, precision: str):
+    """cuDNN through PyTorch in the same precision: TF32 off for "ieee", on for "tf32", 16-bit tensors
+    (cast once, before timing) for bf16/fp16.  bias+relu: convolution, then a separate bias add and ReLU."""
+
+    def run(torch, d):
+        _, w_shape, _, stride, padding = _conv2d_geometry(d["shape"])
+        torch.backends.cudnn.allow_tf32 = precision == "tf32"
+        if "_t" not in d:
+            dtype = getattr(torch, _TORCH_DTYPES.get(precision, "float32"))
+            d["_t"] = {name: _torch_view(torch, d[name]).to(dtype) for name in ("x", "w", "b", "grad_y")}
+        t = d["_t"]
+        if pass_ == "forward":
+            return torch.nn.functional.conv2d(t["x"], t["w"], stride=stride, padding=padding)
+        if pass_ == "bias+relu":
+            y = torch.nn.functional.conv2d(t["x"], t["w"], stride=stride, padding=padding)
+            y += t["b"][:, None, None]
+            return y.relu_()
+        if pass_ == "dgrad":
+            return torch.nn.grad.conv2d_input(t["x"].shape, t["w"], t["grad_y"], stride=stride, padding=padding)
+        return torch.nn.grad.conv2d_weight(t["x"], w_shape, t["grad_y"], stride=stride, padding=padding)
+
+    return run
+
+
+def _conv2d_cupy(precision: str):
+    """Where PyTorch is absent: the forward through CuPy's cuDNN wrapper (fp32 tensors; TF32 by tensor_core)."""
+
+    def run(xp, d):
+        from cupyx import cudnn
+
+        _, _, _, stride, padding = _conv2d_geometry(d["shape"])
+        cudnn.convolution_forward(d["x"], d["w"], None, d["out"], (padding, padding), (stride, stride), (1, 1), 1,
+                                  auto_tune=False, tensor_core="always" if precision == "tf32" else "never")
+        return d["out"]
+
+    return run
+
+
+def _conv2d_flops(shape) -> int:
+    _, w_shape, y_shape, _, _ = _conv2d_geometry(shape)
+    return 2 * _prod(y_shape) * _prod(w_shape[1:])
+
+
+def _conv2d_bytes(shape) -> int:
+    x_shape, w_shape, y_shape, _, _ = _conv2d_geometry(shape)
+    return _f32(_prod(x_shape) + _prod(w_shape) + _prod(y_shape))
+
+
+def _conv2d_label(shape) -> str:
+    n, c, h, w, k, r, s, stride, padding = shape
+    return f"{n}x{c}x{h}x{w} k{k} {r}x{s}/{stride} p{padding}"
+
+
+def _conv2d_case(layer, pass_: str, precision: str = "ieee") -> Case:
+    name, x_shape, w_shape, stride, padding = layer
+    shape = (*x_shape, w_shape[0], *w_shape[2:], stride, padding)
+
+    def make(xp, shape_, seed):
+        return {**_conv2d_inputs(xp, shape_, seed), "shape": shape_}
+
+    op = {"forward": "conv2d", "bias+relu": "conv2d", "dgrad": "conv2d_dgrad", "wgrad": "conv2d_wgrad"}[pass_]
+    variant = f"{name}-{precision}" + ("-bias+relu" if pass_ == "bias+relu" else "")
+    return Case(
+        family="conv2d", op=op, variant=variant,
+        shapes={"gpu": shape, "cpu": shape, "cpu_quick": shape},
+        make_inputs=make,
+        run=_conv2d_dlgpu(pass_, precision),
+        torch_baseline=_conv2d_torch(pass_, precision),
+        xp_baseline=_conv2d_cupy(precision) if pass_ == "forward" and precision in ("ieee", "tf32") else None,
+        bytes_moved=_conv2d_bytes, flops=_conv2d_flops, bound="compute", precision=precision,
+        shape_label=_conv2d_label, unavailable=lambda backend: None if backend == "cuda" else CONV2D_NOT_ON_CPU,
+        note="baseline: cuDNN through PyTorch (CuPy's cuDNN for the forward without PyTorch), same precision"
+             + ("; dlgpu one launch, baseline convolution + bias add + ReLU" if pass_ == "bias+relu" else ""),
+    )
+
+
+CONV2D_CASES: tuple[Case, ...] = (
+    *(_conv2d_case(layer, "forward", p) for p in ("ieee", "tf32", "bf16") for layer in CONV2D_LAYERS),
+    *(_conv2d_case(layer, "bias+relu") for layer in CONV2D_LAYERS),
+    *(_conv2d_case(layer, pass_) for pass_ in ("dgrad", "wgrad") for layer in CONV2D_LAYERS),
+)
+
 _N_ELEM = (1 << 26,)
 _N_ELEM_CPU = (1 << 22,)
 _N_ELEM_CPU_QUICK = (1 << 20,)
@@ -953,6 +1089,7 @@ CASES: tuple[Case, ...] = (
         shape_label=_pool_label,
     ),
     *GEMM_CASES,
+    *CONV2D_CASES,
 )
 
 
