@@ -245,6 +245,26 @@ def test_winograd_dispatch():
     assert not applies((16, 16, 3, 3), (1, 1), (1, 1), "tf32")
 
 
+@pytest.mark.parametrize("special", [np.inf, -np.inf, np.nan])
+def test_winograd_shapes_keep_specials_like_direct_convolution(rng, special):
+    # The Winograd transforms would turn inf into NaN and spread NaN across a tile;
+    # non-finite inputs take the im2col path, whose specials match the reference's.
+    x = random_array(rng, (1, 16, 6, 7), np.float32)
+    x[0, 3, 2, 4] = special
+    weight = random_array(rng, (8, 16, 3, 3), np.float32)
+    y = F.conv2d(x, weight, padding=1)
+    y_ref = R.conv2d(x, weight, padding=1)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(y_ref))
+    np.testing.assert_array_equal(np.isposinf(y), np.isposinf(y_ref))
+    finite = np.isfinite(y_ref)
+    assert_close(y[finite], y_ref[finite], dtype=np.float32)
+    grad_y = random_array(rng, y.shape, np.float32)
+    grads = F.conv2d_backward(grad_y, x, weight, padding=1)
+    refs = R.conv2d_backward(grad_y, x, weight, padding=1)
+    for got, ref in zip(grads, refs):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+
+
 def test_conv2d_relu_mask_is_applied(rng):
     x = random_array(rng, (2, 3, 8, 8), np.float32)
     weight = random_array(rng, (4, 3, 3, 3), np.float32)

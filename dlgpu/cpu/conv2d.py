@@ -182,7 +182,10 @@ def _gather_masked(grad_y, y, relu, first, nb, gy_wide, channel_sum):
 #   dV[e] = U[e].T @ Yh[e]  -> grad_x = B dV B^T, added back tile by tile.
 # The transforms' coefficients are 0, +-1 and +-1/2, so fp32 loses well under
 # the 5e-5 tolerance.  Tensor-core precisions keep im2col: their emulation
-# rounds the operands of the product the GPU actually runs.
+# rounds the operands of the product the GPU actually runs.  So do inputs
+# holding NaN or +-inf: the transforms mix a tile's pixels (inf - inf = NaN),
+# so they would spread specials to outputs a direct convolution keeps finite
+# or infinite.
 
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
@@ -414,6 +417,12 @@ def _winograd_applies(weight_shape, stride, dilation, precision) -> bool:
     )
 
 
+def _all_finite(*arrays) -> bool:
+    """No NaN or infinity in any of the arrays (one vectorized sum each; an overflowing
+    sum of finite values answers False too, which only costs the faster path)."""
+    return all(np.isfinite(a.sum()) for a in arrays)
+
+
 def conv2d(x, weight, bias, stride, padding, dilation, activation, precision, out):
     """y = act(conv(x, weight) + bias) into ``out`` (or a new (N, K, P, Q) array)."""
     n_images, _, height, width = x.shape
@@ -424,7 +433,7 @@ def conv2d(x, weight, bias, stride, padding, dilation, activation, precision, ou
     relu = activation == "relu"
     has_bias = bias is not None
     bias = bias if has_bias else np.zeros(1, dtype=x.dtype)  # numba needs an array either way
-    if _winograd_applies(weight.shape, stride, dilation, precision):
+    if _winograd_applies(weight.shape, stride, dilation, precision) and _all_finite(x, weight):
         _winograd_forward(x, weight, bias, has_bias, relu, padding, y)
     else:
         _im2col_forward(x, weight, bias, has_bias, relu, stride, padding, dilation, precision, y)
@@ -435,7 +444,7 @@ def conv2d_backward(grad_y, x, weight, y, stride, padding, dilation, activation,
     """(grad_x, grad_w, grad_b) of y = act(conv(x, weight) + bias); ``y`` supplies the ReLU mask."""
     relu = activation == "relu"
     mask = y if relu else grad_y  # read only when relu
-    if _winograd_applies(weight.shape, stride, dilation, precision):
+    if _winograd_applies(weight.shape, stride, dilation, precision) and _all_finite(grad_y, x, weight):
         return _winograd_backward(grad_y, mask, relu, x, weight, padding)
     return _im2col_backward(grad_y, mask, relu, x, weight, stride, padding, dilation, precision)
 
