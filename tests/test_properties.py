@@ -499,24 +499,14 @@ def test_conv2d_winograd_shapes_propagate_nan(backend, data):
     assert_same_specials(y, R.conv2d(x, w, padding=padding), dtype=dtype)
 
 
-# Found by the test below: the CPU backend's Winograd F(2x2,3x3) path turns an infinite input into NaN in
-# outputs where direct convolution (the reference) gives +-inf (inf - inf inside the tile transforms).
-# Strict: once dlgpu/cpu/conv2d.py keeps infinities, this XPASSes and the marker must go.
-_WINOGRAD_INF = pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="CPU Winograd conv2d turns +-inf inputs into NaN outputs"
-)
-
-
 @_INVALID_OK
-@pytest.mark.parametrize(
-    "backend",
-    [pytest.param(Backend("cpu"), marks=_WINOGRAD_INF),
-     pytest.param(Backend("gpu"), marks=[*_GPU, _GPU_PENDING])],
-    ids=["cpu", "gpu"],
-)
+@backends(pending=True)
 @OP_SETTINGS
 @given(data=st.data())
 def test_conv2d_winograd_shapes_keep_infinities(backend, data):
+    """Winograd's tile transforms subtract inputs: an inf there becomes inf - inf = NaN where direct
+    convolution gives +-inf.  (Found by this test; the CPU backend now falls back to im2col on
+    non-finite data.)"""
     dtype, x, w, padding = data.draw(winograd_case(backend, [np.inf, -np.inf]))
     y = F.conv2d(backend.put(x), backend.put(w), padding=padding)
     assert_same_specials(y, R.conv2d(x, w, padding=padding), dtype=dtype)
