@@ -528,3 +528,35 @@ def test_sgd_step_specials_match_reference(backend, data):
     F.sgd_step(p, backend.put(grad), v, lr=0.1, momentum=0.9, weight_decay=0.01)
     assert_same_specials(p, ref_param, dtype=dtype, elementwise=True)
     assert_same_specials(v, ref_velocity, dtype=dtype, elementwise=True)
+
+
+@_INVALID_OK
+@backends(pending=True)
+@OP_SETTINGS
+@given(data=st.data())
+def test_conv2d_backward_specials_match_reference(backend, data):
+    if data.draw(st.booleans()):
+        dtype, x, w, padding = data.draw(winograd_case(backend, [np.nan, np.inf, -np.inf]))
+        hyper = dict(padding=padding)
+    else:
+        rng, dtype, _, x, w, _, hyper = data.draw(conv_case(backend))
+        hyper["activation"] = None
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    shape = R.conv2d(np.zeros(x.shape), w, **hyper).shape
+    grad_y = with_specials(rng, shape, dtype, data.draw(st.integers(0, 2)))
+    got = F.conv2d_backward(backend.put(grad_y), backend.put(x), backend.put(w), **hyper)
+    for g, ref in zip(got, R.conv2d_backward(grad_y, x, w, **hyper)):
+        assert_same_specials(g, ref, dtype=dtype)
+
+
+@_INVALID_OK
+@backends()
+@OP_SETTINGS
+@given(data=st.data())
+def test_linear_backward_specials_match_reference(backend, data):
+    rng, dtype, _, x, w, b, _ = data.draw(linear_case(backend))
+    x = with_specials(rng, x.shape, dtype, data.draw(st.integers(0, 2)))
+    grad_y = with_specials(rng, (x.shape[0], w.shape[0]), dtype, data.draw(st.integers(0, 2)))
+    got = F.linear_backward(backend.put(grad_y), backend.put(x), backend.put(w))
+    for g, ref in zip(got, R.linear_backward(grad_y, x, w)):
+        assert_same_specials(g, ref, dtype=dtype)
