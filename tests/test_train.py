@@ -1,0 +1,390 @@
+"""dlgpu train: the digits, the two networks, the static-buffer step, the command, and the GPU graph.
+
+scikit-learn is needed here (the digits ship with it): it belongs to the test
+extra, so these tests do not skip without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import types
+import warnings
+
+import numpy as np
+import pytest
+
+from dlgpu import models, nn, optim, train
+from dlgpu.cli import main as cli_main
+from dlgpu.data import load_digits, stratified_split
+from dlgpu.errors import ArgumentError, BackendUnavailableError, ShapeError
+
+D = train.DEFAULTS
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits()
+
+
+def run_cli(capsys, *argv) -> tuple[int, str]:
+    status = cli_main(["train", *argv])
+    return status, capsys.readouterr().out
+
+
+def accuracy_line(out: str) -> str:
+    match = re.search(r"test accuracy [0-9.]+% \(\d+/\d+\)", out)
+    assert match, out
+    return match.group(0)
+
+
+# ---------------------------------------------------------------------------
+# the data
+# ---------------------------------------------------------------------------
+
+
+def test_digits_are_float32_nchw_in_unit_range_with_a_fixed_stratified_split(digits):
+    x_train, y_train, x_test, y_test = digits
+    assert x_train.shape == (1438, 1, 8, 8) and x_test.shape == (359, 1, 8, 8)
+    assert x_train.dtype == np.float32 and y_train.dtype == np.int64
+    assert x_train.flags.c_contiguous and x_test.flags.c_contiguous
+    assert x_train.min() == 0.0 and x_train.max() == 1.0
+    # every class in both sets, in proportion (within one image of 20%)
+    per_class = np.bincount(y_train, minlength=10) + np.bincount(y_test, minlength=10)
+    assert np.all(np.abs(np.bincount(y_test, minlength=10) - 0.2 * per_class) <= 0.5 + 1e-9)
+    # the same seed gives the same split; another seed another one
+    again = load_digits()
+    assert all(np.array_equal(a, b) for a, b in zip(digits, again))
+    other = load_digits(seed=1)
+    assert not np.array_equal(other[1], y_train)
+    # no image is in both sets, and none is lost
+    assert len(x_train) + len(x_test) == 1797
+
+
+def test_stratified_split_partitions_the_indices():
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 2])
+    train_idx, test_idx = stratified_split(labels, 0.5, np.random.default_rng(3))
+    assert sorted(np.concatenate([train_idx, test_idx]).tolist()) == list(range(10))
+    assert np.bincount(labels[test_idx], minlength=3).tolist() == [2, 2, 0]  # round(2.5) == 2, round(0.5) == 0
+
+
+@pytest.mark.parametrize("bad", [0, 1, 1.5, -0.1, "0.2", True])
+def test_load_digits_refuses_a_bad_fraction(bad):
+    with pytest.raises(ArgumentError, match="test_fraction"):
+        load_digits(test_fraction=bad)
+
+
+def test_missing_scikit_learn_says_which_extra_to_install(monkeypatch, capsys):
+    # None in sys.modules makes the import fail as if the package were absent.
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    with pytest.raises(BackendUnavailableError, match=r"scikit-learn.*dlgpu\[examples\]"):
+        load_digits()
+    status, out = run_cli(capsys, "--backend", "cpu", "--epochs", "0")
+    assert status == 1
+    assert "scikit-learn" in out and "dlgpu[examples]" in out
+
+
+# ---------------------------------------------------------------------------
+# the networks
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", models.MODELS)
+@pytest.mark.parametrize("activation", models.ACTIVATIONS)
+def test_networks_map_digits_to_ten_scores_and_train_through_every_layer(name, activation, digits):
+    model = models.build(name, activation, rng=np.random.default_rng(0))
+    x, labels = digits[0][:5], digits[1][:5]
+    logits = model(x)
+    assert logits.shape == (5, 10) and logits.dtype == np.float32
+    loss_fn = nn.SoftmaxCrossEntropy()
+    loss_fn(logits, labels)
+    model.zero_grad()
+    model.backward(loss_fn.backward())
+    # every parameter receives a gradient (a layer left out of backward would keep zeros)
+    assert all(np.any(p.grad != 0) for p in model.parameters())
+    kinds = [type(m).__name__ for m in model]
+    assert kinds.count("Tanh") == (0 if activation == "relu" else (3 if name == "lenet" else 2))
+    if name == "lenet":
+        assert kinds.count("Conv2d") == 2 and kinds.count("MaxPool2d") == 2 and kinds.count("Linear") == 2
+
+
+def test_the_seed_fixes_the_initial_weights():
+    a, b = (train.initial_model("lenet", "relu", seed=5).state_dict() for _ in range(2))
+    c = train.initial_model("lenet", "relu", seed=6).state_dict()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["0.weight"], c["0.weight"])
+
+
+def test_build_refuses_unknown_names():
+    with pytest.raises(ArgumentError, match="resnet"):
+        models.build("resnet")
+    with pytest.raises(ArgumentError, match="sigmoid"):
+        models.mlp("sigmoid")
+
+
+# ---------------------------------------------------------------------------
+# the static-buffer step (what the GPU captures), eager on NumPy
+# ---------------------------------------------------------------------------
+
+
+def test_static_step_matches_a_plain_training_loop_and_keeps_its_buffers(digits):
+    x_train, y_train = digits[0], digits[1]
+    batch, steps = 16, 4
+    batches = [np.arange(i * batch, (i + 1) * batch)[::-1] for i in range(steps)]
+
+    plain = train.initial_model("lenet", "relu", seed=1)
+    plain_opt = optim.SGD(plain.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
+    plain_loss_fn = nn.SoftmaxCrossEntropy()
+    losses, hits = [], 0
+    for idx in batches:
+        plain_opt.zero_grad()
+        logits = plain(x_train[idx])
+        losses.append(float(plain_loss_fn(logits, y_train[idx])))
+        hits += int((logits.argmax(axis=1) == y_train[idx]).sum())
+        plain.backward(plain_loss_fn.backward())
+        plain_opt.step()
+
+    model = train.initial_model("lenet", "relu", seed=1)
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
+    step = train.StaticStep(model, nn.SoftmaxCrossEntropy(), opt, (batch, 1, 8, 8))
+    buffers = (step.x, step.labels, step.loss_sum, step.correct)
+    for idx in batches:
+        step.load(x_train, y_train, idx)
+        assert np.array_equal(step.x, x_train[idx]) and np.array_equal(step.labels, y_train[idx])
+        step()
+    # the same arrays throughout: a captured graph keeps pointing at them
+    assert all(a is b for a, b in zip(buffers, (step.x, step.labels, step.loss_sum, step.correct)))
+    assert float(step.loss_sum) == pytest.approx(sum(losses), rel=1e-12)
+    assert int(step.correct) == hits
+    for (name, a), b in zip(model.state_dict().items(), plain.state_dict().values()):
+        assert np.array_equal(a, b), name
+    step.reset_totals()
+    assert float(step.loss_sum) == 0.0 and int(step.correct) == 0
+
+
+def _fake_cupy(capture_error: Exception):
+    """A stand-in for CuPy whose arrays are NumPy's and whose stream capture fails like a real one can."""
+    log = []
+
+    class Stream:
+        def __init__(self, non_blocking=False):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def begin_capture(self, mode=None):
+            log.append("begin_capture")
+            raise capture_error
+
+        def end_capture(self):
+            log.append("end_capture")
+            raise RuntimeError("not capturing")
+
+    class MemoryPool:
+        def malloc(self, size):
+            raise AssertionError("never called: the arrays are NumPy's")
+
+    class UsingAllocator:
+        def __init__(self, malloc):
+            log.append("private pool")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    cuda = types.SimpleNamespace(
+        Stream=Stream,
+        MemoryPool=MemoryPool,
+        using_allocator=UsingAllocator,
+        runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
+    )
+    fake = types.ModuleType("cupy")
+    fake.cuda = cuda
+    for name in ("asarray", "zeros", "take", "concatenate"):
+        setattr(fake, name, getattr(np, name))
+    return fake, log
+
+
+def test_failed_graph_capture_warns_and_trains_eagerly_to_the_same_weights(monkeypatch, digits):
+    small = (digits[0][:256], digits[1][:256], digits[2], digits[3])
+    settings = dict(epochs=2, batch_size=32, seed=3)
+    expected = train.fit(train.initial_model("mlp", "tanh", 3), small, device="cpu", **settings)
+
+    fake, log = _fake_cupy(RuntimeError("operation not permitted when stream is capturing"))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    with pytest.warns(RuntimeWarning, match="graph capture failed.*not permitted.*eagerly"):
+        result = train.fit(train.initial_model("mlp", "tanh", 3), small, device="cuda", graph=True, **settings)
+    assert log[:3] == ["private pool", "private pool", "begin_capture"]  # warm-up, then one capture attempt
+    assert log.count("begin_capture") == 1  # no retry every step
+    assert result.graph is False
+    assert result.correct == expected.correct
+    for (name, a), b in zip(result.model.state_dict().items(), expected.model.state_dict().values()):
+        assert np.array_equal(a, b), name
+    assert [e.loss for e in result.history] == [e.loss for e in expected.history]
+
+
+# ---------------------------------------------------------------------------
+# training on the CPU backend: the README's numbers
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_lenet_reaches_97_percent_on_the_cpu_and_repeats_to_the_last_bit(digits):
+    runs = [
+        train.fit(train.initial_model(D["model"], D["activation"], D["seed"]), digits, device="cpu")
+        for _ in range(2)
+    ]
+    first, second = runs
+    assert first.test_accuracy >= 0.97, [round(e.test_accuracy, 4) for e in first.history]
+    assert first.correct == second.correct
+    assert [e.loss for e in first.history] == [e.loss for e in second.history]
+    for (name, a), b in zip(first.model.state_dict().items(), second.model.state_dict().values()):
+        assert np.array_equal(a, b), name
+    # the loss falls: the first epoch's mean is well above the last one's
+    assert first.history[-1].loss < 0.2 * first.history[0].loss
+    assert len(first.history) == D["epochs"] and first.history[0].steps == 1438 // D["batch_size"]
+
+
+# ---------------------------------------------------------------------------
+# the command
+# ---------------------------------------------------------------------------
+
+
+def test_save_then_load_with_zero_epochs_gives_identical_predictions(tmp_path, capsys, digits):
+    path = tmp_path / "mlp.npz"
+    status, out = run_cli(capsys, "--backend", "cpu", "--model", "mlp", "--epochs", "2", "--seed", "4",
+                          "--save", str(path))
+    assert status == 0, out
+    assert "epoch   2/2" in out and "time per epoch" in out and "per step" in out
+    trained_line = accuracy_line(out)
+
+    status, out = run_cli(capsys, "--backend", "cpu", "--load", str(path), "--epochs", "0")
+    assert status == 0, out
+    assert "mlp (relu" in out  # the architecture came from the file
+    assert accuracy_line(out) == trained_line
+
+    loaded, name, activation = train.load_model(path)
+    assert (name, activation) == ("mlp", "relu")
+    same = train.fit(train.initial_model("mlp", "relu", 4), digits, device="cpu", epochs=2, seed=4)
+    assert np.array_equal(train.predict(loaded, digits[2]), train.predict(same.model, digits[2]))
+    assert f"({same.correct}/{same.total})" in trained_line
+
+
+def test_loading_weights_of_the_wrong_shape_names_the_parameter(tmp_path, capsys):
+    path = tmp_path / "bad.npz"
+    state = train.initial_model("mlp", "relu", 0).state_dict()
+    state["1.weight"] = state["1.weight"][:, :10]
+    np.savez(path, **state)
+    with pytest.raises(ShapeError, match=r"'1\.weight' has shape \(128, 10\)"):
+        train.load_model(path, model_name="mlp")
+    status, out = run_cli(capsys, "--backend", "cpu", "--model", "mlp", "--load", str(path), "--epochs", "0")
+    assert status == 2 and "1.weight" in out
+
+
+def test_a_model_option_that_contradicts_the_file_is_refused(tmp_path, capsys):
+    path = tmp_path / "mlp.npz"
+    train.save_model(train.initial_model("mlp", "tanh", 0), path, model_name="mlp", activation="tanh")
+    status, out = run_cli(capsys, "--backend", "cpu", "--model", "lenet", "--load", str(path), "--epochs", "0")
+    assert status == 2 and "--model lenet disagrees" in out and "mlp" in out
+    status, out = run_cli(capsys, "--backend", "cpu", "--load", str(tmp_path / "missing.npz"), "--epochs", "0")
+    assert status == 2 and "no such file" in out
+
+
+@pytest.mark.parametrize("argv", [["--epochs", "-1"], ["--batch-size", "0"], ["--batch-size", "5000"]])
+def test_bad_numbers_exit_with_status_2(capsys, argv):
+    status, out = run_cli(capsys, "--backend", "cpu", "--model", "mlp", *argv)
+    assert status == 2 and re.search(r"epochs|batch.size", out), out
+
+
+@pytest.mark.skipif(train.gpu_available(), reason="checks the message printed where no GPU is found")
+def test_without_a_gpu_the_default_backend_is_the_cpu_and_plot_writes_a_png(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "curves.png"
+    status, out = run_cli(capsys, "--model", "mlp", "--epochs", "2", "--plot", str(path))
+    assert status == 0, out
+    assert out.startswith(train.NO_GPU_MESSAGE)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+@pytest.mark.skipif(train.gpu_available(), reason="checks the message printed where no GPU is found")
+def test_asking_for_cuda_without_a_gpu_exits_with_status_1(capsys):
+    status, out = run_cli(capsys, "--backend", "cuda", "--epochs", "1")
+    assert status == 1 and "no GPU found" in out
+
+
+def test_plot_without_matplotlib_fails_before_training(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    status, out = run_cli(capsys, "--backend", "cpu", "--epochs", "1", "--plot", str(tmp_path / "x.png"))
+    assert status == 1 and "matplotlib" in out and "epoch" not in out
+
+
+def test_the_parser_knows_every_option():
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    args = parser.parse_args(["--no-graph", "--activation", "tanh", "--momentum", "0.5", "--weight-decay", "0"])
+    assert args.graph is False and args.activation == "tanh" and args.momentum == 0.5
+    defaults = parser.parse_args([])
+    assert defaults.graph is True and defaults.epochs == D["epochs"] and defaults.model is None
+
+
+# ---------------------------------------------------------------------------
+# the GPU: same accuracy band, and the graph replays the eager step
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("graph", [True, False], ids=["graph", "eager"])
+def test_cuda_training_reaches_the_cpu_accuracy_band(digits, graph):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a failed capture is a failure here
+        result = train.fit(
+            train.initial_model(D["model"], D["activation"], D["seed"]), digits, device="cuda", graph=graph
+        )
+    assert result.graph is graph
+    assert result.test_accuracy >= 0.97, [round(e.test_accuracy, 4) for e in result.history]
+
+
+@pytest.mark.gpu
+def test_graph_replay_gives_the_eager_step_loss_and_weights(digits):
+    import cupy
+
+    x_train, y_train = cupy.asarray(digits[0]), cupy.asarray(digits[1])
+    batch = 128
+    order = cupy.asarray(np.random.default_rng(0).permutation(len(digits[0])))
+    batches = [order[i * batch : (i + 1) * batch] for i in range(5)]
+
+    def make_step():
+        model = train.initial_model("lenet", "relu", 2).to("cuda")
+        opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
+        return train.StaticStep(model, nn.SoftmaxCrossEntropy(), opt, (batch, 1, 8, 8), cupy)
+
+    stream = cupy.cuda.Stream(non_blocking=True)
+    eager, captured = make_step(), make_step()
+    graphed = train.GraphedStep(captured, stream)
+    with stream:
+        eager_losses, graph_losses = [], []
+        for i, idx in enumerate(batches):
+            for step, losses in ((eager, eager_losses), (captured, graph_losses)):
+                step.reset_totals()
+                step.load(x_train, y_train, idx)
+            eager()
+            if i == 0:
+                graphed.warm_up()
+                graphed.capture()  # records, does not run
+            else:
+                graphed()
+            stream.synchronize()
+            eager_losses.append(float(eager.loss_sum))
+            graph_losses.append(float(captured.loss_sum))
+            assert int(captured.correct) == int(eager.correct)
+    np.testing.assert_allclose(graph_losses, eager_losses, rtol=1e-5)
+    for (name, a), b in zip(eager.model.state_dict().items(), captured.model.state_dict().values()):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6, err_msg=name)
