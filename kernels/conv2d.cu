@@ -22,7 +22,7 @@
 //   columns x 8 reduction steps, thread tile TM x TN as 4 x 4 quadrants (float4 shared loads), two
 //   shared stages filled through registers so that the next tile's loads are in flight during the
 //   math.  Configurations 128x128 (256 threads, 8x8), 128x64 (128, 8x8), 128x32 (128, 8x4); grid
-//   (ceil(COLS/BN), ceil(M/BM)).  Output stores are float4 along the rows when the output plane
+//   (ceil(M/BM), ceil(COLS/BN)).  Output stores are float4 along the rows when the output plane
 //   (P*Q or H*W) % 4 == 0 and the output is 16-byte aligned.
 //   conv2d_fwd_simt_<BM>x<BN>_f32(x, w, bias, y, geometry, flags)
 //       y = A (M = N*P*Q pixels, C*R*S taps) x B (taps, K): A gathered from x on the fly
@@ -185,7 +185,7 @@ __device__ __forceinline__ void simt_implicit_gemm(const Ops& ops, const GemmSha
     __shared__ alignas(16) float a_tiles[2][BK * SA];  // [tap][row]
     __shared__ alignas(16) float b_tiles[2][BK * SB];  // [tap][column]
 
-    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
     const int t = threadIdx.x;
 
     // ---- loader state, fixed for the whole reduction

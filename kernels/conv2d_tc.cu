@@ -17,7 +17,8 @@
 //       warp tile 32 x 32.  Block tile BM x BN x 16 taps; two shared stages filled through
 //       registers (the gathers of tile t + 1 are in flight during tile t's mma); dynamic shared
 //       memory 2 x (BM + BN) x (16 + 4) floats (dlgpu/cuda/conv2d.py: tc_shared_bytes).
-//       Grid (ceil(K/BN), ceil(M/BM)).
+//       Grid (ceil(M/BM), ceil(K/BN)): pixel blocks on x, which has room for any
+//       batch.
 //
 // Both tiles are stored k-contiguous (pixel or channel rows of 16 taps, padded to 20 floats = 20
 // mod 32 banks), so the fragment reads of lanes (g, t) = (lane / 4, lane % 4) at row g, column t
@@ -80,7 +81,7 @@ __device__ __forceinline__ void tc_forward(const float* x, const float* w, const
     float* const b_tiles = a_tiles + 2 * BM * ST;                      // [stage][channel][tap]
 
     const int M = N * P * Q, CRS = C * R * S;
-    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
     const int t = threadIdx.x, warp = t / 32, lane = t % 32;
     const int g = lane / 4, tq = lane % 4;
     const int wm0 = (warp / WARPS_N) * MT * 16, wn0 = (warp % WARPS_N) * NT * 8;

@@ -230,7 +230,7 @@ def test_forward_choice_by_precision_and_shape():
     assert conv.choose_forward(lenet, "ieee", sms=132).kernel == "conv2d_fwd_simt_128x32_f32"
     wide = g_of((32, 64, 56, 56), (64, 64, 3, 3), padding=(1, 1))
     plan = conv.choose_forward(wide, "ieee", sms=132)
-    assert plan.kernel == "conv2d_fwd_simt_128x64_f32" and plan.grid == (1, 32 * 56 * 56 // 128, 1)
+    assert plan.kernel == "conv2d_fwd_simt_128x64_f32" and plan.grid == (32 * 56 * 56 // 128, 1, 1)
     deep = g_of((32, 512, 7, 7), (512, 512, 3, 3), padding=(1, 1))
     assert conv.choose_forward(deep, "ieee", sms=132).kernel == "conv2d_fwd_simt_128x128_f32"
     pointwise = g_of((32, 256, 56, 56), (64, 256, 1, 1))
@@ -255,7 +255,7 @@ def test_backward_choice_falls_back_to_exact_kernels():
     assert conv.choose_dgrad(g, "ieee", sms=132, variant="naive").kernel == "conv2d_dgrad_naive_f32"
     first_layer = g_of((32, 3, 224, 224), (64, 3, 7, 7), stride=(2, 2), padding=(3, 3))
     plan = conv.choose_dgrad(first_layer, "ieee", sms=132)  # columns are the 3 input channels
-    assert plan.kernel == "conv2d_dgrad_simt_128x32_f32" and plan.grid == (1, 32 * 224 * 224 // 128, 1)
+    assert plan.kernel == "conv2d_dgrad_simt_128x32_f32" and plan.grid == (32 * 224 * 224 // 128, 1, 1)
 
 
 def test_wgrad_splits_depend_on_the_shape_only():

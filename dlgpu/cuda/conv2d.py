@@ -255,7 +255,7 @@ def choose_forward(g: Geometry, precision: str, *, sms: int, variant=None, confi
         return Plan("naive", None, "conv2d_fwd_naive_f32", (blocks, 1, 1), (NAIVE_BLOCK, 1, 1))
     configs = CONFIGS[variant]
     chosen = _config(configs, config) or _pick_forward_config(configs, g.K)
-    grid = (math.ceil(g.K / chosen.block_n), math.ceil(g.pixels / chosen.block_m), 1)
+    grid = (math.ceil(g.pixels / chosen.block_m), math.ceil(g.K / chosen.block_n), 1)
     if variant == "simt":
         suffix = "_1x1" if g.one_by_one else ""
         kernel = f"conv2d_fwd_simt_{chosen.name}{suffix}_f32"
@@ -273,7 +273,7 @@ def choose_dgrad(g: Geometry, precision: str, *, sms: int, variant=None, config=
         return Plan("naive", None, "conv2d_dgrad_naive_f32", (blocks, 1, 1), (NAIVE_BLOCK, 1, 1))
     # The product's columns are the input channels C.
     chosen = _config(SIMT_CONFIGS, config) or _pick_forward_config(SIMT_CONFIGS, g.C)
-    grid = (math.ceil(g.C / chosen.block_n), math.ceil(g.N * g.H * g.W / chosen.block_m), 1)
+    grid = (math.ceil(g.N * g.H * g.W / chosen.block_m), math.ceil(g.C / chosen.block_n), 1)
     return Plan("simt", chosen, f"conv2d_dgrad_simt_{chosen.name}_f32", grid, (chosen.threads, 1, 1))
 
 
@@ -337,7 +337,7 @@ def forward(x, weight, bias=None, *, stride=(1, 1), padding=(0, 0), dilation=(1,
         raise ShapeError(f"{op}: bias has shape {tuple(bias.shape)}, expected ({g.K},)")
     y = _out(op, executor, out, (g.N, g.K, g.P, g.Q))
     plan = choose_forward(g, precision, sms=_sms(executor), variant=variant, config=config)
-    assert plan.grid[1] <= MAX_GRID_Y, f"{op}: {g.pixels} pixels need {plan.grid[1]} block rows, over {MAX_GRID_Y}"
+    assert plan.grid[1] <= MAX_GRID_Y, f"{op}: K = {g.K} needs {plan.grid[1]} channel blocks, over {MAX_GRID_Y}"
     flags = (FLAG_BIAS if bias is not None else 0) | (FLAG_RELU if relu else 0)
     args = (x, weight, bias if bias is not None else y, y, *g.args(), np.int32(flags))
     executor.launch(Launch(VARIANTS[plan.variant].family, plan.kernel, plan.grid, plan.block, args,
@@ -355,7 +355,7 @@ def dgrad(grad_y, weight, x_shape, *, mask=None, stride=(1, 1), padding=(0, 0), 
     _check_grad_y(op, g, grad_y, mask)
     grad_x = _out(op, executor, out, (g.N, g.C, g.H, g.W))
     plan = choose_dgrad(g, precision, sms=_sms(executor), variant=variant, config=config)
-    assert plan.grid[1] <= MAX_GRID_Y, f"{op}: {g.N * g.H * g.W} input pixels need {plan.grid[1]} block rows"
+    assert plan.grid[1] <= MAX_GRID_Y, f"{op}: C = {g.C} needs {plan.grid[1]} channel blocks, over {MAX_GRID_Y}"
     flags = FLAG_MASK if mask is not None else 0
     args = (grad_y, mask if mask is not None else grad_y, weight, grad_x, *g.args(), np.int32(flags))
     if plan.variant == "simt":
