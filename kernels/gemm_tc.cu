@@ -13,25 +13,31 @@
 //
 //   gemm_tc_<BM>x<BN>_<layout>[_mask]_f32(a, b, bias, mask_y, c, M, N, K, flags)
 //       128x128: 8 warps (2 x 4), warp tile 64 x 32;  64x64: 4 warps (2 x 2), warp tile 32 x 32.
-//       Block tile BM x BN x 16 (floats), 3-stage pipeline of 16-byte cp.async copies; dynamic
-//       shared memory 3 x (A tile + B tile) (dlgpu/cuda/gemm.py: tc_shared_bytes).  Grid
+//       Block tile BM x BN x BK (BK = 16 floats for tf32, 32 halves for bf16/fp16), a 3-stage
+//       shared-memory ring; dynamic shared memory (dlgpu/cuda/gemm.py: tc_shared_bytes).  Grid
 //       (ceil(N/BN), ceil(M/BM)).  `_mask` (nn, tn): A multiplied by (Y > 0) on its way in.
 //
-// Why fp32 tiles in shared memory, rounded to the mma's operand type only when a fragment is read
-// from shared memory: the copies stay plain 16-byte cp.async in any layout (no cast pass over the
-// operands, no register staging), a mask can be applied to the fp32 value before any rounding,
-// and one loader serves all three precisions.  The price is twice the shared memory of 16-bit
-// tiles, and 16-bit fragments assembled from 32-bit loads instead of ldmatrix.
-//
-// Shared-memory layout: each tile is stored as the operand is stored in global memory (no
-// transpose).  k-contiguous tiles have row stride 16 + 4 floats (= 4 mod 32 banks), the others
-// BM (or BN) + 8 (= 8 mod 32): either way the 32 lanes of a tf32 fragment read (g, t) or (t, g)
-// with g = lane / 4, t = lane % 4 hit 32 different banks.
+// How operands reach the tensor cores (every tile is kept in its operand's global layout, rows
+// of k or rows of m/n, so no layout needs a transposing store):
+//   tf32       fp32 tiles copied by 16-byte cp.async (masked A: through registers), rounded by
+//              cvt.rna.tf32 as each fragment is read.  Rows padded: k-contiguous rows by 4
+//              floats (stride = 4 mod 32 banks), the others by 8 (= 8 mod 32), so the (g, t) or
+//              (t, g) reads of a fragment (g = lane / 4, t = lane % 4) hit 32 different banks.
+//   bf16/fp16  cast on the way into shared memory: each thread loads 16 bytes of fp32 into
+//              registers one stage ahead (LDG.128 issued before the math, stored after it), rounds
+//              them to 16 bits (cvt.rn) and stores 8 bytes into a 16-bit tile.  Tiles are swizzled
+//              (16-byte chunk index XOR row) rather than padded, and fragments come from ldmatrix
+//              (.trans for m/n-contiguous tiles).  Why not a separate cast pass and cp.async of
+//              16-bit operands: that pass would read the fp32 operands and write 16-bit copies,
+//              by our estimate a fifth of the product's own time at 4096^3; and why not
+//              cp.async of fp32 with rounding at fragment time (as for tf32): twice the shared
+//              memory and traffic, and every warp would round the same values again.  The ReLU mask of
+//              the backward is applied in fp32, before rounding.
 //
 // dlgpu-build: GEMM_TC_PRECISION=0
 // dlgpu-build: GEMM_TC_PRECISION=1
 // dlgpu-build: GEMM_TC_PRECISION=2
-// dlgpu-sass: gemm_tc_* HMMA LDGSTS !LDL !STL
+// dlgpu-sass: gemm_tc_* HMMA !LDL !STL
 
 #include "common.cuh"
 #include "gemm_tile.cuh"
@@ -41,8 +47,12 @@
 #error "gemm_tc.cu is built with -DGEMM_TC_PRECISION=0 (tf32), 1 (bf16) or 2 (fp16)"
 #endif
 
-#define TC_BK 16
+// 16-bit operands (bf16, fp16) live in shared memory as 16-bit values; tf32 operands as fp32.
+#define TC_HALF (GEMM_TC_PRECISION != 0)
 #define TC_STAGES 3
+// k per block tile: 16 floats (tf32) or 32 halves (bf16/fp16): 64 bytes of a k-contiguous row.
+#define TC_BK (TC_HALF ? 32 : 16)
+// tf32 tiles: row padding, in floats, for k-contiguous and for m/n-contiguous tiles.
 #define TC_PAD_K 4
 #define TC_PAD_MN 8
 
@@ -67,31 +77,64 @@ __device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], const
 #endif
 }
 
+// ---------------------------------------------------------------- 16-bit tiles: swizzled rows
+// A 16-bit tile of COLS halves per row is a run of 16-byte chunks (8 halves each).  ldmatrix reads
+// one chunk from each of 8 consecutive rows; unswizzled, those rows' chunks would share banks
+// (rows 64 or 256 bytes apart).  XOR-ing the chunk index with the row (per pair of rows when a
+// row has only 4 chunks) puts the 8 chunks in 8 different bank groups, for stores and loads alike.
+template <int COLS>
+__device__ __forceinline__ int swizzled(int row, int col)
+{
+    constexpr int kChunks = COLS / 8;
+    constexpr int kRowsPerPhase = kChunks >= 8 ? 1 : 8 / kChunks;
+    constexpr int kMask = (kChunks >= 8 ? 8 : kChunks) - 1;
+    return row * COLS + (((col / 8) ^ ((row / kRowsPerPhase) & kMask)) * 8) + col % 8;
+}
+
+// The registers a TileLoader holds (fp32, four consecutive columns per chunk), rounded to
+// 16 bits and written as 8 bytes into the swizzled tile.
+template <class Loader, int TILE_COLS, int THREADS>
+__device__ __forceinline__ void store_half(const Loader& loader, unsigned short* tile)
+{
+    DLGPU_UNROLL
+    for (int i = 0; i < Loader::kPerThread; ++i) {
+        const int chunk = threadIdx.x + i * THREADS;
+        const int r = chunk / Loader::kChunksPerRow, c = (chunk % Loader::kChunksPerRow) * 4;
+        const float4 v = loader.held[i];
+        *reinterpret_cast<uint2*>(tile + swizzled<TILE_COLS>(r, c)) = make_uint2(pack_pair(v.x, v.y), pack_pair(v.z, v.w));
+    }
+}
+
 // ---------------------------------------------------------------- the kernel body
 // Warp (wm, wn) owns rows [wm * MT * 16, +MT * 16) and columns [wn * NT * 8, +NT * 8) of the block
-// tile: MT x NT mma tiles of 16 x 8, four fp32 accumulators per lane each.
+// tile: MT x NT mma tiles of 16 x 8, four fp32 accumulators per lane each.  Every tile in shared
+// memory is stored as its operand is stored in global memory (rows of k, or rows of m/n).
 template <int WARPS_M, int WARPS_N, int MT, int NT, bool kTransA, bool kTransB, bool kMaskA>
 __device__ __forceinline__ void tc_gemm(const float* a, const float* b, const float* bias, const float* mask_y,
                                         float* c, int M, int N, int K, int flags)
 {
+    constexpr bool kHalf = TC_HALF;
     constexpr int BM = WARPS_M * MT * 16, BN = WARPS_N * NT * 8, BK = TC_BK;
     constexpr int THREADS = WARPS_M * WARPS_N * 32;
-    constexpr int KSTEP = GEMM_TC_PRECISION == 0 ? 8 : 16;
-    // A stored (M, K): tile rows m, stride BK + pad; stored (K, M): tile rows k, stride BM + pad.
-    constexpr int SA = kTransA ? BM + TC_PAD_MN : BK + TC_PAD_K;
-    constexpr int A_TILE = kTransA ? BK * SA : BM * SA;
-    // B stored (K, N): tile rows k, stride BN + pad; stored (N, K): tile rows n, stride BK + pad.
-    constexpr int SB = kTransB ? BK + TC_PAD_K : BN + TC_PAD_MN;
-    constexpr int B_TILE = kTransB ? BN * SB : BK * SB;
+    constexpr int KSTEP = kHalf ? 16 : 8;
+    static_assert(NT % 2 == 0, "16-bit B fragments are loaded two n-tiles at a time");
+    // Global tile geometry: A stored (M, K) gives tile rows m (cols k), stored (K, M) rows k.
+    constexpr int A_ROWS = kTransA ? BK : BM, A_COLS = kTransA ? BM : BK;
+    constexpr int B_ROWS = kTransB ? BN : BK, B_COLS = kTransB ? BK : BN;
+    // Row strides in shared memory, in elements: tf32 rows padded (see the header), 16-bit swizzled.
+    constexpr int SA = kHalf ? A_COLS : A_COLS + (kTransA ? TC_PAD_MN : TC_PAD_K);
+    constexpr int SB = kHalf ? B_COLS : B_COLS + (kTransB ? TC_PAD_K : TC_PAD_MN);
+    constexpr int ELEMENT_BYTES = kHalf ? 2 : 4;
+    constexpr int A_TILE_BYTES = A_ROWS * SA * ELEMENT_BYTES, B_TILE_BYTES = B_ROWS * SB * ELEMENT_BYTES;
 
     extern __shared__ float4 tc_shared[];
-    float* const a_tiles = reinterpret_cast<float*>(tc_shared);
-    float* const b_tiles = a_tiles + TC_STAGES * A_TILE;
+    unsigned char* const a_tiles = reinterpret_cast<unsigned char*>(tc_shared);
+    unsigned char* const b_tiles = a_tiles + TC_STAGES * A_TILE_BYTES;
 
-    TileLoader<kTransA ? BK : BM, kTransA ? BM : BK, SA, THREADS, false, kMaskA> load_a(
-        a, mask_y, kTransA ? K : M, kTransA ? M : K);
-    TileLoader<kTransB ? BN : BK, kTransB ? BK : BN, SB, THREADS, false, false> load_b(
-        b, b, kTransB ? N : K, kTransB ? K : N);
+    // 16-bit tiles must be converted on the way in, so they always come through registers.
+    TileLoader<A_ROWS, A_COLS, SA, THREADS, false, kMaskA, kHalf> load_a(a, mask_y, kTransA ? K : M,
+                                                                         kTransA ? M : K);
+    TileLoader<B_ROWS, B_COLS, SB, THREADS, false, false, kHalf> load_b(b, b, kTransB ? N : K, kTransB ? K : N);
 
     const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -101,15 +144,20 @@ __device__ __forceinline__ void tc_gemm(const float* a, const float* b, const fl
 
     auto issue = [&](int tile, int stage) {
         const int k0 = tile * BK;
-        load_a.issue(kTransA ? k0 : m0, kTransA ? m0 : k0, a_tiles + stage * A_TILE);
-        load_b.issue(kTransB ? n0 : k0, kTransB ? k0 : n0, b_tiles + stage * B_TILE);
+        load_a.issue(kTransA ? k0 : m0, kTransA ? m0 : k0, reinterpret_cast<float*>(a_tiles + stage * A_TILE_BYTES));
+        load_b.issue(kTransB ? n0 : k0, kTransB ? k0 : n0, reinterpret_cast<float*>(b_tiles + stage * B_TILE_BYTES));
     };
     auto store = [&](int stage) {
-        load_a.store(a_tiles + stage * A_TILE);
-        load_b.store(b_tiles + stage * B_TILE);
+        if constexpr (kHalf) {
+            store_half<decltype(load_a), A_COLS, THREADS>(load_a, reinterpret_cast<unsigned short*>(a_tiles + stage * A_TILE_BYTES));
+            store_half<decltype(load_b), B_COLS, THREADS>(load_b, reinterpret_cast<unsigned short*>(b_tiles + stage * B_TILE_BYTES));
+        } else {
+            load_a.store(reinterpret_cast<float*>(a_tiles + stage * A_TILE_BYTES));
+            load_b.store(reinterpret_cast<float*>(b_tiles + stage * B_TILE_BYTES));
+        }
     };
 
-    // ---- prologue: tiles 0 .. STAGES-2 in flight, one cp.async group each
+    // ---- prologue: tiles 0 .. STAGES-2 in flight, one cp.async group each (empty for 16-bit)
     DLGPU_UNROLL
     for (int s = 0; s < TC_STAGES - 1; ++s) {
         if (s < tiles) {
@@ -135,39 +183,52 @@ __device__ __forceinline__ void tc_gemm(const float* a, const float* b, const fl
         if (next < tiles) issue(next, next % TC_STAGES);
         ptx::cp_async_commit();
 
-        const float* as = a_tiles + (t_k % TC_STAGES) * A_TILE;
-        const float* bs = b_tiles + (t_k % TC_STAGES) * B_TILE;
-        auto a_at = [&](int m, int k) { return kTransA ? as[k * SA + m] : as[m * SA + k]; };
-        auto b_at = [&](int k, int n) { return kTransB ? bs[n * SB + k] : bs[k * SB + n]; };
-
+        const unsigned char* a_stage = a_tiles + (t_k % TC_STAGES) * A_TILE_BYTES;
+        const unsigned char* b_stage = b_tiles + (t_k % TC_STAGES) * B_TILE_BYTES;
         DLGPU_UNROLL
         for (int ks = 0; ks < BK; ks += KSTEP) {
             // Fragments in the PTX ISA's layouts (kernels/ptx.cuh's header lists them).
             unsigned af[MT][4], bf[NT][2];
-            DLGPU_UNROLL
-            for (int i = 0; i < MT; ++i) {
-                const int row = wm0 + i * 16 + g;
+            if constexpr (kHalf) {
+                // ldmatrix.x4: lane l gives row l % 8 of 8x8 matrix q = l / 8.  A's matrices are
+                // (rows +0/+8) x (k +0/+8) in register order; B's are (n +0/+8) x (k +0/+8), two
+                // n-tiles per load.  Tiles stored with m/n contiguous are read transposed.
+                const unsigned short* as = reinterpret_cast<const unsigned short*>(a_stage);
+                const unsigned short* bs = reinterpret_cast<const unsigned short*>(b_stage);
+                const int q = lane / 8, j8 = lane % 8;
                 DLGPU_UNROLL
-                for (int r = 0; r < 4; ++r) {
-#if GEMM_TC_PRECISION == 0
-                    af[i][r] = ptx::f32_to_tf32(a_at(row + 8 * (r % 2), ks + t + 4 * (r / 2)));
-#else
-                    const int k = ks + 2 * t + 8 * (r / 2);
-                    af[i][r] = pack_pair(a_at(row + 8 * (r % 2), k), a_at(row + 8 * (r % 2), k + 1));
-#endif
+                for (int i = 0; i < MT; ++i) {
+                    const int row = wm0 + i * 16 + 8 * (q % 2), k = ks + 8 * (q / 2);
+                    if constexpr (kTransA) ptx::ldmatrix_x4_trans(af[i], as + swizzled<A_COLS>(k + j8, row));
+                    else ptx::ldmatrix_x4(af[i], as + swizzled<A_COLS>(row + j8, k));
                 }
-            }
-            DLGPU_UNROLL
-            for (int j = 0; j < NT; ++j) {
-                const int col = wn0 + j * 8 + g;
                 DLGPU_UNROLL
-                for (int r = 0; r < 2; ++r) {
-#if GEMM_TC_PRECISION == 0
-                    bf[j][r] = ptx::f32_to_tf32(b_at(ks + t + 4 * r, col));
-#else
-                    const int k = ks + 2 * t + 8 * r;
-                    bf[j][r] = pack_pair(b_at(k, col), b_at(k + 1, col));
-#endif
+                for (int j = 0; j < NT; j += 2) {
+                    const int col = wn0 + j * 8 + 8 * (q / 2), k = ks + 8 * (q % 2);
+                    unsigned r[4];
+                    if constexpr (kTransB) ptx::ldmatrix_x4(r, bs + swizzled<B_COLS>(col + j8, k));
+                    else ptx::ldmatrix_x4_trans(r, bs + swizzled<B_COLS>(k + j8, col));
+                    bf[j][0] = r[0];
+                    bf[j][1] = r[1];
+                    bf[j + 1][0] = r[2];
+                    bf[j + 1][1] = r[3];
+                }
+            } else {
+                const float* as = reinterpret_cast<const float*>(a_stage);
+                const float* bs = reinterpret_cast<const float*>(b_stage);
+                auto a_at = [&](int m, int k) { return kTransA ? as[k * SA + m] : as[m * SA + k]; };
+                auto b_at = [&](int k, int n) { return kTransB ? bs[n * SB + k] : bs[k * SB + n]; };
+                DLGPU_UNROLL
+                for (int i = 0; i < MT; ++i) {
+                    const int row = wm0 + i * 16 + g;
+                    DLGPU_UNROLL
+                    for (int r = 0; r < 4; ++r) af[i][r] = ptx::f32_to_tf32(a_at(row + 8 * (r % 2), ks + t + 4 * (r / 2)));
+                }
+                DLGPU_UNROLL
+                for (int j = 0; j < NT; ++j) {
+                    const int col = wn0 + j * 8 + g;
+                    DLGPU_UNROLL
+                    for (int r = 0; r < 2; ++r) bf[j][r] = ptx::f32_to_tf32(b_at(ks + t + 4 * r, col));
                 }
             }
             DLGPU_UNROLL

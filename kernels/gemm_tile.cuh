@@ -39,13 +39,16 @@ __device__ __forceinline__ float epilogue(float v, int n, const float* bias, int
 // ahead); transposed or masked chunks must pass through registers: `issue` loads them into `held`
 // (early, so the loads are in flight during the math) and `store` writes them to shared memory
 // (after the math).  With kMask the chunk is masked by the same chunk of `mask` (relu_mask).
-template <int TILE_ROWS, int TILE_COLS, int STRIDE, int THREADS, bool kTransposeStore, bool kMask>
+// kStaged sends every chunk through registers (gemm_tc.cu's 16-bit tiles: the caller converts
+// `held` on its way into shared memory).
+template <int TILE_ROWS, int TILE_COLS, int STRIDE, int THREADS, bool kTransposeStore, bool kMask,
+          bool kStaged = false>
 struct TileLoader {
     static constexpr int kChunksPerRow = TILE_COLS / 4;
     static constexpr int kChunks = TILE_ROWS * kChunksPerRow;
     static_assert(TILE_COLS % 4 == 0 && kChunks % THREADS == 0, "tile must split evenly into 16-byte chunks");
     static constexpr int kPerThread = kChunks / THREADS;
-    static constexpr bool kAsync = !kTransposeStore && !kMask;
+    static constexpr bool kAsync = !kTransposeStore && !kMask && !kStaged;
 
     const float* src;
     const float* mask;

@@ -259,10 +259,12 @@ def test_fallbacks_to_naive():
 def test_tc_shared_memory_fits_every_target():
     # sm_86/sm_89 allow at most 99 KB of dynamic shared memory per block.
     for config in gemm.TC_CONFIGS:
-        for ta, tb in LAYOUTS:
-            assert gemm.tc_shared_bytes(config, ta, tb) <= 99 * 1024
-            assert plan(512, 512, 64, ta=ta, tb=tb, precision="fp16", config=config.name).shared_mem == \
-                gemm.tc_shared_bytes(config, ta, tb)
+        for (ta, tb), precision in itertools.product(LAYOUTS, ("tf32", "bf16", "fp16")):
+            size = gemm.tc_shared_bytes(config, ta, tb, precision)
+            assert size <= 99 * 1024
+            assert plan(512, 512, 64, ta=ta, tb=tb, precision=precision, config=config.name).shared_mem == size
+    # 16-bit tiles: 3 stages x (128 + 128) rows x 32 halves, swizzled without padding.
+    assert gemm.tc_shared_bytes(gemm.TC_CONFIGS[0], False, True, "bf16") == 3 * 256 * 32 * 2
 
 
 def test_registry_names_every_kernel():

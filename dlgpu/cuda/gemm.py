@@ -177,26 +177,29 @@ def choose(m: int, n: int, k: int, *, transpose_a: bool, transpose_b: bool, prec
     else:
         config = _config(TC_CONFIGS, config) or _pick_config(TC_CONFIGS, m, n, sms)
         kernel = f"gemm_tc_{config.name}_{suffix}_f32"
-        shared = tc_shared_bytes(config, transpose_a, transpose_b)
+        shared = tc_shared_bytes(config, transpose_a, transpose_b, precision)
     grid = (math.ceil(n / config.block_n), math.ceil(m / config.block_m), 1)
     defines = (("GEMM_TC_PRECISION", TC_PRECISION_DEFINE[precision]),) if variant == "tc" else ()
     return Plan(variant, config, kernel, grid, (config.threads, 1, 1), shared, defines)
 
 
-# kernels/gemm_tc.cu: tiles of TC_BK = 16 floats along k, TC_STAGES = 3, rows padded (see there).
-TC_BK = 16
+# kernels/gemm_tc.cu: TC_STAGES tiles in flight, TC_BK elements of k per tile (16 floats for
+# tf32, 32 halves for bf16/fp16), tf32 rows padded, 16-bit rows swizzled (no padding).
 TC_STAGES = 3
+TC_BK = {"tf32": 16, "bf16": 32, "fp16": 32}
 
 
-def tc_shared_bytes(config: TileConfig, transpose_a: bool, transpose_b: bool) -> int:
-    """Dynamic shared memory of a tc kernel: STAGES x (A tile + B tile) floats, padded rows."""
+def tc_shared_bytes(config: TileConfig, transpose_a: bool, transpose_b: bool, precision: str) -> int:
+    """Dynamic shared memory of a tc kernel: TC_STAGES x (A tile + B tile)."""
+    bk = TC_BK[precision]
+    if precision != "tf32":
+        return 2 * TC_STAGES * (config.block_m + config.block_n) * bk
 
     def tile(extent: int, k_contiguous: bool) -> int:
-        # k-contiguous tiles: extent rows of TC_BK + 4; otherwise TC_BK rows of extent + 8.
-        return extent * (TC_BK + 4) if k_contiguous else TC_BK * (extent + 8)
+        # k-contiguous tiles: extent rows of bk + 4 floats; otherwise bk rows of extent + 8.
+        return extent * (bk + 4) if k_contiguous else bk * (extent + 8)
 
-    floats = tile(config.block_m, not transpose_a) + tile(config.block_n, transpose_b)
-    return 4 * TC_STAGES * floats
+    return 4 * TC_STAGES * (tile(config.block_m, not transpose_a) + tile(config.block_n, transpose_b))
 
 
 # ---------------------------------------------------------------- the launcher
