@@ -193,6 +193,15 @@ def test_broadcast_views_with_zero_strides_are_materialized(rng):
     assert np.allclose(c, c[0])  # every row of a broadcast row is the same row
 
 
+def test_size_one_dimensions_may_carry_any_stride(rng):
+    base = random_array(rng, (3, 4))
+    odd = np.lib.stride_tricks.as_strided(base, (3, 1, 4), (16, 12345 * 4, 4))  # a DLPack producer may do this
+    assert odd.flags.c_contiguous  # NumPy (like the kernels) ignores the stride of a size-1 dimension
+    np.testing.assert_array_equal(F.relu(odd), np.maximum(base, 0).reshape(3, 1, 4))
+    via_dlpack = interop.to_native("t", "x", HostTensor(odd))
+    assert_close(F.tanh(via_dlpack), np.tanh(base.astype(np.float64)).reshape(3, 1, 4), dtype=np.float32, elementwise=True)
+
+
 # ---------------------------------------------------------------------------
 # foreign arrays on the CPU (DLPack)
 # ---------------------------------------------------------------------------
