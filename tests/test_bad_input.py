@@ -100,7 +100,8 @@ CASES = [
      "must all be on the CPU or all on one GPU"),
     # layout and outputs
     # strided inputs are copied (functional's docstring); what the op writes must be contiguous
-    ("out-non-contiguous", lambda: F.matmul(a2, b2, out=np.empty((3, 5), f32).T), LayoutError, "out is not C-contiguous"),
+    ("out-non-contiguous", lambda: F.matmul(a2, b2, out=np.empty((3, 5), f32).T), LayoutError,
+     "out is not C-contiguous"),
     ("sgd-sliced-param", lambda: F.sgd_step(x4[:, :, ::2], rand(2, 3, 4, 8), None, lr=0.1), LayoutError,
      "param is not C-contiguous"),
     ("out-shape", lambda: F.matmul(a2, b2, out=np.empty((3, 5), f32)), ShapeError, "out has shape (3, 5)"),

@@ -258,7 +258,8 @@ MIXED = [  # host and device in one call: refused whichever argument is the odd 
     ("mix-sgd-velocity", lambda: F.sgd_step(FakeCupy(rand(4)), FakeCupy(rand(4)), rand(4), lr=0.1, momentum=0.9),
      DeviceError, "velocity is numpy"),
     ("mix-out-on-host", lambda: F.tanh(FakeCupy(a2), out=rand(5, 7)), DeviceError, "must all be NumPy or all CuPy"),
-    ("mix-out-on-device", lambda: F.sigmoid(a2, out=FakeCupy(rand(5, 7))), DeviceError, "must all be NumPy or all CuPy"),
+    ("mix-out-on-device", lambda: F.sigmoid(a2, out=FakeCupy(rand(5, 7))), DeviceError,
+     "must all be NumPy or all CuPy"),
     # foreign producers are placed from __dlpack_device__ before anything is imported
     ("mix-dlpack-gpu-and-numpy", lambda: F.matmul(FakeDlpack(2, 0), a2), DeviceError,
      "must all be on the CPU or all on one GPU"),

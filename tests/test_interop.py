@@ -199,7 +199,8 @@ def test_size_one_dimensions_may_carry_any_stride(rng):
     assert odd.flags.c_contiguous  # NumPy (like the kernels) ignores the stride of a size-1 dimension
     np.testing.assert_array_equal(F.relu(odd), np.maximum(base, 0).reshape(3, 1, 4))
     via_dlpack = interop.to_native("t", "x", HostTensor(odd))
-    assert_close(F.tanh(via_dlpack), np.tanh(base.astype(np.float64)).reshape(3, 1, 4), dtype=np.float32, elementwise=True)
+    want = np.tanh(base.astype(np.float64)).reshape(3, 1, 4)
+    assert_close(F.tanh(via_dlpack), want, dtype=np.float32, elementwise=True)
 
 
 # ---------------------------------------------------------------------------

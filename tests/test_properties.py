@@ -169,7 +169,8 @@ def test_linear_backward_matches_reference(backend, data):
     rng, dtype, _, x, w, b, activation = data.draw(linear_case(backend))
     y = R.linear(x, w, b, activation=activation).astype(dtype)  # the forward output, for the ReLU mask
     grad_y = random_array(rng, y.shape, dtype)
-    got = F.linear_backward(backend.put(grad_y), backend.put(x), backend.put(w), y=backend.put(y), activation=activation)
+    put = backend.put
+    got = F.linear_backward(put(grad_y), put(x), put(w), y=put(y), activation=activation)
     want = R.linear_backward(grad_y, x, w, y=y, activation=activation)
     for g, ref in zip(got, want):
         assert_close(g, ref, dtype=dtype)
@@ -382,7 +383,8 @@ def test_profile_is_chosen_by_the_environment():
 # ---------------------------------------------------------------------------
 
 
-# NumPy warns when arithmetic meets NaN or inf (in the reference and in the CPU backend's NumPy calls); here that is the point.
+# NumPy warns when arithmetic meets NaN or inf (in the reference and in the CPU backend's NumPy calls);
+# here that is the point.
 _INVALID_OK = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 
 
