@@ -24,6 +24,7 @@
 //
 // dlgpu-sass: bias_grad_partial_f32 LDG.E.128
 // dlgpu-sass: bias_grad_relu_partial_f32 LDG.E.128
+// dlgpu-sass: bias_grad_finish_f32
 
 #include "common.cuh"
 

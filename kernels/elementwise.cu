@@ -5,7 +5,7 @@
 //   sigmoid_forward_f32(const float* x, float* y, long long n)       y = 1 / (1 + exp(-x))
 //   relu_backward_f32(const float* grad_y, const float* y, float* grad_x, long long n)
 //                                                                    grad_x = y > 0 ? grad_y : 0
-//   tanh_backward_f32(...same...)                                    grad_x = grad_y * (1 - y*y)
+//   tanh_backward_f32(...same...)                                    grad_x = grad_y * (1 - y)(1 + y)
 //   sigmoid_backward_f32(...same...)                                 grad_x = grad_y * y * (1 - y)
 //
 // Buffers: contiguous, n >= 1 elements, any alignment.  The output may be one of the
@@ -45,7 +45,9 @@ struct ReluBackward {
     __device__ __forceinline__ float operator()(float g, float y) const { return relu_mask(g, y); }
 };
 struct TanhBackward {
-    __device__ __forceinline__ float operator()(float g, float y) const { return g * (1.0f - y * y); }
+    // (1 - y)(1 + y), not 1 - y*y: near |y| = 1 the rounding of y*y would dominate the small
+    // difference, while 1 - y is exact there (Sterbenz) and 1 + y costs one rounding.
+    __device__ __forceinline__ float operator()(float g, float y) const { return g * ((1.0f - y) * (1.0f + y)); }
 };
 struct SigmoidBackward {
     __device__ __forceinline__ float operator()(float g, float y) const { return g * (y * (1.0f - y)); }

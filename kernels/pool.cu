@@ -22,6 +22,8 @@
 //       at a time in order; lanes whose argmax coincide add their values in lane order and the
 //       first of them updates grad_x, so every sum has a fixed order.  An argmax outside
 //       [0, plane_in) is skipped, never written through.
+//
+// dlgpu-sass: max_pool2d_*
 
 #include "common.cuh"
 

@@ -24,6 +24,8 @@
 // Row losses are (max - logits[label]) + log(sum exp(logits - max)): every exponent is <= 0,
 // so logits of +-1e4 neither overflow nor lose the loss to cancellation.
 //
+// (every kernel here: no local memory -- the warp kernels' row must stay in registers)
+// dlgpu-sass: softmax_xent_*
 // dlgpu-sass: softmax_xent_backward_i32 LDG.E.128 STG.E.128
 // dlgpu-sass: softmax_xent_backward_i64 LDG.E.128 STG.E.128
 
