@@ -18,8 +18,9 @@
 //       Tiled: block tile BM x BN x 8, warp tile 32 x 64, thread tile 8 x 8 (two 4 x 4 quadrants,
 //       so its shared loads are float4 and conflict-free), 3-stage shared-memory pipeline.
 //       Configurations 128x128 (256 threads), 128x64 (128), 64x64 (64); grid (ceil(N/BN),
-//       ceil(M/BM)).  Needs every operand's leading dimension % 4 == 0 and 16-byte aligned
-//       pointers (the launcher checks; else it takes the naive kernel).  Any M, N, K >= 1.
+//       ceil(M/BM)), blocks mapped to tiles in bands of 8 tile rows (gemm_tile.cuh: block_tile).
+//       Needs every operand's leading dimension % 4 == 0 and 16-byte aligned pointers (the
+//       launcher checks; else it takes the naive kernel).  Any M, N, K >= 1.
 //       `_mask` (layouts nn, tn only: linear_backward's grad_x = G W and grad_w = G^T X): A is
 //       multiplied by (Y > 0) as it is loaded, Y = mask_y stored like A.
 //
@@ -83,7 +84,9 @@ __device__ __forceinline__ void simt_gemm(const float* a, const float* b, const 
     TileLoader<kTransB ? BN : BK, kTransB ? BK : BN, SB, THREADS, kTransB, false> load_b(
         b, b, kTransB ? N : K, kTransB ? K : N);
 
-    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    int tile_m, tile_n;
+    block_tile(tile_m, tile_n);
+    const int m0 = tile_m * BM, n0 = tile_n * BN;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int wm = (warp / WARPS_N) * 32 + (lane / 8) * 4;
     const int wn = (warp % WARPS_N) * 64 + (lane % 8) * 4;

@@ -15,7 +15,8 @@
 //       128x128: 8 warps (2 x 4), warp tile 64 x 32;  64x64: 4 warps (2 x 2), warp tile 32 x 32.
 //       Block tile BM x BN x BK (BK = 16 floats for tf32, 32 halves for bf16/fp16), a 3-stage
 //       shared-memory ring; dynamic shared memory (dlgpu/cuda/gemm.py: tc_shared_bytes).  Grid
-//       (ceil(N/BN), ceil(M/BM)).  `_mask` (nn, tn): A multiplied by (Y > 0) on its way in.
+//       (ceil(N/BN), ceil(M/BM)), blocks mapped to tiles in bands of 8 tile rows (block_tile).
+//       `_mask` (nn, tn): A multiplied by (Y > 0) on its way in.
 //
 // How operands reach the tensor cores (every tile is kept in its operand's global layout, rows
 // of k or rows of m/n, so no layout needs a transposing store):
@@ -101,7 +102,8 @@ __device__ __forceinline__ void store_half(const Loader& loader, unsigned short*
         const int chunk = threadIdx.x + i * THREADS;
         const int r = chunk / Loader::kChunksPerRow, c = (chunk % Loader::kChunksPerRow) * 4;
         const float4 v = loader.held[i];
-        *reinterpret_cast<uint2*>(tile + swizzled<TILE_COLS>(r, c)) = make_uint2(pack_pair(v.x, v.y), pack_pair(v.z, v.w));
+        const uint2 packed = make_uint2(pack_pair(v.x, v.y), pack_pair(v.z, v.w));
+        *reinterpret_cast<uint2*>(tile + swizzled<TILE_COLS>(r, c)) = packed;
     }
 }
 
@@ -136,7 +138,9 @@ __device__ __forceinline__ void tc_gemm(const float* a, const float* b, const fl
                                                                          kTransA ? M : K);
     TileLoader<B_ROWS, B_COLS, SB, THREADS, false, false, kHalf> load_b(b, b, kTransB ? N : K, kTransB ? K : N);
 
-    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    int tile_m, tile_n;
+    block_tile(tile_m, tile_n);
+    const int m0 = tile_m * BM, n0 = tile_n * BN;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int wm0 = (warp / WARPS_N) * MT * 16, wn0 = (warp % WARPS_N) * NT * 8;
     const int g = lane / 4, t = lane % 4;
@@ -149,8 +153,10 @@ __device__ __forceinline__ void tc_gemm(const float* a, const float* b, const fl
     };
     auto store = [&](int stage) {
         if constexpr (kHalf) {
-            store_half<decltype(load_a), A_COLS, THREADS>(load_a, reinterpret_cast<unsigned short*>(a_tiles + stage * A_TILE_BYTES));
-            store_half<decltype(load_b), B_COLS, THREADS>(load_b, reinterpret_cast<unsigned short*>(b_tiles + stage * B_TILE_BYTES));
+            store_half<decltype(load_a), A_COLS, THREADS>(
+                load_a, reinterpret_cast<unsigned short*>(a_tiles + stage * A_TILE_BYTES));
+            store_half<decltype(load_b), B_COLS, THREADS>(
+                load_b, reinterpret_cast<unsigned short*>(b_tiles + stage * B_TILE_BYTES));
         } else {
             load_a.store(reinterpret_cast<float*>(a_tiles + stage * A_TILE_BYTES));
             load_b.store(reinterpret_cast<float*>(b_tiles + stage * B_TILE_BYTES));
@@ -222,7 +228,8 @@ __device__ __forceinline__ void tc_gemm(const float* a, const float* b, const fl
                 for (int i = 0; i < MT; ++i) {
                     const int row = wm0 + i * 16 + g;
                     DLGPU_UNROLL
-                    for (int r = 0; r < 4; ++r) af[i][r] = ptx::f32_to_tf32(a_at(row + 8 * (r % 2), ks + t + 4 * (r / 2)));
+                    for (int r = 0; r < 4; ++r)
+                        af[i][r] = ptx::f32_to_tf32(a_at(row + 8 * (r % 2), ks + t + 4 * (r / 2)));
                 }
                 DLGPU_UNROLL
                 for (int j = 0; j < NT; ++j) {

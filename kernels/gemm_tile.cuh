@@ -4,6 +4,7 @@
 //   GEMM_BIAS, GEMM_RELU, GEMM_MASK_A   bits of the kernels' `flags` argument
 //   epilogue(v, n, bias, flags)         v + bias[n] (GEMM_BIAS), then ReLU (GEMM_RELU; NaN passes
 //                                       like relu_forward_f32)
+//   block_tile(tile_m, tile_n)          which C tile this block computes (grouped raster order)
 //   TileLoader<...>                     one operand tile: global (row-major rows x cols, rows
 //                                       16-byte aligned) -> shared, by cp.async or through registers
 #pragma once
@@ -22,6 +23,26 @@ __device__ __forceinline__ float epilogue(float v, int n, const float* bias, int
     if (flags & GEMM_BIAS) v += bias[n];
     if (flags & GEMM_RELU) v = v < 0.0f ? 0.0f : v;
     return v;
+}
+
+// ---------------------------------------------------------------- raster order
+// The grid is (tiles along N, tiles along M), and blocks start roughly in linear order (x fastest).
+// Taken literally, a wave of blocks would sweep one or two tile rows across all of N, reading
+// every B panel from DRAM for each of them.  Instead, consecutive blocks walk down a band of
+// GEMM_GROUP_ROWS tile rows before stepping right, so a wave touches a few A panels and a few B
+// panels, which stay in L2.  A bijection of block ids onto tiles: every tile is computed once.
+#define GEMM_GROUP_ROWS 8
+
+__device__ __forceinline__ void block_tile(int& tile_m, int& tile_n)
+{
+    const int tiles_n = gridDim.x, tiles_m = gridDim.y;
+    const int id = blockIdx.y * tiles_n + blockIdx.x;
+    const int per_band = GEMM_GROUP_ROWS * tiles_n;
+    const int first_row = (id / per_band) * GEMM_GROUP_ROWS;
+    const int band_rows = tiles_m - first_row < GEMM_GROUP_ROWS ? tiles_m - first_row : GEMM_GROUP_ROWS;
+    const int in_band = id % per_band;
+    tile_m = first_row + in_band % band_rows;
+    tile_n = in_band / band_rows;
 }
 
 // ---------------------------------------------------------------- operand tiles

@@ -93,6 +93,14 @@ def test_product_matches_the_reference(plain, rng, variant, precision, config, t
         assert_close(c, ref.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b), precision=precision)
 
 
+@pytest.mark.parametrize(("variant", "precision"), (("simt", "ieee"), ("tc", "tf32")))
+def test_grouped_raster_order_computes_every_tile_once(plain, rng, variant, precision):
+    # 10 x 4 tiles of 64 x 64: one full band of 8 tile rows and a partial band of 2.
+    a, b = operands(rng, 580, 196, 8, False, False)
+    c = gemm.gemm(a, b, precision=precision, variant=variant, config="64x64", executor=plain)
+    assert_close(c, ref.matmul(a, b), precision=precision)
+
+
 @pytest.mark.parametrize(("variant", "precision", "config"), COMBOS, ids=COMBO_IDS)
 def test_fused_bias_relu_in_one_launch(plain, rng, variant, precision, config):
     for batch, features_in, features_out in ((36, 20, 12), (5, 8, 132)):

@@ -132,7 +132,8 @@ def _pick_config(configs, m: int, n: int, sms: int) -> TileConfig:
 
     Tiles much wider than the matrix are skipped (half of a 128-wide tile idle on N = 40).
     """
-    fitting = [c for c in configs if (c.block_m <= 2 * m or c is configs[-1]) and (c.block_n <= 2 * n or c is configs[-1])]
+    smallest = configs[-1]
+    fitting = [c for c in configs if c is smallest or (c.block_m <= 2 * m and c.block_n <= 2 * n)]
     for config in fitting:
         if math.ceil(m / config.block_m) * math.ceil(n / config.block_n) >= sms:
             return config
@@ -153,9 +154,9 @@ def choose(m: int, n: int, k: int, *, transpose_a: bool, transpose_b: bool, prec
     """The variant, configuration and launch geometry for an (m, n, k) product.
 
     ``aligned``: every operand passes :func:`tile_ready`.  ``variant`` forces one
-    (tests and benchmarks), ``config`` a tile configuration by name; a tiled variant that cannot take the call (unaligned,
-    or a mask in a layout without a mask kernel) falls back to naive, which takes
-    everything and is exact.
+    (tests and benchmarks), ``config`` a tile configuration by name.  A tiled
+    variant that cannot take the call (unaligned, or a mask in a layout without a
+    mask kernel) falls back to naive, which takes everything and is exact.
     """
     if variant is not None and variant not in VARIANTS:
         raise ArgumentError(f"gemm: variant must be one of {sorted(VARIANTS)}, got {variant!r}")
@@ -247,7 +248,8 @@ def gemm(a, b, *, transpose_a=False, transpose_b=False, precision="ieee", bias=N
 
     aligned = all(tile_ready(x) for x in (a, b) + (() if mask_a is None else (mask_a,)))
     plan = choose(m, n, k, transpose_a=transpose_a, transpose_b=transpose_b, precision=precision,
-                  masked=mask_a is not None, aligned=aligned, sms=multiprocessor_count(executor), variant=variant, config=config)
+                  masked=mask_a is not None, aligned=aligned, sms=multiprocessor_count(executor),
+                  variant=variant, config=config)
     assert plan.grid[1] <= MAX_GRID_Y, f"{op}: M = {m} needs {plan.grid[1]} block rows, over {MAX_GRID_Y}"
     flags = (FLAG_BIAS if bias is not None else 0) | (FLAG_RELU if relu else 0)
     # Pointers a kernel never reads (flags say so) still have to be valid arrays for the seam.
