@@ -146,23 +146,12 @@ extern "C" __global__ void conv2d_wgrad_naive_f32(const float* grad_y, const flo
 }
 
 // ---------------------------------------------------------------- simt implicit GEMM
-// out (M x COLS, stored as images: m = (img, pix), element (m, col) at out[(img*COLS + col)*PLANE
-// + pix]) = epilogue(A (M x RED) x B (RED x COLS)).  The operand policy `Ops` says what A and B are:
-//   Ops::Row                    per-thread state for one row of A (built once per kernel)
-//   ops.row(m)                  that state (m >= M gives a row of zeros)
-//   ops.a(row, kk)              A(m, kk) for kk < RED
-//   ops.b(kk, col)              B(kk, col) for kk < RED, col < COLS
+// The main loop for any problem of conv2d_common.cuh (GemmShape + an operand policy).
 
 #define SIMT_BK 8
 // Shared rows padded by one float4: rows stay 16-byte aligned, and the B tile's transposing
 // stores (8 taps x 4 columns per warp) fall in distinct banks.
 #define SIMT_PAD 4
-
-struct GemmShape {
-    int M, COLS, RED;              // rows, columns, reduction
-    int PLANE;                     // rows per image of the output
-    unsigned plane_mul, plane_shift;
-};
 
 // Thread (tm, tn), tm = t % (BM/TM) fastest, owns rows {tm*4 + i} (and + BM/2 when TM = 8) and
 // columns {tn*4 + j} (and + BN/2 when TN = 8): a warp's lanes cover consecutive row quads, so
@@ -302,159 +291,58 @@ __device__ __forceinline__ void simt_implicit_gemm(const Ops& ops, const GemmSha
     }
 }
 
-// ---------------------------------------------------------------- operand policies
-
-// Forward: A = x gathered by (pixel, tap), B(kk, k) = w[k, kk] (w's rows are B's columns).
-struct ForwardOps {
-    const float* x;
-    const float* w;
-    ConvGeometry g;
-    int M, CRS;
-    using Row = InputGather;
-    __device__ __forceinline__ Row row(int m) const { return InputGather(x, m, M, g); }
-    __device__ __forceinline__ float a(const Row& r, int kk) const { return r.at(kk, true, g); }
-    __device__ __forceinline__ float b(int kk, int k) const { return w[(long long)k * CRS + kk]; }
-};
-
-// Forward, 1x1 filter at stride 1 without padding: A is x itself, A(m, c) = x[n, c, pq].
-struct OneByOneOps {
-    const float* x;
-    const float* w;
-    ConvGeometry g;
-    int M, CRS;
-    struct Row {
-        const float* pixel;  // x + n*C*HW + pq, null past the last pixel
-    };
-    __device__ __forceinline__ Row row(int m) const
-    {
-        if (m >= M) return Row{nullptr};
-        const int n = fast_div(m, g.pq_mul, g.pq_shift);
-        return Row{x + (long long)n * g.C * g.H * g.W + (m - n * g.P * g.Q)};
-    }
-    __device__ __forceinline__ float a(const Row& r, int c) const
-    {
-        return r.pixel != nullptr ? r.pixel[(long long)c * g.H * g.W] : 0.0f;
-    }
-    __device__ __forceinline__ float b(int c, int k) const { return w[(long long)k * CRS + c]; }
-};
-
-// Dgrad: rows are input pixels (n, h, w), columns input channels c, the reduction runs over
-// kk = (k, r, s).  A(m, kk) = G[n, k, p, q] (grad_y, masked by y > 0 under CONV_MASK) where
-// p*sh = h + ph - r*dh and q*sw = w + pw - s*dw have integer solutions inside the output, else 0;
-// B(kk, c) = w[k, c, r, s].  The same sum as the naive gather, as a GEMM.
-struct DgradOps {
-    const float* grad_y;
-    const float* y;
-    const float* w;
-    ConvGeometry g;
-    int M;
-    unsigned hw_mul, hw_shift, w_mul, w_shift;
-    bool masked;
-    struct Row {
-        long long image;  // offset of grad_y[n, 0, 0, 0]; -1 past the last pixel
-        int hp, wp;       // h + ph, w + pw
-    };
-    __device__ __forceinline__ Row row(int m) const
-    {
-        if (m >= M) return Row{-1, 0, 0};
-        const int n = fast_div(m, hw_mul, hw_shift);
-        const int hw = m - n * g.H * g.W;
-        const int h = fast_div(hw, w_mul, w_shift);
-        return Row{(long long)n * g.K * g.P * g.Q, h + g.pad_h, hw - h * g.W + g.pad_w};
-    }
-    __device__ __forceinline__ float a(const Row& r, int kk) const
-    {
-        if (r.image < 0) return 0.0f;
-        const int k = fast_div(kk, g.rs_mul, g.rs_shift);
-        const int rs = kk - k * g.R * g.S;
-        const int tap_r = fast_div(rs, g.s_mul, g.s_shift);
-        const int tap_s = rs - tap_r * g.S;
-        int p = r.hp - tap_r * g.dil_h, q = r.wp - tap_s * g.dil_w;
-        if (g.stride_h != 1 || g.stride_w != 1) {
-            // Negative p or q fail the range test below whatever the quotient; only exact
-            // multiples of the stride are read.
-            if (p < 0 || q < 0 || p % g.stride_h != 0 || q % g.stride_w != 0) return 0.0f;
-            p /= g.stride_h;
-            q /= g.stride_w;
-        }
-        if ((unsigned)p >= (unsigned)g.P || (unsigned)q >= (unsigned)g.Q) return 0.0f;
-        const long long at = r.image + ((long long)k * g.P + p) * g.Q + q;
-        const float v = grad_y[at];
-        return masked ? relu_mask(v, y[at]) : v;
-    }
-    __device__ __forceinline__ float b(int kk, int c) const
-    {
-        const int k = fast_div(kk, g.rs_mul, g.rs_shift);
-        return w[((long long)k * g.C + c) * g.R * g.S + (kk - k * g.R * g.S)];
-    }
-};
-
 // ---------------------------------------------------------------- named simt instances
-#define FWD_PARAMS const float *x, const float *w, const float *bias, float *y, CONV_GEOMETRY_PARAMS, int flags
-#define DGRAD_PARAMS                                                                                           \
-    const float *grad_y, const float *y, const float *w, float *grad_x, CONV_GEOMETRY_PARAMS, int flags,       \
-        unsigned hw_mul, unsigned hw_shift, unsigned w_mul, unsigned w_shift
-
-template <int BM, int BN, int TM, int TN, class Ops>
-__device__ __forceinline__ void simt_forward(const float* x, const float* w, const float* bias, float* y,
-                                             const ConvGeometry& g, int flags)
-{
-    const int M = g.N * g.P * g.Q, CRS = g.C * g.R * g.S;
-    const Ops ops{x, w, g, M, CRS};
-    const GemmShape shape{M, g.K, CRS, g.P * g.Q, g.pq_mul, g.pq_shift};
-    simt_implicit_gemm<BM, BN, TM, TN>(ops, shape, y, bias, flags);
-}
-
-template <int BM, int BN, int TM, int TN>
-__device__ __forceinline__ void simt_dgrad(const float* grad_y, const float* y, const float* w, float* grad_x,
-                                           const ConvGeometry& g, int flags, unsigned hw_mul, unsigned hw_shift,
-                                           unsigned w_mul, unsigned w_shift)
-{
-    const int M = g.N * g.H * g.W;
-    const DgradOps ops{grad_y, y, w, g, M, hw_mul, hw_shift, w_mul, w_shift, (flags & CONV_MASK) != 0};
-    const GemmShape shape{M, g.C, g.K * g.R * g.S, g.H * g.W, hw_mul, hw_shift};
-    simt_implicit_gemm<BM, BN, TM, TN>(ops, shape, grad_x, grad_x, 0);
-}
-
 // 128x128: 256 threads of 8x8; 128x64: 128 threads of 8x8; 128x32: 128 threads of 8x4.
 
 extern "C" __global__ void __launch_bounds__(256) conv2d_fwd_simt_128x128_f32(FWD_PARAMS)
 {
-    simt_forward<128, 128, 8, 8, ForwardOps>(x, w, bias, y, CONV_GEOMETRY, flags);
+    const ConvGeometry geo = CONV_GEOMETRY;
+    simt_implicit_gemm<128, 128, 8, 8>(forward_ops<ForwardOps>(x, w, geo), forward_shape(geo), y, bias, flags);
 }
 extern "C" __global__ void __launch_bounds__(256) conv2d_fwd_simt_128x128_1x1_f32(FWD_PARAMS)
 {
-    simt_forward<128, 128, 8, 8, OneByOneOps>(x, w, bias, y, CONV_GEOMETRY, flags);
+    const ConvGeometry geo = CONV_GEOMETRY;
+    simt_implicit_gemm<128, 128, 8, 8>(forward_ops<OneByOneOps>(x, w, geo), forward_shape(geo), y, bias, flags);
 }
 extern "C" __global__ void __launch_bounds__(256) conv2d_dgrad_simt_128x128_f32(DGRAD_PARAMS)
 {
-    simt_dgrad<128, 128, 8, 8>(grad_y, y, w, grad_x, CONV_GEOMETRY, flags, hw_mul, hw_shift, w_mul, w_shift);
+    const ConvGeometry geo = CONV_GEOMETRY;
+    simt_implicit_gemm<128, 128, 8, 8>(dgrad_ops(grad_y, y, w, geo, flags, hw_mul, hw_shift, w_mul, w_shift),
+        dgrad_shape(geo, hw_mul, hw_shift), grad_x, grad_x, 0);
 }
 
 extern "C" __global__ void __launch_bounds__(128) conv2d_fwd_simt_128x64_f32(FWD_PARAMS)
 {
-    simt_forward<128, 64, 8, 8, ForwardOps>(x, w, bias, y, CONV_GEOMETRY, flags);
+    const ConvGeometry geo = CONV_GEOMETRY;
+    simt_implicit_gemm<128, 64, 8, 8>(forward_ops<ForwardOps>(x, w, geo), forward_shape(geo), y, bias, flags);
 }
 extern "C" __global__ void __launch_bounds__(128) conv2d_fwd_simt_128x64_1x1_f32(FWD_PARAMS)
 {
-    simt_forward<128, 64, 8, 8, OneByOneOps>(x, w, bias, y, CONV_GEOMETRY, flags);
+    const ConvGeometry geo = CONV_GEOMETRY;
+    simt_implicit_gemm<128, 64, 8, 8>(forward_ops<OneByOneOps>(x, w, geo), forward_shape(geo), y, bias, flags);
 }
 extern "C" __global__ void __launch_bounds__(128) conv2d_dgrad_simt_128x64_f32(DGRAD_PARAMS)
 {
-    simt_dgrad<128, 64, 8, 8>(grad_y, y, w, grad_x, CONV_GEOMETRY, flags, hw_mul, hw_shift, w_mul, w_shift);
+    const ConvGeometry geo = CONV_GEOMETRY;
+    simt_implicit_gemm<128, 64, 8, 8>(dgrad_ops(grad_y, y, w, geo, flags, hw_mul, hw_shift, w_mul, w_shift),
+        dgrad_shape(geo, hw_mul, hw_shift), grad_x, grad_x, 0);
 }
 
 extern "C" __global__ void __launch_bounds__(128) conv2d_fwd_simt_128x32_f32(FWD_PARAMS)
 {
-    simt_forward<128, 32, 8, 4, ForwardOps>(x, w, bias, y, CONV_GEOMETRY, flags);
+    const ConvGeometry geo = CONV_GEOMETRY;
+    simt_implicit_gemm<128, 32, 8, 4>(forward_ops<ForwardOps>(x, w, geo), forward_shape(geo), y, bias, flags);
 }
 extern "C" __global__ void __launch_bounds__(128) conv2d_fwd_simt_128x32_1x1_f32(FWD_PARAMS)
 {
-    simt_forward<128, 32, 8, 4, OneByOneOps>(x, w, bias, y, CONV_GEOMETRY, flags);
+    const ConvGeometry geo = CONV_GEOMETRY;
+    simt_implicit_gemm<128, 32, 8, 4>(forward_ops<OneByOneOps>(x, w, geo), forward_shape(geo), y, bias, flags);
 }
 extern "C" __global__ void __launch_bounds__(128) conv2d_dgrad_simt_128x32_f32(DGRAD_PARAMS)
 {
-    simt_dgrad<128, 32, 8, 4>(grad_y, y, w, grad_x, CONV_GEOMETRY, flags, hw_mul, hw_shift, w_mul, w_shift);
+    const ConvGeometry geo = CONV_GEOMETRY;
+    simt_implicit_gemm<128, 32, 8, 4>(dgrad_ops(grad_y, y, w, geo, flags, hw_mul, hw_shift, w_mul, w_shift),
+        dgrad_shape(geo, hw_mul, hw_shift), grad_x, grad_x, 0);
 }
 
 // ---------------------------------------------------------------- simt wgrad

@@ -12,6 +12,9 @@
 //   ConvGeometry, CONV_GEOMETRY       the same parameters as one struct value
 //   InputGather                       one output pixel's view of x for the implicit GEMM: the
 //                                     element that filter tap kk = (c, r, s) meets, 0 in padding
+//   GemmShape, ForwardOps, OneByOneOps, DgradOps, forward_ops/_shape, dgrad_ops/_shape
+//                                     each pass as an implicit-GEMM problem for the main loops
+//   FWD_PARAMS, DGRAD_PARAMS          the kernels' parameter lists
 #pragma once
 
 #include "common.cuh"
@@ -90,3 +93,131 @@ struct InputGather {
         return image[(c * g.H + h) * g.W + w];
     }
 };
+
+// ---------------------------------------------------------------- implicit-GEMM problems
+// out (M x COLS, stored as images: m = (img, pix), element (m, col) at out[(img*COLS + col)*PLANE
+// + pix]) = epilogue(A (M x RED) x B (RED x COLS)).  An operand policy says what A and B are:
+//   Ops::Row                    per-thread state for one row of A (built once per kernel)
+//   ops.row(m)                  that state (m >= M gives a row of zeros)
+//   ops.a(row, kk)              A(m, kk) for kk < RED
+//   ops.b(kk, col)              B(kk, col) for kk < RED, col < COLS
+// The simt (conv2d.cu) and tensor-core (conv2d_tc.cu) main loops take any of them.
+struct GemmShape {
+    int M, COLS, RED;              // rows, columns, reduction
+    int PLANE;                     // rows per image of the output
+    unsigned plane_mul, plane_shift;
+};
+
+// ---------------------------------------------------------------- operand policies
+
+// Forward: A = x gathered by (pixel, tap), B(kk, k) = w[k, kk] (w's rows are B's columns).
+struct ForwardOps {
+    const float* x;
+    const float* w;
+    ConvGeometry g;
+    int M, CRS;
+    using Row = InputGather;
+    __device__ __forceinline__ Row row(int m) const { return InputGather(x, m, M, g); }
+    __device__ __forceinline__ float a(const Row& r, int kk) const { return r.at(kk, true, g); }
+    __device__ __forceinline__ float b(int kk, int k) const { return w[(long long)k * CRS + kk]; }
+};
+
+// Forward, 1x1 filter at stride 1 without padding: A is x itself, A(m, c) = x[n, c, pq].
+struct OneByOneOps {
+    const float* x;
+    const float* w;
+    ConvGeometry g;
+    int M, CRS;
+    struct Row {
+        const float* pixel;  // x + n*C*HW + pq, null past the last pixel
+    };
+    __device__ __forceinline__ Row row(int m) const
+    {
+        if (m >= M) return Row{nullptr};
+        const int n = fast_div(m, g.pq_mul, g.pq_shift);
+        return Row{x + (long long)n * g.C * g.H * g.W + (m - n * g.P * g.Q)};
+    }
+    __device__ __forceinline__ float a(const Row& r, int c) const
+    {
+        return r.pixel != nullptr ? r.pixel[(long long)c * g.H * g.W] : 0.0f;
+    }
+    __device__ __forceinline__ float b(int c, int k) const { return w[(long long)k * CRS + c]; }
+};
+
+// Dgrad: rows are input pixels (n, h, w), columns input channels c, the reduction runs over
+// kk = (k, r, s).  A(m, kk) = G[n, k, p, q] (grad_y, masked by y > 0 under CONV_MASK) where
+// p*sh = h + ph - r*dh and q*sw = w + pw - s*dw have integer solutions inside the output, else 0;
+// B(kk, c) = w[k, c, r, s].  The same sum as the naive gather, as a GEMM.
+struct DgradOps {
+    const float* grad_y;
+    const float* y;
+    const float* w;
+    ConvGeometry g;
+    int M;
+    unsigned hw_mul, hw_shift, w_mul, w_shift;
+    bool masked;
+    struct Row {
+        long long image;  // offset of grad_y[n, 0, 0, 0]; -1 past the last pixel
+        int hp, wp;       // h + ph, w + pw
+    };
+    __device__ __forceinline__ Row row(int m) const
+    {
+        if (m >= M) return Row{-1, 0, 0};
+        const int n = fast_div(m, hw_mul, hw_shift);
+        const int hw = m - n * g.H * g.W;
+        const int h = fast_div(hw, w_mul, w_shift);
+        return Row{(long long)n * g.K * g.P * g.Q, h + g.pad_h, hw - h * g.W + g.pad_w};
+    }
+    __device__ __forceinline__ float a(const Row& r, int kk) const
+    {
+        if (r.image < 0) return 0.0f;
+        const int k = fast_div(kk, g.rs_mul, g.rs_shift);
+        const int rs = kk - k * g.R * g.S;
+        const int tap_r = fast_div(rs, g.s_mul, g.s_shift);
+        const int tap_s = rs - tap_r * g.S;
+        int p = r.hp - tap_r * g.dil_h, q = r.wp - tap_s * g.dil_w;
+        if (g.stride_h != 1 || g.stride_w != 1) {
+            // Negative p or q fail the range test below whatever the quotient; only exact
+            // multiples of the stride are read.
+            if (p < 0 || q < 0 || p % g.stride_h != 0 || q % g.stride_w != 0) return 0.0f;
+            p /= g.stride_h;
+            q /= g.stride_w;
+        }
+        if ((unsigned)p >= (unsigned)g.P || (unsigned)q >= (unsigned)g.Q) return 0.0f;
+        const long long at = r.image + ((long long)k * g.P + p) * g.Q + q;
+        const float v = grad_y[at];
+        return masked ? relu_mask(v, y[at]) : v;
+    }
+    __device__ __forceinline__ float b(int kk, int c) const
+    {
+        const int k = fast_div(kk, g.rs_mul, g.rs_shift);
+        return w[((long long)k * g.C + c) * g.R * g.S + (kk - k * g.R * g.S)];
+    }
+};
+
+#define FWD_PARAMS const float *x, const float *w, const float *bias, float *y, CONV_GEOMETRY_PARAMS, int flags
+#define DGRAD_PARAMS                                                                                           \
+    const float *grad_y, const float *y, const float *w, float *grad_x, CONV_GEOMETRY_PARAMS, int flags,       \
+        unsigned hw_mul, unsigned hw_shift, unsigned w_mul, unsigned w_shift
+
+
+// ---------------------------------------------------------------- each pass as a problem
+template <class Ops>
+__device__ __forceinline__ Ops forward_ops(const float* x, const float* w, const ConvGeometry& g)
+{
+    return Ops{x, w, g, g.N * g.P * g.Q, g.C * g.R * g.S};
+}
+__device__ __forceinline__ GemmShape forward_shape(const ConvGeometry& g)
+{
+    return GemmShape{g.N * g.P * g.Q, g.K, g.C * g.R * g.S, g.P * g.Q, g.pq_mul, g.pq_shift};
+}
+__device__ __forceinline__ DgradOps dgrad_ops(const float* grad_y, const float* y, const float* w, const ConvGeometry& g,
+                                              int flags, unsigned hw_mul, unsigned hw_shift, unsigned w_mul,
+                                              unsigned w_shift)
+{
+    return DgradOps{grad_y, y, w, g, g.N * g.H * g.W, hw_mul, hw_shift, w_mul, w_shift, (flags & CONV_MASK) != 0};
+}
+__device__ __forceinline__ GemmShape dgrad_shape(const ConvGeometry& g, unsigned hw_mul, unsigned hw_shift)
+{
+    return GemmShape{g.N * g.H * g.W, g.C, g.K * g.R * g.S, g.H * g.W, hw_mul, hw_shift};
+}

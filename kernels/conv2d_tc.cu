@@ -1,5 +1,5 @@
-// kernels/conv2d_tc.cu -- the convolution forward as an implicit GEMM on tensor cores (mma.sync,
-// sm_80+), fp32 in and out, fp32 accumulation.
+// kernels/conv2d_tc.cu -- the convolution forward and dgrad as implicit GEMMs on tensor cores
+// (mma.sync, sm_80+), fp32 in and out, fp32 accumulation.
 //
 // Same contract as conv2d_fwd_simt_* in kernels/conv2d.cu: y (N, K, P, Q) = epilogue(conv(x, w)),
 // x NCHW, w OIHW, CONV_GEOMETRY_PARAMS and `flags` (CONV_BIAS, CONV_RELU) from
@@ -13,12 +13,15 @@
 // Each output's tap order is fixed: same inputs, build and shape, same bits.
 //
 //   conv2d_fwd_tc_<BM>x<BN>_f32(x, w, bias, y, geometry, flags)
-//       128x64: 4 warps (2 x 2), warp tile 64 pixels x 32 channels;  64x32: 2 warps (2 x 1),
-//       warp tile 32 x 32.  Block tile BM x BN x 16 taps; two shared stages filled through
-//       registers (the gathers of tile t + 1 are in flight during tile t's mma); dynamic shared
-//       memory 2 x (BM + BN) x (16 + 4) floats (dlgpu/cuda/conv2d.py: tc_shared_bytes).
-//       Grid (ceil(M/BM), ceil(K/BN)): pixel blocks on x, which has room for any
-//       batch.
+//   conv2d_fwd_tc_<BM>x<BN>_1x1_f32(...same...)            1x1 filters, stride 1, no padding
+//   conv2d_dgrad_tc_<BM>x<BN>_f32(grad_y, y, w, grad_x, geometry, flags, hw_mul, hw_shift, w_mul,
+//                                 w_shift)                  dgrad, as conv2d_dgrad_simt_* in conv2d.cu
+//       The problems of conv2d_common.cuh on one main loop (tc_implicit_gemm).  128x64: 4 warps
+//       (2 x 2), warp tile 64 rows x 32 columns;  64x32: 2 warps (2 x 1), warp tile 32 x 32.  Block
+//       tile BM x BN x 16 taps; two shared stages filled through registers (the gathers of tile
+//       t + 1 are in flight during tile t's mma); dynamic shared memory 2 x (BM + BN) x (16 + 4)
+//       floats (dlgpu/cuda/conv2d.py: tc_shared_bytes).  Grid (ceil(M/BM), ceil(COLS/BN)): row
+//       blocks on x, which has room for any batch.
 //
 // Both tiles are stored k-contiguous (pixel or channel rows of 16 taps, padded to 20 floats = 20
 // mod 32 banks), so the fragment reads of lanes (g, t) = (lane / 4, lane % 4) at row g, column t
@@ -29,6 +32,7 @@
 // dlgpu-build: CONV_TC_PRECISION=1
 // dlgpu-build: CONV_TC_PRECISION=2
 // dlgpu-sass: conv2d_fwd_tc_* HMMA !LDL !STL
+// dlgpu-sass: conv2d_dgrad_tc_* HMMA !LDL !STL
 
 #include "common.cuh"
 #include "conv2d_common.cuh"
@@ -61,48 +65,47 @@ __device__ __forceinline__ void conv_mma(float (&d)[4], const unsigned (&a)[4], 
 #endif
 }
 
-// Warp (wm, wn) owns pixels [wm * MT * 16, +MT * 16) and channels [wn * NT * 8, +NT * 8) of the
-// block tile: MT x NT mma tiles of 16 x 8, four fp32 accumulators per lane each.
-template <int WARPS_M, int WARPS_N, int MT, int NT>
-__device__ __forceinline__ void tc_forward(const float* x, const float* w, const float* bias, float* y,
-                                           CONV_GEOMETRY_PARAMS, int flags)
+// Warp (wm, wn) owns rows [wm * MT * 16, +MT * 16) and columns [wn * NT * 8, +NT * 8) of the block
+// tile: MT x NT mma tiles of 16 x 8, four fp32 accumulators per lane each.  Any problem of
+// conv2d_common.cuh (GemmShape + an operand policy).
+template <int WARPS_M, int WARPS_N, int MT, int NT, class Ops>
+__device__ __forceinline__ void tc_implicit_gemm(const Ops& ops, const GemmShape shape, float* out, const float* bias,
+                                                 int flags)
 {
     constexpr int BM = WARPS_M * MT * 16, BN = WARPS_N * NT * 8, BK = CONV_TC_BK;
     constexpr int THREADS = WARPS_M * WARPS_N * 32;
     constexpr int KSTEP = CONV_TC_PRECISION == 0 ? 8 : 16;
     constexpr int ST = BK + CONV_TC_PAD;
     static_assert(BM % THREADS == 0 && THREADS % BK == 0, "loader layout");
-    constexpr int A_ROWS = BM / THREADS;          // pixels per thread
-    constexpr int B_STEP = THREADS / BK;          // channels between one thread's B elements
+    constexpr int A_ROWS = BM / THREADS;  // rows per thread
+    constexpr int B_STEP = THREADS / BK;  // columns between one thread's B elements
     constexpr int B_PER = BN / B_STEP;
 
     extern __shared__ float4 conv_tc_shared[];
-    float* const a_tiles = reinterpret_cast<float*>(conv_tc_shared);  // [stage][pixel][tap]
-    float* const b_tiles = a_tiles + 2 * BM * ST;                      // [stage][channel][tap]
+    float* const a_tiles = reinterpret_cast<float*>(conv_tc_shared);  // [stage][row][tap]
+    float* const b_tiles = a_tiles + 2 * BM * ST;                      // [stage][column][tap]
 
-    const int M = N * P * Q, CRS = C * R * S;
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
     const int t = threadIdx.x, warp = t / 32, lane = t % 32;
     const int g = lane / 4, tq = lane % 4;
     const int wm0 = (warp / WARPS_N) * MT * 16, wn0 = (warp % WARPS_N) * NT * 8;
 
-    // ---- loader state: thread t gathers every tap of pixels t, t + THREADS, ...
-    const ConvGeometry geo = CONV_GEOMETRY;
-    InputGather gather[A_ROWS];
+    // ---- loader state: thread t gathers every tap of rows t, t + THREADS, ...
+    typename Ops::Row rows[A_ROWS];
     DLGPU_UNROLL
-    for (int i = 0; i < A_ROWS; ++i) gather[i] = InputGather(x, m0 + t + i * THREADS, M, geo);
-    const int b_tap = t % BK, b_channel = t / BK;
+    for (int i = 0; i < A_ROWS; ++i) rows[i] = ops.row(m0 + t + i * THREADS);
+    const int b_tap = t % BK, b_col = t / BK;
     float a_held[A_ROWS][BK], b_held[B_PER];
 
     auto load = [&](int k0) {
         DLGPU_UNROLL
         for (int kk = 0; kk < BK; ++kk)
             DLGPU_UNROLL
-            for (int i = 0; i < A_ROWS; ++i) a_held[i][kk] = gather[i].at(k0 + kk, k0 + kk < CRS, geo);
+            for (int i = 0; i < A_ROWS; ++i) a_held[i][kk] = k0 + kk < shape.RED ? ops.a(rows[i], k0 + kk) : 0.0f;
         DLGPU_UNROLL
         for (int j = 0; j < B_PER; ++j) {
-            const int channel = n0 + b_channel + j * B_STEP, kk = k0 + b_tap;
-            b_held[j] = channel < K && kk < CRS ? w[(long long)channel * CRS + kk] : 0.0f;
+            const int col = n0 + b_col + j * B_STEP, kk = k0 + b_tap;
+            b_held[j] = col < shape.COLS && kk < shape.RED ? ops.b(kk, col) : 0.0f;
         }
     };
     auto store = [&](int stage) {
@@ -115,7 +118,7 @@ __device__ __forceinline__ void tc_forward(const float* x, const float* w, const
                 *reinterpret_cast<float4*>(as + (t + i * THREADS) * ST + kk) =
                     make_float4(a_held[i][kk], a_held[i][kk + 1], a_held[i][kk + 2], a_held[i][kk + 3]);
         DLGPU_UNROLL
-        for (int j = 0; j < B_PER; ++j) bs[(b_channel + j * B_STEP) * ST + b_tap] = b_held[j];
+        for (int j = 0; j < B_PER; ++j) bs[(b_col + j * B_STEP) * ST + b_tap] = b_held[j];
     };
 
     float acc[MT][NT][4];
@@ -127,7 +130,7 @@ __device__ __forceinline__ void tc_forward(const float* x, const float* w, const
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
 
     // ---- prologue: tile 0 into stage 0
-    const int tiles = (CRS + BK - 1) / BK;
+    const int tiles = (shape.RED + BK - 1) / BK;
     load(0);
     store(0);
     __syncthreads();
@@ -179,22 +182,22 @@ __device__ __forceinline__ void tc_forward(const float* x, const float* w, const
         __syncthreads();
     }
 
-    // ---- epilogue: accumulator e of tile (i, j) is pixel g + 8 * (e / 2), channel 2t + e % 2
-    const int PQ = P * Q;
+    // ---- epilogue: accumulator e of tile (i, j) is row g + 8 * (e / 2), column 2t + e % 2
     DLGPU_UNROLL
     for (int i = 0; i < MT; ++i) {
         DLGPU_UNROLL
         for (int half = 0; half < 2; ++half) {
             const int m = m0 + wm0 + i * 16 + g + 8 * half;
-            if (m >= M) continue;
-            const int n = fast_div(m, pq_mul, pq_shift);
-            float* pixel = y + (long long)n * K * PQ + (m - n * PQ);
+            if (m >= shape.M) continue;
+            const int img = fast_div(m, shape.plane_mul, shape.plane_shift);
+            float* pixel = out + (long long)img * shape.COLS * shape.PLANE + (m - img * shape.PLANE);
             DLGPU_UNROLL
             for (int j = 0; j < NT; ++j) {
                 DLGPU_UNROLL
                 for (int e = 0; e < 2; ++e) {
-                    const int k = n0 + wn0 + j * 8 + 2 * tq + e;
-                    if (k < K) pixel[(long long)k * PQ] = conv_epilogue(acc[i][j][2 * half + e], k, bias, flags);
+                    const int col = n0 + wn0 + j * 8 + 2 * tq + e;
+                    if (col < shape.COLS)
+                        pixel[(long long)col * shape.PLANE] = conv_epilogue(acc[i][j][2 * half + e], col, bias, flags);
                 }
             }
         }
@@ -202,14 +205,37 @@ __device__ __forceinline__ void tc_forward(const float* x, const float* w, const
 }
 
 // ---------------------------------------------------------------- named instances
-#define TC_FWD_PARAMS const float *x, const float *w, const float *bias, float *y, CONV_GEOMETRY_PARAMS, int flags
-#define TC_FWD_ARGS x, w, bias, y, CONV_GEOMETRY_ARGS, flags
-
-extern "C" __global__ void __launch_bounds__(128) conv2d_fwd_tc_128x64_f32(TC_FWD_PARAMS)
+// 128x64: warps 2 x 2, MT 4, NT 4;  64x32: warps 2 x 1, MT 2, NT 4.
+extern "C" __global__ void __launch_bounds__(128) conv2d_fwd_tc_128x64_f32(FWD_PARAMS)
 {
-    tc_forward<2, 2, 4, 4>(TC_FWD_ARGS);
+    const ConvGeometry geo = CONV_GEOMETRY;
+    tc_implicit_gemm<2, 2, 4, 4>(forward_ops<ForwardOps>(x, w, geo), forward_shape(geo), y, bias, flags);
 }
-extern "C" __global__ void __launch_bounds__(64) conv2d_fwd_tc_64x32_f32(TC_FWD_PARAMS)
+extern "C" __global__ void __launch_bounds__(128) conv2d_fwd_tc_128x64_1x1_f32(FWD_PARAMS)
 {
-    tc_forward<2, 1, 2, 4>(TC_FWD_ARGS);
+    const ConvGeometry geo = CONV_GEOMETRY;
+    tc_implicit_gemm<2, 2, 4, 4>(forward_ops<OneByOneOps>(x, w, geo), forward_shape(geo), y, bias, flags);
+}
+extern "C" __global__ void __launch_bounds__(128) conv2d_dgrad_tc_128x64_f32(DGRAD_PARAMS)
+{
+    const ConvGeometry geo = CONV_GEOMETRY;
+    tc_implicit_gemm<2, 2, 4, 4>(dgrad_ops(grad_y, y, w, geo, flags, hw_mul, hw_shift, w_mul, w_shift),
+        dgrad_shape(geo, hw_mul, hw_shift), grad_x, grad_x, 0);
+}
+
+extern "C" __global__ void __launch_bounds__(64) conv2d_fwd_tc_64x32_f32(FWD_PARAMS)
+{
+    const ConvGeometry geo = CONV_GEOMETRY;
+    tc_implicit_gemm<2, 1, 2, 4>(forward_ops<ForwardOps>(x, w, geo), forward_shape(geo), y, bias, flags);
+}
+extern "C" __global__ void __launch_bounds__(64) conv2d_fwd_tc_64x32_1x1_f32(FWD_PARAMS)
+{
+    const ConvGeometry geo = CONV_GEOMETRY;
+    tc_implicit_gemm<2, 1, 2, 4>(forward_ops<OneByOneOps>(x, w, geo), forward_shape(geo), y, bias, flags);
+}
+extern "C" __global__ void __launch_bounds__(64) conv2d_dgrad_tc_64x32_f32(DGRAD_PARAMS)
+{
+    const ConvGeometry geo = CONV_GEOMETRY;
+    tc_implicit_gemm<2, 1, 2, 4>(dgrad_ops(grad_y, y, w, geo, flags, hw_mul, hw_shift, w_mul, w_shift),
+        dgrad_shape(geo, hw_mul, hw_shift), grad_x, grad_x, 0);
 }

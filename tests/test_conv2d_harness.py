@@ -125,13 +125,15 @@ def test_forward_matches_the_reference(variant, precision, tile, config, plain, 
         assert rel_error(y, rounded) <= 1e-4
 
 
-def test_the_simt_one_by_one_kernel_runs_for_one_by_one_filters(plain, rng):
+@pytest.mark.parametrize("variant", ("simt", "tc"))
+def test_the_one_by_one_kernels_run_for_one_by_one_filters(variant, plain, rng):
     config = CONFIGS[3]
     x, weight, bias, _, _ = inputs(rng, config, relu=False)
-    for tile in conv.SIMT_CONFIGS:
-        y = conv.forward(x, weight, bias, variant="simt", config=tile.name, executor=plain)
-        ran(plain, "conv2d", f"conv2d_fwd_simt_{tile.name}_1x1_f32")
-        assert_close(y, ref.conv2d(x, weight, bias))
+    precision = conv.VARIANTS[variant].passes["forward"][0]
+    for tile in conv.CONFIGS[variant]:
+        y = conv.forward(x, weight, bias, precision=precision, variant=variant, config=tile.name, executor=plain)
+        ran(plain, conv.VARIANTS[variant].family, f"conv2d_fwd_{variant}_{tile.name}_1x1_f32")
+        assert_close(y, ref.conv2d(x, weight, bias), dtype=np.float32, precision=precision)
 
 
 # ---------------------------------------------------------------- backward
@@ -148,8 +150,12 @@ def test_dgrad_matches_the_reference(variant, precision, tile, config, plain, rn
         grad_x = conv.dgrad(grad_y, weight, x.shape, mask=mask, precision=precision, out=out, variant=variant,
                             config=tile, executor=plain, **config.geometry())
         assert grad_x is out
-        kernel = f"conv2d_dgrad_simt_{tile}_f32" if variant == "simt" else "conv2d_dgrad_naive_f32"
-        ran(plain, "conv2d", kernel)
+        kernel = f"conv2d_dgrad_{variant}_{tile}_f32" if tile else "conv2d_dgrad_naive_f32"
+        ran(plain, conv.VARIANTS[variant].family, kernel)
+        if variant == "tc":  # tight, as for the forward: only the accumulation may differ
+            rounded = ref.conv2d_backward(round_operand(grad_y, precision), x, round_operand(weight, precision),
+                                          y=mask, activation=activation, **config.geometry())[0]
+            assert rel_error(grad_x, rounded) <= 1e-4
         assert_close(grad_x, expected, dtype=np.float32, precision=precision)
 
 
@@ -235,6 +241,7 @@ def test_forward_choice_by_precision_and_shape():
     assert conv.choose_forward(deep, "ieee", sms=132).kernel == "conv2d_fwd_simt_128x128_f32"
     pointwise = g_of((32, 256, 56, 56), (64, 256, 1, 1))
     assert conv.choose_forward(pointwise, "ieee", sms=132).kernel == "conv2d_fwd_simt_128x64_1x1_f32"
+    assert conv.choose_forward(pointwise, "bf16", sms=132).kernel == "conv2d_fwd_tc_128x64_1x1_f32"
     strided_pointwise = g_of((32, 256, 56, 56), (64, 256, 1, 1), stride=(2, 2))
     assert conv.choose_forward(strided_pointwise, "ieee", sms=132).kernel == "conv2d_fwd_simt_128x64_f32"
     for precision, define in conv.TC_PRECISION_DEFINE.items():
@@ -246,10 +253,13 @@ def test_forward_choice_by_precision_and_shape():
     assert naive.kernel == "conv2d_fwd_naive_f32" and naive.grid[0] <= 8 * 132
 
 
-def test_backward_choice_falls_back_to_exact_kernels():
+def test_backward_choice_by_precision():
     g = g_of((32, 64, 56, 56), (64, 64, 3, 3), padding=(1, 1))
+    assert conv.choose_dgrad(g, "ieee", sms=132).kernel == "conv2d_dgrad_simt_128x64_f32"
+    for precision in ("tf32", "bf16", "fp16"):
+        plan = conv.choose_dgrad(g, precision, sms=132)
+        assert plan.kernel == "conv2d_dgrad_tc_128x64_f32" and plan.defines[0][0] == "CONV_TC_PRECISION"
     for precision in ("ieee", "tf32", "bf16", "fp16"):
-        assert conv.choose_dgrad(g, precision, sms=132).kernel == "conv2d_dgrad_simt_128x64_f32"
         assert conv.choose_wgrad(g, precision, sms=132).kernel == "conv2d_wgrad_simt_f32"
     assert conv.choose_wgrad(g, "ieee", sms=132, variant="naive").kernel == "conv2d_wgrad_naive_f32"
     assert conv.choose_dgrad(g, "ieee", sms=132, variant="naive").kernel == "conv2d_dgrad_naive_f32"
@@ -277,8 +287,8 @@ def test_bad_requests_are_refused():
     g = g_of((1, 3, 8, 8), (4, 3, 3, 3))
     with pytest.raises(ArgumentError, match="variant must be one of"):
         conv.choose_forward(g, "ieee", sms=1, variant="fast")
-    with pytest.raises(ArgumentError, match="has no dgrad kernel"):
-        conv.choose_dgrad(g, "tf32", sms=1, variant="tc")
+    with pytest.raises(ArgumentError, match="has no wgrad kernel"):
+        conv.choose_wgrad(g, "tf32", sms=1, variant="tc")
     with pytest.raises(ArgumentError, match="computes forward at"):
         conv.choose_forward(g, "ieee", sms=1, variant="tc")
     with pytest.raises(ArgumentError, match="config must be one of"):

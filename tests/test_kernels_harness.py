@@ -316,15 +316,21 @@ def check_conv2d_simt(executor, rng):
 
 
 def check_conv2d_tc(executor, rng):
+    # Each precision is its own build: all three plain, bf16 under the sanitizers.
     precisions = tuple(cuda_conv2d.TC_PRECISION_DEFINE) if executor.mode == "plain" else ("bf16",)
-    x_shape, w_shape, *pairs = CONV_CASES[0]
-    geometry = conv_geometry(*pairs)
-    x, weight, bias, y, _ = conv_inputs(rng, x_shape, w_shape, geometry)
-    for precision in precisions:
-        for config in cuda_conv2d.TC_CONFIGS:
-            out = cuda_conv2d.forward(x, weight, bias, relu=True, precision=precision, variant="tc",
-                                      config=config.name, executor=executor, **geometry)
-            assert_close(out, y, precision=precision)
+    for index, (x_shape, w_shape, *pairs) in enumerate(CONV_CASES):
+        geometry = conv_geometry(*pairs)
+        x, weight, bias, y, grad_y = conv_inputs(rng, x_shape, w_shape, geometry)
+        expected = ref.conv2d_backward(grad_y, x, weight, y=y, activation="relu", **geometry)[0]
+        for precision in precisions:
+            for config in cuda_conv2d.TC_CONFIGS:
+                out = cuda_conv2d.forward(x, weight, bias, relu=True, precision=precision, variant="tc",
+                                          config=config.name, executor=executor, **geometry)
+                assert_close(out, y, precision=precision)
+                if index == 0:
+                    assert_close(cuda_conv2d.dgrad(grad_y, weight, x.shape, mask=y, precision=precision, variant="tc",
+                                                   config=config.name, executor=executor, **geometry),
+                                 expected, precision=precision)
 
 
 CASES = (
@@ -367,7 +373,9 @@ CASES = (
             for p, s in (("fwd", ""), ("fwd", "_1x1"), ("dgrad", ""))),
           "conv2d_wgrad_simt_f32", "conv2d_wgrad_finish_f32"),
          check_conv2d_simt),
-    Case("conv2d_tc", "conv2d_tc", tuple(f"conv2d_fwd_tc_{c.name}_f32" for c in cuda_conv2d.TC_CONFIGS),
+    Case("conv2d_tc", "conv2d_tc",
+         tuple(f"conv2d_{p}_tc_{c.name}{s}_f32" for c in cuda_conv2d.TC_CONFIGS
+               for p, s in (("fwd", ""), ("fwd", "_1x1"), ("dgrad", ""))),
          check_conv2d_tc),
 )
 

@@ -17,11 +17,11 @@ names the passes it implements and the precisions it computes per pass:
 
 - ``naive``: one thread per output element, every pass, exact fp32; the GPU-side oracle.
 - ``simt``: implicit GEMM on CUDA cores, every pass, exact fp32.
-- ``tc``: implicit GEMM on tensor cores (forward) through mma.sync: tf32, bf16, fp16
-  operands, fp32 accumulation.
+- ``tc``: implicit GEMM on tensor cores (forward, dgrad) through mma.sync: tf32, bf16,
+  fp16 operands, fp32 accumulation.
 
 A pass asked for at a precision no variant of it computes runs in exact fp32 (more
-accurate than asked): dgrad and wgrad have no tensor-core kernel yet.
+accurate than asked): wgrad has no tensor-core kernel yet.
 :func:`choose` picks the variant and configuration; plain Python, tested on the CPU.
 """
 
@@ -62,7 +62,7 @@ VARIANTS: dict[str, Variant] = {
                      "one thread per output element, any shape; the GPU oracle"),
     "simt": Variant("simt", "conv2d", {p: ("ieee",) for p in PASSES},
                     "implicit GEMM on CUDA cores, exact fp32; wgrad split over pixels, fixed-order combine"),
-    "tc": Variant("tc", "conv2d_tc", {"forward": ("tf32", "bf16", "fp16")},
+    "tc": Variant("tc", "conv2d_tc", {p: ("tf32", "bf16", "fp16") for p in ("forward", "dgrad")},
                   "implicit GEMM on tensor cores (mma.sync), fp32 accumulation"),
 }
 
@@ -256,13 +256,15 @@ def choose_forward(g: Geometry, precision: str, *, sms: int, variant=None, confi
     configs = CONFIGS[variant]
     chosen = _config(configs, config) or _pick_forward_config(configs, g.K)
     grid = (math.ceil(g.pixels / chosen.block_m), math.ceil(g.K / chosen.block_n), 1)
+    kernel = f"conv2d_fwd_{variant}_{chosen.name}{'_1x1' if g.one_by_one else ''}_f32"
+    return _tiled_plan(variant, chosen, kernel, grid, precision)
+
+
+def _tiled_plan(variant: str, config: TileConfig, kernel: str, grid, precision: str) -> Plan:
     if variant == "simt":
-        suffix = "_1x1" if g.one_by_one else ""
-        kernel = f"conv2d_fwd_simt_{chosen.name}{suffix}_f32"
-        return Plan("simt", chosen, kernel, grid, (chosen.threads, 1, 1))
-    kernel = f"conv2d_fwd_tc_{chosen.name}_f32"
+        return Plan("simt", config, kernel, grid, (config.threads, 1, 1))
     defines = (("CONV_TC_PRECISION", TC_PRECISION_DEFINE[precision]),)
-    return Plan("tc", chosen, kernel, grid, (chosen.threads, 1, 1), tc_shared_bytes(chosen), defines)
+    return Plan("tc", config, kernel, grid, (config.threads, 1, 1), tc_shared_bytes(config), defines)
 
 
 def choose_dgrad(g: Geometry, precision: str, *, sms: int, variant=None, config=None) -> Plan:
@@ -272,9 +274,10 @@ def choose_dgrad(g: Geometry, precision: str, *, sms: int, variant=None, config=
         blocks = min(math.ceil(total / NAIVE_BLOCK), 8 * sms)
         return Plan("naive", None, "conv2d_dgrad_naive_f32", (blocks, 1, 1), (NAIVE_BLOCK, 1, 1))
     # The product's columns are the input channels C.
-    chosen = _config(SIMT_CONFIGS, config) or _pick_forward_config(SIMT_CONFIGS, g.C)
+    configs = CONFIGS[variant]
+    chosen = _config(configs, config) or _pick_forward_config(configs, g.C)
     grid = (math.ceil(g.N * g.H * g.W / chosen.block_m), math.ceil(g.C / chosen.block_n), 1)
-    return Plan("simt", chosen, f"conv2d_dgrad_simt_{chosen.name}_f32", grid, (chosen.threads, 1, 1))
+    return _tiled_plan(variant, chosen, f"conv2d_dgrad_{variant}_{chosen.name}_f32", grid, precision)
 
 
 def wgrad_splits(g: Geometry) -> tuple[int, int]:
@@ -358,9 +361,10 @@ def dgrad(grad_y, weight, x_shape, *, mask=None, stride=(1, 1), padding=(0, 0), 
     assert plan.grid[1] <= MAX_GRID_Y, f"{op}: C = {g.C} needs {plan.grid[1]} channel blocks, over {MAX_GRID_Y}"
     flags = FLAG_MASK if mask is not None else 0
     args = (grad_y, mask if mask is not None else grad_y, weight, grad_x, *g.args(), np.int32(flags))
-    if plan.variant == "simt":
+    if plan.variant != "naive":
         args += tuple(np.uint32(v) for d in (g.H * g.W, g.W) for v in fast_divisor(d))
-    executor.launch(Launch("conv2d", plan.kernel, plan.grid, plan.block, args))
+    executor.launch(Launch(VARIANTS[plan.variant].family, plan.kernel, plan.grid, plan.block, args,
+                           plan.shared_mem, plan.defines))
     return grad_x
 
 
