@@ -72,7 +72,7 @@ DEFAULTS = {
     "activation": "relu",
     "epochs": 20,
     "batch_size": 32,
-    "lr": 0.05,
+    "lr": 0.1,
     "momentum": 0.9,
     "weight_decay": 1e-3,
     "seed": 0,
@@ -439,6 +439,8 @@ def _import_pyplot():
 def write_plot(history: list[EpochStats], path, *, title: str = "") -> None:
     """Training loss (left) and training/test accuracy (right) per epoch, as a PNG."""
     plt = _import_pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [e.epoch for e in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [e.loss for e in history], marker="o")
@@ -452,6 +454,7 @@ def write_plot(history: list[EpochStats], path, *, title: str = "") -> None:
     ax_acc.legend()
     for ax in (ax_loss, ax_acc):
         ax.grid(True, alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -503,6 +506,7 @@ class _Progress:
             TimeElapsedColumn(),
             console=console,
             transient=True,
+            disable=not console.is_terminal,  # a log gets the epoch lines only
         )
         self.task = None
         self.epoch = 1

@@ -7,6 +7,7 @@ extra, so these tests do not skip without it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 import types
@@ -164,71 +165,134 @@ def test_static_step_matches_a_plain_training_loop_and_keeps_its_buffers(digits)
     assert float(step.loss_sum) == 0.0 and int(step.correct) == 0
 
 
-def _fake_cupy(capture_error: Exception):
-    """A stand-in for CuPy whose arrays are NumPy's and whose stream capture fails like a real one can."""
-    log = []
+class FakeCupy:
+    """A stand-in for CuPy whose arrays are NumPy's, with a stream capture that behaves like CUDA's.
 
-    class Stream:
-        def __init__(self, non_blocking=False):
-            pass
+    Work queued during a real capture is recorded, not run.  Here the
+    StaticStep called during capture runs on NumPy and everything it changed
+    (parameters, gradients, velocities, buffers, totals) is put back, so it
+    counts as not run; launching the graph runs that step.  ``capture_error``
+    makes begin_capture fail instead, as an unsupported operation would.
+    """
 
-        def __enter__(self):
-            return self
+    def __init__(self, monkeypatch, capture_error: Exception | None = None):
+        self.log: list[str] = []
+        self.capturing = False
+        self.captured = None
+        fake = self
+        real_call = train.StaticStep.__call__
 
-        def __exit__(self, *exc):
-            return False
+        def call(step):
+            if not fake.capturing:
+                return real_call(step)
+            arrays = [a for p in step.model.parameters() for a in (p.data, p.grad)]
+            arrays += [v for v in step.optimizer.velocities if v is not None]
+            arrays += [step.x, step.labels, step.loss_sum, step.correct]
+            saved = [a.copy() for a in arrays]
+            real_call(step)
+            for array, before in zip(arrays, saved):
+                array[...] = before
+            fake.captured = step
+            fake.log.append(f"captured lr={step.optimizer.lr:.6f}")
 
-        def begin_capture(self, mode=None):
-            log.append("begin_capture")
-            raise capture_error
+        class Graph:
+            def __init__(self, step):
+                self.step = step
 
-        def end_capture(self):
-            log.append("end_capture")
-            raise RuntimeError("not capturing")
+            def launch(self, stream=None):
+                fake.log.append("launch")
+                real_call(self.step)
 
-    class MemoryPool:
-        def malloc(self, size):
-            raise AssertionError("never called: the arrays are NumPy's")
+        class Stream:
+            def __init__(self, non_blocking=False):
+                pass
 
-    class UsingAllocator:
-        def __init__(self, malloc):
-            log.append("private pool")
+            def __enter__(self):
+                return self
 
-        def __enter__(self):
-            return self
+            def __exit__(self, *exc):
+                return False
 
-        def __exit__(self, *exc):
-            return False
+            def begin_capture(self, mode=None):
+                fake.log.append("begin_capture")
+                if capture_error is not None:
+                    raise capture_error
+                fake.capturing = True
 
-    cuda = types.SimpleNamespace(
-        Stream=Stream,
-        MemoryPool=MemoryPool,
-        using_allocator=UsingAllocator,
-        runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
+            def end_capture(self):
+                if not fake.capturing:
+                    raise RuntimeError("the stream is not capturing")
+                fake.capturing = False
+                return Graph(fake.captured)
+
+        class MemoryPool:
+            def malloc(self, size):
+                raise AssertionError("never called: the arrays are NumPy's")
+
+        @contextlib.contextmanager
+        def using_allocator(malloc):
+            fake.log.append("private pool")
+            yield
+
+        self.module = types.ModuleType("cupy")
+        self.module.cuda = types.SimpleNamespace(
+            Stream=Stream,
+            MemoryPool=MemoryPool,
+            using_allocator=using_allocator,
+            runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
+        )
+        for name in ("asarray", "zeros", "take", "concatenate"):
+            setattr(self.module, name, getattr(np, name))
+        monkeypatch.setattr(train.StaticStep, "__call__", call)
+        monkeypatch.setitem(sys.modules, "cupy", self.module)
+
+
+SMALL_RUN = dict(epochs=3, batch_size=32, seed=3)
+
+
+def _small(digits):
+    return digits[0][:256], digits[1][:256], digits[2], digits[3]
+
+
+def _assert_same_training(result, expected):
+    assert result.correct == expected.correct
+    assert [e.loss for e in result.history] == [e.loss for e in expected.history]
+    assert [e.train_accuracy for e in result.history] == [e.train_accuracy for e in expected.history]
+    for (name, a), b in zip(result.model.state_dict().items(), expected.model.state_dict().values()):
+        assert np.array_equal(a, b), name
+
+
+def test_graph_training_warms_up_once_captures_per_learning_rate_and_replays_every_step(monkeypatch, digits):
+    expected = train.fit(train.initial_model("mlp", "tanh", 3), _small(digits), device="cpu", **SMALL_RUN)
+
+    fake = FakeCupy(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = train.fit(train.initial_model("mlp", "tanh", 3), _small(digits), device="cuda", graph=True,
+                           **SMALL_RUN)
+    assert result.graph is True
+    _assert_same_training(result, expected)
+    steps = 256 // 32
+    lrs = [e.lr for e in expected.history]
+    # one eager warm-up step, then per epoch: a capture at that epoch's learning rate, a launch per step
+    assert fake.log == (
+        ["private pool"]
+        + ["private pool", "begin_capture", f"captured lr={lrs[0]:.6f}"] + ["launch"] * (steps - 1)
+        + ["private pool", "begin_capture", f"captured lr={lrs[1]:.6f}"] + ["launch"] * steps
+        + ["private pool", "begin_capture", f"captured lr={lrs[2]:.6f}"] + ["launch"] * steps
     )
-    fake = types.ModuleType("cupy")
-    fake.cuda = cuda
-    for name in ("asarray", "zeros", "take", "concatenate"):
-        setattr(fake, name, getattr(np, name))
-    return fake, log
 
 
 def test_failed_graph_capture_warns_and_trains_eagerly_to_the_same_weights(monkeypatch, digits):
-    small = (digits[0][:256], digits[1][:256], digits[2], digits[3])
-    settings = dict(epochs=2, batch_size=32, seed=3)
-    expected = train.fit(train.initial_model("mlp", "tanh", 3), small, device="cpu", **settings)
+    expected = train.fit(train.initial_model("mlp", "tanh", 3), _small(digits), device="cpu", **SMALL_RUN)
 
-    fake, log = _fake_cupy(RuntimeError("operation not permitted when stream is capturing"))
-    monkeypatch.setitem(sys.modules, "cupy", fake)
+    fake = FakeCupy(monkeypatch, RuntimeError("operation not permitted when stream is capturing"))
     with pytest.warns(RuntimeWarning, match="graph capture failed.*not permitted.*eagerly"):
-        result = train.fit(train.initial_model("mlp", "tanh", 3), small, device="cuda", graph=True, **settings)
-    assert log[:3] == ["private pool", "private pool", "begin_capture"]  # warm-up, then one capture attempt
-    assert log.count("begin_capture") == 1  # no retry every step
+        result = train.fit(train.initial_model("mlp", "tanh", 3), _small(digits), device="cuda", graph=True,
+                           **SMALL_RUN)
+    assert fake.log == ["private pool", "private pool", "begin_capture"]  # warm-up, one try, no retries
     assert result.graph is False
-    assert result.correct == expected.correct
-    for (name, a), b in zip(result.model.state_dict().items(), expected.model.state_dict().values()):
-        assert np.array_equal(a, b), name
-    assert [e.loss for e in result.history] == [e.loss for e in expected.history]
+    _assert_same_training(result, expected)
 
 
 # ---------------------------------------------------------------------------
@@ -388,3 +452,12 @@ def test_graph_replay_gives_the_eager_step_loss_and_weights(digits):
     np.testing.assert_allclose(graph_losses, eager_losses, rtol=1e-5)
     for (name, a), b in zip(eager.model.state_dict().items(), captured.model.state_dict().values()):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("module", ["dlgpu.data", "dlgpu.models"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    failures, tried = doctest.testmod(importlib.import_module(module))
+    assert tried > 0 and failures == 0
