@@ -317,6 +317,26 @@ def test_lenet_reaches_97_percent_on_the_cpu_and_repeats_to_the_last_bit(digits)
     assert len(first.history) == D["epochs"] and first.history[0].steps == 1438 // D["batch_size"]
 
 
+@pytest.mark.slow
+def test_cpu_training_does_not_depend_on_the_number_of_threads(tmp_path):
+    """numba's parallel loops and BLAS split work by thread; the weights must not change with it."""
+    import os
+    import subprocess
+
+    weights = []
+    for threads in ("1", "2"):
+        path = tmp_path / f"threads{threads}.npz"
+        env = dict(os.environ, NUMBA_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads)
+        result = subprocess.run(
+            [sys.executable, "-m", "dlgpu.cli", "train", "--backend", "cpu", "--epochs", "2", "--save", str(path)],
+            capture_output=True, text=True, env=env, timeout=300,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        weights.append(train.read_saved(path)[0])
+    for name in weights[0]:
+        assert np.array_equal(weights[0][name], weights[1][name]), name
+
+
 # ---------------------------------------------------------------------------
 # the command
 # ---------------------------------------------------------------------------
