@@ -203,6 +203,12 @@ def test_results_are_bitwise_deterministic(plain, rng):
               conv.dgrad(grad_y, weight, x.shape, mask=y, executor=plain, **config.geometry()))
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+    # The tile configuration (chosen by SM count) does not change the summation order either.
+    for variant, precision in (("simt", "ieee"), ("tc", "bf16")):
+        outputs = [conv.forward(x, weight, bias, precision=precision, variant=variant, config=c.name, executor=plain,
+                                **config.geometry()) for c in conv.CONFIGS[variant]]
+        for other in outputs[1:]:
+            np.testing.assert_array_equal(outputs[0].view(np.uint32), other.view(np.uint32))
 
 
 # ---------------------------------------------------------------- launcher logic (no kernels run)
@@ -237,8 +243,12 @@ def test_forward_choice_by_precision_and_shape():
     wide = g_of((32, 64, 56, 56), (64, 64, 3, 3), padding=(1, 1))
     plan = conv.choose_forward(wide, "ieee", sms=132)
     assert plan.kernel == "conv2d_fwd_simt_128x64_f32" and plan.grid == (32 * 56 * 56 // 128, 1, 1)
-    deep = g_of((32, 512, 7, 7), (512, 512, 3, 3), padding=(1, 1))
+    deep = g_of((128, 512, 7, 7), (512, 512, 3, 3), padding=(1, 1))
     assert conv.choose_forward(deep, "ieee", sms=132).kernel == "conv2d_fwd_simt_128x128_f32"
+    # Batch 32: 13 x 4 blocks of 128x128 would leave most of 132 SMs idle; 13 x 16 of 128x32 do not.
+    deep_b32 = g_of((32, 512, 7, 7), (512, 512, 3, 3), padding=(1, 1))
+    assert conv.choose_forward(deep_b32, "ieee", sms=132).kernel == "conv2d_fwd_simt_128x32_f32"
+    assert conv.choose_forward(deep_b32, "ieee", sms=40).kernel == "conv2d_fwd_simt_128x128_f32"
     pointwise = g_of((32, 256, 56, 56), (64, 256, 1, 1))
     assert conv.choose_forward(pointwise, "ieee", sms=132).kernel == "conv2d_fwd_simt_128x64_1x1_f32"
     assert conv.choose_forward(pointwise, "bf16", sms=132).kernel == "conv2d_fwd_tc_128x64_1x1_f32"

@@ -22,7 +22,9 @@ names the passes it implements and the precisions it computes per pass:
 
 A pass asked for at a precision no variant of it computes runs in exact fp32 (more
 accurate than asked): wgrad has no tensor-core kernel yet.
-:func:`choose` picks the variant and configuration; plain Python, tested on the CPU.
+:func:`choose_forward`, :func:`choose_dgrad` and :func:`choose_wgrad` pick the variant and
+configuration; plain Python, tested on the CPU.  Every tile configuration sums each output
+in the same order, so the choice (which depends on the SM count) never changes the bits.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ class TileConfig:
     threads: int
 
 
-# Narrowest last; choose() takes the narrowest tile that still covers K in one or two blocks.
+# Widest first: _pick_config takes the widest that still fills the device.
 SIMT_CONFIGS = (
     TileConfig("128x128", 128, 128, 256),
     TileConfig("128x64", 128, 64, 128),
@@ -234,12 +236,17 @@ def _config(configs, name: str | None) -> TileConfig | None:
     raise ArgumentError(f"conv2d: config must be one of {[c.name for c in configs]}, got {name!r}")
 
 
-def _pick_forward_config(configs, K: int) -> TileConfig:
-    """The narrowest tile whose width is at least K, else the widest (channels per block)."""
-    for config in reversed(configs):
-        if config.block_n >= K:
+def _pick_config(configs, rows: int, cols: int, sms: int) -> TileConfig:
+    """The widest tile (fewest re-reads of A) that still gives every SM a block.
+
+    ``configs`` run widest first.  Tiles at least twice as wide as ``cols`` are skipped (most of
+    a 128-wide tile idle on K = 6); when no tile fills the device, the narrowest left.
+    """
+    fitting = [c for c in configs if c.block_n < 2 * cols or c is configs[-1]]
+    for config in fitting:
+        if math.ceil(rows / config.block_m) * math.ceil(cols / config.block_n) >= sms:
             return config
-    return configs[0]
+    return fitting[-1]
 
 
 def tc_shared_bytes(config: TileConfig) -> int:
@@ -254,7 +261,7 @@ def choose_forward(g: Geometry, precision: str, *, sms: int, variant=None, confi
         blocks = min(math.ceil(total / NAIVE_BLOCK), 8 * sms)
         return Plan("naive", None, "conv2d_fwd_naive_f32", (blocks, 1, 1), (NAIVE_BLOCK, 1, 1))
     configs = CONFIGS[variant]
-    chosen = _config(configs, config) or _pick_forward_config(configs, g.K)
+    chosen = _config(configs, config) or _pick_config(configs, g.pixels, g.K, sms)
     grid = (math.ceil(g.pixels / chosen.block_m), math.ceil(g.K / chosen.block_n), 1)
     kernel = f"conv2d_fwd_{variant}_{chosen.name}{'_1x1' if g.one_by_one else ''}_f32"
     return _tiled_plan(variant, chosen, kernel, grid, precision)
@@ -275,7 +282,7 @@ def choose_dgrad(g: Geometry, precision: str, *, sms: int, variant=None, config=
         return Plan("naive", None, "conv2d_dgrad_naive_f32", (blocks, 1, 1), (NAIVE_BLOCK, 1, 1))
     # The product's columns are the input channels C.
     configs = CONFIGS[variant]
-    chosen = _config(configs, config) or _pick_forward_config(configs, g.C)
+    chosen = _config(configs, config) or _pick_config(configs, g.N * g.H * g.W, g.C, sms)
     grid = (math.ceil(g.N * g.H * g.W / chosen.block_m), math.ceil(g.C / chosen.block_n), 1)
     return _tiled_plan(variant, chosen, f"conv2d_dgrad_{variant}_{chosen.name}_f32", grid, precision)
 
