@@ -102,8 +102,10 @@ __device__ __forceinline__ void store_half(const Loader& loader, unsigned short*
         const int chunk = threadIdx.x + i * THREADS;
         const int r = chunk / Loader::kChunksPerRow, c = (chunk % Loader::kChunksPerRow) * 4;
         const float4 v = loader.held[i];
-        const uint2 packed = make_uint2(pack_pair(v.x, v.y), pack_pair(v.z, v.w));
-        *reinterpret_cast<uint2*>(tile + swizzled<TILE_COLS>(r, c)) = packed;
+        // One 8-byte store (a uint2 store was split into two 4-byte STS by the compiler).
+        const unsigned long long packed =
+            (unsigned long long)pack_pair(v.x, v.y) | ((unsigned long long)pack_pair(v.z, v.w) << 32);
+        *reinterpret_cast<unsigned long long*>(tile + swizzled<TILE_COLS>(r, c)) = packed;
     }
 }
 

