@@ -8,7 +8,8 @@
 //   __syncthreads a mutex + condition-variable barrier (visible to ThreadSanitizer); a thread
 //                that has returned from the kernel no longer counts (as on sm_70+)
 //   __shared__   static: `__shared__ float t[32]` is a function-local static, one object per
-//                process, which is one per block because blocks do not overlap.  `extern
+//                process, which is one per block because blocks do not overlap (it keeps the
+//                previous block's values: zero for the first block, never poisoned).  `extern
 //                __shared__ T s[]` is rewritten by harness.py into a pointer to one dynamic
 //                buffer of the launch's exact size (the rest is poisoned for ASan) and
 //                refilled with 0xFF bytes (NaN) before each block; `__shared__ alignas(n)` is
@@ -16,7 +17,8 @@
 //   warps        lanes are 32 consecutive linear thread ids; shuffles, votes, mma, ldmatrix
 //                exchange values through a per-warp buffer between two warp barriers.  A
 //                lane reading from an absent lane gets 0xFF bytes; a collective whose mask
-//                names a lane that has returned, or lanes disagreeing on the mask, fail
+//                names a lane that has returned, or lanes disagreeing on the mask, fail (so
+//                two disjoint groups of one warp in collectives at once are refused too)
 //   atomics      std::atomic_ref on the global or shared location
 //   half types   __half / __nv_bfloat16 with round-to-nearest-even conversions
 //   PTX          kernels/ptx.cuh's wrappers call the dlgpu_host:: implementations below:

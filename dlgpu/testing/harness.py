@@ -33,8 +33,8 @@ the launch's dynamic shared buffer, and ``__shared__ alignas(n)`` into
 ``alignas(n) __shared__``; nothing else in the source is touched.
 Compiled objects are cached under ``$DLGPU_CACHE_DIR/harness`` (the compiler's
 cache folder) by SHA-256 of the generated translation unit (the source and its
-exports), every header beside it and in kernels/, cuda_host.h, the flags and the
-compiler's version.
+exports), every header it includes (recursively), cuda_host.h, the flags and the
+compiler's version: editing one family's header rebuilds only the families using it.
 
 Not modelled: timing, memory coalescing, bank conflicts, the real warp scheduler
 and independent thread scheduling, blocks running concurrently (they run one after
@@ -92,6 +92,7 @@ _COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
 _EXTERN_SHARED = re.compile(
     r"extern\s+__shared__\s+(?:(?:alignas|__align__)\s*\([^)]*\)\s*)?(?P<type>[^;\[\]]*?)\s*(?P<name>\w+)\s*\[\s*\]\s*;"
 )
+_INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"', re.MULTILINE)
 _SHARED_ALIGNAS = re.compile(r"__shared__\s+(alignas\s*\([^)]*\))")
 
 
@@ -124,6 +125,23 @@ def _compiler_identity(cxx: str) -> str:
 def _dynamic_shared_pointer(match: re.Match) -> str:
     kind = match["type"].strip()
     return f"{kind}* const {match['name']} = reinterpret_cast<{kind}*>(::dlgpu_host::dynamic_shared());"
+
+
+def _included_headers(source: Path, include_dirs) -> list[Path]:
+    """Every header ``source`` reaches through ``#include "..."``, found where g++ finds it."""
+    found: set[Path] = set()
+    pending = [source]
+    while pending:
+        current = pending.pop()
+        for name in _INCLUDE.findall(current.read_text(errors="replace")):
+            for folder in (current.parent, *include_dirs):
+                candidate = (folder / name).resolve()
+                if candidate.is_file():
+                    if candidate not in found:
+                        found.add(candidate)
+                        pending.append(candidate)
+                    break
+    return sorted(found)
 
 
 def translation_unit(source_path: Path) -> tuple[str, list[str]]:
@@ -165,7 +183,7 @@ def build(family: str, defines=(), mode: str = "plain", kernels_dir=None, cache_
     source = compiler.source_path(family, kernels_dir)
     # A planted kernel in a test folder may still include the package's headers (ptx.cuh).
     include_dirs = list(dict.fromkeys([source.parent, compiler.kernels_root(kernels_dir), compiler.kernels_root()]))
-    headers = sorted({h for folder_ in include_dirs for h in folder_.glob("*.cuh")})
+    headers = _included_headers(source, include_dirs)
     # An edited source or header (its mtime) makes a new build, within one process too.
     stamps = tuple((str(path), path.stat().st_mtime_ns) for path in (source, HEADER, *headers))
     key_in_memory = (stamps, defines, mode, str(cache_dir))
@@ -187,7 +205,7 @@ def build(family: str, defines=(), mode: str = "plain", kernels_dir=None, cache_
         for part in (_compiler_identity(cxx), " ".join(flags), unit, HEADER.read_text(), _STUB_TEXT):
             digest.update(part.encode() + b"\0")
         for header in headers:
-            digest.update(header.name.encode() + b"\0" + header.read_bytes() + b"\0")
+            digest.update(str(header).encode() + b"\0" + header.read_bytes() + b"\0")
         stem = f"{family}-{mode}-{digest.hexdigest()[:24]}"
         target = folder / (stem + (".so" if mode == "plain" else ".exe"))
         if not target.exists():
