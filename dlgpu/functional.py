@@ -631,7 +631,7 @@ def max_pool2d_backward(grad_y, argmax, input_shape):
         raise ShapeError(f"{op}: input_shape {input_shape} and grad_y {tuple(grad_y.shape)} differ in N or C")
     grad_y, argmax = _contiguous(op, grad_y=grad_y, argmax=argmax)
     plane = input_shape[2] * input_shape[3]
-    low, high = int(argmax.min()), int(argmax.max())
+    low, high = _value_range(argmax)
     if low < 0 or high >= plane:
         raise ArgumentError(f"{op}: argmax holds {low if low < 0 else high}, outside the input plane [0, {plane})")
     return backend.max_pool2d_backward(grad_y, argmax, input_shape)
@@ -642,6 +642,23 @@ def max_pool2d_backward(grad_y, argmax, input_shape):
 # ---------------------------------------------------------------------------
 
 
+def _value_range(indices) -> tuple[int, int]:
+    """(min, max) of an index array, for range checks before a launch.
+
+    Reading a CuPy array's values back is forbidden while its stream is being
+    captured into a CUDA graph; then the check is skipped, returning (0, 0).
+    That is safe because the kernels taking indices guard them on the device
+    (softmax writes NaN for a bad label, pooling's backward never matches a bad
+    argmax), and a captured step replays buffers its eager warm-up checked.
+    """
+    if not isinstance(indices, np.ndarray):
+        import cupy
+
+        if cupy.cuda.get_current_stream().is_capturing():
+            return 0, 0
+    return int(indices.min()), int(indices.max())
+
+
 def _check_labels(op: str, labels, rows: int, classes: int) -> None:
     dtype = np.dtype(labels.dtype)
     if dtype not in (np.dtype(np.int32), np.dtype(np.int64)):
@@ -649,7 +666,7 @@ def _check_labels(op: str, labels, rows: int, classes: int) -> None:
     _check_ndim(op, "labels", labels, 1, "(N,)")
     if labels.shape[0] != rows:
         raise ShapeError(f"{op}: labels has {labels.shape[0]} entries for {rows} rows")
-    low, high = int(labels.min()), int(labels.max())
+    low, high = _value_range(labels)
     if low < 0 or high >= classes:
         raise ArgumentError(f"{op}: label {low if low < 0 else high} is outside [0, {classes})")
 

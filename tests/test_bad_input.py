@@ -146,3 +146,28 @@ def test_refused_calls_have_no_side_effects_and_the_process_keeps_working():
     np.testing.assert_array_equal(param, before)
     out = F.matmul(a2, b2)
     np.testing.assert_allclose(out, a2 @ b2, rtol=1e-5, atol=1e-5)
+
+
+def test_index_range_checks_are_skipped_only_while_a_cuda_graph_is_captured(monkeypatch):
+    """Reading values back is illegal during stream capture; the kernels guard indices there."""
+    import sys
+    import types
+
+    from dlgpu import functional
+
+    capturing = {"now": True}
+    stream = types.SimpleNamespace(is_capturing=lambda: capturing["now"])
+    fake_cupy = types.SimpleNamespace(cuda=types.SimpleNamespace(get_current_stream=lambda: stream))
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+
+    class DeviceIndices:  # stands in for a CuPy index array
+        def min(self):
+            return 7
+
+        def max(self):
+            return 99
+
+    assert functional._value_range(DeviceIndices()) == (0, 0)
+    capturing["now"] = False
+    assert functional._value_range(DeviceIndices()) == (7, 99)
+    assert functional._value_range(np.array([3, -2, 5])) == (-2, 5)
