@@ -146,7 +146,8 @@ extern "C" __global__ void bias_grad_finish_f32(const float* partial, float* gra
     if (spatial == 1) {
         // (N, C) input: one partial sum per chunk, strided by row_len.
         DLGPU_UNROLL_4
-        for (long long chunk = threadIdx.x; chunk < chunks; chunk += blockDim.x) sum += partial[chunk * row_len + channel];
+        for (long long chunk = threadIdx.x; chunk < chunks; chunk += blockDim.x)
+            sum += partial[chunk * row_len + channel];
     } else {
         // Chunk by chunk, the channel's `spatial` partial sums are contiguous: coalesced loads,
         // and the unrolled loop keeps several of them in flight.

@@ -84,7 +84,8 @@ def test_activation_forward_and_backward(cp, rng, name, n, x_offset, out_offset)
     grad_y = rng.standard_normal(n).astype(np.float32)
     y_host = cp.asnumpy(y)
     out = poisoned(cp, (n,), out_offset)
-    grad_x = getattr(F, f"{name}_backward")(device_view(cp, grad_y, x_offset), device_view(cp, y_host, x_offset), out=out)
+    d_grad_y, d_y = device_view(cp, grad_y, x_offset), device_view(cp, y_host, x_offset)
+    grad_x = getattr(F, f"{name}_backward")(d_grad_y, d_y, out=out)
     assert_close(grad_x, getattr(R, f"{name}_backward")(grad_y, y_host), elementwise=True)
 
 

@@ -89,7 +89,8 @@ def max_pool2d_backward(grad_y, argmax, input_shape, window=None, *, executor=No
     planes = N * C
     if window is not None:
         kernel, stride, padding = window
-        if (output_size(H, kernel[0], stride[0], padding[0]), output_size(W, kernel[1], stride[1], padding[1])) != (P, Q):
+        expected = (output_size(H, kernel[0], stride[0], padding[0]), output_size(W, kernel[1], stride[1], padding[1]))
+        if expected != (P, Q):
             raise ShapeError(f"{op}: window {window} on a {H}x{W} input does not give grad_y's {P}x{Q}")
         blocks = grid_stride_blocks(planes * H * W, BLOCK, executor, POOL_BLOCKS_PER_SM)
         args = (grad_y, argmax, grad_x, np.int64(planes), np.int32(H), np.int32(W), np.int32(P), np.int32(Q))

@@ -81,7 +81,9 @@ def softmax_cross_entropy(logits, labels, *, executor=None):
             (logits, labels, probs, row_loss, np.int64(rows), np.int32(classes)),
         )
     )
-    executor.launch(Launch(FAMILY, "softmax_xent_mean_f32", (1, 1, 1), (MEAN_BLOCK, 1, 1), (row_loss, loss, np.int64(rows))))
+    executor.launch(
+        Launch(FAMILY, "softmax_xent_mean_f32", (1, 1, 1), (MEAN_BLOCK, 1, 1), (row_loss, loss, np.int64(rows)))
+    )
     return loss, probs
 
 
