@@ -35,9 +35,9 @@ COMBOS = [
 COMBO_IDS = [f"{v}-{p}-{c or 'any'}" for v, p, c in COMBOS]
 
 # Tiled kernels need leading dimensions % 4 == 0 (else the launcher takes naive): sizes that
-# are multiples of 4 but of no tile.  132 rows: two block rows of a 128 tile; k = 52: several
-# k tiles, so the 3-stage ring wraps; k = 4: a single, partial k tile.
-TILED_SHAPES = ((4, 4, 4), (132, 20, 52), (36, 68, 12))
+# are multiples of 4 but of no tile.  132 x 68: two block rows of a 128 tile, two block columns
+# of a 64 tile; k = 52: several k tiles, so the 3-stage ring wraps; k = 4: one partial k tile.
+TILED_SHAPES = ((4, 4, 4), (132, 68, 52))
 # Anything goes for naive (and for the public path, which falls back to it): 1, primes.
 ODD_SHAPES = ((1, 1, 1), (1, 7, 13), (13, 1, 5), (5, 3, 1), (37, 29, 67))
 
