@@ -210,15 +210,15 @@ __device__ __forceinline__ void simt_implicit_gemm(const Ops& ops, const GemmSha
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
     // ---- prologue: tile 0 into stage 0
-    const int tiles = (shape.RED + BK - 1) / BK;
-    load(0);
+    const int tiles = (shape.RED - shape.RED_BEGIN + BK - 1) / BK;
+    load(shape.RED_BEGIN);
     store(0);
     __syncthreads();
 
     // ---- main loop: loads of tile t + 1 in flight while tile t is multiplied
     for (int tile = 0; tile < tiles; ++tile) {
         const bool more = tile + 1 < tiles;
-        if (more) load((tile + 1) * BK);
+        if (more) load(shape.RED_BEGIN + (tile + 1) * BK);
         const float* as = a_tiles[tile & 1];
         const float* bs = b_tiles[tile & 1];
         DLGPU_UNROLL
@@ -354,9 +354,7 @@ extern "C" __global__ void __launch_bounds__(128) conv2d_dgrad_simt_128x32_f32(D
 // Thread (tk, tc), tc = t % 16 fastest, owns output channels tk*4 + {0..3} and taps tc*4 + {0..3}.
 // Loads: thread t takes pixel t % 8 of each step (one (n, p, q) division per step, shared by its
 // grad_y and x loads) for channels / taps t / 8 and t / 8 + 32.
-extern "C" __global__ void __launch_bounds__(WGRAD_THREADS)
-    conv2d_wgrad_simt_f32(const float* grad_y, const float* y, const float* x, float* partial, CONV_GEOMETRY_PARAMS,
-                          int flags, int pixels_per_split)
+extern "C" __global__ void __launch_bounds__(WGRAD_THREADS) conv2d_wgrad_simt_f32(WGRAD_PARAMS)
 {
     constexpr int T = WGRAD_TILE, BR = WGRAD_STEP, ST = WGRAD_TILE + 4;
     __shared__ alignas(16) float g_tiles[2][BR * ST];  // [pixel][output channel]

@@ -12,9 +12,10 @@
 //   ConvGeometry, CONV_GEOMETRY       the same parameters as one struct value
 //   InputGather                       one output pixel's view of x for the implicit GEMM: the
 //                                     element that filter tap kk = (c, r, s) meets, 0 in padding
-//   GemmShape, ForwardOps, OneByOneOps, DgradOps, forward_ops/_shape, dgrad_ops/_shape
+//   GemmShape, ForwardOps, OneByOneOps, DgradOps, WgradOps, forward_ops/_shape, dgrad_ops/_shape,
+//   wgrad_ops/_shape
 //                                     each pass as an implicit-GEMM problem for the main loops
-//   FWD_PARAMS, DGRAD_PARAMS          the kernels' parameter lists
+//   FWD_PARAMS, DGRAD_PARAMS, WGRAD_PARAMS   the kernels' parameter lists
 #pragma once
 
 #include "common.cuh"
@@ -99,13 +100,14 @@ struct InputGather {
 // + pix]) = epilogue(A (M x RED) x B (RED x COLS)).  An operand policy says what A and B are:
 //   Ops::Row                    per-thread state for one row of A (built once per kernel)
 //   ops.row(m)                  that state (m >= M gives a row of zeros)
-//   ops.a(row, kk)              A(m, kk) for kk < RED
-//   ops.b(kk, col)              B(kk, col) for kk < RED, col < COLS
+//   ops.a(row, kk)              A(m, kk) for RED_BEGIN <= kk < RED
+//   ops.b(kk, col)              B(kk, col) for RED_BEGIN <= kk < RED, col < COLS
 // The simt (conv2d.cu) and tensor-core (conv2d_tc.cu) main loops take any of them.
 struct GemmShape {
-    int M, COLS, RED;              // rows, columns, reduction
+    int M, COLS, RED;              // rows, columns, end of the reduction
     int PLANE;                     // rows per image of the output
     unsigned plane_mul, plane_shift;
+    int RED_BEGIN;                 // start of the reduction (a split's share; 0 when not given)
 };
 
 // ---------------------------------------------------------------- operand policies
@@ -199,7 +201,35 @@ struct DgradOps {
 #define DGRAD_PARAMS                                                                                           \
     const float *grad_y, const float *y, const float *w, float *grad_x, CONV_GEOMETRY_PARAMS, int flags,       \
         unsigned hw_mul, unsigned hw_shift, unsigned w_mul, unsigned w_shift
+#define WGRAD_PARAMS                                                                                           \
+    const float *grad_y, const float *y, const float *x, float *partial, CONV_GEOMETRY_PARAMS, int flags,      \
+        int pixels_per_split
 
+
+// Wgrad: rows are output channels k, columns taps (c, r, s), the reduction runs over output
+// pixels m = (n, p, q).  A(k, m) = G[n, k, p, q] (masked by y > 0 under CONV_MASK); B(m, (c, r,
+// s)) = x at the input element that tap meets from pixel m, 0 in the padding.  The output is
+// grad_w itself, row-major K x C*R*S (PLANE = 1).
+struct WgradOps {
+    const float* grad_y;
+    const float* y;
+    const float* x;
+    ConvGeometry g;
+    bool masked;
+    struct Row {
+        long long channel;  // k*P*Q, the offset of channel k's plane in image 0; -1 past the last
+    };
+    __device__ __forceinline__ Row row(int k) const { return Row{k < g.K ? (long long)k * g.P * g.Q : -1}; }
+    __device__ __forceinline__ float a(const Row& r, int m) const
+    {
+        if (r.channel < 0) return 0.0f;
+        const int n = fast_div(m, g.pq_mul, g.pq_shift);
+        const long long at = (long long)n * g.K * g.P * g.Q + r.channel + (m - n * g.P * g.Q);
+        const float v = grad_y[at];
+        return masked ? relu_mask(v, y[at]) : v;
+    }
+    __device__ __forceinline__ float b(int m, int kk) const { return InputGather(x, m, m + 1, g).at(kk, true, g); }
+};
 
 // ---------------------------------------------------------------- each pass as a problem
 template <class Ops>
@@ -216,6 +246,18 @@ __device__ __forceinline__ DgradOps dgrad_ops(const float* grad_y, const float* 
                                               unsigned w_shift)
 {
     return DgradOps{grad_y, y, w, g, g.N * g.H * g.W, hw_mul, hw_shift, w_mul, w_shift, (flags & CONV_MASK) != 0};
+}
+// One split of the wgrad reduction: pixels [begin, min(begin + count, N*P*Q)).
+__device__ __forceinline__ WgradOps wgrad_ops(const float* grad_y, const float* y, const float* x, const ConvGeometry& g,
+                                              int flags)
+{
+    return WgradOps{grad_y, y, x, g, (flags & CONV_MASK) != 0};
+}
+__device__ __forceinline__ GemmShape wgrad_shape(const ConvGeometry& g, int begin, int count)
+{
+    const int pixels = g.N * g.P * g.Q;
+    const int end = pixels - begin < count ? pixels : begin + count;
+    return GemmShape{g.K, g.C * g.R * g.S, end, 1, 0x80000000u, 31u, begin};  // PLANE 1: fast_div by 1
 }
 __device__ __forceinline__ GemmShape dgrad_shape(const ConvGeometry& g, unsigned hw_mul, unsigned hw_shift)
 {

@@ -1,4 +1,4 @@
-// kernels/conv2d_tc.cu -- the convolution forward and dgrad as implicit GEMMs on tensor cores
+// kernels/conv2d_tc.cu -- the convolution's three passes as implicit GEMMs on tensor cores
 // (mma.sync, sm_80+), fp32 in and out, fp32 accumulation.
 //
 // Same contract as conv2d_fwd_simt_* in kernels/conv2d.cu: y (N, K, P, Q) = epilogue(conv(x, w)),
@@ -16,6 +16,10 @@
 //   conv2d_fwd_tc_<BM>x<BN>_1x1_f32(...same...)            1x1 filters, stride 1, no padding
 //   conv2d_dgrad_tc_<BM>x<BN>_f32(grad_y, y, w, grad_x, geometry, flags, hw_mul, hw_shift, w_mul,
 //                                 w_shift)                  dgrad, as conv2d_dgrad_simt_* in conv2d.cu
+//   conv2d_wgrad_tc_<BM>x<BN>_f32(grad_y, y, x, partial, geometry, flags, pixels_per_split)
+//                                 wgrad split over pixels as conv2d_wgrad_simt_f32: rows are output
+//                                 channels, columns taps; grid (ceil(K/BM), ceil(CRS/BN), splits);
+//                                 conv2d.cu's conv2d_wgrad_finish_f32 combines the splits
 //       The problems of conv2d_common.cuh on one main loop (tc_implicit_gemm).  128x64: 4 warps
 //       (2 x 2), warp tile 64 rows x 32 columns;  64x32: 2 warps (2 x 1), warp tile 32 x 32.  Block
 //       tile BM x BN x 16 taps; two shared stages filled through registers (the gathers of tile
@@ -33,6 +37,7 @@
 // dlgpu-build: CONV_TC_PRECISION=2
 // dlgpu-sass: conv2d_fwd_tc_* HMMA !LDL !STL
 // dlgpu-sass: conv2d_dgrad_tc_* HMMA !LDL !STL
+// dlgpu-sass: conv2d_wgrad_tc_* HMMA !LDL !STL
 
 #include "common.cuh"
 #include "conv2d_common.cuh"
@@ -130,15 +135,15 @@ __device__ __forceinline__ void tc_implicit_gemm(const Ops& ops, const GemmShape
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
 
     // ---- prologue: tile 0 into stage 0
-    const int tiles = (shape.RED + BK - 1) / BK;
-    load(0);
+    const int tiles = (shape.RED - shape.RED_BEGIN + BK - 1) / BK;
+    load(shape.RED_BEGIN);
     store(0);
     __syncthreads();
 
     // ---- main loop: gathers of tile + 1 in flight while tile is multiplied
     for (int tile = 0; tile < tiles; ++tile) {
         const bool more = tile + 1 < tiles;
-        if (more) load((tile + 1) * BK);
+        if (more) load(shape.RED_BEGIN + (tile + 1) * BK);
         const float* as = a_tiles + (tile & 1) * BM * ST;
         const float* bs = b_tiles + (tile & 1) * BN * ST;
         DLGPU_UNROLL
@@ -238,4 +243,20 @@ extern "C" __global__ void __launch_bounds__(64) conv2d_dgrad_tc_64x32_f32(DGRAD
     const ConvGeometry geo = CONV_GEOMETRY;
     tc_implicit_gemm<2, 1, 2, 4>(dgrad_ops(grad_y, y, w, geo, flags, hw_mul, hw_shift, w_mul, w_shift),
         dgrad_shape(geo, hw_mul, hw_shift), grad_x, grad_x, 0);
+}
+
+extern "C" __global__ void __launch_bounds__(128) conv2d_wgrad_tc_128x64_f32(WGRAD_PARAMS)
+{
+    const ConvGeometry geo = CONV_GEOMETRY;
+    float* const out = partial + (long long)blockIdx.z * K * C * R * S;
+    tc_implicit_gemm<2, 2, 4, 4>(wgrad_ops(grad_y, y, x, geo, flags),
+        wgrad_shape(geo, blockIdx.z * pixels_per_split, pixels_per_split), out, out, 0);
+}
+
+extern "C" __global__ void __launch_bounds__(64) conv2d_wgrad_tc_64x32_f32(WGRAD_PARAMS)
+{
+    const ConvGeometry geo = CONV_GEOMETRY;
+    float* const out = partial + (long long)blockIdx.z * K * C * R * S;
+    tc_implicit_gemm<2, 1, 2, 4>(wgrad_ops(grad_y, y, x, geo, flags),
+        wgrad_shape(geo, blockIdx.z * pixels_per_split, pixels_per_split), out, out, 0);
 }

@@ -163,14 +163,20 @@ def test_dgrad_matches_the_reference(variant, precision, tile, config, plain, rn
 @pytest.mark.parametrize(("variant", "precision", "tile"), combos("wgrad"), ids=combo_ids("wgrad"))
 def test_wgrad_matches_the_reference(variant, precision, tile, config, plain, rng):
     x, weight, bias, y, grad_y = inputs(rng, config, relu=True)
-    # simt: the default split count, and a forced three-way split (the fixed-order second pass).
-    for mask, splits in ((y, None), (None, 3 if variant == "simt" else None)):
+    # simt, tc: the default split count, and a forced three-way split (the fixed-order second pass).
+    for mask, splits in ((y, None), (None, 3 if variant != "naive" else None)):
         activation = "relu" if mask is not None else None
         expected = ref.conv2d_backward(grad_y, x, weight, y=mask, activation=activation, **config.geometry())[1]
         out = np.full(weight.shape, np.nan, np.float32)
         grad_w = conv.wgrad(grad_y, x, weight.shape, mask=mask, precision=precision, out=out, variant=variant,
-                            splits=splits, executor=plain, **config.geometry())
+                            config=tile, splits=splits, executor=plain, **config.geometry())
         assert grad_w is out
+        kernel = {"naive": "conv2d_wgrad_naive_f32", "simt": "conv2d_wgrad_simt_f32"}.get(variant)
+        ran(plain, conv.VARIANTS[variant].family, kernel or f"conv2d_wgrad_tc_{tile}_f32")
+        if variant == "tc":
+            rounded = ref.conv2d_backward(round_operand(grad_y, precision), round_operand(x, precision), weight,
+                                          y=mask, activation=activation, **config.geometry())[1]
+            assert rel_error(grad_w, rounded) <= 1e-4
         assert_close(grad_w, expected, dtype=np.float32, precision=precision)
 
 
@@ -269,8 +275,13 @@ def test_backward_choice_by_precision():
     for precision in ("tf32", "bf16", "fp16"):
         plan = conv.choose_dgrad(g, precision, sms=132)
         assert plan.kernel == "conv2d_dgrad_tc_128x64_f32" and plan.defines[0][0] == "CONV_TC_PRECISION"
-    for precision in ("ieee", "tf32", "bf16", "fp16"):
-        assert conv.choose_wgrad(g, precision, sms=132).kernel == "conv2d_wgrad_simt_f32"
+    assert conv.choose_wgrad(g, "ieee", sms=132).kernel == "conv2d_wgrad_simt_f32"
+    for precision in ("tf32", "bf16", "fp16"):
+        plan = conv.choose_wgrad(g, precision, sms=132)
+        assert plan.kernel == "conv2d_wgrad_tc_64x32_f32" and plan.grid == (1, 576 // 32, plan.splits)
+        assert plan == conv.choose_wgrad(g, precision, sms=7)  # device-independent split count
+    wide = g_of((32, 128, 28, 28), (128, 128, 3, 3), padding=(1, 1))
+    assert conv.choose_wgrad(wide, "tf32", sms=132).kernel == "conv2d_wgrad_tc_128x64_f32"
     assert conv.choose_wgrad(g, "ieee", sms=132, variant="naive").kernel == "conv2d_wgrad_naive_f32"
     assert conv.choose_dgrad(g, "ieee", sms=132, variant="naive").kernel == "conv2d_dgrad_naive_f32"
     first_layer = g_of((32, 3, 224, 224), (64, 3, 7, 7), stride=(2, 2), padding=(3, 3))
@@ -297,8 +308,8 @@ def test_bad_requests_are_refused():
     g = g_of((1, 3, 8, 8), (4, 3, 3, 3))
     with pytest.raises(ArgumentError, match="variant must be one of"):
         conv.choose_forward(g, "ieee", sms=1, variant="fast")
-    with pytest.raises(ArgumentError, match="has no wgrad kernel"):
-        conv.choose_wgrad(g, "tf32", sms=1, variant="tc")
+    with pytest.raises(ArgumentError, match="computes wgrad at"):
+        conv.choose_wgrad(g, "ieee", sms=1, variant="tc")
     with pytest.raises(ArgumentError, match="computes forward at"):
         conv.choose_forward(g, "ieee", sms=1, variant="tc")
     with pytest.raises(ArgumentError, match="config must be one of"):

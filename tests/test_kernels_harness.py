@@ -321,16 +321,16 @@ def check_conv2d_tc(executor, rng):
     for index, (x_shape, w_shape, *pairs) in enumerate(CONV_CASES):
         geometry = conv_geometry(*pairs)
         x, weight, bias, y, grad_y = conv_inputs(rng, x_shape, w_shape, geometry)
-        expected = ref.conv2d_backward(grad_y, x, weight, y=y, activation="relu", **geometry)[0]
+        expected = ref.conv2d_backward(grad_y, x, weight, y=y, activation="relu", **geometry)
         for precision in precisions:
             for config in cuda_conv2d.TC_CONFIGS:
-                out = cuda_conv2d.forward(x, weight, bias, relu=True, precision=precision, variant="tc",
-                                          config=config.name, executor=executor, **geometry)
-                assert_close(out, y, precision=precision)
+                kw = dict(precision=precision, variant="tc", config=config.name, executor=executor, **geometry)
+                assert_close(cuda_conv2d.forward(x, weight, bias, relu=True, **kw), y, precision=precision)
                 if index == 0:
-                    assert_close(cuda_conv2d.dgrad(grad_y, weight, x.shape, mask=y, precision=precision, variant="tc",
-                                                   config=config.name, executor=executor, **geometry),
-                                 expected, precision=precision)
+                    assert_close(cuda_conv2d.dgrad(grad_y, weight, x.shape, mask=y, **kw), expected[0],
+                                 precision=precision)
+                    assert_close(cuda_conv2d.wgrad(grad_y, x, weight.shape, mask=y, splits=2, **kw), expected[1],
+                                 precision=precision)
 
 
 CASES = (
@@ -375,7 +375,7 @@ CASES = (
          check_conv2d_simt),
     Case("conv2d_tc", "conv2d_tc",
          tuple(f"conv2d_{p}_tc_{c.name}{s}_f32" for c in cuda_conv2d.TC_CONFIGS
-               for p, s in (("fwd", ""), ("fwd", "_1x1"), ("dgrad", ""))),
+               for p, s in (("fwd", ""), ("fwd", "_1x1"), ("dgrad", ""), ("wgrad", ""))),
          check_conv2d_tc),
 )
 

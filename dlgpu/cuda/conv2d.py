@@ -17,11 +17,10 @@ names the passes it implements and the precisions it computes per pass:
 
 - ``naive``: one thread per output element, every pass, exact fp32; the GPU-side oracle.
 - ``simt``: implicit GEMM on CUDA cores, every pass, exact fp32.
-- ``tc``: implicit GEMM on tensor cores (forward, dgrad) through mma.sync: tf32, bf16,
-  fp16 operands, fp32 accumulation.
+- ``tc``: implicit GEMM on tensor cores, every pass, through mma.sync: tf32, bf16, fp16
+  operands, fp32 accumulation.
 
-A pass asked for at a precision no variant of it computes runs in exact fp32 (more
-accurate than asked): wgrad has no tensor-core kernel yet.
+"ieee" runs simt, the other precisions tc; naive only when asked for by name.
 :func:`choose_forward`, :func:`choose_dgrad` and :func:`choose_wgrad` pick the variant and
 configuration; plain Python, tested on the CPU.  Every tile configuration sums each output
 in the same order, so the choice (which depends on the SM count) never changes the bits.
@@ -64,7 +63,7 @@ VARIANTS: dict[str, Variant] = {
                      "one thread per output element, any shape; the GPU oracle"),
     "simt": Variant("simt", "conv2d", {p: ("ieee",) for p in PASSES},
                     "implicit GEMM on CUDA cores, exact fp32; wgrad split over pixels, fixed-order combine"),
-    "tc": Variant("tc", "conv2d_tc", {p: ("tf32", "bf16", "fp16") for p in ("forward", "dgrad")},
+    "tc": Variant("tc", "conv2d_tc", {p: ("tf32", "bf16", "fp16") for p in PASSES},
                   "implicit GEMM on tensor cores (mma.sync), fp32 accumulation"),
 }
 
@@ -93,8 +92,8 @@ CONFIGS: dict[str, tuple[TileConfig, ...]] = {"naive": (), "simt": SIMT_CONFIGS,
 
 
 def configs_for(variant: str, pass_: str) -> tuple[TileConfig, ...]:
-    """The tile configurations a variant offers for a pass (wgrad's simt kernel has one fixed tile)."""
-    return () if pass_ == "wgrad" else CONFIGS[variant]
+    """The tile configurations a variant offers for a pass (the simt wgrad kernel has one fixed tile)."""
+    return () if (variant, pass_) == ("simt", "wgrad") else CONFIGS[variant]
 
 
 # kernels/conv2d_tc.cu's build define for each precision.
@@ -287,31 +286,43 @@ def choose_dgrad(g: Geometry, precision: str, *, sms: int, variant=None, config=
     return _tiled_plan(variant, chosen, f"conv2d_dgrad_{variant}_{chosen.name}_f32", grid, precision)
 
 
-def wgrad_splits(g: Geometry) -> tuple[int, int]:
-    """(splits, pixels_per_split) of the simt wgrad reduction: shape-only, so device-independent."""
-    tiles = math.ceil(g.taps / WGRAD_TILE) * math.ceil(g.K / WGRAD_TILE)
+def wgrad_splits(g: Geometry, tile_rows: int = WGRAD_TILE, tile_cols: int = WGRAD_TILE) -> tuple[int, int]:
+    """(splits, pixels_per_split) of a wgrad reduction whose blocks cover tile_rows channels x
+    tile_cols taps: from the shape only, so the summation order is the same on every device."""
+    tiles = math.ceil(g.taps / tile_cols) * math.ceil(g.K / tile_rows)
     splits = max(1, min(math.ceil(WGRAD_TARGET_BLOCKS / tiles), math.ceil(g.pixels / WGRAD_MIN_PIXELS), MAX_GRID_Y))
     per_split = math.ceil(math.ceil(g.pixels / splits) / WGRAD_STEP) * WGRAD_STEP
     return math.ceil(g.pixels / per_split), per_split
 
 
-def choose_wgrad(g: Geometry, precision: str, *, sms: int, variant=None, splits: int | None = None) -> Plan:
+def choose_wgrad(g: Geometry, precision: str, *, sms: int, variant=None, config=None,
+                 splits: int | None = None) -> Plan:
     variant = _resolve("wgrad", precision, variant)
     if variant == "naive":
         total = g.K * g.taps
         blocks = min(math.ceil(total / NAIVE_BLOCK), 8 * sms)
         return Plan("naive", None, "conv2d_wgrad_naive_f32", (blocks, 1, 1), (NAIVE_BLOCK, 1, 1))
+    if variant == "simt":
+        chosen, rows, cols = None, WGRAD_TILE, WGRAD_TILE
+    else:
+        # Not by SM count: the tile sets the default split count, which must not depend on the device.
+        chosen = _config(TC_CONFIGS, config) or (TC_CONFIGS[-1] if g.K <= TC_CONFIGS[-1].block_m else TC_CONFIGS[0])
+        rows, cols = chosen.block_m, chosen.block_n
     if splits is None:
-        splits, per_split = wgrad_splits(g)
+        splits, per_split = wgrad_splits(g, rows, cols)
     else:
         if splits < 1:
             raise ArgumentError(f"conv2d: wgrad splits must be >= 1, got {splits}")
         splits = min(splits, MAX_GRID_Y)
         per_split = math.ceil(math.ceil(g.pixels / splits) / WGRAD_STEP) * WGRAD_STEP
         splits = math.ceil(g.pixels / per_split)
-    grid = (math.ceil(g.taps / WGRAD_TILE), math.ceil(g.K / WGRAD_TILE), splits)
-    return Plan("simt", None, "conv2d_wgrad_simt_f32", grid, (WGRAD_THREADS, 1, 1), splits=splits,
-                pixels_per_split=per_split)
+    if variant == "simt":
+        grid = (math.ceil(g.taps / WGRAD_TILE), math.ceil(g.K / WGRAD_TILE), splits)
+        return Plan("simt", None, "conv2d_wgrad_simt_f32", grid, (WGRAD_THREADS, 1, 1), splits=splits,
+                    pixels_per_split=per_split)
+    grid = (math.ceil(g.K / rows), math.ceil(g.taps / cols), splits)
+    return Plan("tc", chosen, f"conv2d_wgrad_tc_{chosen.name}_f32", grid, (chosen.threads, 1, 1),
+                tc_shared_bytes(chosen), (("CONV_TC_PRECISION", TC_PRECISION_DEFINE[precision]),), splits, per_split)
 
 
 # ---------------------------------------------------------------- launchers
@@ -376,11 +387,11 @@ def dgrad(grad_y, weight, x_shape, *, mask=None, stride=(1, 1), padding=(0, 0), 
 
 
 def wgrad(grad_y, x, w_shape, *, mask=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), precision="ieee",
-          out=None, variant=None, splits=None, executor=None):
+          out=None, variant=None, config=None, splits=None, executor=None):
     """grad_w (K, C, R, S) float32 from grad_y (N, K, P, Q) and x, masked like :func:`dgrad`.
 
-    ``splits`` forces the simt kernel's number of pixel splits (tests); the default depends on
-    the shape only, so the bits do not depend on the device.
+    ``splits`` forces the number of pixel splits of the simt / tc kernels (tests); the default
+    depends on the shape only, so the bits do not depend on the device.
     """
     executor = resolve_executor(executor)
     op = "conv2d_backward"
@@ -388,7 +399,7 @@ def wgrad(grad_y, x, w_shape, *, mask=None, stride=(1, 1), padding=(0, 0), dilat
     g = geometry(op, x.shape, w_shape, stride, padding, dilation)
     _check_grad_y(op, g, grad_y, mask)
     grad_w = _out(op, executor, out, (g.K, g.C, g.R, g.S))
-    plan = choose_wgrad(g, precision, sms=_sms(executor), variant=variant, splits=splits)
+    plan = choose_wgrad(g, precision, sms=_sms(executor), variant=variant, config=config, splits=splits)
     flags = np.int32(FLAG_MASK if mask is not None else 0)
     mask_arg = mask if mask is not None else grad_y
     if plan.variant == "naive":
@@ -398,7 +409,8 @@ def wgrad(grad_y, x, w_shape, *, mask=None, stride=(1, 1), padding=(0, 0), dilat
     count = g.K * g.taps
     partial = grad_w if plan.splits == 1 else executor.xp.empty((plan.splits, count), dtype=np.float32)
     args = (grad_y, mask_arg, x, partial, *g.args(), flags, np.int32(plan.pixels_per_split))
-    executor.launch(Launch("conv2d", plan.kernel, plan.grid, plan.block, args))
+    executor.launch(Launch(VARIANTS[plan.variant].family, plan.kernel, plan.grid, plan.block, args,
+                           plan.shared_mem, plan.defines))
     if plan.splits > 1:
         blocks = grid_stride_blocks(count, NAIVE_BLOCK, executor)
         executor.launch(Launch("conv2d", "conv2d_wgrad_finish_f32", (blocks, 1, 1), (NAIVE_BLOCK, 1, 1),
