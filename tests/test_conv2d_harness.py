@@ -66,8 +66,12 @@ def combos(pass_: str):
             for config in (conv.configs_for(name, pass_) or (None,))]
 
 
-def combo_ids(pass_: str):
-    return [f"{v}-{p}-{c or 'any'}" for v, p, c in combos(pass_)]
+def cases(pass_: str):
+    """Every combination on every configuration, except that the 16-bit precisions, whose kernels
+    are the tf32 ones in another build, see a third of the configurations (CI time)."""
+    return [pytest.param(v, p, c, config, id=f"{v}-{p}-{c or 'any'}-{config.id}")
+            for v, p, c in combos(pass_) for index, config in enumerate(CONFIGS)
+            if p not in ("bf16", "fp16") or index % 3 == (0 if p == "bf16" else 1)]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -101,8 +105,7 @@ def ran(executor, family: str, kernel: str) -> None:
 # ---------------------------------------------------------------- forward
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
-@pytest.mark.parametrize(("variant", "precision", "tile"), combos("forward"), ids=combo_ids("forward"))
+@pytest.mark.parametrize(("variant", "precision", "tile", "config"), cases("forward"))
 def test_forward_matches_the_reference(variant, precision, tile, config, plain, rng):
     for relu, with_bias in ((True, True), (False, False)):
         x, weight, bias, _, _ = inputs(rng, config, relu=relu)
@@ -139,8 +142,7 @@ def test_the_one_by_one_kernels_run_for_one_by_one_filters(variant, plain, rng):
 # ---------------------------------------------------------------- backward
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
-@pytest.mark.parametrize(("variant", "precision", "tile"), combos("dgrad"), ids=combo_ids("dgrad"))
+@pytest.mark.parametrize(("variant", "precision", "tile", "config"), cases("dgrad"))
 def test_dgrad_matches_the_reference(variant, precision, tile, config, plain, rng):
     x, weight, bias, y, grad_y = inputs(rng, config, relu=True)
     for mask in (y, None):
@@ -159,8 +161,7 @@ def test_dgrad_matches_the_reference(variant, precision, tile, config, plain, rn
         assert_close(grad_x, expected, dtype=np.float32, precision=precision)
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
-@pytest.mark.parametrize(("variant", "precision", "tile"), combos("wgrad"), ids=combo_ids("wgrad"))
+@pytest.mark.parametrize(("variant", "precision", "tile", "config"), cases("wgrad"))
 def test_wgrad_matches_the_reference(variant, precision, tile, config, plain, rng):
     x, weight, bias, y, grad_y = inputs(rng, config, relu=True)
     # simt, tc: the default split count, and a forced three-way split (the fixed-order second pass).
