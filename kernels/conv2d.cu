@@ -402,7 +402,8 @@ extern "C" __global__ void __launch_bounds__(WGRAD_THREADS) conv2d_wgrad_simt_f3
             g_held[j] = g;
             const int h = p * stride_h + tap_dh[j], col = q * stride_w + tap_dw[j];
             const bool inside = (unsigned)h < (unsigned)H && (unsigned)col < (unsigned)W;
-            a_held[j] = pixel_ok && tap_ok[j] && inside ? x[(long long)n * C * H * W + tap_plane[j] + h * W + col] : 0.0f;
+            const long long at = (long long)n * C * H * W + tap_plane[j] + h * W + col;
+            a_held[j] = pixel_ok && tap_ok[j] && inside ? x[at] : 0.0f;
         }
     };
     auto store = [&](int stage) {

@@ -241,15 +241,15 @@ __device__ __forceinline__ GemmShape forward_shape(const ConvGeometry& g)
 {
     return GemmShape{g.N * g.P * g.Q, g.K, g.C * g.R * g.S, g.P * g.Q, g.pq_mul, g.pq_shift};
 }
-__device__ __forceinline__ DgradOps dgrad_ops(const float* grad_y, const float* y, const float* w, const ConvGeometry& g,
-                                              int flags, unsigned hw_mul, unsigned hw_shift, unsigned w_mul,
-                                              unsigned w_shift)
+__device__ __forceinline__ DgradOps dgrad_ops(const float* grad_y, const float* y, const float* w,
+                                              const ConvGeometry& g, int flags, unsigned hw_mul, unsigned hw_shift,
+                                              unsigned w_mul, unsigned w_shift)
 {
     return DgradOps{grad_y, y, w, g, g.N * g.H * g.W, hw_mul, hw_shift, w_mul, w_shift, (flags & CONV_MASK) != 0};
 }
 // One split of the wgrad reduction: pixels [begin, min(begin + count, N*P*Q)).
-__device__ __forceinline__ WgradOps wgrad_ops(const float* grad_y, const float* y, const float* x, const ConvGeometry& g,
-                                              int flags)
+__device__ __forceinline__ WgradOps wgrad_ops(const float* grad_y, const float* y, const float* x,
+                                              const ConvGeometry& g, int flags)
 {
     return WgradOps{grad_y, y, x, g, (flags & CONV_MASK) != 0};
 }

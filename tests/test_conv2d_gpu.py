@@ -86,7 +86,8 @@ def nan(cp, shape):
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=IDS)
-@pytest.mark.parametrize(("variant", "precision", "tile"), FORWARD, ids=[f"{v}-{p}-{t or 'any'}" for v, p, t in FORWARD])
+@pytest.mark.parametrize(("variant", "precision", "tile"), FORWARD,
+                         ids=[f"{v}-{p}-{t or 'any'}" for v, p, t in FORWARD])
 def test_forward(cp, variant, precision, tile, config):
     x, weight, bias, _, _ = host_inputs(config)
     dx, dw, db = cp.asarray(x), cp.asarray(weight), cp.asarray(bias)
@@ -94,7 +95,8 @@ def test_forward(cp, variant, precision, tile, config):
     runs = []
     for _ in range(2):
         out = nan(cp, expected.shape)
-        conv.forward(dx, dw, db, relu=True, precision=precision, out=out, variant=variant, config=tile, **geometry(config))
+        conv.forward(dx, dw, db, relu=True, precision=precision, out=out, variant=variant, config=tile,
+                     **geometry(config))
         runs.append(to_numpy(out))
     assert_close(runs[0], expected, dtype=np.float32, precision=precision)
     np.testing.assert_array_equal(runs[0].view(np.uint32), runs[1].view(np.uint32))

@@ -227,7 +227,8 @@ def test_fast_divisor_is_exact(d):
     assert 0 < mul < 2**32
     rng = np.random.default_rng(d)
     multiples = rng.integers(0, (2**31 - 1) // d + 1, 4096, dtype=np.uint64) * np.uint64(d)
-    n = np.concatenate([np.arange(0, min(4 * d + 4, 10**5), dtype=np.uint64), rng.integers(0, 2**31, 4096, dtype=np.uint64),
+    n = np.concatenate([np.arange(0, min(4 * d + 4, 10**5), dtype=np.uint64),
+                        rng.integers(0, 2**31, 4096, dtype=np.uint64),
                         multiples, multiples - np.uint64(1), multiples + np.uint64(1),
                         np.arange(2**31 - 1000, 2**31, dtype=np.uint64)])
     n = n[(n < 2**31)]

@@ -214,7 +214,8 @@ def _resolve(pass_: str, precision: str, variant: str | None) -> str:
         if variant not in VARIANTS:
             raise ArgumentError(f"conv2d: variant must be one of {sorted(VARIANTS)}, got {variant!r}")
         if pass_ not in VARIANTS[variant].passes:
-            raise ArgumentError(f"conv2d: variant {variant!r} has no {pass_} kernel; it has {sorted(VARIANTS[variant].passes)}")
+            raise ArgumentError(f"conv2d: variant {variant!r} has no {pass_} kernel; "
+                                f"it has {sorted(VARIANTS[variant].passes)}")
         if variant != "naive" and precision not in VARIANTS[variant].passes[pass_]:
             raise ArgumentError(f"conv2d: variant {variant!r} computes {pass_} at {VARIANTS[variant].passes[pass_]}, "
                                 f"not {precision!r}")
