@@ -50,26 +50,6 @@
 #define CONV_TC_BK 16
 #define CONV_TC_PAD 4
 
-__device__ __forceinline__ unsigned conv_pack_pair(float lo, float hi)
-{
-#if CONV_TC_PRECISION == 1
-    return ptx::pack_bf16x2(lo, hi);
-#else
-    return ptx::pack_fp16x2(lo, hi);
-#endif
-}
-
-__device__ __forceinline__ void conv_mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2])
-{
-#if CONV_TC_PRECISION == 0
-    ptx::mma_m16n8k8_tf32(d, a, b, d);
-#elif CONV_TC_PRECISION == 1
-    ptx::mma_m16n8k16_bf16(d, a, b, d);
-#else
-    ptx::mma_m16n8k16_fp16(d, a, b, d);
-#endif
-}
-
 // Warp (wm, wn) owns rows [wm * MT * 16, +MT * 16) and columns [wn * NT * 8, +NT * 8) of the block
 // tile: MT x NT mma tiles of 16 x 8, four fp32 accumulators per lane each.  Any problem of
 // conv2d_common.cuh (GemmShape + an operand policy).
@@ -160,7 +140,7 @@ __device__ __forceinline__ void tc_implicit_gemm(const Ops& ops, const GemmShape
                     af[i][r] = ptx::f32_to_tf32(at[ks + tq + 4 * (r / 2)]);
 #else
                     const int k = ks + 2 * tq + 8 * (r / 2);
-                    af[i][r] = conv_pack_pair(at[k], at[k + 1]);
+                    af[i][r] = ptx::pack_half2<CONV_TC_PRECISION>(at[k], at[k + 1]);
 #endif
                 }
             }
@@ -173,14 +153,14 @@ __device__ __forceinline__ void tc_implicit_gemm(const Ops& ops, const GemmShape
                     bf[j][r] = ptx::f32_to_tf32(col[ks + tq + 4 * r]);
 #else
                     const int k = ks + 2 * tq + 8 * r;
-                    bf[j][r] = conv_pack_pair(col[k], col[k + 1]);
+                    bf[j][r] = ptx::pack_half2<CONV_TC_PRECISION>(col[k], col[k + 1]);
 #endif
                 }
             }
             DLGPU_UNROLL
             for (int i = 0; i < MT; ++i)
                 DLGPU_UNROLL
-                for (int j = 0; j < NT; ++j) conv_mma(acc[i][j], af[i], bf[j]);
+                for (int j = 0; j < NT; ++j) ptx::mma_accumulate<CONV_TC_PRECISION>(acc[i][j], af[i], bf[j]);
         }
         // The other stage's last readers finished before the previous iteration's barrier.
         if (more) store((tile + 1) & 1);

@@ -57,27 +57,6 @@
 #define TC_PAD_K 4
 #define TC_PAD_MN 8
 
-// The operand rounding and the mma of the build's precision.
-__device__ __forceinline__ unsigned pack_pair(float lo, float hi)
-{
-#if GEMM_TC_PRECISION == 1
-    return ptx::pack_bf16x2(lo, hi);
-#else
-    return ptx::pack_fp16x2(lo, hi);
-#endif
-}
-
-__device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2])
-{
-#if GEMM_TC_PRECISION == 0
-    ptx::mma_m16n8k8_tf32(d, a, b, d);
-#elif GEMM_TC_PRECISION == 1
-    ptx::mma_m16n8k16_bf16(d, a, b, d);
-#else
-    ptx::mma_m16n8k16_fp16(d, a, b, d);
-#endif
-}
-
 // ---------------------------------------------------------------- 16-bit tiles: swizzled rows
 // A 16-bit tile of COLS halves per row is a run of 16-byte chunks (8 halves each).  ldmatrix reads
 // one chunk from each of 8 consecutive rows; unswizzled, those rows' chunks would share banks
@@ -104,7 +83,8 @@ __device__ __forceinline__ void store_half(const Loader& loader, unsigned short*
         const float4 v = loader.held[i];
         // One 8-byte store (a uint2 store was split into two 4-byte STS by the compiler).
         const unsigned long long packed =
-            (unsigned long long)pack_pair(v.x, v.y) | ((unsigned long long)pack_pair(v.z, v.w) << 32);
+            (unsigned long long)ptx::pack_half2<GEMM_TC_PRECISION>(v.x, v.y) |
+            ((unsigned long long)ptx::pack_half2<GEMM_TC_PRECISION>(v.z, v.w) << 32);
         *reinterpret_cast<unsigned long long*>(tile + swizzled<TILE_COLS>(r, c)) = packed;
     }
 }
@@ -243,7 +223,7 @@ __device__ __forceinline__ void tc_gemm(const float* a, const float* b, const fl
             DLGPU_UNROLL
             for (int i = 0; i < MT; ++i)
                 DLGPU_UNROLL
-                for (int j = 0; j < NT; ++j) mma(acc[i][j], af[i], bf[j]);
+                for (int j = 0; j < NT; ++j) ptx::mma_accumulate<GEMM_TC_PRECISION>(acc[i][j], af[i], bf[j]);
         }
         if (next < tiles) store(next % TC_STAGES);
     }

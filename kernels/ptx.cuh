@@ -23,6 +23,9 @@
 //   cp_async_commit()                    cp.async.commit_group
 //   cp_async_wait<N>()                   cp.async.wait_group N: all but the newest N groups landed
 //   cp_async_wait_all()                  cp.async.wait_all
+//   pack_half2<P>(lo, hi)                pack_bf16x2 for P == 1, pack_fp16x2 otherwise
+//   mma_accumulate<P>(d, a, b)           d += a*b with the mma of precision P (0 tf32, 1 bf16,
+//                                        2 fp16): the tensor-core families' -D..._PRECISION code
 // Warp-collective wrappers (mma, ldmatrix) must be called by all 32 lanes of the warp.
 #pragma once
 
@@ -148,5 +151,21 @@ template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile(
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
 
 #endif
+
+// ---- precision-generic forms: one tensor-core main loop serves every precision
+
+template <int PRECISION> __device__ __forceinline__ unsigned pack_half2(float lo, float hi)
+{
+    if constexpr (PRECISION == 1) return pack_bf16x2(lo, hi);
+    else return pack_fp16x2(lo, hi);
+}
+
+template <int PRECISION>
+__device__ __forceinline__ void mma_accumulate(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2])
+{
+    if constexpr (PRECISION == 0) mma_m16n8k8_tf32(d, a, b, d);
+    else if constexpr (PRECISION == 1) mma_m16n8k16_bf16(d, a, b, d);
+    else mma_m16n8k16_fp16(d, a, b, d);
+}
 
 }  // namespace ptx
