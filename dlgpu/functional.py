@@ -40,6 +40,7 @@ import functools
 import inspect
 import math
 import numbers
+import sys
 from types import ModuleType
 
 import numpy as np
@@ -651,11 +652,9 @@ def _value_range(indices) -> tuple[int, int]:
     (softmax writes NaN for a bad label, pooling's backward never matches a bad
     argmax), and a captured step replays buffers its eager warm-up checked.
     """
-    if not isinstance(indices, np.ndarray):
-        import cupy
-
-        if cupy.cuda.get_current_stream().is_capturing():
-            return 0, 0
+    cupy = sys.modules.get("cupy")  # a CuPy array means CuPy is imported already
+    if cupy is not None and not isinstance(indices, np.ndarray) and cupy.cuda.get_current_stream().is_capturing():
+        return 0, 0
     return int(indices.min()), int(indices.max())
 
 
