@@ -117,11 +117,12 @@ def main(args: argparse.Namespace) -> int:
         return 0
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title="dlgpu info", show_header=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for key, value in facts.items():
-        table.add_row(key, value)
+        table.add_row(key, Text(value))  # plain text: "[cuda13]" in a hint is not markup
     Console().print(table)
     return 0

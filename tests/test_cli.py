@@ -77,3 +77,9 @@ def test_bad_command_lines_exit_with_usage(argv):
     with pytest.raises(SystemExit) as info_:
         main(argv)
     assert info_.value.code == 2
+
+
+def test_info_table_prints_bracketed_hints_verbatim(monkeypatch, capsys):
+    monkeypatch.setattr(info, "collect", lambda: {"NVRTC": "pip install 'dlgpu[cuda13]' (or [cuda12])"})
+    assert main(["info"]) == 0
+    assert "dlgpu[cuda13]" in capsys.readouterr().out
