@@ -198,40 +198,36 @@ class Conv2d(Module):
 # ---------------------------------------------------------------------------
 
 
-class ReLU(Module):
+class _Activation(Module):
+    """An elementwise activation whose derivative comes from its output: keeps y for backward."""
+
+    _op = ""  # the dlgpu.functional op; its backward is f"{_op}_backward"
+
+    def forward(self, x):
+        y = getattr(F, self._op)(x)
+        self._save(y=y)
+        return y
+
+    def backward(self, grad_y):
+        return getattr(F, f"{self._op}_backward")(grad_y, self._saved()["y"])
+
+
+class ReLU(_Activation):
     """max(x, 0), elementwise."""
 
-    def forward(self, x):
-        y = F.relu(x)
-        self._save(y=y)
-        return y
-
-    def backward(self, grad_y):
-        return F.relu_backward(grad_y, self._saved()["y"])
+    _op = "relu"
 
 
-class Tanh(Module):
+class Tanh(_Activation):
     """tanh(x), elementwise."""
 
-    def forward(self, x):
-        y = F.tanh(x)
-        self._save(y=y)
-        return y
-
-    def backward(self, grad_y):
-        return F.tanh_backward(grad_y, self._saved()["y"])
+    _op = "tanh"
 
 
-class Sigmoid(Module):
+class Sigmoid(_Activation):
     """1 / (1 + exp(-x)), elementwise."""
 
-    def forward(self, x):
-        y = F.sigmoid(x)
-        self._save(y=y)
-        return y
-
-    def backward(self, grad_y):
-        return F.sigmoid_backward(grad_y, self._saved()["y"])
+    _op = "sigmoid"
 
 
 # ---------------------------------------------------------------------------
