@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import zlib
 
 import numpy as np
@@ -38,3 +39,17 @@ def rng(request) -> np.random.Generator:
     """A generator seeded from the test's name, so each test sees fixed but distinct data."""
     seed = zlib.crc32(request.node.nodeid.encode())
     return np.random.default_rng(seed)
+
+
+@pytest.fixture(scope="session")
+def host_compiler() -> str:
+    """The CPU harness needs a C++ compiler: a skip on a machine without one, a failure in CI."""
+    from dlgpu.errors import BackendUnavailableError
+    from dlgpu.testing import harness
+
+    try:
+        return harness.find_compiler()
+    except BackendUnavailableError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have a C++ compiler for the kernel harness: {exc}")
+        pytest.skip(str(exc))

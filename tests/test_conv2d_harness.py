@@ -11,7 +11,6 @@ tests/test_kernels_harness.py.
 from __future__ import annotations
 
 import importlib
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,8 +18,8 @@ import pytest
 
 import dlgpu.reference as ref
 from dlgpu.cpu.gemm import round_operand
-from dlgpu.errors import ArgumentError, BackendUnavailableError, ShapeError
-from dlgpu.testing import assert_close, harness, random_array, rel_error
+from dlgpu.errors import ArgumentError, ShapeError
+from dlgpu.testing import assert_close, random_array, rel_error
 from dlgpu.testing.harness import HarnessExecutor
 
 # The package attribute dlgpu.cuda.conv2d is the backend function; this is the launcher module.
@@ -74,14 +73,8 @@ def cases(pass_: str):
             if p not in ("bf16", "fp16") or index % 3 == (0 if p == "bf16" else 1)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def host_compiler():
-    try:
-        harness.find_compiler()
-    except BackendUnavailableError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must have a C++ compiler for the kernel harness: {exc}")
-        pytest.skip(str(exc))
+# every test here runs kernels on the CPU harness (fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("host_compiler")
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,13 @@ linear backward runs sanitized end to end.
 from __future__ import annotations
 
 import itertools
-import os
 
 import numpy as np
 import pytest
 
 import dlgpu.reference as ref
 from dlgpu.cuda import gemm
-from dlgpu.errors import ArgumentError, BackendUnavailableError, ShapeError
+from dlgpu.errors import ArgumentError, ShapeError
 from dlgpu.testing import assert_close, harness, random_array
 from dlgpu.testing.harness import HarnessExecutor
 
@@ -42,14 +41,8 @@ TILED_SHAPES = ((4, 4, 4), (132, 68, 52))
 ODD_SHAPES = ((1, 1, 1), (1, 7, 13), (13, 1, 5), (5, 3, 1), (37, 29, 67))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def host_compiler():
-    try:
-        harness.find_compiler()
-    except BackendUnavailableError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must have a C++ compiler for the kernel harness: {exc}")
-        pytest.skip(str(exc))
+# every test here runs kernels on the CPU harness (fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("host_compiler")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ kernels/ is declared by no case: a new kernel needs harness coverage.
 from __future__ import annotations
 
 import importlib
-import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -25,7 +24,6 @@ from dlgpu.cuda import gemm as cuda_gemm
 from dlgpu.cuda import pool as cuda_pool
 from dlgpu.cuda import sgd as cuda_sgd
 from dlgpu.cuda import softmax as cuda_softmax
-from dlgpu.errors import BackendUnavailableError
 from dlgpu.testing import assert_close, harness, random_array
 from dlgpu.testing.harness import HarnessExecutor
 
@@ -33,15 +31,8 @@ from dlgpu.testing.harness import HarnessExecutor
 cuda_conv2d = importlib.import_module("dlgpu.cuda.conv2d")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def host_compiler():
-    """A skip on a machine without a C++ compiler; a failure in CI."""
-    try:
-        harness.find_compiler()
-    except BackendUnavailableError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must have a C++ compiler for the kernel harness: {exc}")
-        pytest.skip(str(exc))
+# every test here runs kernels on the CPU harness (fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("host_compiler")
 
 
 def nan_like(array):
