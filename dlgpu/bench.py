@@ -36,6 +36,7 @@ import os
 import platform
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -1380,9 +1381,11 @@ def print_result(result: dict[str, Any], console) -> None:
     console.print(table)
     console.print("ratio = baseline ms / dlgpu ms (above 1: dlgpu is faster)")
     console.print("measured ceilings: " + "; ".join(ceiling_lines(result["ceilings"])))
+    # one line per op and reason, not one per row: the CPU run skips dozens of GPU-only rows
+    skipped = Counter((r["op"], r["skipped"]) for r in result["rows"] if r.get("skipped"))
+    for (op, why), count in skipped.items():
+        console.print(f"skipped {count} {op} row{'s' if count > 1 else ''}: {why}", markup=False)
     for r in result["rows"]:
-        if r.get("skipped"):
-            console.print(f"skipped {r['op']}: {r['skipped']}", markup=False)
         if r.get("baseline_error"):
             console.print(f"baseline {r['baseline']} of {r['op']} failed: {r['baseline_error']}", markup=False)
     for err in result["errors"]:

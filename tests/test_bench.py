@@ -456,3 +456,16 @@ def test_torch_baselines_compute_what_the_cupy_baselines_compute(op):
         np.testing.assert_array_equal(got[0].cpu().numpy(), cupy.asnumpy(expected))
     else:
         np.testing.assert_allclose(got.cpu().numpy(), cupy.asnumpy(expected), rtol=1e-5, atol=1e-6)
+
+
+def test_skipped_rows_are_summarized_once_per_op_and_reason():
+    from rich.console import Console
+
+    rows = [{"op": "conv2d", "skipped": "GPU-only"}] * 3 + [{"op": "gemm", "skipped": "GPU-only"}]
+    result = {"device": {"name": "cpu"}, "backend": "cpu", "quick": True, "ceilings": {}, "errors": [],
+              "rows": [dict(r, variant="v", shape="s", dtype="float32", precision="ieee") for r in rows]}
+    console = Console(record=True, width=200)
+    bench.print_result(result, console)
+    text = console.export_text()
+    assert text.count("skipped 3 conv2d rows: GPU-only") == 1
+    assert "skipped 1 gemm row: GPU-only" in text
