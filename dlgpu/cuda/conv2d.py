@@ -35,6 +35,7 @@ import numpy as np
 
 from dlgpu.cuda import bias_grad as _bias_grad
 from dlgpu.cuda.elementwise import grid_stride_blocks, require_float32, resolve_executor
+from dlgpu.cuda.gemm import TC_PRECISION_DEFINE, TileConfig, config_by_name
 from dlgpu.cuda.launch import Launch
 from dlgpu.errors import ArgumentError, ShapeError
 
@@ -68,16 +69,6 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
-@dataclass(frozen=True)
-class TileConfig:
-    """A tiled forward kernel's configuration: its name in kernel names, block tile, threads."""
-
-    name: str
-    block_m: int  # output pixels
-    block_n: int  # output channels
-    threads: int
-
-
 # Widest first: _pick_config takes the widest that still fills the device.
 SIMT_CONFIGS = (
     TileConfig("128x128", 128, 128, 256),
@@ -97,7 +88,6 @@ def configs_for(variant: str, pass_: str) -> tuple[TileConfig, ...]:
 
 
 # kernels/conv2d_tc.cu's build define for each precision.
-TC_PRECISION_DEFINE = {"tf32": "0", "bf16": "1", "fp16": "2"}
 TC_BK = 16  # kernels/conv2d_tc.cu: taps per tile
 TC_PAD = 4
 
@@ -227,15 +217,6 @@ def _resolve(pass_: str, precision: str, variant: str | None) -> str:
     return "simt" if pass_ in VARIANTS["simt"].passes else "naive"
 
 
-def _config(configs, name: str | None) -> TileConfig | None:
-    if name is None:
-        return None
-    for config in configs:
-        if config.name == name:
-            return config
-    raise ArgumentError(f"conv2d: config must be one of {[c.name for c in configs]}, got {name!r}")
-
-
 def _pick_config(configs, rows: int, cols: int, sms: int) -> TileConfig:
     """The widest tile (fewest re-reads of A) that still gives every SM a block.
 
@@ -261,7 +242,7 @@ def choose_forward(g: Geometry, precision: str, *, sms: int, variant=None, confi
         blocks = min(math.ceil(total / NAIVE_BLOCK), 8 * sms)
         return Plan("naive", None, "conv2d_fwd_naive_f32", (blocks, 1, 1), (NAIVE_BLOCK, 1, 1))
     configs = CONFIGS[variant]
-    chosen = _config(configs, config) or _pick_config(configs, g.pixels, g.K, sms)
+    chosen = config_by_name(configs, config, op="conv2d") or _pick_config(configs, g.pixels, g.K, sms)
     grid = (math.ceil(g.pixels / chosen.block_m), math.ceil(g.K / chosen.block_n), 1)
     kernel = f"conv2d_fwd_{variant}_{chosen.name}{'_1x1' if g.one_by_one else ''}_f32"
     return _tiled_plan(variant, chosen, kernel, grid, precision)
@@ -282,7 +263,7 @@ def choose_dgrad(g: Geometry, precision: str, *, sms: int, variant=None, config=
         return Plan("naive", None, "conv2d_dgrad_naive_f32", (blocks, 1, 1), (NAIVE_BLOCK, 1, 1))
     # The product's columns are the input channels C.
     configs = CONFIGS[variant]
-    chosen = _config(configs, config) or _pick_config(configs, g.N * g.H * g.W, g.C, sms)
+    chosen = config_by_name(configs, config, op="conv2d") or _pick_config(configs, g.N * g.H * g.W, g.C, sms)
     grid = (math.ceil(g.N * g.H * g.W / chosen.block_m), math.ceil(g.C / chosen.block_n), 1)
     return _tiled_plan(variant, chosen, f"conv2d_dgrad_{variant}_{chosen.name}_f32", grid, precision)
 
@@ -307,7 +288,8 @@ def choose_wgrad(g: Geometry, precision: str, *, sms: int, variant=None, config=
         chosen, rows, cols = None, WGRAD_TILE, WGRAD_TILE
     else:
         # Not by SM count: the tile sets the default split count, which must not depend on the device.
-        chosen = _config(TC_CONFIGS, config) or (TC_CONFIGS[-1] if g.K <= TC_CONFIGS[-1].block_m else TC_CONFIGS[0])
+        chosen = config_by_name(TC_CONFIGS, config, op="conv2d") or (
+            TC_CONFIGS[-1] if g.K <= TC_CONFIGS[-1].block_m else TC_CONFIGS[0])
         rows, cols = chosen.block_m, chosen.block_n
     if splits is None:
         splits, per_split = wgrad_splits(g, rows, cols)

@@ -81,7 +81,7 @@ TC_CONFIGS = (
     TileConfig("128x128", 128, 128, 256),
     TileConfig("64x64", 64, 64, 128),
 )
-# kernels/gemm_tc.cu's build define for each precision.
+# The tensor-core families' build define for each precision (ptx::mma_accumulate<P>'s P).
 TC_PRECISION_DEFINE = {"tf32": "0", "bf16": "1", "fp16": "2"}
 # Layouts with a `_mask` kernel: the two linear_backward products (grad_x: nn, grad_w: tn).
 MASK_LAYOUTS = ("nn", "tn")
@@ -140,13 +140,14 @@ def _pick_config(configs, m: int, n: int, sms: int) -> TileConfig:
     return configs[-1]
 
 
-def _config(configs, name: str | None) -> TileConfig | None:
+def config_by_name(configs, name: str | None, *, op: str = "gemm") -> TileConfig | None:
+    """The configuration called ``name`` (None: let the heuristic choose); shared with conv2d."""
     if name is None:
         return None
     for config in configs:
         if config.name == name:
             return config
-    raise ArgumentError(f"gemm: config must be one of {[c.name for c in configs]}, got {name!r}")
+    raise ArgumentError(f"{op}: config must be one of {[c.name for c in configs]}, got {name!r}")
 
 
 def choose(m: int, n: int, k: int, *, transpose_a: bool, transpose_b: bool, precision: str, masked: bool,
@@ -172,11 +173,11 @@ def choose(m: int, n: int, k: int, *, transpose_a: bool, transpose_b: bool, prec
         return Plan("naive", None, "gemm_naive_f32", grid, (NAIVE_BLOCK, NAIVE_BLOCK, 1))
     suffix = layout + ("_mask" if masked else "")
     if variant == "simt":
-        config = _config(SIMT_CONFIGS, config) or _pick_config(SIMT_CONFIGS, m, n, sms)
+        config = config_by_name(SIMT_CONFIGS, config) or _pick_config(SIMT_CONFIGS, m, n, sms)
         kernel = f"gemm_simt_{config.name}_{suffix}_f32"
         shared = 0
     else:
-        config = _config(TC_CONFIGS, config) or _pick_config(TC_CONFIGS, m, n, sms)
+        config = config_by_name(TC_CONFIGS, config) or _pick_config(TC_CONFIGS, m, n, sms)
         kernel = f"gemm_tc_{config.name}_{suffix}_f32"
         shared = tc_shared_bytes(config, transpose_a, transpose_b, precision)
     grid = (math.ceil(n / config.block_n), math.ceil(m / config.block_m), 1)
