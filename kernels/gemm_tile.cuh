@@ -1,29 +1,35 @@
-// kernels/gemm_tile.cuh -- what the GEMM families (gemm.cu, gemm_tc.cu) share: the epilogue
-// flags, the fused epilogue, and the loader that moves one operand tile into shared memory.
+// kernels/gemm_tile.cuh -- what the GEMM families (gemm.cu, gemm_tc.cu) share beyond mainloop.cuh:
+// the layouts they are instantiated in, the raster order, and the loader that moves one operand
+// tile into shared memory.  Their `flags`: EPILOGUE_BIAS, EPILOGUE_RELU (common.cuh) and
+// GEMM_MASK_A.
 //
-//   GEMM_BIAS, GEMM_RELU, GEMM_MASK_A   bits of the kernels' `flags` argument
-//   epilogue(v, n, bias, flags)         v + bias[n] (GEMM_BIAS), then ReLU (GEMM_RELU; NaN passes
-//                                       like relu_forward_f32)
-//   block_tile(tile_m, tile_n)          which C tile this block computes (grouped raster order)
+//   GEMM_MASK_A                         the naive kernel's flag for a masked A
+//   GEMM_LAYOUTS(X, config...)          every (layout, mask) a tiled GEMM kernel exists for
+//   block_tile<BM, BN>(m0, n0)          the first row and column of the C tile this block computes
+//                                       (grouped raster order)
 //   TileLoader<...>                     one operand tile: global (row-major rows x cols, rows
 //                                       16-byte aligned) -> shared, by cp.async or through registers
 #pragma once
 
 #include "common.cuh"
+#include "mainloop.cuh"
 #include "ptx.cuh"
 
-#define GEMM_BIAS 1
-#define GEMM_RELU 2
 // Naive kernel only (the tiled kernels take the mask as a template parameter): A's element is
-// replaced by relu_mask(A, Y) as it is loaded, Y stored exactly like A.
+// replaced by relu_mask(A, Y) as it is loaded, Y stored exactly like A.  Clear of the EPILOGUE_ bits.
 #define GEMM_MASK_A 4
 
-__device__ __forceinline__ float epilogue(float v, int n, const float* bias, int flags)
-{
-    if (flags & GEMM_BIAS) v += bias[n];
-    if (flags & GEMM_RELU) v = v < 0.0f ? 0.0f : v;
-    return v;
-}
+// ---------------------------------------------------------------- layouts
+// X(suffix, kTransA, kTransB, kMaskA, config...) for each kernel of one tile configuration:
+// the four layouts, and `_mask` (A multiplied by Y > 0 as it is loaded) for the two products of
+// linear_backward, grad_x = G W (nn) and grad_w = G^T X (tn).  dlgpu/cuda/gemm.py reads this list.
+#define GEMM_LAYOUTS(X, ...)                      \
+    X(nn, false, false, false, __VA_ARGS__)       \
+    X(nt, false, true, false, __VA_ARGS__)        \
+    X(tn, true, false, false, __VA_ARGS__)        \
+    X(tt, true, true, false, __VA_ARGS__)         \
+    X(nn_mask, false, false, true, __VA_ARGS__)   \
+    X(tn_mask, true, false, true, __VA_ARGS__)
 
 // ---------------------------------------------------------------- raster order
 // The grid is (tiles along N, tiles along M), and blocks start roughly in linear order (x fastest).
@@ -33,7 +39,7 @@ __device__ __forceinline__ float epilogue(float v, int n, const float* bias, int
 // panels, which stay in L2.  A bijection of block ids onto tiles: every tile is computed once.
 #define GEMM_GROUP_ROWS 8
 
-__device__ __forceinline__ void block_tile(int& tile_m, int& tile_n)
+template <int BM, int BN> __device__ __forceinline__ void block_tile(int& m0, int& n0)
 {
     const int tiles_n = gridDim.x, tiles_m = gridDim.y;
     const int id = blockIdx.y * tiles_n + blockIdx.x;
@@ -41,8 +47,8 @@ __device__ __forceinline__ void block_tile(int& tile_m, int& tile_n)
     const int first_row = (id / per_band) * GEMM_GROUP_ROWS;
     const int band_rows = tiles_m - first_row < GEMM_GROUP_ROWS ? tiles_m - first_row : GEMM_GROUP_ROWS;
     const int in_band = id % per_band;
-    tile_m = first_row + in_band % band_rows;
-    tile_n = in_band / band_rows;
+    m0 = (first_row + in_band % band_rows) * BM;
+    n0 = (in_band / band_rows) * BN;
 }
 
 // ---------------------------------------------------------------- operand tiles
