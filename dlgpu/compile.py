@@ -121,10 +121,24 @@ class _Task:
     cache_root: str | None  # None: the worker's default cache (the same $DLGPU_CACHE_DIR)
 
 
-def _inspect(result: BuildResult, sass: bool, kernels_dir: str) -> None:
-    """Spills and stack frames, and with ``sass`` the SASS counts and requirements, into ``result``."""
+def _inspect(result: BuildResult, sass: bool, kernels_dir: str) -> BuildResult:
+    """Spills and stack frames, and with ``sass`` the SASS counts and requirements, into ``result``.
+
+    A broken ``// dlgpu-sass:`` line is this module's error, not the build's; a missing cuobjdump
+    (SassUnavailableError) ends the build.
+    """
     from dlgpu.cuda import sass as sass_tools
 
+    try:
+        _inspect_module(result, sass, kernels_dir, sass_tools)
+    except sass_tools.SassUnavailableError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        result.error = f"{type(exc).__name__}: {exc}"
+    return result
+
+
+def _inspect_module(result: BuildResult, sass: bool, kernels_dir: str, sass_tools) -> None:
     module = result.module
     for name, res in sorted(module.resources.items()):
         if res.spill_bytes:
@@ -140,8 +154,6 @@ def _inspect(result: BuildResult, sass: bool, kernels_dir: str) -> None:
 
 def _run_task(task: _Task, cache: compiler.KernelCache | None = None) -> BuildResult:
     """Compile one module (in a worker process or in this one); errors are returned, not raised."""
-    from dlgpu.cuda.sass import SassUnavailableError
-
     if cache is None and task.cache_root is not None:
         cache = compiler.KernelCache(task.cache_root)
     result = BuildResult(task.family, task.arch, task.defines)
@@ -155,14 +167,7 @@ def _run_task(task: _Task, cache: compiler.KernelCache | None = None) -> BuildRe
         result.error = str(exc)
     if not result.module or not result.module.from_cache:
         result.seconds, result.cpu_seconds = time.perf_counter() - wall, time.process_time() - cpu
-    if result.module is not None:
-        try:
-            _inspect(result, task.sass, task.kernels_dir)
-        except SassUnavailableError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a broken marker line is this module's failure, not the run's
-            result.error = f"{type(exc).__name__}: {exc}"
-    return result
+    return result if result.module is None else _inspect(result, task.sass, task.kernels_dir)
 
 
 def _source_weight(task: _Task) -> int:
@@ -217,7 +222,7 @@ def build_all(
         if hit is None:
             pending.append((index, item))
         else:
-            finished(index, _inspected(item, hit))
+            finished(index, _inspect(BuildResult(item.family, item.arch, item.defines, module=hit), sass, root))
 
     if jobs <= 1 or len(pending) <= 1:
         for index, task in pending:
@@ -238,12 +243,6 @@ def _cache_hit(task: _Task, cache: compiler.KernelCache | None) -> compiler.Comp
                                       kernels_dir=task.kernels_dir, cache=cache)
     except CompileError:
         return None  # compiled in a worker, where the error lands in the result
-
-
-def _inspected(task: _Task, module: compiler.CompiledModule) -> BuildResult:
-    result = BuildResult(task.family, task.arch, task.defines, module=module)
-    _inspect(result, task.sass, task.kernels_dir)
-    return result
 
 
 # ---------------------------------------------------------------- output
