@@ -18,7 +18,6 @@ pipeline: a wrong parity, an extra arrival, a barrier used before init, a deadlo
 from __future__ import annotations
 
 import itertools
-import textwrap
 
 import numpy as np
 import pytest

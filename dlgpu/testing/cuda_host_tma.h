@@ -139,22 +139,25 @@ inline void land_loads(MBarrier& b)
 
 inline bool mbarrier_try_wait_parity(void* bar, unsigned parity)
 {
+    // One clock per thread, restarted by every wait that succeeds: it measures a single blocked wait.
+    thread_local StallClock clock;
+    thread_local bool waiting = false;
     std::unique_lock<std::mutex> lock(g_mbarrier_mutex);
     MBarrier* b = &barrier_at(bar, "mbarrier.try_wait.parity");
-    if ((b->phase & 1) != (parity & 1)) return true;
-    if (!b->loads.empty()) land_loads(*b);
-    if ((b->phase & 1) != (parity & 1)) return true;
-    thread_local StallClock clock;
-    thread_local const void* waiting_on = nullptr;
-    if (waiting_on != bar) {
+    if (!b->loads.empty() && (b->phase & 1) == (parity & 1)) land_loads(*b);
+    if ((b->phase & 1) != (parity & 1)) {
+        waiting = false;
+        return true;
+    }
+    if (!waiting) {
         clock = StallClock{};
-        waiting_on = bar;
+        waiting = true;
     }
     g_mbarrier_cv.wait_for(lock, std::chrono::milliseconds(100));
     if (g_aborted) throw Abort{};
     b = &barrier_at(bar, "mbarrier.try_wait.parity");
     if ((b->phase & 1) != (parity & 1)) {
-        waiting_on = nullptr;
+        waiting = false;
         return true;
     }
     if (clock.stalled())
