@@ -323,11 +323,9 @@ def test_unsupported_pytorch_keywords_raise_a_dlgpu_error(make, message):
 
 
 def test_pytorch_signatures_and_defaults_work_positionally(gen):
-    x = torch.randn(2, 3, 8, 8, generator=gen, dtype=torch.float64)
-    w, b = torch.randn(4, 3, 3, 3, generator=gen, dtype=torch.float64), torch.randn(4, generator=gen, dtype=torch.float64)
+    x, w, b = (torch.randn(*shape, generator=gen, dtype=torch.float64) for shape in [(2, 3, 8, 8), (4, 3, 3, 3), (4,)])
     for args in [(b, 2, 1, 1, 1), (b, 1, "same", 2), (None, 1, "valid")]:
-        close = dict(rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(dt.conv2d(x, w, *args), TF.conv2d(x, w, *args), **close)
+        torch.testing.assert_close(dt.conv2d(x, w, *args), TF.conv2d(x, w, *args), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(dt.max_pool2d(x, 3, 2, 1, 1, False, False), TF.max_pool2d(x, 3, 2, 1))
     layer = dt.Conv2d(3, 4, 3, 1, "same", 1, 1, True, "zeros", None, torch.float64)
     assert layer.padding == "same" and layer(x).shape == (2, 4, 8, 8)

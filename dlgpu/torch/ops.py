@@ -446,7 +446,7 @@ def _autocast_kernel(name: str, device_type: str):
     masked = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
 
     def kernel(_keyset, *args, **kwargs):
-        args = [*args, *(kwargs[name] for name in arguments[len(args) :])]
+        args = [*args, *(kwargs[argument] for argument in arguments[len(args) :])]
         dtype = torch.get_autocast_dtype(device_type)
         if AUTOCAST_CASTS_STORAGE:
             target = dtype if role == "lower" else torch.float32
@@ -459,10 +459,14 @@ def _autocast_kernel(name: str, device_type: str):
     return key, kernel
 
 
-for _name in _AUTOCAST_ROLES:
-    for _device_type in ("cpu", "cuda"):
-        _key, _kernel = _autocast_kernel(_name, _device_type)
-        _library.impl(_name, _kernel, _key, with_keyset=True)
+def _register_autocast() -> None:
+    for name in _AUTOCAST_ROLES:
+        for device_type in ("cpu", "cuda"):
+            key, kernel = _autocast_kernel(name, device_type)
+            _library.impl(name, kernel, key, with_keyset=True)
+
+
+_register_autocast()
 
 # Every op of dlgpu.functional but sgd_step, which updates parameters in place: an optimizer's job.
 OPS = tuple(name for name in F.__all__ if name != "sgd_step")
