@@ -50,11 +50,16 @@ def global_batches(n_examples: int, batch: int, steps: int, seed: int) -> list[n
     return batches
 
 
-def build(seed: int, device: torch.device):
-    """The converted model and its loss; the same weights in every process for the same seed."""
-    torch.manual_seed(seed)
+def build(device: torch.device, args: argparse.Namespace, steps: int):
+    """(model, loss, optimizer, schedule): the same in every process for the same ``args.seed``.
+
+    SGD with momentum and a cosine learning-rate decay to zero over the run, as ``dlgpu train`` uses.
+    """
+    torch.manual_seed(args.seed)
     model = dt.convert(lenet()).to(device)
-    return model, dt.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    return model, dt.CrossEntropyLoss(), optimizer, schedule
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -63,7 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=20, help="passes over the training set")
     parser.add_argument("--steps", type=int, default=None, help="stop after this many steps (overrides --epochs)")
     parser.add_argument("--batch-size", type=int, default=32, help="the GLOBAL batch, split across processes")
-    parser.add_argument("--lr", type=float, default=0.1, help="SGD learning rate")
+    parser.add_argument("--lr", type=float, default=0.05, help="SGD learning rate at the start")
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     parser.add_argument("--seed", type=int, default=0, help="model initialization and batch order")
     parser.add_argument("--save", default=None, help="write rank 0's final state_dict here (torch.save)")
@@ -86,9 +91,8 @@ def main(argv=None) -> None:
 
     x_train, y_train, x_test, y_test = (torch.from_numpy(a).to(device) for a in load_digits())
     steps = args.steps if args.steps is not None else args.epochs * (len(x_train) // args.batch_size)
-    model, loss_fn = build(args.seed, device)
+    model, loss_fn, optimizer, schedule = build(device, args, steps)
     replica = DistributedDataParallel(model, device_ids=[local_rank] if cuda else None)
-    optimizer = torch.optim.SGD(replica.parameters(), lr=args.lr, momentum=args.momentum)
 
     start = time.perf_counter()
     for step, batch in enumerate(global_batches(len(x_train), args.batch_size, steps, args.seed)):
@@ -97,6 +101,7 @@ def main(argv=None) -> None:
         loss = loss_fn(replica(x_train[mine]), y_train[mine])
         loss.backward()  # DDP all-reduces (averages) the gradients here
         optimizer.step()
+        schedule.step()
         if rank == 0 and (step + 1) % 50 == 0:
             print(f"step {step + 1}/{steps}  loss {loss.item():.4f}", flush=True)
     if cuda:

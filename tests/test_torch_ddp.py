@@ -17,6 +17,7 @@ from dlgpu.testing import assert_close  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "torch_ddp.py"
 STEPS, BATCH = 3, 32
+ARGS = ["--steps", str(STEPS), "--batch-size", str(BATCH)]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def _torchrun(tmp_path, processes: int, device: str) -> dict:
     saved = tmp_path / "rank0.pt"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-        str(EXAMPLE), "--device", device, "--steps", str(STEPS), "--batch-size", str(BATCH), "--save", str(saved),
+        str(EXAMPLE), "--device", device, *ARGS, "--save", str(saved),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -45,13 +46,14 @@ def _one_process(example, device: str) -> dict:
 
     device = torch.device(device)
     x_train, y_train = (torch.from_numpy(a).to(device) for a in load_digits()[:2])
-    model, loss_fn = example.build(0, device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    for batch in example.global_batches(len(x_train), BATCH, STEPS, 0):
+    args = example.parse_args(ARGS)
+    model, loss_fn, optimizer, schedule = example.build(device, args, STEPS)
+    for batch in example.global_batches(len(x_train), BATCH, STEPS, args.seed):
         batch = torch.from_numpy(batch).to(device)
         optimizer.zero_grad()
         loss_fn(model(x_train[batch]), y_train[batch]).backward()
         optimizer.step()
+        schedule.step()
     return model.state_dict()
 
 
@@ -72,3 +74,9 @@ def test_nccl_on_one_gpu_trains_like_one_process(example, tmp_path):
     if not torch.cuda.is_available() or not torch.distributed.is_nccl_available():
         pytest.skip("this torch build has no CUDA or no NCCL")
     _assert_same_weights(_torchrun(tmp_path, 1, "cuda"), _one_process(example, "cuda"))
+
+
+def test_readme_gives_the_command_the_example_documents():
+    command = "torchrun --standalone --nproc-per-node 2 examples/torch_ddp.py"
+    assert command in (EXAMPLE.parents[1] / "README.md").read_text()
+    assert command in EXAMPLE.read_text()
