@@ -73,7 +73,8 @@ def convert(model: torch.nn.Module, *, inplace: bool = False) -> torch.nn.Module
     symmetric), ReLU, Tanh, Sigmoid, MaxPool2d (no dilation, ceil_mode or
     returned indices) and CrossEntropyLoss (no class weights or label
     smoothing, mean reduction) -- exactly these classes, not their
-    subclasses.  Layers in configurations dlgpu lacks stay PyTorch's, as do
+    subclasses; an in-place ReLU becomes an out-of-place one (the same values
+    and gradients).  Layers in configurations dlgpu lacks stay PyTorch's, as do
     MSELoss (dlgpu has no squared-error op yet) and every other class:
     ``print(model)`` shows which is which.
 
