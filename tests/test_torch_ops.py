@@ -221,6 +221,23 @@ def test_autocast_casts_storage_once_the_switch_is_flipped(gen, monkeypatch):
     assert loss.dtype == torch.float32
 
 
+@pytest.mark.gpu
+def test_cuda_autocast_and_compile_run_the_kernels(gen):
+    if not torch.cuda.is_available():
+        pytest.skip("this torch build has no CUDA")
+    torch.manual_seed(4)
+    model = dt.convert(_torch_lenet()).cuda()
+    x = torch.randn(4, 1, 9, 8, generator=gen).cuda()
+    features = model[:7](x)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        cast = model[7](features)  # the Linear under autocast
+    explicit = dt.linear(features, model[7].weight, model[7].bias, precision="bf16")
+    torch.testing.assert_close(cast, explicit, rtol=0, atol=0)
+    assert not torch.equal(cast, model[7](features))
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), model(x))
+
+
 # ---------------------------------------------------------------------------
 # double backward
 # ---------------------------------------------------------------------------
