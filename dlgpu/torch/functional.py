@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+import dlgpu.functional as F
 from dlgpu.errors import ArgumentError
 from dlgpu.torch import ops  # noqa: F401  (registers torch.ops.dlgpu)
 
@@ -42,9 +43,9 @@ def refuse(op: str, keyword: str, value, supported, hint: str, *, ok: bool | Non
         raise ArgumentError(f"{op}: {keyword}={value!r} is not supported by dlgpu ({hint}); only {supported!r} is")
 
 
-def pair_list(value) -> list:
-    """An int or a pair as a two-element list, as the ops' schemas take it (validated by the op)."""
-    return list(value) if isinstance(value, (tuple, list)) else [value, value]
+def pair(op: str, name: str, value, minimum: int) -> list:
+    """An int or a pair as the two-element list the ops' schemas take, checked as dlgpu.functional checks it."""
+    return list(F._pair(op, name, value, minimum=minimum))
 
 
 def conv_padding(op: str, padding, kernel_size, dilation, stride) -> list:
@@ -56,14 +57,14 @@ def conv_padding(op: str, padding, kernel_size, dilation, stride) -> list:
     ``"same"`` is by PyTorch itself).
     """
     if not isinstance(padding, str):
-        return pair_list(padding)
+        return pair(op, "padding", padding, 0)
     if padding == "valid":
         return [0, 0]
     if padding != "same":
         raise ArgumentError(f"{op}: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
-    if pair_list(stride) != [1, 1]:
+    if pair(op, "stride", stride, 1) != [1, 1]:
         raise ArgumentError(f"{op}: padding='same' needs stride 1, got stride={stride!r}")
-    totals = [d * (k - 1) for d, k in zip(pair_list(dilation), pair_list(kernel_size))]
+    totals = [d * (k - 1) for d, k in zip(pair(op, "dilation", dilation, 1), pair(op, "kernel_size", kernel_size, 1))]
     if any(total % 2 for total in totals):
         raise ArgumentError(
             f"{op}: padding='same' with kernel {tuple(kernel_size)} and dilation {dilation!r} pads unevenly "
@@ -94,7 +95,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     refuse("conv2d", "groups", groups, 1, "grouped and depthwise convolution are not implemented")
     padding = conv_padding("conv2d", padding, weight.shape[2:], dilation, stride)
     return _ops.conv2d(
-        input, weight, bias, pair_list(stride), padding, pair_list(dilation), activation, precision
+        input, weight, bias, pair("conv2d", "stride", stride, 1), padding, pair("conv2d", "dilation", dilation, 1),
+        activation, precision,
     )
 
 
@@ -114,12 +116,14 @@ def sigmoid(input):
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """Max pooling like ``torch.nn.functional.max_pool2d`` (stride defaults to kernel_size; padding <= kernel/2)."""
     refuse("max_pool2d", "dilation", dilation, 1, "dilated windows are not implemented",
-           ok=pair_list(dilation) == [1, 1])
+           ok=pair("max_pool2d", "dilation", dilation, 1) == [1, 1])
     refuse("max_pool2d", "ceil_mode", ceil_mode, False, "the output size is always rounded down")
     refuse("max_pool2d", "return_indices", return_indices, False, "dlgpu's argmax is int32 h*W+w, not torch's")
-    kernel = pair_list(kernel_size)
+    kernel = pair("max_pool2d", "kernel_size", kernel_size, 1)
+    # PyTorch's default stride is None or an empty list: the kernel size.
     stride = kernel if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) else stride
-    y, _argmax = _ops.max_pool2d(input, kernel, pair_list(stride), pair_list(padding))
+    padding = pair("max_pool2d", "padding", padding, 0)
+    y, _argmax = _ops.max_pool2d(input, kernel, pair("max_pool2d", "stride", stride, 1), padding)
     return y
 
 

@@ -90,7 +90,7 @@ class MaxPool2d(torch.nn.MaxPool2d):
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
         super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
         DF.refuse("MaxPool2d", "dilation", dilation, 1, "dilated windows are not implemented",
-                  ok=DF.pair_list(dilation) == [1, 1])
+                  ok=DF.pair("MaxPool2d", "dilation", dilation, 1) == [1, 1])
         DF.refuse("MaxPool2d", "return_indices", return_indices, False, "dlgpu's argmax is int32 h*W+w")
         DF.refuse("MaxPool2d", "ceil_mode", ceil_mode, False, "the output size is always rounded down")
 
