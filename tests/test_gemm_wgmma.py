@@ -166,6 +166,27 @@ def test_tensor_maps_follow_the_driver_rules():
             tma.TileMap(**fields).validate()
 
 
+def test_the_driver_is_asked_for_the_same_map_innermost_first(monkeypatch):
+    """No driver here: the encoder's call is captured and checked against cuTensorMapEncodeTiled's signature."""
+    from cuda.bindings import driver
+
+    calls = []
+
+    def encode(*args):
+        calls.append(args)
+        return driver.CUresult.CUDA_SUCCESS, driver.CUtensorMap()
+
+    monkeypatch.setattr(driver, "cuTensorMapEncodeTiled", encode)
+    tile = tma.TileMap("bf16", 300, 72, 160, 128, 64, 128)
+    assert len(tma.driver_encode(tile, 0x7F0000001000)) == tma.MAP_BYTES
+    (data_type, rank, address, dims, strides, box, element_strides, interleave, swizzle, _, fill), = calls
+    assert data_type == driver.CUtensorMapDataType.CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 and rank == 2
+    assert address == 0x7F0000001000 and dims == [72, 300] and strides == [160] and box == [64, 128]
+    assert element_strides == [1, 1] and swizzle == driver.CUtensorMapSwizzle.CU_TENSOR_MAP_SWIZZLE_128B
+    assert interleave == driver.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE
+    assert fill == driver.CUtensorMapFloatOOBfill.CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE
+
+
 def test_registry_names_every_kernel():
     assert set(wg.kernel_names()) == set(harness.kernel_names(compiler.source_path(wg.FAMILY).read_text()))
 
