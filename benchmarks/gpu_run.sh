@@ -41,9 +41,10 @@
 #
 #   step        cap  floor  expected
 #   info         20     5     5   imports, and the probe right after
-#   compile      45    15    15   13 modules for sm_90a; the largest (gemm) takes 9 s of NVRTC on one core
+#   compile      45    15    20   14 modules for sm_90a, 62 s of NVRTC CPU time in all here; the largest,
+#                                 gemm_wgmma (16 s on one core), bounds it
 #   tests       150    60    90   about 850 tests on 16 workers, each worker's start-up ~10 s
-#   sanitizers   60    25    40   24 tests under each tool, the three tools side by side
+#   sanitizers   60    25    40   25 tests under each tool, the three tools side by side
 #   bench        50    30    40
 #   train        25    15    15
 #

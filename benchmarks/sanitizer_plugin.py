@@ -2,12 +2,13 @@
 
 :data:`SANITIZER_TESTS` is the one list of GPU tests that benchmarks/gpu_run.sh runs under
 compute-sanitizer (memcheck, racecheck, initcheck): each kernel family at least once, each
-registered GEMM variant at each of its precisions, each convolution variant in each pass
-and each tensor-core precision, all at small shapes (the tools slow every access a hundred
-times or more).  tests/test_gpu_run.py checks it against the registries
-(dlgpu.cuda.compiler.families(), dlgpu.cuda.gemm.VARIANTS, dlgpu.cuda.conv2d.VARIANTS)
-and that every id still names a collected test, so a new family or variant, or a
-renamed test, fails there until the list follows.
+registered variant at least once, each precision of the mma.sync variants (each its own
+build) and each convolution pass, at small shapes where the tests offer them (the tools
+slow every access a hundred times or more).  tests/test_gpu_run.py checks it against the
+registries (dlgpu.cuda.compiler.families(), dlgpu.cuda.gemm.VARIANTS,
+dlgpu.cuda.gemm_wgmma.VARIANT, dlgpu.cuda.conv2d.VARIANTS) and that every id still names
+a collected test, so a new family or variant, or a renamed test, fails there until the
+list follows.
 
 ``python benchmarks/sanitizer_plugin.py`` prints the ids, one per line (gpu_run.sh reads
 them).  As a plugin (``-p benchmarks.sanitizer_plugin``) it turns CuPy's memory pools off:
@@ -54,6 +55,10 @@ SANITIZER_TESTS: tuple[SanitizerCase, ...] = (
     SanitizerCase(f"{_GEMM}[naive-ieee-any]", "gemm", "naive"),
     SanitizerCase(f"{_GEMM}[simt-ieee-64x64]", "gemm", "simt"),
     *(SanitizerCase(f"{_GEMM}[tc-{p}-64x64]", "gemm_tc", "tc", p) for p in ("tf32", "bf16", "fp16")),
+    # Hopper only (skips elsewhere); its one GPU test runs fp16, layout nt (both operands K-major), and
+    # cross-checks the CPU harness on a 300 x 520 x 264 product before a 1000 x 700 x 900 one
+    SanitizerCase("tests/test_gemm_wgmma.py::test_wgmma_on_the_gpu_matches_the_harness_and_cupy[False-True]",
+                  "gemm_wgmma", "wgmma", "fp16"),
     SanitizerCase(f"{_CONV_FORWARD}[naive-ieee-any-{_CONV}]", "conv2d", "naive", pass_="forward"),
     SanitizerCase(f"{_CONV_BACKWARD}[dgrad-naive-ieee-{_CONV}]", "conv2d", "naive", pass_="dgrad"),
     SanitizerCase(f"{_CONV_BACKWARD}[wgrad-naive-ieee-{_CONV}]", "conv2d", "naive", pass_="wgrad"),

@@ -501,11 +501,14 @@ def test_a_killed_pytest_still_leaves_its_per_test_results(tmp_path, workers):
 
 
 def test_the_sanitizer_selection_covers_every_family_and_variant():
-    from dlgpu.cuda import compiler, gemm
+    from dlgpu.cuda import compiler, gemm, gemm_wgmma
 
     conv = importlib.import_module("dlgpu.cuda.conv2d")
     cases = sanitizer_plugin.SANITIZER_TESTS
     assert {c.family for c in cases} == set(compiler.families())
+    variants = [*gemm.VARIANTS.values(), gemm_wgmma.VARIANT, *conv.VARIANTS.values()]
+    assert {(v.family, v.name) for v in variants} <= {(c.family, c.variant) for c in cases}
+    # each precision of the mma.sync variants is its own build (a -D define): each is watched
     seen = {(c.family, c.variant, c.precision) for c in cases}
     assert {(v.family, name, p) for name, v in gemm.VARIANTS.items() for p in v.precisions} <= seen
     assert {(v.family, name, p) for name, v in conv.VARIANTS.items() for ps in v.passes.values() for p in ps} <= seen
@@ -513,7 +516,7 @@ def test_the_sanitizer_selection_covers_every_family_and_variant():
     assert {(name, p) for name, v in conv.VARIANTS.items() for p in v.passes} <= passes
     for case in cases:  # the labels say what the ids run
         params = re.split(r"[\[\]\-]", case.test.split("::")[1])
-        if case.variant != "-":
+        if case.variant not in ("-", "wgmma"):  # the wgmma test has one variant and precision: no ids for them
             assert case.variant in params and case.precision in params, case
         if case.pass_:
             assert case.pass_ in params or f"test_{case.pass_}[" in case.test, case
@@ -829,9 +832,11 @@ def test_script_stopped_from_outside_still_writes_its_record(tmp_path):
 
 
 def test_script_with_its_time_budget_spent_runs_no_step_and_records_timeouts(tmp_path):
-    """A GPU that answers the probe, but no time left: every step is skipped as timed out."""
+    """A GPU that answers the probe, but no time left: every step is skipped as timed out.
+
+    10 s is less than the last step's floor and timeout's 5 s of grace, however fast the probe runs."""
     env = {**os.environ, "DLGPU_PYTHON": sys.executable, "DLGPU_RESULTS_DIR": str(tmp_path / "results"),
-           "DLGPU_BUDGET": "26", "PYTHONPATH": str(fake_cupy(tmp_path)), "DLGPU_COMMIT": "c0ffee",
+           "DLGPU_BUDGET": "10", "PYTHONPATH": str(fake_cupy(tmp_path)), "DLGPU_COMMIT": "c0ffee",
            "DLGPU_COMPUTE_SANITIZER": "none"}
     proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out")], env=env, capture_output=True, text=True,
                           timeout=120)
