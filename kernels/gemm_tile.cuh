@@ -1,12 +1,15 @@
-// kernels/gemm_tile.cuh -- what the GEMM families (gemm.cu, gemm_tc.cu) share beyond mainloop.cuh:
-// the layouts they are instantiated in, the raster order, and the loader that moves one operand
-// tile into shared memory.  Their `flags`: EPILOGUE_BIAS, EPILOGUE_RELU (common.cuh) and
-// GEMM_MASK_A.
+// kernels/gemm_tile.cuh -- what the GEMM families (gemm.cu, gemm_tc.cu, gemm_wgmma.cu) share beyond
+// mainloop.cuh: the layouts they are instantiated in, the raster order, and the loader that moves
+// one operand tile into shared memory.  Their `flags`: EPILOGUE_BIAS, EPILOGUE_RELU (common.cuh),
+// GEMM_MASK_A and GEMM_STORE_HALF.
 //
 //   GEMM_MASK_A                         the naive kernel's flag for a masked A
-//   GEMM_LAYOUTS(X, config...)          every (layout, mask) a tiled GEMM kernel exists for
+//   GEMM_STORE_HALF                     kernels with 16-bit operands (gemm_wgmma.cu): C is stored in
+//                                       their 16-bit type instead of fp32
+//   GEMM_LAYOUTS(X, config...)          every (layout, mask) an mma.sync GEMM kernel exists for:
+//                                       GEMM_PLAIN_LAYOUTS, then GEMM_MASK_LAYOUTS
+//   grouped_tile(id, ...)               which C tile a linear tile id computes (grouped raster order)
 //   block_tile<BM, BN>(m0, n0)          the first row and column of the C tile this block computes
-//                                       (grouped raster order)
 //   TileLoader<...>                     one operand tile: global (row-major rows x cols, rows
 //                                       16-byte aligned) -> shared, by cp.async or through registers
 #pragma once
@@ -18,18 +21,21 @@
 // Naive kernel only (the tiled kernels take the mask as a template parameter): A's element is
 // replaced by relu_mask(A, Y) as it is loaded, Y stored exactly like A.  Clear of the EPILOGUE_ bits.
 #define GEMM_MASK_A 4
+#define GEMM_STORE_HALF 8
 
 // ---------------------------------------------------------------- layouts
-// X(suffix, kTransA, kTransB, kMaskA, config...) for each kernel of one tile configuration:
-// the four layouts, and `_mask` (A multiplied by Y > 0 as it is loaded) for the two products of
-// linear_backward, grad_x = G W (nn) and grad_w = G^T X (tn).  dlgpu/cuda/gemm.py reads this list.
-#define GEMM_LAYOUTS(X, ...)                      \
+// X(suffix, kTransA, kTransB, kMaskA, config...) for each kernel of one tile configuration: the
+// four layouts, and `_mask` (A multiplied by Y > 0 as it is loaded) for the two products of
+// linear_backward, grad_x = G W (nn) and grad_w = G^T X (tn).  dlgpu/cuda/gemm.py reads these lists.
+#define GEMM_PLAIN_LAYOUTS(X, ...)                \
     X(nn, false, false, false, __VA_ARGS__)       \
     X(nt, false, true, false, __VA_ARGS__)        \
     X(tn, true, false, false, __VA_ARGS__)        \
-    X(tt, true, true, false, __VA_ARGS__)         \
+    X(tt, true, true, false, __VA_ARGS__)
+#define GEMM_MASK_LAYOUTS(X, ...)                 \
     X(nn_mask, false, false, true, __VA_ARGS__)   \
     X(tn_mask, true, false, true, __VA_ARGS__)
+#define GEMM_LAYOUTS(X, ...) GEMM_PLAIN_LAYOUTS(X, __VA_ARGS__) GEMM_MASK_LAYOUTS(X, __VA_ARGS__)
 
 // ---------------------------------------------------------------- raster order
 // The grid is (tiles along N, tiles along M), and blocks start roughly in linear order (x fastest).
@@ -39,16 +45,23 @@
 // panels, which stay in L2.  A bijection of block ids onto tiles: every tile is computed once.
 #define GEMM_GROUP_ROWS 8
 
-template <int BM, int BN> __device__ __forceinline__ void block_tile(int& m0, int& n0)
+__device__ __forceinline__ void grouped_tile(int id, int tiles_m, int tiles_n, int& tile_m, int& tile_n)
 {
-    const int tiles_n = gridDim.x, tiles_m = gridDim.y;
-    const int id = blockIdx.y * tiles_n + blockIdx.x;
     const int per_band = GEMM_GROUP_ROWS * tiles_n;
     const int first_row = (id / per_band) * GEMM_GROUP_ROWS;
     const int band_rows = tiles_m - first_row < GEMM_GROUP_ROWS ? tiles_m - first_row : GEMM_GROUP_ROWS;
     const int in_band = id % per_band;
-    m0 = (first_row + in_band % band_rows) * BM;
-    n0 = (in_band / band_rows) * BN;
+    tile_m = first_row + in_band % band_rows;
+    tile_n = in_band / band_rows;
+}
+
+// The grid is (tiles along N, tiles along M): one block per tile of BM x BN.
+template <int BM, int BN> __device__ __forceinline__ void block_tile(int& m0, int& n0)
+{
+    int tile_m, tile_n;
+    grouped_tile(blockIdx.y * gridDim.x + blockIdx.x, gridDim.y, gridDim.x, tile_m, tile_n);
+    m0 = tile_m * BM;
+    n0 = tile_n * BN;
 }
 
 // ---------------------------------------------------------------- operand tiles

@@ -162,7 +162,8 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 
 // ---- precision-generic forms: one tensor-core main loop serves every precision
 
-enum class Precision { tf32, bf16, fp16 };
+// The values are the precision codes of the harness's host models (dlgpu/testing/cuda_host*.h).
+enum class Precision { tf32 = 0, bf16 = 1, fp16 = 2 };
 
 template <Precision P> constexpr int mma_k = P == Precision::tf32 ? 8 : 16;
 

@@ -13,7 +13,7 @@ import importlib
 
 import pytest
 
-from dlgpu.cuda import bias_grad, compiler, gemm, kernel_decls, softmax
+from dlgpu.cuda import bias_grad, compiler, gemm, gemm_wgmma, kernel_decls, softmax
 from dlgpu.precision import PRECISIONS
 
 conv2d = importlib.import_module("dlgpu.cuda.conv2d")  # the module, not the function dlgpu.cuda.conv2d
@@ -23,6 +23,7 @@ MIRRORS = [
     (gemm.FLAG_BIAS, "common.cuh", "EPILOGUE_BIAS"),
     (gemm.FLAG_RELU, "common.cuh", "EPILOGUE_RELU"),
     (gemm.FLAG_MASK_A, "gemm_tile.cuh", "GEMM_MASK_A"),
+    (gemm_wgmma.FLAG_STORE_HALF, "gemm_tile.cuh", "GEMM_STORE_HALF"),
     (conv2d.FLAG_MASK, "conv2d_common.cuh", "CONV_MASK"),
     (gemm.TC_STAGES, "gemm_tc.cu", "TC_STAGES"),
     (gemm.TC_BK["tf32"], "gemm_tc.cu", "TC_BK_TF32"),
@@ -45,10 +46,12 @@ def test_every_mirrored_define_equals_its_python_constant(value, source, define)
     assert kernel_decls.integer_defines(source)[define] == value
 
 
-def test_the_load_flags_stay_clear_of_the_epilogue_bits():
+def test_the_other_flags_stay_clear_of_the_epilogue_bits():
     epilogue = gemm.FLAG_BIAS | gemm.FLAG_RELU
     assert gemm.FLAG_BIAS & gemm.FLAG_RELU == 0
-    assert gemm.FLAG_MASK_A & epilogue == 0 and conv2d.FLAG_MASK & epilogue == 0
+    for load_flag in (gemm.FLAG_MASK_A, gemm_wgmma.FLAG_STORE_HALF, conv2d.FLAG_MASK):
+        assert load_flag & epilogue == 0
+    assert gemm.FLAG_MASK_A & gemm_wgmma.FLAG_STORE_HALF == 0
 
 
 def test_softmax_warp_widths_are_the_kernel_list():
@@ -68,8 +71,10 @@ def test_tile_configurations_come_from_the_kernel_lists():
     assert [(c.block_m, c.block_n, c.threads) for c in gemm.TC_CONFIGS] == [(128, 128, 256), (64, 64, 128)]
     assert [(c.name, c.threads) for c in conv2d.SIMT_CONFIGS] == [("128x128", 256), ("128x64", 128), ("128x32", 128)]
     assert [(c.name, c.threads) for c in conv2d.TC_CONFIGS] == [("128x64", 128), ("64x32", 64)]
-    # The pass-through __VA_ARGS__ of GEMM_LAYOUTS is not an entry's argument.
-    assert kernel_decls.x_macro("gemm_tile.cuh", "GEMM_LAYOUTS")[0] == ("nn", "false", "false", "false")
+    assert [(c.name, c.threads) for c in gemm_wgmma.CONFIGS] == [("128x256", 384), ("128x128", 384)]
+    assert gemm_wgmma.STAGES == {"128x256": 4, "128x128": 6}
+    # The pass-through __VA_ARGS__ of the layout lists is not an entry's argument.
+    assert kernel_decls.x_macro("gemm_tile.cuh", "GEMM_PLAIN_LAYOUTS")[0] == ("nn", "false", "false", "false")
     assert gemm.LAYOUTS == ("nn", "nt", "tn", "tt") and gemm.MASK_LAYOUTS == ("nn", "tn")
 
 

@@ -222,7 +222,9 @@ def build(family: str, defines=(), mode: str = "plain", kernels_dir=None, cache_
         raise ArgumentError(f"dlgpu harness: mode must be one of {MODES}, got {mode!r}")
     defines = compiler.normalize_defines(defines)
     source = compiler.source_path(family, kernels_dir)
-    headers = _included_headers(source, _include_dirs(source, kernels_dir))
+    include_dirs = _include_dirs(source, kernels_dir)
+    # The kernel's headers, and those cuda_host.h itself includes (cuda_host_sm90.h).
+    headers = sorted({*_included_headers(source, include_dirs), *_included_headers(HEADER, [HEADER.parent])})
     # An edited source or header (its mtime) makes a new build, within one process too.
     stamps = tuple((str(path), path.stat().st_mtime_ns) for path in (source, HEADER, *headers))
     key_in_memory = (stamps, defines, mode, str(cache_dir))
