@@ -255,9 +255,9 @@ def test_forward_choice_by_precision_and_shape():
     assert conv.choose_forward(pointwise, "bf16", sms=132).kernel == "conv2d_fwd_tc_128x64_1x1_f32"
     strided_pointwise = g_of((32, 256, 56, 56), (64, 256, 1, 1), stride=(2, 2))
     assert conv.choose_forward(strided_pointwise, "ieee", sms=132).kernel == "conv2d_fwd_simt_128x64_f32"
-    for precision, define in conv.TC_PRECISION_DEFINE.items():
+    for precision in conv.TC_PRECISIONS:
         plan = conv.choose_forward(wide, precision, sms=132)
-        assert plan.variant == "tc" and plan.defines == (("CONV_TC_PRECISION", define),)
+        assert plan.variant == "tc" and plan.defines == (("CONV_TC_PRECISION", precision),)
         assert plan.shared_mem == conv.tc_shared_bytes(plan.config) <= 48 * 1024
     assert conv.choose_forward(lenet, "tf32", sms=132).kernel == "conv2d_fwd_tc_64x32_f32"
     naive = conv.choose_forward(wide, "tf32", sms=132, variant="naive")

@@ -309,7 +309,7 @@ def check_conv2d_simt(executor, rng):
 
 def check_conv2d_tc(executor, rng):
     # Each precision is its own build: all three plain, bf16 under the sanitizers.
-    precisions = tuple(cuda_conv2d.TC_PRECISION_DEFINE) if executor.mode == "plain" else ("bf16",)
+    precisions = cuda_conv2d.TC_PRECISIONS if executor.mode == "plain" else ("bf16",)
     for index, (x_shape, w_shape, *pairs) in enumerate(CONV_CASES):
         geometry = conv_geometry(*pairs)
         x, weight, bias, y, grad_y = conv_inputs(rng, x_shape, w_shape, geometry)
@@ -432,6 +432,6 @@ def test_every_kernel_has_harness_coverage():
     declared = {(case.family, kernel) for case in CASES for kernel in case.kernels}
     present = set()
     for family in compiler.families():
-        present |= {(family, k) for k in harness.kernel_names(compiler.source_path(family).read_text())}
+        present |= {(family, k) for k in harness.family_kernels(family)}
     assert not present - declared, f"kernels without harness coverage: {sorted(present - declared)}"
     assert not declared - present, f"declared kernels that kernels/ does not have: {sorted(declared - present)}"
