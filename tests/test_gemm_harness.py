@@ -57,7 +57,8 @@ def operands(rng, m, n, k, ta, tb):
 
 
 def launched_one(executor, prefix: str):
-    names = {kernel for _, kernel in executor.launched}
+    """The one product kernel launched (the tc launcher's producer passes, family cast, aside)."""
+    names = {kernel for family, kernel in executor.launched if family != "cast"}
     assert len(names) == 1 and next(iter(names)).startswith(prefix), names
     return next(iter(names))
 
@@ -82,7 +83,7 @@ def test_product_matches_the_reference(plain, rng, variant, precision, config, t
                       variant=variant, config=config, executor=plain)
         assert c is out
         kernel = launched_one(plain, kernel_prefix(variant, config))
-        assert variant == "naive" or kernel.endswith(f"_{layout}_f32")
+        assert variant == "naive" or kernel.endswith(f"_{layout}_f32" if variant == "simt" else f"_{layout}")
         assert_close(c, ref.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b), precision=precision)
 
 
@@ -120,13 +121,22 @@ def test_relu_epilogue_lets_nan_through(plain):
 
 
 @pytest.mark.parametrize(("m", "n", "k"), ODD_SHAPES + ((3, 5, 6),))
-@pytest.mark.parametrize("precision", ("ieee", "tf32"))
-def test_unaligned_operands_fall_back_to_a_correct_kernel(plain, rng, m, n, k, precision):
+def test_unaligned_operands_fall_back_to_a_correct_kernel(plain, rng, m, n, k):
     a, b = operands(rng, m, n, k, False, False)
     plain.launched.clear()
-    c = gemm.matmul(a, b, False, False, precision, None, executor=plain)
+    c = gemm.matmul(a, b, False, False, "ieee", None, executor=plain)
     assert launched_one(plain, "gemm_naive")
     assert_close(c, ref.matmul(a, b))
+
+
+@pytest.mark.parametrize(("m", "n", "k"), ODD_SHAPES[-2:])
+def test_unaligned_operands_are_padded_for_the_tensor_cores(plain, rng, m, n, k):
+    """Rows that are not a multiple of 16 bytes: the producer pass copies them into padded rows."""
+    a, b = operands(rng, m, n, k, False, False)
+    plain.launched.clear()
+    c = gemm.matmul(a, b, False, False, "tf32", None, executor=plain)
+    assert launched_one(plain, "gemm_tc_") and ("cast", "cast_f32_f32") in plain.launched
+    assert_close(c, ref.matmul(a, b), precision="tf32")
 
 
 def test_misaligned_pointer_falls_back(plain, rng):
@@ -153,7 +163,7 @@ def test_matmul_backward(plain, rng, variant, transpose_a, transpose_b):
         plain.launched.clear()
         grad_a, grad_b = gemm.matmul_backward(grad_c, a, b, transpose_a, transpose_b, precision, variant=variant,
                                               executor=plain)
-        assert {kernel.startswith(f"gemm_{variant}") for _, kernel in plain.launched} == {True}
+        assert {kernel.startswith(f"gemm_{variant}") for family, kernel in plain.launched if family != "cast"} == {True}
         expected_a, expected_b = ref.matmul_backward(grad_c, a, b, transpose_a=transpose_a, transpose_b=transpose_b)
         assert grad_a.shape == a.shape and grad_b.shape == b.shape
         assert_close(grad_a, expected_a, precision=precision)
@@ -174,9 +184,15 @@ def test_linear_backward_masks_grad_y_inside_the_products(plain, rng, variant, p
     gemm_kernels = {kernel for family, kernel in plain.launched if family.startswith("gemm")}
     if variant == "naive":
         assert gemm_kernels == {"gemm_naive_f32"}
-    else:
+    elif variant == "simt":
         assert all(k.endswith("_mask_f32") for k in gemm_kernels), gemm_kernels
         assert {k.split("_")[-3] for k in gemm_kernels} == {"nn", "tn"}
+    else:  # one producer pass writes the masked grad_y that both products read (12 features: rows of 24
+        # bytes at 16 bits, which a second pass pads to 32 for the 16-byte loads; no mask there)
+        assert {k.split("_")[-1] for k in gemm_kernels} == {"nn", "tn"}
+        storage = "f32" if precision == "tf32" else precision
+        casts = {k for family, k in plain.launched if family == "cast"}
+        assert f"cast_f32_{storage}" in casts and casts <= {f"cast_f32_{storage}", f"cast_{storage}_{storage}"}
     expected = ref.linear_backward(grad_y, x, weight, y=y, activation="relu")
     for got, want in zip((grad_x, grad_w, grad_b), expected, strict=True):
         assert_close(got, want, precision=precision)
@@ -231,7 +247,9 @@ def test_default_variant_follows_the_precision():
 def test_tile_configuration_by_shape():
     # Large square: the biggest tile still gives several waves.
     assert plan(4096, 4096, 4096).config.name == "128x128"
-    assert plan(8192, 8192, 8192, precision="bf16").config.name == "128x128"
+    assert plan(8192, 8192, 8192, precision="bf16").config.name == "128x256"
+    assert plan(4096, 4096, 4096, precision="tf32").config.name == "128x256"
+    assert plan(2048, 2048, 4096, precision="fp16").config.name == "128x128"
     # Small products: smaller tiles, so more blocks share the device.
     assert plan(256, 64, 576).config.name == "64x64"
     assert plan(128, 512, 784).config.name == "64x64"
@@ -249,10 +267,12 @@ def math_ceil(a, b):
 
 def test_fallbacks_to_naive():
     assert plan(64, 64, 64, aligned=False).variant == "naive"
-    assert plan(64, 64, 64, aligned=False, precision="tf32").variant == "naive"
     for ta, tb in LAYOUTS:
         chosen = plan(64, 64, 64, ta=ta, tb=tb, masked=True)
         assert (chosen.variant == "naive") == (gemm.layout_name(ta, tb) not in gemm.MASK_LAYOUTS)
+        # tc takes everything: its launcher stages what the kernels cannot read directly.
+        chosen = plan(64, 64, 64, ta=ta, tb=tb, masked=True, aligned=False, precision="tf32")
+        assert chosen.variant == "tc" and chosen.kernel == f"gemm_tc_64x64_{gemm.layout_name(ta, tb)}"
     naive = plan(33, 17, 5, variant="naive")
     assert naive.kernel == "gemm_naive_f32" and naive.grid == (2, 3, 1) and naive.block == (16, 16, 1)
 
@@ -264,8 +284,10 @@ def test_tc_shared_memory_fits_every_target():
             size = gemm.tc_shared_bytes(config, ta, tb, precision)
             assert size <= 99 * 1024
             assert plan(512, 512, 64, ta=ta, tb=tb, precision=precision, config=config.name).shared_mem == size
-    # 16-bit tiles: 3 stages x (128 + 128) rows x 32 halves, swizzled without padding.
-    assert gemm.tc_shared_bytes(gemm.TC_CONFIGS[0], False, True, "bf16") == 3 * 256 * 32 * 2
+    # 16-bit tiles: 3 stages x (128 + 256) rows x 32 halves, swizzled without padding; tf32 tiles stored
+    # n-contiguous (B in nn) are 16 rows of k of 256 + 8 floats.
+    assert gemm.tc_shared_bytes(gemm.TC_CONFIGS[0], False, True, "bf16") == 3 * 384 * 32 * 2
+    assert gemm.tc_shared_bytes(gemm.TC_CONFIGS[0], False, False, "tf32") == 3 * (128 * 64 + 16 * 264 * 4)
 
 
 def test_registry_names_every_kernel():

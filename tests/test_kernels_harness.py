@@ -18,6 +18,7 @@ import pytest
 
 import dlgpu.reference as ref
 from dlgpu.cuda import bias_grad as cuda_bias_grad
+from dlgpu.cuda import cast as cuda_cast
 from dlgpu.cuda import compiler
 from dlgpu.cuda import elementwise as cuda_elementwise
 from dlgpu.cuda import gemm as cuda_gemm
@@ -30,6 +31,7 @@ from dlgpu.testing.harness import HarnessExecutor
 
 # The package attribute dlgpu.cuda.conv2d is the backend function; this is the launcher module.
 cuda_conv2d = importlib.import_module("dlgpu.cuda.conv2d")
+cuda_conv2d_nhwc = importlib.import_module("dlgpu.cuda.conv2d_nhwc")
 
 
 # every test here runs kernels on the CPU harness (fixture in conftest.py)
@@ -325,6 +327,51 @@ def check_conv2d_tc(executor, rng):
                                  precision=precision)
 
 
+def check_conv2d_tc_nhwc(executor, rng):
+    # NHWC as stored; 16 channels in, 12 out (padded to 16 for the 16-bit dgrad's reads), the strided case's
+    # stride, padding and dilation.  All precisions plain, bf16 under the sanitizers.
+    precisions = cuda_conv2d.TC_PRECISIONS if executor.mode == "plain" else ("bf16",)
+    geometry = conv_geometry(*CONV_CASES[0][2:])
+    x, weight, bias, y, grad_y = conv_inputs(rng, (2, 16, 7, 5), (12, 16, 3, 3), geometry)
+    expected = ref.conv2d_backward(grad_y, x, weight, y=y, activation="relu", **geometry)
+    nhwc = [np.ascontiguousarray(a.transpose(0, 2, 3, 1)) for a in (x, weight, y, grad_y)]
+    x_n, w_n, y_n, grad_y_n = nhwc
+    for precision in precisions:
+        for config in cuda_conv2d.NHWC_CONFIGS:
+            kw = dict(precision=precision, config=config.name, executor=executor, **geometry)
+            out = cuda_conv2d_nhwc.forward(x_n, w_n, bias, relu=True, **kw)
+            assert_close(out.transpose(0, 3, 1, 2), y, precision=precision)
+            grad_x = cuda_conv2d_nhwc.dgrad(grad_y_n, w_n, x_n.shape, mask=y_n, **kw)
+            assert_close(grad_x.transpose(0, 3, 1, 2), expected[0], precision=precision)
+            grad_w = cuda_conv2d_nhwc.wgrad(grad_y_n, x_n, w_n.shape, mask=y_n, splits=2, **kw)
+            assert_close(grad_w.transpose(0, 3, 1, 2), expected[1], precision=precision)
+
+
+def stored_as(values, storage: str) -> np.ndarray:
+    """float32 values in a storage's array form, rounded to nearest even as the kernels round."""
+    return {"f32": lambda v: v, "bf16": bf16_bits, "fp16": lambda v: v.astype(np.float16)}[storage](values)
+
+
+def check_cast(executor, rng):
+    # 37 x 13: rows padded to 16 (element by element); 5 x 64: 16-byte runs; plain only (the sanitizers start
+    # threads slowly), 1 x 3001: one flat run with a tail.
+    shapes = ((37, 13), (5, 64), (1, 3001)) if executor.mode == "plain" else ((37, 13), (5, 64))
+    for index, (rows, cols) in enumerate(shapes):
+        values, mask = random_array(rng, (rows, cols)), random_array(rng, (rows, cols))
+        for src, dst in cuda_cast.KERNELS:
+            source, source_mask = stored_as(values, src), stored_as(mask, src)
+            exact = stored_values(source, src).astype(np.float32)
+            masks = (source_mask, None) if index == 0 else (source_mask,)
+            for given in masks:
+                want = exact if given is None else np.where(stored_values(given, src) > 0, exact, 0).astype(np.float32)
+                copy, got_cols = cuda_cast.cast(source, dst, src_storage=src, mask=given, row_multiple=8,
+                                                zero_padding=True, executor=executor)
+                assert got_cols == cols and copy.shape == (rows, -(-cols // 8) * 8)
+                # Bit for bit: conversions round to nearest even, copies and widenings are exact.
+                np.testing.assert_array_equal(copy[:, :cols].view(np.uint8), stored_as(want, dst).view(np.uint8))
+                assert not copy[:, cols:].view(np.uint8).any()
+
+
 def check_gemm_wgmma(executor, rng):
     # Each kernel once (the sanitizers start 384 threads slowly): partial tiles, rows of 65 halves (padded for
     # TMA).  tests/test_gemm_wgmma.py has more shapes, the epilogue and planted bugs.
@@ -374,6 +421,7 @@ CASES = (
         for config in cuda_gemm.TC_CONFIGS
     ),
     Case("gemm_wgmma", "gemm_wgmma", tuple(cuda_gemm_wgmma.kernel_names()), check_gemm_wgmma),
+    Case("cast", "cast", tuple(cuda_cast.KERNELS.values()), check_cast),
     Case("pool", "pool", ("max_pool2d_forward_f32", "max_pool2d_backward_f32", "max_pool2d_backward_planes_f32"),
          check_pool),
     Case("conv2d_naive", "conv2d", ("conv2d_fwd_naive_f32", "conv2d_dgrad_naive_f32", "conv2d_wgrad_naive_f32"),
@@ -387,6 +435,9 @@ CASES = (
          tuple(f"conv2d_{p}_tc_{c.name}{s}_f32" for c in cuda_conv2d.TC_CONFIGS
                for p, s in (("fwd", ""), ("fwd", "_1x1"), ("dgrad", ""), ("wgrad", ""))),
          check_conv2d_tc),
+    Case("conv2d_tc_nhwc", "conv2d_tc",
+         tuple(f"conv2d_{p}_tc_{c.name}_nhwc" for c in cuda_conv2d.NHWC_CONFIGS for p in ("fwd", "dgrad", "wgrad")),
+         check_conv2d_tc_nhwc),
 )
 
 

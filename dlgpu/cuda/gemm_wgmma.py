@@ -42,7 +42,7 @@ VARIANT = _gemm.Variant("wgmma", FAMILY, ("bf16", "fp16", "tf32"),
 CONFIGS = _gemm.tile_configs("gemm_wgmma.cu", "GEMM_WGMMA_CONFIGS")
 STAGES = {f"{bm}x{bn}": int(stages)
           for bm, bn, _, stages in kernel_decls.x_macro("gemm_wgmma.cu", "GEMM_WGMMA_CONFIGS")}
-FLAG_STORE_HALF = 8  # kernels/gemm_tile.cuh: GEMM_STORE_HALF
+FLAG_STORE_HALF = _gemm.FLAG_STORE_HALF  # kernels/gemm_tile.cuh: GEMM_STORE_HALF
 TILE_ROW_BYTES = 128  # every shared tile row: one 128-byte swizzled row of k (or of m / n)
 COMPUTE_CAPABILITY = 90
 _TMA_DTYPE = {"bf16": "bf16", "fp16": "fp16", "tf32": "f32"}
