@@ -43,6 +43,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from dlgpu.device import gpu_probe
+
 FAMILIES = ("elementwise", "softmax", "pool", "gemm", "conv2d")
 
 NO_GPU_MESSAGE = "no GPU found: benchmarking the CPU backend against the reference"
@@ -221,21 +223,6 @@ def _import_optional(name: str):
         return importlib.import_module(name)
     except Exception:  # noqa: BLE001 - a broken install counts as absent
         return None
-
-
-def gpu_probe() -> tuple[bool, str]:
-    """(True, device name) when CuPy imports and sees a device, else (False, why not)."""
-    try:
-        import cupy
-    except Exception as exc:  # noqa: BLE001
-        return False, f"CuPy is not importable ({type(exc).__name__}: {exc})"
-    try:
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            return False, "CuPy sees no CUDA device"
-        name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
-    except Exception as exc:  # noqa: BLE001
-        return False, f"CuPy sees no usable CUDA device ({type(exc).__name__}: {exc})"
-    return True, name.decode() if isinstance(name, bytes) else str(name)
 
 
 def _cpu_cache_bytes() -> int:

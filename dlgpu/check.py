@@ -19,6 +19,7 @@ import numpy as np
 
 import dlgpu.functional as F
 import dlgpu.reference as R
+from dlgpu.device import gpu_available
 from dlgpu.errors import BackendUnavailableError
 from dlgpu.testing import random_array, rel_error, tolerance
 
@@ -247,15 +248,6 @@ def run_case(case: Case, backend: Backend, seed: int) -> Outcome:
     errors = [(rel_error(out, ref), tolerance(backend.dtype, "ieee", elementwise)) for _, out, ref, elementwise in results]
     worst, bound = max(errors, key=lambda pair: pair[0] / pair[1])
     return Outcome(op, shapes, worst, bound, "pass" if worst <= bound else "FAIL")
-
-
-def gpu_available() -> bool:
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # CuPy missing, or CuPy without a driver: either way, no GPU
-        return False
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -44,6 +44,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from dlgpu.device import gpu_available
 from dlgpu.errors import ArgumentError, BackendUnavailableError, DlgpuError
 
 __all__ = [
@@ -85,15 +86,6 @@ _META_PREFIX = "meta."
 # ---------------------------------------------------------------------------
 # backends
 # ---------------------------------------------------------------------------
-
-
-def gpu_available() -> bool:
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # CuPy missing, or CuPy without a driver: either way, no GPU
-        return False
 
 
 def _array_module(device: str):

@@ -12,16 +12,10 @@ import pytest
 
 @functools.lru_cache(maxsize=1)
 def gpu_unavailable_reason() -> str | None:
-    """None when CuPy is installed and sees a GPU; otherwise why not."""
-    try:
-        import cupy
-    except ImportError:
-        return "CuPy is not installed"
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # the driver or runtime is missing: CuPy raises its own error types
-        return f"no CUDA device ({type(exc).__name__}: {exc})"
-    return None if count > 0 else "no CUDA device"
+    """None when CuPy is installed and sees a GPU; otherwise why not (asked once per session)."""
+    from dlgpu.device import gpu_unavailable_reason as reason
+
+    return reason()
 
 
 def pytest_collection_modifyitems(config, items):

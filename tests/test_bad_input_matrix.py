@@ -25,6 +25,7 @@ import pytest
 import dlgpu.cpu
 import dlgpu.cuda
 import dlgpu.functional as F
+from dlgpu.backend import OPS
 from dlgpu.errors import (
     ArgumentError,
     BackendUnavailableError,
@@ -35,7 +36,6 @@ from dlgpu.errors import (
     ShapeError,
 )
 
-OPS = [name for name in dlgpu.cpu.__all__ if name != "FLOAT_DTYPES"]
 _rng = np.random.default_rng(8)
 
 
@@ -106,15 +106,15 @@ def readonly(*shape):
 def launches(monkeypatch):
     """Replace every backend function by a spy; CPU spies still compute, CUDA spies return None."""
     record = []
-    for module in (dlgpu.cpu, dlgpu.cuda):
+    for backend in (dlgpu.cpu.BACKEND, dlgpu.cuda.BACKEND):
         for name in OPS:
-            real = getattr(module, name)
+            real = getattr(backend, name)
 
-            def spy(*args, _real=real, _name=name, _module=module):
-                record.append((_module.__name__, _name))
-                return _real(*args) if _module is dlgpu.cpu else None
+            def spy(*args, _real=real, _name=name, _backend=backend):
+                record.append((_backend.name, _name))
+                return _real(*args) if _backend is dlgpu.cpu.BACKEND else None
 
-            monkeypatch.setattr(module, name, spy)
+            monkeypatch.setattr(backend, name, spy)
     return record
 
 

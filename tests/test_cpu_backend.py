@@ -34,16 +34,6 @@ def same_bits(a, b) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
 
 
-def test_backend_interface():
-    assert cpu.FLOAT_DTYPES == (np.float32, np.float64)
-    for name in (
-        "matmul matmul_backward linear linear_backward conv2d conv2d_backward relu tanh sigmoid "
-        "relu_backward tanh_backward sigmoid_backward max_pool2d max_pool2d_backward "
-        "softmax_cross_entropy softmax_cross_entropy_backward sgd_step"
-    ).split():
-        assert callable(getattr(cpu, name)), name
-
-
 # ---------------------------------------------------------------------------
 # matmul and linear
 # ---------------------------------------------------------------------------

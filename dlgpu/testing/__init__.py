@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from dlgpu.device import is_cupy
+
 # ||out - ref|| / ||ref||, by arithmetic.  Elementwise fp32 ops are exact up to
 # one rounding; products and convolutions accumulate K roundings.
 TOLERANCES: dict[str, float] = {
@@ -32,7 +34,7 @@ def tolerance(dtype, precision: str = "ieee", elementwise: bool = False) -> floa
 
 def to_numpy(array) -> np.ndarray:
     """A NumPy copy of a NumPy or CuPy array (0-d included)."""
-    if type(array).__module__.split(".")[0] == "cupy":
+    if is_cupy(array):
         return array.get()
     return np.asarray(array)
 
