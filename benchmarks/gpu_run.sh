@@ -100,7 +100,8 @@ step tests "${DLGPU_T_TESTS:-180}" "${PYTEST[@]}" -m gpu tests --junitxml="$WORK
 # pool off so that each array is its own allocation and memcheck sees its real bounds.
 # DLGPU_SANITIZER_TESTS (paths, space-separated) replaces the default file list.
 SANITIZER_FILES=()
-for f in ${DLGPU_SANITIZER_TESTS:-tests/test_cuda_gpu.py}; do
+MEMORY_BOUND_TESTS="tests/test_elementwise.py tests/test_sgd.py tests/test_bias_grad.py tests/test_softmax.py tests/test_pool.py"
+for f in ${DLGPU_SANITIZER_TESTS:-$MEMORY_BOUND_TESTS}; do
     [ -e "$f" ] && SANITIZER_FILES+=("$f")
 done
 # None of them yet: every GPU test but the benchmark machinery's own (cuBLAS ceilings are slow under it).

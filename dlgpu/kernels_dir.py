@@ -75,3 +75,24 @@ def included_headers(source: Path, include_dirs: Sequence[Path]) -> dict[str, Pa
                 found[str(candidate)] = candidate
                 pending.append(candidate)
     return found
+
+
+def families() -> list[str]:
+    """Every kernel family: the stems of the .cu files."""
+    return [path.stem for path in kernel_sources() if path.suffix == ".cu"]
+
+
+def stem_of(family: str) -> str:
+    """The stem a family belongs to: the shortest family name it extends (``gemm_tc`` -> ``gemm``).
+
+    A stem names the family's launcher (dlgpu/cuda/<stem>.py), its cases and its
+    tests (tests/test_<stem>.py); a tensor-core or other variant file of a stem
+    (kernels/<stem>_<what>.cu) belongs to it.
+    """
+    owners = [other for other in families() if family == other or family.startswith(other + "_")]
+    return min(owners, key=len) if owners else family
+
+
+def stem_families(stem: str) -> list[str]:
+    """The families that belong to ``stem`` (the stem's own first)."""
+    return sorted((f for f in families() if stem_of(f) == stem), key=lambda f: (f != stem, f))

@@ -38,3 +38,8 @@ def checks(quick: bool = True, stems=None) -> list[Check]:
 def benchmarks(stems=None) -> list[Benchmark]:
     """Every benchmark of the named stems (all when None or empty)."""
     return [benchmark for module in _stems(stems) for benchmark in module.BENCHMARKS]
+
+
+def bad_inputs(stems=None):
+    """Every bad input of the named stems (all when None or empty)."""
+    return [case for module in _stems(stems) for case in module.bad_inputs()]

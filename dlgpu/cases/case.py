@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from dlgpu.backend import OPS, Backend
+from dlgpu.testing import rel_error, tolerance
 
 
 # ---------------------------------------------------------------------------
@@ -67,6 +68,15 @@ class Check:
 
     def __post_init__(self):
         assert self.op in OPS, f"{self.op} is not an op of dlgpu.backend.Backend"
+
+    def measure(self, rng: np.random.Generator, target: Target) -> list[tuple[str, float, float]]:
+        """(output, relative error, bound) for every output of one run; NaN or inf never passes."""
+        return [(o.name, rel_error(o.value, o.reference), tolerance(target.dtype, self.precision, o.elementwise))
+                for o in self.run(rng, target)]
+
+    def assert_passes(self, rng: np.random.Generator, target: Target) -> None:
+        for name, error, bound in self.measure(rng, target):
+            assert error <= bound, f"{self.id} on {target.name}: {name} is off by {error:.2e} > {bound:.0e}"
 
     @property
     def id(self) -> str:

@@ -13,11 +13,15 @@ CuPy's cuDNN for the forward without PyTorch) in the same precision.  GPU only.
 
 from __future__ import annotations
 
+import numpy as np
+
 import dlgpu.functional as F
 import dlgpu.reference as R
 from dlgpu.cases.case import Benchmark, Check, Output, f32, gpu_only, prod, randn, torch_view
 from dlgpu.testing import random_array
 from dlgpu.window import output_size
+from dlgpu.errors import ArgumentError, DeviceError, DtypeError, ShapeError
+from dlgpu.testing.bad_input import BadInput, FakeCupy, on_cpu, on_gpu, rand, w4, x4, y4
 
 FAMILY = "conv2d"
 
@@ -193,3 +197,52 @@ BENCHMARKS = (
     *(_benchmark(layer, "bias+relu") for layer in LAYERS),
     *(_benchmark(layer, pass_) for pass_ in ("dgrad", "wgrad") for layer in LAYERS),
 )
+
+
+# ---------------------------------------------------------------------------
+# bad input: refused before any launch, with the op and the value named
+# ---------------------------------------------------------------------------
+
+
+def bad_inputs() -> list[BadInput]:
+    """Calls of this stem's ops that must be refused (dlgpu.testing.bad_input.assert_refused)."""
+    return [
+        BadInput("conv-rank", lambda w: F.conv2d(w(rand(3, 8, 8)), w(w4)), ShapeError, "conv2d: x must be 4-D"),
+        BadInput("conv-backward-grad-rank", lambda w: F.conv2d_backward(w(rand(2, 4, 36)), w(x4), w(w4)),
+                 ShapeError, "grad_y must be 4-D"),
+        BadInput("conv-channels", lambda w: F.conv2d(w(x4), w(rand(4, 5, 3, 3))), ShapeError, "x has 3 channels"),
+        BadInput("conv-backward-grad", lambda w: F.conv2d_backward(w(rand(2, 4, 5, 5)), w(x4), w(w4)),
+                 ShapeError, "expected (2, 4, 6, 6)"),
+        BadInput("conv-empty-batch", lambda w: F.conv2d(w(rand(0, 3, 8, 8)), w(w4)),
+                 ShapeError, "x has an empty dimension"),
+        BadInput("conv-stride-zero", lambda w: F.conv2d(w(x4), w(w4), stride=(1, 0)),
+                 ArgumentError, "stride must be >= 1"),
+        BadInput("conv-padding-negative", lambda w: F.conv2d(w(x4), w(w4), padding=(-1, 0)),
+                 ArgumentError, "padding must be >= 0"),
+        BadInput("conv-dilated-kernel-too-large", lambda w: F.conv2d(w(x4), w(w4), dilation=4),
+                 ArgumentError, "larger than the padded input"),
+        BadInput("conv-backward-stride-negative", lambda w: F.conv2d_backward(w(y4), w(x4), w(w4), stride=-1),
+                 ArgumentError, "stride must be >= 1"),
+        BadInput("conv-backward-relu-needs-y", lambda w: F.conv2d_backward(w(y4), w(x4), w(w4), activation="relu"),
+                 ArgumentError, "needs y"),
+        BadInput("conv-bias-mixed", lambda w: F.conv2d(w(x4), w(w4), w(rand(4, dtype=np.float64))),
+                 DtypeError, "must share one dtype"),
+        BadInput("out-shape", lambda w: F.conv2d(w(x4), w(w4), out=w(rand(2, 4, 6, 5))), ShapeError, "out has shape"),
+        on_gpu("mix-conv-weight", lambda: F.conv2d(FakeCupy(x4), w4), DeviceError, "weight is numpy"),
+        on_gpu("mix-conv-backward-y",
+               lambda: F.conv2d_backward(FakeCupy(y4), FakeCupy(x4), FakeCupy(w4), y=y4, activation="relu"),
+               DeviceError, "y is numpy"),
+        on_cpu("conv-rank", lambda: F.conv2d(rand(3, 8, 8), w4), ShapeError, "conv2d: x must be 4-D"),
+        on_cpu("conv-weight-rank", lambda: F.conv2d(x4, rand(4, 3, 3)), ShapeError, "weight must be 4-D"),
+        on_cpu("conv-channels", lambda: F.conv2d(x4, rand(4, 2, 3, 3)), ShapeError, "x has 3 channels"),
+        on_cpu("conv-bias", lambda: F.conv2d(x4, w4, rand(5)), ShapeError, "bias has 5 elements"),
+        on_cpu("conv-backward-grad", lambda: F.conv2d_backward(rand(2, 4, 5, 5), x4, w4),
+               ShapeError, "expected (2, 4, 6, 6)"),
+        on_cpu("stride-zero", lambda: F.conv2d(x4, w4, stride=0), ArgumentError, "stride must be >= 1"),
+        on_cpu("padding-negative", lambda: F.conv2d(x4, w4, padding=-1), ArgumentError, "padding must be >= 0"),
+        on_cpu("dilation-zero", lambda: F.conv2d(x4, w4, dilation=0), ArgumentError, "dilation must be >= 1"),
+        on_cpu("stride-float", lambda: F.conv2d(x4, w4, stride=1.5), ArgumentError, "stride must be an int"),
+        on_cpu("stride-triple", lambda: F.conv2d(x4, w4, stride=(1, 1, 1)), ArgumentError, "pair"),
+        on_cpu("kernel-too-large", lambda: F.conv2d(x4, rand(4, 3, 11, 3)),
+               ArgumentError, "larger than the padded input"),
+    ]

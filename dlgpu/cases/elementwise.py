@@ -18,6 +18,8 @@ import dlgpu.functional as F
 import dlgpu.reference as R
 from dlgpu.cases.case import Benchmark, Check, Output, f32, prod, randn
 from dlgpu.testing import random_array
+from dlgpu.errors import ArgumentError, DeviceError, DtypeError, LayoutError, ShapeError
+from dlgpu.testing.bad_input import BadInput, FakeCupy, FakeDlpack, a2, buffer, on_cpu, on_gpu, rand, readonly
 
 FAMILY = "elementwise"
 
@@ -87,3 +89,45 @@ BENCHMARKS = (
         bytes_moved=lambda s: f32(3 * prod(s)),
     ),
 )
+
+
+# ---------------------------------------------------------------------------
+# bad input: refused before any launch, with the op and the value named
+# ---------------------------------------------------------------------------
+
+
+def bad_inputs() -> list[BadInput]:
+    """Calls of this stem's ops that must be refused (dlgpu.testing.bad_input.assert_refused)."""
+    return [
+        BadInput("tanh-backward-shapes", lambda w: F.tanh_backward(w(rand(3, 4)), w(rand(3, 5))),
+                 ShapeError, "tanh_backward"),
+        BadInput("relu-empty", lambda w: F.relu(w(rand(4, 0))), ShapeError, "relu: x has an empty dimension"),
+        BadInput("sigmoid-backward-mixed", lambda w: F.sigmoid_backward(w(rand(3)), w(rand(3, dtype=np.float64))),
+                 DtypeError, "must share one dtype"),
+        BadInput("float16", lambda w: F.tanh(w(rand(4, dtype=np.float16))), DtypeError, "float16 is not supported"),
+        BadInput("out-transposed", lambda w: F.relu(w(a2), out=w(rand(7, 5)).T),
+                 LayoutError, "out is not C-contiguous"),
+        BadInput("out-shifted-in-place", lambda w: F.tanh(w(buffer.ravel()[:30]), out=w(buffer.ravel()[5:])),
+                 LayoutError, "out overlaps input x"),
+        on_cpu("cpu-out-readonly", lambda: F.relu(a2, out=readonly(5, 7)), LayoutError, "out is read-only"),
+        on_cpu("cpu-stream-given", lambda: F.relu(a2, stream=0), ArgumentError, "streams order GPU work only"),
+        on_gpu("gpu-float64", lambda: F.relu(FakeCupy(rand(3, dtype=np.float64))),
+               DtypeError, "not supported by the dlgpu.cuda backend"),
+        on_gpu("gpu-out-on-other-device", lambda: F.relu(FakeCupy(a2, 0), out=FakeCupy(rand(5, 7), 1)),
+               DeviceError, "different GPUs"),
+        on_gpu("mix-relu-backward", lambda: F.relu_backward(rand(3), FakeCupy(rand(3))), DeviceError, "y is cupy"),
+        on_gpu("mix-out-on-host", lambda: F.tanh(FakeCupy(a2), out=rand(5, 7)),
+               DeviceError, "must all be NumPy or all CuPy"),
+        on_gpu("mix-out-on-device", lambda: F.sigmoid(a2, out=FakeCupy(rand(5, 7))),
+               DeviceError, "must all be NumPy or all CuPy"),
+        on_gpu("mix-dlpack-cpu-and-cupy", lambda: F.relu_backward(FakeDlpack(1), FakeCupy(rand(2, 2))),
+               DeviceError, "must all be on the CPU or all on one GPU"),
+        on_gpu("dlpack-gpu-and-cupy-on-other-gpu", lambda: F.relu_backward(FakeDlpack(2, 3), FakeCupy(rand(2, 2), 0)),
+               DeviceError, "different GPUs"),
+        on_gpu("dlpack-unknown-device", lambda: F.relu(FakeDlpack(8)), DeviceError, "DLPack device type 8"),
+        on_cpu("relu-backward-shapes", lambda: F.relu_backward(rand(3, 4), rand(4, 3)), ShapeError, "relu_backward"),
+        on_cpu("integer-input", lambda: F.relu(np.arange(6)), DtypeError, "floating dtype is required"),
+        on_cpu("float16-on-cpu", lambda: F.relu(rand(4, dtype=np.float16)), DtypeError, "float16 is not supported"),
+        on_cpu("out-dtype", lambda: F.relu(a2, out=np.empty((5, 7), np.float64)), DtypeError, "out has dtype float64"),
+        on_cpu("list-input", lambda: F.relu([1.0, 2.0]), DtypeError, "must be a NumPy or CuPy array"),
+    ]

@@ -19,6 +19,20 @@ import dlgpu.functional as F
 import dlgpu.reference as R
 from dlgpu.cases.case import Benchmark, Check, Output, f32, gpu_only, randn
 from dlgpu.testing import random_array
+from dlgpu.errors import ArgumentError, DeviceError, DtypeError, LayoutError, ShapeError
+from dlgpu.testing.bad_input import (
+    BadInput,
+    FakeCupy,
+    FakeDlpack,
+    FakeGpuTensor,
+    a2,
+    b2,
+    buffer,
+    on_cpu,
+    on_gpu,
+    rand,
+    readonly,
+)
 
 FAMILY = "gemm"
 
@@ -221,3 +235,71 @@ BENCHMARKS = (
     _gemm_benchmark((256, 64, 576), "simt"),
     _gemm_benchmark((128, 512, 784), "simt"),
 )
+
+
+# ---------------------------------------------------------------------------
+# bad input: refused before any launch, with the op and the value named
+# ---------------------------------------------------------------------------
+
+
+def bad_inputs() -> list[BadInput]:
+    """Calls of this stem's ops that must be refused (dlgpu.testing.bad_input.assert_refused)."""
+    return [
+        BadInput("matmul-rank", lambda w: F.matmul(w(rand(5)), w(b2)), ShapeError, "matmul: a must be 2-D"),
+        BadInput("matmul-backward-rank", lambda w: F.matmul_backward(w(rand(5, 3, 1)), w(a2), w(b2)),
+                 ShapeError, "grad_c must be 2-D"),
+        BadInput("linear-weight-rank", lambda w: F.linear(w(a2), w(rand(7))), ShapeError, "weight must be 2-D"),
+        BadInput("matmul-inner", lambda w: F.matmul(w(a2), w(rand(6, 3))), ShapeError, "inner dimensions differ"),
+        BadInput("matmul-backward-grad", lambda w: F.matmul_backward(w(rand(3, 5)), w(a2), w(b2)),
+                 ShapeError, "grad_c has shape (3, 5)"),
+        BadInput("linear-bias", lambda w: F.linear(w(a2), w(rand(3, 7)), w(rand(4))),
+                 ShapeError, "bias has 4 elements"),
+        BadInput("linear-backward-y",
+                 lambda w: F.linear_backward(w(rand(5, 3)), w(a2), w(rand(3, 7)), y=w(rand(3, 5)), activation="relu"),
+                 ShapeError, "y has shape (3, 5)"),
+        BadInput("matmul-empty", lambda w: F.matmul(w(rand(5, 0)), w(rand(0, 3))), ShapeError, "empty dimension"),
+        BadInput("linear-activation", lambda w: F.linear(w(a2), w(rand(3, 7)), activation="tanh"),
+                 ArgumentError, "'tanh'"),
+        BadInput("matmul-precision", lambda w: F.matmul(w(a2), w(b2), precision="int8"), ArgumentError, "'int8'"),
+        BadInput("matmul-int", lambda w: F.matmul(w(np.ones((5, 7), np.int32)), w(b2)), DtypeError, "floating dtype"),
+        BadInput("out-dtype", lambda w: F.linear(w(a2), w(rand(3, 7)), out=w(rand(5, 3, dtype=np.float64))),
+                 DtypeError, "out has dtype float64"),
+        BadInput("out-aliases-input", lambda w: F.matmul(w(buffer), w(rand(7, 7)), out=w(buffer)),
+                 LayoutError, "out overlaps input a"),
+        BadInput("out-aliases-weight",
+                 lambda w: F.linear(w(rand(7, 7)), w(buffer[:3]), out=w(buffer.ravel()[14:35].reshape(7, 3))),
+                 LayoutError, "out overlaps input weight"),
+        on_cpu("cpu-not-an-array", lambda: F.matmul(a2, ((1.0,),)), DtypeError, "must be a NumPy or CuPy array"),
+        on_gpu("gpu-different-devices", lambda: F.matmul(FakeCupy(a2, 0), FakeCupy(b2, 1)),
+               DeviceError, "different GPUs (a on GPU 0, b on GPU 1)"),
+        on_gpu("mix-matmul", lambda: F.matmul(a2, FakeCupy(b2)), DeviceError, "must all be NumPy or all CuPy"),
+        on_gpu("mix-linear-bias", lambda: F.linear(FakeCupy(a2), FakeCupy(rand(3, 7)), rand(3)),
+               DeviceError, "bias is numpy"),
+        on_gpu("mix-dlpack-gpu-and-numpy", lambda: F.matmul(FakeDlpack(2, 0), a2),
+               DeviceError, "must all be on the CPU or all on one GPU"),
+        on_gpu("dlpack-different-gpus", lambda: F.matmul(FakeDlpack(2, 0), FakeDlpack(2, 1)),
+               DeviceError, "different GPUs (a on GPU 0, b on GPU 1)"),
+        on_cpu("matmul-rank", lambda: F.matmul(rand(5), b2), ShapeError, "matmul: a must be 2-D"),
+        on_cpu("linear-rank", lambda: F.linear(rand(2, 3, 4), rand(5, 4)), ShapeError, "linear: x must be 2-D"),
+        on_cpu("matmul-inner", lambda: F.matmul(a2, rand(6, 3)), ShapeError, "inner dimensions differ"),
+        on_cpu("matmul-transpose-inner", lambda: F.matmul(a2, b2, transpose_b=True), ShapeError, "transpose_b=True"),
+        on_cpu("linear-features", lambda: F.linear(rand(2, 4), rand(5, 3)), ShapeError, "x has 4 features"),
+        on_cpu("linear-backward-grad", lambda: F.linear_backward(rand(2, 4), rand(2, 3), rand(5, 3)),
+               ShapeError, "grad_y has shape (2, 4)"),
+        on_cpu("empty-dimension", lambda: F.matmul(rand(0, 7), b2), ShapeError, "empty dimension"),
+        on_cpu("activation-unknown", lambda: F.linear(a2, rand(3, 7), activation="gelu"), ArgumentError, "'gelu'"),
+        on_cpu("relu-backward-needs-y", lambda: F.linear_backward(rand(5, 3), a2, rand(3, 7), activation="relu"),
+               ArgumentError, "needs y"),
+        on_cpu("transpose-flag-type", lambda: F.matmul(a2, b2, transpose_a="yes"),
+               ArgumentError, "transpose_a must be a bool"),
+        on_cpu("precision-unknown", lambda: F.matmul(a2, b2, precision="fp8"), ArgumentError, "'fp8'"),
+        on_cpu("mixed-dtypes", lambda: F.matmul(a2, b2.astype(np.float64)), DtypeError, "must share one dtype"),
+        on_cpu("foreign-gpu-tensor-with-host-array", lambda: F.matmul(FakeGpuTensor(), a2),
+               DeviceError, "must all be on the CPU or all on one GPU"),
+        on_cpu("out-non-contiguous", lambda: F.matmul(a2, b2, out=np.empty((3, 5), np.float32).T),
+               LayoutError, "out is not C-contiguous"),
+        on_cpu("out-shape", lambda: F.matmul(a2, b2, out=np.empty((3, 5), np.float32)),
+               ShapeError, "out has shape (3, 5)"),
+        on_cpu("out-readonly", lambda: F.matmul(a2, b2, out=readonly(5, 3)), LayoutError, "read-only"),
+        on_cpu("out-aliases-input", lambda: F.matmul(buffer, rand(7, 7), out=buffer), LayoutError, "overlaps input a"),
+    ]

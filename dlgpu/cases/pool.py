@@ -20,6 +20,8 @@ import dlgpu.reference as R
 from dlgpu.cases.case import Benchmark, Check, Output, f32, prod, randn, torch_view
 from dlgpu.testing import random_array, to_numpy
 from dlgpu.window import output_size
+from dlgpu.errors import ArgumentError, DeviceError, DtypeError, ShapeError
+from dlgpu.testing.bad_input import BadInput, FakeCupy, argmax, on_cpu, on_gpu, rand, x4
 
 FAMILY = "pool"
 
@@ -159,3 +161,51 @@ BENCHMARKS = (
         bytes_moved=_backward_bytes, shape_label=_label,
     ),
 )
+
+
+# ---------------------------------------------------------------------------
+# bad input: refused before any launch, with the op and the value named
+# ---------------------------------------------------------------------------
+
+
+def bad_inputs() -> list[BadInput]:
+    """Calls of this stem's ops that must be refused (dlgpu.testing.bad_input.assert_refused)."""
+    return [
+        BadInput("pool-rank", lambda w: F.max_pool2d(w(rand(3, 8, 8)), 2), ShapeError, "max_pool2d: x must be 4-D"),
+        BadInput("pool-backward-rank", lambda w: F.max_pool2d_backward(w(rand(2, 3, 16)), w(argmax[..., 0]), x4.shape),
+                 ShapeError, "grad_y must be 4-D"),
+        BadInput("pool-backward-argmax-shape",
+                 lambda w: F.max_pool2d_backward(w(rand(2, 3, 4, 4)), w(argmax[:, :, :2]), x4.shape),
+                 ShapeError, "argmax has shape"),
+        BadInput("pool-backward-empty",
+                 lambda w: F.max_pool2d_backward(w(rand(2, 3, 0, 4)), w(argmax[:, :, :0]), x4.shape),
+                 ShapeError, "empty dimension"),
+        BadInput("pool-kernel-zero", lambda w: F.max_pool2d(w(x4), 0), ArgumentError, "kernel_size must be >= 1"),
+        BadInput("pool-padding-too-large", lambda w: F.max_pool2d(w(x4), (2, 4), padding=(2, 0)),
+                 ArgumentError, "exceeds half the kernel"),
+        BadInput("pool-stride-bool", lambda w: F.max_pool2d(w(x4), 2, stride=True),
+                 ArgumentError, "stride must be an int"),
+        BadInput("argmax-negative", lambda w: F.max_pool2d_backward(w(rand(2, 3, 4, 4)), w(argmax - 1), x4.shape),
+                 ArgumentError, "outside the input plane"),
+        BadInput("argmax-float", lambda w: F.max_pool2d_backward(w(rand(2, 3, 4, 4)), w(rand(2, 3, 4, 4)), x4.shape),
+                 DtypeError, "argmax must be int32"),
+        on_gpu("mix-pool-backward-argmax", lambda: F.max_pool2d_backward(FakeCupy(rand(2, 3, 4, 4)), argmax, x4.shape),
+               DeviceError, "argmax is numpy"),
+        on_cpu("pool-rank", lambda: F.max_pool2d(rand(8, 8), 2), ShapeError, "max_pool2d: x must be 4-D"),
+        on_cpu("pool-backward-nc",
+               lambda: F.max_pool2d_backward(rand(2, 3, 2, 2), np.zeros((2, 3, 2, 2), np.int32), (2, 4, 4, 4)),
+               ShapeError, "differ in N or C"),
+        on_cpu("stride-negative", lambda: F.max_pool2d(x4, 2, stride=-1), ArgumentError, "stride must be >= 1"),
+        on_cpu("pool-kernel-too-large", lambda: F.max_pool2d(x4, 9), ArgumentError, "larger than the padded input"),
+        on_cpu("pool-padding-too-large", lambda: F.max_pool2d(x4, 3, padding=2),
+               ArgumentError, "exceeds half the kernel"),
+        on_cpu("argmax-out-of-plane",
+               lambda: F.max_pool2d_backward(rand(1, 1, 2, 2), np.full((1, 1, 2, 2), 16, np.int32), (1, 1, 4, 4)),
+               ArgumentError, "outside the input plane"),
+        on_cpu("input-shape-bad",
+               lambda: F.max_pool2d_backward(rand(1, 1, 2, 2), np.zeros((1, 1, 2, 2), np.int32), (1, 1, 4)),
+               ArgumentError, "input_shape must be 4 positive ints"),
+        on_cpu("argmax-int64",
+               lambda: F.max_pool2d_backward(rand(1, 1, 2, 2), np.zeros((1, 1, 2, 2), np.int64), (1, 1, 4, 4)),
+               DtypeError, "argmax must be int32"),
+    ]

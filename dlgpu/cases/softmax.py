@@ -18,6 +18,8 @@ import dlgpu.functional as F
 import dlgpu.reference as R
 from dlgpu.cases.case import Benchmark, Check, Output, f32, randn, torch_view
 from dlgpu.testing import random_array, to_numpy
+from dlgpu.errors import ArgumentError, DeviceError, DtypeError, ShapeError
+from dlgpu.testing.bad_input import BadInput, FakeCupy, labels, logits, on_cpu, on_gpu, rand
 
 FAMILY = "softmax"
 
@@ -142,3 +144,36 @@ BENCHMARKS = (
         bytes_moved=_bytes,
     ),
 )
+
+
+# ---------------------------------------------------------------------------
+# bad input: refused before any launch, with the op and the value named
+# ---------------------------------------------------------------------------
+
+
+def bad_inputs() -> list[BadInput]:
+    """Calls of this stem's ops that must be refused (dlgpu.testing.bad_input.assert_refused)."""
+    return [
+        BadInput("softmax-backward-rank", lambda w: F.softmax_cross_entropy_backward(w(rand(40)), w(labels)),
+                 ShapeError, "probs must be 2-D"),
+        BadInput("labels-rank", lambda w: F.softmax_cross_entropy(w(logits), w(labels.reshape(2, 2))),
+                 ShapeError, "labels must be 1-D"),
+        BadInput("softmax-labels-count", lambda w: F.softmax_cross_entropy(w(logits), w(labels[:2])),
+                 ShapeError, "labels has 2 entries"),
+        BadInput("softmax-empty", lambda w: F.softmax_cross_entropy(w(rand(0, 10)), w(labels[:0])),
+                 ShapeError, "empty dimension"),
+        BadInput("label-out-of-range", lambda w: F.softmax_cross_entropy(w(logits), w(np.array([0, 1, 2, 99]))),
+                 ArgumentError, "label 99 is outside [0, 10)"),
+        BadInput("labels-uint8", lambda w: F.softmax_cross_entropy_backward(w(logits), w(labels.astype(np.uint8))),
+                 DtypeError, "labels must be int32 or int64"),
+        on_gpu("mix-softmax-labels", lambda: F.softmax_cross_entropy(FakeCupy(logits), labels),
+               DeviceError, "labels is numpy"),
+        on_cpu("softmax-rank", lambda: F.softmax_cross_entropy(rand(10), labels[:1]), ShapeError, "logits must be 2-D"),
+        on_cpu("labels-count", lambda: F.softmax_cross_entropy(logits, labels[:3]), ShapeError, "labels has 3 entries"),
+        on_cpu("label-too-large", lambda: F.softmax_cross_entropy(logits, np.array([0, 1, 10, 2])),
+               ArgumentError, "label 10 is outside [0, 10)"),
+        on_cpu("label-negative", lambda: F.softmax_cross_entropy_backward(logits, np.array([0, -1, 1, 2])),
+               ArgumentError, "label -1"),
+        on_cpu("label-float", lambda: F.softmax_cross_entropy(logits, labels.astype(np.float32)),
+               DtypeError, "labels must be int32"),
+    ]

@@ -1,4 +1,4 @@
-"""What tests, ``dlgpu check`` and benchmarks share: one tolerance table and odd shapes.
+"""What tests, ``dlgpu check`` and benchmarks share: one tolerance table, odd shapes, finite differences.
 
 Tolerances are relative Frobenius errors against the float64 reference
 (DESIGN.md, Numerics).  NaN or inf in an output never passes.
@@ -72,3 +72,51 @@ def odd_sizes(largest: int = 67) -> list[int]:
 def random_array(rng: np.random.Generator, shape, dtype=np.float32, scale: float = 1.0) -> np.ndarray:
     """Fresh standard-normal data (never zeros) of ``shape`` and ``dtype``."""
     return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+def same_bits(a, b) -> bool:
+    """Equal shape, dtype and bytes: what a deterministic op must give twice."""
+    a, b = to_numpy(a), to_numpy(b)
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+# ---------------------------------------------------------------------------
+# finite differences: the reference's gradients, and the layers', are checked against them
+# ---------------------------------------------------------------------------
+
+FD_STEP = 1e-6
+# Central differences in float64 with a 1e-6 step are good to ~1e-9 relative.
+FD_TOLERANCE = 1e-7
+
+
+def numeric_gradient(scalar_fn, x: np.ndarray, step: float = FD_STEP) -> np.ndarray:
+    """d scalar_fn() / d x by central differences; scalar_fn reads x, which is nudged in place."""
+    grad = np.empty_like(x)
+    for index in np.ndindex(x.shape):
+        original = x[index]
+        x[index] = original + step
+        plus = scalar_fn()
+        x[index] = original - step
+        minus = scalar_fn()
+        x[index] = original
+        grad[index] = (plus - minus) / (2 * step)
+    return grad
+
+
+def check_gradients(forward, inputs: dict, analytic: dict, grad_out: np.ndarray) -> None:
+    """Each analytic gradient must match the numeric gradient of sum(forward() * grad_out)."""
+
+    def projected() -> float:
+        return float(np.sum(forward() * grad_out))
+
+    for name, grad in analytic.items():
+        numeric = numeric_gradient(projected, inputs[name])
+        assert grad.shape == inputs[name].shape, name
+        assert grad.dtype == np.float64, name
+        err = rel_error(grad, numeric)
+        assert err < FD_TOLERANCE, f"grad of {name}: relative error {err:.2e}"
+
+
+def assert_away_from_kink(values: np.ndarray) -> None:
+    """ReLU's derivative jumps at 0: finite differences need every input well away from it."""
+    assert np.min(np.abs(values)) > 1e3 * FD_STEP, "random data fell on the ReLU kink; change the seed"
