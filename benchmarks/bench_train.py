@@ -3,7 +3,7 @@
     pytest benchmarks/bench_train.py -m gpu --benchmark-only     # on a GPU
     pytest benchmarks/bench_train.py -m "not gpu" --benchmark-only  # the CPU backend
 
-GPU (batch 128, the digits' LeNet of dlgpu.models): a round is 50 training
+GPU (batch 128, the digits' LeNet of dlgpu.train.models): a round is 50 training
 steps (batch copy into the static buffers, forward, backward, SGD with
 momentum) followed by one synchronization, timed on the host clock, so the
 time per step includes what eager execution really pays: one Python call and
@@ -35,7 +35,7 @@ import pytest
 import dlgpu.cpu  # noqa: F401
 from dlgpu import train
 from dlgpu.bench import train as rounds
-from dlgpu.data import load_digits
+from dlgpu.train.data import load_digits
 from dlgpu.device import gpu_probe
 
 try:

@@ -49,7 +49,7 @@ def batches(n: int, batch: int, count: int) -> list[np.ndarray]:
 
 
 def torch_lenet(torch, model, device: str):
-    """dlgpu's LeNet (dlgpu.models) as a torch.nn.Sequential holding the same weights."""
+    """dlgpu's LeNet (dlgpu.train.models) as a torch.nn.Sequential holding the same weights."""
     tnn = torch.nn
     c1, c2 = model[0].out_channels, model[2].out_channels
     hidden = model[5].out_features
@@ -189,7 +189,7 @@ def rows(machine: Machine, quick: bool) -> list[dict[str, Any]]:
     note = (f"{STEPS_PER_ROUND} steps per round, host clock, synchronized" if on_gpu
             else "one epoch of the README's setting per round")
     try:
-        from dlgpu.data import load_digits
+        from dlgpu.train.data import load_digits
 
         digits = load_digits()
     except Exception as exc:  # noqa: BLE001 - scikit-learn missing: the rows say so
