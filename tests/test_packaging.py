@@ -35,6 +35,13 @@ def test_wheel_contains_every_kernel_source(wheel):
         assert f"dlgpu/kernels/{source.name}" in names
 
 
+def test_wheel_contains_every_subpackage(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for init in sorted((ROOT / "dlgpu").rglob("__init__.py")):
+        relative = init.relative_to(ROOT).as_posix()
+        assert relative in names, f"{relative} is not in the wheel: add its package to pyproject.toml"
+
+
 def test_installed_wheel_finds_its_kernels_from_a_fresh_venv(wheel, tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
