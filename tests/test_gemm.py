@@ -23,10 +23,10 @@ import dlgpu.functional as F
 import dlgpu.reference as R
 from dlgpu.cases import gemm as cases
 from dlgpu.cpu.gemm import round_operand
-from dlgpu.cuda import gemm
+from dlgpu.cuda import gemm, gemm_wgmma
 from dlgpu.errors import ArgumentError, ShapeError
-from dlgpu.testing import (assert_away_from_kink, assert_close, check_gradients, harness, random_array, rel_error,
-                           same_bits)
+from dlgpu.testing import (assert_away_from_kink, assert_close, bf16_bits, check_gradients, harness, random_array,
+                           rel_error, same_bits, stored_values)
 from dlgpu.testing.harness import HarnessExecutor
 from dlgpu.testing.kernel_cases import KernelCase
 from dlgpu.testing.properties import (INVALID_OK, assert_product_close, assert_same_specials, common, dims,
@@ -505,6 +505,23 @@ def check_gemm_naive(executor, rng):
             assert_close(c, gemm_expected(a, b, ta, tb, bias, True, mask))
 
 
+def check_gemm_wgmma(executor, rng):
+    # Each kernel once (the sanitizers start 384 threads slowly): partial tiles, rows of 65 halves (padded for
+    # TMA).  tests/test_gemm_wgmma.py has more shapes, the epilogue and planted bugs.
+    m, n, k = 67, 33, 65
+    for name in gemm_wgmma.kernel_names():
+        config, layout, precision = name.split("_")[2:]
+        ta, tb = layout[0] == "t", layout[1] == "t"
+        store = {"bf16": bf16_bits, "fp16": lambda v: v.astype(np.float16), "tf32": lambda v: v}[precision]
+        a = store(random_array(rng, (k, m) if ta else (m, k)))
+        b = store(random_array(rng, (n, k) if tb else (k, n)))
+        c = gemm_wgmma.gemm(a, b, transpose_a=ta, transpose_b=tb, precision=precision, config=config,
+                                 executor=executor)
+        expected = R.matmul(stored_values(a, precision), stored_values(b, precision), transpose_a=ta,
+                              transpose_b=tb)
+        assert_close(c, expected, precision=precision)
+
+
 KERNEL_CASES = (
     KernelCase("gemm_naive", "gemm", ("gemm_naive_f32",), check_gemm_naive),
     *(
@@ -520,6 +537,7 @@ KERNEL_CASES = (
                    check_gemm_tc(config.name))
         for config in gemm.TC_CONFIGS
     ),
+    KernelCase("gemm_wgmma", "gemm_wgmma", tuple(gemm_wgmma.kernel_names()), check_gemm_wgmma),
 )
 
 

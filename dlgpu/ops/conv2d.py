@@ -38,7 +38,7 @@ class Conv2dBackend(Protocol):
         """(grad_x, grad_w, grad_b); with activation "relu", y masks grad_y."""
 
 
-def _geometry(op: str, x, weight, bias, stride, padding, dilation):
+def geometry(op: str, x, weight, bias, stride, padding, dilation):
     """Normalized (stride, padding, dilation) pairs and the output shape (N, K, P, Q)."""
     check_ndim(op, "x", x, 4, "NCHW")
     check_ndim(op, "weight", weight, 4, "OIHW")
@@ -70,7 +70,7 @@ def conv2d(x, weight, bias=None, *, stride=1, padding=0, dilation=1, activation=
     op = "conv2d"
     backend = select(op, x=x, weight=weight, bias=bias)
     dtype = check_float(op, backend, x=x, weight=weight, bias=bias)
-    stride, padding, dilation, shape = _geometry(op, x, weight, bias, stride, padding, dilation)
+    stride, padding, dilation, shape = geometry(op, x, weight, bias, stride, padding, dilation)
     check_activation(op, activation)
     x, weight, bias = contiguous(op, x=x, weight=weight, bias=bias)
     precision = resolve_precision(precision, op=op)
@@ -87,7 +87,7 @@ def conv2d_backward(grad_y, x, weight, *, y=None, stride=1, padding=0, dilation=
     op = "conv2d_backward"
     backend = select(op, grad_y=grad_y, x=x, weight=weight, y=y)
     check_float(op, backend, grad_y=grad_y, x=x, weight=weight, y=y)
-    stride, padding, dilation, shape = _geometry(op, x, weight, None, stride, padding, dilation)
+    stride, padding, dilation, shape = geometry(op, x, weight, None, stride, padding, dilation)
     check_ndim(op, "grad_y", grad_y, 4, "NKPQ")
     if tuple(grad_y.shape) != shape:
         raise ShapeError(f"{op}: grad_y has shape {tuple(grad_y.shape)}, expected {shape}")

@@ -44,7 +44,7 @@ class GemmBackend(Protocol):
         """(grad_x, grad_w, grad_b); with activation "relu", y masks grad_y."""
 
 
-def _matmul_dims(op: str, a, b, transpose_a: bool, transpose_b: bool) -> tuple[int, int, int]:
+def matmul_dims(op: str, a, b, transpose_a: bool, transpose_b: bool) -> tuple[int, int, int]:
     check_ndim(op, "a", a, 2, "a matrix")
     check_ndim(op, "b", b, 2, "a matrix")
     m, k = (a.shape[1], a.shape[0]) if transpose_a else a.shape
@@ -78,7 +78,7 @@ def matmul(a, b, *, transpose_a=False, transpose_b=False, precision=None, out=No
     dtype = check_float(op, backend, a=a, b=b)
     check_flag(op, "transpose_a", transpose_a)
     check_flag(op, "transpose_b", transpose_b)
-    m, n, _ = _matmul_dims(op, a, b, transpose_a, transpose_b)
+    m, n, _ = matmul_dims(op, a, b, transpose_a, transpose_b)
     a, transpose_a = _matrix_operand(op, "a", a, bool(transpose_a))
     b, transpose_b = _matrix_operand(op, "b", b, bool(transpose_b))
     precision = resolve_precision(precision, op=op)
@@ -97,7 +97,7 @@ def matmul_backward(grad_c, a, b, *, transpose_a=False, transpose_b=False, preci
     check_float(op, backend, grad_c=grad_c, a=a, b=b)
     check_flag(op, "transpose_a", transpose_a)
     check_flag(op, "transpose_b", transpose_b)
-    m, n, _ = _matmul_dims(op, a, b, transpose_a, transpose_b)
+    m, n, _ = matmul_dims(op, a, b, transpose_a, transpose_b)
     check_ndim(op, "grad_c", grad_c, 2, "a matrix")
     if tuple(grad_c.shape) != (m, n):
         raise ShapeError(f"{op}: grad_c has shape {tuple(grad_c.shape)}, expected {(m, n)}")
@@ -106,7 +106,7 @@ def matmul_backward(grad_c, a, b, *, transpose_a=False, transpose_b=False, preci
     return backend.matmul_backward(grad_c, a, b, bool(transpose_a), bool(transpose_b), precision)
 
 
-def _linear_shapes(op: str, x, weight, bias) -> tuple[int, int]:
+def linear_shapes(op: str, x, weight, bias) -> tuple[int, int]:
     check_ndim(op, "x", x, 2, "(batch, in_features)")
     check_ndim(op, "weight", weight, 2, "(out_features, in_features)")
     batch, in_features = x.shape
@@ -132,7 +132,7 @@ def linear(x, weight, bias=None, *, activation=None, precision=None, out=None):
     op = "linear"
     backend = select(op, x=x, weight=weight, bias=bias)
     dtype = check_float(op, backend, x=x, weight=weight, bias=bias)
-    shape = _linear_shapes(op, x, weight, bias)
+    shape = linear_shapes(op, x, weight, bias)
     check_activation(op, activation)
     x, weight, bias = contiguous(op, x=x, weight=weight, bias=bias)
     precision = resolve_precision(precision, op=op)
@@ -151,7 +151,7 @@ def linear_backward(grad_y, x, weight, *, y=None, activation=None, precision=Non
     op = "linear_backward"
     backend = select(op, grad_y=grad_y, x=x, weight=weight, y=y)
     check_float(op, backend, grad_y=grad_y, x=x, weight=weight, y=y)
-    shape = _linear_shapes(op, x, weight, None)
+    shape = linear_shapes(op, x, weight, None)
     check_ndim(op, "grad_y", grad_y, 2, "(batch, out_features)")
     if tuple(grad_y.shape) != shape:
         raise ShapeError(f"{op}: grad_y has shape {tuple(grad_y.shape)}, expected {shape}")

@@ -38,6 +38,20 @@ class PoolBackend(Protocol):
         """grad_x of ``input_shape``: grad_y added at argmax, overlapping windows summed."""
 
 
+def geometry(op: str, x, kernel_size, stride, padding):
+    """Normalized (kernel, stride, padding) pairs and the output shape (N, C, P, Q) of max pooling."""
+    check_ndim(op, "x", x, 4, "NCHW")
+    kernel = pair(op, "kernel_size", kernel_size, minimum=1)
+    stride = kernel if stride is None else pair(op, "stride", stride, minimum=1)
+    padding = pair(op, "padding", padding, minimum=0)
+    for axis, k, p in (("height", kernel[0], padding[0]), ("width", kernel[1], padding[1])):
+        if p > k // 2:
+            raise ArgumentError(f"{op}: padding {p} along {axis} exceeds half the kernel size {k}")
+    p = window_output_size(op, x.shape[2], kernel[0], stride[0], padding[0], 1, "height")
+    q = window_output_size(op, x.shape[3], kernel[1], stride[1], padding[1], 1, "width")
+    return kernel, stride, padding, (x.shape[0], x.shape[1], p, q)
+
+
 @public
 def max_pool2d(x, kernel_size, *, stride=None, padding=0):
     """Max over (kh, kw) windows of an NCHW array: returns (y, argmax).
@@ -50,15 +64,7 @@ def max_pool2d(x, kernel_size, *, stride=None, padding=0):
     op = "max_pool2d"
     backend = select(op, x=x)
     check_float(op, backend, x=x)
-    check_ndim(op, "x", x, 4, "NCHW")
-    kernel = pair(op, "kernel_size", kernel_size, minimum=1)
-    stride = kernel if stride is None else pair(op, "stride", stride, minimum=1)
-    padding = pair(op, "padding", padding, minimum=0)
-    for axis, k, p in (("height", kernel[0], padding[0]), ("width", kernel[1], padding[1])):
-        if p > k // 2:
-            raise ArgumentError(f"{op}: padding {p} along {axis} exceeds half the kernel size {k}")
-    window_output_size(op, x.shape[2], kernel[0], stride[0], padding[0], 1, "height")
-    window_output_size(op, x.shape[3], kernel[1], stride[1], padding[1], 1, "width")
+    kernel, stride, padding, _ = geometry(op, x, kernel_size, stride, padding)
     (x,) = contiguous(op, x=x)
     return backend.max_pool2d(x, kernel, stride, padding)
 
