@@ -46,5 +46,5 @@ from dlgpu.ops.sgd import *  # noqa: F403
 from dlgpu.ops.softmax import *  # noqa: F403
 from dlgpu.backend import OPS
 
-# The public ops are the backend's, by name: dlgpu.backend composes them from the same stems.
+# The public ops are the Backend protocol's, by name (dlgpu.backend, the one op table).
 __all__ = list(OPS)

@@ -44,6 +44,6 @@ def test_launch_helpers_live_in_the_launch_seam_not_in_a_launcher():
     import dlgpu.cuda.elementwise
     import dlgpu.cuda.launch
 
-    for name in ("resolve_executor", "multiprocessor_count", "grid_stride_blocks", "require_float32"):
+    for name in ("multiprocessor_count", "grid_stride_blocks", "require_float32", "output"):
         assert hasattr(dlgpu.cuda.launch, name)
         assert getattr(dlgpu.cuda.elementwise, name, None) in (None, getattr(dlgpu.cuda.launch, name))

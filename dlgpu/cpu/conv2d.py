@@ -560,7 +560,7 @@ def _winograd_backward(grad_y, mask, relu, x, weight, padding):
 
 
 class Conv2dOps:
-    """The CPU backend's convolutions (the protocol is dlgpu.ops.conv2d.Conv2dBackend)."""
+    """The CPU backend's convolutions (see dlgpu.backend.Backend)."""
 
     conv2d = staticmethod(conv2d)
     conv2d_backward = staticmethod(conv2d_backward)

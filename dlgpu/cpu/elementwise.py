@@ -92,7 +92,7 @@ def sigmoid_backward(grad_y, y, out):
 
 
 class ElementwiseOps:
-    """The CPU backend's activations (the protocol is dlgpu.ops.elementwise.ElementwiseBackend)."""
+    """The CPU backend's activations (see dlgpu.backend.Backend)."""
 
     relu = staticmethod(relu)
     tanh = staticmethod(tanh)

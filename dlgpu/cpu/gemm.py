@@ -150,7 +150,7 @@ def linear_backward(grad_y, x, weight, y, activation, precision):
 
 
 class GemmOps:
-    """The CPU backend's products (the protocol is dlgpu.ops.gemm.GemmBackend)."""
+    """The CPU backend's products (see dlgpu.backend.Backend)."""
 
     matmul = staticmethod(matmul)
     matmul_backward = staticmethod(matmul_backward)

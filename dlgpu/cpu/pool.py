@@ -83,7 +83,7 @@ def max_pool2d_backward(grad_y, argmax, input_shape):
 
 
 class PoolOps:
-    """The CPU backend's pooling (the protocol is dlgpu.ops.pool.PoolBackend)."""
+    """The CPU backend's pooling (see dlgpu.backend.Backend)."""
 
     max_pool2d = staticmethod(max_pool2d)
     max_pool2d_backward = staticmethod(max_pool2d_backward)

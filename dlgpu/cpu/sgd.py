@@ -40,6 +40,6 @@ def sgd_step(param, grad, velocity, lr, momentum, weight_decay):
 
 
 class SgdOps:
-    """The CPU backend's optimizer step (the protocol is dlgpu.ops.sgd.SgdBackend)."""
+    """The CPU backend's optimizer step (see dlgpu.backend.Backend)."""
 
     sgd_step = staticmethod(sgd_step)

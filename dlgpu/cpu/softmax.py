@@ -59,7 +59,7 @@ def softmax_cross_entropy_backward(probs, labels):
 
 
 class SoftmaxOps:
-    """The CPU backend's loss (the protocol is dlgpu.ops.softmax.SoftmaxBackend)."""
+    """The CPU backend's loss (see dlgpu.backend.Backend)."""
 
     softmax_cross_entropy = staticmethod(softmax_cross_entropy)
     softmax_cross_entropy_backward = staticmethod(softmax_cross_entropy_backward)

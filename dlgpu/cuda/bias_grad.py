@@ -13,7 +13,8 @@ import math
 
 import numpy as np
 
-from dlgpu.cuda.launch import Launch, output, require_float32, resolve_executor
+from dlgpu.cuda.executor import resolve_executor
+from dlgpu.cuda.launch import Launch, output, require_float32
 from dlgpu.errors import ShapeError
 
 FAMILY = "bias_grad"

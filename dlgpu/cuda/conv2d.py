@@ -35,13 +35,13 @@ import numpy as np
 
 from dlgpu.cuda import bias_grad as _bias_grad
 from dlgpu.cuda.gemm import TC_PRECISION_DEFINE, TileConfig, config_by_name
+from dlgpu.cuda.executor import resolve_executor
 from dlgpu.cuda.launch import (
     Launch,
     grid_stride_blocks,
     multiprocessor_count,
     output,
     require_float32,
-    resolve_executor,
 )
 from dlgpu.errors import ArgumentError, ShapeError
 from dlgpu.window import output_size
@@ -428,7 +428,7 @@ def conv2d_backward(grad_y, x, weight, y, stride, padding, dilation, activation,
 
 
 class Conv2dOps:
-    """The CUDA backend's convolutions (the protocol is dlgpu.ops.conv2d.Conv2dBackend)."""
+    """The CUDA backend's convolutions (see dlgpu.backend.Backend)."""
 
     conv2d = staticmethod(conv2d)
     conv2d_backward = staticmethod(conv2d_backward)

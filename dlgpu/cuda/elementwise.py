@@ -11,7 +11,8 @@ import math
 
 import numpy as np
 
-from dlgpu.cuda.launch import BLOCK, Launch, grid_stride_blocks, output, require_float32, resolve_executor
+from dlgpu.cuda.executor import resolve_executor
+from dlgpu.cuda.launch import BLOCK, Launch, grid_stride_blocks, output, require_float32
 from dlgpu.errors import ShapeError
 
 FAMILY = "elementwise"
@@ -65,7 +66,7 @@ def sigmoid_backward(grad_y, y, out=None, *, executor=None):
 
 
 class ElementwiseOps:
-    """The CUDA backend's activations (the protocol is dlgpu.ops.elementwise.ElementwiseBackend)."""
+    """The CUDA backend's activations (see dlgpu.backend.Backend)."""
 
     relu = staticmethod(relu_forward)
     tanh = staticmethod(tanh_forward)

@@ -194,3 +194,8 @@ def default_executor() -> CupyExecutor:
                 raise BackendUnavailableError(f"dlgpu: the CUDA backend needs a GPU: {reason}")
             _DEFAULT = CupyExecutor()
         return _DEFAULT
+
+
+def resolve_executor(executor):
+    """``executor``, or the process-wide CuPy executor when it is None (what every launcher calls first)."""
+    return default_executor() if executor is None else executor

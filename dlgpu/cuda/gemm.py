@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from dlgpu.cuda import bias_grad as _bias_grad
-from dlgpu.cuda.launch import Launch, multiprocessor_count, output, require_float32, resolve_executor
+from dlgpu.cuda.executor import resolve_executor
+from dlgpu.cuda.launch import Launch, multiprocessor_count, output, require_float32
 from dlgpu.errors import ArgumentError, ShapeError
 
 FLAG_BIAS = 1  # kernels/gemm_tile.cuh: GEMM_BIAS
@@ -315,7 +316,7 @@ def linear_backward(grad_y, x, weight, y, activation, precision, *, variant=None
 
 
 class GemmOps:
-    """The CUDA backend's products (the protocol is dlgpu.ops.gemm.GemmBackend)."""
+    """The CUDA backend's products (see dlgpu.backend.Backend)."""
 
     matmul = staticmethod(matmul)
     matmul_backward = staticmethod(matmul_backward)

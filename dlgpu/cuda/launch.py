@@ -7,9 +7,10 @@ cubin loaded into CuPy), or the CPU harness in ``dlgpu.testing.harness``
 (the same .cu compiled by the host C++ compiler, run on NumPy buffers).
 Launch math therefore runs, and is tested, on every CPU test.
 
-This module is also the home of what every launcher shares: finding the
-executor, the device's SM count, grid-stride grid sizes, the float32 and
-contiguity assertions, and output allocation.
+This module is also the home of what every launcher shares: the device's SM
+count, grid-stride grid sizes, the float32 and contiguity assertions, and
+output allocation (finding the default executor is
+:func:`dlgpu.cuda.executor.resolve_executor`).
 """
 
 from __future__ import annotations
@@ -70,15 +71,6 @@ class Executor(Protocol):
 # ---------------------------------------------------------------------------
 
 _multiprocessors: dict[int, int] = {}
-
-
-def resolve_executor(executor):
-    """``executor``, or the process-wide CuPy executor when it is None."""
-    if executor is not None:
-        return executor
-    from dlgpu.cuda.executor import default_executor
-
-    return default_executor()
 
 
 def multiprocessor_count(executor) -> int:

@@ -11,7 +11,8 @@ import math
 
 import numpy as np
 
-from dlgpu.cuda.launch import BLOCK, Launch, grid_stride_blocks, require_float32, resolve_executor
+from dlgpu.cuda.executor import resolve_executor
+from dlgpu.cuda.launch import BLOCK, Launch, grid_stride_blocks, require_float32
 from dlgpu.errors import ArgumentError, DtypeError, ShapeError
 from dlgpu.window import output_size
 
@@ -109,7 +110,7 @@ def max_pool2d_backward(grad_y, argmax, input_shape, window=None, *, executor=No
 
 
 class PoolOps:
-    """The CUDA backend's pooling (the protocol is dlgpu.ops.pool.PoolBackend)."""
+    """The CUDA backend's pooling (see dlgpu.backend.Backend)."""
 
     max_pool2d = staticmethod(max_pool2d)
     # The interface carries no window, so this takes the window-free (per-plane) kernel.

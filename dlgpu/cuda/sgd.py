@@ -10,7 +10,8 @@ import math
 
 import numpy as np
 
-from dlgpu.cuda.launch import BLOCK, Launch, grid_stride_blocks, require_float32, resolve_executor
+from dlgpu.cuda.executor import resolve_executor
+from dlgpu.cuda.launch import BLOCK, Launch, grid_stride_blocks, require_float32
 from dlgpu.errors import ArgumentError, ShapeError
 
 FAMILY = "sgd"
@@ -41,6 +42,6 @@ def sgd_step(param, grad, velocity, lr, momentum=0.0, weight_decay=0.0, *, execu
 
 
 class SgdOps:
-    """The CUDA backend's optimizer step (the protocol is dlgpu.ops.sgd.SgdBackend)."""
+    """The CUDA backend's optimizer step (see dlgpu.backend.Backend)."""
 
     sgd_step = staticmethod(sgd_step)

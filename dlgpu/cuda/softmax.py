@@ -11,7 +11,8 @@ import math
 
 import numpy as np
 
-from dlgpu.cuda.launch import Launch, require_float32, resolve_executor
+from dlgpu.cuda.executor import resolve_executor
+from dlgpu.cuda.launch import Launch, require_float32
 from dlgpu.errors import DtypeError, ShapeError
 
 FAMILY = "softmax"
@@ -107,7 +108,7 @@ def softmax_cross_entropy_backward(probs, labels, *, executor=None):
 
 
 class SoftmaxOps:
-    """The CUDA backend's loss (the protocol is dlgpu.ops.softmax.SoftmaxBackend)."""
+    """The CUDA backend's loss (see dlgpu.backend.Backend)."""
 
     softmax_cross_entropy = staticmethod(softmax_cross_entropy)
     softmax_cross_entropy_backward = staticmethod(softmax_cross_entropy_backward)

@@ -1,15 +1,14 @@
 """The public 2-D convolution, forward and backward (cross-correlation, as in PyTorch).
 
-Each op validates its whole call, then calls the :class:`Conv2dBackend`
-part of the backend its arrays select (kernels/conv2d*.cu through
+Each op validates its whole call, then calls the backend its arrays select
+(kernels/conv2d*.cu through
 dlgpu.cuda.conv2d, or NumPy/numba through dlgpu.cpu.conv2d).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from dlgpu.errors import ShapeError
+from dlgpu.backend import select
 from dlgpu.ops.validate import (
     check_activation,
     check_float,
@@ -19,7 +18,6 @@ from dlgpu.ops.validate import (
     contiguous,
     pair,
     public,
-    select,
     window_output_size,
 )
 from dlgpu.precision import resolve_precision
@@ -27,15 +25,6 @@ from dlgpu.precision import resolve_precision
 __all__ = ["conv2d", "conv2d_backward"]
 
 
-class Conv2dBackend(Protocol):
-    """A backend's convolutions: NCHW / OIHW arrays, (h, w) pairs, a resolved precision."""
-
-    def conv2d(self, x, weight, bias, stride, padding, dilation, activation: str | None, precision: str, out):
-        """act(conv(x, weight) + bias) into ``out`` (or a new (N, K, P, Q) array); bias may be None."""
-
-    def conv2d_backward(self, grad_y, x, weight, y, stride, padding, dilation, activation: str | None,
-                        precision: str):
-        """(grad_x, grad_w, grad_b); with activation "relu", y masks grad_y."""
 
 
 def geometry(op: str, x, weight, bias, stride, padding, dilation):

@@ -1,43 +1,22 @@
 """The public activations and their backward passes: relu, tanh, sigmoid.
 
-Each op validates its whole call, then calls the :class:`ElementwiseBackend`
-part of the backend its arrays select (kernels/elementwise.cu through
+Each op validates its whole call, then calls the backend its arrays select
+(kernels/elementwise.cu through
 dlgpu.cuda.elementwise, or numba through dlgpu.cpu.elementwise).  Backward
 passes take the forward OUTPUT ``y``.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from dlgpu.errors import ShapeError
-from dlgpu.ops.validate import check_float, check_out, contiguous, public, select
+from dlgpu.backend import select
+from dlgpu.ops.validate import check_float, check_out, contiguous, public
 
 _LAYOUT = "Layout: a strided input is copied once (the result is computed in that copy); ``out`` must be C-contiguous."
 
 __all__ = ["relu", "relu_backward", "tanh", "tanh_backward", "sigmoid", "sigmoid_backward"]
 
 
-class ElementwiseBackend(Protocol):
-    """A backend's activations: C-contiguous arrays of one shape; ``out`` may be an input."""
-
-    def relu(self, x, out):
-        """max(x, 0) into ``out`` (or a new array)."""
-
-    def tanh(self, x, out):
-        """tanh(x) into ``out`` (or a new array)."""
-
-    def sigmoid(self, x, out):
-        """1 / (1 + exp(-x)) into ``out`` (or a new array)."""
-
-    def relu_backward(self, grad_y, y, out):
-        """grad_y * (y > 0) into ``out`` (or a new array)."""
-
-    def tanh_backward(self, grad_y, y, out):
-        """grad_y * (1 - y**2) into ``out`` (or a new array)."""
-
-    def sigmoid_backward(self, grad_y, y, out):
-        """grad_y * y * (1 - y) into ``out`` (or a new array)."""
 
 
 def _forward(op: str, x, out):

@@ -1,14 +1,13 @@
 """The public matrix products: matmul and linear, forward and backward.
 
-Each op validates its whole call, then calls the :class:`GemmBackend` part
-of the backend its arrays select (kernels/gemm*.cu through dlgpu.cuda.gemm,
+Each op validates its whole call, then calls the backend its arrays select
+(kernels/gemm*.cu through dlgpu.cuda.gemm,
 or NumPy's BLAS through dlgpu.cpu.gemm).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
+from dlgpu.backend import select
 from dlgpu.ops.validate import (
     check_activation,
     check_flag,
@@ -20,7 +19,6 @@ from dlgpu.ops.validate import (
     contiguous,
     is_contiguous,
     public,
-    select,
 )
 from dlgpu.errors import ShapeError
 from dlgpu.precision import resolve_precision
@@ -28,20 +26,6 @@ from dlgpu.precision import resolve_precision
 __all__ = ["matmul", "matmul_backward", "linear", "linear_backward"]
 
 
-class GemmBackend(Protocol):
-    """A backend's products: C-contiguous operands of one dtype, a resolved precision."""
-
-    def matmul(self, a, b, transpose_a: bool, transpose_b: bool, precision: str, out):
-        """op(a) @ op(b) into ``out`` (or a new array)."""
-
-    def matmul_backward(self, grad_c, a, b, transpose_a: bool, transpose_b: bool, precision: str):
-        """(grad_a, grad_b), each shaped like its operand."""
-
-    def linear(self, x, weight, bias, activation: str | None, precision: str, out):
-        """act(x @ weight.T + bias) into ``out`` (or a new array); bias may be None."""
-
-    def linear_backward(self, grad_y, x, weight, y, activation: str | None, precision: str):
-        """(grad_x, grad_w, grad_b); with activation "relu", y masks grad_y."""
 
 
 def matmul_dims(op: str, a, b, transpose_a: bool, transpose_b: bool) -> tuple[int, int, int]:

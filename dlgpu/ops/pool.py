@@ -1,7 +1,7 @@
 """The public 2-D max pooling with argmax, and its backward.
 
-Each op validates its whole call, then calls the :class:`PoolBackend` part
-of the backend its arrays select (kernels/pool.cu through dlgpu.cuda.pool,
+Each op validates its whole call, then calls the backend its arrays select
+(kernels/pool.cu through dlgpu.cuda.pool,
 or numba through dlgpu.cpu.pool).  argmax is int32: the position h * W + w
 of the chosen element in its unpadded (n, c) input plane.
 """
@@ -9,11 +9,10 @@ of the chosen element in its unpadded (n, c) input plane.
 from __future__ import annotations
 
 import numbers
-from typing import Protocol
-
 import numpy as np
 
 from dlgpu.errors import ArgumentError, DtypeError, ShapeError
+from dlgpu.backend import select
 from dlgpu.ops.validate import (
     check_float,
     check_index_range,
@@ -21,21 +20,12 @@ from dlgpu.ops.validate import (
     contiguous,
     pair,
     public,
-    select,
     window_output_size,
 )
 
 __all__ = ["max_pool2d", "max_pool2d_backward"]
 
 
-class PoolBackend(Protocol):
-    """A backend's pooling: NCHW arrays, (h, w) pairs already checked to fit."""
-
-    def max_pool2d(self, x, kernel, stride, padding):
-        """(y, argmax), both (N, C, P, Q); argmax int32."""
-
-    def max_pool2d_backward(self, grad_y, argmax, input_shape: tuple[int, int, int, int]):
-        """grad_x of ``input_shape``: grad_y added at argmax, overlapping windows summed."""
 
 
 def geometry(op: str, x, kernel_size, stride, padding):

@@ -1,15 +1,14 @@
 """The public SGD step: PyTorch's rule, in place.
 
-The op validates its whole call, then calls the :class:`SgdBackend` part of
-the backend its arrays select (kernels/sgd.cu through dlgpu.cuda.sgd, or
+The op validates its whole call, then calls the backend its arrays select
+(kernels/sgd.cu through dlgpu.cuda.sgd, or
 numba through dlgpu.cpu.sgd).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from dlgpu.errors import ArgumentError, LayoutError, ShapeError
+from dlgpu.backend import select
 from dlgpu.ops.validate import (
     check_float,
     check_layout,
@@ -17,19 +16,12 @@ from dlgpu.ops.validate import (
     check_writeable,
     contiguous,
     public,
-    select,
     shares_memory,
 )
 
 __all__ = ["sgd_step"]
 
 
-class SgdBackend(Protocol):
-    """A backend's optimizer step: disjoint C-contiguous arrays of one shape; velocity may be None when
-    momentum is 0, and is left alone then."""
-
-    def sgd_step(self, param, grad, velocity, lr: float, momentum: float, weight_decay: float) -> None:
-        """param (and velocity, with momentum) updated in place."""
 
 
 @public

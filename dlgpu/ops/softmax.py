@@ -1,30 +1,21 @@
 """The public softmax cross-entropy loss, and its gradient with respect to the logits.
 
-Each op validates its whole call, then calls the :class:`SoftmaxBackend`
-part of the backend its arrays select (kernels/softmax.cu through
+Each op validates its whole call, then calls the backend its arrays select
+(kernels/softmax.cu through
 dlgpu.cuda.softmax, or numba through dlgpu.cpu.softmax).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import numpy as np
 
 from dlgpu.errors import DtypeError, ShapeError
-from dlgpu.ops.validate import check_float, check_index_range, check_ndim, contiguous, public, select
+from dlgpu.backend import select
+from dlgpu.ops.validate import check_float, check_index_range, check_ndim, contiguous, public
 
 __all__ = ["softmax_cross_entropy", "softmax_cross_entropy_backward"]
 
 
-class SoftmaxBackend(Protocol):
-    """A backend's loss: (N, C) rows, int32 or int64 labels already checked to lie in [0, C)."""
-
-    def softmax_cross_entropy(self, logits, labels):
-        """(loss, probs): the mean loss as a 0-d array, and softmax(logits)."""
-
-    def softmax_cross_entropy_backward(self, probs, labels):
-        """grad_logits = (probs - onehot(labels)) / N."""
 
 
 def _rows_and_labels(op: str, name: str, rows, labels):

@@ -1,7 +1,8 @@
-"""The checks every public op makes before any work, and the choice of backend.
+"""The checks every public op makes before any work.
 
 Each ``dlgpu/ops/<stem>.py`` op validates its whole call with these, then
-calls the backend that :func:`select` returns with normalized arguments.
+calls the backend that :func:`dlgpu.backend.select` returns with normalized
+arguments.
 Errors are subclasses of :class:`dlgpu.errors.DlgpuError` and name the op and
 the offending value.
 """
@@ -12,17 +13,13 @@ import functools
 import inspect
 import math
 import numbers
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dlgpu import interop
-from dlgpu.device import is_cupy
+from dlgpu.backend import Backend, select
 from dlgpu.errors import ArgumentError, DeviceError, DtypeError, LayoutError, ShapeError
 from dlgpu.window import output_size, span
-
-if TYPE_CHECKING:
-    from dlgpu.backend import Backend
 
 ACTIVATIONS = (None, "relu")
 
@@ -51,42 +48,8 @@ def public(fn):
 
 
 # ---------------------------------------------------------------------------
-# backend choice and array checks
+# array checks
 # ---------------------------------------------------------------------------
-
-
-def _array_kind(op: str, name: str, array) -> str:
-    """'numpy' or 'cupy'; anything else is refused with a hint."""
-    if isinstance(array, np.ndarray):
-        return "numpy"
-    if is_cupy(array):
-        return "cupy"
-    if interop.is_foreign(array):  # public ops wrap these first (dlgpu.interop); internal callers must too
-        raise DeviceError(
-            f"{op}: {name} is a {type(array).__module__}.{type(array).__name__}; "
-            "wrap it with dlgpu.interop.to_native (cupy.from_dlpack / np.from_dlpack, no copy)"
-        )
-    raise DtypeError(
-        f"{op}: {name} must be a NumPy or CuPy array (or one with DLPack or "
-        f"__cuda_array_interface__), got {type(array).__name__}"
-    )
-
-
-def select(op: str, **arrays) -> Backend:
-    """The backend the (non-None) arrays select: the CPU for NumPy, CUDA for CuPy; all must agree."""
-    kinds = {name: _array_kind(op, name, a) for name, a in arrays.items() if a is not None}
-    if len(set(kinds.values())) > 1:
-        listing = ", ".join(f"{name} is {kind}" for name, kind in kinds.items())
-        raise DeviceError(f"{op}: arrays must all be NumPy or all CuPy ({listing}); dlgpu never copies between them")
-    if "cupy" in kinds.values():
-        devices = {name: arrays[name].device.id for name in kinds}
-        if len(set(devices.values())) > 1:
-            listing = ", ".join(f"{name} on GPU {dev}" for name, dev in devices.items())
-            raise DeviceError(f"{op}: arrays are on different GPUs ({listing})")
-        from dlgpu.cuda import BACKEND
-    else:
-        from dlgpu.cpu import BACKEND
-    return BACKEND
 
 
 def check_float(op: str, backend: Backend, **arrays) -> np.dtype:
