@@ -90,6 +90,20 @@ def torch_step(torch, model, x_all, y_all, batch: int, device: str):
 # ---------------------------------------------------------------------------
 
 
+def torch_round(torch, model, x_all, y_all, chosen: list[np.ndarray], device: str) -> Callable[[], None]:
+    """One PyTorch pass over the index batches ``chosen`` (synchronized on the GPU)."""
+    step, to_device = torch_step(torch, model, x_all, y_all, len(chosen[0]), device)
+    indices = [to_device(idx) for idx in chosen]
+
+    def run_round():
+        for idx in indices:
+            step(idx)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    return run_round
+
+
 def gpu_round(mode: str, digits, cupy, torch=None) -> Callable[[], None]:
     """One round of STEPS_PER_ROUND steps at batch GPU_BATCH, synchronized: "torch", "eager" or "graph"."""
     from dlgpu import nn, optim, train
@@ -98,15 +112,7 @@ def gpu_round(mode: str, digits, cupy, torch=None) -> Callable[[], None]:
     model = train.initial_model("lenet", "relu", 0)
     chosen = batches(len(x_train), GPU_BATCH, STEPS_PER_ROUND)
     if mode == "torch":
-        step, to_device = torch_step(torch, model, x_train, y_train, GPU_BATCH, "cuda")
-        indices = [to_device(idx) for idx in chosen]
-
-        def torch_round():
-            for idx in indices:
-                step(idx)
-            torch.cuda.synchronize()
-
-        return torch_round
+        return torch_round(torch, model, x_train, y_train, chosen, "cuda")
     stream = cupy.cuda.Stream(non_blocking=True)
     model.to("cuda")
     opt = optim.SGD(model.parameters(), **settings())
@@ -142,14 +148,7 @@ def cpu_round(framework: str, digits, torch=None) -> tuple[Callable[[], None], i
     steps = len(x_train) // batch
     chosen = batches(len(x_train), batch, steps)
     if framework == "torch":
-        step, to_device = torch_step(torch, model, x_train, y_train, batch, "cpu")
-        indices = [to_device(idx) for idx in chosen]
-
-        def torch_epoch():
-            for idx in indices:
-                step(idx)
-
-        return torch_epoch, steps, batch
+        return torch_round(torch, model, x_train, y_train, chosen, "cpu"), steps, batch
     static = train.StaticStep(model, nn.SoftmaxCrossEntropy(), optim.SGD(model.parameters(), **settings()),
                               (batch, 1, 8, 8))
 

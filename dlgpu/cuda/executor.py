@@ -191,7 +191,7 @@ def default_executor() -> CupyExecutor:
             _import_cupy()  # its own message names the missing package
             reason = gpu_unavailable_reason()
             if reason is not None:
-                raise BackendUnavailableError(f"dlgpu: the CUDA backend needs a GPU: {reason}")
+                raise BackendUnavailableError(f"dlgpu: no CUDA GPU to run on ({reason}); the CUDA backend needs one")
             _DEFAULT = CupyExecutor()
         return _DEFAULT
 
