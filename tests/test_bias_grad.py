@@ -81,6 +81,7 @@ def test_bias_grad_on_the_gpu(cp, rng, poison, shape, offset, masked):
 
 
 @pytest.mark.gpu
+@pytest.mark.usefixtures("host_compiler")  # the harness half needs a C++ compiler: a skip where none is
 def test_harness_agrees_with_the_gpu_through_the_launcher():
     """The same launcher call on the GPU and on the harness (same grids): outputs must agree."""
     def calls(executor):

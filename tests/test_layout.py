@@ -9,6 +9,7 @@ stem tests share: the Hypothesis profiles.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from hypothesis import settings
 
 from dlgpu import cases
 from dlgpu.kernels_dir import families, stem_families, stem_of
-from dlgpu.testing.properties import OP_SETTINGS, PROFILE
+from dlgpu.testing.properties import GPU_EXAMPLES, OP_SETTINGS, PROFILE
 
 ROOT = Path(__file__).resolve().parent.parent
 STEMS = sorted({stem_of(family) for family in families()})
@@ -40,5 +41,6 @@ def test_every_stem_has_its_launcher_cases_benchmark_and_tests(stem):
 
 def test_profile_is_chosen_by_the_environment():
     assert settings.get_profile("ci").max_examples >= 25
-    assert settings.get_profile("gpu").max_examples >= 200
+    assert settings.get_profile("gpu").max_examples == GPU_EXAMPLES
+    assert GPU_EXAMPLES >= 200 or "DLGPU_HYPOTHESIS_EXAMPLES" in os.environ
     assert OP_SETTINGS.max_examples == settings.get_profile(PROFILE).max_examples
