@@ -32,8 +32,8 @@ import numpy as np
 
 from dlgpu.cuda import bias_grad as _bias_grad
 from dlgpu.cuda import kernel_decls
-from dlgpu.cuda.elementwise import multiprocessor_count, require_float32, resolve_executor
-from dlgpu.cuda.launch import Launch
+from dlgpu.cuda.executor import resolve_executor
+from dlgpu.cuda.launch import Launch, multiprocessor_count, output, require_float32
 from dlgpu.errors import ArgumentError, ShapeError
 
 # The kernels' `flags` (tests/test_kernel_decls.py ties every value mirrored from a kernel source).
@@ -243,12 +243,7 @@ def gemm(a, b, *, transpose_a=False, transpose_b=False, precision="ieee", bias=N
     """
     executor = resolve_executor(executor)
     op = "gemm"
-    arrays = {"a": a, "b": b}
-    if bias is not None:
-        arrays["bias"] = bias
-    if mask_a is not None:
-        arrays["mask_a"] = mask_a
-    require_float32(op, **arrays)
+    require_float32(op, a=a, b=b, bias=bias, mask_a=mask_a)
     rows_a, cols_a = _matrix(op, "a", a)
     rows_b, cols_b = _matrix(op, "b", b)
     m, k = (cols_a, rows_a) if transpose_a else (rows_a, cols_a)
@@ -259,10 +254,7 @@ def gemm(a, b, *, transpose_a=False, transpose_b=False, precision="ieee", bias=N
         raise ShapeError(f"{op}: bias has shape {tuple(bias.shape)}, expected ({n},)")
     if mask_a is not None and tuple(mask_a.shape) != tuple(a.shape):
         raise ShapeError(f"{op}: mask_a has shape {tuple(mask_a.shape)}, a has {tuple(a.shape)}")
-    if out is None:
-        out = executor.xp.empty((m, n), dtype=np.float32)
-    elif tuple(out.shape) != (m, n):
-        raise ShapeError(f"{op}: out has shape {tuple(out.shape)}, expected {(m, n)}")
+    out = output(op, executor, out, (m, n))
 
     aligned = all(tile_ready(x) for x in (a, b) + (() if mask_a is None else (mask_a,)))
     plan = choose(m, n, k, transpose_a=transpose_a, transpose_b=transpose_b, precision=precision,
@@ -338,3 +330,12 @@ def linear_backward(grad_y, x, weight, y, activation, precision, *, variant=None
     grad_w = gemm(grad_y, x, transpose_a=True, **kw)
     grad_b = _bias_grad.bias_grad(grad_y, mask, executor=executor)
     return grad_x, grad_w, grad_b
+
+
+class GemmOps:
+    """The CUDA backend's products (see dlgpu.backend.Backend)."""
+
+    matmul = staticmethod(matmul)
+    matmul_backward = staticmethod(matmul_backward)
+    linear = staticmethod(linear)
+    linear_backward = staticmethod(linear_backward)

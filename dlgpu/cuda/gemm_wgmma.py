@@ -30,8 +30,8 @@ import numpy as np
 from dlgpu.cuda import gemm as _gemm
 from dlgpu.cuda import kernel_decls
 from dlgpu.cuda import tma
-from dlgpu.cuda.elementwise import multiprocessor_count, resolve_executor
-from dlgpu.cuda.launch import Launch
+from dlgpu.cuda.executor import resolve_executor
+from dlgpu.cuda.launch import Launch, multiprocessor_count
 from dlgpu.errors import ArgumentError, BackendUnavailableError, DtypeError, LayoutError, ShapeError
 
 FAMILY = "gemm_wgmma"

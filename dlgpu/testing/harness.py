@@ -64,6 +64,8 @@ import numpy as np
 
 from dlgpu.cuda import compiler
 from dlgpu.cuda.launch import Launch
+from dlgpu.device import is_cupy
+from dlgpu.kernels_dir import included_headers
 from dlgpu.errors import ArgumentError, BackendUnavailableError, CompileError, DeviceError, LayoutError
 
 MODES = ("plain", "asan", "tsan")
@@ -94,7 +96,6 @@ _COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
 _EXTERN_SHARED = re.compile(
     r"extern\s+__shared__\s+(?:(?:alignas|__align__)\s*\([^)]*\)\s*)?(?P<type>[^;\[\]]*?)\s*(?P<name>\w+)\s*\[\s*\]\s*;"
 )
-_INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"', re.MULTILINE)
 _SHARED_ALIGNAS = re.compile(r"__shared__\s+(alignas\s*\([^)]*\))")
 
 
@@ -167,23 +168,6 @@ def _dynamic_shared_pointer(match: re.Match) -> str:
     return f"{kind}* const {match['name']} = reinterpret_cast<{kind}*>(::dlgpu_host::dynamic_shared());"
 
 
-def _included_headers(source: Path, include_dirs) -> list[Path]:
-    """Every header ``source`` reaches through ``#include "..."``, found where g++ finds it."""
-    found: set[Path] = set()
-    pending = [source]
-    while pending:
-        current = pending.pop()
-        for name in _INCLUDE.findall(current.read_text(errors="replace")):
-            for folder in (current.parent, *include_dirs):
-                candidate = (folder / name).resolve()
-                if candidate.is_file():
-                    if candidate not in found:
-                        found.add(candidate)
-                        pending.append(candidate)
-                    break
-    return sorted(found)
-
-
 def translation_unit(source_path: Path, names: list[str] | None = None) -> tuple[str, list[str]]:
     """The C++ that g++ compiles for a family: the rewritten source and one export per kernel
     (``names``: the family's kernels; None reads them from the source text)."""
@@ -224,7 +208,8 @@ def build(family: str, defines=(), mode: str = "plain", kernels_dir=None, cache_
     source = compiler.source_path(family, kernels_dir)
     include_dirs = _include_dirs(source, kernels_dir)
     # The kernel's headers, and those cuda_host.h itself includes (cuda_host_sm90.h).
-    headers = sorted({*_included_headers(source, include_dirs), *_included_headers(HEADER, [HEADER.parent])})
+    headers = sorted({path for root, folders in ((source, include_dirs), (HEADER, [HEADER.parent]))
+                      for path in included_headers(root, folders).values() if path is not None})
     # An edited source or header (its mtime) makes a new build, within one process too.
     stamps = tuple((str(path), path.stat().st_mtime_ns) for path in (source, HEADER, *headers))
     key_in_memory = (stamps, defines, mode, str(cache_dir))
@@ -276,7 +261,7 @@ def _argument_codes(args, where: str) -> str:
             codes.append("p")
         elif isinstance(arg, np.generic) and arg.dtype.kind in "biuf":
             codes.append(f"{arg.dtype.kind}{arg.dtype.itemsize}")
-        elif type(arg).__module__.split(".")[0] == "cupy":
+        elif is_cupy(arg):
             raise DeviceError(f"dlgpu harness: launch of {where}: argument {position} is a CuPy array; "
                               "the CPU harness takes NumPy arrays")
         else:
