@@ -294,6 +294,7 @@ def test_kernel_names_skip_comments_and_read_launch_bounds():
     __global__ void not_exported(int* x) {}
     """
     assert harness.kernel_names(text) == ["first", "second", "third"]
+    assert harness.launch_bounds(text) == {"first": "0", "second": "256", "third": "128"}
 
 
 def test_shared_declarations_are_rewritten_in_place_keeping_lines():

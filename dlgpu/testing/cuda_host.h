@@ -399,9 +399,10 @@ inline std::string where(const char* file, unsigned line)
     return std::string(slash ? slash + 1 : file) + ":" + std::to_string(line);
 }
 
-// "threads 0-15, 32" for linear thread ids in increasing order.
-inline std::string thread_ranges(const std::vector<int>& ids)
+// "threads 0-15, 32" for a set of linear thread ids.
+inline std::string thread_ranges(std::vector<int> ids)
 {
+    std::sort(ids.begin(), ids.end());
     std::string out = ids.size() == 1 ? "thread " : "threads ";
     for (size_t i = 0; i < ids.size();) {
         size_t j = i;
@@ -623,6 +624,21 @@ inline Block& this_block() { return t_slot->block; }
 
 inline unsigned char* dynamic_shared() { return t_slot->dynamic; }
 
+// Shared memory of `bytes`, filled with 0xFF.  Under ASan exactly that much, so that an access
+// past it is a report; elsewhere with some slack behind, so that one does not crash the process.
+inline unsigned char* shared_alloc(size_t bytes, size_t alignment)
+{
+#ifdef __SANITIZE_ADDRESS__
+    const size_t slack = 0;
+#else
+    const size_t slack = 256;
+#endif
+    void* p = nullptr;
+    if (posix_memalign(&p, alignment, bytes + slack)) return nullptr;
+    std::memset(p, 0xff, bytes + slack);
+    return static_cast<unsigned char*>(p);
+}
+
 template <class T, size_t Align> inline T& static_shared(const SharedSite& site)
 {
     if (!t_slot) {
@@ -642,11 +658,9 @@ template <class T, size_t Align> inline T& static_shared(const SharedSite& site)
         fail("shared memory of " + std::to_string(slot.static_bytes) + " B static + " +
              std::to_string(g_dynamic_bytes) + " B dynamic exceeds this launch's " +
              std::to_string(g_options.shared_limit) + " B (48 KB unless the launch opts in: shared_opt_in)");
-    void* p = nullptr;
-    const size_t alignment = std::max<size_t>({Align, alignof(T), 16});
-    if (posix_memalign(&p, alignment, sizeof(T))) fail("out of memory for __shared__");
-    std::memset(p, 0xff, sizeof(T));  // NaN: a read before any write shows
-    slot.statics.push_back({&site, static_cast<unsigned char*>(p), sizeof(T)});
+    unsigned char* p = shared_alloc(sizeof(T), std::max<size_t>({Align, alignof(T), 16}));
+    if (!p) fail("out of memory for __shared__");
+    slot.statics.push_back({&site, p, sizeof(T)});
     return *reinterpret_cast<T*>(p);
 }
 
@@ -1018,10 +1032,8 @@ inline std::string run_launch(const unsigned* grid, const unsigned* block, size_
             slot->warps[w].present = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1u;
             slot->warps[w].base = (int)(32 * w);
         }
-        void* p = nullptr;
-        // Exactly the launch's size, so that ASan reports an access past it.
-        if (posix_memalign(&p, 128, smem)) return "out of memory for dynamic shared memory";
-        slot->dynamic = static_cast<unsigned char*>(p);
+        slot->dynamic = shared_alloc(smem, 128);
+        if (!slot->dynamic) return "out of memory for dynamic shared memory";
         slot->current = order[s];
         poison_shared(*slot);
         g_slots.push_back(std::move(slot));
