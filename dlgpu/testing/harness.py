@@ -238,10 +238,11 @@ def build(family: str, defines=(), mode: str = "plain", kernels_dir=None, cache_
     source = compiler.source_path(family, kernels_dir)
     # A planted kernel in a test folder may still include the package's headers (ptx.cuh).
     include_dirs = list(dict.fromkeys([source.parent, compiler.kernels_root(kernels_dir), compiler.kernels_root()]))
-    # The kernel's headers, and those cuda_host.h itself includes (cuda_host_sm90.h).
-    headers = sorted({*_included_headers(source, include_dirs), *_included_headers(HEADER, [HEADER.parent])})
+    headers = _included_headers(source, include_dirs)
+    # The headers cuda_host.h itself includes (cuda_host_sm90.h): part of the key, used as they are.
+    host_headers = sorted(_included_headers(HEADER, [HEADER.parent]).values())
     # An edited source or header (its mtime) makes a new build, within one process too.
-    stamps = tuple((str(path), path.stat().st_mtime_ns) for path in (source, HEADER, *headers.values()))
+    stamps = tuple((str(path), path.stat().st_mtime_ns) for path in (source, HEADER, *headers.values(), *host_headers))
     key_in_memory = (stamps, defines, mode, str(cache_dir))
     with _build_lock:
         if key_in_memory in _builds:
@@ -265,6 +266,8 @@ def build(family: str, defines=(), mode: str = "plain", kernels_dir=None, cache_
             digest.update(part.encode() + b"\0")
         for name in sorted(rewritten):
             digest.update(name.encode() + b"\0" + rewritten[name].encode() + b"\0")
+        for path in host_headers:
+            digest.update(str(path).encode() + b"\0" + path.read_bytes() + b"\0")
         stem = f"{family}-{mode}-{digest.hexdigest()[:24]}"
         target = folder / (stem + (".so" if mode == "plain" else ".exe"))
         if not target.exists():
