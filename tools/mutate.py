@@ -84,6 +84,9 @@ TESTS: dict[str, list[list[str]]] = {
         ["tests/test_mutation_killers.py", "-k", "wgrad"],
         ["tests/test_kernels_harness.py", "-k", "conv2d_simt or conv2d_tc"],
     ],
+    "gemm_wgmma": [
+        ["tests/test_gemm_wgmma.py"],
+    ],
     "ptx": [
         ["tests/test_harness.py", "-k", "mma or ldmatrix or cp_async"],
         ["tests/test_gemm_harness.py", "-k", "tc"],
@@ -296,6 +299,18 @@ MUTANTS: tuple[Mutant, ...] = (
     M("pool_backward_window", "pool", "pool.cu",
       "const int p_last = min((h + ph) / sh, P - 1);", "const int p_last = min((h + ph) / sh, P - 2);",
       "the backward's last window row off by one"),
+    # ---------------------------------------------------------------- gemm, wgmma + TMA (sm_90a)
+    M("wgmma_empty_parity", "gemm_wgmma", "gemm_wgmma.cu",
+      "ptx::mbarrier_wait(&empty[stage], phase ^ 1);", "ptx::mbarrier_wait(&empty[stage], phase);",
+      "the producer waits on the wrong parity of the stage's empty barrier"),
+    M("wgmma_release_current_stage", "gemm_wgmma", "gemm_wgmma.cu",
+      "if (kt > 0 && releases) ptx::mbarrier_arrive(&empty[previous]);",
+      "if (kt > 0 && releases) ptx::mbarrier_arrive(&empty[stage]);",
+      "a consumer releases the stage its in-flight wgmma still reads"),
+    M("wgmma_wait_count", "gemm_wgmma", "gemm_wgmma.cu",
+      "            ptx::wgmma_commit();\n            ptx::wgmma_wait<1>();\n",
+      "            ptx::wgmma_commit();\n            ptx::wgmma_wait<2>();\n",
+      "a wrong wgmma.wait_group count: the released stage may still be read"),
     # ---------------------------------------------------------------- ptx wrappers
     M("ptx_pack_half2_order", "ptx", "ptx.cuh",
       "if constexpr (PRECISION == 1) return pack_bf16x2(lo, hi);",
@@ -416,6 +431,10 @@ def main(argv=None) -> int:
     chosen = [m for m in MUTANTS
               if (not args.family or m.family in args.family) and (not args.only or m.name in args.only)]
     repo = args.repo.resolve()
+    missing = [m.name for m in chosen if not (repo / "kernels" / m.file).exists()]
+    if missing:  # a family this checkout does not have (an older one): nothing to mutate
+        print(f"not applicable here (no such kernel file): {', '.join(missing)}", flush=True)
+        chosen = [m for m in chosen if m.name not in missing]
     for m in chosen:  # every edit must apply to this checkout before anything runs
         text = (repo / "kernels" / m.file).read_text()
         if text.count(m.search) != 1:
