@@ -342,11 +342,12 @@ class Result:
 
 
 def _pytest(repo: Path, args: list[str], env: dict, timeout: float) -> tuple[int, str]:
+    """pytest's exit code (negative: the signal that killed it; None: it ran past `timeout`) and output."""
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *args]
     try:
         done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
-        return -1, f"timed out after {timeout:.0f} s: {exc}"
+        return None, f"timed out after {timeout:.0f} s: {exc}"
     return done.returncode, done.stdout + done.stderr
 
 
@@ -372,8 +373,11 @@ def run_mutant(m: Mutant, repo: Path, cache: Path, timeout: float, keep: bool = 
             if code == 1:
                 return Result(m.name, m.family, "killed", time.monotonic() - start, " ".join(args),
                               _first_failure(output))
-            if code == -1:  # a hang: on a device it would be one too, but say so
+            if code is None:  # a hang: on a device it would be one too, but say so
                 return Result(m.name, m.family, "killed", time.monotonic() - start, " ".join(args), output[:300])
+            if code < 0:  # the test process died of a signal (a plain-mode kernel wrote past its arrays): red CI
+                return Result(m.name, m.family, "killed", time.monotonic() - start, " ".join(args),
+                              f"the test process crashed (signal {-code})")
             if code not in (0, 5):  # 5: nothing selected
                 return Result(m.name, m.family, "error", time.monotonic() - start, " ".join(args),
                               _first_failure(output))
