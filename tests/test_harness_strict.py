@@ -212,8 +212,9 @@ def test_gemm_refill_moved_above_its_barrier_fails(tmp_path, rng):
     # nn: B reaches shared memory by cp.async; K = 52 is 7 k-tiles, so the ring refills.
     m, n, k = 36, 20, 52
     a, b = random_array(rng, (m, k)), random_array(rng, (k, n))
-    for kernels_dir, caught in ((compiler.kernels_root(), False), (scratch, True)):
-        executor = HarnessExecutor("tsan", kernels_dir=kernels_dir, cache_dir=tmp_path / "cache")
+    # The original shares the usual cache's build; the mutant (a new path every run) builds in tmp_path.
+    for kernels_dir, cache_dir, caught in ((None, None, False), (scratch, tmp_path / "cache", True)):
+        executor = HarnessExecutor("tsan", kernels_dir=kernels_dir, cache_dir=cache_dir)
         call = lambda: cuda_gemm.gemm(a, b, variant="simt", config="64x64", executor=executor)  # noqa: E731
         if caught:
             with pytest.raises(HarnessError, match="data race"):
