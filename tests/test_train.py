@@ -16,9 +16,10 @@ import warnings
 import numpy as np
 import pytest
 
-from dlgpu import models, nn, optim, train
+from dlgpu import nn, optim, train
 from dlgpu.cli import main as cli_main
-from dlgpu.data import load_digits, stratified_split
+from dlgpu.train import models
+from dlgpu.train.data import load_digits, stratified_split
 from dlgpu.errors import ArgumentError, BackendUnavailableError, ShapeError
 
 D = train.DEFAULTS
@@ -479,7 +480,7 @@ def test_graph_replay_gives_the_eager_step_loss_and_weights(digits):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6, err_msg=name)
 
 
-@pytest.mark.parametrize("module", ["dlgpu.data", "dlgpu.models"])
+@pytest.mark.parametrize("module", ["dlgpu.train.data", "dlgpu.train.models"])
 def test_docstring_examples_run(module):
     import doctest
     import importlib

@@ -40,6 +40,7 @@ import numpy as np
 from numba import njit, prange
 
 from dlgpu.cpu.gemm import round_operand
+from dlgpu.window import output_size
 
 # Bytes of unfolded (or Winograd-transformed) data per chunk of images: large
 # enough that the stacked GEMMs see whole images, small enough that a ResNet
@@ -48,10 +49,6 @@ _WORKSPACE_BYTES = 16 << 20
 
 # Winograd is used while output channels <= this many times input channels.
 _WINOGRAD_MAX_FAN_OUT = 4
-
-
-def _output_size(size, kernel, stride, padding, dilation):
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 @njit(cache=True)
@@ -427,8 +424,8 @@ def conv2d(x, weight, bias, stride, padding, dilation, activation, precision, ou
     """y = act(conv(x, weight) + bias) into ``out`` (or a new (N, K, P, Q) array)."""
     n_images, _, height, width = x.shape
     k_out, _, kh, kw = weight.shape
-    out_h = _output_size(height, kh, stride[0], padding[0], dilation[0])
-    out_w = _output_size(width, kw, stride[1], padding[1], dilation[1])
+    out_h = output_size(height, kh, stride[0], padding[0], dilation[0])
+    out_w = output_size(width, kw, stride[1], padding[1], dilation[1])
     y = np.empty((n_images, k_out, out_h, out_w), dtype=x.dtype) if out is None else out
     relu = activation == "relu"
     has_bias = bias is not None
@@ -560,3 +557,10 @@ def _winograd_backward(grad_y, mask, relu, x, weight, padding):
     grad_u = grad_u.reshape(4, 4, k_out * channels).transpose(2, 0, 1)
     grad_w = (_G.T @ grad_u @ _G).reshape(weight.shape)
     return grad_x, grad_w.astype(x.dtype), plane_sum.sum(axis=0).astype(x.dtype)
+
+
+class Conv2dOps:
+    """The CPU backend's convolutions (see dlgpu.backend.Backend)."""
+
+    conv2d = staticmethod(conv2d)
+    conv2d_backward = staticmethod(conv2d_backward)

@@ -37,3 +37,9 @@ def sgd_step(param, grad, velocity, lr, momentum, weight_decay):
         _sgd_momentum(param.reshape(-1), grad.reshape(-1), velocity.reshape(-1), lr, momentum, weight_decay)
     else:
         _sgd_plain(param.reshape(-1), grad.reshape(-1), lr, weight_decay)
+
+
+class SgdOps:
+    """The CPU backend's optimizer step (see dlgpu.backend.Backend)."""
+
+    sgd_step = staticmethod(sgd_step)

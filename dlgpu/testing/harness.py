@@ -37,7 +37,10 @@ order's seed (``$DLGPU_HARNESS_SEED`` repeats a run).
 ``__shared__`` declarations of the source and of every header it includes are
 rewritten (text, same lines; :func:`rewrite_shared`) into references to the
 running block's copies; the headers are compiled from rewritten copies beside
-the unit.  Nothing else in the source is touched.
+the unit.  Nothing else in the source is touched.  The kernels a family exports
+(and their ``__launch_bounds__``) are found by name in its preprocessed source
+(:func:`family_kernels`), where the tile-configuration lists have expanded into
+named kernels.
 Compiled objects are cached under ``$DLGPU_CACHE_DIR/harness`` (the compiler's
 cache folder) by SHA-256 of the generated translation unit (the source and its
 exports), every header it includes (recursively, as rewritten), cuda_host.h, the
@@ -70,6 +73,8 @@ import numpy as np
 
 from dlgpu.cuda import compiler
 from dlgpu.cuda.launch import SHARED_STATIC_LIMIT, Launch, check_shared_memory, shared_memory_limit
+from dlgpu.device import is_cupy
+from dlgpu.kernels_dir import included_headers
 from dlgpu.errors import ArgumentError, BackendUnavailableError, CompileError, DeviceError, LayoutError
 
 MODES = ("plain", "asan", "tsan")
@@ -114,7 +119,6 @@ _SHARED = re.compile(
     r"(?P<type>[A-Za-z_][\w:<>,\s*]*?)\s+(?P<name>\w+)\s*(?P<dims>(?:\[[^\];]*\]\s*)*);)",
     re.S,
 )
-_INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"', re.MULTILINE)
 
 
 class HarnessError(AssertionError):
@@ -126,7 +130,7 @@ class HarnessError(AssertionError):
 
 
 def kernel_names(source: str) -> list[str]:
-    """The ``extern "C" __global__`` kernels a .cu defines, in order (comments ignored)."""
+    """The ``extern "C" __global__`` kernels a .cu text defines, in order (comments ignored)."""
     return list(launch_bounds(source))
 
 
@@ -138,6 +142,44 @@ def launch_bounds(source: str) -> dict[str, str]:
         text = match["bounds_before"] or match["bounds_after"]
         bounds[match["name"]] = text.split(",")[0].strip() if text else "0"
     return bounds
+
+
+def _source_flags(source: Path, defines, kernels_dir, cache_dir) -> tuple[list[str], list[str]]:
+    """(-D flags, -I flags) of a family's build: the harness header, the stub CUDA headers (made
+    here, in the cache folder) and the kernel folders."""
+    folder = Path(cache_dir) if cache_dir else compiler.default_cache_dir() / "harness"
+    stubs = folder / "include"
+    stubs.mkdir(parents=True, exist_ok=True)
+    for stub in _STUB_HEADERS:
+        if not (stubs / stub).exists():
+            (stubs / stub).write_text(_STUB_TEXT)
+    define_flags = [f"-D{name}={value}" for name, value in defines]
+    include_flags = [f"-I{HEADER.parent}", f"-I{stubs}", *(f"-I{d}" for d in _include_dirs(source, kernels_dir))]
+    return define_flags, include_flags
+
+
+def _include_dirs(source: Path, kernels_dir) -> list[Path]:
+    # A planted kernel in a test folder may still include the package's headers (ptx.cuh).
+    return list(dict.fromkeys([source.parent, compiler.kernels_root(kernels_dir), compiler.kernels_root()]))
+
+
+def _preprocessed_launch_bounds(cxx: str, source: Path, flags) -> dict[str, str]:
+    """The kernels of ``source`` once the preprocessor has run, with their launch bounds: a
+    family's tile-configuration list (an X-macro) expands into its named kernels only there."""
+    result = subprocess.run([cxx, "-E", "-P", "-x", "c++", *flags, str(source)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise CompileError(f"dlgpu harness: {cxx} could not preprocess {source}", result.stderr[-20000:])
+    return launch_bounds(result.stdout)
+
+
+def family_kernels(family: str, defines=None, kernels_dir=None, cache_dir=None) -> list[str]:
+    """Every kernel a family's .cu defines, by name, with the build ``defines`` (None: the
+    source's first ``// dlgpu-build:`` configuration): what the harness can launch."""
+    source = compiler.source_path(family, kernels_dir)
+    if defines is None:
+        defines = compiler.build_configurations(source.read_text())[0]
+    define_flags, include_flags = _source_flags(source, compiler.normalize_defines(defines), kernels_dir, cache_dir)
+    return list(_preprocessed_launch_bounds(find_compiler(), source, [*_COMMON_FLAGS, *define_flags, *include_flags]))
 
 
 def find_compiler() -> str:
@@ -156,13 +198,15 @@ def _compiler_identity(cxx: str) -> str:
 def _rewrite_shared(match: re.Match) -> str:
     if match["comment"]:
         return match["comment"]
-    newlines = "\n" * match.group(0).count("\n")  # the same lines, so diagnostics point right
+    # The same lines, so that diagnostics point right; inside a macro, continued lines stay continued.
+    newlines = ("\\\n" if "\\\n" in match.group(0) else "\n") * match.group(0).count("\n")
+    one_line = lambda text: " ".join(text.replace("\\\n", " ").split())  # noqa: E731
     if match["extern"]:
-        kind = " ".join(match["extern_type"].split())
+        kind = one_line(match["extern_type"])
         name = match["extern_name"]
         return f"{kind}* const {name} = reinterpret_cast<{kind}*>(::dlgpu_host::dynamic_shared());{newlines}"
-    kind = " ".join(f"{match['type']} {match['dims']}".split())
-    align = " ".join((match["align_before"] or match["align_after"] or "0").split())
+    kind = one_line(f"{match['type']} {match['dims']}")
+    align = one_line(match["align_before"] or match["align_after"] or "0")
     name = match["name"]
     return (f"static ::dlgpu_host::SharedSite dlgpu_shared_{name}; "
             f"auto& {name} = ::dlgpu_host::static_shared<{kind}, (size_t)({align})>(dlgpu_shared_{name});{newlines}")
@@ -178,31 +222,26 @@ def rewrite_shared(text: str) -> str:
     return _SHARED.sub(_rewrite_shared, text)
 
 
-def _included_headers(source: Path, include_dirs) -> dict[str, Path]:
-    """Every header ``source`` reaches through ``#include "..."``, by the name it is included
-    as, found where g++ finds it."""
-    found: dict[str, Path] = {}
-    pending = [source]
-    while pending:
-        current = pending.pop()
-        for name in _INCLUDE.findall(current.read_text(errors="replace")):
-            for folder in (current.parent, *include_dirs):
-                candidate = (folder / name).resolve()
-                if candidate.is_file():
-                    if name in found and found[name] != candidate:
-                        raise CompileError(f"dlgpu harness: #include \"{name}\" means both {found[name]} and "
-                                           f"{candidate}; the harness needs one file per name")
-                    if name not in found:
-                        found[name] = candidate
-                        pending.append(candidate)
-                    break
-    return found
+def _kernel_headers(source: Path, include_dirs) -> dict[str, Path]:
+    """The kernel headers ``source`` reaches, each by its path relative to the first include folder
+    holding it: where its rewritten copy goes, beside the unit, for ``#include "..."`` to find."""
+    headers = {}
+    for path in included_headers(source, include_dirs).values():
+        if path is None:
+            continue  # found nowhere: the compiler will say so
+        folder = next((d for d in include_dirs if path.is_relative_to(Path(d).resolve())), None)
+        if folder is None:
+            raise CompileError(f"dlgpu harness: {source} includes {path}, outside its kernel folders "
+                               f"({', '.join(map(str, include_dirs))})")
+        headers.setdefault(str(path.relative_to(Path(folder).resolve())), path)
+    return headers
 
 
-def translation_unit(source_path: Path) -> tuple[str, list[str]]:
-    """The C++ that g++ compiles for a family: the rewritten source and one export per kernel."""
+def translation_unit(source_path: Path, bounds: dict[str, str] | None = None) -> tuple[str, list[str]]:
+    """The C++ that g++ compiles for a family: the rewritten source and one export per kernel
+    (``bounds``: the family's kernels and their launch bounds; None reads them from the source text)."""
     text = source_path.read_text()
-    bounds = launch_bounds(text)
+    bounds = launch_bounds(text) if bounds is None else bounds
     names = list(bounds)
     if not names:
         raise CompileError(f'dlgpu harness: {source_path} defines no extern "C" __global__ kernel')
@@ -236,11 +275,10 @@ def build(family: str, defines=(), mode: str = "plain", kernels_dir=None, cache_
         raise ArgumentError(f"dlgpu harness: mode must be one of {MODES}, got {mode!r}")
     defines = compiler.normalize_defines(defines)
     source = compiler.source_path(family, kernels_dir)
-    # A planted kernel in a test folder may still include the package's headers (ptx.cuh).
-    include_dirs = list(dict.fromkeys([source.parent, compiler.kernels_root(kernels_dir), compiler.kernels_root()]))
-    headers = _included_headers(source, include_dirs)
+    include_dirs = _include_dirs(source, kernels_dir)
+    headers = _kernel_headers(source, include_dirs)
     # The headers cuda_host.h itself includes (cuda_host_sm90.h): part of the key, used as they are.
-    host_headers = sorted(_included_headers(HEADER, [HEADER.parent]).values())
+    host_headers = sorted(p for p in included_headers(HEADER, [HEADER.parent]).values() if p is not None)
     # An edited source or header (its mtime) makes a new build, within one process too.
     stamps = tuple((str(path), path.stat().st_mtime_ns) for path in (source, HEADER, *headers.values(), *host_headers))
     key_in_memory = (stamps, defines, mode, str(cache_dir))
@@ -248,15 +286,11 @@ def build(family: str, defines=(), mode: str = "plain", kernels_dir=None, cache_
         if key_in_memory in _builds:
             return _builds[key_in_memory]
         cxx = find_compiler()
-        unit, names = translation_unit(source)
         folder = Path(cache_dir) if cache_dir else compiler.default_cache_dir() / "harness"
-        stubs = folder / "include"
-        stubs.mkdir(parents=True, exist_ok=True)
-        for stub in _STUB_HEADERS:
-            if not (stubs / stub).exists():
-                (stubs / stub).write_text(_STUB_TEXT)
-        flags = [*_COMMON_FLAGS, *_MODE_FLAGS[mode], *(f"-D{name}={value}" for name, value in defines)]
-        flags += [f"-I{HEADER.parent}", f"-I{stubs}", *(f"-I{folder_}" for folder_ in include_dirs)]
+        define_flags, include_flags = _source_flags(source, defines, kernels_dir, cache_dir)
+        bounds = _preprocessed_launch_bounds(cxx, source, [*_COMMON_FLAGS, *define_flags, *include_flags])
+        unit, names = translation_unit(source, bounds)
+        flags = [*_COMMON_FLAGS, *_MODE_FLAGS[mode], *define_flags, *include_flags]
         # The included headers are rewritten like the source and compiled from copies beside the
         # unit, where #include "..." looks first.
         rewritten = {name: f'#line 1 "{path}"\n' + rewrite_shared(path.read_text()) for name, path in headers.items()}
@@ -308,7 +342,7 @@ def _argument_codes(args, where: str) -> str:
             codes.append("p")
         elif isinstance(arg, np.generic) and arg.dtype.kind in "biuf":
             codes.append(f"{arg.dtype.kind}{arg.dtype.itemsize}")
-        elif type(arg).__module__.split(".")[0] == "cupy":
+        elif is_cupy(arg):
             raise DeviceError(f"dlgpu harness: launch of {where}: argument {position} is a CuPy array; "
                               "the CPU harness takes NumPy arrays")
         else:
