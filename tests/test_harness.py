@@ -311,6 +311,11 @@ def test_shared_declarations_are_rewritten_in_place_keeping_lines():
     assert "static_shared<unsigned short [16 * 16], (size_t)(8)>" in rewritten
     assert "static_shared<float, (size_t)(0)>(dlgpu_shared_total)" in rewritten
     assert rewritten.count("__shared__") == 1  # only the comment's
+    # In a macro (a kernel list's X-macro) the declaration's continued lines stay continued.
+    macro = "#define KERNEL(N) \\\n    __shared__ float t[N \\\n        + 1]; \\\n    t[0] = 1.0f;\n"
+    expanded = harness.rewrite_shared(macro)
+    assert expanded.count("\n") == macro.count("\n") and expanded.count("\\\n") == macro.count("\\\n")
+    assert "static_shared<float [N + 1], (size_t)(0)>(dlgpu_shared_t);" in expanded
 
 
 def test_objects_are_cached_by_content(sources, tmp_path):
