@@ -9,9 +9,9 @@ im2col buffer, no BLAS call.  One parallel loop per pass matters as much as
 the arithmetic: each loop is a fork and a join, and on a shared machine every
 join waits for the slowest thread to be scheduled again (see threads.py).
 
-The input block.  A work item (an image, or a band of its output rows) first
-copies the input rows it reads into a zero-padded block, one plane per
-channel, ``pitch`` columns per row, pitch = (Q-1)*stride + (S-1)*dilation + 1:
+The input block (blocks.py).  A work item (an image, or a band of its output
+rows) first copies the input rows it reads into a zero-padded block, one
+plane per channel, pitch = (Q-1)*stride + (S-1)*dilation + 1 columns per row:
 exactly the columns its outputs reach.  Then tap (c, r, s) of the filter reads
 the block at the fixed offset c*plane + r*dil*pitch + s*dil from an output's
 own base, for every output: the unfold is in the addressing.
@@ -26,6 +26,8 @@ Two tile orientations for the forward product, chosen by which wastes less:
           the filters transposed (taps x channels, padded to 16), a the block
           at each pixel's base.  Nothing is dropped but channel padding, so
           it is the choice for 16, 32, 64... output channels.
+3x3 stride-1 layers with 16+ input channels take Winograd F(2x2, 3x3)
+instead (winograd.py), forward and backward-data: 2.25x fewer products.
 Backward-data is the forward pass again: grad_x is grad_y (ReLU-masked,
 zero-inserted by the stride) correlated with the flipped, transposed filters
 at padding dil*(R-1) - pad; the block builder does the masking and the zero
@@ -47,6 +49,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from dlgpu.cpu import winograd
+from dlgpu.cpu.blocks import fill_block, taps_of
 from dlgpu.cpu.gemm import round_operand
 from dlgpu.cpu.tile import FASTMATH, SQUARE, WIDE, accumulate, clear, spill, stack_offsets, stack_tile
 
@@ -72,52 +76,6 @@ def _output_size(size, kernel, stride, padding, dilation):
 
 def _round_up(value, multiple):
     return -(-value // multiple) * multiple
-
-
-# ----------------------------------------------------------------------------
-# the input block
-# ----------------------------------------------------------------------------
-
-
-@njit(cache=True)
-def _index_range(count, offset, step, lo, hi):
-    """[first, last): the indices i < count with lo <= offset + i*step < hi (step >= 1)."""
-    first = 0 if offset >= lo else (lo - offset + step - 1) // step
-    last = (hi - 1 - offset) // step + 1 if hi - 1 - offset >= 0 else 0
-    last = min(last, count)
-    return first, max(first, last)
-
-
-@njit(cache=True, boundscheck=False)
-def _fill_block(block, src, mask, relu, n, top, rows, pitch, pad_h, pad_w, up_h, up_w):
-    """block[c*rows*pitch + i*pitch + u] = V[c, top + i, u] for image n, zero elsewhere (the whole block).
-
-    V is the virtual input: V[c, pad_h + h*up_h, pad_w + w*up_w] = src[n, c, h, w],
-    masked to zero where mask <= 0 (or NaN) if relu, and zero at every other place.
-    Paddings may be negative (a crop); up > 1 inserts zeros between pixels.
-    """
-    channels, height, width = src.shape[1], src.shape[2], src.shape[3]
-    plane = rows * pitch
-    block[:] = 0
-    h_lo, h_hi = _index_range(height, pad_h - top, up_h, 0, rows)
-    w_lo, w_hi = _index_range(width, pad_w, up_w, 0, pitch)
-    zero = block.dtype.type(0)
-    for c in range(channels):
-        for h in range(h_lo, h_hi):
-            row = src[n, c, h]
-            keep = mask[n, c, h]
-            base = c * plane + (pad_h + h * up_h - top) * pitch + pad_w
-            for w in range(w_lo, w_hi):
-                value = row[w]
-                if relu and not keep[w] > zero:
-                    value = zero
-                block[base + w * up_w] = value
-
-
-def _taps(channels, kh, kw, plane, pitch, dh, dw):
-    """Offsets of the filter taps (c, r, s), in OIHW order, within a block: c*plane + r*dh*pitch + s*dw."""
-    c, r, s = np.meshgrid(np.arange(channels), np.arange(kh), np.arange(kw), indexing="ij")
-    return (c * plane + r * dh * pitch + s * dw).reshape(-1).astype(np.int64)
 
 
 # ----------------------------------------------------------------------------
@@ -149,7 +107,7 @@ def _forward_rows(src, mask, mask_relu, weights, taps, bias, has_bias, relu, y,
         # A run of 64 may start near a band's end and read up to 63 positions past the last
         # row: the zeroed slack behind the last plane keeps those reads inside the block.
         block = np.empty(channels * plane + width + pitch, y.dtype)
-        _fill_block(block, src, mask, mask_relu, n, p0, block_rows, pitch, pad_h, pad_w, up_h, up_w)
+        fill_block(block, src, mask, mask_relu, n, p0, block_rows, pitch, pad_h, pad_w, up_h, up_w)
         span = rows_here * pitch
         tile = stack_tile(tile_rows, width, y.dtype)
         done = np.empty((tile_rows, width), y.dtype)
@@ -202,15 +160,18 @@ def _forward_pixels(src, mask, mask_relu, weights_t, k_pad, taps, bias, has_bias
         p0 = (item % bands) * band
         pixels = min(band, out_h - p0) * out_w
         block = np.empty(channels * plane, y.dtype)
-        _fill_block(block, src, mask, mask_relu, n, p0 * stride_h, block_rows, pitch, pad_h, pad_w, up_h, up_w)
+        fill_block(block, src, mask, mask_relu, n, p0 * stride_h, block_rows, pitch, pad_h, pad_w, up_h, up_w)
         tile = stack_tile(tile_rows, width, y.dtype)
         done = np.empty((tile_rows, width), y.dtype)
         a_row = stack_offsets(tile_rows)
+        p, q = 0, 0  # the pixel of the tile's next row, walked in order (no division per pixel)
         for t0 in range(0, pixels, tile_rows):
             for r in range(tile_rows):
-                t = min(t0 + r, pixels - 1)  # a short last tile repeats its last pixel: computed, dropped
-                p = t // out_w
-                a_row[r] = np.uint64(p * stride_h * pitch + (t - p * out_w) * stride_w)
+                a_row[r] = np.uint64(p * stride_h * pitch + q * stride_w)
+                if t0 + r + 1 < pixels:  # a short last tile repeats its last pixel: computed, dropped
+                    q += 1
+                    if q == out_w:
+                        p, q = p + 1, 0
             count = min(tile_rows, pixels - t0)
             for k0 in range(0, k_pad, width):
                 clear(tile)
@@ -237,19 +198,23 @@ def _pixels_efficiency(k_out, pixels):
     return k_out / _round_up(k_out, SQUARE[1]) * pixels / _round_up(pixels, SQUARE[0])
 
 
-def _correlate(src, mask, mask_relu, weight, bias, relu, y, stride, pad, up, dilation):
-    """y = act(correlate(V, weight) + bias) for the virtual input V of src (see _fill_block), y preallocated.
+def _correlate(src, mask, mask_relu, weight, bias, relu, y, stride, pad, up, dilation, precision, fast):
+    """y = act(correlate(V, weight) + bias) for the virtual input V of src (see blocks.fill_block), y preallocated.
 
     The forward pass (up = 1) and the data gradient (stride 1, up = the forward stride).
-    Picks the tile orientation that drops less work.
+    Winograd where it applies and ``fast`` (the inputs are all finite), else the
+    tile orientation that drops less work.
     """
+    if fast and winograd.applies(weight.shape, stride, dilation, precision):
+        winograd.correlate(src, mask, mask_relu, weight, bias, relu, y, pad)
+        return
     k_out, channels, kh, kw = weight.shape
     out_h, out_w = y.shape[2:]
     (sh, sw), (dh, dw) = stride, dilation
     pitch = (out_w - 1) * sw + (kw - 1) * dw + 1
     band = max(1, min(out_h, -(-_ITEM_POSITIONS // out_w)))
     block_rows = (band - 1) * sh + (kh - 1) * dh + 1
-    taps = _taps(channels, kh, kw, block_rows * pitch, pitch, dh, dw)
+    taps = taps_of(channels, kh, kw, block_rows * pitch, pitch, dh, dw)
     has_bias = bias is not None
     bias = bias if has_bias else np.zeros(1, y.dtype)  # numba needs an array either way
     use_rows = (sh, sw) == (1, 1) and _rows_efficiency(k_out, out_w, pitch, band) > _pixels_efficiency(
@@ -301,7 +266,7 @@ def _weight_grad(grad_y, mask, relu, x, taps, k_pad, images_per_item, partial_w,
         a_row = stack_offsets(tile_rows)
         tile = stack_tile(tile_rows, width, x.dtype)
         for n in range(item * images_per_item, min(n_images, (item + 1) * images_per_item)):
-            _fill_block(block, x, x, False, n, 0, block_rows, pitch, pad_h, pad_w, 1, 1)
+            fill_block(block, x, x, False, n, 0, block_rows, pitch, pad_h, pad_w, 1, 1)
             g3 = grad_y[n].reshape(k_out, pixels)
             m3 = mask[n].reshape(k_out, pixels)
             for t0 in range(0, pixels, _PIXEL_CHUNK):
@@ -342,7 +307,7 @@ def _weight_gradient(grad_y, mask, relu, x, weight_shape, stride, padding, dilat
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     pitch = (out_w - 1) * sw + (kw - 1) * dw + 1
     block_rows = (out_h - 1) * sh + (kh - 1) * dh + 1
-    taps = _taps(channels, kh, kw, block_rows * pitch, pitch, dh, dw)
+    taps = taps_of(channels, kh, kw, block_rows * pitch, pitch, dh, dw)
     k_pad = _round_up(k_out, SQUARE[1])
     items = min(n_images, _MAX_WEIGHT_ITEMS)
     images_per_item = -(-n_images // items)
@@ -361,6 +326,12 @@ def _weight_gradient(grad_y, mask, relu, x, weight_shape, stride, padding, dilat
 # ----------------------------------------------------------------------------
 
 
+def _all_finite(*arrays) -> bool:
+    """No NaN or infinity in any of the arrays (one vectorized sum each; an overflowing
+    sum of finite values answers False too, which only costs the faster path)."""
+    return all(np.isfinite(a.sum()) for a in arrays)
+
+
 def conv2d(x, weight, bias, stride, padding, dilation, activation, precision, out):
     """y = act(conv(x, weight) + bias) into ``out`` (or a new (N, K, P, Q) array)."""
     n_images, _, height, width = x.shape
@@ -370,7 +341,9 @@ def conv2d(x, weight, bias, stride, padding, dilation, activation, precision, ou
     y = np.empty((n_images, k_out, out_h, out_w), dtype=x.dtype) if out is None else out
     x_op = round_operand(x, precision)
     w_op = round_operand(weight, precision)
-    _correlate(x_op, x_op, False, w_op, bias, activation == "relu", y, stride, padding, (1, 1), dilation)
+    fast = _all_finite(x, weight)
+    _correlate(x_op, x_op, False, w_op, bias, activation == "relu", y, stride, padding, (1, 1), dilation,
+               precision, fast)
     return y
 
 
@@ -387,6 +360,7 @@ def conv2d_backward(grad_y, x, weight, y, stride, padding, dilation, activation,
     flipped = np.ascontiguousarray(round_operand(weight, precision)[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
     grad_x = np.empty_like(x)
     full_pad = ((kh - 1) * dh - ph, (kw - 1) * dw - pw)
-    _correlate(gy_op, mask, relu, flipped, None, False, grad_x, (1, 1), full_pad, stride, dilation)
+    fast = stride == (1, 1) and _all_finite(grad_y, weight)
+    _correlate(gy_op, mask, relu, flipped, None, False, grad_x, (1, 1), full_pad, stride, dilation, precision, fast)
     grad_w, grad_b = _weight_gradient(gy_op, mask, relu, x_op, weight.shape, stride, padding, dilation)
     return grad_x, grad_w, grad_b
