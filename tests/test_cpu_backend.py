@@ -9,17 +9,14 @@ tolerance AND measurably worse than "ieee", or the rounding is not applied.
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pytest
 
 import dlgpu.cpu as cpu
+import dlgpu.cpu.winograd as cpu_winograd
 import dlgpu.functional as F
 import dlgpu.reference as R
 from dlgpu.cpu.gemm import round_operand
-
-cpu_conv2d = importlib.import_module("dlgpu.cpu.conv2d")  # the module, not the function dlgpu.cpu exports
 from dlgpu.testing import assert_close, random_array, rel_error
 
 DTYPES = [np.float32, np.float64]
@@ -234,10 +231,10 @@ def test_conv2d_forward_backward(rng, dtype, case):
 
 
 def test_winograd_dispatch():
-    applies = cpu_conv2d._winograd_applies
+    applies = cpu_winograd.applies
     assert all(applies((k, c, r, s), (1, 1), (1, 1), "ieee") for _, c, _, _, k, r, s, *_ in WINOGRAD_CASES)
-    assert applies((8, 2, 3, 3), (1, 1), (1, 1), "ieee")
-    assert not applies((64, 3, 3, 3), (1, 1), (1, 1), "ieee")  # K > 4C: im2col is faster
+    assert applies((8, 64, 3, 3), (1, 1), (1, 1), "ieee")
+    assert not applies((64, 3, 3, 3), (1, 1), (1, 1), "ieee")  # few input channels: the direct product is faster
     assert not applies((16, 16, 3, 3), (2, 1), (1, 1), "ieee")
     assert not applies((16, 16, 3, 3), (1, 1), (1, 2), "ieee")
     assert not applies((16, 16, 5, 5), (1, 1), (1, 1), "ieee")

@@ -188,39 +188,48 @@ def _forward_pixels(src, mask, mask_relu, weights_t, k_pad, taps, bias, has_bias
                         run[r] = value
 
 
-def _rows_efficiency(k_out, out_w, pitch, band):
-    """The fraction of a rows-tiled product that is kept: channel padding x row overhang x run rounding."""
+def _geometry(out_h, out_w, kh, kw, stride, dilation):
+    """(band, pitch, block_rows) of a forward product's work items: a band of output rows of at least
+    _ITEM_POSITIONS outputs (or the whole image), and the block those rows read."""
+    band = max(1, min(out_h, -(-_ITEM_POSITIONS // out_w)))
+    pitch = (out_w - 1) * stride[1] + (kw - 1) * dilation[1] + 1
+    block_rows = (band - 1) * stride[0] + (kh - 1) * dilation[0] + 1
+    return band, pitch, block_rows
+
+
+def forward_plan(weight_shape, out_shape, stride, dilation, precision, finite) -> str:
+    """How _correlate computes a product: "winograd", "rows" or "pixels".
+
+    Winograd where it applies and the inputs are ``finite``; else the tile orientation that
+    drops less work (rows only at stride 1): rows keep K/ceil4(K) of the channels, Q/pitch of
+    each row and the band rounded up to 64; pixels K/ceil16(K) and the band's pixels rounded to 16.
+    """
+    if finite and winograd.applies(weight_shape, stride, dilation, precision):
+        return "winograd"
+    k_out, _, kh, kw = weight_shape
+    out_h, out_w = out_shape[2:]
+    band, pitch, _ = _geometry(out_h, out_w, kh, kw, stride, dilation)
     span = band * pitch
-    return k_out / _round_up(k_out, WIDE[0]) * out_w / pitch * span / _round_up(span, WIDE[1])
+    rows_kept = k_out / _round_up(k_out, WIDE[0]) * out_w / pitch * span / _round_up(span, WIDE[1])
+    pixels_kept = k_out / _round_up(k_out, SQUARE[1]) * band * out_w / _round_up(band * out_w, SQUARE[0])
+    return "rows" if tuple(stride) == (1, 1) and rows_kept > pixels_kept else "pixels"
 
 
-def _pixels_efficiency(k_out, pixels):
-    return k_out / _round_up(k_out, SQUARE[1]) * pixels / _round_up(pixels, SQUARE[0])
-
-
-def _correlate(src, mask, mask_relu, weight, bias, relu, y, stride, pad, up, dilation, precision, fast):
+def _correlate(src, mask, mask_relu, weight, bias, relu, y, stride, pad, up, dilation, plan):
     """y = act(correlate(V, weight) + bias) for the virtual input V of src (see blocks.fill_block), y preallocated.
 
-    The forward pass (up = 1) and the data gradient (stride 1, up = the forward stride).
-    Winograd where it applies and ``fast`` (the inputs are all finite), else the
-    tile orientation that drops less work.
+    The forward pass (up = 1) and the data gradient (stride 1, up = the forward stride), as ``plan`` says.
     """
-    if fast and winograd.applies(weight.shape, stride, dilation, precision):
+    if plan == "winograd":
         winograd.correlate(src, mask, mask_relu, weight, bias, relu, y, pad)
         return
     k_out, channels, kh, kw = weight.shape
     out_h, out_w = y.shape[2:]
-    (sh, sw), (dh, dw) = stride, dilation
-    pitch = (out_w - 1) * sw + (kw - 1) * dw + 1
-    band = max(1, min(out_h, -(-_ITEM_POSITIONS // out_w)))
-    block_rows = (band - 1) * sh + (kh - 1) * dh + 1
-    taps = taps_of(channels, kh, kw, block_rows * pitch, pitch, dh, dw)
+    band, pitch, block_rows = _geometry(out_h, out_w, kh, kw, stride, dilation)
+    taps = taps_of(channels, kh, kw, block_rows * pitch, pitch, dilation[0], dilation[1])
     has_bias = bias is not None
     bias = bias if has_bias else np.zeros(1, y.dtype)  # numba needs an array either way
-    use_rows = (sh, sw) == (1, 1) and _rows_efficiency(k_out, out_w, pitch, band) > _pixels_efficiency(
-        k_out, band * out_w
-    )
-    if use_rows:
+    if plan == "rows":
         _forward_rows(src, mask, mask_relu, weight.reshape(-1), taps, bias, has_bias, relu, y,
                       pad[0], pad[1], up[0], up[1], band, pitch, block_rows)
     else:
@@ -228,7 +237,7 @@ def _correlate(src, mask, mask_relu, weight, bias, relu, y, stride, pad, up, dil
         weights_t = np.zeros((channels * kh * kw, k_pad), y.dtype)
         weights_t[:, :k_out] = weight.reshape(k_out, -1).T
         _forward_pixels(src, mask, mask_relu, weights_t.reshape(-1), k_pad, taps, bias, has_bias, relu, y,
-                        sh, sw, pad[0], pad[1], up[0], up[1], band, pitch, block_rows)
+                        stride[0], stride[1], pad[0], pad[1], up[0], up[1], band, pitch, block_rows)
 
 
 # ----------------------------------------------------------------------------
@@ -341,10 +350,18 @@ def conv2d(x, weight, bias, stride, padding, dilation, activation, precision, ou
     y = np.empty((n_images, k_out, out_h, out_w), dtype=x.dtype) if out is None else out
     x_op = round_operand(x, precision)
     w_op = round_operand(weight, precision)
-    fast = _all_finite(x, weight)
-    _correlate(x_op, x_op, False, w_op, bias, activation == "relu", y, stride, padding, (1, 1), dilation,
-               precision, fast)
+    plan = forward_plan(weight.shape, y.shape, stride, dilation, precision, _all_finite(x, weight))
+    _correlate(x_op, x_op, False, w_op, bias, activation == "relu", y, stride, padding, (1, 1), dilation, plan)
     return y
+
+
+def data_gradient_plan(weight_shape, x_shape, stride, dilation, precision, finite) -> str:
+    """forward_plan of the data gradient's product: the flipped filters (C, K, R, S) over grad_y
+    zero-inserted by the stride, at stride 1 (Winograd only where the forward stride is 1 too:
+    the zeros would make its tiles mostly empty)."""
+    k_out, channels, kh, kw = weight_shape
+    finite = finite and tuple(stride) == (1, 1)
+    return forward_plan((channels, k_out, kh, kw), x_shape, (1, 1), dilation, precision, finite)
 
 
 def conv2d_backward(grad_y, x, weight, y, stride, padding, dilation, activation, precision):
@@ -360,7 +377,7 @@ def conv2d_backward(grad_y, x, weight, y, stride, padding, dilation, activation,
     flipped = np.ascontiguousarray(round_operand(weight, precision)[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
     grad_x = np.empty_like(x)
     full_pad = ((kh - 1) * dh - ph, (kw - 1) * dw - pw)
-    fast = stride == (1, 1) and _all_finite(grad_y, weight)
-    _correlate(gy_op, mask, relu, flipped, None, False, grad_x, (1, 1), full_pad, stride, dilation, precision, fast)
+    plan = data_gradient_plan(weight.shape, x.shape, stride, dilation, precision, _all_finite(grad_y, weight))
+    _correlate(gy_op, mask, relu, flipped, None, False, grad_x, (1, 1), full_pad, stride, dilation, plan)
     grad_w, grad_b = _weight_gradient(gy_op, mask, relu, x_op, weight.shape, stride, padding, dilation)
     return grad_x, grad_w, grad_b

@@ -144,13 +144,17 @@ def _kept(n: int, multiple: int) -> float:
     return n / (-(-n // multiple) * multiple)
 
 
+def computes_transposed(m_rows: int, n_cols: int) -> bool:
+    """Whether an (M, N) product is computed as its transpose: when M fills the 64-wide vectors better."""
+    rows, width = WIDE
+    return _kept(m_rows, width) * _kept(n_cols, rows) > _kept(n_cols, width) * _kept(m_rows, rows)
+
+
 def _matmul_into(left, right, out, bias=None, relu=False):
     """out (M, N) = act(left (M, K) @ right (K, N) + bias); the operands may be transposed views."""
-    m_rows, n_cols = out.shape
     has_bias = bias is not None
     bias = bias if has_bias else out.reshape(-1)[:1]  # numba needs an array either way
-    rows, width = WIDE
-    if _kept(n_cols, width) * _kept(m_rows, rows) >= _kept(m_rows, width) * _kept(n_cols, rows):
+    if not computes_transposed(*out.shape):
         flat, row_step, depth_step = _flat_with_steps(left)
         _product(flat, row_step, depth_step, _panel(right), out, bias, has_bias, relu, False)
     else:  # out.T = right.T @ left.T, so that the longer side M runs along the tiles' vectors

@@ -58,10 +58,13 @@ def applies(weight_shape, stride, dilation, precision) -> bool:
 
 
 def _filters(weight):
-    """U (16, K, C) flat: G g G^T for every (k, c) filter g, computed in float64."""
-    k_out, channels = weight.shape[:2]
-    u = _G @ weight.astype(np.float64).reshape(k_out * channels, 3, 3) @ _G.T
-    return np.ascontiguousarray(u.reshape(k_out, channels, 16).transpose(2, 0, 1), dtype=weight.dtype).reshape(-1)
+    """U (16, K, C) flat: G g G^T for every (k, c) filter g, computed in float64.
+
+    By einsum, whose own loops run on this thread: np.matmul would hand the
+    small products to BLAS, whose pool this backend never wakes (threads.py).
+    """
+    u = np.einsum("ia,kcab,jb->ijkc", _G, weight.astype(np.float64), _G)
+    return np.ascontiguousarray(u, dtype=weight.dtype).reshape(-1)
 
 
 @njit(cache=True, boundscheck=False)
