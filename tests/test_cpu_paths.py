@@ -30,7 +30,9 @@ CONV_PATHS = [
     ("rows-three-bands", (1, 4, 150, 9), (5, 4, 3, 3), 1, 1, 1, "rows", "rows"),
     ("pixels-then-winograd", (2, 5, 12, 12), (16, 5, 3, 3), 1, 0, 1, "pixels", "winograd"),
     ("winograd-two-bands", (1, 16, 70, 9), (5, 16, 3, 3), 1, (0, 2), 1, "winograd", "pixels"),
-    ("winograd-both", (2, 24, 7, 6), (33, 24, 3, 3), 1, 1, 1, "winograd", "winograd"),
+    ("winograd-both", (2, 24, 20, 18), (33, 24, 3, 3), 1, 1, 1, "winograd", "winograd"),
+    # too small an image for Winograd's 64-tile columns: the direct product
+    ("winograd-shape-small-image", (2, 24, 7, 6), (33, 24, 3, 3), 1, 1, 1, "pixels", "pixels"),
     # padding 1 with a 1x1 filter: the data gradient's padding is -1, a crop
     ("pointwise-padded-strided", (3, 2, 8, 7), (4, 2, 1, 1), 2, 1, 1, "pixels", "rows"),
     # 33 images and 306 pixels: the weight gradient splits both across items and chunks

@@ -8,41 +8,57 @@ sleeps right after a dlgpu op (a spinning pool burns milliseconds).
 
 from __future__ import annotations
 
+import inspect
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
+import numba
+import numpy as np
 import pytest
 
-pytest.importorskip("torch")
+import dlgpu.functional as F
+from dlgpu.cpu.threads import SERIAL_ELEMENTS
+
 if not sys.platform.startswith("linux"):
     pytest.skip("reads per-thread CPU time from /proc", allow_module_level=True)
 
-_PROBE = textwrap.dedent(
+
+def thread_times() -> dict[int, int]:
+    """Nanoseconds each thread of this process has spent on a CPU, by thread id."""
+    times = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                times[int(tid)] = int(f.read().split()[0])
+        except OSError:  # the thread ended
+            pass
+    return times
+
+
+def threads_that_ran(fn, repeats=10) -> list[int]:
+    """The ids of the threads that ran while ``fn`` was called ``repeats`` times."""
+    # A thread's count is brought up to date when it leaves the CPU: so sleep before reading.
+    time.sleep(0.05)
+    before = thread_times()
+    for _ in range(repeats):
+        fn()
+    time.sleep(0.05)
+    after = thread_times()
+    return sorted(t for t in after if after[t] > before.get(t, 0))
+
+
+# The probes get the same two functions, pasted in.
+_HELPERS = "import os, time\n" + inspect.getsource(thread_times) + inspect.getsource(threads_that_ran)
+
+_PROBE = _HELPERS + textwrap.dedent(
     """
-    import json, os, sys, time
+    import json, sys
     import numpy as np
-
-    def thread_times():
-        times = {}
-        for tid in os.listdir("/proc/self/task"):
-            try:
-                with open(f"/proc/self/task/{tid}/schedstat") as f:
-                    times[int(tid)] = int(f.read().split()[0])  # ns on a CPU
-            except OSError:  # the thread ended
-                pass
-        return times
-
-    def threads_that_ran(fn, repeats=10):
-        # A thread's count is brought up to date when it leaves the CPU: so sleep before reading.
-        time.sleep(0.05)
-        before = thread_times()
-        for _ in range(repeats):
-            fn()
-        time.sleep(0.05)
-        after = thread_times()
-        return sorted(t for t in after if after[t] > before.get(t, 0))
 
     def burnt_while_asleep(fn):
         fn()
@@ -91,6 +107,7 @@ def _probe(scenario: str, monkeypatch) -> dict:
 
 @pytest.mark.parametrize("scenario", ["torch-first", "dlgpu-first", "dlgpu-pool-first"])
 def test_dlgpu_and_torch_share_one_pool_in_every_import_order(scenario, monkeypatch):
+    pytest.importorskip("torch")
     report = _probe(scenario, monkeypatch)
     info = report["info"]
     assert info["numba_threads"] == info["torch_threads"]
@@ -102,7 +119,19 @@ def test_dlgpu_and_torch_share_one_pool_in_every_import_order(scenario, monkeypa
 
 
 def test_a_pool_dlgpu_starts_sleeps_when_idle(monkeypatch):
+    pytest.importorskip("torch")
     report = _probe("dlgpu-pool-first", monkeypatch)
     assert report["info"]["wait_policy"] == "passive"
     # A spinning libgomp pool burns ~7 ms after each loop; a passive one nothing.
     assert report["burnt_ms"] < 2.0
+
+
+def test_small_work_runs_on_the_calling_thread_alone():
+    small = np.random.default_rng(0).standard_normal(SERIAL_ELEMENTS // 4).astype(np.float32)
+    large = np.random.default_rng(1).standard_normal(SERIAL_ELEMENTS * 64).astype(np.float32)
+    F.relu(small), F.relu(large)  # compiled before the counting starts
+    threads = numba.get_num_threads()
+    assert threads_that_ran(lambda: F.relu(small), repeats=200) == [threading.get_native_id()]
+    assert numba.get_num_threads() == threads
+    if threads > 1:  # and large work does use the pool
+        assert len(threads_that_ran(lambda: F.relu(large), repeats=50)) > 1

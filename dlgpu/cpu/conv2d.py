@@ -52,6 +52,7 @@ from numba import njit, prange
 from dlgpu.cpu import winograd
 from dlgpu.cpu.blocks import fill_block, taps_of
 from dlgpu.cpu.gemm import round_operand
+from dlgpu.cpu.threads import SERIAL_MACS, launch
 from dlgpu.cpu.tile import FASTMATH, SQUARE, WIDE, accumulate, clear, spill, stack_offsets, stack_tile
 
 # Output positions a forward work item covers, at least (a band of whole rows,
@@ -200,19 +201,22 @@ def _geometry(out_h, out_w, kh, kw, stride, dilation):
 def forward_plan(weight_shape, out_shape, stride, dilation, precision, finite) -> str:
     """How _correlate computes a product: "winograd", "rows" or "pixels".
 
-    Winograd where it applies and the inputs are ``finite``; else the tile orientation that
-    drops less work (rows only at stride 1): rows keep K/ceil4(K) of the channels, Q/pitch of
-    each row and the band rounded up to 64; pixels K/ceil16(K) and the band's pixels rounded to 16.
+    The one that drops the least work, counting Winograd's 2.25x fewer multiplications: rows
+    (stride 1) keep K/ceil4(K) of the channels, Q/pitch of each row and the band rounded up to
+    64; pixels K/ceil16(K) and the band's pixels rounded to 16; Winograd (where it applies and
+    the inputs are ``finite``) its band's tiles rounded up to 64, which rules it out for small images.
     """
-    if finite and winograd.applies(weight_shape, stride, dilation, precision):
-        return "winograd"
     k_out, _, kh, kw = weight_shape
     out_h, out_w = out_shape[2:]
     band, pitch, _ = _geometry(out_h, out_w, kh, kw, stride, dilation)
     span = band * pitch
     rows_kept = k_out / _round_up(k_out, WIDE[0]) * out_w / pitch * span / _round_up(span, WIDE[1])
     pixels_kept = k_out / _round_up(k_out, SQUARE[1]) * band * out_w / _round_up(band * out_w, SQUARE[0])
-    return "rows" if tuple(stride) == (1, 1) and rows_kept > pixels_kept else "pixels"
+    direct = "rows" if tuple(stride) == (1, 1) and rows_kept > pixels_kept else "pixels"
+    if finite and winograd.applies(weight_shape, stride, dilation, precision):
+        if winograd.SAVING * winograd.kept(out_h, out_w) > max(rows_kept, pixels_kept):
+            return "winograd"
+    return direct
 
 
 def _correlate(src, mask, mask_relu, weight, bias, relu, y, stride, pad, up, dilation, plan):
@@ -229,15 +233,16 @@ def _correlate(src, mask, mask_relu, weight, bias, relu, y, stride, pad, up, dil
     taps = taps_of(channels, kh, kw, block_rows * pitch, pitch, dilation[0], dilation[1])
     has_bias = bias is not None
     bias = bias if has_bias else np.zeros(1, y.dtype)  # numba needs an array either way
+    serial = y.size * channels * kh * kw < SERIAL_MACS
     if plan == "rows":
-        _forward_rows(src, mask, mask_relu, weight.reshape(-1), taps, bias, has_bias, relu, y,
-                      pad[0], pad[1], up[0], up[1], band, pitch, block_rows)
+        launch(_forward_rows, serial, src, mask, mask_relu, weight.reshape(-1), taps, bias, has_bias, relu, y,
+               pad[0], pad[1], up[0], up[1], band, pitch, block_rows)
     else:
         k_pad = _round_up(k_out, SQUARE[1])
         weights_t = np.zeros((channels * kh * kw, k_pad), y.dtype)
         weights_t[:, :k_out] = weight.reshape(k_out, -1).T
-        _forward_pixels(src, mask, mask_relu, weights_t.reshape(-1), k_pad, taps, bias, has_bias, relu, y,
-                        stride[0], stride[1], pad[0], pad[1], up[0], up[1], band, pitch, block_rows)
+        launch(_forward_pixels, serial, src, mask, mask_relu, weights_t.reshape(-1), k_pad, taps, bias, has_bias,
+               relu, y, stride[0], stride[1], pad[0], pad[1], up[0], up[1], band, pitch, block_rows)
 
 
 # ----------------------------------------------------------------------------
@@ -323,8 +328,8 @@ def _weight_gradient(grad_y, mask, relu, x, weight_shape, stride, padding, dilat
     items = -(-n_images // images_per_item)
     partial_w = np.empty((items, _round_up(taps.size, SQUARE[0]) * k_pad), x.dtype)
     partial_b = np.empty((items, k_out), np.float64)
-    _weight_grad(grad_y, mask, relu, x, taps, k_pad, images_per_item, partial_w, partial_b,
-                 sh, sw, ph, pw, pitch, block_rows)
+    launch(_weight_grad, grad_y.size * taps.size < SERIAL_MACS, grad_y, mask, relu, x, taps, k_pad, images_per_item,
+           partial_w, partial_b, sh, sw, ph, pw, pitch, block_rows)
     grad_w_t = partial_w.sum(axis=0, dtype=np.float64).reshape(-1, k_pad)[:taps.size, :k_out]
     grad_w = np.ascontiguousarray(grad_w_t.T, dtype=x.dtype).reshape(weight_shape)
     return grad_w, partial_b.sum(axis=0).astype(x.dtype)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from dlgpu.cpu.threads import SERIAL_ELEMENTS, SERIAL_MACS, launch
 from dlgpu.cpu.tile import FASTMATH, WIDE, accumulate, clear, spill, stack_offsets, stack_tile
 
 # Mantissa bits a float32 keeps after rounding to each tensor-core input format.
@@ -65,7 +66,10 @@ def round_operand(a: np.ndarray, precision: str) -> np.ndarray:
     if precision == "fp16":
         return a.astype(np.float16).astype(np.float32)
     rounded = np.empty_like(a)
-    _round_mantissa(a.reshape(-1).view(np.uint32), rounded.reshape(-1).view(np.uint32), _DROPPED_BITS[precision])
+    launch(
+        _round_mantissa, a.size < SERIAL_ELEMENTS,
+        a.reshape(-1).view(np.uint32), rounded.reshape(-1).view(np.uint32), _DROPPED_BITS[precision],
+    )
     return rounded
 
 
@@ -154,12 +158,13 @@ def _matmul_into(left, right, out, bias=None, relu=False):
     """out (M, N) = act(left (M, K) @ right (K, N) + bias); the operands may be transposed views."""
     has_bias = bias is not None
     bias = bias if has_bias else out.reshape(-1)[:1]  # numba needs an array either way
+    serial = out.size * left.shape[1] < SERIAL_MACS
     if not computes_transposed(*out.shape):
         flat, row_step, depth_step = _flat_with_steps(left)
-        _product(flat, row_step, depth_step, _panel(right), out, bias, has_bias, relu, False)
+        launch(_product, serial, flat, row_step, depth_step, _panel(right), out, bias, has_bias, relu, False)
     else:  # out.T = right.T @ left.T, so that the longer side M runs along the tiles' vectors
         flat, row_step, depth_step = _flat_with_steps(right.T)
-        _product(flat, row_step, depth_step, _panel(left.T), out, bias, has_bias, relu, True)
+        launch(_product, serial, flat, row_step, depth_step, _panel(left.T), out, bias, has_bias, relu, True)
     return out
 
 
@@ -236,7 +241,7 @@ def linear_backward(grad_y, x, weight, y, activation, precision):
     relu = activation == "relu"
     masked = np.empty_like(grad_y)
     grad_b = np.empty(grad_y.shape[1], dtype=grad_y.dtype)
-    _mask_and_column_sum(grad_y, y if relu else grad_y, relu, masked, grad_b)
+    launch(_mask_and_column_sum, grad_y.size < SERIAL_ELEMENTS, grad_y, y if relu else grad_y, relu, masked, grad_b)
     masked = round_operand(masked, precision)
     grad_x = _new_product(masked, round_operand(weight, precision))
     grad_w = _new_product(masked.T, round_operand(x, precision))

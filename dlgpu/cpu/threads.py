@@ -2,6 +2,8 @@
 
     start_pool()     load numba's threading layer (dlgpu.cpu calls it once, when it is first imported)
     thread_info()    the thread configuration of this process, as a dict (tests, bench rows, bug reports)
+    launch(kernel, serial, *args)   run a parallel kernel, on the calling thread alone if serial
+    SERIAL_ELEMENTS, SERIAL_MACS    the sizes below which work is run serially, per pass and per product
 
 Every op of the CPU backend runs its parallel loops on numba's threading
 layer and nowhere else: its products are numba kernels (tile.py), none calls
@@ -99,3 +101,31 @@ def thread_info() -> dict:
     if torch is not None:
         info["torch_threads"] = torch.get_num_threads()
     return info
+
+
+# Below these sizes a kernel's parallel loop runs on the calling thread alone:
+# waking and joining the pool costs about what the split saves, on an idle
+# machine (tens of microseconds), and far more on a busy one: measured on a
+# 2-core machine shared with other work, a tiny loop took 0.7 ms through the
+# pool and 9 us without it, and LeNet's 8x8 digits trained at 2-5 s an epoch
+# with every op through the pool.  2^16 elements are 30-60 us of one core in
+# a pass over memory; 2^22 multiply-adds 50-100 us in the register tiles.
+SERIAL_ELEMENTS = 1 << 16
+SERIAL_MACS = 1 << 22
+
+
+def launch(kernel, serial: bool, *args):
+    """kernel(*args), its parallel loops on the calling thread alone if ``serial``.
+
+    Set from Python, not inside the kernels: numba cannot cache a function
+    that calls set_num_threads itself (it holds a pointer into the threading
+    layer), and recompiling every kernel in every process costs seconds.
+    """
+    if not serial:
+        return kernel(*args)
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        return kernel(*args)
+    finally:
+        numba.set_num_threads(before)

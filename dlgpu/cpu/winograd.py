@@ -31,6 +31,7 @@ import numpy as np
 from numba import njit, prange
 
 from dlgpu.cpu.blocks import fill_block
+from dlgpu.cpu.threads import SERIAL_MACS, launch
 from dlgpu.cpu.tile import FASTMATH, WIDE, accumulate, clear, spill, stack_offsets, stack_tile
 
 # Winograd is used while the layer has at least this many input channels: the
@@ -183,10 +184,26 @@ def _winograd(src, mask, mask_relu, u, bias, has_bias, relu, y, pad_h, pad_w, ba
                         j += run
 
 
+# Multiplications the direct product does per one of Winograd's: 36 / 16.
+SAVING = 2.25
+
+
+def _band(out_h, out_w) -> int:
+    """Tile rows per work item: as many as fit _BAND_TILES tiles, at least one."""
+    return max(1, min((out_h + 1) // 2, _BAND_TILES // ((out_w + 1) // 2)))
+
+
+def kept(out_h, out_w) -> float:
+    """The fraction of the products' 64-wide tile columns that hold real tiles (a band's tiles, rounded up)."""
+    tiles = _band(out_h, out_w) * ((out_w + 1) // 2)
+    width = WIDE[1]
+    return tiles / (-(-tiles // width) * width)
+
+
 def correlate(src, mask, mask_relu, weight, bias, relu, y, padding):
     """y = act(correlate(V, weight) + bias) for 3x3 filters, stride 1, no dilation (see conv2d._correlate)."""
     has_bias = bias is not None
     bias = bias if has_bias else np.zeros(1, y.dtype)
-    tiles_w = (y.shape[3] + 1) // 2
-    band = max(1, min((y.shape[2] + 1) // 2, _BAND_TILES // tiles_w))
-    _winograd(src, mask, mask_relu, _filters(weight), bias, has_bias, relu, y, padding[0], padding[1], band)
+    band = _band(*y.shape[2:])
+    serial = y.size * weight.shape[1] * 4 < SERIAL_MACS  # 16 products per 4 outputs
+    launch(_winograd, serial, src, mask, mask_relu, _filters(weight), bias, has_bias, relu, y, *padding, band)
