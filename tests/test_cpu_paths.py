@@ -1,11 +1,11 @@
 """Every path of the CPU backend's tiled products against the float64 reference, and their determinism.
 
-The convolution plans three ways (dlgpu.cpu.conv2d.forward_plan: Winograd, "rows" tiles along output
-rows, "pixels" tiles of pixels x channels) for the forward pass and, separately, for the data
-gradient; each case below names the plans it must take, so a change of heuristics that leaves a
-path untested fails here instead of going unnoticed.  The shapes are odd on purpose: channel
-counts off the tiles' multiples, batch 1, stride, dilation, asymmetric and negative-equivalent
-padding, bands and chunks split across work items.
+The convolution plans its forward pass three ways (dlgpu.cpu.conv2d.forward_plan: Winograd,
+"rows" tiles along output rows, "pixels" tiles of pixels x channels) and its data gradient four
+(the same on grad_y, or "fold": the unfolded gradient added back).  Each case below names the
+plans it must take, so a change of heuristics that leaves a path untested fails here instead of
+going unnoticed.  The shapes are odd on purpose: channel counts off the tiles' multiples, batch
+1, stride, dilation, asymmetric padding, bands and chunks split across work items.
 """
 
 from __future__ import annotations
@@ -26,17 +26,18 @@ cpu_conv2d = importlib.import_module("dlgpu.cpu.conv2d")  # the module, not the 
 # (id, x shape, weight shape, stride, padding, dilation, forward plan, data-gradient plan)
 CONV_PATHS = [
     ("rows-dilated-batch1", (1, 3, 11, 13), (3, 3, 5, 3), 1, (2, 1), (1, 2), "rows", "rows"),
-    ("pixels-strided", (2, 2, 9, 10), (20, 2, 3, 2), (2, 3), (1, 0), (2, 1), "pixels", "rows"),
+    ("pixels-strided", (2, 2, 9, 10), (20, 2, 3, 2), (2, 3), (1, 0), (2, 1), "pixels", "fold"),
     ("rows-three-bands", (1, 4, 150, 9), (5, 4, 3, 3), 1, 1, 1, "rows", "rows"),
     ("pixels-then-winograd", (2, 5, 12, 12), (16, 5, 3, 3), 1, 0, 1, "pixels", "winograd"),
     ("winograd-two-bands", (1, 16, 70, 9), (5, 16, 3, 3), 1, (0, 2), 1, "winograd", "pixels"),
     ("winograd-both", (2, 24, 20, 18), (33, 24, 3, 3), 1, 1, 1, "winograd", "winograd"),
     # too small an image for Winograd's 64-tile columns: the direct product
-    ("winograd-shape-small-image", (2, 24, 7, 6), (33, 24, 3, 3), 1, 1, 1, "pixels", "pixels"),
-    # padding 1 with a 1x1 filter: the data gradient's padding is -1, a crop
-    ("pointwise-padded-strided", (3, 2, 8, 7), (4, 2, 1, 1), 2, 1, 1, "pixels", "rows"),
-    # 33 images and 306 pixels: the weight gradient splits both across items and chunks
-    ("many-images", (33, 2, 20, 19), (6, 2, 3, 3), 1, 0, 1, "rows", "rows"),
+    ("winograd-shape-small-image", (2, 24, 7, 6), (33, 24, 3, 3), 1, 1, 1, "pixels", "fold"),
+    # padding 1 with a 1x1 filter: a forward pixel's input may lie in the padding, outside grad_x
+    ("pointwise-padded-strided", (3, 2, 8, 7), (4, 2, 1, 1), 2, 1, 1, "pixels", "fold"),
+    # 33 images and 306 pixels: the weight gradient splits both across items and chunks, the fold
+    # (3 images an item) leaves a short last item
+    ("many-images", (33, 2, 20, 19), (6, 2, 3, 3), 1, 0, 1, "rows", "fold"),
 ]
 
 
@@ -58,8 +59,8 @@ def test_conv2d_path_matches_the_reference(rng, dtype, case):
     geometry = dict(stride=stride, padding=padding, dilation=dilation)
     y_shape = _out_shape(x_shape, w_shape, stride, padding, dilation)
     s, d = _pair(stride), _pair(dilation)
-    assert cpu_conv2d.forward_plan(w_shape, y_shape, s, d, "ieee", True) == forward
-    assert cpu_conv2d.data_gradient_plan(w_shape, x_shape, s, d, "ieee", True) == data
+    assert cpu_conv2d.forward_plan(w_shape, y_shape, s, d, "ieee") == forward
+    assert cpu_conv2d.data_gradient_plan(w_shape, x_shape, y_shape, s, d, "ieee") == data
 
     x = random_array(rng, x_shape, dtype)
     weight = random_array(rng, w_shape, dtype)
@@ -79,12 +80,16 @@ def test_conv2d_path_matches_the_reference(rng, dtype, case):
 
 def test_the_lenet_and_resnet_layers_take_the_fast_paths():
     plan = cpu_conv2d.forward_plan
-    assert plan((6, 1, 5, 5), (64, 6, 24, 24), (1, 1), (1, 1), "ieee", True) == "rows"  # LeNet c1
-    assert plan((16, 6, 5, 5), (64, 16, 10, 10), (1, 1), (1, 1), "ieee", True) == "pixels"  # LeNet c3
-    assert plan((64, 64, 3, 3), (8, 64, 56, 56), (1, 1), (1, 1), "ieee", True) == "winograd"  # ResNet 3x3
+    assert plan((6, 1, 5, 5), (64, 6, 24, 24), (1, 1), (1, 1), "ieee") == "rows"  # LeNet c1
+    assert plan((16, 6, 5, 5), (64, 16, 10, 10), (1, 1), (1, 1), "ieee") == "pixels"  # LeNet c3
+    assert plan((64, 64, 3, 3), (8, 64, 56, 56), (1, 1), (1, 1), "ieee") == "winograd"  # ResNet 3x3
     # Non-finite inputs and tensor-core precisions keep the direct product.
-    assert plan((64, 64, 3, 3), (8, 64, 56, 56), (1, 1), (1, 1), "ieee", False) == "pixels"
-    assert plan((64, 64, 3, 3), (8, 64, 56, 56), (1, 1), (1, 1), "tf32", True) == "pixels"
+    assert plan((64, 64, 3, 3), (8, 64, 56, 56), (1, 1), (1, 1), "ieee", lambda: False) == "pixels"
+    assert plan((64, 64, 3, 3), (8, 64, 56, 56), (1, 1), (1, 1), "tf32") == "pixels"
+    data = cpu_conv2d.data_gradient_plan
+    assert data((6, 1, 5, 5), (64, 1, 28, 28), (64, 6, 24, 24), (1, 1), (1, 1), "ieee") == "fold"
+    assert data((16, 6, 5, 5), (64, 6, 14, 14), (64, 16, 10, 10), (1, 1), (1, 1), "ieee") == "fold"
+    assert data((64, 64, 3, 3), (8, 64, 56, 56), (8, 64, 56, 56), (1, 1), (1, 1), "ieee") == "winograd"
 
 
 # (M, K, N): products computed as they stand and as their transpose (N too short for the vectors)

@@ -16,25 +16,30 @@ exactly the columns its outputs reach.  Then tap (c, r, s) of the filter reads
 the block at the fixed offset c*plane + r*dil*pitch + s*dil from an output's
 own base, for every output: the unfold is in the addressing.
 
-Two tile orientations for the forward product, chosen by which wastes less:
-  rows    (stride 1): a tile is 4 output channels x 64 consecutive block
-          positions of one image.  Tap (c, r, s) shifts the whole run of 64,
-          so b is a contiguous slice of the block and a the 4 filter weights.
-          Positions in the pitch - Q columns past each row's end are
-          computed and dropped: LeNet's 5x5 on 28x28 keeps 24 of 28.
-  pixels  (any stride): a tile is 16 output pixels x 16 output channels; b is
-          the filters transposed (taps x channels, padded to 16), a the block
-          at each pixel's base.  Nothing is dropped but channel padding, so
-          it is the choice for 16, 32, 64... output channels.
-3x3 stride-1 layers with 16+ input channels take Winograd F(2x2, 3x3)
-instead (winograd.py), forward and backward-data: 2.25x fewer products.
-Backward-data is the forward pass again: grad_x is grad_y (ReLU-masked,
-zero-inserted by the stride) correlated with the flipped, transposed filters
-at padding dil*(R-1) - pad; the block builder does the masking and the zero
-insertion while it copies.  Backward-weights is a third product: a tile is 16
-taps x 16 output channels, reduced over output pixels, b the masked grad_y
-transposed per pixel (so its channels are contiguous), a the block at each
-tap's offset plus the pixel's base; grad_b is summed in the same pass.
+Three ways to run a forward product; forward_plan picks the one that drops
+the least work (the tiles round shapes up to their multiples):
+  rows     (stride 1): a tile is 4 output channels x 64 consecutive block
+           positions of one image.  Tap (c, r, s) shifts the whole run of 64,
+           so b is a contiguous slice of the block and a the 4 filter weights.
+           Positions in the pitch - Q columns past each row's end are
+           computed and dropped: LeNet's 5x5 on 28x28 keeps 24 of 28.
+  pixels   (any stride): a tile is 16 output pixels x 16 output channels; b
+           is the filters transposed (taps x channels, padded to 16), a the
+           block at each pixel's base.  Nothing is dropped but channel
+           padding: the choice for 16, 32, 64... output channels.
+  winograd (3x3, stride 1, 16+ input channels, finite inputs; winograd.py):
+           F(2x2, 3x3), 2.25x fewer multiplications, where an image has
+           enough 2x2 tiles to fill the products' 64-wide columns.
+The data gradient (data_gradient_plan) is either the forward machinery again
+-- grad_y, ReLU-masked and zero-inserted by the stride, correlated with the
+flipped, transposed filters at padding dil*(R-1) - pad; the block builder
+masks and inserts while it copies -- or "fold", for few input channels or a
+stride: each image's unfolded gradient W^T @ g, 4 taps x 64 pixels a tile,
+added back onto grad_x one output row at a time.  The weight gradient is a
+third product: a tile is 16 taps x 16 output channels, reduced over output
+pixels, b the masked grad_y transposed per pixel (so its channels are
+contiguous), a the block at each tap's offset plus the pixel's base; grad_b
+is summed in the same pass.
 
 Precision emulation rounds the operands first (round_operand), as the GPU's
 tensor cores read them.  Determinism: a work item's outputs are its own and
@@ -65,6 +70,9 @@ _ITEM_POSITIONS = 512
 # transposed slice (pixels x channels) then stays in L1/L2 while every tile
 # of taps passes over it.
 _PIXEL_CHUNK = 256
+
+# Output pixels a fold work item covers, at least: several small images fill the 64-wide tiles.
+_FOLD_PIXELS = 256
 
 # The weight gradient reduces over images; the images are cut into at most
 # this many items (each with its own partial sums, added in order at the end).
@@ -198,25 +206,32 @@ def _geometry(out_h, out_w, kh, kw, stride, dilation):
     return band, pitch, block_rows
 
 
-def forward_plan(weight_shape, out_shape, stride, dilation, precision, finite) -> str:
-    """How _correlate computes a product: "winograd", "rows" or "pixels".
-
-    The one that drops the least work, counting Winograd's 2.25x fewer multiplications: rows
-    (stride 1) keep K/ceil4(K) of the channels, Q/pitch of each row and the band rounded up to
-    64; pixels K/ceil16(K) and the band's pixels rounded to 16; Winograd (where it applies and
-    the inputs are ``finite``) its band's tiles rounded up to 64, which rules it out for small images.
-    """
+def _plan(weight_shape, out_shape, stride, dilation, precision, finite):
+    """(plan, the fraction of its multiply-adds that are kept, counting Winograd's as 2.25) of forward_plan."""
     k_out, _, kh, kw = weight_shape
     out_h, out_w = out_shape[2:]
     band, pitch, _ = _geometry(out_h, out_w, kh, kw, stride, dilation)
     span = band * pitch
     rows_kept = k_out / _round_up(k_out, WIDE[0]) * out_w / pitch * span / _round_up(span, WIDE[1])
     pixels_kept = k_out / _round_up(k_out, SQUARE[1]) * band * out_w / _round_up(band * out_w, SQUARE[0])
-    direct = "rows" if tuple(stride) == (1, 1) and rows_kept > pixels_kept else "pixels"
-    if finite and winograd.applies(weight_shape, stride, dilation, precision):
-        if winograd.SAVING * winograd.kept(out_h, out_w) > max(rows_kept, pixels_kept):
-            return "winograd"
-    return direct
+    best = ("rows", rows_kept) if tuple(stride) == (1, 1) and rows_kept > pixels_kept else ("pixels", pixels_kept)
+    if winograd.applies(weight_shape, stride, dilation, precision):
+        transformed = winograd.SAVING * winograd.kept(out_h, out_w)
+        if transformed > best[1] and finite():
+            return "winograd", transformed
+    return best
+
+
+def forward_plan(weight_shape, out_shape, stride, dilation, precision, finite=lambda: True) -> str:
+    """How _correlate computes a product: "winograd", "rows" or "pixels".
+
+    The one that drops the least work, counting Winograd's 2.25x fewer multiplications: rows
+    (stride 1) keep K/ceil4(K) of the channels, Q/pitch of each row and the band rounded up to
+    64; pixels K/ceil16(K) and the band's pixels rounded to 16; Winograd (where it applies and
+    ``finite()`` says the inputs are) its band's tiles rounded up to 64, which rules it out for small
+    images.  finite is asked last: it reads the inputs.
+    """
+    return _plan(weight_shape, out_shape, stride, dilation, precision, finite)[0]
 
 
 def _correlate(src, mask, mask_relu, weight, bias, relu, y, stride, pad, up, dilation, plan):
@@ -243,6 +258,92 @@ def _correlate(src, mask, mask_relu, weight, bias, relu, y, stride, pad, up, dil
         weights_t[:, :k_out] = weight.reshape(k_out, -1).T
         launch(_forward_pixels, serial, src, mask, mask_relu, weights_t.reshape(-1), k_pad, taps, bias, has_bias,
                relu, y, stride[0], stride[1], pad[0], pad[1], up[0], up[1], band, pitch, block_rows)
+
+
+# ----------------------------------------------------------------------------
+# the data gradient by folding
+# ----------------------------------------------------------------------------
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH, boundscheck=False)
+def _fold(grad_y, mask, relu, weights, images_per_item, grad_x, stride_h, stride_w, pad_h, pad_w,
+          dil_h, dil_w, kh, kw):
+    """grad_x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw] += sum over k of weights[k, (c, r, s)] * g[n, k, p, q].
+
+    g = grad_y masked by mask > 0 if relu.  Work item: images_per_item images, whose masked
+    grad_y is first laid out (K, their pixels) so that the pixels of several small images fill a
+    tile's 64 columns.  For 4 taps at a time: tiles of 4 taps x 64 pixels reduced over K into
+    ``cols`` (the 4 taps' rows of the unfolded gradient, all the item's pixels), then each row
+    added back onto grad_x one output row at a time (a contiguous run at stride 1).  Taps in
+    order, pixels in order: every element of grad_x adds its terms in one fixed order.
+    """
+    n_images, channels, height, width = grad_x.shape
+    k_out, out_h, out_w = grad_y.shape[1], grad_y.shape[2], grad_y.shape[3]
+    pixels = out_h * out_w
+    n_taps = channels * kh * kw
+    tile_rows, tile_width = WIDE
+    items = (n_images + images_per_item - 1) // images_per_item
+    steps = (np.arange(k_out) * n_taps).astype(np.uint64)
+    zero = grad_x.dtype.type(0)
+    for item in prange(items):
+        first = item * images_per_item
+        count = min(images_per_item, n_images - first)
+        span = count * pixels
+        pitch = (span + tile_width - 1) // tile_width * tile_width
+        g = np.zeros(k_out * pitch, grad_x.dtype)
+        for i in range(count):
+            g3 = grad_y[first + i].reshape(k_out, pixels)
+            m3 = mask[first + i].reshape(k_out, pixels)
+            for k in range(k_out):
+                dst = g[k * pitch + i * pixels:k * pitch + (i + 1) * pixels]
+                for t in range(pixels):
+                    value = g3[k, t]
+                    if relu and not m3[k, t] > zero:
+                        value = zero
+                    dst[t] = value
+        g_steps = np.arange(k_out) * pitch
+        grad_x[first:first + count] = zero
+        tile = stack_tile(tile_rows, tile_width, grad_x.dtype)
+        cols = np.empty((tile_rows, pitch), grad_x.dtype)
+        a_row = stack_offsets(tile_rows)
+        for t0 in range(0, n_taps, tile_rows):
+            for r in range(tile_rows):
+                a_row[r] = np.uint64(min(t0 + r, n_taps - 1))  # taps past the last: computed, dropped
+            for j0 in range(0, span, tile_width):
+                clear(tile)
+                accumulate(tile, weights, a_row, steps, g, g_steps, j0, 0, k_out)
+                spill(tile, cols[:, j0:j0 + tile_width])
+            for r in range(min(tile_rows, n_taps - t0)):
+                tap = t0 + r
+                c = tap // (kh * kw)
+                rr = (tap // kw) % kh
+                w0 = (tap % kw) * dil_w - pad_w  # the input column of output column 0
+                q_lo = 0 if w0 >= 0 else (-w0 + stride_w - 1) // stride_w
+                q_hi = min(out_w, (width - 1 - w0) // stride_w + 1) if width - 1 - w0 >= 0 else 0
+                for i in range(count):
+                    for p in range(out_h):
+                        h = p * stride_h - pad_h + rr * dil_h
+                        if h < 0 or h >= height:
+                            continue
+                        row = grad_x[first + i, c, h]
+                        source = cols[r, i * pixels + p * out_w:(i * pixels) + (p + 1) * out_w]
+                        if stride_w == 1:
+                            dst = row[w0 + q_lo:w0 + q_hi]
+                            src = source[q_lo:q_hi]
+                            for q in range(q_hi - q_lo):
+                                dst[q] += src[q]
+                        else:
+                            for q in range(q_lo, q_hi):
+                                row[w0 + q * stride_w] += source[q]
+
+
+def _fold_gradient(grad_y, mask, relu, weight, stride, padding, dilation, grad_x):
+    """grad_x (preallocated) by _fold."""
+    k_out, _, kh, kw = weight.shape
+    pixels = grad_y.shape[2] * grad_y.shape[3]
+    serial = grad_y.size * weight[0].size < SERIAL_MACS
+    launch(_fold, serial, grad_y, mask, relu, weight.reshape(-1), _fold_images(pixels), grad_x,
+           *stride, *padding, *dilation, kh, kw)
 
 
 # ----------------------------------------------------------------------------
@@ -355,18 +456,37 @@ def conv2d(x, weight, bias, stride, padding, dilation, activation, precision, ou
     y = np.empty((n_images, k_out, out_h, out_w), dtype=x.dtype) if out is None else out
     x_op = round_operand(x, precision)
     w_op = round_operand(weight, precision)
-    plan = forward_plan(weight.shape, y.shape, stride, dilation, precision, _all_finite(x, weight))
+    plan = forward_plan(weight.shape, y.shape, stride, dilation, precision, lambda: _all_finite(x, weight))
     _correlate(x_op, x_op, False, w_op, bias, activation == "relu", y, stride, padding, (1, 1), dilation, plan)
     return y
 
 
-def data_gradient_plan(weight_shape, x_shape, stride, dilation, precision, finite) -> str:
-    """forward_plan of the data gradient's product: the flipped filters (C, K, R, S) over grad_y
-    zero-inserted by the stride, at stride 1 (Winograd only where the forward stride is 1 too:
-    the zeros would make its tiles mostly empty)."""
+def _fold_images(pixels: int) -> int:
+    """Images per fold work item: enough that their pixels fill the 64-wide tiles."""
+    return max(1, -(-_FOLD_PIXELS // pixels))
+
+
+def data_gradient_plan(weight_shape, x_shape, out_shape, stride, dilation, precision, finite=lambda: True) -> str:
+    """How conv2d_backward computes grad_x: "fold", or the forward_plan of a product at stride 1.
+
+    Either the forward machinery runs on grad_y, zero-inserted by the stride, with the filters
+    flipped and transposed (C, K, R, S) -- the zeros waste stride_h * stride_w of it, and Winograd
+    is not tried -- or "fold": each image's unfolded gradient W^T @ g, 4 taps x 64 pixels a
+    tile, added back onto grad_x as it is made.  Fold keeps taps/ceil4(taps) and the items'
+    pixels rounded to 64, less the adding back (about 4 multiply-adds' worth per tap and pixel,
+    against the K that each of them took).
+    """
     k_out, channels, kh, kw = weight_shape
-    finite = finite and tuple(stride) == (1, 1)
-    return forward_plan((channels, k_out, kh, kw), x_shape, (1, 1), dilation, precision, finite)
+    strided = tuple(stride) != (1, 1)
+    plan, kept = _plan((channels, k_out, kh, kw), x_shape, (1, 1), dilation, precision,
+                       lambda: not strided and finite())
+    if plan == "winograd":
+        return plan
+    taps = channels * kh * kw
+    pixels = out_shape[2] * out_shape[3]
+    span = _fold_images(pixels) * pixels
+    folded = taps / _round_up(taps, WIDE[0]) * span / _round_up(span, WIDE[1]) * k_out / (k_out + 4)
+    return "fold" if folded > kept / (stride[0] * stride[1]) else plan
 
 
 def conv2d_backward(grad_y, x, weight, y, stride, padding, dilation, activation, precision):
@@ -382,7 +502,11 @@ def conv2d_backward(grad_y, x, weight, y, stride, padding, dilation, activation,
     flipped = np.ascontiguousarray(round_operand(weight, precision)[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
     grad_x = np.empty_like(x)
     full_pad = ((kh - 1) * dh - ph, (kw - 1) * dw - pw)
-    plan = data_gradient_plan(weight.shape, x.shape, stride, dilation, precision, _all_finite(grad_y, weight))
-    _correlate(gy_op, mask, relu, flipped, None, False, grad_x, (1, 1), full_pad, stride, dilation, plan)
+    plan = data_gradient_plan(weight.shape, x.shape, grad_y.shape, stride, dilation, precision,
+                              lambda: _all_finite(grad_y, weight))
+    if plan == "fold":
+        _fold_gradient(gy_op, mask, relu, round_operand(weight, precision), stride, padding, dilation, grad_x)
+    else:
+        _correlate(gy_op, mask, relu, flipped, None, False, grad_x, (1, 1), full_pad, stride, dilation, plan)
     grad_w, grad_b = _weight_gradient(gy_op, mask, relu, x_op, weight.shape, stride, padding, dilation)
     return grad_x, grad_w, grad_b
