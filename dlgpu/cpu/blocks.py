@@ -47,6 +47,14 @@ def fill_block(block, src, mask, relu, n, top, rows, pitch, pad_h, pad_w, up_h, 
             row = src[n, c, h]
             keep = mask[n, c, h]
             base = c * plane + (pad_h + h * up_h - top) * pitch + pad_w
+            if up_w == 1:  # the common case, in loops the compiler vectorizes
+                dst = block[base + w_lo:base + w_hi]
+                if relu:
+                    for w in range(w_hi - w_lo):
+                        dst[w] = row[w_lo + w] if keep[w_lo + w] > zero else zero
+                else:
+                    dst[:] = row[w_lo:w_hi]
+                continue
             for w in range(w_lo, w_hi):
                 value = row[w]
                 if relu and not keep[w] > zero:

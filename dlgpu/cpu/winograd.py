@@ -40,8 +40,9 @@ from dlgpu.cpu.tile import FASTMATH, WIDE, accumulate, clear, spill, stack_offse
 # product by 1.3x (16 -> 16 channels, 56x56), at C = 8 they are even.
 _MIN_CHANNELS = 16
 
-# Tile rows a work item covers, at most: 64 x band tiles stay in L2 as V.
-_BAND_TILES = 128
+# Tiles a work item covers, at most: its V (16 x C x tiles) and the block stay
+# within a few MB; the products re-read only 64 tiles' worth at a time.
+_BAND_TILES = 512
 
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
@@ -130,8 +131,10 @@ def _winograd(src, mask, mask_relu, u, bias, has_bias, relu, y, pad_h, pad_w, ba
         o = np.empty((4, width), y.dtype)
         tile = stack_tile(tile_rows_n, width, y.dtype)
         a_row = stack_offsets(tile_rows_n)
-        for k0 in range(0, k_out, tile_rows_n):
-            for t0 in range(0, tiles, width):
+        # 64 tiles at a time, all output channels: the 16 slices of V they read (16 x C x 64)
+        # stay in L2 while every block of 4 channels passes over them.
+        for t0 in range(0, tiles, width):
+            for k0 in range(0, k_out, tile_rows_n):
                 for e in range(16):
                     for r in range(tile_rows_n):
                         a_row[r] = np.uint64((e * k_out + min(k0 + r, k_out - 1)) * channels)
@@ -189,8 +192,12 @@ SAVING = 2.25
 
 
 def _band(out_h, out_w) -> int:
-    """Tile rows per work item: as many as fit _BAND_TILES tiles, at least one."""
-    return max(1, min((out_h + 1) // 2, _BAND_TILES // ((out_w + 1) // 2)))
+    """Tile rows per work item: of the counts that fit _BAND_TILES tiles, the one whose tiles best
+    fill the 64-wide columns (the most rows among equals); at least one."""
+    tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
+    width = WIDE[1]
+    most = max(1, min(tiles_h, _BAND_TILES // tiles_w))
+    return max(range(1, most + 1), key=lambda rows: (rows * tiles_w / (-(-rows * tiles_w // width) * width), rows))
 
 
 def kept(out_h, out_w) -> float:
