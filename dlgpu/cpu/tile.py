@@ -1,4 +1,4 @@
-"""Register tiles: the one inner loop of the CPU backend's products (convolutions).
+"""Register tiles: the one inner loop of the CPU backend's products (convolutions, matmul, linear).
 
     tile = stack_tile(rows, width, dtype)      an (R, W) block of accumulators on the stack
     accumulate(tile, a, a_row, a_step, b, b_step, b_col, k_lo, k_hi)
@@ -41,8 +41,10 @@ from numba.np.numpy_support import carray
 # table, so results are the same bits on every call.
 FASTMATH = {"contract"}
 
-# Tile shapes, as (rows, width), for 32-bit floats.  Both hold 16 vectors of
-# accumulators (half of AVX-512's 32 registers, leaving room for the operands):
+# Tile shapes, as (rows, width).  In float32 both hold 16 vectors of
+# accumulators (half of AVX-512's 32 registers, leaving room for the operands;
+# float64 tiles take twice the registers and spill some, as would float32 on a
+# CPU without AVX-512: 32 registers' worth against its 16, speed not measured):
 #   WIDE:   4 x 64 -- b runs along a long axis (output pixels of a row, or 64+
 #           output channels); 4 vector loads and 4 broadcasts per 16 FMAs.
 #   SQUARE: 16 x 16 -- b is short (16 output channels): 1 vector load and 16
