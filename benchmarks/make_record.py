@@ -1,46 +1,74 @@
-"""The GPU run's record: probe the device, then turn the run's logs into one JSON record.
+"""The GPU run's record: probe the device, then turn what the run left into one JSON record.
 
-benchmarks/gpu_run.sh calls this twice:
+benchmarks/gpu_run.sh calls it:
 
     python benchmarks/make_record.py probe WORK
         writes WORK/device.json; exit 0 when CuPy sees a GPU, 3 when it does not
-    python benchmarks/make_record.py build WORK [--results-dir DIR] [--out-dir DIR]
-        reads what the run left in WORK, writes <date>-<device>.json into both
-        folders (and the logs into --out-dir); exit 0 only when everything passed
+    python benchmarks/make_record.py build WORK --started ISO [--partial] [--results-dir DIR] [--out-dir DIR]
+        reads what the run left in WORK and writes <date>-<device>.json (the date is --started,
+        so each call rewrites the same file) into both folders, with the run's per-test results
+        and a tarball of every log into --out-dir; exit 0 only when everything passed.
+        --partial: the run is still going (the script writes a record after every step, so a
+        run killed from outside still leaves one, marked incomplete).
 
-WORK holds, by name: device.json, steps.tsv (step, exit code, seconds),
-info.log, tests.junit.xml + tests.log, memcheck.junit.xml + memcheck.log,
-racecheck.junit.xml + racecheck.log, bench.json + bench.log, bench.png.
+WORK holds, by name, what each step left (a step that was cut or never ran leaves less):
+  device.json (the probe), run.json (the run's settings: budget, workers, per-test timeout,
+  Hypothesis examples and seed, which compute-sanitizer and host compiler were found),
+  steps.tsv (step, exit code, seconds), info.log, compile.json + compile.log,
+  tests.jsonl (benchmarks/results_plugin.py) + tests.junit.xml + tests.log,
+  <tool>.jsonl/.junit.xml/.log for memcheck, racecheck and initcheck,
+  bench.json + bench.log + bench.png, train.json + train.log.
 
-The record never says "passed" unless a GPU was found, at least one GPU test
-passed and none failed, both sanitizers finished with zero errors on a
-selection where tests passed, and the benchmark ran every case on the GPU.
-Every reason it is not a pass is listed in "failures".
+Per-test results come from the JSON lines, written as each test finishes, so a step cut
+by its timeout still counts what ran; the junit file (written at the end) is the
+fallback.  Every failing test is listed with what a replay on the CPU harness needs:
+its id, the seed the ``rng`` fixture gave it, its parameters (variant, precision,
+shape ...), and Hypothesis's falsifying example for a property test.
+
+The record says "passed" only when a GPU was found, the kernels compiled, GPU tests
+passed and none failed, errored, crashed or was cut off, memcheck and racecheck were
+clean (initcheck too, when it ran), and both benchmarks ran every case on the GPU.
+Every reason it is not a pass is listed in "failures"; "notes" says what is worth
+knowing but no failure (a tool the machine lacks that only some tests need).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
+import importlib
+import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
+import tarfile
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS_DIR = REPO / "benchmarks" / "results"
+SCHEMA = 2
 
 # compute-sanitizer's exit code when it found errors (gpu_run.sh passes it as --error-exitcode).
 SANITIZER_ERROR_EXITCODE = 86
+# gpu_run.sh's exit code for a tool it did not find (the shell's "command not found").
+ABSENT_EXIT_CODE = 127
 TIMEOUT_EXIT_CODES = (124, 137)
-SANITIZERS = ("memcheck", "racecheck")
-# What goes into the extra output folder besides the record (the device tool brings back at most 8 files).
-OUT_DIR_LOGS = ("info.log", "tests.log", "tests.junit.xml", "memcheck.log", "racecheck.log", "bench.log", "bench.png")
+SANITIZERS = ("memcheck", "racecheck", "initcheck")
+# initcheck runs when the time allows: it fails a run only by what it finds, not by missing or being cut.
+REQUIRED_SANITIZERS = ("memcheck", "racecheck")
+FINDINGS = ("errors", "hazards", "tests failed")
+# What the output folder gets besides the record (the device tool brings back at most 8 files).
+OUT_FILES = ("tests.jsonl", "bench.png")
+LOGS_TARBALL = "logs.tar.gz"
 MAX_OUT_FILES = 8
+# A run where everything fails must still give a record one can read.
+MAX_FAILED_TESTS = 100
+SLOWEST_TESTS = 15
 
 
 # ---------------------------------------------------------------------------
@@ -94,38 +122,168 @@ def probe_device() -> dict:
 
 
 # ---------------------------------------------------------------------------
-# parsing the run's artifacts
+# per-test results
 # ---------------------------------------------------------------------------
 
+_COUNT_KEYS = ("passed", "failed", "errors", "skipped", "xfailed", "xpassed", "crashed", "unfinished",
+               "not_started", "total")
+# Outcomes that keep a run from passing, and are listed with their replay information.
+BAD_OUTCOMES = ("failed", "errors", "crashed", "unfinished")
 
-def parse_junit(path: Path, *, classname_contains: str | None = None) -> dict | None:
-    """Counts from pytest's --junitxml: passed, failed, errors, skipped, total; None when missing or unreadable."""
+
+def _empty_counts() -> dict:
+    return dict.fromkeys(_COUNT_KEYS, 0)
+
+
+@functools.lru_cache(maxsize=1)
+def _registry_names() -> tuple[frozenset[str], frozenset[str]]:
+    """(variant names, precision names) from dlgpu's registries; empty where dlgpu does not import."""
+    sys.path.insert(0, str(REPO))
+    try:
+        # the attribute dlgpu.cuda.conv2d is the backend function; the registries live in the modules
+        gemm = importlib.import_module("dlgpu.cuda.gemm")
+        conv2d = importlib.import_module("dlgpu.cuda.conv2d")
+        precisions = importlib.import_module("dlgpu.precision").PRECISIONS
+        return frozenset(gemm.VARIANTS) | frozenset(conv2d.VARIANTS), frozenset(precisions)
+    except Exception:  # noqa: BLE001 - the record is still written; the fields stay None
+        return frozenset(), frozenset()
+
+
+def replay_fields(nodeid: str, params: dict) -> dict:
+    """variant, precision and shape of a test: from its parameters, else from the tokens of its id."""
+    variants, precisions = _registry_names()
+    tokens = re.split(r"[\[\]\-]", nodeid.split("::")[-1])
+    fields = {}
+    for key, known in (("variant", variants), ("precision", precisions)):
+        value = params.get(key)
+        fields[key] = value if value is not None else next((t for t in tokens if t in known), None)
+    fields["shape"] = next((params[k] for k in ("shape", "config", "case", "n") if k in params), None)
+    return fields
+
+
+def read_results_jsonl(path: Path, keep: Callable[[str], bool] | None = None) -> dict | None:
+    """Counts, failing tests (with replay information) and the slowest tests from a results file.
+
+    ``keep(nodeid)`` picks the tests to count (default: all).  None when the file is missing or
+    has no session line.  A test that started and has no final report is "unfinished" (running
+    when the step was cut, or in a worker that died); a collected test that never started is
+    "not_started".
+    """
+    if not path.is_file():
+        return None
+    keep = keep or (lambda nodeid: True)
+    collected: list[str] | None = None
+    started: dict[str, None] = {}
+    reports: dict[str, list[dict]] = {}
+    finished = None
+    session = False
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line torn by the kill
+        kind = event.get("event")
+        if kind == "session":
+            session = True
+        elif kind == "collected" and collected is None:
+            collected = [n for n in event.get("nodeids") or [] if keep(n)]
+        elif kind == "finish":
+            finished = event.get("exitstatus")
+        elif kind in ("start", "report") and not keep(event.get("nodeid", "")):
+            continue
+        elif kind == "start":
+            started.setdefault(event["nodeid"], None)
+        elif kind == "report":
+            reports.setdefault(event["nodeid"], []).append(event)
+    if not session:
+        return None
+
+    counts = _empty_counts()
+    failing: list[dict] = []
+    durations: list[tuple[float, str]] = []
+    for nodeid in dict.fromkeys([*(collected or []), *started, *reports]):
+        outcome, report = _outcome(reports.get(nodeid, []), nodeid in started)
+        counts[outcome] += 1
+        call = next((r for r in reports.get(nodeid, []) if r.get("when") == "call"), None)
+        if call is not None:
+            durations.append((float(call.get("duration") or 0.0), nodeid))
+        if outcome in BAD_OUTCOMES:
+            replay = dict((report or {}).get("replay") or {"test": nodeid})
+            replay.update({k: v for k, v in replay_fields(nodeid, replay.get("params") or {}).items()
+                           if replay.get(k) is None})
+            failing.append({"test": nodeid, "outcome": outcome, "message": (report or {}).get("message"),
+                            "worker": (report or {}).get("worker"), "replay": replay})
+    counts["total"] = len(collected) if collected is not None else sum(counts[k] for k in _COUNT_KEYS[:-2])
+    durations.sort(reverse=True)
+    return {
+        **counts,
+        "finished": finished is not None,
+        "exitstatus": finished,
+        "failed_tests": failing[:MAX_FAILED_TESTS],
+        "failed_tests_left_out": max(0, len(failing) - MAX_FAILED_TESTS),
+        "slowest": [{"test": n, "seconds": round(s, 3)} for s, n in durations[:SLOWEST_TESTS]],
+    }
+
+
+def _outcome(reports: list[dict], started: bool) -> tuple[str, dict | None]:
+    """One test's outcome from its report lines (setup, call, teardown; '???' for an xdist crash)."""
+    if not reports:
+        return ("unfinished" if started else "not_started"), None
+    for r in reports:
+        if r.get("outcome") == "failed" and r.get("when") not in ("setup", "call", "teardown"):
+            return "crashed", r  # xdist: the worker died while running it
+    for r in reports:
+        if r.get("outcome") == "failed" and r.get("when") in ("setup", "teardown"):
+            return "errors", r
+    call = next((r for r in reports if r.get("when") == "call"), None)
+    if call is not None:
+        if call.get("outcome") == "failed":
+            return "failed", call
+        if call.get("outcome") == "skipped":
+            return ("xfailed" if call.get("xfail") else "skipped"), call
+        return ("xpassed" if call.get("xfail") else "passed"), call
+    setup_skip = next((r for r in reports if r.get("when") == "setup" and r.get("outcome") == "skipped"), None)
+    if setup_skip is not None:
+        return "skipped", setup_skip
+    return "unfinished", reports[-1]  # the call never reported: cut during it
+
+
+def parse_junit(path: Path, *, nodeid_contains: str | None = None) -> dict | None:
+    """Counts from pytest's --junitxml (the fallback when there is no results file); None when missing or torn."""
     if not path.is_file():
         return None
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError:
         return None
-    counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0, "total": 0}
-    failed_names = []
+    counts = _empty_counts()
+    failing = []
     for case in root.iter("testcase"):
-        if classname_contains and classname_contains not in (case.get("classname") or ""):
+        name = f"{case.get('classname')}::{case.get('name')}"
+        if nodeid_contains and nodeid_contains not in name:
             continue
         counts["total"] += 1
         tags = {child.tag for child in case}
-        if "failure" in tags:
-            counts["failed"] += 1
-            failed_names.append(f"{case.get('classname')}::{case.get('name')}")
-        elif "error" in tags:
-            counts["errors"] += 1
-            failed_names.append(f"{case.get('classname')}::{case.get('name')} (error)")
-        elif "skipped" in tags:
-            counts["skipped"] += 1
-        else:
-            counts["passed"] += 1
-    if failed_names:
-        counts["failed_tests"] = failed_names[:50]
-    return counts
+        outcome = ("failed" if "failure" in tags else "errors" if "error" in tags
+                   else "skipped" if "skipped" in tags else "passed")
+        counts[outcome] += 1
+        if outcome in BAD_OUTCOMES:
+            failing.append({"test": name, "outcome": outcome, "message": None, "replay": {"test": name}})
+    return {**counts, "finished": True, "exitstatus": None, "failed_tests": failing[:MAX_FAILED_TESTS],
+            "failed_tests_left_out": max(0, len(failing) - MAX_FAILED_TESTS), "slowest": []}
+
+
+def step_results(work: Path, name: str, contains: str | None = None) -> dict | None:
+    """A pytest step's results (only the tests whose id contains ``contains``, if given):
+    its JSON lines, else its junit file, else None."""
+    keep = None if contains is None else (lambda nodeid: contains in nodeid)
+    return (read_results_jsonl(work / f"{name}.jsonl", keep)
+            or parse_junit(work / f"{name}.junit.xml", nodeid_contains=contains))
+
+
+# ---------------------------------------------------------------------------
+# steps, sanitizers, benchmarks
+# ---------------------------------------------------------------------------
 
 
 def read_steps(path: Path) -> dict[str, dict]:
@@ -142,7 +300,8 @@ def read_steps(path: Path) -> dict[str, dict]:
 
 
 _ERROR_SUMMARY = re.compile(r"ERROR SUMMARY:\s*(\d+)\s+error")
-_RACECHECK_SUMMARY = re.compile(r"RACECHECK SUMMARY:\s*(\d+)\s+hazards? displayed\s*\((\d+)\s+errors?,\s*(\d+)\s+warnings?\)")
+_RACECHECK_SUMMARY = re.compile(
+    r"RACECHECK SUMMARY:\s*(\d+)\s+hazards? displayed\s*\((\d+)\s+errors?,\s*(\d+)\s+warnings?\)")
 
 
 def sanitizer_summary(log_text: str) -> dict:
@@ -160,17 +319,22 @@ def sanitizer_summary(log_text: str) -> dict:
     return out
 
 
-def sanitizer_verdict(tool: str, rc: int | None, log_path: Path, junit_path: Path) -> dict:
+def sanitizer_verdict(tool: str, rc: int | None, work: Path) -> dict:
     """{"verdict": "clean" | "errors" | "hazards" | "timed out" | "tests failed" | "no tests ran" |
-    "failed" | "not run", ...}: clean only when the tool finished, reported zero errors, and the
-    tests it watched passed."""
+    "failed" | "absent" | "not run", ...}: clean only when the tool finished, reported zero errors,
+    and the tests it watched passed; absent when the machine has no compute-sanitizer."""
     detail: dict = {"exit_code": rc}
+    log_path = work / f"{tool}.log"
+    if rc == ABSENT_EXIT_CODE:
+        return {**detail, "verdict": "absent"}
     if rc is None or not log_path.is_file():
         return {**detail, "verdict": "not run"}
     summary = sanitizer_summary(log_path.read_text(errors="replace"))
     detail.update(summary)
-    tests = parse_junit(junit_path)
-    detail["tests"] = tests
+    tests = step_results(work, tool)
+    detail["tests"] = None if tests is None else {k: tests[k] for k in _COUNT_KEYS}
+    if tests is not None and tests["failed_tests"]:
+        detail["failed_tests"] = tests["failed_tests"]
     if rc in TIMEOUT_EXIT_CODES:
         verdict = "timed out"
     elif rc == SANITIZER_ERROR_EXITCODE or (summary["errors"] or 0) > 0:
@@ -181,7 +345,7 @@ def sanitizer_verdict(tool: str, rc: int | None, log_path: Path, junit_path: Pat
         verdict = "failed"          # the tool never printed its summary: it did not finish
     elif tests is None:
         verdict = "failed"
-    elif tests["failed"] or tests["errors"]:
+    elif any(tests[k] for k in BAD_OUTCOMES):
         verdict = "tests failed"
     elif tests["passed"] == 0:
         verdict = "no tests ran"
@@ -190,6 +354,39 @@ def sanitizer_verdict(tool: str, rc: int | None, log_path: Path, junit_path: Pat
     else:
         verdict = "clean"
     return {**detail, "verdict": verdict}
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def compile_summary(data: dict | None) -> dict | None:
+    """``dlgpu compile --json``, shortened: totals, and the slowest modules (what bounds the build's wall time)."""
+    if not isinstance(data, dict):
+        return None
+    modules = data.get("modules", [])
+    slowest = sorted(modules, key=lambda m: -(m.get("seconds") or 0))[:5]
+    return {
+        "archs": data.get("archs"), "jobs": data.get("jobs"), "nvrtc": data.get("nvrtc"),
+        "seconds": data.get("seconds"), "cpu_seconds": data.get("cpu_seconds"), **data.get("summary", {}),
+        "slowest": [{"module": " ".join(filter(None, [m["family"], *(f"{k}={v}" for k, v in m["defines"].items()),
+                                                      m["arch"]])),
+                     "seconds": m.get("seconds"), "cpu_seconds": m.get("cpu_seconds")} for m in slowest],
+        "errors": [f"{m['family']} {m['arch']}: {m['error'].splitlines()[0]}" for m in modules if m.get("error")],
+    }  # fmt: skip
+
+
+def train_rows(data: dict | None) -> list[dict]:
+    """The training-step rows from pytest-benchmark's JSON (benchmarks/bench_train.py)."""
+    rows = []
+    for bench in (data or {}).get("benchmarks", []):
+        extra = bench.get("extra_info", {})
+        rows.append({"name": bench.get("name"), "group": bench.get("group"), "framework": extra.get("framework"),
+                     "ms_per_step": extra.get("ms_per_step"), "speedup_vs_torch": extra.get("speedup_vs_torch")})
+    return rows
 
 
 def _kernels_sha256() -> str | None:
@@ -225,55 +422,78 @@ def commit_info() -> tuple[str, bool | None]:
 
 
 def build_record(work: Path, *, now: _dt.datetime | None = None, kernels_sha256: str | None = None,
-                 commit: tuple[str, bool | None] | None = None) -> dict:
+                 commit: tuple[str, bool | None] | None = None, partial: bool = False) -> dict:
     """Everything the run left in ``work`` as one record; ``status`` is "passed" only if nothing failed."""
     now = now or _dt.datetime.now(_dt.timezone.utc)
     failures: list[str] = []
+    notes: list[str] = []
     steps = read_steps(work / "steps.tsv")
+    run = _read_json(work / "run.json") or {}
 
-    device_path = work / "device.json"
-    device = json.loads(device_path.read_text()) if device_path.is_file() else {"gpu": False, "reason": "not probed"}
-    if not device.get("gpu"):
+    device = _read_json(work / "device.json") or {"gpu": False, "reason": "not probed"}
+    gpu = bool(device.get("gpu"))
+    if not gpu:
         failures.append(f"no GPU found: {device.get('reason', 'unknown reason')}")
+    if partial:
+        last = next(reversed(steps), "none")
+        failures.append(f"incomplete: the run stopped after step {last} (killed from outside, or still running)")
 
     for name, step in steps.items():
-        if step["rc"] in TIMEOUT_EXIT_CODES:
+        if step["rc"] in TIMEOUT_EXIT_CODES and (name not in SANITIZERS or name in REQUIRED_SANITIZERS):
             failures.append(f"step {name} timed out (exit {step['rc']} after {step['seconds']} s)")
 
     info_rc = steps.get("info", {}).get("rc")
-    if device.get("gpu") and info_rc not in (None, 0):
+    if gpu and info_rc not in (None, 0):
         failures.append(f"dlgpu info failed (exit {info_rc})")
 
-    tests = parse_junit(work / "tests.junit.xml")
-    # the GPU-marked tests of the harness test files: harness and device on the same inputs
-    crosscheck = parse_junit(work / "tests.junit.xml", classname_contains="harness")
-    if device.get("gpu"):
+    compiled = compile_summary(_read_json(work / "compile.json"))
+    if gpu:
+        compile_rc = steps.get("compile", {}).get("rc")
+        if compiled is None:
+            failures.append(f"dlgpu compile wrote no JSON (exit {compile_rc})")
+        elif compiled.get("failed") or compiled.get("problems"):
+            failures.append(f"dlgpu compile: {compiled.get('failed')} modules failed, "
+                            f"{compiled.get('problems')} problems")
+
+    tests = step_results(work, "tests")
+    crosscheck = step_results(work, "tests", contains="harness")
+    if gpu:
         tests_rc = steps.get("tests", {}).get("rc")
         if tests is None:
-            failures.append(f"the GPU tests left no junit report (exit {tests_rc})")
+            failures.append(f"the GPU tests left no results (exit {tests_rc})")
         else:
-            if tests["failed"] or tests["errors"]:
-                failures.append(f"{tests['failed']} GPU tests failed and {tests['errors']} errored")
+            bad = {k: tests[k] for k in BAD_OUTCOMES if tests[k]}
+            if bad:
+                failures.append("GPU tests: " + ", ".join(f"{n} {k}" for k, n in bad.items()))
+            if tests["not_started"]:
+                failures.append(f"GPU tests: {tests['not_started']} of {tests['total']} never started")
             if tests["passed"] == 0:
                 failures.append("no GPU test passed (all skipped or none collected)")
-            if tests_rc not in (0, None) and not (tests["failed"] or tests["errors"]):
+            if tests_rc not in (0, None) and not bad and tests_rc not in TIMEOUT_EXIT_CODES:
                 failures.append(f"pytest exited {tests_rc} on the GPU tests")
+        if not run.get("host_compiler"):
+            notes.append("no host C++ compiler: the harness cross-checks were skipped")
 
     sanitizer: dict = {}
     details: dict = {}
     for tool in SANITIZERS:
-        d = sanitizer_verdict(tool, steps.get(tool, {}).get("rc"), work / f"{tool}.log", work / f"{tool}.junit.xml")
+        d = sanitizer_verdict(tool, steps.get(tool, {}).get("rc"), work)
         sanitizer[tool] = d["verdict"]
         details[tool] = d
-        if device.get("gpu") and d["verdict"] != "clean":
+        if not gpu or d["verdict"] == "clean":
+            continue
+        if d["verdict"] == "absent":
+            if tool in REQUIRED_SANITIZERS:
+                failures.append(f"{tool}: absent (no compute-sanitizer on this machine), not checked")
+        elif tool in REQUIRED_SANITIZERS or d["verdict"] in FINDINGS:
             failures.append(f"{tool}: {d['verdict']} (exit {d['exit_code']}, errors {d.get('errors')})")
     sanitizer["details"] = details
 
-    bench_path = work / "bench.json"
-    bench = json.loads(bench_path.read_text()) if bench_path.is_file() else None
-    if device.get("gpu"):
+    bench = _read_json(work / "bench.json")
+    train = _read_json(work / "train.json")
+    if gpu:
         bench_rc = steps.get("bench", {}).get("rc")
-        if bench is None:
+        if not isinstance(bench, dict):
             failures.append(f"dlgpu bench wrote no JSON (exit {bench_rc})")
         else:
             if bench.get("backend") != "cuda":
@@ -281,17 +501,28 @@ def build_record(work: Path, *, now: _dt.datetime | None = None, kernels_sha256:
             failures.extend(f"bench {err}" for err in bench.get("errors", []))
             if bench_rc not in (0, None) and not bench.get("errors"):
                 failures.append(f"dlgpu bench exited {bench_rc}")
+        train_rc = steps.get("train", {}).get("rc")
+        if not isinstance(train, dict):
+            failures.append(f"the training-step benchmark wrote no JSON (exit {train_rc})")
+        elif train_rc not in (0, None):
+            failures.append(f"the training-step benchmark exited {train_rc}")
+    bench = bench if isinstance(bench, dict) else {}
 
     sha = kernels_sha256 if kernels_sha256 is not None else _kernels_sha256()
     if sha is None:
         failures.append("could not compute dlgpu.kernels_sha256()")
     commit_id, dirty = commit if commit is not None else commit_info()
 
-    empty = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0, "total": 0}
+    summary = {k: v for k, v in (tests or {}).items() if k not in ("failed_tests", "failed_tests_left_out", "slowest")}
+    for failed in (tests or {}).get("failed_tests", []):
+        if failed["replay"].get("hypothesis"):  # a property test: its examples came from the run's seed
+            failed["replay"]["hypothesis_seed"] = run.get("hypothesis_seed")
     return {
-        "schema": 1,
+        "schema": SCHEMA,
         "status": "failed" if failures else "passed",
+        "complete": not partial,
         "failures": failures,
+        "notes": notes,
         "date": now.isoformat(timespec="seconds"),
         "device": device.get("name"),
         "driver": device.get("driver") or device.get("cuda_driver_api"),
@@ -303,12 +534,18 @@ def build_record(work: Path, *, now: _dt.datetime | None = None, kernels_sha256:
         "commit": commit_id,
         "commit_dirty": dirty,
         "kernels_sha256": sha,
-        "tests": tests or empty,
-        "harness_crosscheck": crosscheck or empty,
+        "run": run,
+        "compile": compiled,
+        "tests": summary or _empty_counts(),
+        "failed_tests": (tests or {}).get("failed_tests", []),
+        "failed_tests_left_out": (tests or {}).get("failed_tests_left_out", 0),
+        "slowest_tests": (tests or {}).get("slowest", []),
+        "harness_crosscheck": {k: (crosscheck or {}).get(k, 0) for k in _COUNT_KEYS},
         "sanitizer": sanitizer,
-        "ceilings": (bench or {}).get("ceilings", {}),
-        "rows": (bench or {}).get("rows", []),
-        "bench": {k: (bench or {}).get(k) for k in ("quick", "backend", "device", "errors")},
+        "ceilings": bench.get("ceilings", {}),
+        "rows": bench.get("rows", []),
+        "bench": {k: bench.get(k) for k in ("quick", "backend", "device", "errors")},
+        "train": train_rows(train if isinstance(train, dict) else None),
         "steps": steps,
     }
 
@@ -320,8 +557,18 @@ def record_filename(record: dict) -> str:
     return f"{when:%Y-%m-%dT%H%MZ}-{slug}.json"
 
 
+def _logs_tarball(work: Path) -> bytes:
+    """Every log and artifact of the run's work folder, gzipped (one file of the device tool's eight)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path in sorted(work.iterdir()):
+            if path.is_file():
+                tar.add(path, arcname=f"gpu-run/{path.name}")
+    return buffer.getvalue()
+
+
 def write_record(record: dict, work: Path, results_dir: Path | None, out_dir: Path | None) -> list[Path]:
-    """Write the record into the results folder and the output folder (with the logs, at most 8 files)."""
+    """Write the record into both folders; the output folder also gets the per-test results and the logs."""
     text = json.dumps(record, indent=2, sort_keys=False) + "\n"
     name = record_filename(record)
     written = []
@@ -329,39 +576,53 @@ def write_record(record: dict, work: Path, results_dir: Path | None, out_dir: Pa
         if folder is None:
             continue
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_text(text)
+        tmp = folder / f".{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(folder / name)  # a reader (or a kill) never sees half a record
         written.append(folder / name)
     if out_dir is not None:
-        budget = MAX_OUT_FILES - sum(1 for p in out_dir.iterdir() if p.is_file())
-        for log in OUT_DIR_LOGS:
-            if budget <= 0:
-                break
-            src = work / log
-            if src.is_file() and not (out_dir / log).exists():
-                shutil.copyfile(src, out_dir / log)
-                budget -= 1
+        extra = [n for n in OUT_FILES if (work / n).is_file()][: MAX_OUT_FILES - 2]
+        for file_name in extra:
+            (out_dir / file_name).write_bytes((work / file_name).read_bytes())
+        (out_dir / LOGS_TARBALL).write_bytes(_logs_tarball(work))
     return written
 
 
 def summary_lines(record: dict) -> list[str]:
     t = record["tests"]
+    san = record["sanitizer"]
     lines = [
-        f"status: {record['status'].upper()}",
+        f"status: {record['status'].upper()}" + ("" if record.get("complete", True) else " (incomplete)"),
         f"device: {record['device']}  driver {record['driver']}  CUDA runtime {record['cuda_runtime']}",
         f"commit: {record['commit']}  kernels_sha256: {record['kernels_sha256']}",
-        f"tests: {t['passed']} passed, {t['failed']} failed, {t['errors']} errors, {t['skipped']} skipped",
-        f"sanitizer: memcheck {record['sanitizer']['memcheck']}, racecheck {record['sanitizer']['racecheck']}",
+        "tests: " + ", ".join(f"{t.get(k, 0)} {k}" for k in _COUNT_KEYS if t.get(k)) if any(t.values())
+        else "tests: none ran",
+        "sanitizer: " + ", ".join(f"{tool} {san.get(tool)}" for tool in SANITIZERS),
     ]
+    if record.get("compile"):
+        c = record["compile"]
+        lines.append(f"compile: {c.get('modules')} modules in {c.get('seconds')} s with {c.get('jobs')} jobs "
+                     f"({c.get('compiled')} compiled, {c.get('from_cache')} cached)")
+    for failed in record.get("failed_tests", [])[:20]:
+        r = failed["replay"]
+        lines.append(f"  {failed['outcome']}: {failed['test']}  seed={r.get('seed')} variant={r.get('variant')} "
+                     f"precision={r.get('precision')} shape={r.get('shape')}")
     for key, c in record["ceilings"].items():
         value = f"{c['gbps']:.0f} GB/s" if c.get("gbps") else (
             f"{c['tflops']:.1f} TFLOP/s" if c.get("tflops") else "unavailable")
         lines.append(f"ceiling {key}: {value} ({c.get('how')})")
     for r in record["rows"]:
-        ratio = f"{r['ratio']:.2f}x vs {r['baseline']}" if r.get("ratio") else (r.get("skipped") or r.get("error") or "-")
+        ratio = (f"{r['ratio']:.2f}x vs {r['baseline']}" if r.get("ratio")
+                 else (r.get("skipped") or r.get("error") or "-"))
         pct = f"{r['pct_of_ceiling']:.0f}% of copy" if r.get("pct_of_ceiling") else ""
         ms = f"{r['ms']:.3f} ms" if r.get("ms") else "-"
         op = r["op"] if r.get("variant", "default") == "default" else f"{r['op']} [{r['variant']}]"
         lines.append(f"  {op:<34} {r['shape']:<22} {ms:>11}  {ratio}  {pct}")
+    for r in record.get("train", []):
+        speedup = f"  {r['speedup_vs_torch']:.2f}x vs torch" if r.get("speedup_vs_torch") else ""
+        per_step = f"{r['ms_per_step']:.3f} ms/step" if r.get("ms_per_step") else "-"
+        lines.append(f"  train {r.get('framework') or r.get('name')}: {per_step}{speedup}")
+    lines.extend(f"NOTE: {n}" for n in record.get("notes", []))
     lines.extend(f"FAILURE: {f}" for f in record["failures"])
     return lines
 
@@ -373,6 +634,9 @@ def main(argv: list[str] | None = None) -> int:
     p_probe.add_argument("work", type=Path)
     p_build = sub.add_parser("build", help="write the record; exit 0 only when everything passed")
     p_build.add_argument("work", type=Path)
+    p_build.add_argument("--started", help="the run's start (ISO 8601): the record's date and file name")
+    p_build.add_argument("--partial", action="store_true", help="the run is not over: mark the record incomplete")
+    p_build.add_argument("--quiet", action="store_true", help="print nothing")
     p_build.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
     p_build.add_argument("--out-dir", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -384,10 +648,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"GPU: {device['name']}" if device["gpu"] else f"no GPU found: {device['reason']}")
         return 0 if device["gpu"] else 3
 
-    record = build_record(args.work)
-    for path in write_record(record, args.work, args.results_dir, args.out_dir):
-        print(f"wrote {path}")
-    print("\n".join(summary_lines(record)))
+    now = _dt.datetime.fromisoformat(args.started) if args.started else None
+    record = build_record(args.work, now=now, partial=args.partial)
+    written = write_record(record, args.work, args.results_dir, args.out_dir)
+    if not args.quiet:
+        for path in written:
+            print(f"wrote {path}")
+        print("\n".join(summary_lines(record)))
     return 0 if record["status"] == "passed" else 1
 
 

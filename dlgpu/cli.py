@@ -16,7 +16,7 @@ SUBCOMMANDS = {
     "check": ("dlgpu.check", "add_arguments", "main", "every op against the float64 reference; exit 1 on failure"),
     "bench": ("dlgpu.bench", "add_arguments", "main", "benchmarks against cuBLAS/cuDNN/CuPy (or the CPU backend)"),
     "train": ("dlgpu.train", "add_arguments", "main", "a LeNet or MLP learns scikit-learn's 8x8 digits (GPU or CPU)"),
-    "compile": ("dlgpu.cuda.compiler", "add_compile_arguments", "compile_main", "build every kernel ahead of time"),
+    "compile": ("dlgpu.compile", "add_arguments", "main", "build every kernel ahead of time, in parallel"),
 }
 
 

@@ -582,6 +582,20 @@ def sigmoid_backward(grad_y, y, *, out=None):
 # ---------------------------------------------------------------------------
 
 
+def _pool_geometry(op: str, x, kernel_size, stride, padding):
+    """Normalized (kernel, stride, padding) pairs and the output shape (N, C, P, Q) of max pooling."""
+    _check_ndim(op, "x", x, 4, "NCHW")
+    kernel = _pair(op, "kernel_size", kernel_size, minimum=1)
+    stride = kernel if stride is None else _pair(op, "stride", stride, minimum=1)
+    padding = _pair(op, "padding", padding, minimum=0)
+    for axis, k, p in (("height", kernel[0], padding[0]), ("width", kernel[1], padding[1])):
+        if p > k // 2:
+            raise ArgumentError(f"{op}: padding {p} along {axis} exceeds half the kernel size {k}")
+    p = _conv_output_size(op, x.shape[2], kernel[0], stride[0], padding[0], 1, "height")
+    q = _conv_output_size(op, x.shape[3], kernel[1], stride[1], padding[1], 1, "width")
+    return kernel, stride, padding, (x.shape[0], x.shape[1], p, q)
+
+
 @_public
 def max_pool2d(x, kernel_size, *, stride=None, padding=0):
     """Max over (kh, kw) windows of an NCHW array: returns (y, argmax).
@@ -594,15 +608,7 @@ def max_pool2d(x, kernel_size, *, stride=None, padding=0):
     op = "max_pool2d"
     backend = _backend(op, x=x)
     _check_float(op, backend, x=x)
-    _check_ndim(op, "x", x, 4, "NCHW")
-    kernel = _pair(op, "kernel_size", kernel_size, minimum=1)
-    stride = kernel if stride is None else _pair(op, "stride", stride, minimum=1)
-    padding = _pair(op, "padding", padding, minimum=0)
-    for axis, k, p in (("height", kernel[0], padding[0]), ("width", kernel[1], padding[1])):
-        if p > k // 2:
-            raise ArgumentError(f"{op}: padding {p} along {axis} exceeds half the kernel size {k}")
-    _conv_output_size(op, x.shape[2], kernel[0], stride[0], padding[0], 1, "height")
-    _conv_output_size(op, x.shape[3], kernel[1], stride[1], padding[1], 1, "width")
+    kernel, stride, padding, _ = _pool_geometry(op, x, kernel_size, stride, padding)
     (x,) = _contiguous(op, x=x)
     return backend.max_pool2d(x, kernel, stride, padding)
 

@@ -4,7 +4,10 @@
 //   GEMM_BIAS, GEMM_RELU, GEMM_MASK_A   bits of the kernels' `flags` argument
 //   epilogue(v, n, bias, flags)         v + bias[n] (GEMM_BIAS), then ReLU (GEMM_RELU; NaN passes
 //                                       like relu_forward_f32)
-//   block_tile(tile_m, tile_n)          which C tile this block computes (grouped raster order)
+//   GEMM_STORE_HALF                     kernels with 16-bit operands (gemm_wgmma.cu): C is stored in
+//                                       their 16-bit type instead of fp32
+//   grouped_tile(id, ...), block_tile   which C tile a linear tile id, or this block, computes (grouped
+//                                       raster order)
 //   TileLoader<...>                     one operand tile: global (row-major rows x cols, rows
 //                                       16-byte aligned) -> shared, by cp.async or through registers
 #pragma once
@@ -17,6 +20,7 @@
 // Naive kernel only (the tiled kernels take the mask as a template parameter): A's element is
 // replaced by relu_mask(A, Y) as it is loaded, Y stored exactly like A.
 #define GEMM_MASK_A 4
+#define GEMM_STORE_HALF 8
 
 __device__ __forceinline__ float epilogue(float v, int n, const float* bias, int flags)
 {
@@ -33,16 +37,20 @@ __device__ __forceinline__ float epilogue(float v, int n, const float* bias, int
 // panels, which stay in L2.  A bijection of block ids onto tiles: every tile is computed once.
 #define GEMM_GROUP_ROWS 8
 
-__device__ __forceinline__ void block_tile(int& tile_m, int& tile_n)
+__device__ __forceinline__ void grouped_tile(int id, int tiles_m, int tiles_n, int& tile_m, int& tile_n)
 {
-    const int tiles_n = gridDim.x, tiles_m = gridDim.y;
-    const int id = blockIdx.y * tiles_n + blockIdx.x;
     const int per_band = GEMM_GROUP_ROWS * tiles_n;
     const int first_row = (id / per_band) * GEMM_GROUP_ROWS;
     const int band_rows = tiles_m - first_row < GEMM_GROUP_ROWS ? tiles_m - first_row : GEMM_GROUP_ROWS;
     const int in_band = id % per_band;
     tile_m = first_row + in_band % band_rows;
     tile_n = in_band / band_rows;
+}
+
+// The grid is (tiles along N, tiles along M): one block per tile.
+__device__ __forceinline__ void block_tile(int& tile_m, int& tile_n)
+{
+    grouped_tile(blockIdx.y * gridDim.x + blockIdx.x, gridDim.y, gridDim.x, tile_m, tile_n);
 }
 
 // ---------------------------------------------------------------- operand tiles

@@ -36,8 +36,13 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def rng(request) -> np.random.Generator:
-    """A generator seeded from the test's name, so each test sees fixed but distinct data."""
+    """A generator seeded from the test's name, so each test sees fixed but distinct data.
+
+    The seed is also a user property of the test, so a failure's report (and the GPU run's
+    record, benchmarks/results_plugin.py) names it for a replay elsewhere.
+    """
     seed = zlib.crc32(request.node.nodeid.encode())
+    request.node.user_properties.append(("seed", seed))
     return np.random.default_rng(seed)
 
 

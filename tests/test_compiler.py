@@ -1,5 +1,6 @@
 """The compile pipeline without a GPU: NVRTC, the disk cache, the resource and SASS
-reports, ``dlgpu compile``, and the CuPy executor against a stand-in for CuPy.
+reports, and the CuPy executor against a stand-in for CuPy (``dlgpu compile`` itself:
+tests/test_compile_command.py).
 
 Kernels here are small ones written into a temporary kernels folder, so these
 tests do not depend on what kernels/ holds (tests/test_kernels_compile.py
@@ -8,7 +9,6 @@ checks those).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import multiprocessing
 import os
@@ -56,16 +56,6 @@ extern "C" __global__ void block_sum(const float* x, float* y) {
         for (int k = 0; k < 256; ++k) t += s[k];
         y[0] = t * VEC;
     }
-}
-"""
-
-# A run-time index into a per-thread array forces it into local memory.
-LOCAL = """\
-extern "C" __global__ void local_array(float* x, int i, int n) {
-    float a[256];
-    for (int k = 0; k < 256; ++k) a[k] = x[k * blockDim.x + threadIdx.x];
-    for (int k = 0; k < n; ++k) a[(i + 7 * k) & 255] += a[(i + k) & 255];
-    x[threadIdx.x] = a[i & 255];
 }
 """
 
@@ -513,59 +503,6 @@ def test_parse_sass_listing():
         /*0000*/                   EXIT ;
     """
     assert sass.parse_sass(listing) == {"copy4": ["LDC", "LDG.E.128", "BRA"], "other": ["EXIT"]}
-
-
-# ---------------------------------------------------------------- dlgpu compile
-
-
-def run_compile_command(argv, monkeypatch, kdir, tmp_path, capsys):
-    monkeypatch.setenv("DLGPU_KERNELS_DIR", str(kdir))
-    monkeypatch.setenv("DLGPU_CACHE_DIR", str(tmp_path / "cli-cache"))
-    monkeypatch.setenv("COLUMNS", "250")
-    parser = argparse.ArgumentParser(prog="dlgpu compile")
-    compiler.add_compile_arguments(parser)
-    code = compiler.compile_main(parser.parse_args(argv))
-    return code, capsys.readouterr().out
-
-
-def test_compile_command_reports_every_kernel(monkeypatch, kdir, tmp_path, capsys):
-    code, out = run_compile_command(["--arch", "sm_80,sm_90a", "--sass"], monkeypatch, kdir, tmp_path, capsys)
-    assert code == 0, out
-    rows = [line for line in out.splitlines() if "demo" in line]
-    assert len(rows) == 2 * 2 * 2  # 2 kernels x 2 configurations x 2 targets
-    assert any("copy4" in r and "sm_90a" in r and "VEC=2" in r for r in rows)
-    assert "LDG.E.128" in out and "4 modules built (8 kernels), 0 failed, 0 problems" in out
-
-
-def test_compile_command_fails_on_local_memory_and_broken_sources(monkeypatch, kdir, tmp_path, capsys):
-    (kdir / "local.cu").write_text(LOCAL)
-    code, out = run_compile_command(["--arch", "sm_80", "local"], monkeypatch, kdir, tmp_path, capsys)
-    assert code == 1
-    assert "local_array (sm_80):" in out and "bytes stack frame" in out
-
-    (kdir / "broken.cu").write_text(BROKEN)
-    code, out = run_compile_command(["--arch", "sm_80", "broken", "demo"], monkeypatch, kdir, tmp_path, capsys)
-    assert code == 1
-    assert "FAILED" in out and "undeclared_name" in out
-
-
-def test_compile_command_checks_sass_markers(monkeypatch, kdir, tmp_path, capsys):
-    (kdir / "scalar.cu").write_text(
-        "// dlgpu-sass: copy1 LDG.E.128\n"
-        'extern "C" __global__ void copy1(const float* a, float* b) { b[threadIdx.x] = a[threadIdx.x]; }\n'
-    )
-    code, out = run_compile_command(["--arch", "sm_90a", "scalar"], monkeypatch, kdir, tmp_path, capsys)
-    assert code == 0  # without --sass the markers are not read
-    code, out = run_compile_command(["--arch", "sm_90a", "--sass", "scalar"], monkeypatch, kdir, tmp_path, capsys)
-    assert code == 1
-    assert "copy1 (sm_90a): no LDG.E.128 in its SASS" in out
-
-
-def test_compile_command_refuses_unknown_targets_and_families(monkeypatch, kdir, tmp_path, capsys):
-    code, out = run_compile_command(["--arch", "sm_42"], monkeypatch, kdir, tmp_path, capsys)
-    assert code == 2 and "sm_42" in out
-    code, out = run_compile_command(["nosuchfamily"], monkeypatch, kdir, tmp_path, capsys)
-    assert code == 2 and "nosuchfamily" in out
 
 
 # ---------------------------------------------------------------- the CuPy executor

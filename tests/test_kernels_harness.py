@@ -21,10 +21,11 @@ from dlgpu.cuda import bias_grad as cuda_bias_grad
 from dlgpu.cuda import compiler
 from dlgpu.cuda import elementwise as cuda_elementwise
 from dlgpu.cuda import gemm as cuda_gemm
+from dlgpu.cuda import gemm_wgmma as cuda_gemm_wgmma
 from dlgpu.cuda import pool as cuda_pool
 from dlgpu.cuda import sgd as cuda_sgd
 from dlgpu.cuda import softmax as cuda_softmax
-from dlgpu.testing import assert_close, harness, random_array
+from dlgpu.testing import assert_close, bf16_bits, harness, random_array, stored_values
 from dlgpu.testing.harness import HarnessExecutor
 
 # The package attribute dlgpu.cuda.conv2d is the backend function; this is the launcher module.
@@ -324,6 +325,23 @@ def check_conv2d_tc(executor, rng):
                                  precision=precision)
 
 
+def check_gemm_wgmma(executor, rng):
+    # Each kernel once (the sanitizers start 384 threads slowly): partial tiles, rows of 65 halves (padded for
+    # TMA).  tests/test_gemm_wgmma.py has more shapes, the epilogue and planted bugs.
+    m, n, k = 67, 33, 65
+    for name in cuda_gemm_wgmma.kernel_names():
+        config, layout, precision = name.split("_")[2:]
+        ta, tb = layout[0] == "t", layout[1] == "t"
+        store = {"bf16": bf16_bits, "fp16": lambda v: v.astype(np.float16), "tf32": lambda v: v}[precision]
+        a = store(random_array(rng, (k, m) if ta else (m, k)))
+        b = store(random_array(rng, (n, k) if tb else (k, n)))
+        c = cuda_gemm_wgmma.gemm(a, b, transpose_a=ta, transpose_b=tb, precision=precision, config=config,
+                                 executor=executor)
+        expected = ref.matmul(stored_values(a, precision), stored_values(b, precision), transpose_a=ta,
+                              transpose_b=tb)
+        assert_close(c, expected, precision=precision)
+
+
 CASES = (
     Case("activations", "elementwise", ("relu_forward_f32", "tanh_forward_f32", "sigmoid_forward_f32"),
          check_activations),
@@ -355,6 +373,7 @@ CASES = (
              check_gemm_tc(config.name))
         for config in cuda_gemm.TC_CONFIGS
     ),
+    Case("gemm_wgmma", "gemm_wgmma", tuple(cuda_gemm_wgmma.kernel_names()), check_gemm_wgmma),
     Case("pool", "pool", ("max_pool2d_forward_f32", "max_pool2d_backward_f32", "max_pool2d_backward_planes_f32"),
          check_pool),
     Case("conv2d_naive", "conv2d", ("conv2d_fwd_naive_f32", "conv2d_dgrad_naive_f32", "conv2d_wgrad_naive_f32"),

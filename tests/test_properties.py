@@ -10,7 +10,8 @@ Example counts come from a Hypothesis profile chosen by the environment variable
 ``DLGPU_HYPOTHESIS_PROFILE``:
 
 * ``ci`` (default): 30 examples per op, derandomized (the same examples every run);
-* ``gpu``: 200 examples per op, for the GPU run script;
+* ``gpu``: 200 examples per op, or ``$DLGPU_HYPOTHESIS_EXAMPLES`` (the GPU run script sizes
+  it from the time its test step has);
 * ``thorough``: 1000 examples per op, by hand.
 
 deadline=None everywhere: the first example of an op may compile a kernel.
@@ -31,9 +32,10 @@ from dlgpu.errors import BackendUnavailableError
 from dlgpu.testing import assert_close, random_array, to_numpy, tolerance
 
 PROFILE_ENV = "DLGPU_HYPOTHESIS_PROFILE"
+GPU_EXAMPLES = int(os.environ.get("DLGPU_HYPOTHESIS_EXAMPLES", "200"))
 _COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], print_blob=True)
 settings.register_profile("ci", max_examples=30, derandomize=True, **_COMMON)
-settings.register_profile("gpu", max_examples=200, **_COMMON)
+settings.register_profile("gpu", max_examples=GPU_EXAMPLES, **_COMMON)
 settings.register_profile("thorough", max_examples=1000, **_COMMON)
 PROFILE = os.environ.get(PROFILE_ENV, "ci")
 if PROFILE not in ("ci", "gpu", "thorough"):
@@ -374,7 +376,8 @@ def test_sgd_step_matches_reference(backend, data):
 
 def test_profile_is_chosen_by_the_environment():
     assert settings.get_profile("ci").max_examples >= 25
-    assert settings.get_profile("gpu").max_examples >= 200
+    assert settings.get_profile("gpu").max_examples == GPU_EXAMPLES
+    assert GPU_EXAMPLES >= 200 or "DLGPU_HYPOTHESIS_EXAMPLES" in os.environ
     assert OP_SETTINGS.max_examples == settings.get_profile(PROFILE).max_examples
 
 

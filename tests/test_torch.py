@@ -48,7 +48,7 @@ def close(ours, theirs, dtype=np.float32, elementwise=False):
 def test_linear_gradcheck(gen, activation, with_bias):
     x, w = randn(gen, 5, 7), randn(gen, 3, 7)
     b = randn(gen, 3) if with_bias else None
-    assert gradcheck(lambda x, w, b: dt.linear(x, w, b, activation), (x, w, b))
+    assert gradcheck(lambda x, w, b: dt.linear(x, w, b, activation=activation), (x, w, b))
 
 
 @pytest.mark.parametrize(
@@ -109,8 +109,9 @@ def _compare_with_torch(ours_fn, torch_fn, inputs32):
 
 def test_linear_matches_torch_float32(gen):
     x, w, b = (randn(gen, *s, dtype=torch.float32) for s in [(33, 65), (17, 65), (17,)])
-    _compare_with_torch(lambda x, w, b: dt.linear(x, w, b, "relu"), lambda x, w, b: TF.relu(TF.linear(x, w, b)),
-                        [x, w, b])
+    _compare_with_torch(
+        lambda x, w, b: dt.linear(x, w, b, activation="relu"), lambda x, w, b: TF.relu(TF.linear(x, w, b)), [x, w, b]
+    )
 
 
 def test_conv2d_matches_torch_float32(gen):

@@ -11,8 +11,9 @@ Options, always: ``-std=c++17 --gpu-architecture=<arch> -lineinfo
 -Xptxas=-v --include-path=<kernels dir>`` and one ``-DNAME=VALUE`` per
 define; plus ``--include-path=<toolkit include>`` when the CUDA runtime's
 headers (``cuda_fp16.h``, ``cuda_bf16.h``) are found by cuda-pathfinder (a
-wheel, $CUDA_HOME, or a system toolkit), for ``#include <...>``.  The source is prefixed with ``#line 1 "<absolute path>"`` so NVRTC's
-errors name the real file and line; a failed compile raises
+wheel, $CUDA_HOME, or a system toolkit), for ``#include <...>``.  The source
+is prefixed with ``#line 1 "<absolute path>"`` so NVRTC's errors name the real
+file and line; a failed compile raises
 :class:`dlgpu.errors.CompileError` carrying NVRTC's log.  Targets are
 ``sm_XX`` (a cubin; ``sm_90a`` for Hopper's wgmma) or ``compute_XX`` (PTX,
 the fallback when this NVRTC does not know the device: see
@@ -46,13 +47,13 @@ A family without such a line is built once with no defines.  What the SASS
 of a kernel must show is declared with ``// dlgpu-sass:`` lines
 (:mod:`dlgpu.cuda.sass`).
 
-``dlgpu compile``: :func:`add_compile_arguments` and :func:`compile_main`
-are the subcommand's parser and body; ``dlgpu/cli.py`` wires them in.
+The command ``dlgpu compile`` (:mod:`dlgpu.compile`) builds every
+configuration ahead of time through :func:`compile_family`, so it fills the
+same cache the launches read.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -490,31 +491,60 @@ def compile_family(
     Served from the cache when source, headers, options, target and NVRTC
     are unchanged.  Raises :class:`CompileError` with NVRTC's log.
     """
-    root = kernels_root(kernels_dir)
-    path = source_path(family, root)
-    defines = normalize_defines(defines)
-    options = compile_options(arch, defines, root, extra_options)
-    kind = "ptx" if arch.startswith("compute_") else "cubin"
-    # The #line prefix is part of the source NVRTC sees, so of the key as well.
-    text = f'#line 1 "{_c_string(str(path))}"\n'.encode() + path.read_bytes()
-    key = cache_key(text, included_headers(path, root), options, arch)
+    request = _Request(family, arch, defines, kernels_dir, extra_options)
     cache = cache if cache is not None else default_cache()
-
-    payload = cache.load(key)
-    if payload is not None:
-        image, stored_kind, log = _unpack(payload)
-        return CompiledModule(
-            family, arch, defines, options, image, stored_kind, log,
-            parse_ptxas_log(log), path, key, from_cache=True,
-        )  # fmt: skip
+    cached = request.from_cache(cache)
+    if cached is not None:
+        return cached
 
     if announce:
         _announce(family, arch)
-    image, log = _nvrtc_compile(text, path, options, kind, what=f"{family} for {arch}")
-    cache.store(key, _pack(image, kind, log))
-    return CompiledModule(
-        family, arch, defines, options, image, kind, log, parse_ptxas_log(log), path, key
-    )
+    image, log = _nvrtc_compile(request.text, request.path, request.options, request.kind,
+                                what=f"{family} for {arch}")
+    cache.store(request.key, _pack(image, request.kind, log))
+    return request.module(image, request.kind, log, from_cache=False)
+
+
+def cached_module(
+    family: str,
+    *,
+    arch: str,
+    defines=(),
+    kernels_dir: str | os.PathLike | None = None,
+    extra_options: Iterable[str] = (),
+    cache: KernelCache | None = None,
+) -> CompiledModule | None:
+    """What :func:`compile_family` would return from the cache, or None when it would have to compile."""
+    request = _Request(family, arch, defines, kernels_dir, extra_options)
+    return request.from_cache(cache if cache is not None else default_cache())
+
+
+class _Request:
+    """One family x target x defines: its source text, options and cache key."""
+
+    def __init__(self, family: str, arch: str, defines, kernels_dir, extra_options: Iterable[str]):
+        root = kernels_root(kernels_dir)
+        self.family, self.arch = family, arch
+        self.path = source_path(family, root)
+        self.defines = normalize_defines(defines)
+        self.options = compile_options(arch, self.defines, root, extra_options)
+        self.kind = "ptx" if arch.startswith("compute_") else "cubin"
+        # The #line prefix is part of the source NVRTC sees, so of the key as well.
+        self.text = f'#line 1 "{_c_string(str(self.path))}"\n'.encode() + self.path.read_bytes()
+        self.key = cache_key(self.text, included_headers(self.path, root), self.options, arch)
+
+    def module(self, image: bytes, kind: str, log: str, *, from_cache: bool) -> CompiledModule:
+        return CompiledModule(
+            self.family, self.arch, self.defines, self.options, image, kind, log,
+            parse_ptxas_log(log), self.path, self.key, from_cache=from_cache,
+        )  # fmt: skip
+
+    def from_cache(self, cache: KernelCache) -> CompiledModule | None:
+        payload = cache.load(self.key)
+        if payload is None:
+            return None
+        image, kind, log = _unpack(payload)
+        return self.module(image, kind, log, from_cache=True)
 
 
 def _c_string(text: str) -> str:
@@ -550,160 +580,3 @@ def _nvrtc_compile(
         return image, log
     finally:
         nvrtc.nvrtcDestroyProgram(prog)
-
-
-# ---------------------------------------------------------------- dlgpu compile
-
-
-def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments of ``dlgpu compile``."""
-    parser.add_argument(
-        "--arch",
-        default=",".join(DEFAULT_ARCHS),
-        help=f"comma-separated targets (default: {','.join(DEFAULT_ARCHS)})",
-    )
-    parser.add_argument(
-        "--sass",
-        action="store_true",
-        help="disassemble with cuobjdump: count interesting instructions and check "
-        "each kernel's '// dlgpu-sass:' requirements",
-    )
-    parser.add_argument(
-        "families", nargs="*", help="kernel families (stems of kernels/*.cu); default: all"
-    )
-
-
-@dataclasses.dataclass
-class BuildResult:
-    """One family x configuration x target of an offline build."""
-
-    family: str
-    arch: str
-    defines: tuple[tuple[str, str], ...]
-    module: CompiledModule | None = None
-    error: str = ""
-    sass_counts: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
-    problems: list[str] = dataclasses.field(default_factory=list)
-
-
-def build_all(
-    family_names: Iterable[str] | None = None,
-    archs: Iterable[str] = DEFAULT_ARCHS,
-    *,
-    sass: bool = False,
-    kernels_dir: str | os.PathLike | None = None,
-    cache: KernelCache | None = None,
-) -> list[BuildResult]:
-    """Compile every configuration of every family for every target; never raises CompileError.
-
-    A result's ``problems`` lists spills, stack frames and (with ``sass``) broken
-    ``// dlgpu-sass:`` requirements; ``error`` holds a failed compile's message.
-    """
-    from dlgpu.cuda import sass as sass_tools
-
-    root = kernels_root(kernels_dir)
-    results = []
-    for family in family_names or families(root):
-        try:
-            text = source_path(family, root).read_text(encoding="utf-8")
-            configs = build_configurations(text)
-            requirements = sass_tools.parse_sass_requirements(text) if sass else []
-        except (CompileError, ValueError) as exc:
-            results.append(BuildResult(family, "-", (), error=str(exc)))
-            continue
-        for arch in archs:
-            for defines in configs:
-                result = BuildResult(family, arch, defines)
-                results.append(result)
-                try:
-                    result.module = compile_family(
-                        family, arch=arch, defines=defines, kernels_dir=root,
-                        cache=cache, announce=False,
-                    )  # fmt: skip
-                except CompileError as exc:
-                    result.error = str(exc)
-                    continue
-                for name, res in sorted(result.module.resources.items()):
-                    if res.spill_bytes:
-                        result.problems.append(f"{name} ({arch}): {res.spill_bytes} bytes spilled")
-                    if res.stack_frame:
-                        result.problems.append(f"{name} ({arch}): {res.stack_frame} bytes stack frame")
-                if sass and result.module.kind == "cubin":
-                    listing = sass_tools.disassemble(result.module.image)
-                    result.sass_counts = {
-                        k: sass_tools.count_instructions(ops) for k, ops in listing.items()
-                    }
-                    result.problems += sass_tools.check_sass(requirements, listing, arch)
-    return results
-
-
-def compile_main(args: argparse.Namespace) -> int:
-    """Body of ``dlgpu compile``: build everything asked for and print one row per kernel.
-
-    Exit status: 0 when every module compiled and no kernel spills or has a
-    stack frame (and, with ``--sass``, every ``// dlgpu-sass:`` requirement
-    holds); 1 otherwise; 2 for an unknown target or family, or no cuobjdump.
-    """
-    from rich.console import Console
-    from rich.table import Table
-
-    from dlgpu.cuda import sass as sass_tools
-
-    console = Console()
-    archs = [a.strip() for a in str(args.arch).split(",") if a.strip()]
-    try:
-        for arch in archs:
-            parse_arch(arch)
-        chosen = list(args.families) or families()
-        for family in chosen:
-            source_path(family)
-    except (CompileError, BackendUnavailableError, FileNotFoundError) as exc:
-        console.print(f"[red]{exc}[/red]", markup=True, highlight=False)
-        return 2
-
-    try:
-        results = build_all(chosen, archs, sass=bool(args.sass))
-    except sass_tools.SassUnavailableError as exc:
-        console.print(f"[red]{exc}[/red]", highlight=False)
-        return 2
-
-    table = Table(title=f"dlgpu compile (NVRTC {'.'.join(map(str, nvrtc_version()))})")
-    for column in ("family", "config", "kernel", "arch", "regs", "spill B", "stack B", "smem B"):
-        table.add_column(column, justify="left" if column in ("family", "config", "kernel", "arch") else "right")
-    if args.sass:
-        for instr in sass_tools.INTERESTING:
-            table.add_column(instr, justify="right")
-    for result in results:
-        config = " ".join(f"{n}={v}" for n, v in result.defines) or "-"
-        if result.module is None:
-            table.add_row(result.family, config, "[red]FAILED[/red]", result.arch)
-            continue
-        for name, res in sorted(result.module.resources.items()):
-            bad = "[red]{}[/red]"
-            row = [
-                result.family, config, name, result.arch, str(res.registers),
-                bad.format(res.spill_bytes) if res.spill_bytes else "0",
-                bad.format(res.stack_frame) if res.stack_frame else "0",
-                str(res.shared_static),
-            ]  # fmt: skip
-            if args.sass:
-                counts = result.sass_counts.get(name, {})
-                row += [str(counts.get(i, "")) for i in sass_tools.INTERESTING]
-            table.add_row(*row)
-    console.print(table)
-
-    failures = [r for r in results if r.error]
-    problems = [p for r in results for p in r.problems]
-    for result in failures:
-        console.print(f"[red]{result.family} ({result.arch}) failed:[/red]", highlight=False)
-        console.print(result.error, markup=False, highlight=False)
-    for problem in problems:
-        console.print(f"[red]problem:[/red] {problem}", highlight=False)
-    built = [r.module for r in results if r.module is not None]
-    kernels = sum(len(m.resources) for m in built)
-    console.print(
-        f"{len(built)} modules built ({kernels} kernels), {len(failures)} failed, "
-        f"{len(problems)} problems",
-        highlight=False,
-    )
-    return 1 if failures or problems else 0

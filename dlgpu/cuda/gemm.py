@@ -280,21 +280,26 @@ def matmul(a, b, transpose_a, transpose_b, precision, out, *, variant=None, conf
 
 
 def matmul_backward(grad_c, a, b, transpose_a, transpose_b, precision, *, variant=None, config=None, executor=None):
-    """(grad_a, grad_b) for c = op(a) @ op(b), each in its input's own layout, by two products.
+    """(grad_a, grad_b) for c = op(a) @ op(b), each in its input's own layout, by two products."""
+    kw = dict(precision=precision, variant=variant, config=config, executor=executor)
+    return backward_products(grad_c, a, b, transpose_a, transpose_b, lambda x, y, **layout: gemm(x, y, **layout, **kw))
+
+
+def backward_products(grad_c, a, b, transpose_a, transpose_b, product):
+    """(grad_a, grad_b) by two calls ``product(x, y, transpose_a=..., transpose_b=...)``.
 
     With A = op(a), B = op(b): dA = G B^T, dB = A^T G.  When a is stored transposed,
     grad_a = dA^T = B G^T, which is again a product of stored arrays in some layout;
-    likewise grad_b = G^T A when b is.
+    likewise grad_b = G^T A when b is.  (Shared by every GEMM family's launcher.)
     """
-    kw = dict(precision=precision, variant=variant, config=config, executor=executor)
     if transpose_a:
-        grad_a = gemm(b, grad_c, transpose_a=transpose_b, transpose_b=True, **kw)
+        grad_a = product(b, grad_c, transpose_a=transpose_b, transpose_b=True)
     else:
-        grad_a = gemm(grad_c, b, transpose_a=False, transpose_b=not transpose_b, **kw)
+        grad_a = product(grad_c, b, transpose_a=False, transpose_b=not transpose_b)
     if transpose_b:
-        grad_b = gemm(grad_c, a, transpose_a=True, transpose_b=transpose_a, **kw)
+        grad_b = product(grad_c, a, transpose_a=True, transpose_b=transpose_a)
     else:
-        grad_b = gemm(a, grad_c, transpose_a=not transpose_a, transpose_b=False, **kw)
+        grad_b = product(a, grad_c, transpose_a=not transpose_a, transpose_b=False)
     return grad_a, grad_b
 
 

@@ -70,3 +70,20 @@ def odd_sizes(largest: int = 67) -> list[int]:
 def random_array(rng: np.random.Generator, shape, dtype=np.float32, scale: float = 1.0) -> np.ndarray:
     """Fresh standard-normal data (never zeros) of ``shape`` and ``dtype``."""
     return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+def bf16_bits(values) -> np.ndarray:
+    """float32 values as bfloat16 bit patterns (uint16), rounded to nearest even: how 16-bit kernels take
+    bf16 operands where NumPy has no bfloat16 dtype.  Finite inputs only."""
+    bits = np.asarray(values, np.float32).view(np.uint32).astype(np.uint64)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def stored_values(array, precision: str) -> np.ndarray:
+    """What an operand holds, in float64: uint16 arrays are read as bf16 (or fp16) bits per ``precision``."""
+    array = to_numpy(array)
+    if array.dtype == np.uint16:
+        if precision == "bf16":
+            return (array.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+        return array.view(np.float16).astype(np.float64)
+    return array.astype(np.float64)

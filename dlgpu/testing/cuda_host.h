@@ -852,3 +852,5 @@ template <class T> inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, i
     {                                                                                                \
         return dlgpu_host::launch(name, codes, grid, block, smem, args, error, error_size);          \
     }
+
+#include "cuda_host_sm90.h"  // Hopper: wgmma, TMA and mbarrier models for kernels/ptx_sm90.cuh

@@ -183,7 +183,8 @@ def build(family: str, defines=(), mode: str = "plain", kernels_dir=None, cache_
     source = compiler.source_path(family, kernels_dir)
     # A planted kernel in a test folder may still include the package's headers (ptx.cuh).
     include_dirs = list(dict.fromkeys([source.parent, compiler.kernels_root(kernels_dir), compiler.kernels_root()]))
-    headers = _included_headers(source, include_dirs)
+    # The kernel's headers, and those cuda_host.h itself includes (cuda_host_sm90.h).
+    headers = sorted({*_included_headers(source, include_dirs), *_included_headers(HEADER, [HEADER.parent])})
     # An edited source or header (its mtime) makes a new build, within one process too.
     stamps = tuple((str(path), path.stat().st_mtime_ns) for path in (source, HEADER, *headers))
     key_in_memory = (stamps, defines, mode, str(cache_dir))

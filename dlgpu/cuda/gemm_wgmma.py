@@ -1,0 +1,227 @@
+"""Launcher for kernels/gemm_wgmma.cu: the matrix product on Hopper's warpgroup tensor cores (sm_90a).
+
+:func:`gemm` computes ``c = epilogue(op(a) @ op(b))`` from operands in their 16-bit storage,
+read by TMA straight into swizzled shared tiles and multiplied by wgmma with fp32 accumulation:
+
+- float16 arrays: fp16;
+- bfloat16 arrays (``ml_dtypes.bfloat16`` on NumPy), or uint16 arrays holding the bit patterns
+  with ``precision="bf16"`` (CuPy has no bfloat16 dtype; a torch bf16 tensor viewed as int16/uint16);
+  uint16 with ``precision="fp16"`` holds fp16 bits;
+- float32 arrays with ``precision="tf32"``: read as tf32 (wgmma ignores the low 13 mantissa
+  bits), and only with ``transpose_b=True`` and ``transpose_a=False`` (wgmma reads tf32 operands
+  K-major: a stored (M, K), b stored (N, K)).
+
+c is float32, or with ``out_dtype`` the operands' 16-bit dtype.  The fused epilogue adds ``bias``
+(N,) per column and applies ReLU.  Any M, N, K >= 1; an operand whose rows are not a multiple of
+16 bytes (TMA's rule) is copied once into a padded array.
+
+The variant is :data:`VARIANT`, with its tile configurations in :data:`CONFIGS`; it runs on
+compute capability 9.0 (wgmma exists on sm_90a alone: not on Blackwell) and on the CPU harness.
+:func:`available` says whether an executor can run it.  The mma.sync variant (dlgpu/cuda/gemm.py,
+``tc``) stays the path for fp32 operands and for every other GPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from dlgpu.cuda import gemm as _gemm
+from dlgpu.cuda import tma
+from dlgpu.cuda.elementwise import multiprocessor_count, resolve_executor
+from dlgpu.cuda.launch import Launch
+from dlgpu.errors import ArgumentError, BackendUnavailableError, DtypeError, LayoutError, ShapeError
+
+FAMILY = "gemm_wgmma"
+VARIANT = _gemm.Variant("wgmma", FAMILY, ("bf16", "fp16", "tf32"),
+                        "wgmma + TMA + mbarrier pipeline, producer/consumer warpgroups, persistent; sm_90a")
+# Largest first.  kernels/gemm_wgmma.cu: 128 rows (two consumer warpgroups of 64), BN columns.
+CONFIGS = (
+    _gemm.TileConfig("128x256", 128, 256, 384),
+    _gemm.TileConfig("128x128", 128, 128, 384),
+)
+STAGES = {"128x256": 4, "128x128": 6}
+PRECISION_CODE = {"tf32": 0, "bf16": 1, "fp16": 2}  # ptx::wgmma's precision template argument
+FLAG_STORE_HALF = 8  # kernels/gemm_tile.cuh: GEMM_STORE_HALF
+TILE_ROW_BYTES = 128  # every shared tile row: one 128-byte swizzled row of k (or of m / n)
+COMPUTE_CAPABILITY = 90
+_TMA_DTYPE = {"bf16": "bf16", "fp16": "fp16", "tf32": "f32"}
+
+
+def kernel_names() -> list[str]:
+    """Every kernel of kernels/gemm_wgmma.cu, by name (tf32: layout nt only)."""
+    return [f"gemm_wgmma_{config.name}_{layout}_{precision}"
+            for config in CONFIGS for precision in ("bf16", "fp16", "tf32")
+            for layout in (_gemm.LAYOUTS if precision != "tf32" else ("nt",))]
+
+
+def shared_bytes(config: _gemm.TileConfig) -> int:
+    """Dynamic shared memory: the ring's stages (A 128 rows + B BN rows of 128 bytes), its barriers,
+    and 1 KB to put the tiles on a 1024-byte boundary."""
+    stages = STAGES[config.name]
+    return stages * (config.block_m + config.block_n) * TILE_ROW_BYTES + 2 * stages * 8 + 1024
+
+
+def available(executor) -> bool:
+    """Whether ``executor`` runs wgmma: the CPU harness, or CuPy on a compute capability 9.0 device."""
+    cuda = getattr(executor.xp, "cuda", None)
+    if cuda is None:
+        return True
+    return int(cuda.Device().compute_capability) == COMPUTE_CAPABILITY
+
+
+def storage_precision(a, b, precision: str | None) -> str:
+    """The precision the operands' dtype (and ``precision``) call for: "bf16", "fp16" or "tf32"."""
+    names = {np.dtype(a.dtype).name, np.dtype(b.dtype).name}
+    if len(names) != 1:
+        raise DtypeError(f"gemm_wgmma: a and b must share a dtype, got {sorted(names)}")
+    name = names.pop()
+    implied = {"float16": ("fp16",), "bfloat16": ("bf16",), "uint16": ("bf16", "fp16"), "float32": ("tf32",)}
+    if name not in implied:
+        raise DtypeError(f"gemm_wgmma: operands must be float16, bfloat16, uint16 bits or float32, got {name}")
+    if precision is None and len(implied[name]) == 1:
+        return implied[name][0]
+    if precision not in implied[name]:
+        raise DtypeError(f"gemm_wgmma: {name} operands compute at {' or '.join(implied[name])}, "
+                         f"not {precision!r}" + (" (uint16 holds bf16 or fp16 bits: say which)" if name == "uint16"
+                                                  else ""))
+    return precision
+
+
+def choose(m: int, n: int, sms: int, config: str | None = None) -> _gemm.TileConfig:
+    """The tile: 128 x 256 when there are at least as many of those tiles as SMs, else 128 x 128."""
+    chosen = _gemm.config_by_name(CONFIGS, config, op="gemm_wgmma")
+    if chosen is not None:
+        return chosen
+    wide = CONFIGS[0]
+    if n > CONFIGS[1].block_n and math.ceil(m / wide.block_m) * math.ceil(n / wide.block_n) >= sms:
+        return wide
+    return CONFIGS[1]
+
+
+def _tma_ready(xp, array, element_bytes: int):
+    """``array`` itself when TMA can read it (16-byte aligned base and row pitch), else a padded copy.
+
+    Returns (storage, pitch in bytes); the matrix is storage[:, :cols].
+    """
+    rows, cols = array.shape
+    if (cols * element_bytes) % 16 == 0 and _gemm.address(array) % 16 == 0:
+        return array, cols * element_bytes
+    padded = -(-cols * element_bytes // 16) * 16 // element_bytes
+    storage = xp.zeros((rows, padded), dtype=array.dtype)
+    storage[:, :cols] = array
+    return storage, padded * element_bytes
+
+
+def _as_float32(xp, array, precision: str):
+    """A small array (bias) as float32: decoded from 16-bit bits when it is uint16."""
+    if np.dtype(array.dtype).name == "uint16":
+        if precision == "bf16":
+            return (array.astype(np.uint32) << 16).view(np.float32)
+        return array.view(np.float16).astype(np.float32)
+    return xp.ascontiguousarray(array.astype(np.float32))
+
+
+def _matrix(name: str, array):
+    if array.ndim != 2:
+        raise ShapeError(f"gemm_wgmma: {name} must be 2-D, got shape {tuple(array.shape)}")
+    if not array.flags.c_contiguous:
+        raise LayoutError(f"gemm_wgmma: {name} must be C-contiguous")
+    if any(int(d) > _gemm.INT32_MAX for d in array.shape):
+        raise ShapeError(f"gemm_wgmma: {name} has a dimension over 2^31 - 1: {tuple(array.shape)}")
+    return int(array.shape[0]), int(array.shape[1])
+
+
+def gemm(a, b, *, transpose_a=False, transpose_b=False, precision=None, bias=None, relu=False, out=None,
+         out_dtype=None, config=None, executor=None):
+    """c (M, N) = relu?(op(a) @ op(b) + bias) on wgmma; see the module docstring for dtypes.
+
+    a: (M, K), or (K, M) with transpose_a; b: (K, N), or (N, K) with transpose_b; bias: (N,)
+    float32 or the operands' dtype; out: (M, N) of ``out_dtype`` (float32 by default, or the
+    operands' dtype when it is 16-bit).  ``config`` forces a tile configuration by name.
+    """
+    executor = resolve_executor(executor)
+    launch, out = plan(a, b, transpose_a=transpose_a, transpose_b=transpose_b, precision=precision, bias=bias,
+                       relu=relu, out=out, out_dtype=out_dtype, config=config, executor=executor)
+    executor.launch(launch)
+    return out
+
+
+def plan(a, b, *, transpose_a, transpose_b, precision, bias, relu, out, out_dtype, config, executor):
+    """The checked arguments of :func:`gemm` as a :class:`Launch` (tensor maps made), and its output."""
+    xp = executor.xp
+    if not available(executor):
+        raise BackendUnavailableError("gemm_wgmma: wgmma needs a compute capability 9.0 GPU (sm_90a)")
+    precision = storage_precision(a, b, precision)
+    rows_a, cols_a = _matrix("a", a)
+    rows_b, cols_b = _matrix("b", b)
+    m, k = (cols_a, rows_a) if transpose_a else (rows_a, cols_a)
+    k_b, n = (cols_b, rows_b) if transpose_b else (rows_b, cols_b)
+    if k != k_b:
+        raise ShapeError(f"gemm_wgmma: inner dimensions differ: op(a) is {(m, k)}, op(b) is {(k_b, n)}")
+    if precision == "tf32" and (transpose_a or not transpose_b):
+        raise ArgumentError("gemm_wgmma: tf32 operands must be K-major: transpose_a=False, transpose_b=True")
+    if bias is not None and tuple(bias.shape) != (n,):
+        raise ShapeError(f"gemm_wgmma: bias has shape {tuple(bias.shape)}, expected ({n},)")
+    out_dtype = np.dtype(np.float32 if out_dtype is None else out_dtype)
+    if out_dtype not in (np.dtype(np.float32), np.dtype(a.dtype)) or (precision == "tf32" and out_dtype != np.float32):
+        raise DtypeError(f"gemm_wgmma: out_dtype must be float32 or the operands' 16-bit dtype, got {out_dtype}")
+    if out is None:
+        out = xp.empty((m, n), dtype=out_dtype)
+    elif tuple(out.shape) != (m, n) or np.dtype(out.dtype) != out_dtype or not out.flags.c_contiguous:
+        raise ShapeError(f"gemm_wgmma: out must be a C-contiguous {out_dtype} array of shape {(m, n)}")
+
+    tile = choose(m, n, multiprocessor_count(executor), config)
+    element = tma.ELEMENT_BYTES[_TMA_DTYPE[precision]]
+    box_k = TILE_ROW_BYTES // element
+    pairs = []
+    for array, mn_major, block in ((a, transpose_a, tile.block_m), (b, not transpose_b, tile.block_n)):
+        storage, pitch = _tma_ready(xp, array, element)
+        rows, cols = array.shape
+        # K-major: boxes of `block` rows of 128 bytes of k; MN-major: boxes of 128 bytes (64 of m or n) x k.
+        box_rows, box_cols = (box_k, TILE_ROW_BYTES // element) if mn_major else (block, box_k)
+        pairs.append((storage, tma.TileMap(_TMA_DTYPE[precision], rows, cols, pitch, box_rows, box_cols, 128)))
+    maps = tma.tensor_maps(executor, pairs)
+
+    flags = (_gemm.FLAG_BIAS if bias is not None else 0) | (_gemm.FLAG_RELU if relu else 0)
+    flags |= FLAG_STORE_HALF if out_dtype != np.float32 else 0
+    bias_arg = _as_float32(xp, bias, precision) if bias is not None else xp.zeros(1, np.float32)
+    tiles = math.ceil(m / tile.block_m) * math.ceil(n / tile.block_n)
+    grid = (min(tiles, multiprocessor_count(executor)), 1, 1)
+    kernel = f"gemm_wgmma_{tile.name}_{_gemm.layout_name(transpose_a, transpose_b)}_{precision}"
+    args = (maps, bias_arg, out, np.int32(m), np.int32(n), np.int32(k), np.int32(flags))
+    return Launch(FAMILY, kernel, grid, (tile.threads, 1, 1), args, shared_bytes(tile)), out
+
+
+def matmul_backward(grad_c, a, b, transpose_a, transpose_b, *, precision=None, config=None, executor=None):
+    """(grad_a, grad_b) for c = op(a) @ op(b), each in its input's layout and dtype, by two products."""
+    out_dtype = None if precision == "tf32" or np.dtype(a.dtype) == np.float32 else a.dtype
+
+    def product(x, y, **layout):
+        return gemm(x, y, precision=precision, out_dtype=out_dtype, config=config, executor=executor, **layout)
+
+    return _gemm.backward_products(grad_c, a, b, transpose_a, transpose_b, product)
+
+
+def linear_backward(grad_y, x, weight, y=None, activation=None, *, precision=None, config=None, executor=None):
+    """(grad_x, grad_w) of y = act(x @ weight.T + bias), in the inputs' dtype.
+
+    With activation="relu", grad_y is first masked by (y > 0) in one elementwise pass (the
+    products read the masked copy; the mma.sync kernels fuse the mask into their loads instead).
+    The bias gradient is the column sum of the masked grad_y, left to the caller.
+    """
+    executor = resolve_executor(executor)
+    if activation == "relu":
+        if y is None:
+            raise ArgumentError("gemm_wgmma: linear_backward with activation='relu' needs y")
+        resolved = storage_precision(grad_y, y, precision)
+        keep = _as_float32(executor.xp, y, resolved) > 0
+        grad_y = executor.xp.where(keep, grad_y, executor.xp.zeros((), grad_y.dtype))
+    elif activation is not None:
+        raise ArgumentError(f"gemm_wgmma: activation must be None or 'relu', got {activation!r}")
+    kw = dict(precision=precision, config=config, executor=executor,
+              out_dtype=None if np.dtype(x.dtype) == np.float32 else x.dtype)
+    grad_x = gemm(grad_y, weight, **kw)
+    grad_w = gemm(grad_y, x, transpose_a=True, **kw)
+    return grad_x, grad_w

@@ -1,0 +1,334 @@
+// dlgpu/testing/cuda_host_tma.h -- the mbarrier and TMA models of the CPU harness (PTX ISA; sm_90).
+//
+// Included by cuda_host_sm90.h, whose header comment describes what is modelled and how: mbarrier phases,
+// arrival and transaction counts, try_wait.parity; cp.async.bulk.tensor loads landing at the wait that
+// covers them, stores written at cp.async.bulk.wait_group; the harness's own 128-byte tensor map.
+#pragma once
+
+namespace dlgpu_host {
+namespace sm90 {
+
+// ---------------------------------------------------------------- mbarrier
+struct PendingLoad {
+    std::vector<unsigned> addresses;  // the shared address of each 16-byte chunk
+    std::vector<unsigned char> bytes;  // 16 per chunk
+    unsigned transaction_bytes = 0;
+};
+
+struct MBarrier {
+    unsigned long long token = 0;
+    int count = 0, pending = 0;
+    long long tx = 0;
+    unsigned long long phase = 0;
+    std::vector<PendingLoad> loads;  // TMA loads signalling this barrier, not landed yet
+};
+
+static std::mutex g_mbarrier_mutex;
+static std::condition_variable g_mbarrier_cv;
+static std::unordered_map<uintptr_t, std::shared_ptr<MBarrier>> g_mbarriers;
+static unsigned long long g_next_token = 0x5eed000000000001ull;
+
+inline unsigned long long stored_token(const void* bar)
+{
+    unsigned long long token;
+    std::memcpy(&token, bar, 8);
+    return token;
+}
+
+inline std::string describe(const MBarrier& b)
+{
+    return "phase " + std::to_string(b.phase) + " (parity " + std::to_string(b.phase & 1) + "), " +
+           std::to_string(b.pending) + " of " + std::to_string(b.count) + " arrivals pending, tx-count " +
+           std::to_string(b.tx) + ", " + std::to_string(b.loads.size()) + " TMA loads not landed";
+}
+
+// Under g_mbarrier_mutex.
+inline MBarrier& barrier_at(void* bar, const char* what)
+{
+    shared_address(bar);
+    check_aligned(bar, 8, what);
+    auto it = g_mbarriers.find(reinterpret_cast<uintptr_t>(bar));
+    if (it == g_mbarriers.end() || it->second->token != stored_token(bar))
+        fail(std::string(what) + ": no mbarrier here (used before mbarrier.init, or its 8 bytes were overwritten)");
+    return *it->second;
+}
+
+inline void complete_if_done(MBarrier& b)
+{
+    if (b.pending == 0 && b.tx == 0) {
+        ++b.phase;
+        b.pending = b.count;
+        g_mbarrier_cv.notify_all();
+    }
+    progress();
+}
+
+inline void check_tx(const MBarrier& b, const char* what)
+{
+    if (b.tx > (1 << 20) - 1 || b.tx < -((1 << 20) - 1))
+        fail(std::string(what) + ": tx-count out of the ISA's range [-(2^20 - 1), 2^20 - 1]: " + describe(b));
+}
+
+inline void mbarrier_init(void* bar, unsigned count)
+{
+    if (count < 1 || count > (1u << 20) - 1)
+        fail("mbarrier.init: count " + std::to_string(count) + " not in [1, 2^20 - 1]");
+    std::lock_guard<std::mutex> lock(g_mbarrier_mutex);
+    shared_address(bar);
+    check_aligned(bar, 8, "mbarrier.init");
+    auto& entry = g_mbarriers[reinterpret_cast<uintptr_t>(bar)];
+    if (entry && entry->token == stored_token(bar) && !entry->loads.empty())
+        fail("mbarrier.init on a barrier with TMA loads in flight");
+    entry = std::make_shared<MBarrier>();
+    entry->token = g_next_token;
+    g_next_token += 2;
+    entry->count = entry->pending = (int)count;
+    std::memcpy(bar, &entry->token, 8);
+    progress();
+}
+
+inline void arrive_locked(MBarrier& b, const char* what)
+{
+    if (b.pending == 0)
+        fail(std::string(what) + ": the current phase has no arrivals pending (more arrivals than the count, or a "
+             "producer a phase ahead of its consumers): " + describe(b));
+    --b.pending;
+    complete_if_done(b);
+}
+
+inline unsigned long long mbarrier_arrive(void* bar)
+{
+    std::lock_guard<std::mutex> lock(g_mbarrier_mutex);
+    MBarrier& b = barrier_at(bar, "mbarrier.arrive");
+    const unsigned long long state = b.phase;
+    arrive_locked(b, "mbarrier.arrive");
+    return state;
+}
+
+inline unsigned long long mbarrier_arrive_expect_tx(void* bar, unsigned bytes)
+{
+    std::lock_guard<std::mutex> lock(g_mbarrier_mutex);
+    MBarrier& b = barrier_at(bar, "mbarrier.arrive.expect_tx");
+    const unsigned long long state = b.phase;
+    b.tx += bytes;
+    check_tx(b, "mbarrier.arrive.expect_tx");
+    arrive_locked(b, "mbarrier.arrive.expect_tx");
+    return state;
+}
+
+inline void mbarrier_expect_tx(void* bar, unsigned bytes)
+{
+    std::lock_guard<std::mutex> lock(g_mbarrier_mutex);
+    MBarrier& b = barrier_at(bar, "mbarrier.expect_tx");
+    b.tx += bytes;
+    check_tx(b, "mbarrier.expect_tx");
+    progress();
+}
+
+// The TMA unit finishing the loads that signal `b`: their bytes land, each completes its transactions.
+inline void land_loads(MBarrier& b)
+{
+    for (PendingLoad& load : b.loads) {
+        for (size_t c = 0; c < load.addresses.size(); ++c)
+            std::memcpy(shared_bytes(load.addresses[c], 16, "TMA load"), &load.bytes[16 * c], 16);
+        b.tx -= load.transaction_bytes;
+    }
+    b.loads.clear();
+    complete_if_done(b);
+}
+
+inline bool mbarrier_try_wait_parity(void* bar, unsigned parity)
+{
+    // One clock per thread, restarted by every wait that succeeds: it measures a single blocked wait.
+    thread_local StallClock clock;
+    thread_local bool waiting = false;
+    std::unique_lock<std::mutex> lock(g_mbarrier_mutex);
+    MBarrier* b = &barrier_at(bar, "mbarrier.try_wait.parity");
+    if (!b->loads.empty() && (b->phase & 1) == (parity & 1)) land_loads(*b);
+    if ((b->phase & 1) != (parity & 1)) {
+        waiting = false;
+        return true;
+    }
+    if (!waiting) {
+        clock = StallClock{};
+        waiting = true;
+    }
+    g_mbarrier_cv.wait_for(lock, std::chrono::milliseconds(100));
+    if (g_aborted) throw Abort{};
+    b = &barrier_at(bar, "mbarrier.try_wait.parity");
+    if ((b->phase & 1) != (parity & 1)) {
+        waiting = false;
+        return true;
+    }
+    if (clock.stalled())
+        fail("deadlock: mbarrier.try_wait.parity(" + std::to_string(parity & 1) + ") made no progress for " +
+             std::to_string((int)wait_timeout_seconds()) + " s; the barrier: " + describe(*b));
+    return false;
+}
+
+// ---------------------------------------------------------------- TMA: the harness's tensor map
+// 128 bytes, little-endian, written by dlgpu/cuda/tma.py (host_tensor_map): the global address is
+// relative to the map itself, so that a map and the tensor it describes travel in one buffer (the
+// sanitizer runner copies every buffer, which would break absolute pointers).
+struct HostTensorMap {
+    unsigned long long magic;    // kTensorMapMagic
+    long long address_offset;    // global address = (char*)this + address_offset
+    unsigned rank, element_bytes;
+    unsigned swizzle_bytes;      // 0, 32, 64 or 128
+    unsigned nan_fill;           // out-of-bounds elements: 0 zeros, 1 NaN
+    unsigned long long dims[5];  // elements, innermost first
+    unsigned long long strides[4];  // bytes between consecutive indices of dims 1..rank-1
+    unsigned box[5];             // elements per dimension
+    unsigned reserved;
+};
+static_assert(sizeof(HostTensorMap) == 128, "the harness's tensor map is 128 bytes, as CUtensorMap");
+constexpr unsigned long long kTensorMapMagic = 0x414d547570676c64ull;  // "dlgpuTMA"
+
+inline const HostTensorMap& tensor_map(const void* map, int rank, const char* what)
+{
+    check_aligned(map, 64, what);
+    const HostTensorMap& m = *static_cast<const HostTensorMap*>(map);
+    if (m.magic != kTensorMapMagic)
+        fail(std::string(what) + ": not a harness tensor map (encode it with dlgpu.cuda.tma for the harness)");
+    if ((int)m.rank != rank)
+        fail(std::string(what) + ": a " + std::to_string(rank) + "-d copy through a rank-" + std::to_string(m.rank) +
+             " tensor map");
+    if (m.swizzle_bytes && m.box[0] * m.element_bytes != m.swizzle_bytes)
+        fail(std::string(what) + ": the box's inner extent (" + std::to_string(m.box[0] * m.element_bytes) +
+             " bytes) is not the swizzle width (" + std::to_string(m.swizzle_bytes) + "; narrower boxes not modelled)");
+    return m;
+}
+
+// Visits the box's elements in shared-memory order: (byte offset in the box, global element address or
+// nullptr when out of bounds).
+template <class Visit> inline void for_each_box_element(const HostTensorMap& m, const int* coords, Visit visit)
+{
+    const unsigned char* base = reinterpret_cast<const unsigned char*>(&m) + m.address_offset;
+    unsigned long long total = 1;
+    for (unsigned d = 0; d < m.rank; ++d) total *= m.box[d];
+    for (unsigned long long linear = 0; linear < total; ++linear) {
+        unsigned long long rest = linear;
+        bool inside = true;
+        long long offset = 0;
+        for (unsigned d = 0; d < m.rank; ++d) {
+            const long long index = coords[d] + (long long)(rest % m.box[d]);
+            rest /= m.box[d];
+            inside &= index >= 0 && index < (long long)m.dims[d];
+            offset += index * (d == 0 ? (long long)m.element_bytes : (long long)m.strides[d - 1]);
+        }
+        visit((unsigned)(linear * m.element_bytes), inside ? base + offset : nullptr);
+    }
+}
+
+inline unsigned box_bytes(const HostTensorMap& m)
+{
+    unsigned bytes = m.element_bytes;
+    for (unsigned d = 0; d < m.rank; ++d) bytes *= m.box[d];
+    return bytes;
+}
+
+// Shared destinations: 128-byte aligned, and on their swizzle pattern's boundary (8 rows of the width).
+inline unsigned tma_shared_base(const void* smem, const HostTensorMap& m, const char* what)
+{
+    const unsigned address = shared_address(smem);
+    const unsigned alignment = m.swizzle_bytes ? 8 * m.swizzle_bytes : 128;
+    if (address % alignment)
+        fail(std::string(what) + ": shared address " + std::to_string(address) + " is not " +
+             std::to_string(alignment) + "-byte aligned");
+    return address;
+}
+
+inline void tma_load(void* smem_dst, const void* map, const int* coords, int rank, void* bar)
+{
+    const HostTensorMap& m = tensor_map(map, rank, "cp.async.bulk.tensor (load)");
+    const unsigned dst = tma_shared_base(smem_dst, m, "cp.async.bulk.tensor (load)");
+    const unsigned bytes = box_bytes(m), bits = swizzle_bits(m.swizzle_bytes);
+    std::vector<unsigned char> image(bytes);
+    for_each_box_element(m, coords, [&](unsigned offset, const unsigned char* global) {
+        if (global) std::memcpy(&image[offset], global, m.element_bytes);
+        else if (m.nan_fill) std::memset(&image[offset], 0xff, m.element_bytes);
+        else std::memset(&image[offset], 0, m.element_bytes);
+    });
+    PendingLoad load;
+    load.transaction_bytes = bytes;
+    load.bytes = std::move(image);
+    for (unsigned chunk = 0; chunk < bytes / 16; ++chunk) load.addresses.push_back(swizzle(dst + 16 * chunk, bits));
+    std::lock_guard<std::mutex> lock(g_mbarrier_mutex);
+    MBarrier& b = barrier_at(bar, "cp.async.bulk.tensor (its mbarrier)");
+    const unsigned lo = dst, hi = dst + bytes;
+    for (auto& [where, other] : g_mbarriers)
+        for (const PendingLoad& earlier : other->loads)
+            for (unsigned a : earlier.addresses)
+                if (a + 16 > lo && a < hi)
+                    fail("cp.async.bulk.tensor: a load into shared bytes [" + std::to_string(lo) + ", " +
+                         std::to_string(hi) + ") that an earlier load, not yet landed, also writes (a producer "
+                         "overrunning its ring?)");
+    for (unsigned a : load.addresses) std::memset(shared_bytes(a, 16, "TMA load"), 0xff, 16);
+    b.loads.push_back(std::move(load));
+    progress();
+}
+
+struct BulkStore {
+    const HostTensorMap* map;
+    std::array<int, 5> coords;
+    unsigned shared_base;
+    std::vector<unsigned char> snapshot;  // the box as read at issue, in box order
+    bool read_checked = false;
+};
+
+inline std::vector<unsigned char> read_box(const HostTensorMap& m, unsigned base)
+{
+    const unsigned bytes = box_bytes(m), bits = swizzle_bits(m.swizzle_bytes);
+    std::vector<unsigned char> image(bytes);
+    for (unsigned chunk = 0; chunk < bytes / 16; ++chunk)
+        std::memcpy(&image[16 * chunk], shared_bytes(swizzle(base + 16 * chunk, bits), 16, "TMA store"), 16);
+    return image;
+}
+
+inline void tma_store(const void* map, const int* coords, int rank, const void* smem_src)
+{
+    const HostTensorMap& m = tensor_map(map, rank, "cp.async.bulk.tensor (store)");
+    auto store = std::make_shared<BulkStore>();
+    store->map = &m;
+    for (int d = 0; d < 5; ++d) store->coords[d] = d < rank ? coords[d] : 0;
+    store->shared_base = tma_shared_base(smem_src, m, "cp.async.bulk.tensor (store)");
+    store->snapshot = read_box(m, store->shared_base);
+    me().open_stores.push_back(std::move(store));
+    progress();
+}
+
+inline void bulk_commit_group()
+{
+    ThreadState& state = me();
+    state.store_groups.push_back(std::move(state.open_stores));
+    state.open_stores.clear();
+}
+
+// .read: the sources of all but the newest `pending_allowed` groups may be reused; without .read the
+// global writes are complete too (and happen here).
+inline void bulk_wait_group(int pending_allowed, bool read_only)
+{
+    ThreadState& state = me();
+    for (size_t g = 0; g + pending_allowed < state.store_groups.size(); ++g)
+        for (auto& store : state.store_groups[g])
+            if (!store->read_checked) {
+                if (read_box(*store->map, store->shared_base) != store->snapshot)
+                    fail("cp.async.bulk.tensor (store): its shared source changed before "
+                         "cp.async.bulk.wait_group.read");
+                store->read_checked = true;
+            }
+    if (read_only) return;
+    while ((int)state.store_groups.size() > pending_allowed) {
+        for (auto& store : state.store_groups.front()) {
+            const HostTensorMap& m = *store->map;
+            for_each_box_element(m, store->coords.data(), [&](unsigned offset, const unsigned char* global) {
+                if (global) std::memcpy(const_cast<unsigned char*>(global), &store->snapshot[offset], m.element_bytes);
+            });
+        }
+        state.store_groups.pop_front();
+        progress();
+    }
+}
+
+}  // namespace sm90
+}  // namespace dlgpu_host

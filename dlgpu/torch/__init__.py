@@ -1,0 +1,79 @@
+"""PyTorch on dlgpu kernels: ``torch.ops.dlgpu`` operators, ``torch.nn`` drop-ins and ``convert(model)``.
+
+>>> import torch, dlgpu.torch as dt
+>>> layer = dt.Linear(4, 3, activation="relu")
+>>> layer(torch.randn(2, 4)).shape
+torch.Size([2, 3])
+>>> model = dt.convert(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU()))
+>>> [type(m).__module__ for m in model]
+['dlgpu.torch.modules', 'dlgpu.torch.modules']
+
+Three layers, from the bottom:
+
+- :mod:`dlgpu.torch.ops` registers every op and its backward with
+  ``torch.library`` under ``torch.ops.dlgpu``: real kernels (CPU tensors on
+  the CPU backend, CUDA tensors on the CUDA backend on the caller's stream,
+  both shared through DLPack without a copy), fake kernels for shape
+  propagation, autograd formulas that call the backward ops, and autocast
+  rules.  So models of these layers run under ``torch.compile(fullgraph=True)``
+  without graph breaks, export with ``torch.export``, and pass
+  ``torch.library.opcheck``.
+- :mod:`dlgpu.torch.functional`: ``linear``, ``conv2d``, ``relu``, ``tanh``,
+  ``sigmoid``, ``max_pool2d``, ``cross_entropy`` (and ``matmul``,
+  ``softmax_cross_entropy``) with ``torch.nn.functional``'s signatures.
+- :mod:`dlgpu.torch.modules`: ``Linear``, ``Conv2d``, ``ReLU``, ``Tanh``,
+  ``Sigmoid``, ``MaxPool2d``, ``CrossEntropyLoss``, subclasses of their
+  ``torch.nn`` namesakes (PyTorch's parameters, initialization and
+  ``state_dict``), and :func:`convert`, which swaps them into a model.
+
+What dlgpu does not do is refused with a DlgpuError rather than emulated or
+silently changed: float64 on the GPU, ``groups``, padding modes, pooling
+dilation, ``ceil_mode`` and returned indices, class weights, label
+smoothing, in-place ReLU, and double backward outside matmul, linear and
+ReLU.  Inside ``torch.autocast`` (CPU or CUDA, bfloat16 or float16) the
+products and convolutions compute at the 16-bit precision on fp32 tensors
+(see :mod:`dlgpu.torch.ops`).
+
+Importing this package imports torch; ``import dlgpu`` never does.
+"""
+
+from __future__ import annotations
+
+# Before torch: dlgpu.cpu asks for passive OpenMP workers, which only takes effect if no OpenMP runtime
+# has started yet; torch's spinning workers would otherwise slow the CPU backend many times over.
+import dlgpu.cpu  # noqa: F401, I001
+from dlgpu.torch import ops
+from dlgpu.torch.convert import convert
+from dlgpu.torch.functional import (
+    conv2d,
+    cross_entropy,
+    linear,
+    matmul,
+    max_pool2d,
+    relu,
+    sigmoid,
+    softmax_cross_entropy,
+    tanh,
+)
+from dlgpu.torch.modules import Conv2d, CrossEntropyLoss, Linear, MaxPool2d, ReLU, Sigmoid, Tanh
+
+__all__ = [
+    "ops",
+    "convert",
+    "matmul",
+    "linear",
+    "conv2d",
+    "relu",
+    "tanh",
+    "sigmoid",
+    "max_pool2d",
+    "cross_entropy",
+    "softmax_cross_entropy",
+    "Linear",
+    "Conv2d",
+    "ReLU",
+    "Tanh",
+    "Sigmoid",
+    "MaxPool2d",
+    "CrossEntropyLoss",
+]
