@@ -21,7 +21,7 @@ speedup_vs_baseline = baseline median / dlgpu median, the two medians, the
 own "Median" column is dlgpu's time.  Benchmarks never assert a speed; the
 target for the conv layers is >= 1.0x torch, both directions, on 2 threads.
 With torch imported (it is, here), numba's loops run on torch's OpenMP pool
-(see threads.py); run once with OMP_WAIT_POLICY=PASSIVE and once without to
+(see dlgpu/cpu/threads.py); run once with OMP_WAIT_POLICY=PASSIVE and once without to
 see what torch's spinning workers cost either side.
 """
 
