@@ -8,6 +8,7 @@ sleeps right after a dlgpu op (a spinning pool burns milliseconds).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import os
@@ -97,18 +98,21 @@ _PROBE = _HELPERS + textwrap.dedent(
 )
 
 
-def _probe(scenario: str, monkeypatch) -> dict:
-    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        monkeypatch.delenv(name, raising=False)
-    done = subprocess.run([sys.executable, "-c", _PROBE, scenario], capture_output=True, text=True, timeout=600)
+@functools.lru_cache(maxsize=None)
+def _probe(scenario: str) -> dict:
+    """The probe's report for one import order, in a fresh interpreter without the user's thread settings."""
+    drop = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS")
+    env = {name: value for name, value in os.environ.items() if name not in drop}
+    done = subprocess.run([sys.executable, "-c", _PROBE, scenario], capture_output=True, text=True, env=env,
+                          timeout=600)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("scenario", ["torch-first", "dlgpu-first", "dlgpu-pool-first"])
-def test_dlgpu_and_torch_share_one_pool_in_every_import_order(scenario, monkeypatch):
+def test_dlgpu_and_torch_share_one_pool_in_every_import_order(scenario):
     pytest.importorskip("torch")
-    report = _probe(scenario, monkeypatch)
+    report = _probe(scenario)
     info = report["info"]
     assert info["numba_threads"] == info["torch_threads"]
     # dlgpu's ops run on at most numba's threads (no BLAS pool, no second OpenMP team) ...
@@ -118,9 +122,9 @@ def test_dlgpu_and_torch_share_one_pool_in_every_import_order(scenario, monkeypa
     assert not report["wait_policy_left_set"]
 
 
-def test_a_pool_dlgpu_starts_sleeps_when_idle(monkeypatch):
+def test_a_pool_dlgpu_starts_sleeps_when_idle():
     pytest.importorskip("torch")
-    report = _probe("dlgpu-pool-first", monkeypatch)
+    report = _probe("dlgpu-pool-first")
     assert report["info"]["wait_policy"] == "passive"
     # A spinning libgomp pool burns ~7 ms after each loop; a passive one nothing.
     assert report["burnt_ms"] < 2.0
