@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 import dlgpu.torch as dt
-from dlgpu.data import load_digits
+from dlgpu.train.data import load_digits
 
 
 def lenet() -> torch.nn.Sequential:

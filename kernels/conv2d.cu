@@ -2,10 +2,10 @@
 // backward data (dgrad) and backward weights (wgrad).
 //
 // x (N, C, H, W) NCHW, w (K, C, R, S) OIHW, y (N, K, P, Q); P = (H + 2ph - dh(R-1) - 1)/sh + 1.
-// Every kernel takes CONV_GEOMETRY_PARAMS (conv2d_common.cuh) and `flags`: CONV_BIAS, CONV_RELU
-// (forward epilogue), CONV_MASK (backward: grad_y masked by y > 0 as it is loaded).  Pointers a
-// kernel does not read under its flags (bias, y) must still be valid.  Every summation runs in a
-// fixed order: same inputs and launch, same bits.  The launcher (dlgpu/cuda/conv2d.py) asserts
+// Every kernel takes CONV_GEOMETRY_PARAMS (conv2d_common.cuh) and `flags`: EPILOGUE_BIAS,
+// EPILOGUE_RELU (forward epilogue, common.cuh), CONV_MASK (backward: grad_y masked by y > 0 as it
+// is loaded).  Pointers a kernel does not read under its flags (bias, y) must still be valid.
+// Every summation runs in a fixed order: same inputs and launch, same bits.  The launcher (dlgpu/cuda/conv2d.py) asserts
 // C*H*W, K*P*Q and K*C*R*S < 2^31 (32-bit offsets inside one image or filter).
 //
 // ---- naive: one thread per output element, any shape; the GPU-side oracle
@@ -21,9 +21,9 @@
 //   One main loop (simt_implicit_gemm) and an operand policy per kernel: block tile BM rows x BN
 //   columns x 8 reduction steps, thread tile TM x TN as 4 x 4 quadrants (float4 shared loads), two
 //   shared stages filled through registers so that the next tile's loads are in flight during the
-//   math.  Configurations 128x128 (256 threads, 8x8), 128x64 (128, 8x8), 128x32 (128, 8x4); grid
-//   (ceil(M/BM), ceil(COLS/BN)).  Output stores are float4 along the rows when the output plane
-//   (P*Q or H*W) % 4 == 0 and the output is 16-byte aligned.
+//   math.  Configurations: CONV_SIMT_CONFIGS below (128x128: 256 threads of 8x8, 128x64: 128 of
+//   8x8, 128x32: 128 of 8x4); grid (ceil(M/BM), ceil(COLS/BN)).  Output stores are float4 along
+//   the rows when the output plane (P*Q or H*W) % 4 == 0 and the output is 16-byte aligned.
 //   conv2d_fwd_simt_<BM>x<BN>_f32(x, w, bias, y, geometry, flags)
 //       y = A (M = N*P*Q pixels, C*R*S taps) x B (taps, K): A gathered from x on the fly
 //       (InputGather: one (n, p, q) division per thread, a fast (c, r, s) division per element,
@@ -77,7 +77,7 @@ extern "C" __global__ void conv2d_fwd_naive_f32(const float* x, const float* w, 
                 }
             }
         }
-        y[i] = conv_epilogue(acc, k, bias, flags);
+        y[i] = epilogue(acc, k, bias, flags);
     }
 }
 
@@ -153,21 +153,26 @@ extern "C" __global__ void conv2d_wgrad_naive_f32(const float* grad_y, const flo
 // stores (8 taps x 4 columns per warp) fall in distinct banks.
 #define SIMT_PAD 4
 
+// The tile configurations, widest first: X(BM, BN, THREADS, TM, TN), thread tiles TM x TN, so
+// THREADS = (BM / TM) * (BN / TN).  dlgpu/cuda/conv2d.py reads this list.
+#define CONV_SIMT_CONFIGS(X)     \
+    X(128, 128, 256, 8, 8)       \
+    X(128, 64, 128, 8, 8)        \
+    X(128, 32, 128, 8, 4)
+
 // Thread (tm, tn), tm = t % (BM/TM) fastest, owns rows {tm*4 + i} (and + BM/2 when TM = 8) and
 // columns {tn*4 + j} (and + BN/2 when TN = 8): a warp's lanes cover consecutive row quads, so
 // their float4 stores of one column are one contiguous run of the output plane.
-template <int BM, int BN, int TM, int TN, class Ops>
+template <int BM, int BN, int THREADS, int TM, int TN, class Ops>
 __device__ __forceinline__ void simt_implicit_gemm(const Ops& ops, const GemmShape shape, float* out, const float* bias,
                                                    int flags)
 {
     constexpr int BK = SIMT_BK;
-    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(THREADS == (BM / TM) * (BN / TN), "thread tiles cover the block tile");
     constexpr int SA = BM + SIMT_PAD, SB = BN + SIMT_PAD;
     static_assert(THREADS % BM == 0 && THREADS % BK == 0, "loader layout");
     constexpr int A_STEP = THREADS / BM;  // taps between one thread's A elements
     constexpr int A_PER = BK / A_STEP;    // A elements per thread per tile
-    constexpr int B_STEP = THREADS / BK;  // columns between one thread's B elements
-    constexpr int B_PER = BN / B_STEP;    // B elements per thread per tile
     static_assert(TM == 4 || TM == 8, "TM");
     static_assert(TN == 4 || TN == 8, "TN");
 
@@ -179,77 +184,34 @@ __device__ __forceinline__ void simt_implicit_gemm(const Ops& ops, const GemmSha
 
     // ---- loader state, fixed for the whole reduction
     const int a_row = t % BM, a_tap = t / BM;
-    const int b_tap = t % BK, b_col = t / BK;
     const typename Ops::Row row = ops.row(m0 + a_row);
-    float a_held[A_PER], b_held[B_PER];
-
-    auto load = [&](int k0) {
-        DLGPU_UNROLL
-        for (int i = 0; i < A_PER; ++i) {
-            const int kk = k0 + a_tap + i * A_STEP;
-            a_held[i] = kk < shape.RED ? ops.a(row, kk) : 0.0f;
-        }
-        DLGPU_UNROLL
-        for (int j = 0; j < B_PER; ++j) {
-            const int col = n0 + b_col + j * B_STEP, kk = k0 + b_tap;
-            b_held[j] = col < shape.COLS && kk < shape.RED ? ops.b(kk, col) : 0.0f;
-        }
-    };
-    auto store = [&](int stage) {
-        DLGPU_UNROLL
-        for (int i = 0; i < A_PER; ++i) a_tiles[stage][(a_tap + i * A_STEP) * SA + a_row] = a_held[i];
-        DLGPU_UNROLL
-        for (int j = 0; j < B_PER; ++j) b_tiles[stage][b_tap * SB + b_col + j * B_STEP] = b_held[j];
-    };
+    float a_held[A_PER];
+    GatherB<BK, BN, THREADS> gather_b;
 
     const int tm = t % (BM / TM), tn = t / (BM / TM);
     float acc[TM][TN];
-    DLGPU_UNROLL
-    for (int i = 0; i < TM; ++i)
-        DLGPU_UNROLL
-        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+    zero(acc);
 
-    // ---- prologue: tile 0 into stage 0
-    const int tiles = (shape.RED - shape.RED_BEGIN + BK - 1) / BK;
-    load(shape.RED_BEGIN);
-    store(0);
-    __syncthreads();
-
-    // ---- main loop: loads of tile t + 1 in flight while tile t is multiplied
-    for (int tile = 0; tile < tiles; ++tile) {
-        const bool more = tile + 1 < tiles;
-        if (more) load(shape.RED_BEGIN + (tile + 1) * BK);
-        const float* as = a_tiles[tile & 1];
-        const float* bs = b_tiles[tile & 1];
-        DLGPU_UNROLL
-        for (int kk = 0; kk < BK; ++kk) {
-            float av[TM], bv[TN];
+    // ---- two stages filled through registers: tile t + 1's loads are in flight while tile t is multiplied
+    k_tile_pipeline<2, false, false>(
+        shape.tiles<BK>(),
+        [&](int tile, int) {
+            const int k0 = shape.RED_BEGIN + tile * BK;
             DLGPU_UNROLL
-            for (int half = 0; half < TM / 4; ++half) {
-                const float4 v = *reinterpret_cast<const float4*>(as + kk * SA + tm * 4 + half * (BM / 2));
-                av[half * 4 + 0] = v.x;
-                av[half * 4 + 1] = v.y;
-                av[half * 4 + 2] = v.z;
-                av[half * 4 + 3] = v.w;
+            for (int i = 0; i < A_PER; ++i) {
+                const int kk = k0 + a_tap + i * A_STEP;
+                a_held[i] = kk < shape.RED ? ops.a(row, kk) : 0.0f;
             }
+            gather_b.issue(ops, shape, k0, n0);
+        },
+        [&](int stage) {
             DLGPU_UNROLL
-            for (int half = 0; half < TN / 4; ++half) {
-                const float4 v = *reinterpret_cast<const float4*>(bs + kk * SB + tn * 4 + half * (BN / 2));
-                bv[half * 4 + 0] = v.x;
-                bv[half * 4 + 1] = v.y;
-                bv[half * 4 + 2] = v.z;
-                bv[half * 4 + 3] = v.w;
-            }
-            DLGPU_UNROLL
-            for (int i = 0; i < TM; ++i)
-                DLGPU_UNROLL
-                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
-        }
-        // The other stage was last read in the previous iteration, which the barrier below (one
-        // iteration ago) closed for every thread; this barrier publishes the new tile.
-        if (more) store((tile + 1) & 1);
-        __syncthreads();
-    }
+            for (int i = 0; i < A_PER; ++i) a_tiles[stage][(a_tap + i * A_STEP) * SA + a_row] = a_held[i];
+            gather_b.template store<SB, 1>(b_tiles[stage]);
+        },
+        [&](int stage) {
+            fma_tile<BK, SA, SB, BM / 2, BN / 2>(acc, a_tiles[stage] + tm * 4, b_tiles[stage] + tn * 4);
+        });
 
     // ---- epilogue: bias, ReLU; row quads are float4 runs of the output when PLANE % 4 == 0
     const bool vector_out = shape.PLANE % 4 == 0 && address_of(out) % 16 == 0;
@@ -266,10 +228,10 @@ __device__ __forceinline__ void simt_implicit_gemm(const Ops& ops, const GemmSha
                 const int col = n0 + tn * 4 + (j & 3) + (j >> 2) * (BN / 2);
                 if (col >= shape.COLS) continue;
                 float4 v;
-                v.x = conv_epilogue(acc[half * 4 + 0][j], col, bias, flags);
-                v.y = conv_epilogue(acc[half * 4 + 1][j], col, bias, flags);
-                v.z = conv_epilogue(acc[half * 4 + 2][j], col, bias, flags);
-                v.w = conv_epilogue(acc[half * 4 + 3][j], col, bias, flags);
+                v.x = epilogue(acc[half * 4 + 0][j], col, bias, flags);
+                v.y = epilogue(acc[half * 4 + 1][j], col, bias, flags);
+                v.z = epilogue(acc[half * 4 + 2][j], col, bias, flags);
+                v.w = epilogue(acc[half * 4 + 3][j], col, bias, flags);
                 *reinterpret_cast<float4*>(out + ((long long)img * shape.COLS + col) * shape.PLANE + pix) = v;
             }
         } else {
@@ -284,7 +246,7 @@ __device__ __forceinline__ void simt_implicit_gemm(const Ops& ops, const GemmSha
                     const int col = n0 + tn * 4 + (j & 3) + (j >> 2) * (BN / 2);
                     if (col < shape.COLS)
                         out[((long long)img * shape.COLS + col) * shape.PLANE + pix] =
-                            conv_epilogue(acc[half * 4 + i][j], col, bias, flags);
+                            epilogue(acc[half * 4 + i][j], col, bias, flags);
                 }
             }
         }
@@ -292,58 +254,9 @@ __device__ __forceinline__ void simt_implicit_gemm(const Ops& ops, const GemmSha
 }
 
 // ---------------------------------------------------------------- named simt instances
-// 128x128: 256 threads of 8x8; 128x64: 128 threads of 8x8; 128x32: 128 threads of 8x4.
-
-extern "C" __global__ void __launch_bounds__(256) conv2d_fwd_simt_128x128_f32(FWD_PARAMS)
-{
-    const ConvGeometry geo = CONV_GEOMETRY;
-    simt_implicit_gemm<128, 128, 8, 8>(forward_ops<ForwardOps>(x, w, geo), forward_shape(geo), y, bias, flags);
-}
-extern "C" __global__ void __launch_bounds__(256) conv2d_fwd_simt_128x128_1x1_f32(FWD_PARAMS)
-{
-    const ConvGeometry geo = CONV_GEOMETRY;
-    simt_implicit_gemm<128, 128, 8, 8>(forward_ops<OneByOneOps>(x, w, geo), forward_shape(geo), y, bias, flags);
-}
-extern "C" __global__ void __launch_bounds__(256) conv2d_dgrad_simt_128x128_f32(DGRAD_PARAMS)
-{
-    const ConvGeometry geo = CONV_GEOMETRY;
-    simt_implicit_gemm<128, 128, 8, 8>(dgrad_ops(grad_y, y, w, geo, flags, hw_mul, hw_shift, w_mul, w_shift),
-        dgrad_shape(geo, hw_mul, hw_shift), grad_x, grad_x, 0);
-}
-
-extern "C" __global__ void __launch_bounds__(128) conv2d_fwd_simt_128x64_f32(FWD_PARAMS)
-{
-    const ConvGeometry geo = CONV_GEOMETRY;
-    simt_implicit_gemm<128, 64, 8, 8>(forward_ops<ForwardOps>(x, w, geo), forward_shape(geo), y, bias, flags);
-}
-extern "C" __global__ void __launch_bounds__(128) conv2d_fwd_simt_128x64_1x1_f32(FWD_PARAMS)
-{
-    const ConvGeometry geo = CONV_GEOMETRY;
-    simt_implicit_gemm<128, 64, 8, 8>(forward_ops<OneByOneOps>(x, w, geo), forward_shape(geo), y, bias, flags);
-}
-extern "C" __global__ void __launch_bounds__(128) conv2d_dgrad_simt_128x64_f32(DGRAD_PARAMS)
-{
-    const ConvGeometry geo = CONV_GEOMETRY;
-    simt_implicit_gemm<128, 64, 8, 8>(dgrad_ops(grad_y, y, w, geo, flags, hw_mul, hw_shift, w_mul, w_shift),
-        dgrad_shape(geo, hw_mul, hw_shift), grad_x, grad_x, 0);
-}
-
-extern "C" __global__ void __launch_bounds__(128) conv2d_fwd_simt_128x32_f32(FWD_PARAMS)
-{
-    const ConvGeometry geo = CONV_GEOMETRY;
-    simt_implicit_gemm<128, 32, 8, 4>(forward_ops<ForwardOps>(x, w, geo), forward_shape(geo), y, bias, flags);
-}
-extern "C" __global__ void __launch_bounds__(128) conv2d_fwd_simt_128x32_1x1_f32(FWD_PARAMS)
-{
-    const ConvGeometry geo = CONV_GEOMETRY;
-    simt_implicit_gemm<128, 32, 8, 4>(forward_ops<OneByOneOps>(x, w, geo), forward_shape(geo), y, bias, flags);
-}
-extern "C" __global__ void __launch_bounds__(128) conv2d_dgrad_simt_128x32_f32(DGRAD_PARAMS)
-{
-    const ConvGeometry geo = CONV_GEOMETRY;
-    simt_implicit_gemm<128, 32, 8, 4>(dgrad_ops(grad_y, y, w, geo, flags, hw_mul, hw_shift, w_mul, w_shift),
-        dgrad_shape(geo, hw_mul, hw_shift), grad_x, grad_x, 0);
-}
+// Every configuration's forward, 1x1 forward and dgrad kernel (conv2d_common.cuh: CONV_PASS_KERNELS).
+#define CONV_SIMT_KERNELS(...) CONV_PASS_KERNELS(simt, simt_implicit_gemm, __VA_ARGS__)
+CONV_SIMT_CONFIGS(CONV_SIMT_KERNELS)
 
 // ---------------------------------------------------------------- simt wgrad
 
@@ -416,36 +329,10 @@ extern "C" __global__ void __launch_bounds__(WGRAD_THREADS) conv2d_wgrad_simt_f3
 
     const int tc = t % (T / 4), tk = t / (T / 4);
     float acc[4][4];
-    DLGPU_UNROLL
-    for (int i = 0; i < 4; ++i)
-        DLGPU_UNROLL
-        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
-
-    const int steps = end > begin ? (end - begin + BR - 1) / BR : 0;
-    if (steps > 0) {
-        load(begin);
-        store(0);
-    }
-    __syncthreads();
-    for (int step = 0; step < steps; ++step) {
-        const bool more = step + 1 < steps;
-        if (more) load(begin + (step + 1) * BR);
-        const float* gs = g_tiles[step & 1];
-        const float* as = a_tiles[step & 1];
-        DLGPU_UNROLL
-        for (int r = 0; r < BR; ++r) {
-            const float4 gv = *reinterpret_cast<const float4*>(gs + r * ST + tk * 4);
-            const float4 av = *reinterpret_cast<const float4*>(as + r * ST + tc * 4);
-            const float g4[4] = {gv.x, gv.y, gv.z, gv.w};
-            const float a4[4] = {av.x, av.y, av.z, av.w};
-            DLGPU_UNROLL
-            for (int i = 0; i < 4; ++i)
-                DLGPU_UNROLL
-                for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(g4[i], a4[j], acc[i][j]);
-        }
-        if (more) store((step + 1) & 1);
-        __syncthreads();
-    }
+    zero(acc);
+    k_tile_pipeline<2, false, true>(
+        end > begin ? (end - begin + BR - 1) / BR : 0, [&](int step, int) { load(begin + step * BR); }, store,
+        [&](int stage) { fma_tile<BR, ST, ST, 0, 0>(acc, g_tiles[stage] + tk * 4, a_tiles[stage] + tc * 4); });
 
     // ---- this split's partial sums (zeros when its pixel range is empty)
     float* out = partial + (long long)blockIdx.z * K * CRS;

@@ -1,6 +1,8 @@
-// kernels/conv2d_common.cuh -- what the convolution families (conv2d.cu, conv2d_tc.cu) share.
+// kernels/conv2d_common.cuh -- what the convolution families (conv2d.cu, conv2d_tc.cu) share: the
+// geometry, and the implicit-GEMM operand module (each pass as a problem any main loop can run).
 //
-//   CONV_BIAS, CONV_RELU, CONV_MASK   bits of the kernels' `flags` argument
+//   CONV_MASK                         the backward kernels' `flags` bit (the forward's are
+//                                     EPILOGUE_BIAS, EPILOGUE_RELU of common.cuh)
 //   CONV_GEOMETRY_PARAMS / _ARGS      the 23 scalar parameters every convolution kernel takes, in
 //                                     this order: N, C, H, W (input), K, R, S (filter), P, Q
 //                                     (output), stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, and
@@ -8,21 +10,24 @@
 //   fast_div(n, mul, shift)           n / d for 0 <= n < 2^31 by one wide multiply and a shift; the
 //                                     launcher computes (mul, shift) (dlgpu/cuda/conv2d.py:
 //                                     fast_divisor), so the kernels never divide in their loops
-//   conv_epilogue(v, k, bias, flags)  v + bias[k] (CONV_BIAS), then ReLU (CONV_RELU)
 //   ConvGeometry, CONV_GEOMETRY       the same parameters as one struct value
 //   InputGather                       one output pixel's view of x for the implicit GEMM: the
 //                                     element that filter tap kk = (c, r, s) meets, 0 in padding
 //   GemmShape, ForwardOps, OneByOneOps, DgradOps, WgradOps, forward_ops/_shape, dgrad_ops/_shape,
 //   wgrad_ops/_shape
 //                                     each pass as an implicit-GEMM problem for the main loops
+//   GatherB                           how both main loops bring B through registers
 //   FWD_PARAMS, DGRAD_PARAMS, WGRAD_PARAMS   the kernels' parameter lists
+//   CONV_PASS_KERNELS(variant, LOOP, config...)
+//                                     the forward, 1x1 forward and dgrad kernels of one tile
+//                                     configuration of a main loop
 #pragma once
 
 #include "common.cuh"
+#include "mainloop.cuh"
 
-#define CONV_BIAS 1
-#define CONV_RELU 2
-// Backward kernels: grad_y is replaced by relu_mask(grad_y, y) as it is loaded.
+// Backward kernels: grad_y is replaced by relu_mask(grad_y, y) as it is loaded.  Clear of the
+// EPILOGUE_ bits.
 #define CONV_MASK 4
 
 #define CONV_GEOMETRY_PARAMS                                                                             \
@@ -39,19 +44,19 @@ __device__ __forceinline__ int fast_div(int n, unsigned mul, unsigned shift)
     return (int)(((unsigned long long)(unsigned)n * mul) >> shift);
 }
 
-__device__ __forceinline__ float conv_epilogue(float v, int k, const float* bias, int flags)
-{
-    if (flags & CONV_BIAS) v += bias[k];
-    if (flags & CONV_RELU) v = v < 0.0f ? 0.0f : v;
-    return v;
-}
-
 // All of CONV_GEOMETRY_PARAMS in one value: `const ConvGeometry geo = CONV_GEOMETRY;`.
 struct ConvGeometry {
     int N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
     unsigned pq_mul, pq_shift, q_mul, q_shift, rs_mul, rs_shift, s_mul, s_shift;
 };
 #define CONV_GEOMETRY {CONV_GEOMETRY_ARGS}
+
+// grad_y[at], masked by y > 0 under CONV_MASK (`masked`): the backward passes' A operand element.
+__device__ __forceinline__ float masked_grad(const float* grad_y, const float* y, long long at, bool masked)
+{
+    const float v = grad_y[at];
+    return masked ? relu_mask(v, y[at]) : v;
+}
 
 // ---------------------------------------------------------------- the implicit-GEMM A operand
 // Row m of the implicit matrix A (M = N*P*Q rows, C*R*S columns) is output pixel (n, p, q); its
@@ -108,6 +113,40 @@ struct GemmShape {
     int PLANE;                     // rows per image of the output
     unsigned plane_mul, plane_shift;
     int RED_BEGIN;                 // start of the reduction (a split's share; 0 when not given)
+
+    // The reduction in tiles of BK steps (none for a wgrad split past the last pixel: its
+    // loaders read zeros past RED, and the output is zeros).
+    template <int BK> __device__ __forceinline__ int tiles() const { return (RED - RED_BEGIN + BK - 1) / BK; }
+};
+
+// ---------------------------------------------------------------- the B operand, through registers
+// Both main loops gather B alike: thread t holds tap t % BK of the tile's columns t / BK + j * STEP
+// (STEP = THREADS / BK, j < PER), zeros outside the problem.  `issue` loads a tile into `held`
+// (early: the loads are in flight during the math), `store` writes it to a shared tile whose
+// element (tap, column) sits at tile[tap * TAP_STRIDE + column * COLUMN_STRIDE].
+template <int BK, int BN, int THREADS>
+struct GatherB {
+    static constexpr int STEP = THREADS / BK, PER = BN / STEP;
+    static_assert(THREADS % BK == 0 && BN % STEP == 0, "loader layout");
+    int tap, column;  // this thread's tap and first column in the tile
+    float held[PER];
+
+    __device__ __forceinline__ GatherB() : tap(threadIdx.x % BK), column(threadIdx.x / BK) {}
+
+    template <class Ops> __device__ __forceinline__ void issue(const Ops& ops, const GemmShape& shape, int k0, int n0)
+    {
+        DLGPU_UNROLL
+        for (int j = 0; j < PER; ++j) {
+            const int col = n0 + column + j * STEP, kk = k0 + tap;
+            held[j] = col < shape.COLS && kk < shape.RED ? ops.b(kk, col) : 0.0f;
+        }
+    }
+
+    template <int TAP_STRIDE, int COLUMN_STRIDE> __device__ __forceinline__ void store(float* tile) const
+    {
+        DLGPU_UNROLL
+        for (int j = 0; j < PER; ++j) tile[tap * TAP_STRIDE + (column + j * STEP) * COLUMN_STRIDE] = held[j];
+    }
 };
 
 // ---------------------------------------------------------------- operand policies
@@ -186,9 +225,7 @@ struct DgradOps {
             q /= g.stride_w;
         }
         if ((unsigned)p >= (unsigned)g.P || (unsigned)q >= (unsigned)g.Q) return 0.0f;
-        const long long at = r.image + ((long long)k * g.P + p) * g.Q + q;
-        const float v = grad_y[at];
-        return masked ? relu_mask(v, y[at]) : v;
+        return masked_grad(grad_y, y, r.image + ((long long)k * g.P + p) * g.Q + q, masked);
     }
     __device__ __forceinline__ float b(int kk, int c) const
     {
@@ -224,9 +261,7 @@ struct WgradOps {
     {
         if (r.channel < 0) return 0.0f;
         const int n = fast_div(m, g.pq_mul, g.pq_shift);
-        const long long at = (long long)n * g.K * g.P * g.Q + r.channel + (m - n * g.P * g.Q);
-        const float v = grad_y[at];
-        return masked ? relu_mask(v, y[at]) : v;
+        return masked_grad(grad_y, y, (long long)n * g.K * g.P * g.Q + r.channel + (m - n * g.P * g.Q), masked);
     }
     __device__ __forceinline__ float b(int m, int kk) const { return InputGather(x, m, m + 1, g).at(kk, true, g); }
 };
@@ -263,3 +298,29 @@ __device__ __forceinline__ GemmShape dgrad_shape(const ConvGeometry& g, unsigned
 {
     return GemmShape{g.N * g.H * g.W, g.C, g.K * g.R * g.S, g.H * g.W, hw_mul, hw_shift};
 }
+
+// ---------------------------------------------------------------- kernels by tile configuration
+// The forward, 1x1 forward and dgrad kernels of one entry X(BM, BN, THREADS, ...) of a family's
+// tile list, on the main loop LOOP<BM, BN, THREADS, ...>(ops, shape, out, bias, flags):
+// conv2d_fwd_<variant>_<BM>x<BN>_f32, conv2d_fwd_<variant>_<BM>x<BN>_1x1_f32 and
+// conv2d_dgrad_<variant>_<BM>x<BN>_f32.
+#define CONV_PASS_KERNELS(variant, LOOP, BM, BN, THREADS, ...)                                                \
+    extern "C" __global__ void __launch_bounds__(THREADS) conv2d_fwd_##variant##_##BM##x##BN##_f32(FWD_PARAMS) \
+    {                                                                                                       \
+        const ConvGeometry geo = CONV_GEOMETRY;                                                             \
+        LOOP<BM, BN, THREADS, __VA_ARGS__>(forward_ops<ForwardOps>(x, w, geo), forward_shape(geo), y, bias,  \
+                                           flags);                                                          \
+    }                                                                                                       \
+    extern "C" __global__ void __launch_bounds__(THREADS)                                                   \
+        conv2d_fwd_##variant##_##BM##x##BN##_1x1_f32(FWD_PARAMS)                                            \
+    {                                                                                                       \
+        const ConvGeometry geo = CONV_GEOMETRY;                                                             \
+        LOOP<BM, BN, THREADS, __VA_ARGS__>(forward_ops<OneByOneOps>(x, w, geo), forward_shape(geo), y, bias, \
+                                           flags);                                                          \
+    }                                                                                                       \
+    extern "C" __global__ void __launch_bounds__(THREADS) conv2d_dgrad_##variant##_##BM##x##BN##_f32(DGRAD_PARAMS) \
+    {                                                                                                       \
+        const ConvGeometry geo = CONV_GEOMETRY;                                                             \
+        LOOP<BM, BN, THREADS, __VA_ARGS__>(dgrad_ops(grad_y, y, w, geo, flags, hw_mul, hw_shift, w_mul, w_shift), \
+                                           dgrad_shape(geo, hw_mul, hw_shift), grad_x, grad_x, 0);          \
+    }

@@ -53,78 +53,30 @@ struct SigmoidBackward {
     __device__ __forceinline__ float operator()(float g, float y) const { return g * (y * (1.0f - y)); }
 };
 
-template <class Op>
-__device__ __forceinline__ float4 apply4(Op op, float4 a)
+// ---------------------------------------------------------------- over arrays
+// An elementwise op as common.cuh's map_vec4 takes it: the input values of one element in, its output out.
+template <class Op> struct Unary {
+    Op op;
+    __device__ __forceinline__ void operator()(const float (&a)[1], float (&r)[1]) const { r[0] = op(a[0]); }
+};
+template <class Op> struct Binary {
+    Op op;
+    __device__ __forceinline__ void operator()(const float (&a)[2], float (&r)[1]) const { r[0] = op(a[0], a[1]); }
+};
+
+template <class Op> __device__ __forceinline__ void map_unary(const float* x, float* y, long long n, Op op)
 {
-    return make_float4(op(a.x), op(a.y), op(a.z), op(a.w));
+    const float* const in[] = {x};
+    float* const out[] = {y};
+    map_vec4<ELEMENTWISE_BATCH>(n, in, out, Unary<Op>{op});
 }
 
 template <class Op>
-__device__ __forceinline__ float4 apply4(Op op, float4 a, float4 b)
+__device__ __forceinline__ void map_binary(const float* a, const float* b, float* result, long long n, Op op)
 {
-    return make_float4(op(a.x, b.x), op(a.y, b.y), op(a.z, b.z), op(a.w, b.w));
-}
-
-// ---------------------------------------------------------------- drivers
-template <class Op>
-__device__ __forceinline__ void map_unary(const float* x, float* y, long long n, Op op)
-{
-    const long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const long long stride = (long long)gridDim.x * blockDim.x;
-    const Vec4Plan plan = plan_vec4(n, x, phase_mismatch(x, y));
-
-    // ---- scalar head (or everything, when the pointers cannot be vectorized together)
-    for (long long i = tid; i < plan.head; i += stride) y[i] = op(x[i]);
-
-    // ---- float4 body: load the whole batch before storing any of it, so that the
-    // loads are independent even when y == x (each element is read by its own thread
-    // before that thread writes it, which keeps in-place calls correct).
-    const float4* xv = reinterpret_cast<const float4*>(x + plan.head);
-    float4* yv = reinterpret_cast<float4*>(y + plan.head);
-    long long j = tid;
-    for (; j + (ELEMENTWISE_BATCH - 1) * stride < plan.vectors; j += ELEMENTWISE_BATCH * stride) {
-        float4 v[ELEMENTWISE_BATCH];
-        DLGPU_UNROLL
-        for (int u = 0; u < ELEMENTWISE_BATCH; ++u) v[u] = xv[j + u * stride];
-        DLGPU_UNROLL
-        for (int u = 0; u < ELEMENTWISE_BATCH; ++u) yv[j + u * stride] = apply4(op, v[u]);
-    }
-    for (; j < plan.vectors; j += stride) yv[j] = apply4(op, xv[j]);
-
-    // ---- scalar tail
-    for (long long i = plan.tail_start + tid; i < n; i += stride) y[i] = op(x[i]);
-}
-
-template <class Op>
-__device__ __forceinline__ void map_binary(const float* a, const float* b, float* out, long long n, Op op)
-{
-    const long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const long long stride = (long long)gridDim.x * blockDim.x;
-    const Vec4Plan plan = plan_vec4(n, a, phase_mismatch(a, b) | phase_mismatch(a, out));
-
-    // ---- scalar head
-    for (long long i = tid; i < plan.head; i += stride) out[i] = op(a[i], b[i]);
-
-    // ---- float4 body, batched as in map_unary (out may alias a or b)
-    const float4* av = reinterpret_cast<const float4*>(a + plan.head);
-    const float4* bv = reinterpret_cast<const float4*>(b + plan.head);
-    float4* ov = reinterpret_cast<float4*>(out + plan.head);
-    long long j = tid;
-    for (; j + (ELEMENTWISE_BATCH - 1) * stride < plan.vectors; j += ELEMENTWISE_BATCH * stride) {
-        float4 va[ELEMENTWISE_BATCH];
-        float4 vb[ELEMENTWISE_BATCH];
-        DLGPU_UNROLL
-        for (int u = 0; u < ELEMENTWISE_BATCH; ++u) {
-            va[u] = av[j + u * stride];
-            vb[u] = bv[j + u * stride];
-        }
-        DLGPU_UNROLL
-        for (int u = 0; u < ELEMENTWISE_BATCH; ++u) ov[j + u * stride] = apply4(op, va[u], vb[u]);
-    }
-    for (; j < plan.vectors; j += stride) ov[j] = apply4(op, av[j], bv[j]);
-
-    // ---- scalar tail
-    for (long long i = plan.tail_start + tid; i < n; i += stride) out[i] = op(a[i], b[i]);
+    const float* const in[] = {a, b};
+    float* const out[] = {result};
+    map_vec4<ELEMENTWISE_BATCH>(n, in, out, Binary<Op>{op});
 }
 
 // ---------------------------------------------------------------- kernels

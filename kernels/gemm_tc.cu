@@ -1,18 +1,20 @@
 // kernels/gemm_tc.cu -- the matrix product on tensor cores (mma.sync, sm_80+), fp32 in and out.
 //
 // Same contract as kernels/gemm.cu: C (M x N, row-major) = epilogue(op(A) @ op(B)), layouts
-// nn/nt/tn/tt, `flags` GEMM_BIAS / GEMM_RELU (gemm_tile.cuh), any M, N, K >= 1, every operand's
+// nn/nt/tn/tt, `flags` EPILOGUE_BIAS / EPILOGUE_RELU (common.cuh), any M, N, K >= 1, every operand's
 // leading dimension % 4 == 0 and 16-byte aligned (the launcher checks; else it takes the naive
-// kernel).  The operands are fp32 in global memory; the precision is a build define:
+// kernel).  The operands are fp32 in global memory; the precision is a build define naming a
+// ptx::Precision (ptx.cuh):
 //
-//   GEMM_TC_PRECISION=0  tf32: mma.m16n8k8, operands rounded by cvt.rna.tf32.f32
-//   GEMM_TC_PRECISION=1  bf16: mma.m16n8k16, operands rounded to bf16 (cvt.rn)
-//   GEMM_TC_PRECISION=2  fp16: mma.m16n8k16, operands rounded to fp16 (cvt.rn)
+//   GEMM_TC_PRECISION=tf32  mma.m16n8k8, operands rounded by cvt.rna.tf32.f32
+//   GEMM_TC_PRECISION=bf16  mma.m16n8k16, operands rounded to bf16 (cvt.rn)
+//   GEMM_TC_PRECISION=fp16  mma.m16n8k16, operands rounded to fp16 (cvt.rn)
 // always accumulating in fp32.  For a given build, kernel and shape the bits are the same on
 // every run (each output's k order is fixed).
 //
 //   gemm_tc_<BM>x<BN>_<layout>[_mask]_f32(a, b, bias, mask_y, c, M, N, K, flags)
-//       128x128: 8 warps (2 x 4), warp tile 64 x 32;  64x64: 4 warps (2 x 2), warp tile 32 x 32.
+//       Configurations: GEMM_TC_CONFIGS below (128x128: 8 warps (2 x 4), warp tile 64 x 32;
+//       64x64: 4 warps (2 x 2), warp tile 32 x 32); layouts: GEMM_LAYOUTS (gemm_tile.cuh).
 //       Block tile BM x BN x BK (BK = 16 floats for tf32, 32 halves for bf16/fp16), a 3-stage
 //       shared-memory ring; dynamic shared memory (dlgpu/cuda/gemm.py: tc_shared_bytes).  Grid
 //       (ceil(N/BN), ceil(M/BM)), blocks mapped to tiles in bands of 8 tile rows (block_tile).
@@ -35,27 +37,34 @@
 //              memory and traffic, and every warp would round the same values again.  The ReLU mask of
 //              the backward is applied in fp32, before rounding.
 //
-// dlgpu-build: GEMM_TC_PRECISION=0
-// dlgpu-build: GEMM_TC_PRECISION=1
-// dlgpu-build: GEMM_TC_PRECISION=2
+// dlgpu-build: GEMM_TC_PRECISION=tf32
+// dlgpu-build: GEMM_TC_PRECISION=bf16
+// dlgpu-build: GEMM_TC_PRECISION=fp16
 // dlgpu-sass: gemm_tc_* HMMA !LDL !STL
 
 #include "common.cuh"
 #include "gemm_tile.cuh"
+#include "mainloop.cuh"
 #include "ptx.cuh"
 
 #ifndef GEMM_TC_PRECISION
-#error "gemm_tc.cu is built with -DGEMM_TC_PRECISION=0 (tf32), 1 (bf16) or 2 (fp16)"
+#error "gemm_tc.cu is built with -DGEMM_TC_PRECISION=tf32, bf16 or fp16 (a ptx::Precision)"
 #endif
+constexpr ptx::Precision TC_PRECISION = ptx::Precision::GEMM_TC_PRECISION;
 
-// 16-bit operands (bf16, fp16) live in shared memory as 16-bit values; tf32 operands as fp32.
-#define TC_HALF (GEMM_TC_PRECISION != 0)
 #define TC_STAGES 3
-// k per block tile: 16 floats (tf32) or 32 halves (bf16/fp16): 64 bytes of a k-contiguous row.
-#define TC_BK (TC_HALF ? 32 : 16)
+// k per block tile: 64 bytes of a k-contiguous row, 16 floats (tf32) or 32 halves (bf16/fp16).
+#define TC_BK_TF32 16
+#define TC_BK_HALF 32
 // tf32 tiles: row padding, in floats, for k-contiguous and for m/n-contiguous tiles.
 #define TC_PAD_K 4
 #define TC_PAD_MN 8
+
+// The tile configurations, largest first: X(BM, BN, THREADS, WARPS_M, WARPS_N), THREADS = 32 *
+// WARPS_M * WARPS_N, warp tiles (BM / WARPS_M) x (BN / WARPS_N).  dlgpu/cuda/gemm.py reads this list.
+#define GEMM_TC_CONFIGS(X)   \
+    X(128, 128, 256, 2, 4)   \
+    X(64, 64, 128, 2, 2)
 
 // ---------------------------------------------------------------- 16-bit tiles: swizzled rows
 // A 16-bit tile of COLS halves per row is a run of 16-byte chunks (8 halves each).  ldmatrix reads
@@ -73,7 +82,7 @@ __device__ __forceinline__ int swizzled(int row, int col)
 
 // The registers a TileLoader holds (fp32, four consecutive columns per chunk), rounded to
 // 16 bits and written as 8 bytes into the swizzled tile.
-template <class Loader, int TILE_COLS, int THREADS>
+template <ptx::Precision P, class Loader, int TILE_COLS, int THREADS>
 __device__ __forceinline__ void store_half(const Loader& loader, unsigned short* tile)
 {
     DLGPU_UNROLL
@@ -82,9 +91,8 @@ __device__ __forceinline__ void store_half(const Loader& loader, unsigned short*
         const int r = chunk / Loader::kChunksPerRow, c = (chunk % Loader::kChunksPerRow) * 4;
         const float4 v = loader.held[i];
         // One 8-byte store (a uint2 store was split into two 4-byte STS by the compiler).
-        const unsigned long long packed =
-            (unsigned long long)ptx::pack_half2<GEMM_TC_PRECISION>(v.x, v.y) |
-            ((unsigned long long)ptx::pack_half2<GEMM_TC_PRECISION>(v.z, v.w) << 32);
+        const unsigned long long packed = (unsigned long long)ptx::pack_half2<P>(v.x, v.y) |
+                                          ((unsigned long long)ptx::pack_half2<P>(v.z, v.w) << 32);
         *reinterpret_cast<unsigned long long*>(tile + swizzled<TILE_COLS>(r, c)) = packed;
     }
 }
@@ -93,14 +101,16 @@ __device__ __forceinline__ void store_half(const Loader& loader, unsigned short*
 // Warp (wm, wn) owns rows [wm * MT * 16, +MT * 16) and columns [wn * NT * 8, +NT * 8) of the block
 // tile: MT x NT mma tiles of 16 x 8, four fp32 accumulators per lane each.  Every tile in shared
 // memory is stored as its operand is stored in global memory (rows of k, or rows of m/n).
-template <int WARPS_M, int WARPS_N, int MT, int NT, bool kTransA, bool kTransB, bool kMaskA>
+template <ptx::Precision P, int BM, int BN, int THREADS, int WARPS_M, int WARPS_N, bool kTransA, bool kTransB,
+          bool kMaskA>
 __device__ __forceinline__ void tc_gemm(const float* a, const float* b, const float* bias, const float* mask_y,
                                         float* c, int M, int N, int K, int flags)
 {
-    constexpr bool kHalf = TC_HALF;
-    constexpr int BM = WARPS_M * MT * 16, BN = WARPS_N * NT * 8, BK = TC_BK;
-    constexpr int THREADS = WARPS_M * WARPS_N * 32;
-    constexpr int KSTEP = kHalf ? 16 : 8;
+    // 16-bit operands (bf16, fp16) live in shared memory as 16-bit values; tf32 operands as fp32.
+    constexpr bool kHalf = P != ptx::Precision::tf32;
+    constexpr int MT = BM / (16 * WARPS_M), NT = BN / (8 * WARPS_N), BK = kHalf ? TC_BK_HALF : TC_BK_TF32;
+    static_assert(THREADS == 32 * WARPS_M * WARPS_N && MT * 16 * WARPS_M == BM && NT * 8 * WARPS_N == BN,
+                  "warps tile the block");
     static_assert(NT % 2 == 0, "16-bit B fragments are loaded two n-tiles at a time");
     // Global tile geometry: A stored (M, K) gives tile rows m (cols k), stored (K, M) rows k.
     constexpr int A_ROWS = kTransA ? BK : BM, A_COLS = kTransA ? BM : BK;
@@ -116,17 +126,15 @@ __device__ __forceinline__ void tc_gemm(const float* a, const float* b, const fl
     unsigned char* const b_tiles = a_tiles + TC_STAGES * A_TILE_BYTES;
 
     // 16-bit tiles must be converted on the way in, so they always come through registers.
-    TileLoader<A_ROWS, A_COLS, SA, THREADS, false, kMaskA, kHalf> load_a(a, mask_y, kTransA ? K : M,
-                                                                         kTransA ? M : K);
-    TileLoader<B_ROWS, B_COLS, SB, THREADS, false, false, kHalf> load_b(b, b, kTransB ? N : K, kTransB ? K : N);
+    using LoaderA = TileLoader<A_ROWS, A_COLS, SA, THREADS, false, kMaskA, kHalf>;
+    using LoaderB = TileLoader<B_ROWS, B_COLS, SB, THREADS, false, false, kHalf>;
+    LoaderA load_a(a, mask_y, kTransA ? K : M, kTransA ? M : K);
+    LoaderB load_b(b, b, kTransB ? N : K, kTransB ? K : N);
 
-    int tile_m, tile_n;
-    block_tile(tile_m, tile_n);
-    const int m0 = tile_m * BM, n0 = tile_n * BN;
+    int m0, n0;
+    block_tile<BM, BN>(m0, n0);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int wm0 = (warp / WARPS_N) * MT * 16, wn0 = (warp % WARPS_N) * NT * 8;
-    const int g = lane / 4, t = lane % 4;
-    const int tiles = (K + BK - 1) / BK;
 
     auto issue = [&](int tile, int stage) {
         const int k0 = tile * BK;
@@ -135,46 +143,23 @@ __device__ __forceinline__ void tc_gemm(const float* a, const float* b, const fl
     };
     auto store = [&](int stage) {
         if constexpr (kHalf) {
-            store_half<decltype(load_a), A_COLS, THREADS>(
-                load_a, reinterpret_cast<unsigned short*>(a_tiles + stage * A_TILE_BYTES));
-            store_half<decltype(load_b), B_COLS, THREADS>(
-                load_b, reinterpret_cast<unsigned short*>(b_tiles + stage * B_TILE_BYTES));
+            store_half<P, LoaderA, A_COLS, THREADS>(load_a,
+                                                     reinterpret_cast<unsigned short*>(a_tiles + stage * A_TILE_BYTES));
+            store_half<P, LoaderB, B_COLS, THREADS>(load_b,
+                                                     reinterpret_cast<unsigned short*>(b_tiles + stage * B_TILE_BYTES));
         } else {
             load_a.store(reinterpret_cast<float*>(a_tiles + stage * A_TILE_BYTES));
             load_b.store(reinterpret_cast<float*>(b_tiles + stage * B_TILE_BYTES));
         }
     };
 
-    // ---- prologue: tiles 0 .. STAGES-2 in flight, one cp.async group each (empty for 16-bit)
-    DLGPU_UNROLL
-    for (int s = 0; s < TC_STAGES - 1; ++s) {
-        if (s < tiles) {
-            issue(s, s);
-            store(s);
-        }
-        ptx::cp_async_commit();
-    }
-
     float acc[MT][NT][4];
-    DLGPU_UNROLL
-    for (int i = 0; i < MT; ++i)
+    zero(acc);
+    auto compute = [&](int stage) {
+        const unsigned char* a_stage = a_tiles + stage * A_TILE_BYTES;
+        const unsigned char* b_stage = b_tiles + stage * B_TILE_BYTES;
         DLGPU_UNROLL
-        for (int j = 0; j < NT; ++j)
-            DLGPU_UNROLL
-            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
-
-    // ---- main loop: wait for tile t, start tile t + STAGES - 1, multiply tile t
-    for (int t_k = 0; t_k < tiles; ++t_k) {
-        ptx::cp_async_wait<TC_STAGES - 2>();
-        __syncthreads();
-        const int next = t_k + TC_STAGES - 1;
-        if (next < tiles) issue(next, next % TC_STAGES);
-        ptx::cp_async_commit();
-
-        const unsigned char* a_stage = a_tiles + (t_k % TC_STAGES) * A_TILE_BYTES;
-        const unsigned char* b_stage = b_tiles + (t_k % TC_STAGES) * B_TILE_BYTES;
-        DLGPU_UNROLL
-        for (int ks = 0; ks < BK; ks += KSTEP) {
+        for (int ks = 0; ks < BK; ks += ptx::mma_k<P>) {
             // Fragments in the PTX ISA's layouts (kernels/ptx.cuh's header lists them).
             unsigned af[MT][4], bf[NT][2];
             if constexpr (kHalf) {
@@ -207,29 +192,19 @@ __device__ __forceinline__ void tc_gemm(const float* a, const float* b, const fl
                 auto a_at = [&](int m, int k) { return kTransA ? as[k * SA + m] : as[m * SA + k]; };
                 auto b_at = [&](int k, int n) { return kTransB ? bs[n * SB + k] : bs[k * SB + n]; };
                 DLGPU_UNROLL
-                for (int i = 0; i < MT; ++i) {
-                    const int row = wm0 + i * 16 + g;
-                    DLGPU_UNROLL
-                    for (int r = 0; r < 4; ++r)
-                        af[i][r] = ptx::f32_to_tf32(a_at(row + 8 * (r % 2), ks + t + 4 * (r / 2)));
-                }
+                for (int i = 0; i < MT; ++i)
+                    ptx::a_fragment<P>(af[i], [&](int r, int k) { return a_at(wm0 + i * 16 + r, ks + k); }, lane);
                 DLGPU_UNROLL
-                for (int j = 0; j < NT; ++j) {
-                    const int col = wn0 + j * 8 + g;
-                    DLGPU_UNROLL
-                    for (int r = 0; r < 2; ++r) bf[j][r] = ptx::f32_to_tf32(b_at(ks + t + 4 * r, col));
-                }
+                for (int j = 0; j < NT; ++j)
+                    ptx::b_fragment<P>(bf[j], [&](int k, int n) { return b_at(ks + k, wn0 + j * 8 + n); }, lane);
             }
-            DLGPU_UNROLL
-            for (int i = 0; i < MT; ++i)
-                DLGPU_UNROLL
-                for (int j = 0; j < NT; ++j) ptx::mma_accumulate<GEMM_TC_PRECISION>(acc[i][j], af[i], bf[j]);
+            mma_tile<P>(acc, af, bf);
         }
-        if (next < tiles) store(next % TC_STAGES);
-    }
-    ptx::cp_async_wait_all();
+    };
+    k_tile_pipeline<TC_STAGES, LoaderA::kAsync || LoaderB::kAsync, true>((K + BK - 1) / BK, issue, store, compute);
 
     // ---- epilogue: accumulator e of tile (i, j) is row g + 8 * (e / 2), column 2t + e % 2
+    const int g = lane / 4, t = lane % 4;
     const bool vector_c = (N % 2 == 0) && (address_of(c) % 8 == 0);
     DLGPU_UNROLL
     for (int i = 0; i < MT; ++i) {
@@ -241,71 +216,23 @@ __device__ __forceinline__ void tc_gemm(const float* a, const float* b, const fl
             DLGPU_UNROLL
             for (int j = 0; j < NT; ++j) {
                 const int n = n0 + wn0 + j * 8 + 2 * t;
-                const float v0 = n < N ? epilogue(acc[i][j][2 * half], n, bias, flags) : 0.0f;
-                const float v1 = n + 1 < N ? epilogue(acc[i][j][2 * half + 1], n + 1, bias, flags) : 0.0f;
-                if (vector_c && n + 2 <= N) {
-                    *reinterpret_cast<float2*>(row + n) = make_float2(v0, v1);
-                } else {
-                    if (n < N) row[n] = v0;
-                    if (n + 1 < N) row[n + 1] = v1;
-                }
+                const float v[2] = {n < N ? epilogue(acc[i][j][2 * half], n, bias, flags) : 0.0f,
+                                    n + 1 < N ? epilogue(acc[i][j][2 * half + 1], n + 1, bias, flags) : 0.0f};
+                store_run(row + n, v, n, N, vector_c);
             }
         }
     }
 }
 
 // ---------------------------------------------------------------- named instances
-// 128x128: warps 2 x 4, MT 4, NT 4;  64x64: warps 2 x 2, MT 2, NT 4.
-#define TC_PARAMS \
-    const float *a, const float *b, const float *bias, const float *mask_y, float *c, int M, int N, int K, int flags
-#define TC_ARGS a, b, bias, mask_y, c, M, N, K, flags
-
-extern "C" __global__ void __launch_bounds__(256) gemm_tc_128x128_nn_f32(TC_PARAMS)
-{
-    tc_gemm<2, 4, 4, 4, false, false, false>(TC_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(256) gemm_tc_128x128_nt_f32(TC_PARAMS)
-{
-    tc_gemm<2, 4, 4, 4, false, true, false>(TC_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(256) gemm_tc_128x128_tn_f32(TC_PARAMS)
-{
-    tc_gemm<2, 4, 4, 4, true, false, false>(TC_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(256) gemm_tc_128x128_tt_f32(TC_PARAMS)
-{
-    tc_gemm<2, 4, 4, 4, true, true, false>(TC_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(256) gemm_tc_128x128_nn_mask_f32(TC_PARAMS)
-{
-    tc_gemm<2, 4, 4, 4, false, false, true>(TC_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(256) gemm_tc_128x128_tn_mask_f32(TC_PARAMS)
-{
-    tc_gemm<2, 4, 4, 4, true, false, true>(TC_ARGS);
-}
-
-extern "C" __global__ void __launch_bounds__(128) gemm_tc_64x64_nn_f32(TC_PARAMS)
-{
-    tc_gemm<2, 2, 2, 4, false, false, false>(TC_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(128) gemm_tc_64x64_nt_f32(TC_PARAMS)
-{
-    tc_gemm<2, 2, 2, 4, false, true, false>(TC_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(128) gemm_tc_64x64_tn_f32(TC_PARAMS)
-{
-    tc_gemm<2, 2, 2, 4, true, false, false>(TC_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(128) gemm_tc_64x64_tt_f32(TC_PARAMS)
-{
-    tc_gemm<2, 2, 2, 4, true, true, false>(TC_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(128) gemm_tc_64x64_nn_mask_f32(TC_PARAMS)
-{
-    tc_gemm<2, 2, 2, 4, false, false, true>(TC_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(128) gemm_tc_64x64_tn_mask_f32(TC_PARAMS)
-{
-    tc_gemm<2, 2, 2, 4, true, false, true>(TC_ARGS);
-}
+// Every configuration in every layout (GEMM_LAYOUTS): gemm_tc_128x128_nn_f32, ...
+#define GEMM_TC_KERNEL(layout, kTransA, kTransB, kMaskA, BM, BN, THREADS, WARPS_M, WARPS_N)                   \
+    extern "C" __global__ void __launch_bounds__(THREADS)                                                    \
+        gemm_tc_##BM##x##BN##_##layout##_f32(const float* a, const float* b, const float* bias,               \
+                                             const float* mask_y, float* c, int M, int N, int K, int flags)    \
+    {                                                                                                        \
+        tc_gemm<TC_PRECISION, BM, BN, THREADS, WARPS_M, WARPS_N, kTransA, kTransB, kMaskA>(a, b, bias, mask_y, \
+                                                                                           c, M, N, K, flags); \
+    }
+#define GEMM_TC_LAYOUTS(...) GEMM_LAYOUTS(GEMM_TC_KERNEL, __VA_ARGS__)
+GEMM_TC_CONFIGS(GEMM_TC_LAYOUTS)

@@ -1,33 +1,41 @@
-// kernels/gemm_tile.cuh -- what the GEMM families (gemm.cu, gemm_tc.cu) share: the epilogue
-// flags, the fused epilogue, and the loader that moves one operand tile into shared memory.
+// kernels/gemm_tile.cuh -- what the GEMM families (gemm.cu, gemm_tc.cu, gemm_wgmma.cu) share beyond
+// mainloop.cuh: the layouts they are instantiated in, the raster order, and the loader that moves
+// one operand tile into shared memory.  Their `flags`: EPILOGUE_BIAS, EPILOGUE_RELU (common.cuh),
+// GEMM_MASK_A and GEMM_STORE_HALF.
 //
-//   GEMM_BIAS, GEMM_RELU, GEMM_MASK_A   bits of the kernels' `flags` argument
-//   epilogue(v, n, bias, flags)         v + bias[n] (GEMM_BIAS), then ReLU (GEMM_RELU; NaN passes
-//                                       like relu_forward_f32)
+//   GEMM_MASK_A                         the naive kernel's flag for a masked A
 //   GEMM_STORE_HALF                     kernels with 16-bit operands (gemm_wgmma.cu): C is stored in
 //                                       their 16-bit type instead of fp32
-//   grouped_tile(id, ...), block_tile   which C tile a linear tile id, or this block, computes (grouped
-//                                       raster order)
+//   GEMM_LAYOUTS(X, config...)          every (layout, mask) an mma.sync GEMM kernel exists for:
+//                                       GEMM_PLAIN_LAYOUTS, then GEMM_MASK_LAYOUTS
+//   grouped_tile(id, ...)               which C tile a linear tile id computes (grouped raster order)
+//   block_tile<BM, BN>(m0, n0)          the first row and column of the C tile this block computes
 //   TileLoader<...>                     one operand tile: global (row-major rows x cols, rows
 //                                       16-byte aligned) -> shared, by cp.async or through registers
 #pragma once
 
 #include "common.cuh"
+#include "mainloop.cuh"
 #include "ptx.cuh"
 
-#define GEMM_BIAS 1
-#define GEMM_RELU 2
 // Naive kernel only (the tiled kernels take the mask as a template parameter): A's element is
-// replaced by relu_mask(A, Y) as it is loaded, Y stored exactly like A.
+// replaced by relu_mask(A, Y) as it is loaded, Y stored exactly like A.  Clear of the EPILOGUE_ bits.
 #define GEMM_MASK_A 4
 #define GEMM_STORE_HALF 8
 
-__device__ __forceinline__ float epilogue(float v, int n, const float* bias, int flags)
-{
-    if (flags & GEMM_BIAS) v += bias[n];
-    if (flags & GEMM_RELU) v = v < 0.0f ? 0.0f : v;
-    return v;
-}
+// ---------------------------------------------------------------- layouts
+// X(suffix, kTransA, kTransB, kMaskA, config...) for each kernel of one tile configuration: the
+// four layouts, and `_mask` (A multiplied by Y > 0 as it is loaded) for the two products of
+// linear_backward, grad_x = G W (nn) and grad_w = G^T X (tn).  dlgpu/cuda/gemm.py reads these lists.
+#define GEMM_PLAIN_LAYOUTS(X, ...)                \
+    X(nn, false, false, false, __VA_ARGS__)       \
+    X(nt, false, true, false, __VA_ARGS__)        \
+    X(tn, true, false, false, __VA_ARGS__)        \
+    X(tt, true, true, false, __VA_ARGS__)
+#define GEMM_MASK_LAYOUTS(X, ...)                 \
+    X(nn_mask, false, false, true, __VA_ARGS__)   \
+    X(tn_mask, true, false, true, __VA_ARGS__)
+#define GEMM_LAYOUTS(X, ...) GEMM_PLAIN_LAYOUTS(X, __VA_ARGS__) GEMM_MASK_LAYOUTS(X, __VA_ARGS__)
 
 // ---------------------------------------------------------------- raster order
 // The grid is (tiles along N, tiles along M), and blocks start roughly in linear order (x fastest).
@@ -47,10 +55,13 @@ __device__ __forceinline__ void grouped_tile(int id, int tiles_m, int tiles_n, i
     tile_n = in_band / band_rows;
 }
 
-// The grid is (tiles along N, tiles along M): one block per tile.
-__device__ __forceinline__ void block_tile(int& tile_m, int& tile_n)
+// The grid is (tiles along N, tiles along M): one block per tile of BM x BN.
+template <int BM, int BN> __device__ __forceinline__ void block_tile(int& m0, int& n0)
 {
+    int tile_m, tile_n;
     grouped_tile(blockIdx.y * gridDim.x + blockIdx.x, gridDim.y, gridDim.x, tile_m, tile_n);
+    m0 = tile_m * BM;
+    n0 = tile_n * BN;
 }
 
 // ---------------------------------------------------------------- operand tiles

@@ -1,12 +1,13 @@
 // kernels/gemm_wgmma.cu -- the matrix product on Hopper's warpgroup tensor cores (wgmma, TMA, mbarriers; sm_90a).
 //
-// Same contract as kernels/gemm.cu -- C (M x N, row-major) = epilogue(op(A) @ op(B)), `flags` GEMM_BIAS /
-// GEMM_RELU (gemm_tile.cuh), any M, N, K >= 1 -- but the operands are 16-bit (bf16, fp16) or fp32 read as
+// Same contract as kernels/gemm.cu -- C (M x N, row-major) = epilogue(op(A) @ op(B)), `flags` EPILOGUE_BIAS /
+// EPILOGUE_RELU (common.cuh), any M, N, K >= 1 -- but the operands are 16-bit (bf16, fp16) or fp32 read as
 // tf32, straight from global memory by TMA, accumulated in fp32; C is fp32, or with GEMM_STORE_HALF the
 // operands' 16-bit type.  The launcher is dlgpu/cuda/gemm_wgmma.py.
 //
 //   gemm_wgmma_128x<BN>_<layout>_<precision>(maps, bias, c, M, N, K, flags)
-//       BN 256 (4 stages) or 128 (6 stages); layouts nn, nt, tn, tt for bf16 and fp16, nt only for tf32
+//       GEMM_WGMMA_CONFIGS below: BN 256 (4 stages) or 128 (6 stages); layouts nn, nt, tn, tt
+//       (GEMM_PLAIN_LAYOUTS) for bf16 and fp16, nt only for tf32
 //       (wgmma reads tf32 operands K-major: A stored M x K, B stored N x K).  `maps`: two TMA tensor maps
 //       of 128 bytes (dlgpu/cuda/tma.py), A's then B's, each over the matrix as stored, boxes of 128-byte
 //       rows with the 128-byte swizzle.  bias: fp32 (N,).  c: fp32 or 16-bit, row-major, M x N.
@@ -80,9 +81,14 @@
 #define WGMMA_PRODUCER_REGISTERS 40
 #define WGMMA_CONSUMER_REGISTERS 232
 
-// Sizes for precision P (ptx::wgmma's code: 0 tf32, 1 bf16, 2 fp16), BN columns and STAGES stages.
-template <int P, int BN, int STAGES> struct WgmmaTiles {
-    static constexpr int kElement = P == 0 ? 4 : 2;
+// The tile configurations, largest first: X(BM, BN, THREADS, STAGES).  dlgpu/cuda/gemm_wgmma.py reads this list.
+#define GEMM_WGMMA_CONFIGS(X) \
+    X(128, 256, 384, 4)       \
+    X(128, 128, 384, 6)
+
+// Sizes for precision P, BN columns and STAGES stages.
+template <ptx::Precision P, int BN, int STAGES> struct WgmmaTiles {
+    static constexpr int kElement = P == ptx::Precision::tf32 ? 4 : 2;
     static constexpr int kBK = 128 / kElement;     // k per stage: one 128-byte swizzled row
     static constexpr int kStep = 32 / kElement;    // k per wgmma: 16 halves or 8 tf32
     static constexpr int kABytes = WGMMA_BM * 128;  // 128 rows (or BK rows x 2 boxes) of 128 bytes
@@ -101,16 +107,16 @@ __device__ __forceinline__ void store_pair(float* at, float v0, float v1)
     *reinterpret_cast<float2*>(at) = make_float2(v0, v1);
 }
 __device__ __forceinline__ void store_one(float* at, float v) { *at = v; }
-template <int P> __device__ __forceinline__ void store_pair(unsigned short* at, float v0, float v1)
+template <ptx::Precision P> __device__ __forceinline__ void store_pair(unsigned short* at, float v0, float v1)
 {
     *reinterpret_cast<unsigned*>(at) = ptx::pack_half2<P>(v0, v1);
 }
-template <int P> __device__ __forceinline__ void store_one(unsigned short* at, float v)
+template <ptx::Precision P> __device__ __forceinline__ void store_one(unsigned short* at, float v)
 {
     *at = (unsigned short)(ptx::pack_half2<P>(v, 0.0f) & 0xffffu);
 }
 
-template <int P, int BN, class Out>
+template <ptx::Precision P, int BN, class Out>
 __device__ __forceinline__ void store_accumulators(const float (&acc)[BN / 2], Out* c, const float* bias, int flags,
                                                    int row0, int col0, int M, int N)
 {
@@ -139,13 +145,13 @@ __device__ __forceinline__ void store_accumulators(const float (&acc)[BN / 2], O
     }
 }
 
-template <int P, int BN, int STAGES, bool kTransA, bool kTransB>
+template <ptx::Precision P, int BN, int STAGES, bool kTransA, bool kTransB>
 __device__ __forceinline__ void wgmma_gemm(const unsigned char* maps, const float* bias, void* c, int M, int N, int K,
                                            int flags)
 {
 #if WGMMA_GEMM_AVAILABLE
     using T = WgmmaTiles<P, BN, STAGES>;
-    static_assert(P != 0 || (!kTransA && kTransB), "tf32 operands must be K-major: layout nt");
+    static_assert(P != ptx::Precision::tf32 || (!kTransA && kTransB), "tf32 operands must be K-major: layout nt");
     extern __shared__ __align__(1024) unsigned char wgmma_shared[];
     // The swizzle patterns repeat every 1024 bytes of shared address: tiles start on such a boundary.
     unsigned char* const smem = wgmma_shared + (1024 - ptx::shared_window_address(wgmma_shared) % 1024) % 1024;
@@ -257,10 +263,13 @@ __device__ __forceinline__ void wgmma_gemm(const unsigned char* maps, const floa
         const int lane = threadIdx.x % 32, warp = (threadIdx.x % 128) / 32;
         const int row0 = tile_m * WGMMA_BM + consumer * 64 + warp * 16 + lane / 4;
         const int col0 = tile_n * BN + 2 * (lane % 4);
+        // tf32 products are stored as fp32: no 16-bit store is even instantiated for them.
         bool half = false;
-        if constexpr (P != 0) half = (flags & GEMM_STORE_HALF) != 0;  // tf32 products are stored as fp32
-        if (half) store_accumulators<P, BN>(acc, static_cast<unsigned short*>(c), bias, flags, row0, col0, M, N);
-        else store_accumulators<P, BN>(acc, static_cast<float*>(c), bias, flags, row0, col0, M, N);
+        if constexpr (P != ptx::Precision::tf32) {
+            half = (flags & GEMM_STORE_HALF) != 0;
+            if (half) store_accumulators<P, BN>(acc, static_cast<unsigned short*>(c), bias, flags, row0, col0, M, N);
+        }
+        if (!half) store_accumulators<P, BN>(acc, static_cast<float*>(c), bias, flags, row0, col0, M, N);
     }
 #else
     __trap();
@@ -268,79 +277,17 @@ __device__ __forceinline__ void wgmma_gemm(const unsigned char* maps, const floa
 }
 
 // ---------------------------------------------------------------- named instances
-// BN 256: 4 stages (192 KB); BN 128: 6 stages (192 KB).  Template: <precision, BN, stages, trans A, trans B>.
-#define WGMMA_PARAMS const unsigned char *maps, const float *bias, void *c, int M, int N, int K, int flags
-#define WGMMA_ARGS maps, bias, c, M, N, K, flags
-
-extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1) gemm_wgmma_128x256_nn_bf16(WGMMA_PARAMS)
-{
-    wgmma_gemm<1, 256, 4, false, false>(WGMMA_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1) gemm_wgmma_128x256_nt_bf16(WGMMA_PARAMS)
-{
-    wgmma_gemm<1, 256, 4, false, true>(WGMMA_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1) gemm_wgmma_128x256_tn_bf16(WGMMA_PARAMS)
-{
-    wgmma_gemm<1, 256, 4, true, false>(WGMMA_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1) gemm_wgmma_128x256_tt_bf16(WGMMA_PARAMS)
-{
-    wgmma_gemm<1, 256, 4, true, true>(WGMMA_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1) gemm_wgmma_128x256_nn_fp16(WGMMA_PARAMS)
-{
-    wgmma_gemm<2, 256, 4, false, false>(WGMMA_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1) gemm_wgmma_128x256_nt_fp16(WGMMA_PARAMS)
-{
-    wgmma_gemm<2, 256, 4, false, true>(WGMMA_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1) gemm_wgmma_128x256_tn_fp16(WGMMA_PARAMS)
-{
-    wgmma_gemm<2, 256, 4, true, false>(WGMMA_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1) gemm_wgmma_128x256_tt_fp16(WGMMA_PARAMS)
-{
-    wgmma_gemm<2, 256, 4, true, true>(WGMMA_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1) gemm_wgmma_128x256_nt_tf32(WGMMA_PARAMS)
-{
-    wgmma_gemm<0, 256, 4, false, true>(WGMMA_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1) gemm_wgmma_128x128_nn_bf16(WGMMA_PARAMS)
-{
-    wgmma_gemm<1, 128, 6, false, false>(WGMMA_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1) gemm_wgmma_128x128_nt_bf16(WGMMA_PARAMS)
-{
-    wgmma_gemm<1, 128, 6, false, true>(WGMMA_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1) gemm_wgmma_128x128_tn_bf16(WGMMA_PARAMS)
-{
-    wgmma_gemm<1, 128, 6, true, false>(WGMMA_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1) gemm_wgmma_128x128_tt_bf16(WGMMA_PARAMS)
-{
-    wgmma_gemm<1, 128, 6, true, true>(WGMMA_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1) gemm_wgmma_128x128_nn_fp16(WGMMA_PARAMS)
-{
-    wgmma_gemm<2, 128, 6, false, false>(WGMMA_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1) gemm_wgmma_128x128_nt_fp16(WGMMA_PARAMS)
-{
-    wgmma_gemm<2, 128, 6, false, true>(WGMMA_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1) gemm_wgmma_128x128_tn_fp16(WGMMA_PARAMS)
-{
-    wgmma_gemm<2, 128, 6, true, false>(WGMMA_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1) gemm_wgmma_128x128_tt_fp16(WGMMA_PARAMS)
-{
-    wgmma_gemm<2, 128, 6, true, true>(WGMMA_ARGS);
-}
-extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1) gemm_wgmma_128x128_nt_tf32(WGMMA_PARAMS)
-{
-    wgmma_gemm<0, 128, 6, false, true>(WGMMA_ARGS);
-}
+// Every configuration in every plain layout for bf16 and fp16, and in nt for tf32:
+// gemm_wgmma_128x256_nn_bf16, ...
+#define GEMM_WGMMA_KERNEL(layout, kTransA, kTransB, kMaskA, precision, BM, BN, THREADS, STAGES)                   \
+    extern "C" __global__ void __launch_bounds__(THREADS, 1) gemm_wgmma_##BM##x##BN##_##layout##_##precision(     \
+        const unsigned char* maps, const float* bias, void* c, int M, int N, int K, int flags)                  \
+    {                                                                                                            \
+        static_assert(BM == WGMMA_BM && THREADS == WGMMA_THREADS, "128 rows, a producer and two consumers");    \
+        wgmma_gemm<ptx::Precision::precision, BN, STAGES, kTransA, kTransB>(maps, bias, c, M, N, K, flags);      \
+    }
+#define GEMM_WGMMA_KERNELS(...)                                  \
+    GEMM_PLAIN_LAYOUTS(GEMM_WGMMA_KERNEL, bf16, __VA_ARGS__)     \
+    GEMM_PLAIN_LAYOUTS(GEMM_WGMMA_KERNEL, fp16, __VA_ARGS__)     \
+    GEMM_WGMMA_KERNEL(nt, false, true, false, tf32, __VA_ARGS__)
+GEMM_WGMMA_CONFIGS(GEMM_WGMMA_KERNELS)

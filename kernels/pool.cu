@@ -27,6 +27,23 @@
 
 #include "common.cuh"
 
+// Element i of a stack of planes of `per_plane` = rows x `cols` elements: its plane, its offset in
+// the plane, and that offset's row and column.
+struct PlaneIndex {
+    long long plane;
+    int offset, row, col;
+};
+
+__device__ __forceinline__ PlaneIndex plane_index(long long i, long long per_plane, int cols)
+{
+    PlaneIndex at;
+    at.plane = i / per_plane;
+    at.offset = (int)(i - at.plane * per_plane);
+    at.row = at.offset / cols;
+    at.col = at.offset - at.row * cols;
+    return at;
+}
+
 // ---------------------------------------------------------------- forward
 extern "C" __global__ void max_pool2d_forward_f32(const float* x, float* y, int* argmax, long long planes, int H, int W,
                                                   int P, int Q, int kh, int kw, int sh, int sw, int ph, int pw)
@@ -35,13 +52,10 @@ extern "C" __global__ void max_pool2d_forward_f32(const float* x, float* y, int*
     const long long total = planes * per_plane;
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long o = (long long)blockIdx.x * blockDim.x + threadIdx.x; o < total; o += stride) {
-        const long long plane = o / per_plane;
-        const int rest = (int)(o - plane * per_plane);
-        const int p = rest / Q;
-        const int q = rest - p * Q;
-        const float* in = x + plane * ((long long)H * W);
-        const int h0 = p * sh - ph;
-        const int w0 = q * sw - pw;
+        const PlaneIndex out = plane_index(o, per_plane, Q);
+        const float* in = x + out.plane * ((long long)H * W);
+        const int h0 = out.row * sh - ph;
+        const int w0 = out.col * sw - pw;
 
         float best = -INFINITY;
         int best_at = -1;
@@ -73,16 +87,14 @@ extern "C" __global__ void max_pool2d_backward_f32(const float* grad_y, const in
     const long long total = planes * per_plane;
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
-        const long long plane = i / per_plane;
-        const int me = (int)(i - plane * per_plane);
-        const int h = me / W;
-        const int w = me - h * W;
+        const PlaneIndex in = plane_index(i, per_plane, W);
+        const int me = in.offset, h = in.row, w = in.col;
         // Output rows whose window rows p*sh - ph .. p*sh - ph + kh - 1 include h (columns alike).
         const int p_first = h + ph < kh ? 0 : (h + ph - kh) / sh + 1;
         const int p_last = min((h + ph) / sh, P - 1);
         const int q_first = w + pw < kw ? 0 : (w + pw - kw) / sw + 1;
         const int q_last = min((w + pw) / sw, Q - 1);
-        const long long out_plane = plane * ((long long)P * Q);
+        const long long out_plane = in.plane * ((long long)P * Q);
         float sum = 0.0f;
         for (int p = p_first; p <= p_last; ++p) {
             for (int q = q_first; q <= q_last; ++q) {

@@ -23,9 +23,17 @@
 //   cp_async_commit()                    cp.async.commit_group
 //   cp_async_wait<N>()                   cp.async.wait_group N: all but the newest N groups landed
 //   cp_async_wait_all()                  cp.async.wait_all
-//   pack_half2<P>(lo, hi)                pack_bf16x2 for P == 1, pack_fp16x2 otherwise
-//   mma_accumulate<P>(d, a, b)           d += a*b with the mma of precision P (0 tf32, 1 bf16,
-//                                        2 fp16): the tensor-core families' -D..._PRECISION code
+// Precision-generic forms, so that one tensor-core main loop serves every operand type:
+//   Precision                            enum class {tf32, bf16, fp16}: a tensor-core family is built
+//                                        once per precision with -D<FAMILY>_PRECISION=<enumerator>
+//                                        (the names of dlgpu's `precision` argument; the Python side
+//                                        reads this enum: dlgpu/cuda/kernel_decls.py)
+//   mma_k<P>                             the k of one mma: 8 for tf32, 16 for bf16/fp16
+//   pack_half2<P>(lo, hi)                pack_bf16x2 for bf16, pack_fp16x2 for fp16
+//   mma_accumulate<P>(d, a, b)           d += a*b with the mma of precision P
+//   a_fragment<P>(a, at, lane)           this lane's A (16 x mma_k<P>) or B (mma_k<P> x 8) fragment,
+//   b_fragment<P>(b, at, lane)           rounded from fp32: at(row, k) / at(k, col) reads the tile
+//                                        relative to the fragment's corner
 // Warp-collective wrappers (mma, ldmatrix) must be called by all 32 lanes of the warp.
 #pragma once
 
@@ -154,18 +162,62 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 
 // ---- precision-generic forms: one tensor-core main loop serves every precision
 
-template <int PRECISION> __device__ __forceinline__ unsigned pack_half2(float lo, float hi)
+// The values are the precision codes of the harness's host models (dlgpu/testing/cuda_host*.h).
+enum class Precision { tf32 = 0, bf16 = 1, fp16 = 2 };
+
+template <Precision P> constexpr int mma_k = P == Precision::tf32 ? 8 : 16;
+
+template <Precision P> __device__ __forceinline__ unsigned pack_half2(float lo, float hi)
 {
-    if constexpr (PRECISION == 1) return pack_bf16x2(lo, hi);
+    static_assert(P != Precision::tf32, "tf32 operands are 32-bit: f32_to_tf32");
+    if constexpr (P == Precision::bf16) return pack_bf16x2(lo, hi);
     else return pack_fp16x2(lo, hi);
 }
 
-template <int PRECISION>
+template <Precision P>
 __device__ __forceinline__ void mma_accumulate(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2])
 {
-    if constexpr (PRECISION == 0) mma_m16n8k8_tf32(d, a, b, d);
-    else if constexpr (PRECISION == 1) mma_m16n8k16_bf16(d, a, b, d);
+    if constexpr (P == Precision::tf32) mma_m16n8k8_tf32(d, a, b, d);
+    else if constexpr (P == Precision::bf16) mma_m16n8k16_bf16(d, a, b, d);
     else mma_m16n8k16_fp16(d, a, b, d);
+}
+
+// The fragment layouts of the header, g = lane / 4, t = lane % 4: a 16-bit register holds two
+// elements adjacent in k, the lower k in the low half.  (Registers written out one by one: this
+// header includes nothing, so it has no unroll macro.)
+template <Precision P, class At>
+__device__ __forceinline__ void a_fragment(unsigned (&a)[4], At at, int lane)
+{
+    const int g = lane / 4, t = lane % 4;
+    auto reg = [&](int r) {
+        const int row = g + 8 * (r % 2);
+        if constexpr (P == Precision::tf32) {
+            return f32_to_tf32(at(row, t + 4 * (r / 2)));
+        } else {
+            const int k = 2 * t + 8 * (r / 2);
+            return pack_half2<P>(at(row, k), at(row, k + 1));
+        }
+    };
+    a[0] = reg(0);
+    a[1] = reg(1);
+    a[2] = reg(2);
+    a[3] = reg(3);
+}
+
+template <Precision P, class At>
+__device__ __forceinline__ void b_fragment(unsigned (&b)[2], At at, int lane)
+{
+    const int g = lane / 4, t = lane % 4;
+    auto reg = [&](int r) {
+        if constexpr (P == Precision::tf32) {
+            return f32_to_tf32(at(t + 4 * r, g));
+        } else {
+            const int k = 2 * t + 8 * r;
+            return pack_half2<P>(at(k, g), at(k + 1, g));
+        }
+    };
+    b[0] = reg(0);
+    b[1] = reg(1);
 }
 
 }  // namespace ptx

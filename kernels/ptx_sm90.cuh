@@ -13,8 +13,8 @@
 //                                        wgmma after its accumulators were read or written
 //   wgmma<N, P, TA, TB>(d, da, db, s)    wgmma.mma_async.sync.aligned.m64nNk{16,8}.f32.{tf32,bf16,f16}:
 //                                        d[N/2] (+)= A (64 x K, descriptor da) * B (K x N, descriptor db),
-//                                        scale-d s (0: ignore d's input); P the precision code (0 tf32
-//                                        with K 8, 1 bf16, 2 fp16 with K 16); TA = 1: A M-major, TB = 1:
+//                                        scale-d s (0: ignore d's input); P a ptx::Precision (ptx.cuh:
+//                                        tf32 with K 8, bf16 and fp16 with K 16); TA = 1: A M-major, TB = 1:
 //                                        B N-major (16-bit only; tf32 operands are K-major).  d[i] of
 //                                        thread t of the warpgroup is row 16 (t / 32) + (t % 32) / 4 +
 //                                        8 ((i / 2) % 2), column 8 (i / 4) + 2 (t % 4) + i % 2.  N: 64,
@@ -46,6 +46,7 @@
 #pragma once
 
 #include "common.cuh"
+#include "ptx.cuh"  // Precision
 
 namespace ptx {
 
@@ -63,13 +64,13 @@ __device__ __forceinline__ unsigned long long wgmma_descriptor(unsigned address,
 
 __device__ __forceinline__ unsigned shared_window_address(const void* p) { return dlgpu_host::sm90::shared_address(p); }
 __device__ __forceinline__ void wgmma_fence() { dlgpu_host::sm90::wgmma_fence(); }
-template <int N, int PRECISION, int TRANS_A, int TRANS_B>
+template <int N, Precision P, int TRANS_A, int TRANS_B>
 __device__ __forceinline__ void wgmma(float (&d)[N / 2], unsigned long long desc_a, unsigned long long desc_b,
                                       int scale_d)
 {
     static_assert(N == 64 || N == 128 || N == 256, "the device wrappers exist for N = 64, 128, 256");
-    static_assert(PRECISION != 0 || (TRANS_A == 0 && TRANS_B == 0), "tf32 wgmma takes K-major operands only");
-    dlgpu_host::sm90::wgmma_mma_async(d, N, PRECISION, desc_a, desc_b, scale_d, TRANS_A, TRANS_B);
+    static_assert(P != Precision::tf32 || (TRANS_A == 0 && TRANS_B == 0), "tf32 wgmma takes K-major operands only");
+    dlgpu_host::sm90::wgmma_mma_async(d, N, static_cast<int>(P), desc_a, desc_b, scale_d, TRANS_A, TRANS_B);
 }
 template <int R> __device__ __forceinline__ void wgmma_fence_operand(float (&)[R]) {}
 __device__ __forceinline__ void wgmma_commit() { dlgpu_host::sm90::wgmma_commit_group(); }
@@ -150,18 +151,18 @@ template <int N> __device__ __forceinline__ void wgmma_wait()
                  : DLGPU_F##regs(0)                                                                              \
                  : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(TRANS_A), "n"(TRANS_B))
 
-template <int N, int PRECISION, int TRANS_A, int TRANS_B>
+template <int N, Precision P, int TRANS_A, int TRANS_B>
 __device__ __forceinline__ void wgmma(float (&d)[N / 2], unsigned long long desc_a, unsigned long long desc_b,
                                       int scale_d)
 {
     static_assert(N == 64 || N == 128 || N == 256, "the device wrappers exist for N = 64, 128, 256");
-    static_assert(PRECISION != 0 || (TRANS_A == 0 && TRANS_B == 0), "tf32 wgmma takes K-major operands only");
+    static_assert(P != Precision::tf32 || (TRANS_A == 0 && TRANS_B == 0), "tf32 wgmma takes K-major operands only");
 // After the R = N / 2 accumulators come %R desc_a, %R+1 desc_b, %R+2 scale_d, %R+3 and %R+4 the transposes.
 #define DLGPU_WGMMA_CASE(n, regs, descs, scale, transposes)                                                     \
     if constexpr (N == n) {                                                                                    \
-        if constexpr (PRECISION == 1)                                                                          \
+        if constexpr (P == Precision::bf16)                                                                    \
             DLGPU_WGMMA_ASM("m64n" #n "k16", "f32.bf16.bf16", regs, descs, scale, transposes);                 \
-        else if constexpr (PRECISION == 2)                                                                     \
+        else if constexpr (P == Precision::fp16)                                                               \
             DLGPU_WGMMA_ASM("m64n" #n "k16", "f32.f16.f16", regs, descs, scale, transposes);                   \
         else                                                                                                   \
             DLGPU_WGMMA_ASM("m64n" #n "k8", "f32.tf32.tf32", regs, descs, scale, "");                          \

@@ -105,92 +105,6 @@ __device__ __forceinline__ void forward_block(const float* logits, const Label* 
     }
 }
 
-// One named wrapper per (values per lane, label type), written out so that every kernel's
-// name appears in the source as it appears in the module.
-extern "C" __global__ void softmax_xent_forward_warp1_i32(const float* logits, const int* labels, float* probs,
-                                                          float* row_loss, long long rows, int classes)
-{
-    forward_warp<1, int>(logits, labels, probs, row_loss, rows, classes);
-}
-
-extern "C" __global__ void softmax_xent_forward_warp2_i32(const float* logits, const int* labels, float* probs,
-                                                          float* row_loss, long long rows, int classes)
-{
-    forward_warp<2, int>(logits, labels, probs, row_loss, rows, classes);
-}
-
-extern "C" __global__ void softmax_xent_forward_warp4_i32(const float* logits, const int* labels, float* probs,
-                                                          float* row_loss, long long rows, int classes)
-{
-    forward_warp<4, int>(logits, labels, probs, row_loss, rows, classes);
-}
-
-extern "C" __global__ void softmax_xent_forward_warp8_i32(const float* logits, const int* labels, float* probs,
-                                                          float* row_loss, long long rows, int classes)
-{
-    forward_warp<8, int>(logits, labels, probs, row_loss, rows, classes);
-}
-
-extern "C" __global__ void softmax_xent_forward_warp16_i32(const float* logits, const int* labels, float* probs,
-                                                           float* row_loss, long long rows, int classes)
-{
-    forward_warp<16, int>(logits, labels, probs, row_loss, rows, classes);
-}
-
-extern "C" __global__ void softmax_xent_forward_warp32_i32(const float* logits, const int* labels, float* probs,
-                                                           float* row_loss, long long rows, int classes)
-{
-    forward_warp<32, int>(logits, labels, probs, row_loss, rows, classes);
-}
-
-extern "C" __global__ void softmax_xent_forward_warp1_i64(const float* logits, const long long* labels, float* probs,
-                                                          float* row_loss, long long rows, int classes)
-{
-    forward_warp<1, long long>(logits, labels, probs, row_loss, rows, classes);
-}
-
-extern "C" __global__ void softmax_xent_forward_warp2_i64(const float* logits, const long long* labels, float* probs,
-                                                          float* row_loss, long long rows, int classes)
-{
-    forward_warp<2, long long>(logits, labels, probs, row_loss, rows, classes);
-}
-
-extern "C" __global__ void softmax_xent_forward_warp4_i64(const float* logits, const long long* labels, float* probs,
-                                                          float* row_loss, long long rows, int classes)
-{
-    forward_warp<4, long long>(logits, labels, probs, row_loss, rows, classes);
-}
-
-extern "C" __global__ void softmax_xent_forward_warp8_i64(const float* logits, const long long* labels, float* probs,
-                                                          float* row_loss, long long rows, int classes)
-{
-    forward_warp<8, long long>(logits, labels, probs, row_loss, rows, classes);
-}
-
-extern "C" __global__ void softmax_xent_forward_warp16_i64(const float* logits, const long long* labels, float* probs,
-                                                           float* row_loss, long long rows, int classes)
-{
-    forward_warp<16, long long>(logits, labels, probs, row_loss, rows, classes);
-}
-
-extern "C" __global__ void softmax_xent_forward_warp32_i64(const float* logits, const long long* labels, float* probs,
-                                                           float* row_loss, long long rows, int classes)
-{
-    forward_warp<32, long long>(logits, labels, probs, row_loss, rows, classes);
-}
-
-extern "C" __global__ void softmax_xent_forward_block_i32(const float* logits, const int* labels, float* probs,
-                                                          float* row_loss, long long rows, int classes)
-{
-    forward_block<int>(logits, labels, probs, row_loss, rows, classes);
-}
-
-extern "C" __global__ void softmax_xent_forward_block_i64(const float* logits, const long long* labels, float* probs,
-                                                          float* row_loss, long long rows, int classes)
-{
-    forward_block<long long>(logits, labels, probs, row_loss, rows, classes);
-}
-
 // ---------------------------------------------------------------- mean of the row losses
 extern "C" __global__ void softmax_xent_mean_f32(const float* row_loss, float* loss, long long rows)
 {
@@ -238,14 +152,31 @@ __device__ __forceinline__ void backward_rows(const float* probs, const Label* l
     }
 }
 
-extern "C" __global__ void softmax_xent_backward_i32(const float* probs, const int* labels, float* grad,
-                                                     long long rows, int classes, float inv_rows)
-{
-    backward_rows<int>(probs, labels, grad, rows, classes, inv_rows);
-}
+// ---------------------------------------------------------------- named instances
+// The warp kernels' values per lane, smallest first (dlgpu/cuda/softmax.py: WARP_VALUES mirrors it),
+// and the label types: X(suffix, type).
+#define SOFTMAX_WARP_VALUES(X, ...) X(1, __VA_ARGS__) X(2, __VA_ARGS__) X(4, __VA_ARGS__) X(8, __VA_ARGS__) \
+    X(16, __VA_ARGS__) X(32, __VA_ARGS__)
+#define SOFTMAX_LABELS(X) X(i32, int) X(i64, long long)
 
-extern "C" __global__ void softmax_xent_backward_i64(const float* probs, const long long* labels, float* grad,
-                                                     long long rows, int classes, float inv_rows)
-{
-    backward_rows<long long>(probs, labels, grad, rows, classes, inv_rows);
-}
+#define SOFTMAX_WARP_KERNEL(V, suffix, Label)                                                                 \
+    extern "C" __global__ void softmax_xent_forward_warp##V##_##suffix(                                       \
+        const float* logits, const Label* labels, float* probs, float* row_loss, long long rows, int classes) \
+    {                                                                                                         \
+        forward_warp<V, Label>(logits, labels, probs, row_loss, rows, classes);                               \
+    }
+// Per label type: a warp kernel per V, the block kernel and the backward kernel.
+#define SOFTMAX_KERNELS(suffix, Label)                                                                        \
+    SOFTMAX_WARP_VALUES(SOFTMAX_WARP_KERNEL, suffix, Label)                                                   \
+    extern "C" __global__ void softmax_xent_forward_block_##suffix(                                           \
+        const float* logits, const Label* labels, float* probs, float* row_loss, long long rows, int classes) \
+    {                                                                                                         \
+        forward_block<Label>(logits, labels, probs, row_loss, rows, classes);                                 \
+    }                                                                                                         \
+    extern "C" __global__ void softmax_xent_backward_##suffix(const float* probs, const Label* labels,         \
+                                                              float* grad, long long rows, int classes,       \
+                                                              float inv_rows)                                 \
+    {                                                                                                         \
+        backward_rows<Label>(probs, labels, grad, rows, classes, inv_rows);                                   \
+    }
+SOFTMAX_LABELS(SOFTMAX_KERNELS)

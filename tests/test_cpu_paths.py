@@ -10,18 +10,16 @@ going unnoticed.  The shapes are odd on purpose: channel counts off the tiles' m
 
 from __future__ import annotations
 
-import importlib
-
 import numba
 import numpy as np
 import pytest
 
 import dlgpu.functional as F
 import dlgpu.reference as R
+from dlgpu.cpu import conv2d as cpu_conv2d
 from dlgpu.cpu.gemm import computes_transposed
 from dlgpu.testing import assert_close, random_array
 
-cpu_conv2d = importlib.import_module("dlgpu.cpu.conv2d")  # the module, not the function dlgpu.cpu exports
 
 # (id, x shape, weight shape, stride, padding, dilation, forward plan, data-gradient plan)
 CONV_PATHS = [

@@ -188,7 +188,7 @@ def test_the_driver_is_asked_for_the_same_map_innermost_first(monkeypatch):
 
 
 def test_registry_names_every_kernel():
-    assert set(wg.kernel_names()) == set(harness.kernel_names(compiler.source_path(wg.FAMILY).read_text()))
+    assert set(wg.kernel_names()) == set(harness.family_kernels(wg.FAMILY))
 
 
 # ---------------------------------------------------------------- planted bugs in the real kernel
@@ -221,7 +221,7 @@ def planted_source(original: str) -> str:
     each calling a copy of the kernel template with that bug; the real instances are dropped but one
     (gemm_wgmma_128x128_nt_bf16, the control).  One build serves every bug."""
     head, _ = original.split("// ---------------------------------------------------------------- named instances")
-    template_start = head.index("template <int P, int BN, int STAGES, bool kTransA, bool kTransB>\n"
+    template_start = head.index("template <ptx::Precision P, int BN, int STAGES, bool kTransA, bool kTransB>\n"
                                 "__device__ __forceinline__ void wgmma_gemm(")
     template = head[template_start:]
     parts = [head, "#define WGMMA_PARAMS const unsigned char *maps, const float *bias, void *c, int M, int N, int K, "
@@ -231,9 +231,9 @@ def planted_source(original: str) -> str:
         assert template.count(text) == 1, f"planted bug: {text!r} is not in {SOURCE.name} exactly once"
         parts.append(template.replace(text, replacement).replace("void wgmma_gemm(", f"void wgmma_gemm_{index}("))
         parts.append(f'extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1) planted_{index}(WGMMA_PARAMS)\n'
-                     f"{{\n    wgmma_gemm_{index}<1, 128, 6, false, true>(WGMMA_ARGS);\n}}\n")
+                     f"{{\n    wgmma_gemm_{index}<ptx::Precision::bf16, 128, 6, false, true>(WGMMA_ARGS);\n}}\n")
     parts.append('extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1) gemm_wgmma_128x128_nt_bf16'
-                 "(WGMMA_PARAMS)\n{\n    wgmma_gemm<1, 128, 6, false, true>(WGMMA_ARGS);\n}\n")
+                 "(WGMMA_PARAMS)\n{\n    wgmma_gemm<ptx::Precision::bf16, 128, 6, false, true>(WGMMA_ARGS);\n}\n")
     return "\n".join(parts)
 
 

@@ -139,7 +139,7 @@ __device__ void probe(const unsigned char* image, int image_bytes, const int* pa
     float d[N / 2];
     for (int i = 0; i < N / 2; ++i) d[i] = c_in[threadIdx.x * (N / 2) + i];
     if (bug != 3) ptx::wgmma_fence();  // 3: no fence before the first wgmma
-    ptx::wgmma<N, P, TA, TB>(d, desc_a, desc_b, params[8]);
+    ptx::wgmma<N, static_cast<ptx::Precision>(P), TA, TB>(d, desc_a, desc_b, params[8]);
     ptx::wgmma_commit();
     if (bug == 2) d[0] = 0.0f;  // 2: writes an accumulator of the in-flight wgmma
     if (bug == 4) {  // 4: overwrites its operand while the wgmma is in flight

@@ -42,7 +42,7 @@ def _torchrun(tmp_path, processes: int, device: str) -> dict:
 
 def _one_process(example, device: str) -> dict:
     """The same steps in this process, without DDP, each on the whole global batch."""
-    from dlgpu.data import load_digits
+    from dlgpu.train.data import load_digits
 
     device = torch.device(device)
     x_train, y_train = (torch.from_numpy(a).to(device) for a in load_digits()[:2])

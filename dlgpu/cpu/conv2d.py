@@ -59,6 +59,7 @@ from dlgpu.cpu.blocks import fill_block, taps_of
 from dlgpu.cpu.gemm import round_operand
 from dlgpu.cpu.threads import SERIAL_MACS, launch
 from dlgpu.cpu.tile import FASTMATH, SQUARE, WIDE, accumulate, clear, spill, stack_offsets, stack_tile
+from dlgpu.window import output_size
 
 # Output positions a forward work item covers, at least (a band of whole rows,
 # or the whole image): enough work to hide the item's block copy, small enough
@@ -77,10 +78,6 @@ _FOLD_PIXELS = 256
 # The weight gradient reduces over images; the images are cut into at most
 # this many items (each with its own partial sums, added in order at the end).
 _MAX_WEIGHT_ITEMS = 32
-
-
-def _output_size(size, kernel, stride, padding, dilation):
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def _round_up(value, multiple):
@@ -451,8 +448,8 @@ def conv2d(x, weight, bias, stride, padding, dilation, activation, precision, ou
     """y = act(conv(x, weight) + bias) into ``out`` (or a new (N, K, P, Q) array)."""
     n_images, _, height, width = x.shape
     k_out, _, kh, kw = weight.shape
-    out_h = _output_size(height, kh, stride[0], padding[0], dilation[0])
-    out_w = _output_size(width, kw, stride[1], padding[1], dilation[1])
+    out_h = output_size(height, kh, stride[0], padding[0], dilation[0])
+    out_w = output_size(width, kw, stride[1], padding[1], dilation[1])
     y = np.empty((n_images, k_out, out_h, out_w), dtype=x.dtype) if out is None else out
     x_op = round_operand(x, precision)
     w_op = round_operand(weight, precision)
@@ -510,3 +507,10 @@ def conv2d_backward(grad_y, x, weight, y, stride, padding, dilation, activation,
         _correlate(gy_op, mask, relu, flipped, None, False, grad_x, (1, 1), full_pad, stride, dilation, plan)
     grad_w, grad_b = _weight_gradient(gy_op, mask, relu, x_op, weight.shape, stride, padding, dilation)
     return grad_x, grad_w, grad_b
+
+
+class Conv2dOps:
+    """The CPU backend's convolutions (see dlgpu.backend.Backend)."""
+
+    conv2d = staticmethod(conv2d)
+    conv2d_backward = staticmethod(conv2d_backward)

@@ -91,3 +91,14 @@ def tanh_backward(grad_y, y, out):
 
 def sigmoid_backward(grad_y, y, out):
     return _backward(grad_y, y, out, _SIGMOID)
+
+
+class ElementwiseOps:
+    """The CPU backend's activations (see dlgpu.backend.Backend)."""
+
+    relu = staticmethod(relu)
+    tanh = staticmethod(tanh)
+    sigmoid = staticmethod(sigmoid)
+    relu_backward = staticmethod(relu_backward)
+    tanh_backward = staticmethod(tanh_backward)
+    sigmoid_backward = staticmethod(sigmoid_backward)

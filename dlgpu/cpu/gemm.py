@@ -252,3 +252,12 @@ def linear_backward(grad_y, x, weight, y, activation, precision):
     grad_x = _new_product(masked, round_operand(weight, precision))
     grad_w = _new_product(masked.T, round_operand(x, precision))
     return grad_x, grad_w, grad_b
+
+
+class GemmOps:
+    """The CPU backend's products (see dlgpu.backend.Backend)."""
+
+    matmul = staticmethod(matmul)
+    matmul_backward = staticmethod(matmul_backward)
+    linear = staticmethod(linear)
+    linear_backward = staticmethod(linear_backward)

@@ -41,3 +41,9 @@ def sgd_step(param, grad, velocity, lr, momentum, weight_decay):
         launch(_sgd_momentum, serial, *flat, lr, momentum, weight_decay)
     else:
         launch(_sgd_plain, serial, param.reshape(-1), grad.reshape(-1), lr, weight_decay)
+
+
+class SgdOps:
+    """The CPU backend's optimizer step (see dlgpu.backend.Backend)."""
+
+    sgd_step = staticmethod(sgd_step)

@@ -58,3 +58,10 @@ def softmax_cross_entropy_backward(probs, labels):
     grad = np.empty_like(probs)
     launch(_softmax_backward_rows, probs.size < SERIAL_ELEMENTS, probs, labels.astype(np.int64, copy=False), grad)
     return grad
+
+
+class SoftmaxOps:
+    """The CPU backend's loss (see dlgpu.backend.Backend)."""
+
+    softmax_cross_entropy = staticmethod(softmax_cross_entropy)
+    softmax_cross_entropy_backward = staticmethod(softmax_cross_entropy_backward)

@@ -13,7 +13,8 @@ gradient comes from kernels/bias_grad.cu with the same mask.  All arrays float32
 C-contiguous.  stride, padding, dilation are (h, w) pairs.
 
 Variants live in :data:`VARIANTS`, the one registry that tests and benchmarks read; each
-names the passes it implements and the precisions it computes per pass:
+names the passes it implements and the precisions it computes per pass.  The tile
+configurations are read from the kernel sources' lists (:mod:`dlgpu.cuda.kernel_decls`):
 
 - ``naive``: one thread per output element, every pass, exact fp32; the GPU-side oracle.
 - ``simt``: implicit GEMM on CUDA cores, every pass, exact fp32.
@@ -34,14 +35,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from dlgpu.cuda import bias_grad as _bias_grad
-from dlgpu.cuda.elementwise import grid_stride_blocks, require_float32, resolve_executor
-from dlgpu.cuda.gemm import TC_PRECISION_DEFINE, TileConfig, config_by_name
-from dlgpu.cuda.launch import Launch
+from dlgpu.cuda.executor import resolve_executor
+from dlgpu.cuda.gemm import FLAG_BIAS, FLAG_RELU, TC_PRECISIONS, TileConfig, config_by_name, tile_configs
+from dlgpu.cuda.launch import (
+    Launch,
+    grid_stride_blocks,
+    multiprocessor_count,
+    output,
+    require_float32,
+)
 from dlgpu.errors import ArgumentError, ShapeError
+from dlgpu.window import output_size
 
-FLAG_BIAS = 1  # kernels/conv2d_common.cuh: CONV_BIAS
-FLAG_RELU = 2  # CONV_RELU
-FLAG_MASK = 4  # CONV_MASK
+# The forward's flags are the GEMM's (kernels/common.cuh's EPILOGUE_BIAS, EPILOGUE_RELU).
+FLAG_MASK = 4  # kernels/conv2d_common.cuh: CONV_MASK
 
 PASSES = ("forward", "dgrad", "wgrad")
 NAIVE_BLOCK = 256
@@ -64,21 +71,14 @@ VARIANTS: dict[str, Variant] = {
                      "one thread per output element, any shape; the GPU oracle"),
     "simt": Variant("simt", "conv2d", {p: ("ieee",) for p in PASSES},
                     "implicit GEMM on CUDA cores, exact fp32; wgrad split over pixels, fixed-order combine"),
-    "tc": Variant("tc", "conv2d_tc", {p: ("tf32", "bf16", "fp16") for p in PASSES},
+    "tc": Variant("tc", "conv2d_tc", {p: TC_PRECISIONS for p in PASSES},
                   "implicit GEMM on tensor cores (mma.sync), fp32 accumulation"),
 }
 
 
 # Widest first: _pick_config takes the widest that still fills the device.
-SIMT_CONFIGS = (
-    TileConfig("128x128", 128, 128, 256),
-    TileConfig("128x64", 128, 64, 128),
-    TileConfig("128x32", 128, 32, 128),
-)
-TC_CONFIGS = (
-    TileConfig("128x64", 128, 64, 128),
-    TileConfig("64x32", 64, 32, 64),
-)
+SIMT_CONFIGS = tile_configs("conv2d.cu", "CONV_SIMT_CONFIGS")
+TC_CONFIGS = tile_configs("conv2d_tc.cu", "CONV_TC_CONFIGS")
 CONFIGS: dict[str, tuple[TileConfig, ...]] = {"naive": (), "simt": SIMT_CONFIGS, "tc": TC_CONFIGS}
 
 
@@ -87,13 +87,34 @@ def configs_for(variant: str, pass_: str) -> tuple[TileConfig, ...]:
     return () if (variant, pass_) == ("simt", "wgrad") else CONFIGS[variant]
 
 
-# kernels/conv2d_tc.cu's build define for each precision.
-TC_BK = 16  # kernels/conv2d_tc.cu: taps per tile
-TC_PAD = 4
+_PASS_STEMS = {"forward": "fwd", "dgrad": "dgrad", "wgrad": "wgrad"}
+# The second pass of a split wgrad reduction, shared by the simt and tc variants.
+WGRAD_FINISH = "conv2d_wgrad_finish_f32"
+
+
+def kernel_name(pass_: str, variant: str, config: TileConfig | None = None, *, one_by_one: bool = False) -> str:
+    """conv2d_<fwd|dgrad|wgrad>_<variant>[_<config>][_1x1]_f32, as the kernel sources' lists expand."""
+    parts = ["conv2d", _PASS_STEMS[pass_], variant, *([config.name] if config else [])]
+    return "_".join(parts) + ("_1x1" if one_by_one else "") + "_f32"
+
+
+def kernel_names(variant: str) -> list[str]:
+    """Every kernel a variant can launch, by name (tests compare them with the kernels the sources define)."""
+    names = []
+    for pass_ in VARIANTS[variant].passes:
+        for config in configs_for(variant, pass_) or (None,):
+            names.append(kernel_name(pass_, variant, config))
+            if pass_ == "forward" and config is not None:
+                names.append(kernel_name(pass_, variant, config, one_by_one=True))
+    return names
+
+
+TC_BK = 16  # kernels/conv2d_tc.cu: CONV_TC_BK, taps per tile
+TC_PAD = 4  # CONV_TC_PAD
 
 WGRAD_TILE = 64  # kernels/conv2d.cu: WGRAD_TILE
 WGRAD_STEP = 8  # WGRAD_STEP: pixels per reduction step
-WGRAD_THREADS = 256
+WGRAD_THREADS = 256  # WGRAD_THREADS
 # wgrad's split count aims at this many blocks: a constant, not the SM count, so that the
 # summation order (hence the bits) is the same on every device.
 WGRAD_TARGET_BLOCKS = 1024
@@ -156,10 +177,6 @@ def fast_divisor(d: int) -> tuple[int, int]:
     mul = -(-(1 << shift) // d)
     assert mul < 2**32
     return mul, shift
-
-
-def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def geometry(op: str, x_shape, w_shape, stride, padding, dilation) -> Geometry:
@@ -240,18 +257,18 @@ def choose_forward(g: Geometry, precision: str, *, sms: int, variant=None, confi
     if variant == "naive":
         total = g.N * g.K * g.P * g.Q
         blocks = min(math.ceil(total / NAIVE_BLOCK), 8 * sms)
-        return Plan("naive", None, "conv2d_fwd_naive_f32", (blocks, 1, 1), (NAIVE_BLOCK, 1, 1))
+        return Plan("naive", None, kernel_name("forward", "naive"), (blocks, 1, 1), (NAIVE_BLOCK, 1, 1))
     configs = CONFIGS[variant]
     chosen = config_by_name(configs, config, op="conv2d") or _pick_config(configs, g.pixels, g.K, sms)
     grid = (math.ceil(g.pixels / chosen.block_m), math.ceil(g.K / chosen.block_n), 1)
-    kernel = f"conv2d_fwd_{variant}_{chosen.name}{'_1x1' if g.one_by_one else ''}_f32"
+    kernel = kernel_name("forward", variant, chosen, one_by_one=g.one_by_one)
     return _tiled_plan(variant, chosen, kernel, grid, precision)
 
 
 def _tiled_plan(variant: str, config: TileConfig, kernel: str, grid, precision: str) -> Plan:
     if variant == "simt":
         return Plan("simt", config, kernel, grid, (config.threads, 1, 1))
-    defines = (("CONV_TC_PRECISION", TC_PRECISION_DEFINE[precision]),)
+    defines = (("CONV_TC_PRECISION", precision),)
     return Plan("tc", config, kernel, grid, (config.threads, 1, 1), tc_shared_bytes(config), defines)
 
 
@@ -260,12 +277,12 @@ def choose_dgrad(g: Geometry, precision: str, *, sms: int, variant=None, config=
     if variant == "naive":
         total = g.N * g.C * g.H * g.W
         blocks = min(math.ceil(total / NAIVE_BLOCK), 8 * sms)
-        return Plan("naive", None, "conv2d_dgrad_naive_f32", (blocks, 1, 1), (NAIVE_BLOCK, 1, 1))
+        return Plan("naive", None, kernel_name("dgrad", "naive"), (blocks, 1, 1), (NAIVE_BLOCK, 1, 1))
     # The product's columns are the input channels C.
     configs = CONFIGS[variant]
     chosen = config_by_name(configs, config, op="conv2d") or _pick_config(configs, g.N * g.H * g.W, g.C, sms)
     grid = (math.ceil(g.N * g.H * g.W / chosen.block_m), math.ceil(g.C / chosen.block_n), 1)
-    return _tiled_plan(variant, chosen, f"conv2d_dgrad_{variant}_{chosen.name}_f32", grid, precision)
+    return _tiled_plan(variant, chosen, kernel_name("dgrad", variant, chosen), grid, precision)
 
 
 def wgrad_splits(g: Geometry, tile_rows: int = WGRAD_TILE, tile_cols: int = WGRAD_TILE) -> tuple[int, int]:
@@ -283,7 +300,7 @@ def choose_wgrad(g: Geometry, precision: str, *, sms: int, variant=None, config=
     if variant == "naive":
         total = g.K * g.taps
         blocks = min(math.ceil(total / NAIVE_BLOCK), 8 * sms)
-        return Plan("naive", None, "conv2d_wgrad_naive_f32", (blocks, 1, 1), (NAIVE_BLOCK, 1, 1))
+        return Plan("naive", None, kernel_name("wgrad", "naive"), (blocks, 1, 1), (NAIVE_BLOCK, 1, 1))
     if variant == "simt":
         chosen, rows, cols = None, WGRAD_TILE, WGRAD_TILE
     else:
@@ -301,28 +318,14 @@ def choose_wgrad(g: Geometry, precision: str, *, sms: int, variant=None, config=
         splits = math.ceil(g.pixels / per_split)
     if variant == "simt":
         grid = (math.ceil(g.taps / WGRAD_TILE), math.ceil(g.K / WGRAD_TILE), splits)
-        return Plan("simt", None, "conv2d_wgrad_simt_f32", grid, (WGRAD_THREADS, 1, 1), splits=splits,
+        return Plan("simt", None, kernel_name("wgrad", "simt"), grid, (WGRAD_THREADS, 1, 1), splits=splits,
                     pixels_per_split=per_split)
     grid = (math.ceil(g.K / rows), math.ceil(g.taps / cols), splits)
-    return Plan("tc", chosen, f"conv2d_wgrad_tc_{chosen.name}_f32", grid, (chosen.threads, 1, 1),
-                tc_shared_bytes(chosen), (("CONV_TC_PRECISION", TC_PRECISION_DEFINE[precision]),), splits, per_split)
+    return Plan("tc", chosen, kernel_name("wgrad", "tc", chosen), grid, (chosen.threads, 1, 1),
+                tc_shared_bytes(chosen), (("CONV_TC_PRECISION", precision),), splits, per_split)
 
 
 # ---------------------------------------------------------------- launchers
-
-
-def _sms(executor) -> int:
-    from dlgpu.cuda.elementwise import multiprocessor_count
-
-    return multiprocessor_count(executor)
-
-
-def _out(op: str, executor, out, shape):
-    if out is None:
-        return executor.xp.empty(shape, dtype=np.float32)
-    if tuple(out.shape) != tuple(shape):
-        raise ShapeError(f"{op}: out has shape {tuple(out.shape)}, expected {tuple(shape)}")
-    return out
 
 
 def forward(x, weight, bias=None, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1), relu=False,
@@ -334,13 +337,12 @@ def forward(x, weight, bias=None, *, stride=(1, 1), padding=(0, 0), dilation=(1,
     """
     executor = resolve_executor(executor)
     op = "conv2d"
-    arrays = {"x": x, "weight": weight} | ({} if bias is None else {"bias": bias})
-    require_float32(op, **arrays)
+    require_float32(op, x=x, weight=weight, bias=bias)
     g = geometry(op, x.shape, weight.shape, stride, padding, dilation)
     if bias is not None and tuple(bias.shape) != (g.K,):
         raise ShapeError(f"{op}: bias has shape {tuple(bias.shape)}, expected ({g.K},)")
-    y = _out(op, executor, out, (g.N, g.K, g.P, g.Q))
-    plan = choose_forward(g, precision, sms=_sms(executor), variant=variant, config=config)
+    y = output(op, executor, out, (g.N, g.K, g.P, g.Q))
+    plan = choose_forward(g, precision, sms=multiprocessor_count(executor), variant=variant, config=config)
     assert plan.grid[1] <= MAX_GRID_Y, f"{op}: K = {g.K} needs {plan.grid[1]} channel blocks, over {MAX_GRID_Y}"
     flags = (FLAG_BIAS if bias is not None else 0) | (FLAG_RELU if relu else 0)
     args = (x, weight, bias if bias is not None else y, y, *g.args(), np.int32(flags))
@@ -354,11 +356,11 @@ def dgrad(grad_y, weight, x_shape, *, mask=None, stride=(1, 1), padding=(0, 0), 
     """grad_x (N, C, H, W) float32 from grad_y (N, K, P, Q), masked by (mask > 0) when mask (y) is given."""
     executor = resolve_executor(executor)
     op = "conv2d_backward"
-    require_float32(op, grad_y=grad_y, weight=weight, **({} if mask is None else {"y": mask}))
+    require_float32(op, grad_y=grad_y, weight=weight, y=mask)
     g = geometry(op, x_shape, weight.shape, stride, padding, dilation)
     _check_grad_y(op, g, grad_y, mask)
-    grad_x = _out(op, executor, out, (g.N, g.C, g.H, g.W))
-    plan = choose_dgrad(g, precision, sms=_sms(executor), variant=variant, config=config)
+    grad_x = output(op, executor, out, (g.N, g.C, g.H, g.W))
+    plan = choose_dgrad(g, precision, sms=multiprocessor_count(executor), variant=variant, config=config)
     assert plan.grid[1] <= MAX_GRID_Y, f"{op}: C = {g.C} needs {plan.grid[1]} channel blocks, over {MAX_GRID_Y}"
     flags = FLAG_MASK if mask is not None else 0
     args = (grad_y, mask if mask is not None else grad_y, weight, grad_x, *g.args(), np.int32(flags))
@@ -378,11 +380,11 @@ def wgrad(grad_y, x, w_shape, *, mask=None, stride=(1, 1), padding=(0, 0), dilat
     """
     executor = resolve_executor(executor)
     op = "conv2d_backward"
-    require_float32(op, grad_y=grad_y, x=x, **({} if mask is None else {"y": mask}))
+    require_float32(op, grad_y=grad_y, x=x, y=mask)
     g = geometry(op, x.shape, w_shape, stride, padding, dilation)
     _check_grad_y(op, g, grad_y, mask)
-    grad_w = _out(op, executor, out, (g.K, g.C, g.R, g.S))
-    plan = choose_wgrad(g, precision, sms=_sms(executor), variant=variant, config=config, splits=splits)
+    grad_w = output(op, executor, out, (g.K, g.C, g.R, g.S))
+    plan = choose_wgrad(g, precision, sms=multiprocessor_count(executor), variant=variant, config=config, splits=splits)
     flags = np.int32(FLAG_MASK if mask is not None else 0)
     mask_arg = mask if mask is not None else grad_y
     if plan.variant == "naive":
@@ -396,7 +398,7 @@ def wgrad(grad_y, x, w_shape, *, mask=None, stride=(1, 1), padding=(0, 0), dilat
                            plan.shared_mem, plan.defines))
     if plan.splits > 1:
         blocks = grid_stride_blocks(count, NAIVE_BLOCK, executor)
-        executor.launch(Launch("conv2d", "conv2d_wgrad_finish_f32", (blocks, 1, 1), (NAIVE_BLOCK, 1, 1),
+        executor.launch(Launch("conv2d", WGRAD_FINISH, (blocks, 1, 1), (NAIVE_BLOCK, 1, 1),
                                (partial, grad_w, np.int32(plan.splits), np.int64(count))))
     return grad_w
 
@@ -437,3 +439,10 @@ def conv2d_backward(grad_y, x, weight, y, stride, padding, dilation, activation,
     grad_w = wgrad(grad_y, x, weight.shape, mask=mask, variant=pick("wgrad"), **geo)
     grad_b = _bias_grad.bias_grad(grad_y, mask, executor=executor)
     return grad_x, grad_w, grad_b
+
+
+class Conv2dOps:
+    """The CUDA backend's convolutions (see dlgpu.backend.Backend)."""
+
+    conv2d = staticmethod(conv2d)
+    conv2d_backward = staticmethod(conv2d_backward)

@@ -19,6 +19,7 @@ import numpy as np
 
 from dlgpu.cuda import compiler
 from dlgpu.cuda.launch import Launch
+from dlgpu.device import gpu_unavailable_reason
 from dlgpu.errors import ArgumentError, BackendUnavailableError, DeviceError
 
 # Above this much dynamic shared memory a kernel must opt in (cuFuncSetAttribute).
@@ -187,14 +188,14 @@ def default_executor() -> CupyExecutor:
     global _DEFAULT
     with _DEFAULT_LOCK:
         if _DEFAULT is None:
-            cupy = _import_cupy()
-            try:
-                count = cupy.cuda.runtime.getDeviceCount()
-            except Exception as exc:  # CUDARuntimeError: no driver, or no device
-                raise BackendUnavailableError(
-                    f"dlgpu: no usable CUDA GPU ({exc}); the CUDA backend needs one"
-                ) from exc
-            if count < 1:
-                raise BackendUnavailableError("dlgpu: no CUDA GPU found; the CUDA backend needs one")
+            _import_cupy()  # its own message names the missing package
+            reason = gpu_unavailable_reason()
+            if reason is not None:
+                raise BackendUnavailableError(f"dlgpu: no CUDA GPU to run on ({reason}); the CUDA backend needs one")
             _DEFAULT = CupyExecutor()
         return _DEFAULT
+
+
+def resolve_executor(executor):
+    """``executor``, or the process-wide CuPy executor when it is None (what every launcher calls first)."""
+    return default_executor() if executor is None else executor

@@ -9,7 +9,9 @@ The backend functions (:func:`matmul`, :func:`linear`, :func:`matmul_backward`,
 :func:`linear_backward`) are thin layers over it: backward products are
 ordinary products in another layout, never a materialized transpose.
 
-Variants live in :data:`VARIANTS`, the one list that tests and benchmarks read:
+Variants live in :data:`VARIANTS`, the one list that tests and benchmarks read; each tiled
+variant's tile configurations, the layouts it has kernels for and the tensor-core precisions
+are read from the kernel sources (:mod:`dlgpu.cuda.kernel_decls`), where they are listed once:
 
 - ``naive``: one thread per output, any layout and alignment; exact fp32.
 - ``simt``: tiled exact fp32 on CUDA cores; needs 16-byte aligned operands
@@ -29,13 +31,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from dlgpu.cuda import bias_grad as _bias_grad
-from dlgpu.cuda.elementwise import multiprocessor_count, require_float32, resolve_executor
-from dlgpu.cuda.launch import Launch
+from dlgpu.cuda import kernel_decls
+from dlgpu.cuda.executor import resolve_executor
+from dlgpu.cuda.launch import Launch, multiprocessor_count, output, require_float32
 from dlgpu.errors import ArgumentError, ShapeError
 
-FLAG_BIAS = 1  # kernels/gemm_tile.cuh: GEMM_BIAS
-FLAG_RELU = 2  # GEMM_RELU
-FLAG_MASK_A = 4  # GEMM_MASK_A (naive kernel only; the tiled kernels name it)
+# The kernels' `flags` (tests/test_kernel_decls.py ties every value mirrored from a kernel source).
+FLAG_BIAS = 1  # kernels/common.cuh: EPILOGUE_BIAS (GEMM and convolution alike)
+FLAG_RELU = 2  # EPILOGUE_RELU
+FLAG_MASK_A = 4  # kernels/gemm_tile.cuh: GEMM_MASK_A (naive kernel only; the tiled kernels name it)
 
 NAIVE_BLOCK = 16  # gemm_naive_f32: 16 x 16 threads
 MAX_GRID_Y = 65535
@@ -52,13 +56,15 @@ class Variant:
     summary: str
 
 
+# The tensor-core operand precisions: kernels/ptx.cuh's enum class Precision, whose enumerator
+# names are also the value of the tensor-core families' -D..._PRECISION build define.
+TC_PRECISIONS: tuple[str, ...] = kernel_decls.enumerators("ptx.cuh", "Precision")
+
 VARIANTS: dict[str, Variant] = {
     "naive": Variant("naive", "gemm", ("ieee",), "one thread per output, any layout/alignment; the GPU oracle"),
     "simt": Variant("simt", "gemm", ("ieee",), "tiled fp32 FFMA, 8x8 per thread, 3-stage cp.async pipeline"),
-    "tc": Variant("tc", "gemm_tc", ("tf32", "bf16", "fp16"), "mma.sync tensor cores, fp32 accumulation"),
+    "tc": Variant("tc", "gemm_tc", TC_PRECISIONS, "mma.sync tensor cores, fp32 accumulation"),
 }
-
-LAYOUTS = ("nn", "nt", "tn", "tt")
 
 
 @dataclass(frozen=True)
@@ -71,22 +77,35 @@ class TileConfig:
     threads: int
 
 
+def tile_configs(source: str, macro: str) -> tuple[TileConfig, ...]:
+    """A family's tile configurations, in the order of its X-macro list X(BM, BN, THREADS, ...)."""
+    return tuple(TileConfig(f"{bm}x{bn}", int(bm), int(bn), int(threads))
+                 for bm, bn, threads, *_ in kernel_decls.x_macro(source, macro))
+
+
 # Largest first: choose() takes the first that still fills the device.
-SIMT_CONFIGS = (
-    TileConfig("128x128", 128, 128, 256),
-    TileConfig("128x64", 128, 64, 128),
-    TileConfig("64x64", 64, 64, 64),
-)
-TC_CONFIGS = (
-    TileConfig("128x128", 128, 128, 256),
-    TileConfig("64x64", 64, 64, 128),
-)
-# The tensor-core families' build define for each precision (ptx::mma_accumulate<P>'s P).
-TC_PRECISION_DEFINE = {"tf32": "0", "bf16": "1", "fp16": "2"}
-# Layouts with a `_mask` kernel: the two linear_backward products (grad_x: nn, grad_w: tn).
-MASK_LAYOUTS = ("nn", "tn")
+SIMT_CONFIGS = tile_configs("gemm.cu", "GEMM_SIMT_CONFIGS")
+TC_CONFIGS = tile_configs("gemm_tc.cu", "GEMM_TC_CONFIGS")
 # Each variant's tile configurations (naive has none).
 CONFIGS: dict[str, tuple[TileConfig, ...]] = {"naive": (), "simt": SIMT_CONFIGS, "tc": TC_CONFIGS}
+
+# (transpose_a, transpose_b, masked) -> the kernel-name suffix of every tiled kernel that exists,
+# from kernels/gemm_tile.cuh's GEMM_PLAIN_LAYOUTS and GEMM_MASK_LAYOUTS: the four layouts, and `_mask`
+# for the two products of linear_backward (grad_x: nn, grad_w: tn).  A combination missing here
+# runs on naive.
+KERNEL_SUFFIXES: dict[tuple[bool, bool, bool], str] = {
+    (trans_a == "true", trans_b == "true", masked == "true"): suffix
+    for macro in ("GEMM_PLAIN_LAYOUTS", "GEMM_MASK_LAYOUTS")
+    for suffix, trans_a, trans_b, masked in kernel_decls.x_macro("gemm_tile.cuh", macro)
+}
+
+
+def layout_name(transpose_a: bool, transpose_b: bool) -> str:
+    return ("t" if transpose_a else "n") + ("t" if transpose_b else "n")
+
+
+LAYOUTS = tuple(layout_name(ta, tb) for (ta, tb, masked) in KERNEL_SUFFIXES if not masked)
+MASK_LAYOUTS = tuple(layout_name(ta, tb) for (ta, tb, masked) in KERNEL_SUFFIXES if masked)
 
 
 def kernel_names(variant: str) -> list[str]:
@@ -94,8 +113,8 @@ def kernel_names(variant: str) -> list[str]:
     if variant == "naive":
         return ["gemm_naive_f32"]
     prefix = {"simt": "gemm_simt", "tc": "gemm_tc"}[variant]
-    suffixes = [*LAYOUTS, *(f"{layout}_mask" for layout in MASK_LAYOUTS)]
-    return [f"{prefix}_{config.name}_{suffix}_f32" for config in CONFIGS[variant] for suffix in suffixes]
+    return [f"{prefix}_{config.name}_{suffix}_f32" for config in CONFIGS[variant]
+            for suffix in KERNEL_SUFFIXES.values()]
 
 
 @dataclass(frozen=True)
@@ -109,10 +128,6 @@ class Plan:
     block: tuple[int, int, int]
     shared_mem: int = 0
     defines: tuple[tuple[str, str], ...] = ()
-
-
-def layout_name(transpose_a: bool, transpose_b: bool) -> str:
-    return ("t" if transpose_a else "n") + ("t" if transpose_b else "n")
 
 
 def address(array) -> int:
@@ -165,13 +180,12 @@ def choose(m: int, n: int, k: int, *, transpose_a: bool, transpose_b: bool, prec
         variant = "simt" if precision == "ieee" else "tc"
     if variant != "naive" and precision not in VARIANTS[variant].precisions:
         raise ArgumentError(f"gemm: variant {variant!r} computes {VARIANTS[variant].precisions}, not {precision!r}")
-    layout = layout_name(transpose_a, transpose_b)
-    if variant != "naive" and (not aligned or (masked and layout not in MASK_LAYOUTS)):
+    suffix = KERNEL_SUFFIXES.get((transpose_a, transpose_b, masked))
+    if variant != "naive" and (not aligned or suffix is None):
         variant = "naive"
     if variant == "naive":
         grid = (math.ceil(n / NAIVE_BLOCK), math.ceil(m / NAIVE_BLOCK), 1)
         return Plan("naive", None, "gemm_naive_f32", grid, (NAIVE_BLOCK, NAIVE_BLOCK, 1))
-    suffix = layout + ("_mask" if masked else "")
     if variant == "simt":
         config = config_by_name(SIMT_CONFIGS, config) or _pick_config(SIMT_CONFIGS, m, n, sms)
         kernel = f"gemm_simt_{config.name}_{suffix}_f32"
@@ -181,14 +195,17 @@ def choose(m: int, n: int, k: int, *, transpose_a: bool, transpose_b: bool, prec
         kernel = f"gemm_tc_{config.name}_{suffix}_f32"
         shared = tc_shared_bytes(config, transpose_a, transpose_b, precision)
     grid = (math.ceil(n / config.block_n), math.ceil(m / config.block_m), 1)
-    defines = (("GEMM_TC_PRECISION", TC_PRECISION_DEFINE[precision]),) if variant == "tc" else ()
+    defines = (("GEMM_TC_PRECISION", precision),) if variant == "tc" else ()
     return Plan(variant, config, kernel, grid, (config.threads, 1, 1), shared, defines)
 
 
 # kernels/gemm_tc.cu: TC_STAGES tiles in flight, TC_BK elements of k per tile (16 floats for
-# tf32, 32 halves for bf16/fp16), tf32 rows padded, 16-bit rows swizzled (no padding).
-TC_STAGES = 3
-TC_BK = {"tf32": 16, "bf16": 32, "fp16": 32}
+# tf32, 32 halves for bf16/fp16), tf32 rows padded by TC_PAD_K (k-contiguous) or TC_PAD_MN
+# floats, 16-bit rows swizzled (no padding).
+TC_STAGES = 3  # kernels/gemm_tc.cu: TC_STAGES
+TC_BK = {"tf32": 16, "bf16": 32, "fp16": 32}  # TC_BK_TF32, TC_BK_HALF
+TC_PAD_K = 4  # TC_PAD_K
+TC_PAD_MN = 8  # TC_PAD_MN
 
 
 def tc_shared_bytes(config: TileConfig, transpose_a: bool, transpose_b: bool, precision: str) -> int:
@@ -198,8 +215,8 @@ def tc_shared_bytes(config: TileConfig, transpose_a: bool, transpose_b: bool, pr
         return 2 * TC_STAGES * (config.block_m + config.block_n) * bk
 
     def tile(extent: int, k_contiguous: bool) -> int:
-        # k-contiguous tiles: extent rows of bk + 4 floats; otherwise bk rows of extent + 8.
-        return extent * (bk + 4) if k_contiguous else bk * (extent + 8)
+        # k-contiguous tiles: extent rows of bk + TC_PAD_K floats; otherwise bk rows of extent + TC_PAD_MN.
+        return extent * (bk + TC_PAD_K) if k_contiguous else bk * (extent + TC_PAD_MN)
 
     return 4 * TC_STAGES * (tile(config.block_m, not transpose_a) + tile(config.block_n, transpose_b))
 
@@ -226,12 +243,7 @@ def gemm(a, b, *, transpose_a=False, transpose_b=False, precision="ieee", bias=N
     """
     executor = resolve_executor(executor)
     op = "gemm"
-    arrays = {"a": a, "b": b}
-    if bias is not None:
-        arrays["bias"] = bias
-    if mask_a is not None:
-        arrays["mask_a"] = mask_a
-    require_float32(op, **arrays)
+    require_float32(op, a=a, b=b, bias=bias, mask_a=mask_a)
     rows_a, cols_a = _matrix(op, "a", a)
     rows_b, cols_b = _matrix(op, "b", b)
     m, k = (cols_a, rows_a) if transpose_a else (rows_a, cols_a)
@@ -242,10 +254,7 @@ def gemm(a, b, *, transpose_a=False, transpose_b=False, precision="ieee", bias=N
         raise ShapeError(f"{op}: bias has shape {tuple(bias.shape)}, expected ({n},)")
     if mask_a is not None and tuple(mask_a.shape) != tuple(a.shape):
         raise ShapeError(f"{op}: mask_a has shape {tuple(mask_a.shape)}, a has {tuple(a.shape)}")
-    if out is None:
-        out = executor.xp.empty((m, n), dtype=np.float32)
-    elif tuple(out.shape) != (m, n):
-        raise ShapeError(f"{op}: out has shape {tuple(out.shape)}, expected {(m, n)}")
+    out = output(op, executor, out, (m, n))
 
     aligned = all(tile_ready(x) for x in (a, b) + (() if mask_a is None else (mask_a,)))
     plan = choose(m, n, k, transpose_a=transpose_a, transpose_b=transpose_b, precision=precision,
@@ -321,3 +330,12 @@ def linear_backward(grad_y, x, weight, y, activation, precision, *, variant=None
     grad_w = gemm(grad_y, x, transpose_a=True, **kw)
     grad_b = _bias_grad.bias_grad(grad_y, mask, executor=executor)
     return grad_x, grad_w, grad_b
+
+
+class GemmOps:
+    """The CUDA backend's products (see dlgpu.backend.Backend)."""
+
+    matmul = staticmethod(matmul)
+    matmul_backward = staticmethod(matmul_backward)
+    linear = staticmethod(linear)
+    linear_backward = staticmethod(linear_backward)

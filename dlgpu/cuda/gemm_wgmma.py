@@ -28,21 +28,20 @@ import math
 import numpy as np
 
 from dlgpu.cuda import gemm as _gemm
+from dlgpu.cuda import kernel_decls
 from dlgpu.cuda import tma
-from dlgpu.cuda.elementwise import multiprocessor_count, resolve_executor
-from dlgpu.cuda.launch import Launch
+from dlgpu.cuda.executor import resolve_executor
+from dlgpu.cuda.launch import Launch, multiprocessor_count
 from dlgpu.errors import ArgumentError, BackendUnavailableError, DtypeError, LayoutError, ShapeError
 
 FAMILY = "gemm_wgmma"
 VARIANT = _gemm.Variant("wgmma", FAMILY, ("bf16", "fp16", "tf32"),
                         "wgmma + TMA + mbarrier pipeline, producer/consumer warpgroups, persistent; sm_90a")
-# Largest first.  kernels/gemm_wgmma.cu: 128 rows (two consumer warpgroups of 64), BN columns.
-CONFIGS = (
-    _gemm.TileConfig("128x256", 128, 256, 384),
-    _gemm.TileConfig("128x128", 128, 128, 384),
-)
-STAGES = {"128x256": 4, "128x128": 6}
-PRECISION_CODE = {"tf32": 0, "bf16": 1, "fp16": 2}  # ptx::wgmma's precision template argument
+# Largest first, from kernels/gemm_wgmma.cu's GEMM_WGMMA_CONFIGS X(BM, BN, THREADS, STAGES): 128 rows
+# (two consumer warpgroups of 64), BN columns, and the ring's stages.
+CONFIGS = _gemm.tile_configs("gemm_wgmma.cu", "GEMM_WGMMA_CONFIGS")
+STAGES = {f"{bm}x{bn}": int(stages)
+          for bm, bn, _, stages in kernel_decls.x_macro("gemm_wgmma.cu", "GEMM_WGMMA_CONFIGS")}
 FLAG_STORE_HALF = 8  # kernels/gemm_tile.cuh: GEMM_STORE_HALF
 TILE_ROW_BYTES = 128  # every shared tile row: one 128-byte swizzled row of k (or of m / n)
 COMPUTE_CAPABILITY = 90

@@ -6,12 +6,31 @@ executor runs it: :class:`dlgpu.cuda.executor.CupyExecutor` on a GPU (NVRTC
 cubin loaded into CuPy), or the CPU harness in ``dlgpu.testing.harness``
 (the same .cu compiled by the host C++ compiler, run on NumPy buffers).
 Launch math therefore runs, and is tested, on every CPU test.
+
+This module is also the home of what every launcher shares: the device's SM
+count, grid-stride grid sizes, the float32 and contiguity assertions, and
+output allocation (finding the default executor is
+:func:`dlgpu.cuda.executor.resolve_executor`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import numpy as np
+
+from dlgpu.errors import DtypeError, LayoutError, ShapeError
+
+# Threads per block of the grid-stride kernels: a multiple of 32 that leaves room for 4+ resident
+# blocks per SM at <= 64 registers.
+BLOCK = 256
+# Blocks per SM for grid-stride kernels: enough threads to keep 16-byte loads in flight
+# without a second partial wave of long-running blocks.
+BLOCKS_PER_SM = 4
+# SMs assumed when the executor has no device to ask (the CPU harness): an H100's count.
+FALLBACK_MULTIPROCESSORS = 132
 
 
 @dataclass(frozen=True)
@@ -45,3 +64,56 @@ class Executor(Protocol):
     xp: Any  # numpy or cupy: launchers allocate their outputs with it
 
     def launch(self, launch: Launch) -> None: ...
+
+
+# ---------------------------------------------------------------------------
+# what every launcher shares
+# ---------------------------------------------------------------------------
+
+_multiprocessors: dict[int, int] = {}
+
+
+def multiprocessor_count(executor) -> int:
+    """SMs of the executor's current device; a constant for executors without one."""
+    count = getattr(executor, "multiprocessor_count", None)
+    if count is not None:
+        return int(count)
+    cuda = getattr(executor.xp, "cuda", None)
+    if cuda is None:
+        return FALLBACK_MULTIPROCESSORS
+    device = cuda.runtime.getDevice()
+    if device not in _multiprocessors:
+        _multiprocessors[device] = int(cuda.Device(device).attributes["MultiProcessorCount"])
+    return _multiprocessors[device]
+
+
+def grid_stride_blocks(work_items: int, block: int, executor, blocks_per_sm: int = BLOCKS_PER_SM) -> int:
+    """Blocks for a grid-stride loop over ``work_items``: one item per thread, at most a full device."""
+    assert work_items >= 0 and block % 32 == 0, (work_items, block)
+    wanted = max(1, math.ceil(work_items / block))
+    return min(wanted, blocks_per_sm * multiprocessor_count(executor))
+
+
+def require_float32(op: str, **arrays) -> None:
+    """What every kernel relies on (dlgpu.functional has checked it for public calls): float32, C-contiguous.
+
+    None entries (an absent optional operand) are skipped.
+    """
+    for name, array in arrays.items():
+        if array is None:
+            continue
+        if np.dtype(array.dtype) != np.float32:
+            raise DtypeError(f"{op}: {name} must be float32 for the CUDA kernels, got {np.dtype(array.dtype).name}")
+        if not array.flags.c_contiguous:
+            raise LayoutError(f"{op}: {name} must be C-contiguous")
+
+
+def output(op: str, executor, out, shape):
+    """``out`` when given (checked: shape, float32, C-contiguous), else a new float32 array of ``executor.xp``."""
+    shape = tuple(int(d) for d in shape)
+    if out is None:
+        return executor.xp.empty(shape, dtype=np.float32)
+    if tuple(out.shape) != shape:
+        raise ShapeError(f"{op}: out has shape {tuple(out.shape)}, expected {shape}")
+    require_float32(op, out=out)
+    return out

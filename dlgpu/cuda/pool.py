@@ -11,19 +11,16 @@ import math
 
 import numpy as np
 
-from dlgpu.cuda.elementwise import BLOCK, grid_stride_blocks, require_float32, resolve_executor
-from dlgpu.cuda.launch import Launch
+from dlgpu.cuda.executor import resolve_executor
+from dlgpu.cuda.launch import BLOCK, Launch, grid_stride_blocks, require_float32
 from dlgpu.errors import ArgumentError, DtypeError, ShapeError
+from dlgpu.window import output_size
 
 FAMILY = "pool"
 # Window-free backward: one warp per plane, 4 planes per block.
 PLANES_BLOCK = 128
 # Blocks per SM for the grid-stride pooling kernels (one output or input element per thread).
 POOL_BLOCKS_PER_SM = 8
-
-
-def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    return (size + 2 * padding - kernel) // stride + 1
 
 
 def _window_args(kernel, stride, padding) -> tuple[np.int32, ...]:
@@ -110,3 +107,11 @@ def max_pool2d_backward(grad_y, argmax, input_shape, window=None, *, executor=No
         )
     )
     return grad_x
+
+
+class PoolOps:
+    """The CUDA backend's pooling (see dlgpu.backend.Backend)."""
+
+    max_pool2d = staticmethod(max_pool2d)
+    # The interface carries no window, so this takes the window-free (per-plane) kernel.
+    max_pool2d_backward = staticmethod(max_pool2d_backward)

@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from dlgpu.cuda.elementwise import require_float32, resolve_executor
-from dlgpu.cuda.launch import Launch
+from dlgpu.cuda.executor import resolve_executor
+from dlgpu.cuda.launch import Launch, require_float32
 from dlgpu.errors import DtypeError, ShapeError
 
 FAMILY = "softmax"
@@ -105,3 +105,10 @@ def softmax_cross_entropy_backward(probs, labels, *, executor=None):
         )
     )
     return grad
+
+
+class SoftmaxOps:
+    """The CUDA backend's loss (see dlgpu.backend.Backend)."""
+
+    softmax_cross_entropy = staticmethod(softmax_cross_entropy)
+    softmax_cross_entropy_backward = staticmethod(softmax_cross_entropy_backward)

@@ -30,7 +30,9 @@ returned, misaligned cp.async, a deadlock) or a non-zero exit raises
 
 ``extern __shared__ T name[];`` is rewritten (text, same line) into a pointer to
 the launch's dynamic shared buffer, and ``__shared__ alignas(n)`` into
-``alignas(n) __shared__``; nothing else in the source is touched.
+``alignas(n) __shared__``; nothing else in the source is touched.  The kernels a
+family exports are found by name in its preprocessed source (:func:`family_kernels`),
+where the tile-configuration lists have expanded into named kernels.
 Compiled objects are cached under ``$DLGPU_CACHE_DIR/harness`` (the compiler's
 cache folder) by SHA-256 of the generated translation unit (the source and its
 exports), every header it includes (recursively), cuda_host.h, the flags and the
@@ -62,6 +64,8 @@ import numpy as np
 
 from dlgpu.cuda import compiler
 from dlgpu.cuda.launch import Launch
+from dlgpu.device import is_cupy
+from dlgpu.kernels_dir import included_headers
 from dlgpu.errors import ArgumentError, BackendUnavailableError, CompileError, DeviceError, LayoutError
 
 MODES = ("plain", "asan", "tsan")
@@ -92,7 +96,6 @@ _COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
 _EXTERN_SHARED = re.compile(
     r"extern\s+__shared__\s+(?:(?:alignas|__align__)\s*\([^)]*\)\s*)?(?P<type>[^;\[\]]*?)\s*(?P<name>\w+)\s*\[\s*\]\s*;"
 )
-_INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"', re.MULTILINE)
 _SHARED_ALIGNAS = re.compile(r"__shared__\s+(alignas\s*\([^)]*\))")
 
 
@@ -105,8 +108,46 @@ class HarnessError(AssertionError):
 
 
 def kernel_names(source: str) -> list[str]:
-    """The ``extern "C" __global__`` kernels a .cu defines, in order (comments ignored)."""
+    """The ``extern "C" __global__`` kernels a .cu text defines, in order (comments ignored)."""
     return _KERNEL.findall(_COMMENT.sub(" ", source))
+
+
+def _source_flags(source: Path, defines, kernels_dir, cache_dir) -> tuple[list[str], list[str]]:
+    """(-D flags, -I flags) of a family's build: the harness header, the stub CUDA headers (made
+    here, in the cache folder) and the kernel folders."""
+    folder = Path(cache_dir) if cache_dir else compiler.default_cache_dir() / "harness"
+    stubs = folder / "include"
+    stubs.mkdir(parents=True, exist_ok=True)
+    for stub in _STUB_HEADERS:
+        if not (stubs / stub).exists():
+            (stubs / stub).write_text(_STUB_TEXT)
+    define_flags = [f"-D{name}={value}" for name, value in defines]
+    include_flags = [f"-I{HEADER.parent}", f"-I{stubs}", *(f"-I{d}" for d in _include_dirs(source, kernels_dir))]
+    return define_flags, include_flags
+
+
+def _include_dirs(source: Path, kernels_dir) -> list[Path]:
+    # A planted kernel in a test folder may still include the package's headers (ptx.cuh).
+    return list(dict.fromkeys([source.parent, compiler.kernels_root(kernels_dir), compiler.kernels_root()]))
+
+
+def _preprocessed_kernel_names(cxx: str, source: Path, flags) -> list[str]:
+    """The kernels of ``source`` once the preprocessor has run: a family's tile-configuration
+    list (an X-macro) expands into its named kernels only there."""
+    result = subprocess.run([cxx, "-E", "-P", "-x", "c++", *flags, str(source)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise CompileError(f"dlgpu harness: {cxx} could not preprocess {source}", result.stderr[-20000:])
+    return kernel_names(result.stdout)
+
+
+def family_kernels(family: str, defines=None, kernels_dir=None, cache_dir=None) -> list[str]:
+    """Every kernel a family's .cu defines, by name, with the build ``defines`` (None: the
+    source's first ``// dlgpu-build:`` configuration): what the harness can launch."""
+    source = compiler.source_path(family, kernels_dir)
+    if defines is None:
+        defines = compiler.build_configurations(source.read_text())[0]
+    define_flags, include_flags = _source_flags(source, compiler.normalize_defines(defines), kernels_dir, cache_dir)
+    return _preprocessed_kernel_names(find_compiler(), source, [*_COMMON_FLAGS, *define_flags, *include_flags])
 
 
 def find_compiler() -> str:
@@ -127,27 +168,11 @@ def _dynamic_shared_pointer(match: re.Match) -> str:
     return f"{kind}* const {match['name']} = reinterpret_cast<{kind}*>(::dlgpu_host::dynamic_shared());"
 
 
-def _included_headers(source: Path, include_dirs) -> list[Path]:
-    """Every header ``source`` reaches through ``#include "..."``, found where g++ finds it."""
-    found: set[Path] = set()
-    pending = [source]
-    while pending:
-        current = pending.pop()
-        for name in _INCLUDE.findall(current.read_text(errors="replace")):
-            for folder in (current.parent, *include_dirs):
-                candidate = (folder / name).resolve()
-                if candidate.is_file():
-                    if candidate not in found:
-                        found.add(candidate)
-                        pending.append(candidate)
-                    break
-    return sorted(found)
-
-
-def translation_unit(source_path: Path) -> tuple[str, list[str]]:
-    """The C++ that g++ compiles for a family: the rewritten source and one export per kernel."""
+def translation_unit(source_path: Path, names: list[str] | None = None) -> tuple[str, list[str]]:
+    """The C++ that g++ compiles for a family: the rewritten source and one export per kernel
+    (``names``: the family's kernels; None reads them from the source text)."""
     text = source_path.read_text()
-    names = kernel_names(text)
+    names = kernel_names(text) if names is None else names
     if not names:
         raise CompileError(f'dlgpu harness: {source_path} defines no extern "C" __global__ kernel')
     text = _SHARED_ALIGNAS.sub(r"\1 __shared__", _EXTERN_SHARED.sub(_dynamic_shared_pointer, text))
@@ -181,10 +206,10 @@ def build(family: str, defines=(), mode: str = "plain", kernels_dir=None, cache_
         raise ArgumentError(f"dlgpu harness: mode must be one of {MODES}, got {mode!r}")
     defines = compiler.normalize_defines(defines)
     source = compiler.source_path(family, kernels_dir)
-    # A planted kernel in a test folder may still include the package's headers (ptx.cuh).
-    include_dirs = list(dict.fromkeys([source.parent, compiler.kernels_root(kernels_dir), compiler.kernels_root()]))
+    include_dirs = _include_dirs(source, kernels_dir)
     # The kernel's headers, and those cuda_host.h itself includes (cuda_host_sm90.h).
-    headers = sorted({*_included_headers(source, include_dirs), *_included_headers(HEADER, [HEADER.parent])})
+    headers = sorted({path for root, folders in ((source, include_dirs), (HEADER, [HEADER.parent]))
+                      for path in included_headers(root, folders).values() if path is not None})
     # An edited source or header (its mtime) makes a new build, within one process too.
     stamps = tuple((str(path), path.stat().st_mtime_ns) for path in (source, HEADER, *headers))
     key_in_memory = (stamps, defines, mode, str(cache_dir))
@@ -192,15 +217,11 @@ def build(family: str, defines=(), mode: str = "plain", kernels_dir=None, cache_
         if key_in_memory in _builds:
             return _builds[key_in_memory]
         cxx = find_compiler()
-        unit, names = translation_unit(source)
         folder = Path(cache_dir) if cache_dir else compiler.default_cache_dir() / "harness"
-        stubs = folder / "include"
-        stubs.mkdir(parents=True, exist_ok=True)
-        for stub in _STUB_HEADERS:
-            if not (stubs / stub).exists():
-                (stubs / stub).write_text(_STUB_TEXT)
-        flags = [*_COMMON_FLAGS, *_MODE_FLAGS[mode], *(f"-D{name}={value}" for name, value in defines)]
-        flags += [f"-I{HEADER.parent}", f"-I{stubs}", *(f"-I{folder_}" for folder_ in include_dirs)]
+        define_flags, include_flags = _source_flags(source, defines, kernels_dir, cache_dir)
+        names = _preprocessed_kernel_names(cxx, source, [*_COMMON_FLAGS, *define_flags, *include_flags])
+        unit, names = translation_unit(source, names)
+        flags = [*_COMMON_FLAGS, *_MODE_FLAGS[mode], *define_flags, *include_flags]
         digest = hashlib.sha256()
         # The unit carries the source and the generated exports; the flags, everything else.
         for part in (_compiler_identity(cxx), " ".join(flags), unit, HEADER.read_text(), _STUB_TEXT):
@@ -240,7 +261,7 @@ def _argument_codes(args, where: str) -> str:
             codes.append("p")
         elif isinstance(arg, np.generic) and arg.dtype.kind in "biuf":
             codes.append(f"{arg.dtype.kind}{arg.dtype.itemsize}")
-        elif type(arg).__module__.split(".")[0] == "cupy":
+        elif is_cupy(arg):
             raise DeviceError(f"dlgpu harness: launch of {where}: argument {position} is a CuPy array; "
                               "the CPU harness takes NumPy arrays")
         else:

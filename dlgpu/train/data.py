@@ -5,7 +5,7 @@ shipped inside scikit-learn, so nothing is downloaded.  scikit-learn is an
 optional dependency (the ``[examples]`` extra); without it ``load_digits``
 says how to install it.
 
->>> from dlgpu.data import load_digits
+>>> from dlgpu.train.data import load_digits
 >>> x_train, y_train, x_test, y_test = load_digits()
 >>> x_train.shape, x_train.dtype.name, y_train.dtype.name, x_test.shape
 ((1438, 1, 8, 8), 'float32', 'int64', (359, 1, 8, 8))
