@@ -1,7 +1,7 @@
 """dlgpu: hand-written CUDA kernels for the core of deep learning.
 
 A functional API (``dlgpu.functional``) runs each op on the backend chosen
-by its arrays: NumPy arrays on the CPU backend (NumPy BLAS and numba),
+by its arrays: NumPy arrays on the CPU backend (numba kernels, one pool of threads),
 CuPy arrays on the CUDA backend (our kernels, compiled with NVRTC).
 ``dlgpu.reference`` computes every op in float64 NumPy as the oracle.
 
