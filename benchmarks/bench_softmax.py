@@ -1,29 +1,13 @@
-"""pytest-benchmark for the softmax family: every case of dlgpu.bench's registry, GPU and CPU.
+"""pytest-benchmark for the softmax stem: every benchmark of dlgpu/cases/softmax.py.
 
     pytest benchmarks/bench_softmax.py -m gpu --benchmark-json=out.json   # on a GPU
     pytest benchmarks/bench_softmax.py -m "not gpu"                        # the CPU backend
 
-The GPU numbers that count are the CUDA-event medians in each benchmark's
-extra_info (ms, gbps, pct_of_ceiling, baseline_ms, ratio); see
-dlgpu.bench.pytest_benchmark_case for why pytest-benchmark's own column is a
-synchronized host-side time.
+What it times: softmax cross-entropy and its backward on 65536 x 1000 against PyTorch/CuPy (GPU),
+NumPy and the reference (CPU).  The GPU numbers that count are the CUDA-event medians in each
+benchmark's extra_info (dlgpu.bench.pytest_adapter says why).
 """
 
-from __future__ import annotations
+from dlgpu.bench.pytest_adapter import benchmark_tests
 
-import pytest
-
-from dlgpu import bench
-
-CASES = bench.cases_for(["softmax"])
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
-def test_gpu(benchmark, case):
-    bench.pytest_benchmark_case(benchmark, case, "cuda")
-
-
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
-def test_cpu(benchmark, case):
-    bench.pytest_benchmark_case(benchmark, case, "cpu")
+test_gpu, test_cpu = benchmark_tests("softmax")

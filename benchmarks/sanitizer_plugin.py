@@ -35,23 +35,26 @@ class SanitizerCase:
     pass_: str = ""
 
 
-_GEMM = "tests/test_gemm_gpu.py::test_linear_fused_epilogue_is_one_launch"  # (256, 784, 512) and (100, 36, 12)
+_GEMM = "tests/test_gemm.py::test_linear_fused_epilogue_is_one_launch"  # (256, 784, 512) and (100, 36, 12)
 _CONV = "x1x1x29x31-w1x1x3x3-s11-p11-d11"  # one image, one channel, one filter
-_CONV_FORWARD = "tests/test_conv2d_gpu.py::test_forward"
-_CONV_BACKWARD = "tests/test_conv2d_gpu.py::test_backward_passes"
-_CUDA = "tests/test_cuda_gpu.py"
+_CONV_FORWARD = "tests/test_conv2d.py::test_forward_on_the_gpu"
+_CONV_BACKWARD = "tests/test_conv2d.py::test_backward_passes_on_the_gpu"
+_SGD = "tests/test_sgd.py::test_sgd_step_on_the_gpu"
+_BIAS_GRAD = "tests/test_bias_grad.py::test_bias_grad_on_the_gpu"
+_SOFTMAX = "tests/test_softmax.py::test_softmax_cross_entropy_on_the_gpu"
+_POOL = "tests/test_pool.py::test_max_pool2d_on_the_gpu"
 
 SANITIZER_TESTS: tuple[SanitizerCase, ...] = (
     # 65 elements, input and output one float off 16-byte alignment: the scalar head and tail
-    *(SanitizerCase(f"{_CUDA}::test_activation_forward_and_backward[1-1-65-{op}]", "elementwise")
+    *(SanitizerCase(f"tests/test_elementwise.py::test_activation_on_the_gpu[1-1-65-{op}]", "elementwise")
       for op in ("relu", "tanh", "sigmoid")),
-    SanitizerCase(f"{_CUDA}::test_sgd_step[0.9-0.0005-1-1021]", "sgd"),  # momentum kernel, misaligned
-    SanitizerCase(f"{_CUDA}::test_sgd_step[0.0-0.01-1-1021]", "sgd"),  # plain kernel
-    SanitizerCase(f"{_CUDA}::test_bias_grad[True-1-shape6]", "bias_grad"),  # (2, 3, 5, 5) with the ReLU mask
-    SanitizerCase(f"{_CUDA}::test_bias_grad[False-0-shape3]", "bias_grad"),  # (33, 1000)
-    SanitizerCase(f"{_CUDA}::test_softmax_cross_entropy[int64-shape4]", "softmax"),  # (7, 33): a warp per row
-    SanitizerCase(f"{_CUDA}::test_softmax_cross_entropy[int32-shape7]", "softmax"),  # (5, 1025): a block per row
-    SanitizerCase(f"{_CUDA}::test_max_pool2d[shape1-kernel1-stride1-padding1]", "pool"),  # (2, 3, 7, 5), padded
+    SanitizerCase(f"{_SGD}[0.9-0.0005-1-1021]", "sgd"),  # momentum kernel, misaligned
+    SanitizerCase(f"{_SGD}[0.0-0.01-1-1021]", "sgd"),  # plain kernel
+    SanitizerCase(f"{_BIAS_GRAD}[True-1-shape6]", "bias_grad"),  # (2, 3, 5, 5) with the ReLU mask
+    SanitizerCase(f"{_BIAS_GRAD}[False-0-shape3]", "bias_grad"),  # (33, 1000)
+    SanitizerCase(f"{_SOFTMAX}[int64-shape4]", "softmax"),  # (7, 33): a warp per row
+    SanitizerCase(f"{_SOFTMAX}[int32-shape7]", "softmax"),  # (5, 1025): a block per row
+    SanitizerCase(f"{_POOL}[shape1-kernel1-stride1-padding1]", "pool"),  # (2, 3, 7, 5), padded
     SanitizerCase(f"{_GEMM}[naive-ieee-any]", "gemm", "naive"),
     SanitizerCase(f"{_GEMM}[simt-ieee-64x64]", "gemm", "simt"),
     *(SanitizerCase(f"{_GEMM}[tc-{p}-64x64]", "gemm_tc", "tc", p) for p in ("tf32", "bf16", "fp16")),

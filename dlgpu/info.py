@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dlgpu
 from dlgpu.cuda.compiler import default_cache_dir
+from dlgpu.device import gpu_unavailable_reason
 from dlgpu.errors import DlgpuError
 
 
@@ -39,14 +40,13 @@ def _nvrtc_version() -> str:
 
 
 def _gpu() -> str:
-    try:
-        import cupy
-    except ImportError:
-        return "none (CuPy not installed)"
+    reason = gpu_unavailable_reason()
+    if reason is not None:
+        return f"none ({reason})"
+    import cupy
+
     try:
         count = cupy.cuda.runtime.getDeviceCount()
-        if count == 0:
-            return "none (no CUDA device)"
         props = cupy.cuda.runtime.getDeviceProperties(0)
         driver = cupy.cuda.runtime.driverGetVersion()
         runtime = cupy.cuda.runtime.runtimeGetVersion()

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from dlgpu.device import is_cupy
 from dlgpu.errors import ArgumentError, BackendUnavailableError, DeviceError
 
 # DLPack device types (dlpack.h, DLDeviceType).
@@ -56,11 +57,6 @@ _GPU_DEVICES = (DLPACK_CUDA, DLPACK_CUDA_MANAGED)
 # ---------------------------------------------------------------------------
 # classifying
 # ---------------------------------------------------------------------------
-
-
-def is_cupy(obj) -> bool:
-    """A CuPy array (by its type's module, so CuPy need not be imported to ask)."""
-    return type(obj).__module__.split(".")[0] == "cupy" and hasattr(obj, "device")
 
 
 def is_native(obj) -> bool:

@@ -36,7 +36,7 @@
 // x (N, H, W, C), w (K, R, S, C) (OHWI: each output channel's filter with channels innermost), y (N, P, Q, K),
 // all as stored in memory; the element type is the build's (fp32 for tf32, 16 bits for bf16 / fp16).  C and
 // K multiples of 16 bytes of elements (8 halves, 4 floats) and 16-byte aligned arrays: the launcher pads the
-// channels (zeros, by kernels/cast.cu) where they are not.  Each pass is a GEMM whose reduction runs over taps
+// channels (zeros, by kernels/gemm_cast.cu) where they are not.  Each pass is a GEMM whose reduction runs over taps
 // (r, s) outer and blocks of BK channels inner (BK = 64 bytes: 32 halves, 16 floats; a block past the last
 // channel reads zeros), so every 16-byte chunk of a tile is 8 (or 4) consecutive channels of one pixel and one
 // tap: one cp.async, zero-filled in the padding.  No division in the loop: each thread's rows (pixels) are

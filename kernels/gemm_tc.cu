@@ -10,7 +10,7 @@
 // always accumulating in fp32.  C is fp32, or under GEMM_STORE_HALF (gemm_tile.cuh; bf16 / fp16 builds) the
 // operands' 16-bit type.  For a given build, kernel and shape the bits are the same on every run (each output's
 // k order is fixed).  fp32 operands at bf16 / fp16, a masked A (linear_backward's ReLU) and rows that are not
-// 16-byte aligned reach these kernels through cast_*'s producer pass (kernels/cast.cu): see "Why a producer pass".
+// 16-byte aligned reach these kernels through cast_*'s producer pass (kernels/gemm_cast.cu): see "Why a producer pass".
 //
 //   gemm_tc_<BM>x<BN>_<layout>(a, b, bias, c, M, N, K, lda, ldb, flags)
 //       a, b: the operands as stored (A: M x K, or K x M for layouts t*; B: K x N, or N x K for *t), leading
@@ -29,7 +29,7 @@
 // register staging; fragments by ldmatrix, or one LDS.64 per register pair for tf32 m/n-contiguous tiles;
 // tf32 values rounded in place by the thread that copied them, once per tile.
 //
-// Why a producer pass.  fp32 operands multiplied at bf16 / fp16 are first cast to 16-bit copies (cast.cu: one
+// Why a producer pass.  fp32 operands multiplied at bf16 / fp16 are first cast to 16-bit copies (gemm_cast.cu: one
 // pass reads 4 and writes 2 bytes per element), and then multiplied from those.  The alternative, converting
 // inside this loop, stages every fp32 tile through registers (the previous version of this file: 158-163
 // registers, one block per SM) and moves twice the bytes through L2 and shared memory for every block that

@@ -1,4 +1,5 @@
-"""Shared test setup: the `gpu` marker skips cleanly where no CUDA GPU is usable."""
+"""Shared test setup: the `gpu` marker skips cleanly where no CUDA GPU is usable, tests that run
+kernels on the CPU harness are marked `harness`, and the executors the stem tests run on."""
 
 from __future__ import annotations
 
@@ -12,19 +13,16 @@ import pytest
 
 @functools.lru_cache(maxsize=1)
 def gpu_unavailable_reason() -> str | None:
-    """None when CuPy is installed and sees a GPU; otherwise why not."""
-    try:
-        import cupy
-    except ImportError:
-        return "CuPy is not installed"
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # the driver or runtime is missing: CuPy raises its own error types
-        return f"no CUDA device ({type(exc).__name__}: {exc})"
-    return None if count > 0 else "no CUDA device"
+    """None when CuPy is installed and sees a GPU; otherwise why not (asked once per session)."""
+    from dlgpu.device import gpu_unavailable_reason as reason
+
+    return reason()
 
 
 def pytest_collection_modifyitems(config, items):
+    for item in items:  # a test that needs the host compiler runs kernels on the harness
+        if "host_compiler" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.harness)
     reason = gpu_unavailable_reason()
     if reason is None:
         return
@@ -58,3 +56,46 @@ def host_compiler() -> str:
         if os.environ.get("CI"):
             pytest.fail(f"CI must have a C++ compiler for the kernel harness: {exc}")
         pytest.skip(str(exc))
+
+
+@pytest.fixture(params=["cpu", pytest.param("harness", marks=pytest.mark.harness),
+                        pytest.param("cuda", marks=pytest.mark.gpu)])
+def target(request):
+    """Where a stem's checks run: the CPU backend, the CUDA launchers on the harness, the CUDA backend."""
+    from dlgpu.cases import case
+
+    if request.param == "harness":
+        request.getfixturevalue("host_compiler")
+        return case.harness_target("plain", multiprocessor_count=1)
+    return case.cpu_target() if request.param == "cpu" else case.cuda_target()
+
+
+@pytest.fixture(scope="module")
+def plain(host_compiler):
+    """The CPU harness, unsanitized, with one SM (so grid-stride loops take several trips)."""
+    from dlgpu.testing.harness import HarnessExecutor
+
+    return HarnessExecutor("plain", multiprocessor_count=1)
+
+
+@pytest.fixture(scope="module")
+def cp():
+    import cupy
+
+    return cupy
+
+
+@pytest.fixture()
+def poison(cp):
+    """The CuPy executor with NaN-poisoned outputs and a record of the kernels launched."""
+    from dlgpu.testing.gpu import PoisonExecutor
+
+    return PoisonExecutor(cp)
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """Every backend function replaced by a spy; the record of what a call reached."""
+    from dlgpu.testing.bad_input import spy_on_backends
+
+    return spy_on_backends(monkeypatch)

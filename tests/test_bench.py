@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 import dlgpu.reference as ref
-from dlgpu import bench
+from dlgpu import bench, cases
+from dlgpu.bench import ceilings, report, run, timing
+from dlgpu.cases import sgd
 from dlgpu.errors import ArgumentError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,11 +28,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_summarize_gives_median_and_spread():
-    t = bench.summarize([5.0, 1.0, 3.0, 2.0, 4.0])
+    t = timing.summarize([5.0, 1.0, 3.0, 2.0, 4.0])
     assert (t.median_ms, t.reps) == (3.0, 5)
     assert t.p10_ms == pytest.approx(1.4) and t.p90_ms == pytest.approx(4.6)
     with pytest.raises(ValueError):
-        bench.summarize([])
+        timing.summarize([])
 
 
 class FakeClock:
@@ -47,16 +49,16 @@ class FakeClock:
 
 def test_wall_clock_timer_warms_up_untimed_then_times_each_rep():
     calls = []
-    timer = bench.WallClockTimer(budget_s=100.0, clock=FakeClock(0.002))
+    timer = timing.WallClockTimer(budget_s=100.0, clock=FakeClock(0.002))
     samples = timer.measure(calls.append, warmup=2, reps=5)
     assert calls == [0, 1, 2, 3, 4, 5, 6]            # warm-up indices first, then the timed ones
     assert samples == pytest.approx([2.0] * 5)        # each timed rep spans one clock step: 2 ms
 
 
 def test_wall_clock_timer_stops_at_its_budget_but_not_before_min_reps():
-    timer = bench.WallClockTimer(budget_s=0.010, min_reps=3, clock=FakeClock(0.004))
+    timer = timing.WallClockTimer(budget_s=0.010, min_reps=3, clock=FakeClock(0.004))
     assert len(timer.measure(lambda i: None, warmup=0, reps=100)) == 3
-    slow = bench.WallClockTimer(budget_s=0.001, min_reps=4, clock=FakeClock(1.0))
+    slow = timing.WallClockTimer(budget_s=0.001, min_reps=4, clock=FakeClock(1.0))
     assert len(slow.measure(lambda i: None, warmup=0, reps=100)) == 4
 
 
@@ -101,7 +103,7 @@ def test_cuda_event_timer_reads_one_event_pair_per_rep_after_one_sync():
         seen.append(i)
         cp.device_ms += 0.5 + i      # each launch takes longer: the samples must follow
 
-    samples = bench.CudaEventTimer(cp, spin=False).measure(work, warmup=2, reps=3)
+    samples = timing.CudaEventTimer(cp, spin=False).measure(work, warmup=2, reps=3)
     assert seen == [0, 1, 2, 3, 4]
     assert samples == [2.5, 3.5, 4.5]
     assert cp.log.count("record") == 6
@@ -127,7 +129,7 @@ def test_cuda_event_timer_queues_a_spin_long_enough_for_the_host_to_enqueue_ever
     cp.RawKernel = RawKernel
     cp.cuda.Device = Device
     # the host clock: each read advances 1 ms, so a warm-up call "costs" about 1 ms
-    timer = bench.CudaEventTimer(cp, clock=FakeClock(0.001))
+    timer = timing.CudaEventTimer(cp, clock=FakeClock(0.001))
     timer.measure(lambda i: None, warmup=3, reps=10)
     assert len(launches) == 1
     assert cp.log.index("spin") < cp.log.index("record")
@@ -142,7 +144,7 @@ def test_cuda_event_timer_times_without_the_spin_when_it_cannot_compile():
         raise RuntimeError("no NVRTC")
 
     cp.RawKernel = no_compiler
-    samples = bench.CudaEventTimer(cp).measure(lambda i: None, warmup=1, reps=2)
+    samples = timing.CudaEventTimer(cp).measure(lambda i: None, warmup=1, reps=2)
     assert samples == [0.0, 0.0]
 
 
@@ -157,12 +159,12 @@ def test_cuda_event_timer_times_without_the_spin_when_it_cannot_compile():
     ],
 )
 def test_rotation_covers_the_cache_within_bounds(set_bytes, cache, kwargs, expected):
-    assert bench.rotation_count(set_bytes, cache, **kwargs) == expected
+    assert timing.rotation_count(set_bytes, cache, **kwargs) == expected
 
 
 def test_rotation_sets_together_exceed_the_cache():
     for set_bytes in (7 << 20, 13 << 20, 40 << 20):
-        n = bench.rotation_count(set_bytes, 50 << 20)
+        n = timing.rotation_count(set_bytes, 50 << 20)
         assert n * set_bytes >= 4 * (50 << 20)
 
 
@@ -170,15 +172,17 @@ def test_rotation_sets_together_exceed_the_cache():
 
 
 def test_every_family_has_cases_and_unknown_families_are_refused():
-    assert {c.family for c in bench.CASES} == set(bench.FAMILIES)
-    assert [c.family for c in bench.cases_for(["pool"])] == ["pool", "pool"]
-    assert len(bench.cases_for([])) == len(bench.CASES)
+    # every kernel stem is a family; train has rows of its own (dlgpu.bench.train)
+    assert {c.family for c in cases.benchmarks()} == set(bench.FAMILIES) - {"train"} == set(cases.STEMS)
+    assert [c.family for c in bench.benchmarks_for(["pool"])] == ["pool", "pool"]
+    assert bench.benchmarks_for(["train"]) == []
+    assert len(bench.benchmarks_for([])) == len(cases.benchmarks())
     with pytest.raises(ArgumentError, match="unknown family.*'conv'"):
-        bench.cases_for(["conv"])
+        bench.benchmarks_for(["conv"])
 
 
 def test_gpu_shapes_are_the_speed_target_sizes():
-    shapes = {c.op: c.shape_for("cuda", quick=True) for c in bench.CASES}
+    shapes = {c.op: c.shape_for("cuda", quick=True) for c in cases.benchmarks()}
     for op in ("relu_forward", "relu_backward", "sgd_step", "bias_grad"):
         assert int(np.prod(shapes[op])) >= 1 << 26, op
     assert shapes["softmax_cross_entropy"] == (65536, 1000)
@@ -186,9 +190,9 @@ def test_gpu_shapes_are_the_speed_target_sizes():
 
 
 def test_every_case_reads_more_than_a_cpu_l2_even_in_quick_mode():
-    for case in bench.CASES:
+    for case in cases.benchmarks():
         inputs = case.make_inputs(np, case.shape_for("cpu", quick=True), 0)
-        assert bench._set_bytes(inputs) >= 2 << 20, case.op
+        assert run._set_bytes(inputs) >= 2 << 20, case.op
 
 
 def test_bytes_moved_count_each_input_read_and_output_written_once():
@@ -208,12 +212,12 @@ def test_bytes_moved_count_each_input_read_and_output_written_once():
 # -- the baselines compute what the reference computes ---------------------------------
 
 
-def _small(case: bench.Case, shape) -> dict:
+def _small(case, shape) -> dict:
     return case.make_inputs(np, shape, 7)
 
 
-CASE = {c.op: c for c in bench.CASES if c.variant != "NCHW+relu-mask"}
-BIAS_RELU = next(c for c in bench.CASES if c.variant == "NCHW+relu-mask")
+CASE = {c.op: c for c in cases.benchmarks() if c.variant != "NCHW+relu-mask"}
+BIAS_RELU = next(c for c in cases.benchmarks() if c.variant == "NCHW+relu-mask")
 
 
 def test_numpy_baselines_match_the_reference():
@@ -248,7 +252,7 @@ def test_numpy_sgd_baseline_matches_the_reference_rule():
     d = _small(case, (101,))
     e = {k: v.copy() for k, v in d.items()}
     case.xp_baseline(np, d)
-    ref.sgd_step(e["param"], e["grad"], e["velocity"], **bench._SGD)
+    ref.sgd_step(e["param"], e["grad"], e["velocity"], **sgd.SETTINGS)
     np.testing.assert_allclose(d["param"], e["param"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(d["velocity"], e["velocity"], rtol=1e-5, atol=1e-6)
 
@@ -284,8 +288,8 @@ class ScriptedTimer:
         return [self.ms.pop(0)] * reps
 
 
-def _cpu_backend(timer, cache_bytes=1 << 16) -> bench.Backend:
-    return bench.Backend(name="cpu", xp=np, timer=timer, cache_bytes=cache_bytes, device={"name": "test"},
+def _cpu_backend(timer, cache_bytes=1 << 16) -> bench.Machine:
+    return bench.Machine(name="cpu", xp=np, timer=timer, cache_bytes=cache_bytes, device={"name": "test"},
                          max_rotation_bytes=1 << 20, warmup=1, reps=3)
 
 
@@ -293,7 +297,7 @@ def test_run_case_reports_ratio_rate_and_share_of_the_ceiling():
     case = dataclasses.replace(CASE["relu_forward"], shapes={"gpu": (4096,), "cpu": (4096,), "cpu_quick": (4096,)})
     timer = ScriptedTimer([2.0, 4.0, 1.0])      # dlgpu, then reference, then numpy
     ceilings = {"copy": {"gbps": 0.0001}}
-    rows = bench.run_case(case, _cpu_backend(timer), True, ceilings)
+    rows = run.run_case(case, _cpu_backend(timer), True, ceilings)
     assert [r["baseline"] for r in rows] == ["reference", "numpy"]
     assert [r["ratio"] for r in rows] == [2.0, 0.5]
     assert all(r["ms"] == 2.0 for r in rows)
@@ -313,7 +317,7 @@ def test_run_case_rotates_through_distinct_input_sets():
     case = dataclasses.replace(
         CASE["relu_forward"], shapes={"gpu": (1024,), "cpu": (1024,), "cpu_quick": (1024,)},
         run=lambda d: used.append(id(d["x"])), reference=None, xp_baseline=None)
-    rows = bench.run_case(case, _cpu_backend(ScriptedTimer([1.0]), cache_bytes=4096 * 2), True, {})
+    rows = run.run_case(case, _cpu_backend(ScriptedTimer([1.0]), cache_bytes=4096 * 2), True, {})
     assert rows[0]["rotation_sets"] == 8
     assert len(set(used)) == 4                  # 1 warm-up + 3 reps: four different sets
     assert rows[0]["baseline"] is None and rows[0]["ratio"] is None
@@ -324,7 +328,7 @@ def test_a_failing_dlgpu_call_is_an_error_row_not_a_crash():
         raise RuntimeError("kernel exploded")
 
     case = dataclasses.replace(CASE["relu_forward"], shapes={"gpu": (64,), "cpu": (64,), "cpu_quick": (64,)}, run=boom)
-    result = bench.run_benchmarks([case], _cpu_backend(ScriptedTimer([3.0, 1.0])), True, ceilings={})
+    result = run.run_benchmarks([case], _cpu_backend(ScriptedTimer([3.0, 1.0])), True, ceilings={})
     assert result["rows"][0]["ms"] is None
     assert "kernel exploded" in result["rows"][0]["error"]
     assert result["errors"] == ["relu_forward: dlgpu: RuntimeError: kernel exploded"]
@@ -332,7 +336,7 @@ def test_a_failing_dlgpu_call_is_an_error_row_not_a_crash():
 
 def test_unavailable_case_is_skipped_with_its_reason():
     case = dataclasses.replace(CASE["bias_grad"], unavailable=lambda backend: f"nothing on {backend}")
-    (row,) = bench.run_case(case, _cpu_backend(ScriptedTimer([])), True, {})
+    (row,) = run.run_case(case, _cpu_backend(ScriptedTimer([])), True, {})
     assert row["skipped"] == "nothing on cpu" and row["ms"] is None
 
 
@@ -345,18 +349,18 @@ def test_table_cells_show_ratio_rate_and_ceiling_share():
          "ms": None, "skipped": "none", "baseline": None, "baseline_ms": None, "ratio": None, "gbps": None,
          "tflops": None, "pct_of_ceiling": None},
     ]}
-    cells = bench.table_rows(result)
+    cells = report.table_rows(result)
     assert cells[0] == ["relu_forward", "default", "64", "float32/ieee", "0.250", "cupy", "0.300", "1.20x",
                         "2800.0 GB/s", "93%"]
     assert cells[1][4] == "skipped" and cells[1][7] == "-"
-    assert len(bench.TABLE_HEADER) == len(cells[0])
+    assert len(report.TABLE_HEADER) == len(cells[0])
 
 
 def test_plot_writes_a_png_or_says_why_not(tmp_path):
     result = {"device": {"name": "test"}, "rows": [
         {"op": "relu_forward", "shape": "64", "ms": 1.0, "baseline": "numpy", "baseline_ms": 2.0}]}
     path = tmp_path / "b.png"
-    why_not = bench.write_plot(result, str(path))
+    why_not = report.write_plot(result, str(path))
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -366,10 +370,10 @@ def test_plot_writes_a_png_or_says_why_not(tmp_path):
 
 
 def test_cpu_ceilings_are_measured(monkeypatch):
-    backend = bench.cpu_backend(quick=True)
-    ceilings = bench.measure_ceilings(backend, quick=True)
-    assert ceilings["copy"]["gbps"] > 0 and "bytes read + written" in ceilings["copy"]["how"]
-    assert ceilings["sgemm"]["tflops"] > 0 and ceilings["sgemm"]["shape"] == "1024x1024x1024"
+    machine = bench.cpu_machine(quick=True)
+    measured = ceilings.measure_ceilings(machine, quick=True)
+    assert measured["copy"]["gbps"] > 0 and "bytes read + written" in measured["copy"]["how"]
+    assert measured["sgemm"]["tflops"] > 0 and measured["sgemm"]["shape"] == "1024x1024x1024"
 
 
 # -- dlgpu bench end to end on the CPU ------------------------------------------------------
@@ -396,10 +400,12 @@ def test_dlgpu_bench_quick_on_the_cpu_end_to_end(tmp_path):
     assert result["backend"] == "cpu" and result["quick"] is True
     assert result["errors"] == []
     ops = {r["op"] for r in result["rows"]}
-    assert ops == {c.op for c in bench.CASES}
-    timed = [r for r in result["rows"] if not r.get("skipped")]
+    assert ops == {c.op for c in cases.benchmarks()} | {"lenet_step"}
+    timed = [r for r in result["rows"] if not r.get("skipped") and r.get("baseline")]
     assert timed and all(r["ms"] > 0 and r["baseline_ms"] > 0 and r["ratio"] > 0 for r in timed)
-    assert {r["baseline"] for r in timed} == {"reference", "numpy"}
+    assert {"reference", "numpy"} <= {r["baseline"] for r in timed} <= {"reference", "numpy", "torch"}
+    (train_row,) = [r for r in result["rows"] if r["family"] == "train"]
+    assert train_row["variant"] == "eager" and train_row["ms"] > 0
     assert "relu_forward" in proc.stdout and "ratio" in proc.stdout
 
 
@@ -418,7 +424,7 @@ def test_cuda_event_timer_on_the_device():
     import cupy
 
     x = cupy.random.RandomState(0).standard_normal(1 << 24, dtype=cupy.float32)
-    timer = bench.CudaEventTimer()
+    timer = timing.CudaEventTimer()
     samples = timer.measure(lambda i: x * 2, warmup=3, reps=5)
     assert len(samples) == 5 and all(s > 0 for s in samples)
     assert timer._spin_ok, "the spin kernel did not compile"
@@ -426,12 +432,12 @@ def test_cuda_event_timer_on_the_device():
 
 @pytest.mark.gpu
 def test_gpu_ceilings_are_measured():
-    backend = bench.cuda_backend(quick=True)
-    assert backend.cache_bytes >= 1 << 20
-    ceilings = bench.measure_ceilings(backend, quick=True)
-    assert ceilings["copy"]["gbps"] > 100
-    assert ceilings["sgemm"]["tflops"] > 1
-    assert ceilings["bf16_gemm"]["tflops"] and ceilings["bf16_gemm"]["tflops"] > ceilings["sgemm"]["tflops"]
+    machine = bench.cuda_machine(quick=True)
+    assert machine.cache_bytes >= 1 << 20
+    measured = ceilings.measure_ceilings(machine, quick=True)
+    assert measured["copy"]["gbps"] > 100
+    assert measured["sgemm"]["tflops"] > 1
+    assert measured["bf16_gemm"]["tflops"] and measured["bf16_gemm"]["tflops"] > measured["sgemm"]["tflops"]
 
 
 @pytest.mark.gpu
@@ -465,7 +471,7 @@ def test_skipped_rows_are_summarized_once_per_op_and_reason():
     result = {"device": {"name": "cpu"}, "backend": "cpu", "quick": True, "ceilings": {}, "errors": [],
               "rows": [dict(r, variant="v", shape="s", dtype="float32", precision="ieee") for r in rows]}
     console = Console(record=True, width=200)
-    bench.print_result(result, console)
+    report.print_result(result, console)
     text = console.export_text()
     assert text.count("skipped 3 conv2d rows: GPU-only") == 1
     assert "skipped 1 gemm row: GPU-only" in text

@@ -50,14 +50,14 @@ def test_check_quick_passes_on_the_cpu_backend(capsys):
 def test_check_fails_when_an_op_is_wrong(monkeypatch, capsys):
     import dlgpu.cpu
 
-    real_relu = dlgpu.cpu.relu
+    real_relu = dlgpu.cpu.BACKEND.relu
 
     def broken_relu(x, out):
         result = real_relu(x, out)
         result.reshape(-1)[-1] += 1.0  # one wrong element is enough to fail
         return result
 
-    monkeypatch.setattr(dlgpu.cpu, "relu", broken_relu)
+    monkeypatch.setattr(dlgpu.cpu.BACKEND, "relu", broken_relu)
     parser = argparse.ArgumentParser()
     check.add_arguments(parser)
     assert check.main(parser.parse_args(["--backend", "cpu", "--quick"])) == 1

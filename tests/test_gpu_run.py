@@ -519,7 +519,7 @@ def test_the_sanitizer_selection_covers_every_family_and_variant():
         if case.variant not in ("-", "wgmma"):  # the wgmma test has one variant and precision: no ids for them
             assert case.variant in params and case.precision in params, case
         if case.pass_:
-            assert case.pass_ in params or f"test_{case.pass_}[" in case.test, case
+            assert case.pass_ in params or f"::test_{case.pass_}" in case.test, case
     assert len(cases) == len({c.test for c in cases}) <= 30  # short: each runs under three tools
 
 
@@ -563,9 +563,12 @@ def fake_cupy(tmp_path: Path) -> Path:
 
 def test_harness_cross_checks_skip_where_no_host_compiler_exists(tmp_path):
     """A GPU machine without g++: the harness half of a cross-check cannot run, so the test skips."""
-    crosschecks = ["tests/test_gemm_gpu.py::test_harness_agrees_with_the_gpu",
-                   "tests/test_conv2d_gpu.py::test_harness_agrees_with_the_device",
-                   "tests/test_kernels_harness.py::test_harness_agrees_with_the_gpu_through_the_launchers",
+    crosschecks = ["tests/test_gemm.py::test_harness_agrees_with_the_gpu",
+                   "tests/test_conv2d.py::test_harness_agrees_with_the_device",
+                   "tests/test_elementwise.py::test_harness_agrees_with_the_gpu_through_the_launchers",
+                   "tests/test_softmax.py::test_harness_agrees_with_the_gpu_through_the_launchers",
+                   "tests/test_pool.py::test_harness_agrees_with_the_gpu_through_the_launchers",
+                   "tests/test_bias_grad.py::test_harness_agrees_with_the_gpu_through_the_launcher",
                    "tests/test_harness.py::test_harness_agrees_with_the_gpu"]
     empty = tmp_path / "no-compilers"
     empty.mkdir()

@@ -74,13 +74,13 @@ def test_matmul_and_its_backward_on_views(rng, dtype):
 
 def test_matmul_takes_a_transposed_view_without_a_copy(rng, monkeypatch):
     seen = []
-    real = dlgpu.cpu.matmul
+    real = dlgpu.cpu.BACKEND.matmul
 
     def spy(a, b, transpose_a, transpose_b, precision, out):
         seen.append((a, b, transpose_a, transpose_b))
         return real(a, b, transpose_a, transpose_b, precision, out)
 
-    monkeypatch.setattr(dlgpu.cpu, "matmul", spy)
+    monkeypatch.setattr(dlgpu.cpu.BACKEND, "matmul", spy)
     a, b = random_array(rng, (9, 4)), random_array(rng, (6, 9))
     c = F.matmul(a.T, b.T, transpose_b=False)
     (a_seen, b_seen, ta, tb) = seen[0]
@@ -98,8 +98,8 @@ def test_matmul_takes_a_transposed_view_without_a_copy(rng, monkeypatch):
 
 def test_a_sliced_matmul_operand_is_copied_not_misread(rng, monkeypatch):
     seen = []
-    real = dlgpu.cpu.matmul
-    monkeypatch.setattr(dlgpu.cpu, "matmul", lambda a, *rest: seen.append(a) or real(a, *rest))
+    real = dlgpu.cpu.BACKEND.matmul
+    monkeypatch.setattr(dlgpu.cpu.BACKEND, "matmul", lambda a, *rest: seen.append(a) or real(a, *rest))
     wide = random_array(rng, (8, 10))
     F.matmul(wide[:, ::2], random_array(rng, (5, 3)))
     assert seen[0].flags.c_contiguous and not np.shares_memory(seen[0], wide)

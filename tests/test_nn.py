@@ -14,7 +14,7 @@ import dlgpu.optim
 from dlgpu import nn
 from dlgpu.errors import ArgumentError, BackendUnavailableError, DlgpuError, DtypeError, ShapeError
 from dlgpu.optim import SGD, CosineLR, StepLR
-from dlgpu.testing import rel_error
+from dlgpu.testing import numeric_gradient, rel_error
 
 # ---------------------------------------------------------------------------
 # tiny networks, float64 on the CPU backend
@@ -54,21 +54,6 @@ def tiny_mlp(rng, variant, dtype=np.float64):
 
 def loss_of(model, x, labels) -> float:
     return float(nn.SoftmaxCrossEntropy()(model(x), labels))
-
-
-def numeric_gradient(f, array, eps=1e-6) -> np.ndarray:
-    """Central differences of the scalar f() with respect to each element of array, perturbed in place."""
-    grad = np.zeros_like(array)
-    flat, grad_flat = array.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        saved = flat[i]
-        flat[i] = saved + eps
-        up = f()
-        flat[i] = saved - eps
-        down = f()
-        flat[i] = saved
-        grad_flat[i] = (up - down) / (2 * eps)
-    return grad
 
 
 def check_network_gradients(model, x, labels):

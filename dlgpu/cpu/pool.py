@@ -19,6 +19,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from dlgpu.cpu.threads import SERIAL_ELEMENTS, launch
+from dlgpu.window import output_size
+
 
 @njit(parallel=True, cache=True)
 def _max_pool(x, y, argmax, kh, kw, sh, sw, ph, pw):
@@ -66,15 +69,22 @@ def _max_pool_backward(grad_y, argmax, grad_x):
 def max_pool2d(x, kernel, stride, padding):
     n_images, channels, height, width = x.shape
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    out_h = (height + 2 * ph - kh) // sh + 1
-    out_w = (width + 2 * pw - kw) // sw + 1
+    out_h = output_size(height, kh, sh, ph)
+    out_w = output_size(width, kw, sw, pw)
     y = np.empty((n_images, channels, out_h, out_w), dtype=x.dtype)
     argmax = np.empty((n_images, channels, out_h, out_w), dtype=np.int32)
-    _max_pool(x, y, argmax, kh, kw, sh, sw, ph, pw)
+    launch(_max_pool, y.size * kh * kw < SERIAL_ELEMENTS, x, y, argmax, kh, kw, sh, sw, ph, pw)
     return y, argmax
 
 
 def max_pool2d_backward(grad_y, argmax, input_shape):
     grad_x = np.empty(tuple(input_shape), dtype=grad_y.dtype)
-    _max_pool_backward(grad_y, argmax, grad_x)
+    launch(_max_pool_backward, grad_x.size < SERIAL_ELEMENTS, grad_y, argmax, grad_x)
     return grad_x
+
+
+class PoolOps:
+    """The CPU backend's pooling (see dlgpu.backend.Backend)."""
+
+    max_pool2d = staticmethod(max_pool2d)
+    max_pool2d_backward = staticmethod(max_pool2d_backward)

@@ -13,8 +13,8 @@ import math
 
 import numpy as np
 
-from dlgpu.cuda.elementwise import require_float32, resolve_executor
-from dlgpu.cuda.launch import Launch
+from dlgpu.cuda.executor import resolve_executor
+from dlgpu.cuda.launch import Launch, output, require_float32
 from dlgpu.errors import ShapeError
 
 FAMILY = "bias_grad"
@@ -54,10 +54,7 @@ def bias_grad(grad_y, y=None, out=None, *, executor=None):
     if y is not None and tuple(y.shape) != tuple(grad_y.shape):
         raise ShapeError(f"{op}: y has shape {tuple(y.shape)}, grad_y has {tuple(grad_y.shape)}")
     channels = int(grad_y.shape[1])
-    if out is None:
-        out = executor.xp.empty((channels,), dtype=np.float32)
-    elif tuple(out.shape) != (channels,):
-        raise ShapeError(f"{op}: out has shape {tuple(out.shape)}, expected ({channels},)")
+    out = output(op, executor, out, (channels,))
     rows, row_len, spatial, chunks, rows_per_chunk = plan(grad_y.shape)
     assert (chunks - 1) * rows_per_chunk < rows <= chunks * rows_per_chunk
     partial = executor.xp.empty((chunks, row_len), dtype=np.float32)

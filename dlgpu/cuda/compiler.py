@@ -69,6 +69,7 @@ from pathlib import Path
 
 from dlgpu.cuda.sass import KernelResources, parse_ptxas_log
 from dlgpu.errors import BackendUnavailableError, CompileError
+from dlgpu.kernels_dir import included_headers as header_paths
 
 # The targets the package claims: built and checked in CI for each of them.
 DEFAULT_ARCHS = ("sm_80", "sm_86", "sm_89", "sm_90a")
@@ -201,35 +202,11 @@ def source_path(family: str, kernels_dir: str | os.PathLike | None = None) -> Pa
     return path
 
 
-_INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"', re.MULTILINE)
-
-
 def included_headers(path: Path, kernels_dir: Path) -> list[tuple[str, bytes | None]]:
-    """Every header ``path`` reaches through ``#include "..."``, with its bytes.
-
-    Each name is looked up next to the including file, then in the kernels
-    folder (NVRTC's ``--include-path``).  A header that is not found is listed
-    with ``None`` (NVRTC will say so); angle-bracket includes are the
-    toolkit's, covered by the NVRTC version in the cache key.
-    """
-    found: dict[str, bytes | None] = {}
-    pending = [path]
-    while pending:
-        current = pending.pop()
-        text = current.read_text(encoding="utf-8", errors="replace")
-        for name in _INCLUDE.findall(text):
-            for folder in (current.parent, kernels_dir):
-                candidate = (folder / name).resolve()
-                if candidate.is_file():
-                    break
-            else:
-                found.setdefault(name, None)
-                continue
-            key = str(candidate)
-            if key not in found:
-                found[key] = candidate.read_bytes()
-                pending.append(candidate)
-    return sorted(found.items())
+    """Every header ``path`` reaches through ``#include "..."`` (next to the including file, then in the
+    kernels folder, as NVRTC's ``--include-path``), with its bytes; None for a header found nowhere."""
+    headers = header_paths(path, [kernels_dir])
+    return sorted((key, None if header is None else header.read_bytes()) for key, header in headers.items())
 
 
 _BUILD_MARKER = re.compile(r"^\s*//\s*dlgpu-build:(.*)$", re.MULTILINE)

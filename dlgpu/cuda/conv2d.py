@@ -37,10 +37,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from dlgpu.cuda import bias_grad as _bias_grad
-from dlgpu.cuda.elementwise import grid_stride_blocks, require_float32, resolve_executor
+from dlgpu.cuda.executor import resolve_executor
 from dlgpu.cuda.gemm import FLAG_BIAS, FLAG_RELU, TC_PRECISIONS, TileConfig, config_by_name, tile_configs
-from dlgpu.cuda.launch import Launch
+from dlgpu.cuda.launch import (
+    Launch,
+    grid_stride_blocks,
+    multiprocessor_count,
+    output,
+    require_float32,
+)
 from dlgpu.errors import ArgumentError, ShapeError
+from dlgpu.window import output_size
 
 # The forward's flags are the GEMM's (kernels/common.cuh's EPILOGUE_BIAS, EPILOGUE_RELU).
 FLAG_MASK = 4  # kernels/conv2d_common.cuh: CONV_MASK
@@ -181,10 +188,6 @@ def fast_divisor(d: int) -> tuple[int, int]:
     mul = -(-(1 << shift) // d)
     assert mul < 2**32
     return mul, shift
-
-
-def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def geometry(op: str, x_shape, w_shape, stride, padding, dilation) -> Geometry:
@@ -336,20 +339,6 @@ def choose_wgrad(g: Geometry, precision: str, *, sms: int, variant=None, config=
 # ---------------------------------------------------------------- launchers
 
 
-def _sms(executor) -> int:
-    from dlgpu.cuda.elementwise import multiprocessor_count
-
-    return multiprocessor_count(executor)
-
-
-def _out(op: str, executor, out, shape):
-    if out is None:
-        return executor.xp.empty(shape, dtype=np.float32)
-    if tuple(out.shape) != tuple(shape):
-        raise ShapeError(f"{op}: out has shape {tuple(out.shape)}, expected {tuple(shape)}")
-    return out
-
-
 def forward(x, weight, bias=None, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1), relu=False,
             precision="ieee", out=None, variant=None, config=None, executor=None):
     """y (N, K, P, Q) float32 = relu?(conv(x, weight) + bias): one launch, epilogue fused.
@@ -359,13 +348,12 @@ def forward(x, weight, bias=None, *, stride=(1, 1), padding=(0, 0), dilation=(1,
     """
     executor = resolve_executor(executor)
     op = "conv2d"
-    arrays = {"x": x, "weight": weight} | ({} if bias is None else {"bias": bias})
-    require_float32(op, **arrays)
+    require_float32(op, x=x, weight=weight, bias=bias)
     g = geometry(op, x.shape, weight.shape, stride, padding, dilation)
     if bias is not None and tuple(bias.shape) != (g.K,):
         raise ShapeError(f"{op}: bias has shape {tuple(bias.shape)}, expected ({g.K},)")
-    y = _out(op, executor, out, (g.N, g.K, g.P, g.Q))
-    plan = choose_forward(g, precision, sms=_sms(executor), variant=variant, config=config)
+    y = output(op, executor, out, (g.N, g.K, g.P, g.Q))
+    plan = choose_forward(g, precision, sms=multiprocessor_count(executor), variant=variant, config=config)
     assert plan.grid[1] <= MAX_GRID_Y, f"{op}: K = {g.K} needs {plan.grid[1]} channel blocks, over {MAX_GRID_Y}"
     flags = (FLAG_BIAS if bias is not None else 0) | (FLAG_RELU if relu else 0)
     args = (x, weight, bias if bias is not None else y, y, *g.args(), np.int32(flags))
@@ -379,11 +367,11 @@ def dgrad(grad_y, weight, x_shape, *, mask=None, stride=(1, 1), padding=(0, 0), 
     """grad_x (N, C, H, W) float32 from grad_y (N, K, P, Q), masked by (mask > 0) when mask (y) is given."""
     executor = resolve_executor(executor)
     op = "conv2d_backward"
-    require_float32(op, grad_y=grad_y, weight=weight, **({} if mask is None else {"y": mask}))
+    require_float32(op, grad_y=grad_y, weight=weight, y=mask)
     g = geometry(op, x_shape, weight.shape, stride, padding, dilation)
     _check_grad_y(op, g, grad_y, mask)
-    grad_x = _out(op, executor, out, (g.N, g.C, g.H, g.W))
-    plan = choose_dgrad(g, precision, sms=_sms(executor), variant=variant, config=config)
+    grad_x = output(op, executor, out, (g.N, g.C, g.H, g.W))
+    plan = choose_dgrad(g, precision, sms=multiprocessor_count(executor), variant=variant, config=config)
     assert plan.grid[1] <= MAX_GRID_Y, f"{op}: C = {g.C} needs {plan.grid[1]} channel blocks, over {MAX_GRID_Y}"
     flags = FLAG_MASK if mask is not None else 0
     args = (grad_y, mask if mask is not None else grad_y, weight, grad_x, *g.args(), np.int32(flags))
@@ -403,11 +391,11 @@ def wgrad(grad_y, x, w_shape, *, mask=None, stride=(1, 1), padding=(0, 0), dilat
     """
     executor = resolve_executor(executor)
     op = "conv2d_backward"
-    require_float32(op, grad_y=grad_y, x=x, **({} if mask is None else {"y": mask}))
+    require_float32(op, grad_y=grad_y, x=x, y=mask)
     g = geometry(op, x.shape, w_shape, stride, padding, dilation)
     _check_grad_y(op, g, grad_y, mask)
-    grad_w = _out(op, executor, out, (g.K, g.C, g.R, g.S))
-    plan = choose_wgrad(g, precision, sms=_sms(executor), variant=variant, config=config, splits=splits)
+    grad_w = output(op, executor, out, (g.K, g.C, g.R, g.S))
+    plan = choose_wgrad(g, precision, sms=multiprocessor_count(executor), variant=variant, config=config, splits=splits)
     flags = np.int32(FLAG_MASK if mask is not None else 0)
     mask_arg = mask if mask is not None else grad_y
     if plan.variant == "naive":
@@ -462,3 +450,10 @@ def conv2d_backward(grad_y, x, weight, y, stride, padding, dilation, activation,
     grad_w = wgrad(grad_y, x, weight.shape, mask=mask, variant=pick("wgrad"), **geo)
     grad_b = _bias_grad.bias_grad(grad_y, mask, executor=executor)
     return grad_x, grad_w, grad_b
+
+
+class Conv2dOps:
+    """The CUDA backend's convolutions (see dlgpu.backend.Backend)."""
+
+    conv2d = staticmethod(conv2d)
+    conv2d_backward = staticmethod(conv2d_backward)

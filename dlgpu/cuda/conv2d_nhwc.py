@@ -10,8 +10,8 @@ channels innermost: how PyTorch stores a channels_last weight), y (N, P, Q, K). 
   fixed-order combine (deterministic), the split count from the shape only.
 
 These run on tensor cores only: operands float32 at tf32, bf16 or fp16 (the kernels read the storage of
-the precision: fp32 operands at bf16 / fp16 are cast once by kernels/cast.cu), or 16-bit (float16;
-bfloat16 or uint16 bits with ``precision="bf16"``, see :mod:`dlgpu.cuda.cast`) at their own.  Outputs
+the precision: fp32 operands at bf16 / fp16 are cast once by kernels/gemm_cast.cu), or 16-bit (float16;
+bfloat16 or uint16 bits with ``precision="bf16"``, see :mod:`dlgpu.cuda.gemm_cast`) at their own.  Outputs
 are float32, or the 16-bit operands' type (the default for 16-bit operands; ``out_dtype`` chooses).
 Channel counts that are not a multiple of 16 bytes (C = 3 of a first layer) are padded with zeros by
 that producer pass, which also applies the backward's ReLU mask; stride, padding and dilation are (h, w).
@@ -25,11 +25,11 @@ import math
 
 import numpy as np
 
-from dlgpu.cuda import cast as _cast
+from dlgpu.cuda import gemm_cast as _cast
 from dlgpu.cuda import kernel_decls
-from dlgpu.cuda.elementwise import grid_stride_blocks, multiprocessor_count, resolve_executor
+from dlgpu.cuda.executor import resolve_executor
 from dlgpu.cuda.gemm import FLAG_BIAS, FLAG_RELU, address, config_by_name, operand_precision, tc_tile_bytes
-from dlgpu.cuda.launch import Launch
+from dlgpu.cuda.launch import Launch, grid_stride_blocks, multiprocessor_count
 from dlgpu.errors import ArgumentError, DtypeError, LayoutError, ShapeError
 
 # The package attribute dlgpu.cuda.conv2d is the backend function; this is the launcher module.
@@ -133,8 +133,9 @@ def _output(op: str, executor, out, shape, dtype):
 
 
 def _launch(executor, kernel, grid, config, args, pass_, precision):
+    # The shared ring passes 48 KB on the larger tiles: the launch raises the kernel's limit.
     executor.launch(Launch(FAMILY, kernel, grid, (config.threads, 1, 1), args, shared_bytes(config, pass_, precision),
-                           (("CONV_TC_PRECISION", precision),)))
+                           (("CONV_TC_PRECISION", precision),), shared_opt_in=True))
 
 
 def forward(x, weight, bias=None, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1), relu=False, precision=None,

@@ -8,7 +8,7 @@ mask_a stored like a; the ReLU backward fused into the product).  The backend fu
 over it: backward products are ordinary products in another layout, never a materialized transpose.
 
 Operands are float32, or 16-bit (float16; bfloat16 as ``ml_dtypes.bfloat16`` on NumPy, or uint16
-arrays of bf16 bits with ``precision="bf16"``: see :mod:`dlgpu.cuda.cast`).  16-bit operands run on
+arrays of bf16 bits with ``precision="bf16"``: see :mod:`dlgpu.cuda.gemm_cast`).  16-bit operands run on
 tensor cores at their own precision and give C in their dtype by default (``out_dtype=np.float32``
 for fp32); float32 operands give float32 C.
 
@@ -22,7 +22,7 @@ are read from the kernel sources (:mod:`dlgpu.cuda.kernel_decls`), where they ar
 - ``tc``: tensor cores through mma.sync (precisions tf32, bf16, fp16, fp32 accumulation), operands
   read by cp.async in the storage of the precision (fp32 for tf32, 16 bits for bf16 / fp16).  An
   operand stored otherwise, masked, or with rows that are not a multiple of 16 bytes first goes
-  through one producer pass (kernels/cast.cu) that writes the copy the kernel reads.
+  through one producer pass (kernels/gemm_cast.cu) that writes the copy the kernel reads.
 
 :func:`choose` picks the variant and tile configuration for a call; it is
 plain Python, tested on the CPU.
@@ -36,10 +36,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from dlgpu.cuda import bias_grad as _bias_grad
-from dlgpu.cuda import cast as _cast
+from dlgpu.cuda import gemm_cast as _cast
 from dlgpu.cuda import kernel_decls
-from dlgpu.cuda.elementwise import multiprocessor_count, require_float32, resolve_executor
-from dlgpu.cuda.launch import Launch
+from dlgpu.cuda.executor import resolve_executor
+from dlgpu.cuda.launch import Launch, multiprocessor_count, require_float32
 from dlgpu.errors import ArgumentError, DtypeError, LayoutError, ShapeError
 
 # The kernels' `flags` (tests/test_kernel_decls.py ties every value mirrored from a kernel source).
@@ -266,7 +266,7 @@ def operand_precision(op: str, precision: str | None, *arrays) -> str:
 
 def _tc_operand(executor, array, precision: str, mask=None):
     """(what the tc kernel reads, its leading dimension): ``array`` itself when it is stored as the precision
-    reads it, unmasked, with 16-byte rows; else its copy by the producer pass (kernels/cast.cu)."""
+    reads it, unmasked, with 16-byte rows; else its copy by the producer pass (kernels/gemm_cast.cu)."""
     storage = _cast.PRECISION_STORAGE[precision]
     element = _cast.ELEMENT_BYTES[storage]
     source = _cast.storage_of(array, precision)
@@ -338,7 +338,9 @@ def gemm(a, b, *, transpose_a=False, transpose_b=False, precision="ieee", bias=N
         bias_arg = _cast.to_float32(executor.xp, bias, precision) if bias is not None else out
         flags |= FLAG_STORE_HALF if out_dtype != np.float32 else 0
         args = (a_k, b_k, bias_arg, out, *sizes, np.int32(lda), np.int32(ldb), np.int32(flags))
-        executor.launch(Launch("gemm_tc", plan.kernel, plan.grid, plan.block, args, plan.shared_mem, plan.defines))
+        # The shared ring passes 48 KB (3-4 stages of 128x256 or 128x128 tiles): the launch raises the kernel's limit.
+        executor.launch(Launch(VARIANTS["tc"].family, plan.kernel, plan.grid, plan.block, args, plan.shared_mem,
+                               plan.defines, shared_opt_in=True))
         return out
 
     require_float32(op, a=a, b=b, out=out, **({} if bias is None else {"bias": bias}),
@@ -354,8 +356,8 @@ def gemm(a, b, *, transpose_a=False, transpose_b=False, precision="ieee", bias=N
         args = (a, b, bias_arg, mask_arg, out, *sizes, *strides, np.int32(flags))
     else:
         args = (a, b, bias_arg, mask_arg, out, *sizes, np.int32(flags))
-    family = VARIANTS[plan.variant].family
-    executor.launch(Launch(family, plan.kernel, plan.grid, plan.block, args, plan.shared_mem, plan.defines))
+    executor.launch(Launch(VARIANTS[plan.variant].family, plan.kernel, plan.grid, plan.block, args, plan.shared_mem,
+                           plan.defines))
     return out
 
 
@@ -404,7 +406,7 @@ def linear_backward(grad_y, x, weight, y, activation, precision, *, variant=None
     grad_x = G W (layout nn), grad_w = G^T X (layout tn), grad_b = column sums of G,
     where G is grad_y masked by (y > 0).  simt and naive mask in the kernels' loads and never write G
     out; on tensor cores the producer pass writes the masked G once, in the precision's storage, for
-    both products to read (kernels/cast.cu).
+    both products to read (kernels/gemm_cast.cu).
     """
     executor = resolve_executor(executor)
     mask = y if activation == "relu" else None
@@ -421,3 +423,12 @@ def linear_backward(grad_y, x, weight, y, activation, precision, *, variant=None
     grad_w = gemm(grad_out, x, transpose_a=True, **kw, **mask_kw, **out_dtype)
     grad_b = _bias_grad.bias_grad(grad_y, mask, executor=executor)
     return grad_x, grad_w, grad_b
+
+
+class GemmOps:
+    """The CUDA backend's products (see dlgpu.backend.Backend)."""
+
+    matmul = staticmethod(matmul)
+    matmul_backward = staticmethod(matmul_backward)
+    linear = staticmethod(linear)
+    linear_backward = staticmethod(linear_backward)

@@ -6,12 +6,39 @@ executor runs it: :class:`dlgpu.cuda.executor.CupyExecutor` on a GPU (NVRTC
 cubin loaded into CuPy), or the CPU harness in ``dlgpu.testing.harness``
 (the same .cu compiled by the host C++ compiler, run on NumPy buffers).
 Launch math therefore runs, and is tested, on every CPU test.
+
+This module is also the home of what every launcher shares: the device's SM
+count, grid-stride grid sizes, the float32 and contiguity assertions, and
+output allocation (finding the default executor is
+:func:`dlgpu.cuda.executor.resolve_executor`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import numpy as np
+
+from dlgpu.errors import ArgumentError, DtypeError, LayoutError, ShapeError
+
+# Threads per block of the grid-stride kernels: a multiple of 32 that leaves room for 4+ resident
+# blocks per SM at <= 64 registers.
+BLOCK = 256
+# Blocks per SM for grid-stride kernels: enough threads to keep 16-byte loads in flight
+# without a second partial wave of long-running blocks.
+BLOCKS_PER_SM = 4
+# SMs assumed when the executor has no device to ask (the CPU harness): an H100's count.
+FALLBACK_MULTIPROCESSORS = 132
+# Shared memory of one block (sm_80 and newer): static __shared__ arrays at most 48 KB; static
+# plus dynamic at most 48 KB, unless the launch raises the kernel's dynamic limit
+# (cudaFuncAttributeMaxDynamicSharedMemorySize: Launch.shared_opt_in), then up to 227 KB on
+# sm_90 (163 KB on sm_80, 99 KB on sm_86/89: a launch near the top is for Hopper only).  Both
+# executors hold launches to these: the CuPy one before the driver does, the CPU harness exactly.
+SHARED_STATIC_LIMIT = 48 * 1024
+SHARED_DEFAULT_LIMIT = 48 * 1024
+SHARED_OPT_IN_LIMIT = 227 * 1024
 
 
 @dataclass(frozen=True)
@@ -28,6 +55,10 @@ class Launch:
     shared_mem: dynamic shared memory in bytes
     defines:    compile-time ``-D`` definitions, name -> value; part of the
                 compiled module's identity
+    shared_opt_in: the launcher raises the kernel's dynamic shared memory limit to
+                ``shared_mem`` before launching, which a block needs past 48 KB of
+                static plus dynamic shared memory (the device refuses the launch
+                otherwise; so do both executors)
     """
 
     family: str
@@ -37,6 +68,7 @@ class Launch:
     args: tuple[Any, ...]
     shared_mem: int = 0
     defines: tuple[tuple[str, str], ...] = field(default=())
+    shared_opt_in: bool = False
 
 
 class Executor(Protocol):
@@ -45,3 +77,69 @@ class Executor(Protocol):
     xp: Any  # numpy or cupy: launchers allocate their outputs with it
 
     def launch(self, launch: Launch) -> None: ...
+
+
+def shared_memory_limit(launch: Launch) -> int:
+    """The static plus dynamic shared memory a block of ``launch`` may have."""
+    return SHARED_OPT_IN_LIMIT if launch.shared_opt_in else SHARED_DEFAULT_LIMIT
+
+
+def check_shared_memory(launch: Launch, where: str) -> None:
+    """Refuse a launch whose dynamic shared memory alone is more than a block may have."""
+    limit = shared_memory_limit(launch)
+    if launch.shared_mem > limit:
+        why = "the launch does not opt in (shared_opt_in)" if not launch.shared_opt_in else "no device grants more"
+        raise ArgumentError(f"{where}: {launch.shared_mem} B of dynamic shared memory is over {limit} B: {why}")
+
+
+# ---------------------------------------------------------------------------
+# what every launcher shares
+# ---------------------------------------------------------------------------
+
+_multiprocessors: dict[int, int] = {}
+
+
+def multiprocessor_count(executor) -> int:
+    """SMs of the executor's current device; a constant for executors without one."""
+    count = getattr(executor, "multiprocessor_count", None)
+    if count is not None:
+        return int(count)
+    cuda = getattr(executor.xp, "cuda", None)
+    if cuda is None:
+        return FALLBACK_MULTIPROCESSORS
+    device = cuda.runtime.getDevice()
+    if device not in _multiprocessors:
+        _multiprocessors[device] = int(cuda.Device(device).attributes["MultiProcessorCount"])
+    return _multiprocessors[device]
+
+
+def grid_stride_blocks(work_items: int, block: int, executor, blocks_per_sm: int = BLOCKS_PER_SM) -> int:
+    """Blocks for a grid-stride loop over ``work_items``: one item per thread, at most a full device."""
+    assert work_items >= 0 and block % 32 == 0, (work_items, block)
+    wanted = max(1, math.ceil(work_items / block))
+    return min(wanted, blocks_per_sm * multiprocessor_count(executor))
+
+
+def require_float32(op: str, **arrays) -> None:
+    """What every kernel relies on (dlgpu.functional has checked it for public calls): float32, C-contiguous.
+
+    None entries (an absent optional operand) are skipped.
+    """
+    for name, array in arrays.items():
+        if array is None:
+            continue
+        if np.dtype(array.dtype) != np.float32:
+            raise DtypeError(f"{op}: {name} must be float32 for the CUDA kernels, got {np.dtype(array.dtype).name}")
+        if not array.flags.c_contiguous:
+            raise LayoutError(f"{op}: {name} must be C-contiguous")
+
+
+def output(op: str, executor, out, shape):
+    """``out`` when given (checked: shape, float32, C-contiguous), else a new float32 array of ``executor.xp``."""
+    shape = tuple(int(d) for d in shape)
+    if out is None:
+        return executor.xp.empty(shape, dtype=np.float32)
+    if tuple(out.shape) != shape:
+        raise ShapeError(f"{op}: out has shape {tuple(out.shape)}, expected {shape}")
+    require_float32(op, out=out)
+    return out

@@ -2,7 +2,9 @@
 
 x (N, C, H, W) float32 C-contiguous; kernel, stride, padding are (h, w) pairs with
 padding <= kernel // 2 (dlgpu.functional normalizes and checks them).  argmax is
-int32, h * W + w in the unpadded input plane.
+int32, h * W + w in the unpadded input plane.  The backward kernels never route
+through an argmax outside the plane and report it in the device error flag
+(dlgpu.cuda.error_flag); nothing here reads argmax back to check it.
 """
 
 from __future__ import annotations
@@ -11,19 +13,17 @@ import math
 
 import numpy as np
 
-from dlgpu.cuda.elementwise import BLOCK, grid_stride_blocks, require_float32, resolve_executor
-from dlgpu.cuda.launch import Launch
+from dlgpu.cuda import error_flag
+from dlgpu.cuda.executor import resolve_executor
+from dlgpu.cuda.launch import BLOCK, Launch, grid_stride_blocks, require_float32
 from dlgpu.errors import ArgumentError, DtypeError, ShapeError
+from dlgpu.window import output_size
 
 FAMILY = "pool"
 # Window-free backward: one warp per plane, 4 planes per block.
 PLANES_BLOCK = 128
 # Blocks per SM for the grid-stride pooling kernels (one output or input element per thread).
 POOL_BLOCKS_PER_SM = 8
-
-
-def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    return (size + 2 * padding - kernel) // stride + 1
 
 
 def _window_args(kernel, stride, padding) -> tuple[np.int32, ...]:
@@ -93,10 +93,9 @@ def max_pool2d_backward(grad_y, argmax, input_shape, window=None, *, executor=No
         if expected != (P, Q):
             raise ShapeError(f"{op}: window {window} on a {H}x{W} input does not give grad_y's {P}x{Q}")
         blocks = grid_stride_blocks(planes * H * W, BLOCK, executor, POOL_BLOCKS_PER_SM)
-        args = (grad_y, argmax, grad_x, np.int64(planes), np.int32(H), np.int32(W), np.int32(P), np.int32(Q))
-        executor.launch(
-            Launch(FAMILY, "max_pool2d_backward_f32", (blocks, 1, 1), (BLOCK, 1, 1), (*args, *_window_args(*window)))
-        )
+        args = (grad_y, argmax, grad_x, np.int64(planes), np.int32(H), np.int32(W), np.int32(P), np.int32(Q),
+                *_window_args(*window), error_flag.flag(executor))
+        executor.launch(Launch(FAMILY, "max_pool2d_backward_f32", (blocks, 1, 1), (BLOCK, 1, 1), args))
         return grad_x
     warps_per_block = PLANES_BLOCK // 32
     blocks = min(math.ceil(planes / warps_per_block), 2**31 - 1)
@@ -106,7 +105,15 @@ def max_pool2d_backward(grad_y, argmax, input_shape, window=None, *, executor=No
             "max_pool2d_backward_planes_f32",
             (blocks, 1, 1),
             (PLANES_BLOCK, 1, 1),
-            (grad_y, argmax, grad_x, np.int64(planes), np.int32(H * W), np.int32(P * Q)),
+            (grad_y, argmax, grad_x, np.int64(planes), np.int32(H * W), np.int32(P * Q), error_flag.flag(executor)),
         )
     )
     return grad_x
+
+
+class PoolOps:
+    """The CUDA backend's pooling (see dlgpu.backend.Backend)."""
+
+    max_pool2d = staticmethod(max_pool2d)
+    # The interface carries no window, so this takes the window-free (per-plane) kernel.
+    max_pool2d_backward = staticmethod(max_pool2d_backward)

@@ -10,8 +10,8 @@ import math
 
 import numpy as np
 
-from dlgpu.cuda.elementwise import BLOCK, grid_stride_blocks, require_float32, resolve_executor
-from dlgpu.cuda.launch import Launch
+from dlgpu.cuda.executor import resolve_executor
+from dlgpu.cuda.launch import BLOCK, Launch, grid_stride_blocks, require_float32
 from dlgpu.errors import ArgumentError, ShapeError
 
 FAMILY = "sgd"
@@ -39,3 +39,9 @@ def sgd_step(param, grad, velocity, lr, momentum=0.0, weight_decay=0.0, *, execu
         kernel = "sgd_plain_f32"
         args = (param, grad, np.int64(n), np.float32(lr), np.float32(weight_decay))
     executor.launch(Launch(FAMILY, kernel, (blocks, 1, 1), (BLOCK, 1, 1), args))
+
+
+class SgdOps:
+    """The CUDA backend's optimizer step (see dlgpu.backend.Backend)."""
+
+    sgd_step = staticmethod(sgd_step)

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
+from dlgpu.device import gpu_unavailable_reason, is_cupy
 from dlgpu.errors import ArgumentError, BackendUnavailableError, DtypeError, ShapeError
 
 DEVICES = ("cpu", "cuda")
@@ -26,36 +27,26 @@ DEVICES = ("cpu", "cuda")
 # ---------------------------------------------------------------------------
 
 
-def _is_cupy(array) -> bool:
-    return type(array).__module__.split(".")[0] == "cupy"
-
-
 def device_of(array) -> str:
     """'cuda' for a CuPy array, 'cpu' for a NumPy array."""
-    return "cuda" if _is_cupy(array) else "cpu"
+    return "cuda" if is_cupy(array) else "cpu"
 
 
 def _cupy(op: str):
     """The cupy module, imported only when a caller asks for the GPU."""
-    try:
-        import cupy
-    except ImportError as exc:
+    reason = gpu_unavailable_reason()
+    if reason is not None:
         raise BackendUnavailableError(
-            f"{op}: the 'cuda' device needs CuPy, which is not installed "
-            "(pip install cupy-cuda12x, matching your CUDA driver)"
-        ) from exc
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # CuPy raises its own runtime error types when the driver is missing
-        raise BackendUnavailableError(f"{op}: CuPy is installed but finds no usable GPU ({exc})") from exc
-    if count == 0:
-        raise BackendUnavailableError(f"{op}: CuPy is installed but finds no GPU")
+            f"{op}: the 'cuda' device needs CuPy and a GPU: {reason} (pip install 'dlgpu[cuda13]')"
+        )
+    import cupy
+
     return cupy
 
 
 def to_numpy(array) -> np.ndarray:
     """A NumPy array holding the same values (a copy for CuPy, the array itself for NumPy)."""
-    return array.get() if _is_cupy(array) else np.asarray(array)
+    return array.get() if is_cupy(array) else np.asarray(array)
 
 
 def move(array, device: str, *, op: str = "to"):
@@ -75,7 +66,7 @@ def check_device(op: str, device) -> str:
 
 def zeros_like(array):
     """Zeros of the array's shape, dtype and kind (NumPy or CuPy)."""
-    if _is_cupy(array):
+    if is_cupy(array):
         import cupy
 
         return cupy.zeros_like(array)
@@ -91,7 +82,7 @@ class Parameter:
     """A trainable array ``data`` and its gradient ``grad``, allocated like it (zeros)."""
 
     def __init__(self, data):
-        if not (isinstance(data, np.ndarray) or _is_cupy(data)):
+        if not (isinstance(data, np.ndarray) or is_cupy(data)):
             raise ArgumentError(f"Parameter: data must be a NumPy or CuPy array, got {type(data).__name__}")
         self.data = data
         self.grad = zeros_like(data)

@@ -14,6 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from dlgpu.errors import ArgumentError, ShapeError
+from dlgpu.window import output_size
+
+__all__ = ["conv2d", "conv2d_backward"]
 
 
 def pair(op: str, name: str, value) -> tuple[int, int]:
@@ -41,8 +44,8 @@ def _geometry(op, x_shape, w_shape, stride, padding, dilation):
     if x_shape[1] != w_shape[1]:
         raise ShapeError(f"{op}: x has {x_shape[1]} channels but weight {w_shape} expects {w_shape[1]}")
     (_, _, H, W), (_, _, R, S) = x_shape, w_shape
-    P = (H + 2 * padding[0] - dilation[0] * (R - 1) - 1) // stride[0] + 1
-    Q = (W + 2 * padding[1] - dilation[1] * (S - 1) - 1) // stride[1] + 1
+    P = output_size(H, R, stride[0], padding[0], dilation[0])
+    Q = output_size(W, S, stride[1], padding[1], dilation[1])
     if P < 1 or Q < 1:
         raise ShapeError(
             f"{op}: filter {R}x{S} with dilation {dilation} does not fit input {H}x{W} padded by {padding}"

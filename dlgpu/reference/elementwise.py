@@ -10,6 +10,8 @@ import numpy as np
 
 from dlgpu.errors import ShapeError
 
+__all__ = ["relu", "relu_backward", "tanh", "tanh_backward", "sigmoid", "sigmoid_backward"]
+
 
 def _backward_operands(op: str, grad_y, y):
     grad_y = np.asarray(grad_y, dtype=np.float64)

@@ -10,6 +10,8 @@ import numpy as np
 
 from dlgpu.errors import ArgumentError, ShapeError
 
+__all__ = ["matmul", "matmul_backward", "linear", "linear_backward"]
+
 
 def _as_matrix(op: str, name: str, array) -> np.ndarray:
     array = np.asarray(array, dtype=np.float64)

@@ -15,6 +15,9 @@ import numpy as np
 
 from dlgpu.errors import ArgumentError, ShapeError
 from dlgpu.reference.conv2d import pair
+from dlgpu.window import output_size
+
+__all__ = ["max_pool2d", "max_pool2d_backward"]
 
 
 def _geometry(x_shape, kernel_size, stride, padding):
@@ -31,8 +34,8 @@ def _geometry(x_shape, kernel_size, stride, padding):
     if len(x_shape) != 4:
         raise ShapeError(f"max_pool2d: x must be 4-D (NCHW), got shape {x_shape}")
     _, _, H, W = x_shape
-    P = (H + 2 * padding[0] - kernel[0]) // stride[0] + 1
-    Q = (W + 2 * padding[1] - kernel[1]) // stride[1] + 1
+    P = output_size(H, kernel[0], stride[0], padding[0])
+    Q = output_size(W, kernel[1], stride[1], padding[1])
     if P < 1 or Q < 1:
         raise ShapeError(f"max_pool2d: kernel {kernel} does not fit input {H}x{W} padded by {padding}")
     return kernel, stride, padding, P, Q

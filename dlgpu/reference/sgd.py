@@ -13,6 +13,8 @@ import numpy as np
 
 from dlgpu.errors import ArgumentError, LayoutError, ShapeError
 
+__all__ = ["sgd_step"]
+
 
 def _writable(name: str, array) -> np.ndarray:
     if not isinstance(array, np.ndarray):

@@ -14,6 +14,8 @@ import numpy as np
 
 from dlgpu.errors import ArgumentError, DtypeError, ShapeError
 
+__all__ = ["softmax_cross_entropy", "softmax_cross_entropy_backward"]
+
 
 def _labels(op: str, labels, N: int, C: int) -> np.ndarray:
     labels = np.asarray(labels)

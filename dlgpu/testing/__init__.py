@@ -1,4 +1,4 @@
-"""What tests, ``dlgpu check`` and benchmarks share: one tolerance table and odd shapes.
+"""What tests, ``dlgpu check`` and benchmarks share: one tolerance table, odd shapes, finite differences.
 
 Tolerances are relative Frobenius errors against the float64 reference
 (DESIGN.md, Numerics).  NaN or inf in an output never passes.
@@ -7,6 +7,8 @@ Tolerances are relative Frobenius errors against the float64 reference
 from __future__ import annotations
 
 import numpy as np
+
+from dlgpu.device import is_cupy
 
 # ||out - ref|| / ||ref||, by arithmetic.  Elementwise fp32 ops are exact up to
 # one rounding; products and convolutions accumulate K roundings.
@@ -32,7 +34,7 @@ def tolerance(dtype, precision: str = "ieee", elementwise: bool = False) -> floa
 
 def to_numpy(array) -> np.ndarray:
     """A NumPy copy of a NumPy or CuPy array (0-d included)."""
-    if type(array).__module__.split(".")[0] == "cupy":
+    if is_cupy(array):
         return array.get()
     return np.asarray(array)
 
@@ -87,3 +89,51 @@ def stored_values(array, precision: str) -> np.ndarray:
             return (array.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
         return array.view(np.float16).astype(np.float64)
     return array.astype(np.float64)
+
+
+def same_bits(a, b) -> bool:
+    """Equal shape, dtype and bytes: what a deterministic op must give twice."""
+    a, b = to_numpy(a), to_numpy(b)
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+# ---------------------------------------------------------------------------
+# finite differences: the reference's gradients, and the layers', are checked against them
+# ---------------------------------------------------------------------------
+
+FD_STEP = 1e-6
+# Central differences in float64 with a 1e-6 step are good to ~1e-9 relative.
+FD_TOLERANCE = 1e-7
+
+
+def numeric_gradient(scalar_fn, x: np.ndarray, step: float = FD_STEP) -> np.ndarray:
+    """d scalar_fn() / d x by central differences; scalar_fn reads x, which is nudged in place."""
+    grad = np.empty_like(x)
+    for index in np.ndindex(x.shape):
+        original = x[index]
+        x[index] = original + step
+        plus = scalar_fn()
+        x[index] = original - step
+        minus = scalar_fn()
+        x[index] = original
+        grad[index] = (plus - minus) / (2 * step)
+    return grad
+
+
+def check_gradients(forward, inputs: dict, analytic: dict, grad_out: np.ndarray) -> None:
+    """Each analytic gradient must match the numeric gradient of sum(forward() * grad_out)."""
+
+    def projected() -> float:
+        return float(np.sum(forward() * grad_out))
+
+    for name, grad in analytic.items():
+        numeric = numeric_gradient(projected, inputs[name])
+        assert grad.shape == inputs[name].shape, name
+        assert grad.dtype == np.float64, name
+        err = rel_error(grad, numeric)
+        assert err < FD_TOLERANCE, f"grad of {name}: relative error {err:.2e}"
+
+
+def assert_away_from_kink(values: np.ndarray) -> None:
+    """ReLU's derivative jumps at 0: finite differences need every input well away from it."""
+    assert np.min(np.abs(values)) > 1e3 * FD_STEP, "random data fell on the ReLU kink; change the seed"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-import dlgpu.functional as F
+from dlgpu.ops import validate
 from dlgpu.errors import ArgumentError
 from dlgpu.torch import ops  # noqa: F401  (registers torch.ops.dlgpu)
 
@@ -45,7 +45,7 @@ def refuse(op: str, keyword: str, value, supported, hint: str, *, ok: bool | Non
 
 def pair(op: str, name: str, value, minimum: int) -> list:
     """An int or a pair as the two-element list the ops' schemas take, checked as dlgpu.functional checks it."""
-    return list(F._pair(op, name, value, minimum=minimum))
+    return list(validate.pair(op, name, value, minimum=minimum))
 
 
 def conv_padding(op: str, padding, kernel_size, dilation, stride) -> list:

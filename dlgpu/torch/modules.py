@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-import dlgpu.functional as F
+from dlgpu.ops import validate
 from dlgpu.torch import functional as DF
 
 __all__ = ["Linear", "Conv2d", "ReLU", "Tanh", "Sigmoid", "MaxPool2d", "CrossEntropyLoss"]
@@ -25,7 +25,7 @@ class Linear(torch.nn.Linear):
     """``torch.nn.Linear`` on dlgpu; ``activation="relu"`` fuses a ReLU."""
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None, *, activation=None):
-        F._check_activation("Linear", activation)
+        validate.check_activation("Linear", activation)
         super().__init__(in_features, out_features, bias, device, dtype)
         self.activation = activation
 
@@ -45,7 +45,7 @@ class Conv2d(torch.nn.Conv2d):
     ):
         DF.refuse("Conv2d", "groups", groups, 1, "grouped and depthwise convolution are not implemented")
         DF.refuse("Conv2d", "padding_mode", padding_mode, "zeros", "the padding is zeros")
-        F._check_activation("Conv2d", activation)
+        validate.check_activation("Conv2d", activation)
         super().__init__(
             in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
             device, dtype,

@@ -53,6 +53,10 @@ import torch
 from torch import Tensor
 
 import dlgpu.functional as F
+from dlgpu.ops import conv2d as conv2d_checks
+from dlgpu.ops import gemm as gemm_checks
+from dlgpu.ops import pool as pool_checks
+from dlgpu.ops import validate
 from dlgpu.errors import BackendUnavailableError
 
 __all__ = ["AUTOCAST_CASTS_STORAGE", "OPS"]
@@ -102,7 +106,7 @@ def matmul(a: Tensor, b: Tensor, transpose_a: bool, transpose_b: bool, precision
 
 @matmul.register_fake
 def _(a, b, transpose_a, transpose_b, precision):
-    m, n, _ = F._matmul_dims("matmul", a, b, transpose_a, transpose_b)
+    m, n, _ = gemm_checks.matmul_dims("matmul", a, b, transpose_a, transpose_b)
     return a.new_empty((m, n))
 
 
@@ -117,7 +121,7 @@ def matmul_backward(
 
 @matmul_backward.register_fake
 def _(grad_c, a, b, transpose_a, transpose_b, precision):
-    F._matmul_dims("matmul_backward", a, b, transpose_a, transpose_b)
+    gemm_checks.matmul_dims("matmul_backward", a, b, transpose_a, transpose_b)
     return a.new_empty(a.shape), b.new_empty(b.shape)
 
 
@@ -166,8 +170,8 @@ def linear(
 
 @linear.register_fake
 def _(x, weight, bias, activation, precision):
-    F._check_activation("linear", activation)
-    return x.new_empty(F._linear_shapes("linear", x, weight, bias))
+    validate.check_activation("linear", activation)
+    return x.new_empty(gemm_checks.linear_shapes("linear", x, weight, bias))
 
 
 @torch.library.custom_op("dlgpu::linear_backward", mutates_args=())
@@ -182,7 +186,7 @@ def linear_backward(
 
 @linear_backward.register_fake
 def _(grad_y, x, weight, y, activation, precision):
-    F._linear_shapes("linear_backward", x, weight, None)
+    gemm_checks.linear_shapes("linear_backward", x, weight, None)
     return x.new_empty(x.shape), weight.new_empty(weight.shape), weight.new_empty(weight.shape[:1])
 
 
@@ -248,8 +252,8 @@ def conv2d(
 
 @conv2d.register_fake
 def _(x, weight, bias, stride, padding, dilation, activation, precision):
-    F._check_activation("conv2d", activation)
-    *_, shape = F._conv_geometry("conv2d", x, weight, bias, stride, padding, dilation)
+    validate.check_activation("conv2d", activation)
+    *_, shape = conv2d_checks.geometry("conv2d", x, weight, bias, stride, padding, dilation)
     return x.new_empty(shape)
 
 
@@ -266,7 +270,7 @@ def conv2d_backward(
 
 @conv2d_backward.register_fake
 def _(grad_y, x, weight, y, stride, padding, dilation, activation, precision):
-    F._conv_geometry("conv2d_backward", x, weight, None, stride, padding, dilation)
+    conv2d_checks.geometry("conv2d_backward", x, weight, None, stride, padding, dilation)
     return x.new_empty(x.shape), weight.new_empty(weight.shape), weight.new_empty(weight.shape[:1])
 
 
@@ -348,7 +352,7 @@ def max_pool2d(
 
 @max_pool2d.register_fake
 def _(x, kernel_size, stride, padding):
-    *_, shape = F._pool_geometry("max_pool2d", x, kernel_size, stride, padding)
+    *_, shape = pool_checks.geometry("max_pool2d", x, kernel_size, stride, padding)
     return x.new_empty(shape), x.new_empty(shape, dtype=torch.int32)
 
 
@@ -390,8 +394,8 @@ def softmax_cross_entropy(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tenso
 
 @softmax_cross_entropy.register_fake
 def _(logits, labels):
-    F._check_ndim("softmax_cross_entropy", "logits", logits, 2, "(N, classes)")
-    F._check_ndim("softmax_cross_entropy", "labels", labels, 1, "(N,)")
+    validate.check_ndim("softmax_cross_entropy", "logits", logits, 2, "(N, classes)")
+    validate.check_ndim("softmax_cross_entropy", "labels", labels, 1, "(N,)")
     return logits.new_empty(()), logits.new_empty(logits.shape)
 
 

@@ -1,0 +1,143 @@
+"""The op table: the typed interface between the public ops and the two backends that run them.
+
+:class:`Backend` names every op and its backend signature, stem by stem, once;
+:data:`OPS` is derived from it, and ``dlgpu.functional``, ``dlgpu.reference``
+and the tests read that.  Each stem's public ops (``dlgpu/ops/<stem>.py``)
+validate a call and call the Backend that :func:`select` picks from its
+arrays: ``dlgpu.cpu.BACKEND`` (NumPy/numba) for NumPy arrays,
+``dlgpu.cuda.BACKEND`` (our kernels) for CuPy arrays.
+
+Backend methods take positional arguments already normalized: C-contiguous
+arrays of one supported floating dtype, (h, w) pairs, a resolved precision.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from dlgpu import interop
+from dlgpu.device import is_cupy
+from dlgpu.errors import DeviceError, DtypeError
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """One way of running every op: its name, its dtypes, its index read-back, and the ops by stem."""
+
+    name: str  # "dlgpu.cpu" or "dlgpu.cuda", as error messages name it
+    float_dtypes: tuple[type, ...]
+
+    def index_range(self, indices) -> tuple[int, int] | None:
+        """(min, max) of an index array for the host's range check before the op; None where the
+        backend does not read indices back (the CUDA backend outside debug mode, and while a CUDA
+        graph is captured): its kernels check them then, and report a bad one later (dlgpu.device_errors)."""
+
+
+    # ---- gemm (dlgpu/ops/gemm.py): C-contiguous operands of one dtype, a resolved precision
+
+    def matmul(self, a, b, transpose_a: bool, transpose_b: bool, precision: str, out):
+        """op(a) @ op(b) into ``out`` (or a new array)."""
+
+    def matmul_backward(self, grad_c, a, b, transpose_a: bool, transpose_b: bool, precision: str):
+        """(grad_a, grad_b), each shaped like its operand."""
+
+    def linear(self, x, weight, bias, activation: str | None, precision: str, out):
+        """act(x @ weight.T + bias) into ``out`` (or a new array); bias may be None."""
+
+    def linear_backward(self, grad_y, x, weight, y, activation: str | None, precision: str):
+        """(grad_x, grad_w, grad_b); with activation "relu", y masks grad_y."""
+
+    # ---- conv2d (dlgpu/ops/conv2d.py): NCHW / OIHW arrays, (h, w) pairs, a resolved precision
+
+    def conv2d(self, x, weight, bias, stride, padding, dilation, activation: str | None, precision: str, out):
+        """act(conv(x, weight) + bias) into ``out`` (or a new (N, K, P, Q) array); bias may be None."""
+
+    def conv2d_backward(self, grad_y, x, weight, y, stride, padding, dilation, activation: str | None,
+                        precision: str):
+        """(grad_x, grad_w, grad_b); with activation "relu", y masks grad_y."""
+
+    # ---- elementwise (dlgpu/ops/elementwise.py): C-contiguous arrays of one shape; out may be an input
+
+    def relu(self, x, out):
+        """max(x, 0) into ``out`` (or a new array)."""
+
+    def tanh(self, x, out):
+        """tanh(x) into ``out`` (or a new array)."""
+
+    def sigmoid(self, x, out):
+        """1 / (1 + exp(-x)) into ``out`` (or a new array)."""
+
+    def relu_backward(self, grad_y, y, out):
+        """grad_y * (y > 0) into ``out`` (or a new array)."""
+
+    def tanh_backward(self, grad_y, y, out):
+        """grad_y * (1 - y**2) into ``out`` (or a new array)."""
+
+    def sigmoid_backward(self, grad_y, y, out):
+        """grad_y * y * (1 - y) into ``out`` (or a new array)."""
+
+    # ---- pool (dlgpu/ops/pool.py): NCHW arrays, (h, w) pairs already checked to fit
+
+    def max_pool2d(self, x, kernel, stride, padding):
+        """(y, argmax), both (N, C, P, Q); argmax int32."""
+
+    def max_pool2d_backward(self, grad_y, argmax, input_shape: tuple[int, int, int, int]):
+        """grad_x of ``input_shape``: grad_y added at argmax, overlapping windows summed."""
+
+    # ---- softmax (dlgpu/ops/softmax.py): (N, C) rows, int32/int64 labels in [0, C) (checked as index_range says)
+
+    def softmax_cross_entropy(self, logits, labels):
+        """(loss, probs): the mean loss as a 0-d array, and softmax(logits)."""
+
+    def softmax_cross_entropy_backward(self, probs, labels):
+        """grad_logits = (probs - onehot(labels)) / N."""
+
+    # ---- sgd (dlgpu/ops/sgd.py): disjoint C-contiguous arrays of one shape; velocity may be None when
+    # momentum is 0, and is then left alone
+
+    def sgd_step(self, param, grad, velocity, lr: float, momentum: float, weight_decay: float) -> None:
+        """param (and velocity, with momentum) updated in place."""
+
+
+# Every op a backend runs, in the order Backend declares them.
+OPS: tuple[str, ...] = tuple(
+    name for name, value in vars(Backend).items()
+    if inspect.isfunction(value) and not name.startswith("_") and name != "index_range"
+)
+
+
+def _array_kind(op: str, name: str, array) -> str:
+    """'numpy' or 'cupy'; anything else is refused with a hint."""
+    if isinstance(array, np.ndarray):
+        return "numpy"
+    if is_cupy(array):
+        return "cupy"
+    if interop.is_foreign(array):  # public ops wrap these first (dlgpu.interop); internal callers must too
+        raise DeviceError(
+            f"{op}: {name} is a {type(array).__module__}.{type(array).__name__}; "
+            "wrap it with dlgpu.interop.to_native (cupy.from_dlpack / np.from_dlpack, no copy)"
+        )
+    raise DtypeError(
+        f"{op}: {name} must be a NumPy or CuPy array (or one with DLPack or "
+        f"__cuda_array_interface__), got {type(array).__name__}"
+    )
+
+
+def select(op: str, **arrays) -> Backend:
+    """The backend the (non-None) arrays select: the CPU for NumPy, CUDA for CuPy; all must agree."""
+    kinds = {name: _array_kind(op, name, a) for name, a in arrays.items() if a is not None}
+    if len(set(kinds.values())) > 1:
+        listing = ", ".join(f"{name} is {kind}" for name, kind in kinds.items())
+        raise DeviceError(f"{op}: arrays must all be NumPy or all CuPy ({listing}); dlgpu never copies between them")
+    if "cupy" in kinds.values():
+        devices = {name: arrays[name].device.id for name in kinds}
+        if len(set(devices.values())) > 1:
+            listing = ", ".join(f"{name} on GPU {dev}" for name, dev in devices.items())
+            raise DeviceError(f"{op}: arrays are on different GPUs ({listing})")
+        from dlgpu.cuda import BACKEND
+    else:
+        from dlgpu.cpu import BACKEND
+    return BACKEND

@@ -1,0 +1,102 @@
+"""``dlgpu bench``: the command line over every stem's benchmarks (and the training step)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from dlgpu import cases
+from dlgpu.bench import train
+from dlgpu.bench.ceilings import measure_ceilings
+from dlgpu.bench.machines import cpu_machine, cuda_machine
+from dlgpu.bench.report import print_result, write_plot
+from dlgpu.bench.run import run_benchmarks
+from dlgpu.cases.case import Benchmark
+from dlgpu.device import gpu_probe
+from dlgpu.errors import ArgumentError
+
+# Every kernel stem's benchmarks, then the whole training step.
+FAMILIES = (*cases.STEMS, train.FAMILY)
+NO_GPU_MESSAGE = "no GPU found: benchmarking the CPU backend against the reference"
+
+
+def benchmarks_for(families) -> list[Benchmark]:
+    """The benchmarks of the named families (every family when empty); the train family has rows of its own."""
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise ArgumentError(f"bench: unknown famil{'y' if len(unknown) == 1 else 'ies'} {unknown}; "
+                            f"known: {', '.join(FAMILIES)}")
+    stems = [f for f in families or FAMILIES if f in cases.STEMS]
+    return cases.benchmarks(stems) if stems else []
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("families", nargs="*", metavar="FAMILY",
+                        help=f"families to benchmark: kernel stems and train (default: all of {', '.join(FAMILIES)})")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer repetitions (GPU: same sizes; CPU: smaller sizes) for a fast pass")
+    parser.add_argument("--json", metavar="FILE", help="write the ceilings and rows as JSON")
+    parser.add_argument("--plot", metavar="FILE.png", help="draw the times as a PNG (needs matplotlib)")
+    parser.add_argument("--cpu", action="store_true", help="benchmark the CPU backend even when a GPU is present")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``dlgpu bench``; 0 when every case ran, 1 when any dlgpu call failed, 2 on bad arguments."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    # A log file or pipe (the GPU run) gets a table wide enough to stay on one line per row.
+    console = Console() if sys.stdout.isatty() else Console(width=170)
+    try:
+        benchmarks = benchmarks_for(args.families)
+    except ArgumentError as exc:
+        console.print(str(exc), markup=False)
+        return 2
+    with_train = not args.families or train.FAMILY in args.families
+    quick = bool(args.quick)
+    has_gpu, why = (False, "--cpu given") if getattr(args, "cpu", False) else gpu_probe()
+    if has_gpu:
+        machine = cuda_machine(quick)
+        console.print(f"benchmarking the CUDA backend on {machine.device['name']}", markup=False)
+    else:
+        print(NO_GPU_MESSAGE, flush=True)
+        console.print(f"({why})", markup=False)
+        machine = cpu_machine(quick)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("ceilings", total=len(benchmarks) + 1 + with_train)
+        ceilings = measure_ceilings(machine, quick)
+        progress.advance(task)
+
+        def step(benchmark: Benchmark) -> None:
+            progress.update(task, advance=1, description=benchmark.name)
+
+        result = run_benchmarks(benchmarks, machine, quick, ceilings=ceilings, progress=step)
+        if with_train:
+            progress.update(task, description="train")
+            train_rows = train.rows(machine, quick)
+            result["rows"] += train_rows
+            result["errors"] += [f"{r['op']}: {r['error']}" for r in train_rows if r.get("error")]
+            progress.advance(task)
+    print_result(result, console)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
+        console.print(f"wrote {args.json}", markup=False)
+    if args.plot:
+        why_not = write_plot(result, args.plot)
+        console.print(why_not or f"wrote {args.plot}", markup=False)
+    return 1 if result["errors"] else 0
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value)
+

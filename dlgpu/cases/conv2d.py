@@ -1,0 +1,248 @@
+"""Cases of the conv2d stem (kernels/conv2d.cu, kernels/conv2d_tc.cu): 2-D convolution, forward and backward.
+
+Checks: a 1x1 image, stride 2 with padding on a non-square prime plane,
+stride 3 with dilation 2, and a 1x1 filter (plus 5x5 and 7x7 filters and a
+16-channel layer outside quick mode), each with and without a fused ReLU and
+with a bias; the backward pass reads the reference's forward output.
+Tolerance: accumulating.
+
+Benchmarks: ResNet-50 and LeNet layers, forward at ieee, tf32 and bf16, with
+bias + ReLU fused, and both backward passes, against cuDNN through PyTorch (or
+CuPy's cuDNN for the forward without PyTorch) in the same precision.  GPU only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import dlgpu.functional as F
+import dlgpu.reference as R
+from dlgpu.cases.case import Benchmark, Check, Output, f32, gpu_only, prod, randn, torch_view
+from dlgpu.testing import random_array
+from dlgpu.window import output_size
+from dlgpu.errors import ArgumentError, DeviceError, DtypeError, ShapeError
+from dlgpu.testing.bad_input import BadInput, FakeCupy, on_cpu, on_gpu, rand, w4, x4, y4
+
+FAMILY = "conv2d"
+
+
+def _check(n, c, h, w, k, r, s, stride, pad, dil, activation) -> list[Check]:
+    label = f"{n}x{c}x{h}x{w} * {k}x{c}x{r}x{s} s{stride} p{pad} d{dil}" + (" relu" if activation else "")
+    geometry = dict(stride=stride, padding=pad, dilation=dil)
+    pairs = ((stride, stride), (pad, pad), (dil, dil))
+
+    def operands(rng, target):
+        x = random_array(rng, (n, c, h, w), target.dtype)
+        weight = random_array(rng, (k, c, r, s), target.dtype)
+        bias = random_array(rng, (k,), target.dtype)
+        return x, weight, bias
+
+    def run_forward(rng, target):
+        x, weight, bias = operands(rng, target)
+        ref_y = R.conv2d(x, weight, bias, activation=activation, **geometry)
+        y = target.backend.conv2d(target.array(x), target.array(weight), target.array(bias), *pairs, activation,
+                                  "ieee", target.poisoned(ref_y.shape))
+        return [Output("y", y, ref_y, False)]
+
+    def run_backward(rng, target):
+        x, weight, bias = operands(rng, target)
+        y_saved = R.conv2d(x, weight, bias, activation=activation, **geometry).astype(target.dtype)
+        g = random_array(rng, y_saved.shape, target.dtype)
+        grads = target.backend.conv2d_backward(target.array(g), target.array(x), target.array(weight),
+                                               target.array(y_saved), *pairs, activation, "ieee")
+        refs = R.conv2d_backward(g, x, weight, y=y_saved, activation=activation, **geometry)
+        return [Output(name, got, ref, False) for name, got, ref in zip(("grad_x", "grad_w", "grad_b"), grads, refs)]
+
+    return [Check("conv2d", label, run_forward), Check("conv2d_backward", label, run_backward)]
+
+
+def checks(quick: bool = True) -> list[Check]:
+    #        N  C   H   W   K  R  S  stride pad dil
+    configs = [
+        (1, 1, 7, 7, 1, 3, 3, 1, 0, 1),
+        (2, 3, 11, 13, 5, 3, 3, 2, 1, 1),
+        (1, 2, 13, 13, 4, 3, 3, 3, 1, 2),
+        (2, 5, 8, 8, 3, 1, 1, 1, 0, 1),
+    ]
+    if not quick:
+        configs += [
+            (2, 4, 9, 10, 3, 5, 5, 1, 2, 1),
+            (1, 3, 15, 15, 4, 7, 7, 2, 3, 1),
+            (3, 6, 14, 14, 16, 5, 5, 1, 0, 1),
+        ]
+    return [check for config in configs for act in (None, "relu") for check in _check(*config, act)]
+
+
+# ---------------------------------------------------------------------------
+# benchmarks: our kernels (dlgpu.cuda.conv2d, the default variant for the precision) against cuDNN
+# ---------------------------------------------------------------------------
+
+# The layers: (name, x (N, C, H, W), w (K, C, R, S), stride, padding).
+LAYERS = (
+    ("resnet50-conv1", (32, 3, 224, 224), (64, 3, 7, 7), 2, 3),
+    ("resnet50-3x3-64", (32, 64, 56, 56), (64, 64, 3, 3), 1, 1),
+    ("resnet50-3x3-128", (32, 128, 28, 28), (128, 128, 3, 3), 1, 1),
+    ("resnet50-1x1-256", (32, 256, 56, 56), (64, 256, 1, 1), 1, 0),
+    ("resnet50-3x3-512-b32", (32, 512, 7, 7), (512, 512, 3, 3), 1, 1),
+    ("resnet50-3x3-512-b128", (128, 512, 7, 7), (512, 512, 3, 3), 1, 1),
+    ("lenet-c1", (256, 1, 28, 28), (6, 1, 5, 5), 1, 0),
+    ("lenet-c3", (256, 6, 14, 14), (16, 6, 5, 5), 1, 0),
+)
+NOT_ON_CPU = "GPU-only: dlgpu's convolution kernels against cuDNN (the CPU backend's is NumPy/numba)"
+_TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def _geometry(shape):
+    """shape = (N, C, H, W, K, R, S, stride, padding) -> (x shape, w shape, y shape, stride, padding)."""
+    n, c, h, w, k, r, s, stride, padding = shape
+    p, q = output_size(h, r, stride, padding), output_size(w, s, stride, padding)
+    return (n, c, h, w), (k, c, r, s), (n, k, p, q), stride, padding
+
+
+def _inputs(xp, shape, seed):
+    x_shape, w_shape, y_shape, _, _ = _geometry(shape)
+    return {"x": randn(xp, x_shape, seed), "w": randn(xp, w_shape, seed + 1), "b": randn(xp, w_shape[:1], seed + 2),
+            "grad_y": randn(xp, y_shape, seed + 3), "out": xp.empty(y_shape, dtype="float32"), "shape": shape}
+
+
+def _dlgpu(pass_: str, precision: str):
+    def run(d):
+        from dlgpu.cuda import conv2d as conv
+
+        _, w_shape, _, stride, padding = _geometry(d["shape"])
+        geo = {"stride": (stride, stride), "padding": (padding, padding), "dilation": (1, 1), "precision": precision}
+        if pass_ == "forward":
+            return conv.forward(d["x"], d["w"], out=d["out"], **geo)
+        if pass_ == "bias+relu":
+            return F.conv2d(d["x"], d["w"], d["b"], stride=stride, padding=padding, activation="relu",
+                            precision=precision)
+        if pass_ == "dgrad":
+            return conv.dgrad(d["grad_y"], d["w"], d["x"].shape, **geo)
+        return conv.wgrad(d["grad_y"], d["x"], w_shape, **geo)
+
+    return run
+
+
+def _torch(pass_: str, precision: str):
+    """cuDNN through PyTorch in the same precision: TF32 off for "ieee", on for "tf32", 16-bit tensors
+    (cast once, before timing) for bf16/fp16.  bias+relu: convolution, then a separate bias add and ReLU."""
+
+    def run(torch, d):
+        _, w_shape, _, stride, padding = _geometry(d["shape"])
+        torch.backends.cudnn.allow_tf32 = precision == "tf32"
+        if "_t" not in d:
+            dtype = getattr(torch, _TORCH_DTYPES.get(precision, "float32"))
+            d["_t"] = {name: torch_view(torch, d[name]).to(dtype) for name in ("x", "w", "b", "grad_y")}
+        t = d["_t"]
+        if pass_ == "forward":
+            return torch.nn.functional.conv2d(t["x"], t["w"], stride=stride, padding=padding)
+        if pass_ == "bias+relu":
+            y = torch.nn.functional.conv2d(t["x"], t["w"], stride=stride, padding=padding)
+            y += t["b"][:, None, None]
+            return y.relu_()
+        if pass_ == "dgrad":
+            return torch.nn.grad.conv2d_input(t["x"].shape, t["w"], t["grad_y"], stride=stride, padding=padding)
+        return torch.nn.grad.conv2d_weight(t["x"], w_shape, t["grad_y"], stride=stride, padding=padding)
+
+    return run
+
+
+def _cupy(precision: str):
+    """Where PyTorch is absent: the forward through CuPy's cuDNN wrapper (fp32 tensors; TF32 by tensor_core)."""
+
+    def run(xp, d):
+        from cupyx import cudnn
+
+        _, _, _, stride, padding = _geometry(d["shape"])
+        cudnn.convolution_forward(d["x"], d["w"], None, d["out"], (padding, padding), (stride, stride), (1, 1), 1,
+                                  auto_tune=False, tensor_core="always" if precision == "tf32" else "never")
+        return d["out"]
+
+    return run
+
+
+def _flops(shape) -> int:
+    _, w_shape, y_shape, _, _ = _geometry(shape)
+    return 2 * prod(y_shape) * prod(w_shape[1:])
+
+
+def _bytes(shape) -> int:
+    x_shape, w_shape, y_shape, _, _ = _geometry(shape)
+    return f32(prod(x_shape) + prod(w_shape) + prod(y_shape))
+
+
+def _label(shape) -> str:
+    n, c, h, w, k, r, s, stride, padding = shape
+    return f"{n}x{c}x{h}x{w} k{k} {r}x{s}/{stride} p{padding}"
+
+
+def _benchmark(layer, pass_: str, precision: str = "ieee") -> Benchmark:
+    name, x_shape, w_shape, stride, padding = layer
+    shape = (*x_shape, w_shape[0], *w_shape[2:], stride, padding)
+    op = {"forward": "conv2d", "bias+relu": "conv2d", "dgrad": "conv2d_dgrad", "wgrad": "conv2d_wgrad"}[pass_]
+    return Benchmark(
+        family=FAMILY, op=op, variant=f"{name}-{precision}" + ("-bias+relu" if pass_ == "bias+relu" else ""),
+        shapes={"gpu": shape, "cpu": shape, "cpu_quick": shape},
+        make_inputs=_inputs, run=_dlgpu(pass_, precision), torch_baseline=_torch(pass_, precision),
+        xp_baseline=_cupy(precision) if pass_ == "forward" and precision in ("ieee", "tf32") else None,
+        bytes_moved=_bytes, flops=_flops, bound="compute", precision=precision,
+        shape_label=_label, unavailable=gpu_only(NOT_ON_CPU),
+        note="baseline: cuDNN through PyTorch (CuPy's cuDNN for the forward without PyTorch), same precision"
+             + ("; dlgpu one launch, baseline convolution + bias add + ReLU" if pass_ == "bias+relu" else ""),
+    )
+
+
+BENCHMARKS = (
+    *(_benchmark(layer, "forward", p) for p in ("ieee", "tf32", "bf16") for layer in LAYERS),
+    *(_benchmark(layer, "bias+relu") for layer in LAYERS),
+    *(_benchmark(layer, pass_) for pass_ in ("dgrad", "wgrad") for layer in LAYERS),
+)
+
+
+# ---------------------------------------------------------------------------
+# bad input: refused before any launch, with the op and the value named
+# ---------------------------------------------------------------------------
+
+
+def bad_inputs() -> list[BadInput]:
+    """Calls of this stem's ops that must be refused (dlgpu.testing.bad_input.assert_refused)."""
+    return [
+        BadInput("conv-rank", lambda w: F.conv2d(w(rand(3, 8, 8)), w(w4)), ShapeError, "conv2d: x must be 4-D"),
+        BadInput("conv-backward-grad-rank", lambda w: F.conv2d_backward(w(rand(2, 4, 36)), w(x4), w(w4)),
+                 ShapeError, "grad_y must be 4-D"),
+        BadInput("conv-channels", lambda w: F.conv2d(w(x4), w(rand(4, 5, 3, 3))), ShapeError, "x has 3 channels"),
+        BadInput("conv-backward-grad", lambda w: F.conv2d_backward(w(rand(2, 4, 5, 5)), w(x4), w(w4)),
+                 ShapeError, "expected (2, 4, 6, 6)"),
+        BadInput("conv-empty-batch", lambda w: F.conv2d(w(rand(0, 3, 8, 8)), w(w4)),
+                 ShapeError, "x has an empty dimension"),
+        BadInput("conv-stride-zero", lambda w: F.conv2d(w(x4), w(w4), stride=(1, 0)),
+                 ArgumentError, "stride must be >= 1"),
+        BadInput("conv-padding-negative", lambda w: F.conv2d(w(x4), w(w4), padding=(-1, 0)),
+                 ArgumentError, "padding must be >= 0"),
+        BadInput("conv-dilated-kernel-too-large", lambda w: F.conv2d(w(x4), w(w4), dilation=4),
+                 ArgumentError, "larger than the padded input"),
+        BadInput("conv-backward-stride-negative", lambda w: F.conv2d_backward(w(y4), w(x4), w(w4), stride=-1),
+                 ArgumentError, "stride must be >= 1"),
+        BadInput("conv-backward-relu-needs-y", lambda w: F.conv2d_backward(w(y4), w(x4), w(w4), activation="relu"),
+                 ArgumentError, "needs y"),
+        BadInput("conv-bias-mixed", lambda w: F.conv2d(w(x4), w(w4), w(rand(4, dtype=np.float64))),
+                 DtypeError, "must share one dtype"),
+        BadInput("out-shape", lambda w: F.conv2d(w(x4), w(w4), out=w(rand(2, 4, 6, 5))), ShapeError, "out has shape"),
+        on_gpu("mix-conv-weight", lambda: F.conv2d(FakeCupy(x4), w4), DeviceError, "weight is numpy"),
+        on_gpu("mix-conv-backward-y",
+               lambda: F.conv2d_backward(FakeCupy(y4), FakeCupy(x4), FakeCupy(w4), y=y4, activation="relu"),
+               DeviceError, "y is numpy"),
+        on_cpu("conv-rank", lambda: F.conv2d(rand(3, 8, 8), w4), ShapeError, "conv2d: x must be 4-D"),
+        on_cpu("conv-weight-rank", lambda: F.conv2d(x4, rand(4, 3, 3)), ShapeError, "weight must be 4-D"),
+        on_cpu("conv-channels", lambda: F.conv2d(x4, rand(4, 2, 3, 3)), ShapeError, "x has 3 channels"),
+        on_cpu("conv-bias", lambda: F.conv2d(x4, w4, rand(5)), ShapeError, "bias has 5 elements"),
+        on_cpu("conv-backward-grad", lambda: F.conv2d_backward(rand(2, 4, 5, 5), x4, w4),
+               ShapeError, "expected (2, 4, 6, 6)"),
+        on_cpu("stride-zero", lambda: F.conv2d(x4, w4, stride=0), ArgumentError, "stride must be >= 1"),
+        on_cpu("padding-negative", lambda: F.conv2d(x4, w4, padding=-1), ArgumentError, "padding must be >= 0"),
+        on_cpu("dilation-zero", lambda: F.conv2d(x4, w4, dilation=0), ArgumentError, "dilation must be >= 1"),
+        on_cpu("stride-float", lambda: F.conv2d(x4, w4, stride=1.5), ArgumentError, "stride must be an int"),
+        on_cpu("stride-triple", lambda: F.conv2d(x4, w4, stride=(1, 1, 1)), ArgumentError, "pair"),
+        on_cpu("kernel-too-large", lambda: F.conv2d(x4, rand(4, 3, 11, 3)),
+               ArgumentError, "larger than the padded input"),
+    ]

@@ -1,0 +1,146 @@
+"""The public matrix products: matmul and linear, forward and backward.
+
+Each op validates its whole call, then calls the backend its arrays select
+(kernels/gemm*.cu through dlgpu.cuda.gemm,
+or NumPy's BLAS through dlgpu.cpu.gemm).
+"""
+
+from __future__ import annotations
+
+from dlgpu.backend import select
+from dlgpu.ops.validate import (
+    check_activation,
+    check_flag,
+    check_float,
+    check_ndim,
+    check_nonempty,
+    check_out,
+    check_saved_output,
+    contiguous,
+    is_contiguous,
+    public,
+)
+from dlgpu.errors import ShapeError
+from dlgpu.precision import resolve_precision
+
+__all__ = ["matmul", "matmul_backward", "linear", "linear_backward"]
+
+
+
+
+def matmul_dims(op: str, a, b, transpose_a: bool, transpose_b: bool) -> tuple[int, int, int]:
+    check_ndim(op, "a", a, 2, "a matrix")
+    check_ndim(op, "b", b, 2, "a matrix")
+    m, k = (a.shape[1], a.shape[0]) if transpose_a else a.shape
+    k_b, n = (b.shape[1], b.shape[0]) if transpose_b else b.shape
+    if k != k_b:
+        raise ShapeError(
+            f"{op}: inner dimensions differ: op(a) is {m}x{k}, op(b) is {k_b}x{n} "
+            f"(transpose_a={transpose_a}, transpose_b={transpose_b})"
+        )
+    return m, n, k
+
+
+def _matrix_operand(op: str, name: str, array, transpose: bool):
+    """A C-contiguous operand and its flag: a transposed view flips the flag (no copy); others copy once."""
+    check_nonempty(op, name, array)
+    if not is_contiguous(array) and array.flags.f_contiguous and getattr(array.flags, "aligned", True):
+        return array.T, not transpose
+    return contiguous(op, **{name: array})[0], transpose
+
+
+@public
+def matmul(a, b, *, transpose_a=False, transpose_b=False, precision=None, out=None):
+    """C = op(a) @ op(b), op(x) = x.T where the flag says so.  2-D arrays; returns (M, N).
+
+    Layout: a transposed view (``x.T`` of a contiguous matrix) is used as it
+    is, with its transpose flag flipped; any other strided operand is copied
+    once.  ``out`` must be C-contiguous.
+    """
+    op = "matmul"
+    backend = select(op, a=a, b=b)
+    dtype = check_float(op, backend, a=a, b=b)
+    check_flag(op, "transpose_a", transpose_a)
+    check_flag(op, "transpose_b", transpose_b)
+    m, n, _ = matmul_dims(op, a, b, transpose_a, transpose_b)
+    a, transpose_a = _matrix_operand(op, "a", a, bool(transpose_a))
+    b, transpose_b = _matrix_operand(op, "b", b, bool(transpose_b))
+    precision = resolve_precision(precision, op=op)
+    check_out(op, out, backend=backend, shape=(m, n), dtype=dtype, inputs={"a": a, "b": b})
+    return backend.matmul(a, b, transpose_a, transpose_b, precision, out)
+
+
+@public
+def matmul_backward(grad_c, a, b, *, transpose_a=False, transpose_b=False, precision=None):
+    """Gradients of C = op(a) @ op(b): returns (grad_a, grad_b) shaped like a and b.
+
+    Layout: strided inputs are copied once; the gradients are C-contiguous.
+    """
+    op = "matmul_backward"
+    backend = select(op, grad_c=grad_c, a=a, b=b)
+    check_float(op, backend, grad_c=grad_c, a=a, b=b)
+    check_flag(op, "transpose_a", transpose_a)
+    check_flag(op, "transpose_b", transpose_b)
+    m, n, _ = matmul_dims(op, a, b, transpose_a, transpose_b)
+    check_ndim(op, "grad_c", grad_c, 2, "a matrix")
+    if tuple(grad_c.shape) != (m, n):
+        raise ShapeError(f"{op}: grad_c has shape {tuple(grad_c.shape)}, expected {(m, n)}")
+    grad_c, a, b = contiguous(op, grad_c=grad_c, a=a, b=b)
+    precision = resolve_precision(precision, op=op)
+    return backend.matmul_backward(grad_c, a, b, bool(transpose_a), bool(transpose_b), precision)
+
+
+def linear_shapes(op: str, x, weight, bias) -> tuple[int, int]:
+    check_ndim(op, "x", x, 2, "(batch, in_features)")
+    check_ndim(op, "weight", weight, 2, "(out_features, in_features)")
+    batch, in_features = x.shape
+    out_features, w_in = weight.shape
+    if w_in != in_features:
+        raise ShapeError(
+            f"{op}: x has {in_features} features but weight {tuple(weight.shape)} expects {w_in} "
+            "(weight is (out_features, in_features))"
+        )
+    if bias is not None:
+        check_ndim(op, "bias", bias, 1, "(out_features,)")
+        if bias.shape[0] != out_features:
+            raise ShapeError(f"{op}: bias has {bias.shape[0]} elements, weight has {out_features} output features")
+    return batch, out_features
+
+
+@public
+def linear(x, weight, bias=None, *, activation=None, precision=None, out=None):
+    """y = act(x @ weight.T + bias); x (B, in), weight (out, in), bias (out,) or None.
+
+    Layout: strided inputs are copied once; ``out`` must be C-contiguous.
+    """
+    op = "linear"
+    backend = select(op, x=x, weight=weight, bias=bias)
+    dtype = check_float(op, backend, x=x, weight=weight, bias=bias)
+    shape = linear_shapes(op, x, weight, bias)
+    check_activation(op, activation)
+    x, weight, bias = contiguous(op, x=x, weight=weight, bias=bias)
+    precision = resolve_precision(precision, op=op)
+    check_out(op, out, backend=backend, shape=shape, dtype=dtype, inputs={"x": x, "weight": weight, "bias": bias})
+    return backend.linear(x, weight, bias, activation, precision, out)
+
+
+@public
+def linear_backward(grad_y, x, weight, *, y=None, activation=None, precision=None):
+    """Gradients of linear: returns (grad_x, grad_w, grad_b).
+
+    With ``activation="relu"``, ``y`` (the forward output) masks grad_y.
+    grad_b is always returned (the sum of the masked grad_y over the batch).
+    Layout: strided inputs are copied once.
+    """
+    op = "linear_backward"
+    backend = select(op, grad_y=grad_y, x=x, weight=weight, y=y)
+    check_float(op, backend, grad_y=grad_y, x=x, weight=weight, y=y)
+    shape = linear_shapes(op, x, weight, None)
+    check_ndim(op, "grad_y", grad_y, 2, "(batch, out_features)")
+    if tuple(grad_y.shape) != shape:
+        raise ShapeError(f"{op}: grad_y has shape {tuple(grad_y.shape)}, expected {shape}")
+    check_activation(op, activation)
+    check_saved_output(op, activation, y, shape)
+    grad_y, x, weight, y = contiguous(op, grad_y=grad_y, x=x, weight=weight, y=y)
+    precision = resolve_precision(precision, op=op)
+    return backend.linear_backward(grad_y, x, weight, y, activation, precision)
