@@ -63,7 +63,24 @@
 //       32 x 32); dynamic shared memory STAGES x (A + B tiles) (dlgpu/cuda/conv2d.py: nhwc_shared_bytes).
 //       Grid (ceil(rows/BM), ceil(columns/BN)[, splits]).
 //
-// Predicted rate: see PREDICTION below.
+// Predicted rate (NOT YET RUN ON A GPU), H100 SXM, from the sm_90a bf16 build (NVRTC 13.5; per warp per k-tile
+// of 32 channels of the main loop's SASS; the H100 figures as in gemm_tc.cu's header):
+//   NCHW fwd 128x64     126 registers, 621 instructions per 32 HMMA (LDG + F2FP conversions + fast_div per
+//                       element, 2 stages): issue-bound, ~0.1-0.3x cuDNN, as issue 16 predicted; kept for fp32
+//                       NCHW arrays at the tensor-core precisions.
+//   NHWC fwd 128x128    228 registers, two blocks (8 warps) per SM, no spills, no local memory; 289 instructions
+//                       per 64 HMMA.16816 (16 LDSM.x4, 8 LDGSTS, ~200 integer): issue 74 % of the mma.sync
+//                       rate's slots; shared memory 32 KB cp.async + 64 KB ldmatrix per k-tile per SM, ~123
+//                       B/clock, at the 128 B/clock port; L2 -> SM 32 KB per 512 HMMA (64 FLOP per byte):
+//                       355-450 TFLOP/s at 5.5-7 TB/s, the likely limit.  128x64 (K = 64): 168 registers, 201
+//                       per 32 HMMA.
+//   NHWC dgrad 128x128  244 registers, 684 instructions per 64 HMMA: the per-row, per-tap stride check divides
+//                       (I2F / MUFU.RCP / F2I, 8 per k-tile): issue-bound at ~55 % of the mma.sync rate.
+//   NHWC wgrad 128x128  214 registers, 430 per 64 HMMA (pixels decoded per tile by fast_div): issue ~90 %.
+// => forward on ResNet-50's 3x3 layers in channels_last, bf16/fp16: 250-400 TFLOP/s where C, K >= 128 (0.45-0.7x
+// cuDNN), less at C = K = 64 (a 128x64 tile and 18 k-tiles: 4-stage prologue and epilogue weigh more), so issue
+// 16's 0.6x is within reach on the larger layers only; dgrad ~0.3-0.5x until its division goes.  The GPU run
+// confirms or refutes this.
 //
 // dlgpu-build: CONV_TC_PRECISION=tf32
 // dlgpu-build: CONV_TC_PRECISION=bf16

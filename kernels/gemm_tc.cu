@@ -35,14 +35,35 @@
 // registers, one block per SM) and moves twice the bytes through L2 and shared memory for every block that
 // reads a tile (N / BN blocks read each A tile): by the predictions below the 16-bit loop runs about twice as
 // fast, and the pass costs 6 bytes per operand element once -- for 4096^3, 201 MB at ~3 TB/s, ~70 us, against
-// ~0.6 ms saved.  Only products too small for either to matter (a few microseconds, where launches dominate)
+// 0.2-0.6 ms saved.  Only products too small for either to matter (a few microseconds, where launches dominate)
 // would do better converting in the loop, and those do not justify a second main loop.  The same pass applies
 // linear_backward's ReLU mask to grad_y once for both of its products, and pads rows that are not 16-byte
 // aligned.
 //
-// Predicted rate (NOT YET RUN ON A GPU), H100 SXM (132 SMs, ~1.75 GHz under load), from the sm_90a build's SASS
-// (`dlgpu compile --sass --arch sm_90a gemm_tc`; counts per k-tile of the main loop, per warp):
-//   see PREDICTION below, filled from the build.
+// Predicted rate (NOT YET RUN ON A GPU), H100 SXM (132 SMs, ~1.75 GHz under load), from the sm_90a build (NVRTC
+// 13.5; `dlgpu compile --sass --arch sm_90a gemm_tc`), the 128x256 tile that 4096^3 and 8192^3 choose
+// (3.9 and 15.5 waves).  Counts are per warp per k-tile of the main loop's SASS (the loop between its
+// backward branch and target):
+//   registers   bf16/fp16 228-233, tf32 199-228 (128x256, 256 threads: one block, 8 warps per SM); 128x128
+//               202-240 at 128 threads (two blocks per SM fit: 2 x 128 x 240 < 64 K); 64x64 96-110.  No
+//               spills, no local memory (!LDL !STL below).
+//   bf16 nn     264 instructions: 64 HMMA.16816, 16 LDSM.x4, 6 LDGSTS, ~170 integer (addresses, loop, cp.async
+//               predicates).  tf32 nn: 445: 64 HMMA.1688, 8 LDSM + 25 LDS.64, 6 LDGSTS, and the once-per-tile
+//               rounding of the thread's own 24 elements (24 FSETP, ~150 IMAD / LOP3 with the addressing); tn 488.
+//   tensor      mma.sync is reported to reach about 2/3 of Hopper's wgmma peak: ~0.66 HMMA per clock per SM
+//               (~650 TFLOP/s bf16, ~325 tf32); one k-tile's 512 HMMA of the SM then take ~780 clocks.
+//   issue       two warps per scheduler: bf16 528 of those ~780 slots (68 %); tf32 890-976 (> 780: issue-bound,
+//               ~250-270 TFLOP/s at most).
+//   shared      per k-tile and SM: 24 KB written by cp.async + 64 KB read by ldmatrix = 113 B/clock of 128 at
+//               the mma.sync rate: close to a second limit.
+//   L2 -> SM    24 KB per k-tile per SM (85 FLOP per byte at 16 bits, 43 at tf32): at the 5.5-7 TB/s H100's L2
+//               is reported to deliver, 470-600 TFLOP/s bf16, 235-300 tf32: the likely limit for 16-bit operands.
+// => bf16/fp16 at 4096^3 and 8192^3: 400-500 TFLOP/s, 0.5-0.65x cuBLAS (~750-800), against 150-280 (0.2-0.4x)
+// predicted for the register-staged loop this replaced; tf32: 200-260 TFLOP/s, 0.45-0.65x cuBLAS TF32, against
+// 130-200.  Issue 16's 0.7x for 16-bit operands is more than mma.sync is likely to give on Hopper (tensor rate,
+// L2 at 85 FLOP per byte): gemm_wgmma.cu is the kernel for that on sm_90a; this one is sm_80/86/89's.  The fp32
+// operands at bf16 / fp16 add the producer pass (~70 us at 4096^3: ~20 % more time there, ~10 % at 8192^3).  The
+// GPU run confirms or refutes this.
 //
 // dlgpu-build: GEMM_TC_PRECISION=tf32
 // dlgpu-build: GEMM_TC_PRECISION=bf16
