@@ -65,9 +65,9 @@
 //
 // Predicted rate (NOT YET RUN ON A GPU), H100 SXM, from the sm_90a bf16 build (NVRTC 13.5; per warp per k-tile
 // of 32 channels of the main loop's SASS; the H100 figures as in gemm_tc.cu's header):
-//   NCHW fwd 128x64     126 registers, 621 instructions per 32 HMMA (LDG + F2FP conversions + fast_div per
-//                       element, 2 stages): issue-bound, ~0.1-0.3x cuDNN, as issue 16 predicted; kept for fp32
-//                       NCHW arrays at the tensor-core precisions.
+//   NCHW fwd 128x64     126 registers, 621 instructions per 16 HMMA (a k-tile of 16 taps: 24 scalar LDG, 24
+//                       F2FP conversions, fast_div per element, 2 stages): issue-bound, ~0.1-0.3x cuDNN, as issue
+//                       16 predicted; kept for fp32 NCHW arrays at the tensor-core precisions.
 //   NHWC fwd 128x128    228 registers, two blocks (8 warps) per SM, no spills, no local memory; 289 instructions
 //                       per 64 HMMA.16816 (16 LDSM.x4, 8 LDGSTS, ~200 integer): issue 74 % of the mma.sync
 //                       rate's slots; shared memory 32 KB cp.async + 64 KB ldmatrix per k-tile per SM, ~123
