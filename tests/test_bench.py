@@ -266,7 +266,7 @@ def test_numpy_pooling_baselines_match_the_reference():
     d = _small(CASE["max_pool2d_backward"], shape)
     _, d["argmax"] = ref.max_pool2d(d["x"], 3, stride=2, padding=1)
     np.testing.assert_allclose(CASE["max_pool2d_backward"].xp_baseline(np, d),
-                               ref.max_pool2d_backward(d["grad_y"], d["argmax"], shape), rtol=1e-5, atol=1e-6)
+                               ref.max_pool2d_backward(d["grad_y"], d["argmax"], shape, 3, 2, 1), rtol=1e-5, atol=1e-6)
 
 
 # -- rows from a case -----------------------------------------------------------------

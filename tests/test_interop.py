@@ -155,8 +155,8 @@ def test_max_pool2d_and_its_backward_on_views(rng):
         np.testing.assert_array_equal(argmax, ref_argmax)
         grad_y = random_array(rng, y.shape[::-1]).T
         argmax_view = np.asfortranarray(argmax)
-        (g,) = run_both(lambda g, a: F.max_pool2d_backward(g, a, x.shape), grad_y, argmax_view)
-        assert_close(g, R.max_pool2d_backward(grad_y, argmax, x.shape), dtype=np.float32)
+        (g,) = run_both(lambda g, a: F.max_pool2d_backward(g, a, x.shape, 3, 2, 1), grad_y, argmax_view)
+        assert_close(g, R.max_pool2d_backward(grad_y, argmax, x.shape, 3, 2, 1), dtype=np.float32)
 
 
 def test_softmax_cross_entropy_on_views(rng):

@@ -54,7 +54,7 @@ def _sample_inputs(name: str, gen, device: str, dtype):
         "sigmoid": (t(3, 4),),
         "sigmoid_backward": (t(3, 4, grad=False), torch.sigmoid(t(3, 4, grad=False))),
         "max_pool2d": (t(2, 3, 7, 8), [3, 3], [2, 2], [1, 1]),
-        "max_pool2d_backward": (t(1, 2, 2, 2, grad=False), argmax, t(1, 2, 4, 4, grad=False)),
+        "max_pool2d_backward": (t(1, 2, 2, 2, grad=False), argmax, t(1, 2, 4, 4, grad=False), [2, 2], [2, 2], [0, 0]),
         "softmax_cross_entropy": (t(6, 9), labels(6, 9)),
         "softmax_cross_entropy_backward": (torch.softmax(t(6, 9, grad=False), 1), labels(6, 9)),
     }

@@ -40,5 +40,12 @@ class CpuBackend(GemmOps, Conv2dOps, ElementwiseOps, PoolOps, SoftmaxOps, SgdOps
     def index_range(indices) -> tuple[int, int]:
         return int(indices.min()), int(indices.max())
 
+    @staticmethod
+    def memory_bytes() -> int | None:
+        try:  # physical RAM: a result larger than that cannot be allocated, swap or not
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):  # not a POSIX system that says
+            return None
+
 
 BACKEND = CpuBackend()

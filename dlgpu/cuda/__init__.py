@@ -41,5 +41,13 @@ class CudaBackend(GemmOps, Conv2dOps, ElementwiseOps, PoolOps, SoftmaxOps, SgdOp
             return None
         return int(indices.min()), int(indices.max())
 
+    @staticmethod
+    def memory_bytes() -> int | None:
+        """The current GPU's total memory (free memory moves with CuPy's pool, which gives blocks back)."""
+        cupy = sys.modules.get("cupy")
+        if cupy is None:
+            return None
+        return int(cupy.cuda.Device().mem_info[1])
+
 
 BACKEND = CudaBackend()

@@ -252,7 +252,8 @@ class MaxPool2d(Module):
 
     def backward(self, grad_y):
         saved = self._saved()
-        return F.max_pool2d_backward(grad_y, saved["argmax"], saved["input_shape"])
+        return F.max_pool2d_backward(grad_y, saved["argmax"], saved["input_shape"], self.kernel_size, self.stride,
+                                     self.padding)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"

@@ -10,7 +10,7 @@
     relu(x), tanh(x), sigmoid(x)                                     -> y
     relu_backward(grad_y, y), tanh_backward(grad_y, y), sigmoid_backward(grad_y, y) -> grad_x
     max_pool2d(x, kernel_size, stride, padding)                      -> (y, argmax int32)
-    max_pool2d_backward(grad_y, argmax, x)                           -> grad_x (x: the pooled input)
+    max_pool2d_backward(grad_y, argmax, x, kernel_size, stride, padding) -> grad_x (x: the pooled input)
     softmax_cross_entropy(logits, labels)                            -> (mean loss, probs)
     softmax_cross_entropy_backward(probs, labels)                    -> grad_logits
 
@@ -357,25 +357,31 @@ def _(x, kernel_size, stride, padding):
 
 
 @torch.library.custom_op("dlgpu::max_pool2d_backward", mutates_args=())
-def max_pool2d_backward(grad_y: Tensor, argmax: Tensor, x: Tensor) -> Tensor:
+def max_pool2d_backward(
+    grad_y: Tensor, argmax: Tensor, x: Tensor, kernel_size: Sequence[int], stride: Sequence[int],
+    padding: Sequence[int],
+) -> Tensor:
     # Only x's shape is read.  Taking x itself (as PyTorch's max_pool2d_with_indices_backward takes its
     # input) keeps this op in x's autograd graph, so a double backward reaches its refusal below.
-    return F.max_pool2d_backward(_plain(grad_y), argmax, tuple(x.shape))
+    return F.max_pool2d_backward(_plain(grad_y), argmax, tuple(x.shape), kernel_size, stride, padding)
 
 
 @max_pool2d_backward.register_fake
-def _(grad_y, argmax, x):
+def _(grad_y, argmax, x, kernel_size, stride, padding):
+    # The window's own checks; the shapes may be symbolic here, so the real op compares them.
+    pool_checks.window("max_pool2d_backward", x.shape, kernel_size, stride, padding)
     return grad_y.new_empty(x.shape)
 
 
 def _max_pool2d_setup(ctx, inputs, output):
-    ctx.save_for_backward(inputs[0], output[1])
+    x, *ctx.window = inputs  # kernel_size, stride, padding
+    ctx.save_for_backward(x, output[1])
     ctx.mark_non_differentiable(output[1])
 
 
 def _max_pool2d_grad(ctx, grad_y, _grad_argmax):
     x, argmax = ctx.saved_tensors
-    return _op("max_pool2d_backward")(grad_y, argmax, x), None, None, None
+    return _op("max_pool2d_backward")(grad_y, argmax, x, *ctx.window), None, None, None
 
 
 max_pool2d.register_autograd(_max_pool2d_grad, setup_context=_max_pool2d_setup)
