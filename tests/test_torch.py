@@ -67,6 +67,13 @@ def test_conv2d_gradcheck(gen, hyper, activation):
     assert gradcheck(lambda x, w, b: dt.conv2d(x, w, b, activation=activation, **hyper), (x, w, b), fast_mode=True)
 
 
+@pytest.mark.parametrize("groups, filters", [(2, 6), (4, 4)], ids=["two-groups", "depthwise"])
+def test_grouped_conv2d_gradcheck(gen, groups, filters):
+    x, w, b = randn(gen, 2, 4, 6, 5), randn(gen, filters, 4 // groups, 3, 3), randn(gen, filters)
+    assert gradcheck(lambda x, w, b: dt.conv2d(x, w, b, 1, 1, 1, groups, activation="relu"), (x, w, b),
+                     fast_mode=True)
+
+
 @pytest.mark.parametrize("name", ["relu", "tanh", "sigmoid"])
 def test_activation_gradcheck(gen, name):
     assert gradcheck(getattr(dt, name), (randn(gen, 3, 4, 5),), fast_mode=True)

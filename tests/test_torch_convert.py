@@ -73,7 +73,7 @@ def test_unsupported_configurations_and_other_layers_stay_torch():
         pass
 
     model = nn.Sequential(
-        nn.Conv2d(4, 4, 3, groups=2), nn.Conv2d(4, 4, 3, padding_mode="reflect"), nn.Conv2d(4, 4, 2, padding="same"),
+        nn.Conv2d(4, 4, 3, padding_mode="reflect"), nn.Conv2d(4, 4, 2, padding="same"),
         nn.MaxPool2d(2, ceil_mode=True), nn.MaxPool2d(3, dilation=2), nn.BatchNorm2d(4), nn.Flatten(),
         Subclassed(4, 4), nn.MSELoss(), nn.CrossEntropyLoss(label_smoothing=0.1), nn.GELU(),
     )

@@ -27,7 +27,7 @@ Three layers, from the bottom:
   ``state_dict``), and :func:`convert`, which swaps them into a model.
 
 What dlgpu does not do is refused with a DlgpuError rather than emulated or
-silently changed: float64 on the GPU, ``groups``, padding modes, pooling
+silently changed: float64 on the GPU, padding modes, pooling
 dilation, ``ceil_mode`` and returned indices, class weights, label
 smoothing, in-place ReLU, and double backward outside matmul, linear and
 ReLU.  Inside ``torch.autocast`` (CPU or CUDA, bfloat16 or float16) the

@@ -57,7 +57,7 @@ def _swapped(layer):
         return None
     try:
         new = converter(layer)
-    except ArgumentError:  # a configuration dlgpu lacks (groups=2, ceil_mode, class weights, ...)
+    except ArgumentError:  # a configuration dlgpu lacks (padding_mode, ceil_mode, class weights, ...)
         return None
     for name, parameter in layer.named_parameters(recurse=False):
         setattr(new, name, parameter)  # the same Parameter objects: an optimizer built before still updates them
@@ -69,7 +69,7 @@ def _swapped(layer):
 def convert(model: torch.nn.Module, *, inplace: bool = False) -> torch.nn.Module:
     """``model`` with every supported ``torch.nn`` layer swapped for dlgpu's; the rest left as it is.
 
-    Swapped: Linear, Conv2d (groups 1, zero padding, "same" only where it is
+    Swapped: Linear, Conv2d (zero padding, any groups, "same" only where it is
     symmetric), ReLU, Tanh, Sigmoid, MaxPool2d (no dilation, ceil_mode or
     returned indices) and CrossEntropyLoss (no class weights or label
     smoothing, mean reduction) -- exactly these classes, not their

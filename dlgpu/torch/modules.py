@@ -4,7 +4,7 @@ Each class subclasses its ``torch.nn`` namesake and replaces only
 ``forward``: the constructor arguments, parameter names and shapes, default
 initialization, ``state_dict`` and ``repr`` are PyTorch's own, so weights move
 between the two with ``load_state_dict`` and :func:`dlgpu.torch.convert` can
-swap a layer in place.  Constructor arguments dlgpu cannot honour (``groups``,
+swap a layer in place.  Constructor arguments dlgpu cannot honour (
 ``padding_mode``, ``dilation`` or ``ceil_mode`` in pooling, class weights,
 ``inplace=True``, ...) raise an ArgumentError at construction.  Linear and
 Conv2d take one addition, keyword-only: ``activation="relu"`` fuses the ReLU
@@ -37,13 +37,12 @@ class Linear(torch.nn.Linear):
 
 
 class Conv2d(torch.nn.Conv2d):
-    """``torch.nn.Conv2d`` on dlgpu (groups 1, zero padding); ``activation="relu"`` fuses a ReLU."""
+    """``torch.nn.Conv2d`` on dlgpu (zero padding; grouped and depthwise too); ``activation="relu"`` fuses a ReLU."""
 
     def __init__(
         self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
         padding_mode="zeros", device=None, dtype=None, *, activation=None,
     ):
-        DF.refuse("Conv2d", "groups", groups, 1, "grouped and depthwise convolution are not implemented")
         DF.refuse("Conv2d", "padding_mode", padding_mode, "zeros", "the padding is zeros")
         validate.check_activation("Conv2d", activation)
         super().__init__(

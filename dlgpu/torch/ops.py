@@ -4,8 +4,8 @@
     matmul_backward(grad_c, a, b, transpose_a, transpose_b, precision) -> (grad_a, grad_b)
     linear(x, weight, bias?, activation?, precision?)               -> y
     linear_backward(grad_y, x, weight, y?, activation?, precision?) -> (grad_x, grad_weight, grad_bias)
-    conv2d(x, weight, bias?, stride, padding, dilation, activation?, precision?) -> y
-    conv2d_backward(grad_y, x, weight, y?, stride, padding, dilation, activation?, precision?)
+    conv2d(x, weight, bias?, stride, padding, dilation, groups, activation?, precision?) -> y
+    conv2d_backward(grad_y, x, weight, y?, stride, padding, dilation, groups, activation?, precision?)
                                                                      -> (grad_x, grad_weight, grad_bias)
     relu(x), tanh(x), sigmoid(x)                                     -> y
     relu_backward(grad_y, y), tanh_backward(grad_y, y), sigmoid_backward(grad_y, y) -> grad_x
@@ -242,48 +242,48 @@ linear_backward.register_autograd(_linear_backward_grad, setup_context=_linear_b
 @torch.library.custom_op("dlgpu::conv2d", mutates_args=())
 def conv2d(
     x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: Sequence[int], padding: Sequence[int],
-    dilation: Sequence[int], activation: Optional[str], precision: Optional[str],
+    dilation: Sequence[int], groups: int, activation: Optional[str], precision: Optional[str],
 ) -> Tensor:
     return F.conv2d(
-        _plain(x), _plain(weight), _plain(bias),
-        stride=stride, padding=padding, dilation=dilation, activation=activation, precision=precision,
+        _plain(x), _plain(weight), _plain(bias), stride, padding, dilation, groups,
+        activation=activation, precision=precision,
     )
 
 
 @conv2d.register_fake
-def _(x, weight, bias, stride, padding, dilation, activation, precision):
+def _(x, weight, bias, stride, padding, dilation, groups, activation, precision):
     validate.check_activation("conv2d", activation)
-    *_, shape = conv2d_checks.geometry("conv2d", x, weight, bias, stride, padding, dilation)
+    *_, shape = conv2d_checks.geometry("conv2d", x, weight, bias, stride, padding, dilation, groups)
     return x.new_empty(shape)
 
 
 @torch.library.custom_op("dlgpu::conv2d_backward", mutates_args=())
 def conv2d_backward(
     grad_y: Tensor, x: Tensor, weight: Tensor, y: Optional[Tensor], stride: Sequence[int], padding: Sequence[int],
-    dilation: Sequence[int], activation: Optional[str], precision: Optional[str],
+    dilation: Sequence[int], groups: int, activation: Optional[str], precision: Optional[str],
 ) -> tuple[Tensor, Tensor, Tensor]:
     return F.conv2d_backward(
-        _plain(grad_y), _plain(x), _plain(weight), y=_plain(y),
-        stride=stride, padding=padding, dilation=dilation, activation=activation, precision=precision,
+        _plain(grad_y), _plain(x), _plain(weight), y=_plain(y), stride=stride, padding=padding, dilation=dilation,
+        groups=groups, activation=activation, precision=precision,
     )
 
 
 @conv2d_backward.register_fake
-def _(grad_y, x, weight, y, stride, padding, dilation, activation, precision):
-    conv2d_checks.geometry("conv2d_backward", x, weight, None, stride, padding, dilation)
+def _(grad_y, x, weight, y, stride, padding, dilation, groups, activation, precision):
+    conv2d_checks.geometry("conv2d_backward", x, weight, None, stride, padding, dilation, groups)
     return x.new_empty(x.shape), weight.new_empty(weight.shape), weight.new_empty(weight.shape[:1])
 
 
 def _conv2d_setup(ctx, inputs, output):
-    x, weight, bias, *ctx.hyper = inputs  # stride, padding, dilation, activation, precision
+    x, weight, bias, *ctx.hyper = inputs  # stride, padding, dilation, groups, activation, precision
     ctx.has_bias = bias is not None
-    ctx.save_for_backward(x, weight, output if ctx.hyper[3] == "relu" else None)
+    ctx.save_for_backward(x, weight, output if ctx.hyper[4] == "relu" else None)
 
 
 def _conv2d_grad(ctx, grad_y):
     x, weight, y = ctx.saved_tensors
     grad_x, grad_w, grad_b = _op("conv2d_backward")(grad_y, x, weight, y, *ctx.hyper)
-    return grad_x, grad_w, grad_b if ctx.has_bias else None, None, None, None, None, None
+    return grad_x, grad_w, grad_b if ctx.has_bias else None, None, None, None, None, None, None
 
 
 conv2d.register_autograd(_conv2d_grad, setup_context=_conv2d_setup)
