@@ -99,6 +99,14 @@ class Backend(Protocol):
     def softmax_cross_entropy_backward(self, probs, labels):
         """grad_logits = (probs - onehot(labels)) / N."""
 
+    # ---- mse (dlgpu/ops/mse.py): y and t C-contiguous of one shape (N, ...), N >= 1
+
+    def mse_loss(self, y, t):
+        """The mean over the N rows of 0.5 * sum((y - t)^2) over each row, as a 0-d array."""
+
+    def mse_loss_backward(self, y, t):
+        """dloss/dy = (y - t) / N."""
+
     # ---- sgd (dlgpu/ops/sgd.py): disjoint C-contiguous arrays of one shape; velocity may be None when
     # momentum is 0, and is then left alone
 

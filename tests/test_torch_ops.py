@@ -57,6 +57,8 @@ def _sample_inputs(name: str, gen, device: str, dtype):
         "max_pool2d_backward": (t(1, 2, 2, 2, grad=False), argmax, t(1, 2, 4, 4, grad=False), [2, 2], [2, 2], [0, 0]),
         "softmax_cross_entropy": (t(6, 9), labels(6, 9)),
         "softmax_cross_entropy_backward": (torch.softmax(t(6, 9, grad=False), 1), labels(6, 9)),
+        "mse_loss": (t(6, 3), t(6, 3)),
+        "mse_loss_backward": (t(6, 3, grad=False), t(6, 3, grad=False)),
     }
     return cases[name]
 
@@ -286,6 +288,7 @@ REFUSED = {
     "sigmoid_backward": dt.sigmoid,
     "max_pool2d_backward": lambda x: dt.max_pool2d(x, 2),
     "softmax_cross_entropy_backward": lambda x: dt.cross_entropy(x.flatten(1), torch.tensor([0, 1])),
+    "mse_loss_backward": lambda x: dt.mse_loss(x, torch.zeros_like(x)),
 }
 
 
@@ -328,6 +331,8 @@ UNSUPPORTED = [
     (lambda: dt.max_pool2d(torch.randn(1, 1, 4, 4), 2, ceil_mode=True), "ceil_mode=True"),
     (lambda: dt.relu(torch.randn(3), inplace=True), "inplace=True"),
     (lambda: dt.cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), label_smoothing=0.2), "label_smoothing"),
+    (lambda: dt.MSELoss(reduction="none"), "reduction='none'"),
+    (lambda: dt.mse_loss(torch.randn(2, 3), torch.randn(2, 3), weight=torch.ones(2, 3)), "weight"),
 ]
 
 

@@ -25,12 +25,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from dlgpu.cpu.conv2d import Conv2dOps  # noqa: E402 - after the OpenMP policy above
 from dlgpu.cpu.elementwise import ElementwiseOps  # noqa: E402
 from dlgpu.cpu.gemm import GemmOps  # noqa: E402
+from dlgpu.cpu.mse import MseOps  # noqa: E402
 from dlgpu.cpu.pool import PoolOps  # noqa: E402
 from dlgpu.cpu.sgd import SgdOps  # noqa: E402
 from dlgpu.cpu.softmax import SoftmaxOps  # noqa: E402
 
 
-class CpuBackend(GemmOps, Conv2dOps, ElementwiseOps, PoolOps, SoftmaxOps, SgdOps):
+class CpuBackend(GemmOps, Conv2dOps, ElementwiseOps, PoolOps, SoftmaxOps, MseOps, SgdOps):
     """NumPy and numba on the host."""
 
     name = "dlgpu.cpu"

@@ -18,12 +18,13 @@ import numpy as np
 from dlgpu.cuda.conv2d import Conv2dOps
 from dlgpu.cuda.elementwise import ElementwiseOps
 from dlgpu.cuda.gemm import GemmOps
+from dlgpu.cuda.mse import MseOps
 from dlgpu.cuda.pool import PoolOps
 from dlgpu.cuda.sgd import SgdOps
 from dlgpu.cuda.softmax import SoftmaxOps
 
 
-class CudaBackend(GemmOps, Conv2dOps, ElementwiseOps, PoolOps, SoftmaxOps, SgdOps):
+class CudaBackend(GemmOps, Conv2dOps, ElementwiseOps, PoolOps, SoftmaxOps, MseOps, SgdOps):
     """dlgpu's kernels on CuPy arrays."""
 
     name = "dlgpu.cuda"

@@ -29,6 +29,7 @@ __all__ = [
     "max_pool2d",
     "cross_entropy",
     "softmax_cross_entropy",
+    "mse_loss",
 ]
 
 _ops = torch.ops.dlgpu
@@ -139,3 +140,19 @@ def check_cross_entropy_options(weight, size_average, ignore_index, reduce, redu
     refuse(op, "ignore_index", ignore_index, -100, "labels are never skipped; -100 is PyTorch's default")
     refuse(op, "reduction", reduction, "mean", "the loss is the batch mean")
     refuse(op, "label_smoothing", float(label_smoothing), 0.0, "targets are one-hot")
+
+
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    """``torch.nn.functional.mse_loss`` (the mean, or the sum, of (input - target)^2 over every element)
+    computed by dlgpu's squared error, 0.5 * sum((y - t)^2) / N, and rescaled to PyTorch's definition."""
+    op = "mse_loss"
+    if weight is not None:
+        raise ArgumentError(f"{op}: weight (per-element weights) is not supported by dlgpu; only None is")
+    refuse(op, "size_average", size_average, None, "deprecated in PyTorch; use reduction")
+    refuse(op, "reduce", reduce, None, "deprecated in PyTorch; use reduction")
+    refuse(op, "reduction", reduction, "mean", "'mean' and 'sum' are", ok=reduction in ("mean", "sum"))
+    if input.dim() == 0 and target.dim() == 0:  # one example of one output: dlgpu's op wants a batch dimension
+        input, target = input.reshape(1), target.reshape(1)
+    half_mean = _ops.mse_loss(input, target)  # sum / (2 * rows)
+    scale = 2.0 * input.shape[0] / (input.numel() if reduction == "mean" else 1)
+    return half_mean * scale

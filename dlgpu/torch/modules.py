@@ -18,7 +18,7 @@ import torch
 from dlgpu.ops import validate
 from dlgpu.torch import functional as DF
 
-__all__ = ["Linear", "Conv2d", "ReLU", "Tanh", "Sigmoid", "MaxPool2d", "CrossEntropyLoss"]
+__all__ = ["Linear", "Conv2d", "ReLU", "Tanh", "Sigmoid", "MaxPool2d", "CrossEntropyLoss", "MSELoss"]
 
 
 class Linear(torch.nn.Linear):
@@ -112,3 +112,16 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
         return DF.cross_entropy(
             input, target, self.weight, None, self.ignore_index, None, self.reduction, self.label_smoothing
         )
+
+
+class MSELoss(torch.nn.MSELoss):
+    """``torch.nn.MSELoss`` on dlgpu's squared error: reduction "mean" or "sum", PyTorch's values."""
+
+    def __init__(self, size_average=None, reduce=None, reduction="mean"):
+        DF.refuse("MSELoss", "reduction", reduction, "mean", "'mean' and 'sum' are", ok=reduction in ("mean", "sum"))
+        DF.refuse("MSELoss", "size_average", size_average, None, "deprecated in PyTorch; use reduction")
+        DF.refuse("MSELoss", "reduce", reduce, None, "deprecated in PyTorch; use reduction")
+        super().__init__(size_average, reduce, reduction)
+
+    def forward(self, input, target):
+        return DF.mse_loss(input, target, reduction=self.reduction)

@@ -13,6 +13,8 @@
     max_pool2d_backward(grad_y, argmax, x, kernel_size, stride, padding) -> grad_x (x: the pooled input)
     softmax_cross_entropy(logits, labels)                            -> (mean loss, probs)
     softmax_cross_entropy_backward(probs, labels)                    -> grad_logits
+    mse_loss(y, t)                                                   -> 0.5 * sum((y - t)^2) / N
+    mse_loss_backward(y, t)                                          -> (y - t) / N
 
 Every argument is positional and required (``None`` where optional), as in
 ``dlgpu.functional``'s ops of the same names; stride, padding, dilation and
@@ -57,7 +59,7 @@ from dlgpu.ops import conv2d as conv2d_checks
 from dlgpu.ops import gemm as gemm_checks
 from dlgpu.ops import pool as pool_checks
 from dlgpu.ops import validate
-from dlgpu.errors import BackendUnavailableError
+from dlgpu.errors import BackendUnavailableError, ShapeError
 
 __all__ = ["AUTOCAST_CASTS_STORAGE", "OPS"]
 
@@ -389,7 +391,7 @@ max_pool2d_backward.register_autograd(_refuse_double_backward("max_pool2d_backwa
 
 
 # ---------------------------------------------------------------------------
-# loss
+# losses
 # ---------------------------------------------------------------------------
 
 
@@ -435,13 +437,50 @@ softmax_cross_entropy_backward.register_autograd(
 )
 
 
+@torch.library.custom_op("dlgpu::mse_loss", mutates_args=())
+def mse_loss(y: Tensor, t: Tensor) -> Tensor:
+    return F.mse_loss(_plain(y), _plain(t))
+
+
+@mse_loss.register_fake
+def _(y, t):
+    if y.dim() < 1 or y.shape != t.shape:
+        raise ShapeError(f"mse_loss: y {tuple(y.shape)} and t {tuple(t.shape)} must be one shape (N, ...)")
+    return y.new_empty(())
+
+
+@torch.library.custom_op("dlgpu::mse_loss_backward", mutates_args=())
+def mse_loss_backward(y: Tensor, t: Tensor) -> Tensor:
+    return F.mse_loss_backward(_plain(y), _plain(t))
+
+
+@mse_loss_backward.register_fake
+def _(y, t):
+    return y.new_empty(y.shape)
+
+
+def _mse_loss_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _mse_loss_grad(ctx, grad_loss):
+    y, t = ctx.saved_tensors
+    grad_y = _op("mse_loss_backward")(y, t) * grad_loss
+    return grad_y, -grad_y  # the loss depends on y - t only
+
+
+mse_loss.register_autograd(_mse_loss_grad, setup_context=_mse_loss_setup)
+mse_loss_backward.register_autograd(_refuse_double_backward("mse_loss_backward"), setup_context=_save_nothing)
+
+
 # ---------------------------------------------------------------------------
 # autocast
 # ---------------------------------------------------------------------------
 
 # Forward ops autocast touches: "lower" ones run at the autocast dtype, "float32" ones in fp32
 # (the loss, as in PyTorch's own autocast lists).  Backward ops follow their forward.
-_AUTOCAST_ROLES = {"matmul": "lower", "linear": "lower", "conv2d": "lower", "softmax_cross_entropy": "float32"}
+_AUTOCAST_ROLES = {"matmul": "lower", "linear": "lower", "conv2d": "lower", "softmax_cross_entropy": "float32",
+                   "mse_loss": "float32"}
 
 _library = torch.library.Library("dlgpu", "FRAGMENT")
 
