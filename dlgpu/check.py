@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dlgpu import cases
+from dlgpu import arguments, cases
 from dlgpu.cases.case import Check, Target, cpu_target, cuda_target
 from dlgpu.device import gpu_available
 from dlgpu.errors import BackendUnavailableError
@@ -45,8 +45,11 @@ def run_check(check: Check, target: Target, seed: int) -> Outcome:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("cpu", "cuda"), help="default: cuda when a GPU is found, else cpu")
     parser.add_argument("--quick", action="store_true", help="fewer and smaller shapes")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                        help="dtype of the inputs and outputs; the CUDA backend computes float32 only "
+                        "(default: float32)")
+    parser.add_argument("--seed", type=arguments.seed, default=0,
+                        help="seed of the random inputs, >= 0; case i draws from seed + i (default: 0)")
 
 
 def main(args: argparse.Namespace) -> int:
