@@ -12,24 +12,56 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _variant(r: dict[str, Any]) -> str:
+    """The variant, with the dtype and precision where they are not the default float32/ieee."""
+    parts = [r["variant"]]
+    if r.get("dtype", "float32") != "float32":
+        parts.append(r["dtype"])
+    if r.get("precision", "ieee") != "ieee" and r["precision"] not in r["variant"]:
+        parts.append(r["precision"])
+    return " ".join(parts)
+
+
+def _rate(r: dict[str, Any]) -> str:
+    if r.get("tflops"):
+        return f"{r['tflops']:.1f} TF/s" if r["tflops"] >= 0.1 else f"{1e3 * r['tflops']:.1f} GF/s"
+    if r.get("gbps"):
+        return f"{r['gbps']:.0f} GB/s" if r["gbps"] >= 100 else f"{r['gbps']:.1f} GB/s"
+    return "-"
+
+
 def table_rows(result: dict[str, Any]) -> list[list[str]]:
-    """The printed table's cells, one list per row (tested without rich)."""
+    """The printed table's cells, one list per row that ran (tested without rich).
+
+    Cells stack what belongs together -- a case is its op, variant and shape,
+    a baseline its name and time, a rate its value and share of the ceiling --
+    so five columns fit an 80-column terminal.  Skipped rows are left out:
+    :func:`print_result` sums them up, one line per op and reason.
+    """
     out = []
     for r in result["rows"]:
-        rate = f"{r['tflops']:.2f} TFLOP/s" if r.get("tflops") else (
-            f"{r['gbps']:.1f} GB/s" if r.get("gbps") else "-")
+        if r.get("skipped"):
+            continue
+        baseline = f"{r['baseline']}\n{_fmt(r.get('baseline_ms'), '.3f')}" if r.get("baseline") else "-"
+        share = _fmt(r.get("pct_of_ceiling"), ".0f") + ("%" if r.get("pct_of_ceiling") is not None else "")
         out.append([
-            r["op"], r["variant"], r["shape"], f"{r['dtype']}/{r['precision']}",
-            "error" if r.get("error") else ("skipped" if r.get("skipped") else _fmt(r.get("ms"), ".3f")),
-            r.get("baseline") or "-", _fmt(r.get("baseline_ms"), ".3f"),
+            f"{r['op']}\n{_variant(r)}\n{r['shape']}",
+            "error" if r.get("error") else _fmt(r.get("ms"), ".3f"),
+            baseline,
             _fmt(r.get("ratio"), ".2f") + ("x" if r.get("ratio") is not None else ""),
-            rate, _fmt(r.get("pct_of_ceiling"), ".0f") + ("%" if r.get("pct_of_ceiling") is not None else ""),
+            f"{_rate(r)}\n{share}",
         ])
     return out
 
 
-TABLE_HEADER = ["op", "variant", "shape", "dtype", "dlgpu ms", "baseline", "baseline ms", "ratio", "rate",
-                "% ceiling"]
+TABLE_HEADER = ["op / variant / shape", "dlgpu ms", "baseline / ms", "ratio", "rate / % ceil"]
+_FOLDED_COLUMNS = ("op / variant / shape",)
+EXPLANATION = (
+    "ratio = baseline ms / dlgpu ms (above 1: dlgpu is faster).  % ceil = the rate as a share of the measured "
+    "ceiling below: GB/s against the copy bandwidth for memory-bound ops, TFLOP/s against the matrix product "
+    "of the same precision for compute-bound ones ('-' where none of that precision was measured); above "
+    "100%, the op outran the measured copy (data left in a cache, or a ceiling measured low on a busy machine)."
+)
 
 
 def ceiling_lines(ceilings: dict[str, dict[str, Any]]) -> list[str]:
@@ -45,18 +77,26 @@ def ceiling_lines(ceilings: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def print_result(result: dict[str, Any], console) -> None:
+    from rich import box
     from rich.table import Table
 
     dev = result["device"]
     title = f"dlgpu bench on {dev.get('name')} ({result['backend']}{', quick' if result['quick'] else ''})"
-    table = Table(title=title)
-    for col in TABLE_HEADER:
-        table.add_column(col, justify="left" if col in ("op", "variant", "shape", "dtype", "baseline") else "right")
-    for cells in table_rows(result):
-        table.add_row(*cells)
-    console.print(table)
-    console.print("ratio = baseline ms / dlgpu ms (above 1: dlgpu is faster)")
-    console.print("measured ceilings: " + "; ".join(ceiling_lines(result["ceilings"])))
+    cells = table_rows(result)
+    if cells:
+        table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), show_lines=True)
+        for col in TABLE_HEADER:
+            if col in _FOLDED_COLUMNS:
+                table.add_column(col, justify="left", overflow="fold")
+            else:
+                table.add_column(col, justify="right", no_wrap=True)
+        for row in cells:
+            table.add_row(*row)
+        console.print(table)
+        console.print(EXPLANATION, markup=False)
+    else:
+        console.print(f"{title}: no row ran", markup=False)
+    console.print("measured ceilings: " + "; ".join(ceiling_lines(result["ceilings"])), markup=False)
     # one line per op and reason, not one per row: the CPU run skips dozens of GPU-only rows
     skipped = Counter((r["op"], r["skipped"]) for r in result["rows"] if r.get("skipped"))
     for (op, why), count in skipped.items():
