@@ -22,6 +22,7 @@ from dlgpu.cuda.mse import MseOps
 from dlgpu.cuda.pool import PoolOps
 from dlgpu.cuda.sgd import SgdOps
 from dlgpu.cuda.softmax import SoftmaxOps
+from dlgpu.device_errors import debug_enabled
 
 
 class CudaBackend(GemmOps, Conv2dOps, ElementwiseOps, PoolOps, SoftmaxOps, MseOps, SgdOps):
@@ -32,11 +33,13 @@ class CudaBackend(GemmOps, Conv2dOps, ElementwiseOps, PoolOps, SoftmaxOps, MseOp
 
     @staticmethod
     def index_range(indices) -> tuple[int, int] | None:
-        """(min, max) of a device index array, or None while its stream is being captured into a
-        CUDA graph, when reading values back is forbidden.  Skipping the check then is safe: the
-        kernels taking indices guard them on the device (softmax writes NaN for a bad label,
-        pooling's backward never matches a bad argmax), and a captured step replays buffers that
-        its eager warm-up checked."""
+        """(min, max) of a device index array in debug mode only: reading it back waits for the
+        device.  Otherwise None, and always while the stream is being captured into a CUDA graph
+        (nothing may be read back then): the kernels that take indices never use a bad one (softmax
+        writes NaN for its row, pooling's backward routes nothing through it) and report the first
+        in the device error flag, which dlgpu.check_errors reads (dlgpu.device_errors)."""
+        if not debug_enabled():
+            return None
         cupy = sys.modules.get("cupy")  # a CuPy array means CuPy is imported already
         if cupy is not None and cupy.cuda.get_current_stream().is_capturing():
             return None

@@ -2,7 +2,9 @@
 
 x (N, C, H, W) float32 C-contiguous; kernel, stride, padding are (h, w) pairs with
 padding <= kernel // 2 (dlgpu.functional normalizes and checks them).  argmax is
-int32, h * W + w in the unpadded input plane.
+int32, h * W + w in the unpadded input plane.  The backward kernels never route
+through an argmax outside the plane and report it in the device error flag
+(dlgpu.cuda.error_flag); nothing here reads argmax back to check it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import math
 
 import numpy as np
 
+from dlgpu.cuda import error_flag
 from dlgpu.cuda.executor import resolve_executor
 from dlgpu.cuda.launch import BLOCK, Launch, grid_stride_blocks, require_float32
 from dlgpu.errors import ArgumentError, DtypeError, ShapeError
@@ -91,10 +94,9 @@ def max_pool2d_backward(grad_y, argmax, input_shape, kernel=None, stride=None, p
         if expected != (P, Q):
             raise ShapeError(f"{op}: window {window} on a {H}x{W} input does not give grad_y's {P}x{Q}")
         blocks = grid_stride_blocks(planes * H * W, BLOCK, executor, POOL_BLOCKS_PER_SM)
-        args = (grad_y, argmax, grad_x, np.int64(planes), np.int32(H), np.int32(W), np.int32(P), np.int32(Q))
-        executor.launch(
-            Launch(FAMILY, "max_pool2d_backward_f32", (blocks, 1, 1), (BLOCK, 1, 1), (*args, *_window_args(*window)))
-        )
+        args = (grad_y, argmax, grad_x, np.int64(planes), np.int32(H), np.int32(W), np.int32(P), np.int32(Q),
+                *_window_args(*window), error_flag.flag(executor))
+        executor.launch(Launch(FAMILY, "max_pool2d_backward_f32", (blocks, 1, 1), (BLOCK, 1, 1), args))
         return grad_x
     warps_per_block = PLANES_BLOCK // 32
     blocks = min(math.ceil(planes / warps_per_block), 2**31 - 1)
@@ -104,7 +106,7 @@ def max_pool2d_backward(grad_y, argmax, input_shape, kernel=None, stride=None, p
             "max_pool2d_backward_planes_f32",
             (blocks, 1, 1),
             (PLANES_BLOCK, 1, 1),
-            (grad_y, argmax, grad_x, np.int64(planes), np.int32(H * W), np.int32(P * Q)),
+            (grad_y, argmax, grad_x, np.int64(planes), np.int32(H * W), np.int32(P * Q), error_flag.flag(executor)),
         )
     )
     return grad_x

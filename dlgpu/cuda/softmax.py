@@ -1,8 +1,9 @@
 """Launchers for kernels/softmax.cu: softmax cross-entropy forward and backward.
 
 logits/probs: (N, C) float32 C-contiguous; labels: (N,) int32 or int64, C-contiguous.
-Labels must lie in [0, C): dlgpu.functional checks that before calling; a kernel given
-one outside still never reads out of bounds and answers NaN for that row.
+Labels must lie in [0, C).  Nothing here reads them back to check: a kernel given one
+outside never reads out of bounds, answers NaN for that row, and reports the label in
+the device error flag (dlgpu.cuda.error_flag), which dlgpu.check_errors reads.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 
 import numpy as np
 
+from dlgpu.cuda import error_flag
 from dlgpu.cuda.executor import resolve_executor
 from dlgpu.cuda.launch import Launch, require_float32
 from dlgpu.errors import DtypeError, ShapeError
@@ -78,7 +80,7 @@ def softmax_cross_entropy(logits, labels, *, executor=None):
             f"{stem}_{suffix}",
             (grid, 1, 1),
             (block, 1, 1),
-            (logits, labels, probs, row_loss, np.int64(rows), np.int32(classes)),
+            (logits, labels, probs, row_loss, np.int64(rows), np.int32(classes), error_flag.flag(executor)),
         )
     )
     executor.launch(
@@ -101,7 +103,8 @@ def softmax_cross_entropy_backward(probs, labels, *, executor=None):
             f"softmax_xent_backward_{suffix}",
             (grid, 1, 1),
             (block, 1, 1),
-            (probs, labels, grad, np.int64(rows), np.int32(classes), np.float32(1.0 / rows)),
+            (probs, labels, grad, np.int64(rows), np.int32(classes), np.float32(1.0 / rows),
+             error_flag.flag(executor)),
         )
     )
     return grad

@@ -21,6 +21,7 @@ from dlgpu.ops.validate import (
     check_ndim,
     check_nonempty,
     contiguous,
+    index_check,
     pair,
     public,
     window_output_size,
@@ -28,6 +29,10 @@ from dlgpu.ops.validate import (
 )
 
 __all__ = ["max_pool2d", "max_pool2d_backward"]
+
+# argmax in [0, H * W): checked on the host by the CPU backend (and in debug mode), else by the kernels.
+ARGMAX = index_check("max_pool2d_backward", "argmax holds {value}, outside the input plane [0, {limit})",
+                     "argmax element", "pool", "DLGPU_ERROR_POOL_ARGMAX")
 
 
 def window(op: str, input_shape, kernel_size, stride, padding):
@@ -119,6 +124,5 @@ def max_pool2d_backward(grad_y, argmax, input_shape, kernel_size, stride=None, p
     if input_shape[0] == 0:
         return zeros_result(grad_y, input_shape, dtype)
     grad_y, argmax = contiguous(op, grad_y=grad_y, argmax=argmax)
-    check_index_range(op, backend, argmax, input_shape[2] * input_shape[3],
-                      "argmax holds {value}, outside the input plane [0, {limit})")
+    check_index_range(ARGMAX, backend, argmax, input_shape[2] * input_shape[3])
     return backend.max_pool2d_backward(grad_y, argmax, input_shape, kernel, stride, padding)

@@ -12,9 +12,16 @@ import numpy as np
 from dlgpu.errors import ShapeError
 from dlgpu.backend import select
 from dlgpu.ops.validate import (check_float, check_index_dtype, check_index_range, check_ndim, check_nonempty,
-                                contiguous, public, zeros_result)
+                                contiguous, index_check, public, zeros_result)
 
 __all__ = ["softmax_cross_entropy", "softmax_cross_entropy_backward"]
+
+# Labels in [0, classes): checked on the host by the CPU backend (and in debug mode), else by the kernels.
+LABELS = {
+    op: index_check(op, "label {value} is outside [0, {limit})", "row", "softmax", code)
+    for op, code in (("softmax_cross_entropy", "DLGPU_ERROR_SOFTMAX_LABEL"),
+                     ("softmax_cross_entropy_backward", "DLGPU_ERROR_SOFTMAX_BACKWARD_LABEL"))
+}
 
 
 def _rows_and_labels(op: str, name: str, rows, labels):
@@ -30,7 +37,7 @@ def _rows_and_labels(op: str, name: str, rows, labels):
     if rows.shape[0] == 0:  # an empty batch: the caller makes the empty results
         return backend, rows, labels
     rows, labels = contiguous(op, **{name: rows}, labels=labels)
-    check_index_range(op, backend, labels, rows.shape[1], "label {value} is outside [0, {limit})")
+    check_index_range(LABELS[op], backend, labels, rows.shape[1])
     return backend, rows, labels
 
 
