@@ -108,3 +108,23 @@ def test_backend_cuda_without_a_gpu_exits_1(monkeypatch, capsys):
     monkeypatch.setattr(bench_cli, "measure_ceilings", lambda *a: pytest.fail("benchmarked without a GPU"))
     assert cli_main(["bench", "elementwise", "--backend", "cuda"]) == 1
     assert "--backend cuda, but no GPU found (CuPy is not importable)" in capsys.readouterr().out
+
+
+def test_the_plot_has_a_log_time_axis_and_labels_that_do_not_overlap():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [_row(f"op{i}_with_a_long_name", "variant", "1024x1024x1024", ms=10.0 ** (i - 3), baseline="numpy",
+                 baseline_ms=2 * 10.0 ** (i - 3)) for i in range(12)]
+    fig = report.plot_figure({"device": {"name": "test"}, "rows": rows}, plt)
+    try:
+        (ax,) = fig.axes
+        assert ax.get_xscale() == "log"
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        boxes = [label.get_window_extent(renderer) for label in ax.get_yticklabels()]
+        assert len(boxes) == 12
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    finally:
+        plt.close(fig)

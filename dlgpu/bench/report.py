@@ -14,12 +14,12 @@ def _fmt(value, spec: str) -> str:
 
 def _variant(r: dict[str, Any]) -> str:
     """The variant, with the dtype and precision where they are not the default float32/ieee."""
-    parts = [r["variant"]]
+    parts = [r.get("variant", "")]
     if r.get("dtype", "float32") != "float32":
         parts.append(r["dtype"])
-    if r.get("precision", "ieee") != "ieee" and r["precision"] not in r["variant"]:
+    if r.get("precision", "ieee") != "ieee" and r["precision"] not in parts[0]:
         parts.append(r["precision"])
-    return " ".join(parts)
+    return " ".join(p for p in parts if p)
 
 
 def _rate(r: dict[str, Any]) -> str:
@@ -108,6 +108,30 @@ def print_result(result: dict[str, Any], console) -> None:
         console.print(f"error {err}", markup=False)
 
 
+def plot_figure(result: dict[str, Any], plt):
+    """The --plot figure: one horizontal pair of bars per row that ran, dlgpu's and its baseline's time.
+
+    Horizontal bars put each case's label on its own line of the y axis, so
+    labels never overlap however many rows there are; the time axis is
+    logarithmic, because the cases span microseconds to seconds.
+    """
+    rows = [r for r in result["rows"] if r.get("ms")]
+    labels = [f"{r['op']} {_variant(r)} {r['shape']}  vs {r.get('baseline') or '-'}" for r in rows]
+    y = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.32 * max(len(rows), 1)))
+    ax.barh(y - 0.2, [r["ms"] for r in rows], 0.4, label="dlgpu")
+    ax.barh(y + 0.2, [r.get("baseline_ms") or np.nan for r in rows], 0.4, label="baseline")
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.invert_yaxis()  # the first row on top, as in the table
+    ax.set_xscale("log")
+    ax.set_xlabel("ms (median, log scale)")
+    ax.set_title(f"dlgpu bench: {result['device'].get('name')}")
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the axes, never over a bar
+    fig.tight_layout()
+    return fig
+
+
 def write_plot(result: dict[str, Any], path: str) -> str | None:
     """Draw dlgpu and baseline times per case; returns why not when matplotlib is missing."""
     try:
@@ -117,17 +141,7 @@ def write_plot(result: dict[str, Any], path: str) -> str | None:
         import matplotlib.pyplot as plt
     except Exception as exc:  # noqa: BLE001
         return f"--plot needs matplotlib, which is not importable here ({type(exc).__name__}); no PNG written"
-    rows = [r for r in result["rows"] if r.get("ms")]
-    labels = [f"{r['op']}\n{r['shape']}\nvs {r.get('baseline') or '-'}" for r in rows]
-    x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(rows)), 4.5))
-    ax.bar(x - 0.2, [r["ms"] for r in rows], 0.4, label="dlgpu")
-    ax.bar(x + 0.2, [r.get("baseline_ms") or 0 for r in rows], 0.4, label="baseline")
-    ax.set_xticks(x, labels, fontsize=7)
-    ax.set_ylabel("ms (median)")
-    ax.set_title(f"dlgpu bench: {result['device'].get('name')}")
-    ax.legend()
-    fig.tight_layout()
+    fig = plot_figure(result, plt)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return None
