@@ -128,3 +128,32 @@ def test_the_plot_has_a_log_time_axis_and_labels_that_do_not_overlap():
         assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
     finally:
         plt.close(fig)
+
+
+class _Scripted:
+    """Runs every repetition, reports scripted times: one per measurement, in order."""
+
+    def __init__(self, ms):
+        self.ms, self.calls = list(ms), []
+
+    def measure(self, fn, *, warmup, reps):
+        for i in range(warmup + reps):
+            fn(i)
+        self.calls.append(warmup + reps)
+        return [self.ms.pop(0)] * reps
+
+
+@pytest.mark.parametrize(("rotated_ms", "expected"), [(0.5, "rotated through 4 sets"), (5.0, "64 MiB")])
+def test_the_cpu_copy_ceiling_is_the_faster_of_one_large_and_rotated_copies(rotated_ms, expected):
+    import numpy as np
+
+    from dlgpu.bench import ceilings
+    from dlgpu.bench.machines import Machine
+
+    # large copy: 128 MiB in 10 ms (13.4 GB/s); rotated: 8 MiB in rotated_ms (16.8 or 1.7 GB/s); then sgemm
+    timer = _Scripted([10.0, rotated_ms, 50.0])
+    machine = Machine(name="cpu", xp=np, timer=timer, cache_bytes=8 << 20, device={"name": "test"},
+                      max_rotation_bytes=32 << 20, warmup=1, reps=3)
+    copy = ceilings.measure_ceilings(machine, quick=True)["copy"]
+    assert expected in copy["how"] and "bytes read + written" in copy["how"]
+    assert copy["gbps"] == pytest.approx(max(2 * (64 << 20) / 10e-3, 2 * (4 << 20) / (rotated_ms * 1e-3)) / 1e9)

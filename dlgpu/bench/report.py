@@ -60,7 +60,8 @@ EXPLANATION = (
     "ratio = baseline ms / dlgpu ms (above 1: dlgpu is faster).  % ceil = the rate as a share of the measured "
     "ceiling below: GB/s against the copy bandwidth for memory-bound ops, TFLOP/s against the matrix product "
     "of the same precision for compute-bound ones ('-' where none of that precision was measured); above "
-    "100%, the op outran the measured copy (data left in a cache, or a ceiling measured low on a busy machine)."
+    "100%, the op outran the measured copy (on the CPU the backend's loops use every core, numpy.copyto one; "
+    "or data left in a cache)."
 )
 
 
