@@ -384,3 +384,13 @@ def test_a_launcher_that_forgets_the_opt_in_fails(rng):
         executor.launch(Launch("gemm_tc", plan.kernel, plan.grid, plan.block, args, plan.shared_mem, plan.defines))
     out = cuda_gemm.gemm(a, b, precision="tf32", variant="tc", config="128x128", executor=executor)
     assert_close(out, a.astype(np.float64) @ b, precision="tf32")
+
+
+def test_every_mutant_applies_once_to_todays_kernels():
+    """tools/mutate.py is not run in CI, so a kernel edit that moves a mutant's search text would
+    break the tool unseen: each mutant's text must occur exactly once in its kernel file."""
+    mutate = _mutate_module()
+    root = compiler.kernels_root()
+    counts = {m.name: (root / m.file).read_text().count(m.search) for m in mutate.MUTANTS if (root / m.file).exists()}
+    assert len(counts) >= 30
+    assert {name: n for name, n in counts.items() if n != 1} == {}
