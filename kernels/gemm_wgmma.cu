@@ -5,14 +5,14 @@
 // tf32, straight from global memory by TMA, accumulated in fp32; C is fp32, or with GEMM_STORE_HALF the
 // operands' 16-bit type.  The launcher is dlgpu/cuda/gemm_wgmma.py.
 //
-//   gemm_wgmma_128x<BN>_<layout>_<precision>(maps, bias, c, workspace, counters, M, N, K, flags, splits)
+//   gemm_wgmma_128x<BN>_<layout>_<precision>(maps, bias, workspace, counters, M, N, K, flags, splits)
 //       GEMM_WGMMA_CONFIGS below: BN 256 (4 stages, clusters of 2 CTAs) or 128 (6 stages, no cluster);
 //       layouts nn, nt, tn, tt (GEMM_PLAIN_LAYOUTS) for bf16 and fp16, nt only for tf32
 //       (wgmma reads tf32 operands K-major: A stored M x K, B stored N x K).  `maps`: TMA tensor maps of
-//       128 bytes (dlgpu/cuda/tma.py), A's, B's and, with WGMMA_STORE_TMA in `flags`, C's, each over the
-//       matrix as stored with the 128-byte swizzle: A boxes of 128-byte rows, B's of BN / CLUSTER rows
-//       (each CTA of a cluster loads its share), C's of 16 rows x 128 bytes.  bias: fp32 (N,).  c: fp32
-//       or 16-bit, row-major, M x N.  splits: split-K ways (1: none), with `workspace` (fp32, a BM x BN
+//       128 bytes (dlgpu/cuda/tma.py), A's, B's and C's, each over the matrix as stored with the 128-byte
+//       swizzle: A boxes of 128-byte rows, B's of BN / CLUSTER rows (each CTA of a cluster loads its
+//       share), C's of 16 rows x 128 bytes; C (fp32 or 16-bit, M x N) is row-major with a pitch of 16-byte
+//       multiples (the launcher pads it where N does not allow that).  bias: fp32 (N,).  splits: split-K ways (1: none), with `workspace` (fp32, a BM x BN
 //       slice per tile and split) and `counters` (int, WGMMA_WARPS_PER_TILE per tile, zeroed).
 //       384 threads: warpgroup 0 the producer, 1 and 2 the consumers.  A persistent grid of whole
 //       clusters, at most one CTA per SM (225 KB of shared memory); cluster c computes units c,
@@ -46,11 +46,11 @@
 // after the barriers' init (before any peer's copy or arrival reaches them) and before exit (no CTA
 // leaves while its peer can still arrive on its barriers).
 //
-// The epilogue.  With C's rows 16-byte multiples, each consumer warp writes its 16 x BN accumulators
-// (bias, ReLU, conversion) into two staging boxes of 16 rows x 128 bytes in shared memory (128-byte
-// swizzle, no bank conflicts) and lane 0 stores them with cp.async.bulk.tensor, which clips at M and N;
-// before refilling a box it waits until the previous stores have read it (bulk wait_group.read).  Else
-// each thread stores its accumulator pairs straight from registers.  Split-K: each warp writes its
+// The epilogue.  Each consumer warp writes its 16 x BN accumulators (bias, ReLU, conversion) into two
+// staging boxes of 16 rows x 128 bytes in shared memory (128-byte swizzle, no bank conflicts) and lane 0
+// stores them with cp.async.bulk.tensor, which clips at M and N; before refilling a box it waits until the
+// previous stores have read it (bulk wait_group.read).  One path only: a second one storing from
+// registers (for pitches TMA cannot take) made ptxas take over twice as long.  Split-K: each warp writes its
 // partial sums to the workspace and counts itself in on its tile's counter; the last of the splits adds
 // all of them in split order (the result does not depend on who came last) and stores C.
 //
@@ -117,7 +117,6 @@
 #define WGMMA_CONSUMER_REGISTERS 232
 #define WGMMA_STORE_ROWS 16    // a TMA store box: one consumer warp's 16 rows of 128 bytes
 #define WGMMA_STORE_BOXES 2    // staging boxes per consumer warp
-#define WGMMA_STORE_TMA 16     // `flags`: C through TMA stores (map 2); else stored from registers
 #define WGMMA_WARPS_PER_TILE 8 // consumer warps of a tile: one split-K counter each
 
 // The tile configurations, largest first: X(BM, BN, THREADS, STAGES, CLUSTER).  CLUSTER CTAs along M
@@ -176,49 +175,15 @@ __device__ __forceinline__ void store_pair(float* at, float v0, float v1)
 {
     *reinterpret_cast<float2*>(at) = make_float2(v0, v1);
 }
-__device__ __forceinline__ void store_one(float* at, float v) { *at = v; }
 template <ptx::Precision P> __device__ __forceinline__ void store_pair(unsigned short* at, float v0, float v1)
 {
     *reinterpret_cast<unsigned*>(at) = ptx::pack_half2<P>(v0, v1);
-}
-template <ptx::Precision P> __device__ __forceinline__ void store_one(unsigned short* at, float v)
-{
-    *at = (unsigned short)(ptx::pack_half2<P>(v, 0.0f) & 0xffffu);
 }
 
 // The fused epilogue of a column that may lie past N (its bias is not read there).
 __device__ __forceinline__ float epilogue_at(float v, int col, int N, const float* bias, int flags)
 {
     return col < N ? epilogue(v, col, bias, flags) : 0.0f;
-}
-
-// From registers: one 8-byte (fp32) or 4-byte (16-bit) store per pair when N is even (then every pair
-// starts on an even column, so it is aligned and wholly inside when its first column is), else by element.
-template <ptx::Precision P, int BN, class Out>
-__device__ __forceinline__ void store_direct(const float (&acc)[BN / 2], Out* c, const float* bias, int flags,
-                                             int row0, int col0, int M, int N)
-{
-    const bool pairs = N % 2 == 0;
-    DLGPU_UNROLL
-    for (int i = 0; i < BN / 2; i += 2) {
-        const int row = row0 + 8 * ((i / 2) % 2), col = col0 + 8 * (i / 4);
-        if (row >= M || col >= N) continue;
-        const float v0 = epilogue(acc[i], col, bias, flags), v1 = epilogue_at(acc[i + 1], col + 1, N, bias, flags);
-        Out* const at = c + (long long)row * N + col;
-        if constexpr (sizeof(Out) == 4) {
-            if (pairs) store_pair(at, v0, v1);
-            else {
-                store_one(at, v0);
-                if (col + 1 < N) store_one(at + 1, v1);
-            }
-        } else {
-            if (pairs) store_pair<P>(at, v0, v1);
-            else {
-                store_one<P>(at, v0);
-                if (col + 1 < N) store_one<P>(at + 1, v1);
-            }
-        }
-    }
 }
 
 // Through shared memory and TMA stores: the warp's 16 rows go out in boxes of 16 rows x 128 bytes (32
@@ -297,7 +262,7 @@ __device__ __forceinline__ bool reduce_splits(float (&acc)[BN / 2], float* works
 
 // ---------------------------------------------------------------- the kernel
 template <ptx::Precision P, int BN, int STAGES, int CLUSTER, bool kTransA, bool kTransB>
-__device__ __forceinline__ void wgmma_gemm(const unsigned char* maps, const float* bias, void* c, float* workspace,
+__device__ __forceinline__ void wgmma_gemm(const unsigned char* maps, const float* bias, float* workspace,
                                            int* counters, int M, int N, int K, int flags, int splits)
 {
 #if WGMMA_GEMM_AVAILABLE
@@ -452,16 +417,9 @@ __device__ __forceinline__ void wgmma_gemm(const unsigned char* maps, const floa
         // tf32 products are stored as fp32: no 16-bit store is even instantiated for them.
         bool half = false;
         if constexpr (P != ptx::Precision::tf32) half = (flags & GEMM_STORE_HALF) != 0;
-        if (flags & WGMMA_STORE_TMA) {
-            if constexpr (P != ptx::Precision::tf32)
-                if (half) store_tma<P, BN, unsigned short>(acc, my_staging, map_c, bias, flags, row0, col0, N);
-            if (!half) store_tma<P, BN, float>(acc, my_staging, map_c, bias, flags, row0, col0, N);
-        } else {
-            const int r0 = row0 + lane / 4, c0 = col0 + 2 * (lane % 4);
-            if constexpr (P != ptx::Precision::tf32)
-                if (half) store_direct<P, BN>(acc, static_cast<unsigned short*>(c), bias, flags, r0, c0, M, N);
-            if (!half) store_direct<P, BN>(acc, static_cast<float*>(c), bias, flags, r0, c0, M, N);
-        }
+        if constexpr (P != ptx::Precision::tf32)
+            if (half) store_tma<P, BN, unsigned short>(acc, my_staging, map_c, bias, flags, row0, col0, N);
+        if (!half) store_tma<P, BN, float>(acc, my_staging, map_c, bias, flags, row0, col0, N);
     }
     // The TMA stores have written C before the block ends (and read the staging boxes before they go).
     if (lane == 0) ptx::bulk_wait<0>();
@@ -480,12 +438,12 @@ __device__ __forceinline__ void wgmma_gemm(const unsigned char* maps, const floa
 // gemm_wgmma_128x256_nn_bf16, ...
 #define GEMM_WGMMA_KERNEL(layout, kTransA, kTransB, kMaskA, precision, BM, BN, THREADS, STAGES, CLUSTER)          \
     extern "C" __global__ void WGMMA_CLUSTER_DIMS(CLUSTER) __launch_bounds__(THREADS, 1)                          \
-        gemm_wgmma_##BM##x##BN##_##layout##_##precision(const unsigned char* maps, const float* bias, void* c,      \
+        gemm_wgmma_##BM##x##BN##_##layout##_##precision(const unsigned char* maps, const float* bias,               \
                                                         float* workspace, int* counters, int M, int N, int K,     \
                                                         int flags, int splits)                                    \
     {                                                                                                            \
         static_assert(BM == WGMMA_BM && THREADS == WGMMA_THREADS, "128 rows, a producer and two consumers");    \
-        wgmma_gemm<ptx::Precision::precision, BN, STAGES, CLUSTER, kTransA, kTransB>(maps, bias, c, workspace,  \
+        wgmma_gemm<ptx::Precision::precision, BN, STAGES, CLUSTER, kTransA, kTransB>(maps, bias, workspace,     \
                                                                                      counters, M, N, K, flags,   \
                                                                                      splits);                    \
     }

@@ -24,8 +24,8 @@ How a call is cut up (:func:`plan`): the widest tile runs in clusters of two CTA
 each B tile by TMA multicast (:data:`CLUSTER`); a persistent grid of clusters walks the tiles; when
 the tiles are too few to fill the device and K is long, each tile's k-tiles are split over several
 blocks (split-K, :func:`choose_splits`), whose fp32 partial sums meet in a workspace and are added in
-a fixed order by the last to finish.  C leaves through TMA stores from shared memory when its rows
-are 16-byte multiples, else straight from registers.
+a fixed order by the last to finish.  C leaves through TMA stores from shared memory, into ``out``
+itself when its rows are 16-byte multiples, else into a padded array copied into ``out`` afterwards.
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ STAGES = {f"{bm}x{bn}": int(stages) for bm, bn, _, stages, _ in _X}
 CLUSTER = {f"{bm}x{bn}": int(cluster) for bm, bn, _, _, cluster in _X}
 _DEFINES = kernel_decls.integer_defines("gemm_wgmma.cu")
 FLAG_STORE_HALF = 8  # kernels/gemm_tile.cuh: GEMM_STORE_HALF
-FLAG_STORE_TMA = _DEFINES["WGMMA_STORE_TMA"]
 STORE_ROWS = _DEFINES["WGMMA_STORE_ROWS"]  # a TMA store box: 16 rows of 128 bytes
 STORE_BOXES = _DEFINES["WGMMA_STORE_BOXES"]  # staging boxes per consumer warp
+STORE_MAP = 2  # C's tensor map follows A's and B's
 WARPS_PER_TILE = _DEFINES["WGMMA_WARPS_PER_TILE"]  # consumer warps: one split-K counter each
 TILE_ROW_BYTES = 128  # every shared tile row: one 128-byte swizzled row of k (or of m / n)
 COMPUTE_CAPABILITY = 90
@@ -129,8 +129,9 @@ def choose_splits(units: int, cluster: int, k_tiles: int, sms: int) -> int:
     return -(-k_tiles // per_split)
 
 
-def _tma_ready(xp, array, element_bytes: int):
-    """``array`` itself when TMA can read it (16-byte aligned base and row pitch), else a padded copy.
+def _tma_ready(xp, array, element_bytes: int, copy: bool = True):
+    """``array`` itself when TMA can reach it (16-byte aligned base and row pitch), else a padded copy
+    (or, ``copy=False``, for an output, a padded array of the same dtype with nothing copied).
 
     Returns (storage, pitch in bytes); the matrix is storage[:, :cols].
     """
@@ -138,8 +139,9 @@ def _tma_ready(xp, array, element_bytes: int):
     if (cols * element_bytes) % 16 == 0 and _gemm.address(array) % 16 == 0:
         return array, cols * element_bytes
     padded = -(-cols * element_bytes // 16) * 16 // element_bytes
-    storage = xp.zeros((rows, padded), dtype=array.dtype)
-    storage[:, :cols] = array
+    storage = (xp.zeros if copy else xp.empty)((rows, padded), dtype=array.dtype)
+    if copy:
+        storage[:, :cols] = array
     return storage, padded * element_bytes
 
 
@@ -182,19 +184,21 @@ def gemm(a, b, *, transpose_a=False, transpose_b=False, precision=None, bias=Non
 class Planned:
     """A checked call: its :class:`Launch`, and ``finish()``, which returns C once the launch has run.
 
-    On the CPU harness a TMA store writes the copy of C that travels inside the tensor-map buffer
-    (dlgpu/cuda/tma.py); ``finish`` copies it into ``out``.  On a GPU it returns ``out`` as it is.
+    The TMA stores write ``store`` (``out``, or a padded array when out's rows are not 16-byte
+    multiples), through tensor map STORE_MAP; on the CPU harness they write the copy of it that
+    travels inside the tensor-map buffer (dlgpu/cuda/tma.py).  ``finish`` brings C into ``out``.
     """
 
     launch: Launch
     out: object
+    store: object
     maps: object
     pairs: tuple
-    store_map: int | None  # the index of C's tensor map, when C leaves by TMA stores
 
     def finish(self):
-        if self.store_map is not None:
-            tma.copy_back(self.maps, self.pairs, self.store_map)
+        tma.copy_back(self.maps, self.pairs, STORE_MAP)
+        if self.store is not self.out:
+            self.out[...] = self.store[:, :self.out.shape[1]]
         return self.out
 
 
@@ -236,18 +240,14 @@ def plan(a, b, *, transpose_a, transpose_b, precision, bias, relu, out, out_dtyp
         # MN-major: boxes of 128 bytes (64 of m or n) x k.
         box_rows, box_cols = (box_k, TILE_ROW_BYTES // element) if mn_major else (rows_per_box, box_k)
         pairs.append((storage, tma.TileMap(_TMA_DTYPE[precision], rows, cols, pitch, box_rows, box_cols, 128)))
-    # C by TMA stores when its rows are whole 16-byte units: boxes of 16 rows x 128 bytes.
-    store_map = None
-    if (n * out_dtype.itemsize) % 16 == 0 and _gemm.address(out) % 16 == 0:
-        out_element = "f32" if out_dtype == np.float32 else _TMA_DTYPE[precision]
-        store_map = len(pairs)
-        pairs.append((out, tma.TileMap(out_element, m, n, n * out_dtype.itemsize, STORE_ROWS,
-                                       TILE_ROW_BYTES // out_dtype.itemsize, 128)))
+    # C by TMA stores, in boxes of 16 rows x 128 bytes.
+    store, pitch = _tma_ready(xp, out, out_dtype.itemsize, copy=False)
+    out_element = "f32" if out_dtype == np.float32 else _TMA_DTYPE[precision]
+    pairs.append((store, tma.TileMap(out_element, m, n, pitch, STORE_ROWS, TILE_ROW_BYTES // out_dtype.itemsize, 128)))
     maps = tma.tensor_maps(executor, pairs)
 
     flags = (_gemm.FLAG_BIAS if bias is not None else 0) | (_gemm.FLAG_RELU if relu else 0)
     flags |= FLAG_STORE_HALF if out_dtype != np.float32 else 0
-    flags |= FLAG_STORE_TMA if store_map is not None else 0
     bias_arg = _as_float32(xp, bias, precision) if bias is not None else xp.zeros(1, np.float32)
 
     tiles_m, tiles_n = math.ceil(m / tile.block_m), math.ceil(n / tile.block_n)
@@ -263,12 +263,12 @@ def plan(a, b, *, transpose_a, transpose_b, precision, bias, relu, out, out_dtyp
     # A persistent grid: at most one CTA per SM, in whole clusters.
     clusters = max(1, min(units * splits, sms // cluster))
     kernel = f"gemm_wgmma_{tile.name}_{_gemm.layout_name(transpose_a, transpose_b)}_{precision}"
-    args = (maps, bias_arg, out, workspace, counters, np.int32(m), np.int32(n), np.int32(k), np.int32(flags),
+    args = (maps, bias_arg, workspace, counters, np.int32(m), np.int32(n), np.int32(k), np.int32(flags),
             np.int32(splits))
     # The stage ring is far past 48 KB: the launch raises the kernel's shared memory limit.
     launch = Launch(FAMILY, kernel, (clusters * cluster, 1, 1), (tile.threads, 1, 1), args, shared_bytes(tile),
                     shared_opt_in=True, cluster=(cluster, 1, 1))
-    return Planned(launch, out, maps, tuple(pairs), store_map)
+    return Planned(launch, out, store, maps, tuple(pairs))
 
 
 def matmul_backward(grad_c, a, b, transpose_a, transpose_b, *, precision=None, config=None, executor=None):
