@@ -9,6 +9,8 @@ precision resolved); outputs have the inputs' dtype.  Each stem's module
 backend its functions through a small ``<Stem>Ops`` class.
 """
 
+import os
+
 import numpy as np
 
 from dlgpu.cpu.threads import start_pool
@@ -19,12 +21,13 @@ start_pool()
 from dlgpu.cpu.conv2d import Conv2dOps  # noqa: E402 - after the pool has started
 from dlgpu.cpu.elementwise import ElementwiseOps  # noqa: E402
 from dlgpu.cpu.gemm import GemmOps  # noqa: E402
+from dlgpu.cpu.mse import MseOps  # noqa: E402
 from dlgpu.cpu.pool import PoolOps  # noqa: E402
 from dlgpu.cpu.sgd import SgdOps  # noqa: E402
 from dlgpu.cpu.softmax import SoftmaxOps  # noqa: E402
 
 
-class CpuBackend(GemmOps, Conv2dOps, ElementwiseOps, PoolOps, SoftmaxOps, SgdOps):
+class CpuBackend(GemmOps, Conv2dOps, ElementwiseOps, PoolOps, SoftmaxOps, MseOps, SgdOps):
     """NumPy and numba on the host."""
 
     name = "dlgpu.cpu"
@@ -33,6 +36,13 @@ class CpuBackend(GemmOps, Conv2dOps, ElementwiseOps, PoolOps, SoftmaxOps, SgdOps
     @staticmethod
     def index_range(indices) -> tuple[int, int]:
         return int(indices.min()), int(indices.max())
+
+    @staticmethod
+    def memory_bytes() -> int | None:
+        try:  # physical RAM: a result larger than that cannot be allocated, swap or not
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):  # not a POSIX system that says
+            return None
 
 
 BACKEND = CpuBackend()

@@ -44,7 +44,10 @@ def sgd_step(param, grad, velocity, *, lr, momentum=0.0, weight_decay=0.0):
     for name, array in (("grad", grad), ("velocity", velocity)):
         if array is not None and tuple(array.shape) != tuple(param.shape):
             raise ShapeError(f"{op}: {name} has shape {tuple(array.shape)}, param has {tuple(param.shape)}")
-    check_layout(op, param=param, velocity=velocity)  # updated in place: a copy would drop the update
+    # updated in place: a copy would drop the update
+    check_layout(op, param=param, velocity=velocity, empty_ok=True)
+    if param.size == 0:  # an empty parameter (PyTorch's optimizers take them): nothing to update
+        return
     (grad,) = contiguous(op, grad=grad)
     check_writeable(op, "param", param)
     if velocity is not None:
