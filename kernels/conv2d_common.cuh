@@ -3,6 +3,7 @@
 //
 //   CONV_MASK                         the backward kernels' `flags` bit (the forward's are
 //                                     EPILOGUE_BIAS, EPILOGUE_RELU of common.cuh)
+//   CONV_STORE_HALF                   the NHWC tensor-core kernels' bit for a 16-bit output
 //   CONV_GEOMETRY_PARAMS / _ARGS      the 23 scalar parameters every convolution kernel takes, in
 //                                     this order: N, C, H, W (input), K, R, S (filter), P, Q
 //                                     (output), stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, and
@@ -29,6 +30,9 @@
 // Backward kernels: grad_y is replaced by relu_mask(grad_y, y) as it is loaded.  Clear of the
 // EPILOGUE_ bits.
 #define CONV_MASK 4
+// NHWC tensor-core kernels (conv2d_tc.cu) with 16-bit operands: the output is stored in their 16-bit type
+// instead of fp32.  Clear of the other bits.
+#define CONV_STORE_HALF 8
 
 #define CONV_GEOMETRY_PARAMS                                                                             \
     int N, int C, int H, int W, int K, int R, int S, int P, int Q, int stride_h, int stride_w, int pad_h, \

@@ -1,16 +1,18 @@
-// kernels/conv2d_tc.cu -- the convolution's three passes as implicit GEMMs on tensor cores
-// (mma.sync, sm_80+), fp32 in and out, fp32 accumulation.
+// kernels/conv2d_tc.cu -- the convolution's three passes as implicit GEMMs on tensor cores (mma.sync, sm_80+),
+// fp32 accumulation, in two layouts: NCHW with fp32 operands (the layout of dlgpu's other kernels), and NHWC
+// (channels_last, what PyTorch's channels_last tensors are) with operands in the storage of the precision,
+// fed like kernels/gemm_tc.cu.  The precision is a build define naming a ptx::Precision, as in gemm_tc.cu:
 //
-// Same contract as conv2d_fwd_simt_* in kernels/conv2d.cu: y (N, K, P, Q) = epilogue(conv(x, w)),
-// x NCHW, w OIHW, CONV_GEOMETRY_PARAMS (conv2d_common.cuh) and `flags` (EPILOGUE_BIAS,
-// EPILOGUE_RELU; CONV_MASK for the backward passes), any shape.  The implicit matrices: A (M =
-// N*P*Q pixels, C*R*S taps) gathered from x (InputGather, zeros in the padding), B (taps, K) = w as
-// stored.  The operand precision is a build define naming a ptx::Precision, as in kernels/gemm_tc.cu:
-//
-//   CONV_TC_PRECISION=tf32  mma.m16n8k8, operands rounded by cvt.rna.tf32.f32
-//   CONV_TC_PRECISION=bf16  mma.m16n8k16, operands rounded to bf16
-//   CONV_TC_PRECISION=fp16  mma.m16n8k16, operands rounded to fp16
+//   CONV_TC_PRECISION=tf32  mma.m16n8k8; NHWC operands fp32, rounded to tf32 once per tile
+//   CONV_TC_PRECISION=bf16  mma.m16n8k16; NHWC operands bf16 (16 bits); NCHW operands rounded to bf16
+//   CONV_TC_PRECISION=fp16  mma.m16n8k16; NHWC operands fp16;           NCHW operands rounded to fp16
 // Each output's tap order is fixed: same inputs, build and shape, same bits.
+//
+// ---- NCHW, fp32 operands: the problems of conv2d_common.cuh on one register-fed main loop
+// Same contract as conv2d_fwd_simt_* in kernels/conv2d.cu: y (N, K, P, Q) = epilogue(conv(x, w)), x NCHW,
+// w OIHW, CONV_GEOMETRY_PARAMS (conv2d_common.cuh) and `flags` (EPILOGUE_BIAS, EPILOGUE_RELU; CONV_MASK for
+// the backward passes), any shape.  The implicit matrices: A (M = N*P*Q pixels, C*R*S taps) gathered from x
+// (InputGather, zeros in the padding), B (taps, K) = w as stored.
 //
 //   conv2d_fwd_tc_<BM>x<BN>_f32(x, w, bias, y, geometry, flags)
 //   conv2d_fwd_tc_<BM>x<BN>_1x1_f32(...same...)            1x1 filters, stride 1, no padding
@@ -20,30 +22,81 @@
 //                                 wgrad split over pixels as conv2d_wgrad_simt_f32: rows are output
 //                                 channels, columns taps; grid (ceil(K/BM), ceil(CRS/BN), splits);
 //                                 conv2d.cu's conv2d_wgrad_finish_f32 combines the splits
-//       The problems of conv2d_common.cuh on one main loop (tc_implicit_gemm).  Configurations:
-//       CONV_TC_CONFIGS below (128x64: 4 warps (2 x 2), warp tile 64 rows x 32 columns; 64x32:
-//       2 warps (2 x 1), warp tile 32 x 32).  Block
-//       tile BM x BN x 16 taps; two shared stages filled through registers (the gathers of tile
-//       t + 1 are in flight during tile t's mma); dynamic shared memory 2 x (BM + BN) x (16 + 4)
-//       floats (dlgpu/cuda/conv2d.py: tc_shared_bytes).  Grid (ceil(M/BM), ceil(COLS/BN)): row
-//       blocks on x, which has room for any batch.
+//       tc_implicit_gemm below.  Configurations: CONV_TC_CONFIGS (128x64: 4 warps (2 x 2), warp tile 64 rows
+//       x 32 columns; 64x32: 2 warps (2 x 1), warp tile 32 x 32).  Block tile BM x BN x 16 taps; two shared
+//       stages filled through registers (the gathers of tile t + 1 are in flight during tile t's mma);
+//       dynamic shared memory 2 x (BM + BN) x (16 + 4) floats (dlgpu/cuda/conv2d.py: tc_shared_bytes).  Grid
+//       (ceil(M/BM), ceil(COLS/BN)): row blocks on x, which has room for any batch.  Both tiles are stored
+//       k-contiguous (rows of 16 taps, padded to 20 floats = 20 mod 32 banks), so the fragment reads of lanes
+//       (g, t) at row g, column t hit 32 distinct banks; fp32 in shared memory, rounded to the operand type as
+//       a fragment is read.  The gathers divide (fast_div) per element and load 4 bytes at a time: the NHWC
+//       kernels below are the fast path.
 //
-// Both tiles are stored k-contiguous (pixel or channel rows of 16 taps, padded to 20 floats = 20
-// mod 32 banks), so the fragment reads of lanes (g, t) = (lane / 4, lane % 4) at row g, column t
-// hit 32 distinct banks; fp32 in shared memory, rounded to the operand type as a fragment is
-// read (one tile format for all three precisions, as in gemm_tc.cu).
+// ---- NHWC, operands in the precision's storage: kernels/tc_tile.cuh's main loop, gathered by cp.async
+// x (N, H, W, C), w (K, R, S, C) (OHWI: each output channel's filter with channels innermost), y (N, P, Q, K),
+// all as stored in memory; the element type is the build's (fp32 for tf32, 16 bits for bf16 / fp16).  C and
+// K multiples of 16 bytes of elements (8 halves, 4 floats) and 16-byte aligned arrays: the launcher pads the
+// channels (zeros, by kernels/gemm_cast.cu) where they are not.  Each pass is a GEMM whose reduction runs over taps
+// (r, s) outer and blocks of BK channels inner (BK = 64 bytes: 32 halves, 16 floats; a block past the last
+// channel reads zeros), so every 16-byte chunk of a tile is 8 (or 4) consecutive channels of one pixel and one
+// tap: one cp.async, zero-filled in the padding.  No division in the loop: each thread's rows (pixels) are
+// decoded once, and the tap offset is one scalar per tile, stepped with the tile (TapStep).
+//
+//   conv2d_fwd_tc_<BM>x<BN>_nhwc(x, w, bias, y, geometry, flags)
+//       y (N*P*Q x K, row-major) = epilogue(A x B): A row m = output pixel (n, p, q), its chunk at tap (r, s),
+//       channels c.. = x[n, p*sh - ph + r*dh, q*sw - pw + s*dw, c..] (zeros outside); B^T = w viewed K x
+//       R*S*C.  `flags`: EPILOGUE_BIAS, EPILOGUE_RELU, CONV_STORE_HALF (y in the operands' 16-bit type).
+//   conv2d_dgrad_tc_<BM>x<BN>_nhwc(grad_y, w, grad_x, geometry, flags, hw_mul, hw_shift, w_mul, w_shift)
+//       grad_x (N*H*W x C) = A x B: A row m = input pixel (n, h, w), at tap (r, s) and output channels k..:
+//       grad_y[n, p, q, k..] where p*sh = h + ph - r*dh and q*sw = w + pw - s*dw have solutions inside the
+//       output (else zeros; checked once per row per tap, not per tile); B (taps x output channels, C) =
+//       w[k, r, s, c..].  The ReLU mask of a fused forward is applied to grad_y by the launcher's producer
+//       pass.  `flags`: CONV_STORE_HALF.
+//   conv2d_wgrad_tc_<BM>x<BN>_nhwc(grad_y, x, partial, geometry, flags, pixels_per_split)
+//       partial[z] (K x R*S*C, fp32) = G^T x B over output pixels [z*pixels_per_split, +pixels_per_split):
+//       G = grad_y viewed N*P*Q x K (read as stored: an m-contiguous tile), B row m = the input pixel each
+//       column's tap (r, s, c..) meets from output pixel m (zeros outside; each thread's column is fixed, its
+//       pixels decoded per tile by fast_div).  Grid (ceil(K/BM), ceil(RSC/BN), splits); conv2d.cu's
+//       conv2d_wgrad_finish_f32 combines the splits.
+//       Configurations: CONV_TC_NHWC_CONFIGS, X(BM, BN, THREADS, WARPS_M, WARPS_N, STAGES, MIN_BLOCKS): 128x128
+//       (4 warps of 64 x 64, 4 stages, two blocks per SM), 128x64 (4 warps of 64 x 32), 64x64 (4 warps of
+//       32 x 32); dynamic shared memory STAGES x (A + B tiles) (dlgpu/cuda/conv2d.py: nhwc_shared_bytes).
+//       Grid (ceil(rows/BM), ceil(columns/BN)[, splits]).
+//
+// Predicted rate (NOT YET RUN ON A GPU), H100 SXM, from the sm_90a bf16 build (NVRTC 13.5; per warp per k-tile
+// of 32 channels of the main loop's SASS; the H100 figures as in gemm_tc.cu's header):
+//   NCHW fwd 128x64     126 registers, 621 instructions per 16 HMMA (a k-tile of 16 taps: 24 scalar LDG, 24
+//                       F2FP conversions, fast_div per element, 2 stages): issue-bound, ~0.1-0.3x cuDNN, as issue
+//                       16 predicted; kept for fp32 NCHW arrays at the tensor-core precisions.
+//   NHWC fwd 128x128    228 registers, two blocks (8 warps) per SM, no spills, no local memory; 289 instructions
+//                       per 64 HMMA.16816 (16 LDSM.x4, 8 LDGSTS, ~200 integer): issue 74 % of the mma.sync
+//                       rate's slots; shared memory 32 KB cp.async + 64 KB ldmatrix per k-tile per SM, ~123
+//                       B/clock, at the 128 B/clock port; L2 -> SM 32 KB per 512 HMMA (64 FLOP per byte):
+//                       355-450 TFLOP/s at 5.5-7 TB/s, the likely limit.  128x64 (K = 64): 168 registers, 201
+//                       per 32 HMMA.
+//   NHWC dgrad 128x128  244 registers, 684 instructions per 64 HMMA: the per-row, per-tap stride check divides
+//                       (I2F / MUFU.RCP / F2I, 8 per k-tile): issue-bound at ~55 % of the mma.sync rate.
+//   NHWC wgrad 128x128  214 registers, 430 per 64 HMMA (pixels decoded per tile by fast_div): issue ~90 %.
+// => forward on ResNet-50's 3x3 layers in channels_last, bf16/fp16: 250-400 TFLOP/s where C, K >= 128 (0.45-0.7x
+// cuDNN), less at C = K = 64 (a 128x64 tile and 18 k-tiles: 4-stage prologue and epilogue weigh more), so issue
+// 16's 0.6x is within reach on the larger layers only; dgrad ~0.3-0.5x until its division goes.  The GPU run
+// confirms or refutes this.
 //
 // dlgpu-build: CONV_TC_PRECISION=tf32
 // dlgpu-build: CONV_TC_PRECISION=bf16
 // dlgpu-build: CONV_TC_PRECISION=fp16
-// dlgpu-sass: conv2d_fwd_tc_* HMMA !LDL !STL
-// dlgpu-sass: conv2d_dgrad_tc_* HMMA !LDL !STL
-// dlgpu-sass: conv2d_wgrad_tc_* HMMA !LDL !STL
+// dlgpu-sass: conv2d_fwd_tc_*_f32 HMMA !LDL !STL
+// dlgpu-sass: conv2d_dgrad_tc_*_f32 HMMA !LDL !STL
+// dlgpu-sass: conv2d_wgrad_tc_*_f32 HMMA !LDL !STL
+// dlgpu-sass: conv2d_fwd_tc_*_nhwc HMMA LDSM LDGSTS !LDL !STL
+// dlgpu-sass: conv2d_dgrad_tc_*_nhwc HMMA LDSM LDGSTS !LDL !STL
+// dlgpu-sass: conv2d_wgrad_tc_*_nhwc HMMA LDGSTS !LDL !STL
 
 #include "common.cuh"
 #include "conv2d_common.cuh"
 #include "mainloop.cuh"
 #include "ptx.cuh"
+#include "tc_tile.cuh"
 
 #ifndef CONV_TC_PRECISION
 #error "conv2d_tc.cu is built with -DCONV_TC_PRECISION=tf32, bf16 or fp16 (a ptx::Precision)"
@@ -172,3 +225,249 @@ __device__ __forceinline__ void tc_implicit_gemm(const Ops& ops, const GemmShape
     CONV_PASS_KERNELS(tc, tc_implicit_gemm, __VA_ARGS__)       \
     CONV_TC_WGRAD_KERNEL(__VA_ARGS__)
 CONV_TC_CONFIGS(CONV_TC_KERNELS)
+
+// ================================================================ NHWC: operands in their storage, by cp.async
+using TcElement = ptx::Operand<TC_PRECISION>::type;
+
+// The tile configurations, widest first: X(BM, BN, THREADS, WARPS_M, WARPS_N, STAGES, MIN_BLOCKS), as
+// gemm_tc.cu's.  dlgpu/cuda/conv2d.py reads this list.
+#define CONV_TC_NHWC_CONFIGS(X)      \
+    X(128, 128, 128, 2, 2, 4, 2)     \
+    X(128, 64, 128, 2, 2, 4, 2)      \
+    X(64, 64, 128, 2, 2, 4, 2)
+
+// Where a pass's reduction stands: tap (r, s) outer, the block of BK channels from c0 inner.  The issuing
+// thread steps it after each tile: k_tile_pipeline issues the tiles once each, in order.
+struct TapStep {
+    int r, s, c0;
+    __device__ __forceinline__ TapStep() : r(0), s(0), c0(0) {}
+    template <int BK> __device__ __forceinline__ void next(int S, int channels)
+    {
+        c0 += BK;
+        if (c0 >= channels) {
+            c0 = 0;
+            if (++s == S) {
+                s = 0;
+                ++r;
+            }
+        }
+    }
+};
+
+template <int BM, int BN, int THREADS, int WARPS_M, int WARPS_N, int STAGES, bool kKContigB>
+using NhwcLoop = TcMainloop<TC_PRECISION, BM, BN, THREADS, WARPS_M, WARPS_N, STAGES, true, kKContigB>;
+
+// ---------------------------------------------------------------- forward
+// A k-contiguous tile has 4 chunks per row: thread tid copies chunk tid % 4 of rows tid / 4 + i * THREADS / 4
+// (tc_tile.cuh's chunk ownership), of A (pixels) and of B (output channels) alike.
+template <int BM, int BN, int THREADS, int WARPS_M, int WARPS_N, int STAGES>
+__device__ __forceinline__ void nhwc_forward(const TcElement* x, const TcElement* w, const float* bias, void* y,
+                                             const ConvGeometry& g, int flags)
+{
+    using Loop = NhwcLoop<BM, BN, THREADS, WARPS_M, WARPS_N, STAGES, true>;
+    constexpr int BK = Loop::Op::kBK, CH = Loop::Op::kChunk, STEP = THREADS / 4;
+    constexpr int A_ROWS = BM / STEP, B_ROWS = BN / STEP;
+    static_assert(BM % STEP == 0 && BN % STEP == 0, "every thread copies whole rows' chunks");
+    extern __shared__ float4 nhwc_shared[];
+    const Loop loop(reinterpret_cast<unsigned char*>(nhwc_shared));
+    const int M = g.N * g.P * g.Q, m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+    const int chunk = threadIdx.x % 4, first = threadIdx.x / 4;
+
+    // ---- each A row (output pixel): the element offset of its receptive field's corner, and the corner
+    long long corner[A_ROWS];
+    int h0[A_ROWS], w0[A_ROWS];
+    DLGPU_UNROLL
+    for (int i = 0; i < A_ROWS; ++i) {
+        const int m = m0 + first + i * STEP;
+        if (m < M) {
+            const int n = fast_div(m, g.pq_mul, g.pq_shift);
+            const int pq = m - n * g.P * g.Q;
+            const int p = fast_div(pq, g.q_mul, g.q_shift);
+            h0[i] = p * g.stride_h - g.pad_h;
+            w0[i] = (pq - p * g.Q) * g.stride_w - g.pad_w;
+            corner[i] = (((long long)n * g.H + h0[i]) * g.W + w0[i]) * g.C;
+        } else {
+            h0[i] = g.H;  // h0 + r*dh >= H: every tap of a row past the last pixel reads zeros
+            w0[i] = 0;
+            corner[i] = 0;
+        }
+    }
+    const long long filter = (long long)g.R * g.S * g.C;
+
+    float acc[Loop::MT][Loop::NT][4];
+    zero(acc);
+    TapStep step;
+    loop.run(acc, g.R * g.S * ((g.C + BK - 1) / BK), [&](int, unsigned char* a_tile, unsigned char* b_tile) {
+        const int dh = step.r * g.dil_h, dw = step.s * g.dil_w, c = step.c0 + chunk * CH;
+        const bool channel_ok = c < g.C;
+        const long long tap = ((long long)dh * g.W + dw) * g.C + c;
+        DLGPU_UNROLL
+        for (int i = 0; i < A_ROWS; ++i) {
+            const bool ok =
+                channel_ok && (unsigned)(h0[i] + dh) < (unsigned)g.H && (unsigned)(w0[i] + dw) < (unsigned)g.W;
+            ptx::cp_async_16(a_tile + Loop::TileA::offset(first + i * STEP, chunk), ok ? x + (corner[i] + tap) : x,
+                             ok ? 16u : 0u);
+        }
+        const long long filter_tap = (long long)(step.r * g.S + step.s) * g.C + c;
+        DLGPU_UNROLL
+        for (int i = 0; i < B_ROWS; ++i) {
+            const int k = n0 + first + i * STEP;
+            const bool ok = channel_ok && k < g.K;
+            ptx::cp_async_16(b_tile + Loop::TileB::offset(first + i * STEP, chunk),
+                             ok ? w + ((long long)k * filter + filter_tap) : w, ok ? 16u : 0u);
+        }
+        step.template next<BK>(g.S, g.C);
+    });
+    loop.store_to(acc, y, (flags & CONV_STORE_HALF) != 0, g.K, m0, n0, M, g.K, bias, flags);
+}
+
+// ---------------------------------------------------------------- dgrad
+// A (k-contiguous) as in the forward; B is stored n-contiguous (rows of output channels k, columns c): a row of
+// BN / CH chunks, thread tid copying chunks tid + i * THREADS.
+template <int BM, int BN, int THREADS, int WARPS_M, int WARPS_N, int STAGES>
+__device__ __forceinline__ void nhwc_dgrad(const TcElement* grad_y, const TcElement* w, void* grad_x,
+                                           const ConvGeometry& g, int flags, unsigned hw_mul, unsigned hw_shift,
+                                           unsigned w_mul, unsigned w_shift)
+{
+    using Loop = NhwcLoop<BM, BN, THREADS, WARPS_M, WARPS_N, STAGES, false>;
+    using TileB = typename Loop::TileB;
+    constexpr int BK = Loop::Op::kBK, CH = Loop::Op::kChunk, STEP = THREADS / 4;
+    constexpr int A_ROWS = BM / STEP, B_CHUNKS = TileB::kChunks / THREADS;
+    static_assert(BM % STEP == 0 && TileB::kChunks % THREADS == 0, "every thread copies whole chunks");
+    extern __shared__ float4 nhwc_shared[];
+    const Loop loop(reinterpret_cast<unsigned char*>(nhwc_shared));
+    const int M = g.N * g.H * g.W, m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+    const int chunk = threadIdx.x % 4, first = threadIdx.x / 4;
+
+    // ---- each A row (input pixel): its image in grad_y and (h + ph, w + pw); per tap, the offset it reads
+    long long image[A_ROWS], at[A_ROWS];
+    int hp[A_ROWS], wp[A_ROWS];
+    bool valid[A_ROWS];
+    DLGPU_UNROLL
+    for (int i = 0; i < A_ROWS; ++i) {
+        const int m = m0 + first + i * STEP;
+        const int n = fast_div(m, hw_mul, hw_shift);
+        const int hw = m - n * g.H * g.W;
+        const int h = fast_div(hw, w_mul, w_shift);
+        image[i] = (long long)n * g.P * g.Q * g.K;
+        hp[i] = m < M ? h + g.pad_h : -1;  // -1: no tap of a row past the last pixel is inside the output
+        wp[i] = hw - h * g.W + g.pad_w;
+        at[i] = 0;
+        valid[i] = false;
+    }
+
+    float acc[Loop::MT][Loop::NT][4];
+    zero(acc);
+    TapStep step;
+    loop.run(acc, g.R * g.S * ((g.K + BK - 1) / BK), [&](int, unsigned char* a_tile, unsigned char* b_tile) {
+        if (step.c0 == 0) {
+            // A new tap: which output pixel each row meets (the divisions run once per row per tap).
+            const int dh = step.r * g.dil_h, dw = step.s * g.dil_w;
+            DLGPU_UNROLL
+            for (int i = 0; i < A_ROWS; ++i) {
+                const int hr = hp[i] - dh, wr = wp[i] - dw;
+                bool ok = hr >= 0 && wr >= 0 && hr % g.stride_h == 0 && wr % g.stride_w == 0;
+                const int p = ok ? hr / g.stride_h : 0, q = ok ? wr / g.stride_w : 0;
+                valid[i] = ok && p < g.P && q < g.Q;
+                at[i] = image[i] + ((long long)p * g.Q + q) * g.K;
+            }
+        }
+        const int k = step.c0 + chunk * CH;
+        DLGPU_UNROLL
+        for (int i = 0; i < A_ROWS; ++i) {
+            const bool ok = valid[i] && k < g.K;
+            ptx::cp_async_16(a_tile + Loop::TileA::offset(first + i * STEP, chunk), ok ? grad_y + (at[i] + k) : grad_y,
+                             ok ? 16u : 0u);
+        }
+        DLGPU_UNROLL
+        for (int i = 0; i < B_CHUNKS; ++i) {
+            const int index = threadIdx.x + i * THREADS;
+            const int row = index / TileB::kChunksPerRow, col = index % TileB::kChunksPerRow;
+            const int kk = step.c0 + row, c = n0 + col * CH;
+            const bool ok = kk < g.K && c < g.C;
+            const long long offset = (((long long)kk * g.R + step.r) * g.S + step.s) * g.C + c;
+            ptx::cp_async_16(b_tile + TileB::offset(row, col), ok ? w + offset : w, ok ? 16u : 0u);
+        }
+        step.template next<BK>(g.S, g.K);
+    });
+    loop.store_to(acc, grad_x, (flags & CONV_STORE_HALF) != 0, g.C, m0, n0, M, g.C, nullptr, 0);
+}
+
+// ---------------------------------------------------------------- wgrad
+// Rows are output channels k, columns taps (r, s, c), the reduction runs over output pixels.  A is grad_y as
+// stored (pixels x K: an m-contiguous tile, MatrixLoader); B's tile is BK pixels x BN taps, n-contiguous, and
+// since THREADS is a multiple of its chunks per row, each thread copies one fixed column chunk (one tap, CH
+// channels) of several pixels.
+template <int BM, int BN, int THREADS, int WARPS_M, int WARPS_N, int STAGES>
+__device__ __forceinline__ void nhwc_wgrad(const TcElement* grad_y, const TcElement* x, float* out,
+                                           const ConvGeometry& g, int begin, int end)
+{
+    using Loop = TcMainloop<TC_PRECISION, BM, BN, THREADS, WARPS_M, WARPS_N, STAGES, false, false>;
+    using TileB = typename Loop::TileB;
+    constexpr int BK = Loop::Op::kBK, CH = Loop::Op::kChunk;
+    constexpr int PER_ROW = TileB::kChunksPerRow, ROW_STEP = THREADS / PER_ROW, B_ROWS = BK / ROW_STEP;
+    static_assert(THREADS % PER_ROW == 0 && BK % ROW_STEP == 0, "each thread copies one column chunk");
+    extern __shared__ float4 nhwc_shared[];
+    const Loop loop(reinterpret_cast<unsigned char*>(nhwc_shared));
+    const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+    const int taps = g.R * g.S * g.C;
+    const MatrixLoader<typename Loop::TileA, THREADS> load_a{grad_y, end, g.K, g.K};
+
+    // ---- this thread's column chunk: tap (r, s) and channels c.., once
+    const int column = n0 + (threadIdx.x % PER_ROW) * CH, first = threadIdx.x / PER_ROW;
+    const bool column_ok = column < taps;
+    const int rs = column / g.C, c = column - rs * g.C;
+    const int r = fast_div(rs, g.s_mul, g.s_shift), s = rs - r * g.S;
+    const int h_tap = r * g.dil_h - g.pad_h, w_tap = s * g.dil_w - g.pad_w;
+
+    float acc[Loop::MT][Loop::NT][4];
+    zero(acc);
+    loop.run(acc, (end - begin + BK - 1) / BK, [&](int tile, unsigned char* a_tile, unsigned char* b_tile) {
+        const int pixel0 = begin + tile * BK;
+        load_a.issue(a_tile, pixel0, m0);
+        DLGPU_UNROLL
+        for (int i = 0; i < B_ROWS; ++i) {
+            const int row = first + i * ROW_STEP, m = pixel0 + row;
+            bool ok = column_ok && m < end;
+            long long offset = 0;
+            if (ok) {
+                const int n = fast_div(m, g.pq_mul, g.pq_shift);
+                const int pq = m - n * g.P * g.Q;
+                const int p = fast_div(pq, g.q_mul, g.q_shift);
+                const int h = p * g.stride_h + h_tap, wc = (pq - p * g.Q) * g.stride_w + w_tap;
+                ok = (unsigned)h < (unsigned)g.H && (unsigned)wc < (unsigned)g.W;
+                offset = (((long long)n * g.H + h) * g.W + wc) * g.C + c;
+            }
+            ptx::cp_async_16(b_tile + TileB::offset(row, threadIdx.x % PER_ROW), ok ? x + offset : x, ok ? 16u : 0u);
+        }
+    });
+    loop.store_to(acc, out, false, taps, m0, n0, g.K, taps, nullptr, 0);
+}
+
+// ---------------------------------------------------------------- named instances
+#define CONV_TC_NHWC_KERNELS(BM, BN, THREADS, WARPS_M, WARPS_N, STAGES, MIN_BLOCKS)                                \
+    extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) conv2d_fwd_tc_##BM##x##BN##_nhwc(            \
+        const TcElement* x, const TcElement* w, const float* bias, void* y, CONV_GEOMETRY_PARAMS, int flags)       \
+    {                                                                                                             \
+        const ConvGeometry geo = CONV_GEOMETRY;                                                                   \
+        nhwc_forward<BM, BN, THREADS, WARPS_M, WARPS_N, STAGES>(x, w, bias, y, geo, flags);            \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) conv2d_dgrad_tc_##BM##x##BN##_nhwc(          \
+        const TcElement* grad_y, const TcElement* w, void* grad_x, CONV_GEOMETRY_PARAMS, int flags, unsigned hw_mul, \
+        unsigned hw_shift, unsigned w_mul, unsigned w_shift)                                                      \
+    {                                                                                                             \
+        const ConvGeometry geo = CONV_GEOMETRY;                                                                   \
+        nhwc_dgrad<BM, BN, THREADS, WARPS_M, WARPS_N, STAGES>(grad_y, w, grad_x, geo, flags, hw_mul,   \
+                                                                         hw_shift, w_mul, w_shift);               \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) conv2d_wgrad_tc_##BM##x##BN##_nhwc(          \
+        const TcElement* grad_y, const TcElement* x, float* partial, CONV_GEOMETRY_PARAMS, int flags,              \
+        int pixels_per_split)                                                                                     \
+    {                                                                                                             \
+        const ConvGeometry geo = CONV_GEOMETRY;                                                                   \
+        const int pixels = N * P * Q, begin = blockIdx.z * pixels_per_split;                                      \
+        const int end = pixels - begin < pixels_per_split ? pixels : begin + pixels_per_split;                    \
+        nhwc_wgrad<BM, BN, THREADS, WARPS_M, WARPS_N, STAGES>(                                          \
+            grad_y, x, partial + (long long)blockIdx.z * K * R * S * C, geo, begin, end);                         \
+    }
+CONV_TC_NHWC_CONFIGS(CONV_TC_NHWC_KERNELS)

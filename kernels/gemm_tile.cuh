@@ -1,11 +1,11 @@
 // kernels/gemm_tile.cuh -- what the GEMM families (gemm.cu, gemm_tc.cu, gemm_wgmma.cu) share beyond
 // mainloop.cuh: the layouts they are instantiated in, the raster order, and the loader that moves
-// one operand tile into shared memory.  Their `flags`: EPILOGUE_BIAS, EPILOGUE_RELU (common.cuh),
+// one fp32 operand tile into shared memory (gemm.cu's; the tensor-core loaders are tc_tile.cuh's).  Their `flags`: EPILOGUE_BIAS, EPILOGUE_RELU (common.cuh),
 // GEMM_MASK_A and GEMM_STORE_HALF.
 //
 //   GEMM_MASK_A                         the naive kernel's flag for a masked A
-//   GEMM_STORE_HALF                     kernels with 16-bit operands (gemm_wgmma.cu): C is stored in
-//                                       their 16-bit type instead of fp32
+//   GEMM_STORE_HALF                     kernels with 16-bit operands (gemm_tc.cu, gemm_wgmma.cu): C is
+//                                       stored in their 16-bit type instead of fp32
 //   GEMM_LAYOUTS(X, config...)          every (layout, mask) an mma.sync GEMM kernel exists for:
 //                                       GEMM_PLAIN_LAYOUTS, then GEMM_MASK_LAYOUTS
 //   grouped_tile(id, ...)               which C tile a linear tile id computes (grouped raster order)
@@ -79,16 +79,13 @@ template <int BM, int BN> __device__ __forceinline__ void block_tile(int& m0, in
 // ahead); transposed or masked chunks must pass through registers: `issue` loads them into `held`
 // (early, so the loads are in flight during the math) and `store` writes them to shared memory
 // (after the math).  With kMask the chunk is masked by the same chunk of `mask` (relu_mask).
-// kStaged sends every chunk through registers (gemm_tc.cu's 16-bit tiles: the caller converts
-// `held` on its way into shared memory).
-template <int TILE_ROWS, int TILE_COLS, int STRIDE, int THREADS, bool kTransposeStore, bool kMask,
-          bool kStaged = false>
+template <int TILE_ROWS, int TILE_COLS, int STRIDE, int THREADS, bool kTransposeStore, bool kMask>
 struct TileLoader {
     static constexpr int kChunksPerRow = TILE_COLS / 4;
     static constexpr int kChunks = TILE_ROWS * kChunksPerRow;
     static_assert(TILE_COLS % 4 == 0 && kChunks % THREADS == 0, "tile must split evenly into 16-byte chunks");
     static constexpr int kPerThread = kChunks / THREADS;
-    static constexpr bool kAsync = !kTransposeStore && !kMask && !kStaged;
+    static constexpr bool kAsync = !kTransposeStore && !kMask;
 
     const float* src;
     const float* mask;

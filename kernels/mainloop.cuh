@@ -3,7 +3,7 @@
 // Each family keeps what is its own: how operands reach shared memory, which thread owns which
 // outputs, and where the outputs go.
 //
-//   k_tile_pipeline<STAGES, kAsync, kTestFirst>(tiles, issue, store, compute)
+//   k_tile_pipeline<STAGES, kAsync, kTestFirst>(tiles, issue, store, compute[, landed])
 //                        the loop over the reduction's tiles, STAGES shared-memory stages deep
 //   fma_tile<BK, SA, SB, ROW_GAP, COL_GAP>(acc, as, bs)
 //                        one reduction tile of a CUDA-core thread tile (FFMA outer products)
@@ -27,6 +27,9 @@
 //                       or into registers (which takes the loads' latency off the critical path)
 //   store(stage)        write what `issue` left in registers into `stage`
 //   compute(stage)      multiply the tile held in `stage`
+//   landed(stage)       (optional) touch what this thread's own cp.async copies put into `stage`,
+//                       once they have landed and before the barrier that publishes the stage to
+//                       the other threads (tf32 operands are rounded there, once per tile)
 // kAsync: `issue` uses cp.async, one commit group per tile, and a tile's group is waited for
 // before the barrier that publishes it; loaders that only use registers leave the group
 // bookkeeping out.  kTestFirst: the prologue tests `0 < tiles` before it issues tile 0.  Every
@@ -34,8 +37,14 @@
 // makes: the GEMMs keep their register counts with it, the convolutions theirs without it.  A barrier after the prologue and one closing each iteration: it publishes
 // the next tile, and it tells every thread that the stage just read is free, so the next
 // iteration's `issue` and `store` may refill it.
-template <int STAGES, bool kAsync, bool kTestFirst, class Issue, class Store, class Compute>
-__device__ __forceinline__ void k_tile_pipeline(int tiles, Issue issue, Store store, Compute compute)
+struct NothingLanded {
+    __device__ __forceinline__ void operator()(int) const {}
+};
+
+template <int STAGES, bool kAsync, bool kTestFirst, class Issue, class Store, class Compute,
+          class Landed = NothingLanded>
+__device__ __forceinline__ void k_tile_pipeline(int tiles, Issue issue, Store store, Compute compute,
+                                                Landed landed = {})
 {
     static_assert(STAGES >= 2, "a pipeline has at least two stages");
     // ---- prologue: tiles 0 .. STAGES-2 in flight (one cp.async group each, even when empty)
@@ -48,6 +57,7 @@ __device__ __forceinline__ void k_tile_pipeline(int tiles, Issue issue, Store st
         if constexpr (kAsync) ptx::cp_async_commit();
     }
     if constexpr (kAsync) ptx::cp_async_wait<STAGES - 2>();
+    if (0 < tiles) landed(0);
     __syncthreads();
     // ---- main loop: start tile t + STAGES - 1, multiply tile t, publish tile t + 1
     for (int t = 0; t < tiles; ++t) {
@@ -58,6 +68,7 @@ __device__ __forceinline__ void k_tile_pipeline(int tiles, Issue issue, Store st
         // Registers -> the stage tile t - 1 occupied (every thread left it before the last barrier).
         if (next < tiles) store(next % STAGES);
         if constexpr (kAsync) ptx::cp_async_wait<STAGES - 2>();
+        if (t + 1 < tiles) landed((t + 1) % STAGES);
         __syncthreads();
     }
     if constexpr (kAsync) ptx::cp_async_wait_all();

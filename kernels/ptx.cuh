@@ -7,6 +7,7 @@
 //   f32_to_tf32(x)                       cvt.rna.tf32.f32: x rounded to tf32 (bits of a .b32)
 //   pack_bf16x2(lo, hi), pack_fp16x2     cvt.rn.{bf16x2,f16x2}.f32: two floats -> one .b32,
 //                                        `lo` in bits 0..15 (the lower-index element)
+//   half_to_float(bits)                  cvt.f32.f16: an fp16 value (its bits) as a float, exactly
 //   mma_m16n8k8_tf32(d, a, b, c)         mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32
 //   mma_m16n8k16_bf16(d, a, b, c)        mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32
 //   mma_m16n8k16_fp16(d, a, b, c)        mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32
@@ -30,6 +31,9 @@
 //                                        reads this enum: dlgpu/cuda/kernel_decls.py)
 //   mma_k<P>                             the k of one mma: 8 for tf32, 16 for bf16/fp16
 //   pack_half2<P>(lo, hi)                pack_bf16x2 for bf16, pack_fp16x2 for fp16
+//   Operand<P>::type                     how an operand of precision P is stored in memory: float for tf32,
+//                                        the 16 bits (unsigned short) of a bf16 or fp16 value otherwise
+//   to_half<P>(v), from_half<P>(bits)    float -> 16 bits (round to nearest even) and back (exact)
 //   mma_accumulate<P>(d, a, b)           d += a*b with the mma of precision P
 //   a_fragment<P>(a, at, lane)           this lane's A (16 x mma_k<P>) or B (mma_k<P> x 8) fragment,
 //   b_fragment<P>(b, at, lane)           rounded from fp32: at(row, k) / at(k, col) reads the tile
@@ -50,6 +54,7 @@ __device__ __forceinline__ unsigned pack_fp16x2(float lo, float hi)
 {
     return (unsigned)dlgpu_host::float_to_half_bits(lo) | ((unsigned)dlgpu_host::float_to_half_bits(hi) << 16);
 }
+__device__ __forceinline__ float half_to_float(unsigned short h) { return dlgpu_host::half_bits_to_float(h); }
 __device__ __forceinline__ void mma_m16n8k8_tf32(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], const float (&c)[4])
 {
     dlgpu_host::mma_m16n8k8_tf32(d, a, b, c);
@@ -103,6 +108,13 @@ __device__ __forceinline__ unsigned pack_fp16x2(float lo, float hi)
 {
     unsigned r;
     asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+__device__ __forceinline__ float half_to_float(unsigned short h)
+{
+    float r;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(r) : "h"(h));
     return r;
 }
 
@@ -172,6 +184,25 @@ template <Precision P> __device__ __forceinline__ unsigned pack_half2(float lo, 
     static_assert(P != Precision::tf32, "tf32 operands are 32-bit: f32_to_tf32");
     if constexpr (P == Precision::bf16) return pack_bf16x2(lo, hi);
     else return pack_fp16x2(lo, hi);
+}
+
+template <Precision P> struct Operand {
+    using type = unsigned short;
+};
+template <> struct Operand<Precision::tf32> {
+    using type = float;
+};
+
+template <Precision P> __device__ __forceinline__ unsigned short to_half(float v)
+{
+    return (unsigned short)(pack_half2<P>(v, 0.0f) & 0xffffu);
+}
+
+template <Precision P> __device__ __forceinline__ float from_half(unsigned short bits)
+{
+    static_assert(P != Precision::tf32, "tf32 operands are stored as fp32");
+    if constexpr (P == Precision::bf16) return __uint_as_float((unsigned)bits << 16);
+    else return half_to_float(bits);
 }
 
 template <Precision P>

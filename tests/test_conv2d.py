@@ -8,10 +8,10 @@ emulation; every registered variant (dlgpu.cuda.conv2d.VARIANTS) x pass x
 precision x tile configuration on the harness, on small odd configurations
 (batch 1, C = 1 and 3, K = 1, prime and non-square H and W, stride 2 and 3,
 dilation 2, padding, 1x1 and 7x7), outputs poisoned, each call checking which
-kernel ran, every kernel plain and under the sanitizers, and the launcher's
-choices; the same on a GPU at larger odd and random configurations, bit for bit
-twice, with the harness cross-checked against the device; bad input; and
-properties.
+kernel ran, the NHWC (channels_last) tensor-core kernels from 16-bit storage,
+every kernel plain and under the sanitizers, and the launcher's choices; the
+same on a GPU at larger odd and random configurations, bit for bit twice,
+with the harness cross-checked against the device; bad input; and properties.
 """
 
 from __future__ import annotations
@@ -28,9 +28,12 @@ from dlgpu.cases import conv2d as cases
 from dlgpu.cpu import winograd as cpu_winograd
 from dlgpu.cpu.gemm import round_operand
 from dlgpu.cuda import conv2d as conv
+from dlgpu.cuda import conv2d_nhwc as nhwc
+from dlgpu.cuda import gemm_cast
 from dlgpu.errors import ArgumentError, ShapeError
-from dlgpu.testing import (assert_away_from_kink, assert_close, check_gradients, harness, random_array, rel_error,
-                           same_bits, to_numpy)
+from dlgpu.testing import (assert_away_from_kink, assert_close, bf16_bits, check_gradients, harness, random_array,
+                           rel_error, same_bits, stored_values, to_numpy)
+from dlgpu.testing.harness import HarnessExecutor
 from dlgpu.testing.kernel_cases import KernelCase
 from dlgpu.testing.properties import (INVALID_OK, assert_product_close, assert_same_specials, common, property_test,
                                       with_specials)
@@ -548,6 +551,138 @@ def test_launchers_check_shapes(plain, rng):
 
 
 # ---------------------------------------------------------------------------
+# the NHWC (channels_last) tensor-core kernels (kernels/conv2d_tc.cu, dlgpu/cuda/conv2d_nhwc.py)
+# ---------------------------------------------------------------------------
+# The three passes against the reference (NCHW, float64; arrays transposed here), outputs poisoned: 16-bit
+# operands read in place, fp32 operands at tf32 and through the producer pass, channel counts that need zero
+# padding (a first layer's 3), several channel blocks per tap, tiles crossing every edge, and the launcher's
+# rules.  The kernel cases below run every NHWC kernel of every build plain and under ASan and TSan.
+
+
+def to_nhwc(array):
+    return np.ascontiguousarray(array.transpose(0, 2, 3, 1))
+
+
+def to_nchw(array):
+    return array.transpose(0, 3, 1, 2)
+
+
+def nhwc_stored(values, precision: str):
+    return {"bf16": bf16_bits, "fp16": lambda v: v.astype(np.float16), "tf32": lambda v: v}[precision](values)
+
+
+def nhwc_inputs(rng, x_shape, w_shape, precision, geometry):
+    """x, w (NCHW / OIHW, float64 of the stored values), their NHWC storage, bias, y, grad_y."""
+    x16 = nhwc_stored(random_array(rng, x_shape), precision)
+    w16 = nhwc_stored(random_array(rng, w_shape), precision)
+    x, w = stored_values(x16, precision), stored_values(w16, precision)
+    bias = random_array(rng, w_shape[0])
+    y = R.conv2d(x, w, bias, activation="relu", **geometry)
+    grad_y = nhwc_stored(random_array(rng, y.shape), precision)
+    return x, w, to_nhwc(x16), to_nhwc(w16), bias, y, grad_y
+
+
+def nhwc_geo(stride=1, padding=0, dilation=1):
+    pair = lambda v: (v, v) if isinstance(v, int) else v  # noqa: E731
+    return dict(stride=pair(stride), padding=pair(padding), dilation=pair(dilation))
+
+
+# (x NCHW, w OIHW, geometry): C = 40 (two 32-channel blocks per tap at 16 bits, three of 16 floats), 243
+# pixels (two 128-row tiles) and K = 136 (two 128-column tiles) at a 3x3 / pad 1; a strided, dilated,
+# rectangular case with batch 1; a 1x1.
+NHWC_CASES = (
+    ((3, 40, 9, 9), (136, 40, 3, 3), nhwc_geo(1, 1)),
+    ((1, 16, 11, 7), (24, 16, 3, 2), nhwc_geo((2, 1), (1, 0), (1, 2))),
+    ((2, 32, 5, 6), (8, 32, 1, 1), nhwc_geo()),
+)
+
+
+@pytest.mark.parametrize("precision", ("tf32", "bf16", "fp16"))
+@pytest.mark.parametrize("case", range(len(NHWC_CASES)))
+def test_nhwc_forward_matches_the_reference(plain, rng, precision, case):
+    x_shape, w_shape, geometry = NHWC_CASES[case]
+    x, w, x_n, w_n, bias, y, _ = nhwc_inputs(rng, x_shape, w_shape, precision, geometry)
+    plain.launched.clear()
+    out = nhwc.forward(x_n, w_n, bias, relu=True, precision=precision, executor=plain, **geometry)
+    assert {family for family, _ in plain.launched} == {"conv2d_tc"}  # channels aligned: no producer pass
+    assert out.dtype == x_n.dtype and out.shape == to_nhwc(y).shape
+    assert_close(stored_values(to_nchw(out), precision), y, dtype=np.float32, precision=precision)
+
+
+@pytest.mark.parametrize("precision", ("tf32", "bf16"))
+def test_nhwc_backward_passes_match_the_reference(plain, rng, precision):
+    for x_shape, w_shape, geometry in NHWC_CASES[:2]:
+        x, w, x_n, w_n, _, y, grad_y = nhwc_inputs(rng, x_shape, w_shape, precision, geometry)
+        y16 = nhwc_stored(y.astype(np.float32), precision)
+        expected = R.conv2d_backward(stored_values(grad_y, precision), x, w, y=stored_values(y16, precision),
+                                       activation="relu", **geometry)
+        kw = dict(mask=to_nhwc(y16), precision=precision, executor=plain, **geometry)
+        grad_x = nhwc.dgrad(to_nhwc(grad_y), w_n, x_n.shape, **kw)
+        assert grad_x.dtype == x_n.dtype
+        assert_close(stored_values(to_nchw(grad_x), precision), expected[0], dtype=np.float32, precision=precision)
+        grad_w = nhwc.wgrad(to_nhwc(grad_y), x_n, w_n.shape, **kw)
+        assert grad_w.dtype == np.float32  # fp32 master weights' gradient
+        assert_close(to_nchw(grad_w), expected[1], precision=precision)
+
+
+def test_nhwc_first_layer_pads_its_three_channels(plain, rng):
+    """C = 3 is not a multiple of 16 bytes: the producer pass pads x and w with zero channels (and casts the
+    fp32 operands to bf16 on the way); every pass still matches, grad_x and grad_w unpadded."""
+    geometry = nhwc_geo(2, 2)
+    x = random_array(rng, (2, 3, 9, 7))
+    w = random_array(rng, (8, 3, 5, 5))
+    y = R.conv2d(x, w, activation="relu", **geometry)
+    grad_y = random_array(rng, y.shape)
+    expected = R.conv2d_backward(grad_y, x, w, y=y.astype(np.float32), activation="relu", **geometry)
+    kw = dict(precision="bf16", executor=plain, **geometry)
+    plain.launched.clear()
+    out = nhwc.forward(to_nhwc(x), to_nhwc(w), relu=True, **kw)
+    assert (gemm_cast.FAMILY, "cast_f32_bf16") in plain.launched and out.dtype == np.float32
+    assert_close(to_nchw(out), y, precision="bf16")
+    mask = to_nhwc(y.astype(np.float32))
+    grad_x = nhwc.dgrad(to_nhwc(grad_y), to_nhwc(w), (2, 9, 7, 3), mask=mask, **kw)
+    assert grad_x.shape == (2, 9, 7, 3)
+    assert_close(to_nchw(grad_x), expected[0], precision="bf16")
+    grad_w = nhwc.wgrad(to_nhwc(grad_y), to_nhwc(x), (8, 5, 5, 3), mask=mask, **kw)
+    assert grad_w.shape == (8, 5, 5, 3)
+    assert_close(to_nchw(grad_w), expected[1], precision="bf16")
+
+
+def test_nhwc_wgrad_bits_do_not_depend_on_the_device(rng):
+    """The split count comes from the shape: executors with different SM counts give the same bits."""
+    x_shape, w_shape, geometry = NHWC_CASES[1]
+    _, _, x_n, w_n, _, y, grad_y = nhwc_inputs(rng, x_shape, w_shape, "fp16", geometry)
+    results = [nhwc.wgrad(to_nhwc(grad_y), x_n, w_n.shape, precision="fp16", **geometry,
+                          executor=HarnessExecutor("plain", multiprocessor_count=sms)) for sms in (1, 132)]
+    assert results[0].tobytes() == results[1].tobytes()
+
+
+def test_nhwc_16_bit_output_and_bias_in_the_operands_type(plain, rng):
+    x_shape, w_shape, geometry = NHWC_CASES[2]
+    x, w, x_n, w_n, _, _, _ = nhwc_inputs(rng, x_shape, w_shape, "fp16", geometry)
+    bias16 = random_array(rng, w_shape[0]).astype(np.float16)
+    expected = R.conv2d(x, w, bias16.astype(np.float64), **geometry)
+    out32 = nhwc.forward(x_n, w_n, bias16, out_dtype=np.float32, executor=plain, **geometry)
+    assert out32.dtype == np.float32
+    assert_close(to_nchw(out32), expected, precision="fp16")
+    out16 = nhwc.forward(x_n, w_n, bias16, executor=plain, **geometry)
+    assert out16.dtype == np.float16
+    assert_close(to_nchw(out16).astype(np.float64), expected, dtype=np.float32, precision="fp16")
+
+
+def test_the_nhwc_launcher_refuses_what_the_kernels_cannot_do(plain, rng):
+    x, w = random_array(rng, (1, 5, 5, 8)), random_array(rng, (4, 3, 3, 8))
+    with pytest.raises(ArgumentError, match="tensor cores"):
+        nhwc.forward(x, w, executor=plain)  # float32 at "ieee": no NHWC kernel computes exact fp32
+    with pytest.raises(ShapeError, match="channels"):
+        nhwc.forward(x, random_array(rng, (4, 3, 3, 7)), precision="tf32", executor=plain)
+    with pytest.raises(ShapeError, match="grad_y"):
+        nhwc.dgrad(random_array(rng, (1, 5, 5, 4)), w, x.shape, precision="tf32", executor=plain)
+    with pytest.raises(ArgumentError, match="config must be one of"):
+        nhwc.forward(x, w, precision="tf32", config="256x256", executor=plain)
+
+
+# ---------------------------------------------------------------------------
 # every kernel, plain and under the sanitizers (the cases declare the kernels they launch)
 # ---------------------------------------------------------------------------
 
@@ -622,6 +757,25 @@ def check_conv2d_tc(executor, rng):
                                  precision=precision)
 
 
+def check_conv2d_tc_nhwc(executor, rng):
+    # NHWC as stored; 16 channels in, 12 out (padded to 16 for the 16-bit dgrad's reads), the strided case's
+    # stride, padding and dilation.  All precisions plain, bf16 under the sanitizers.
+    precisions = conv.TC_PRECISIONS if executor.mode == "plain" else ("bf16",)
+    geometry = conv_geometry(*KERNEL_CONV_CASES[0][2:])
+    x, weight, bias, y, grad_y = conv_inputs(rng, (2, 16, 7, 5), (12, 16, 3, 3), geometry)
+    expected = R.conv2d_backward(grad_y, x, weight, y=y, activation="relu", **geometry)
+    x_n, w_n, y_n, grad_y_n = (to_nhwc(a) for a in (x, weight, y, grad_y))
+    for precision in precisions:
+        for config in conv.NHWC_CONFIGS:
+            kw = dict(precision=precision, config=config.name, executor=executor, **geometry)
+            out = nhwc.forward(x_n, w_n, bias, relu=True, **kw)
+            assert_close(to_nchw(out), y, precision=precision)
+            grad_x = nhwc.dgrad(grad_y_n, w_n, x_n.shape, mask=y_n, **kw)
+            assert_close(to_nchw(grad_x), expected[0], precision=precision)
+            grad_w = nhwc.wgrad(grad_y_n, x_n, w_n.shape, mask=y_n, splits=2, **kw)
+            assert_close(to_nchw(grad_w), expected[1], precision=precision)
+
+
 KERNEL_CASES = (
     KernelCase("conv2d_naive", "conv2d", ("conv2d_fwd_naive_f32", "conv2d_dgrad_naive_f32", "conv2d_wgrad_naive_f32"),
                check_conv2d_naive),
@@ -634,6 +788,9 @@ KERNEL_CASES = (
                tuple(f"conv2d_{p}_tc_{c.name}{s}_f32" for c in conv.TC_CONFIGS
                      for p, s in (("fwd", ""), ("fwd", "_1x1"), ("dgrad", ""), ("wgrad", ""))),
                check_conv2d_tc),
+    KernelCase("conv2d_tc_nhwc", "conv2d_tc",
+               tuple(f"conv2d_{p}_tc_{c.name}_nhwc" for c in conv.NHWC_CONFIGS for p in ("fwd", "dgrad", "wgrad")),
+               check_conv2d_tc_nhwc),
 )
 
 

@@ -1,4 +1,4 @@
-"""The gemm stem (kernels/gemm.cu, kernels/gemm_tc.cu): matmul and linear, forward and backward.
+"""The gemm stem (kernels/gemm.cu, gemm_tc.cu, gemm_cast.cu): matmul and linear, forward and backward.
 
 Everything about them, executor by executor: the float64 reference by hand and
 against finite differences; every check and bad input of dlgpu/cases/gemm.py on the CPU backend,
@@ -6,7 +6,8 @@ on the CPU harness and on a GPU; the CPU backend in float32 and float64 and its
 tensor-core precision emulation; every registered variant (dlgpu.cuda.gemm.VARIANTS)
 x tile configuration x layout x precision on the harness, each call checking which
 kernel ran (so a silent fallback to the naive kernel cannot pass for a tiled one),
-every kernel plain and under the sanitizers, and the launcher's choices; the same
+every kernel plain and under the sanitizers, and the launcher's choices; the
+tensor-core kernels fed from 16-bit storage and their producer pass; the same
 on a GPU at sizes the harness cannot afford, with bit-for-bit repeats and the
 harness cross-checked against the device; bad input; and properties.
 """
@@ -23,8 +24,8 @@ import dlgpu.functional as F
 import dlgpu.reference as R
 from dlgpu.cases import gemm as cases
 from dlgpu.cpu.gemm import round_operand
-from dlgpu.cuda import gemm, gemm_wgmma
-from dlgpu.errors import ArgumentError, ShapeError
+from dlgpu.cuda import gemm, gemm_cast, gemm_wgmma
+from dlgpu.errors import ArgumentError, DtypeError, ShapeError
 from dlgpu.testing import (assert_away_from_kink, assert_close, bf16_bits, check_gradients, harness, random_array,
                            rel_error, same_bits, stored_values)
 from dlgpu.testing.harness import HarnessExecutor
@@ -281,7 +282,8 @@ def operands(rng, m, n, k, ta, tb):
 
 
 def launched_one(executor, prefix: str):
-    names = {kernel for _, kernel in executor.launched}
+    """The one product kernel launched (the tc launcher's producer passes, family gemm_cast, aside)."""
+    names = {kernel for family, kernel in executor.launched if family != gemm_cast.FAMILY}
     assert len(names) == 1 and next(iter(names)).startswith(prefix), names
     return next(iter(names))
 
@@ -303,7 +305,7 @@ def test_product_matches_the_reference_on_the_harness(plain, rng, variant, preci
                       variant=variant, config=config, executor=plain)
         assert c is out
         kernel = launched_one(plain, kernel_prefix(variant, config))
-        assert variant == "naive" or kernel.endswith(f"_{layout}_f32")
+        assert variant == "naive" or kernel.endswith(f"_{layout}_f32" if variant == "simt" else f"_{layout}")
         assert_close(c, R.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b), precision=precision)
 
 
@@ -341,13 +343,22 @@ def test_relu_epilogue_lets_nan_through(plain):
 
 
 @pytest.mark.parametrize(("m", "n", "k"), ODD_SHAPES + ((3, 5, 6),))
-@pytest.mark.parametrize("precision", ("ieee", "tf32"))
-def test_unaligned_operands_fall_back_to_a_correct_kernel(plain, rng, m, n, k, precision):
+def test_unaligned_operands_fall_back_to_a_correct_kernel(plain, rng, m, n, k):
     a, b = operands(rng, m, n, k, False, False)
     plain.launched.clear()
-    c = gemm.matmul(a, b, False, False, precision, None, executor=plain)
+    c = gemm.matmul(a, b, False, False, "ieee", None, executor=plain)
     assert launched_one(plain, "gemm_naive")
     assert_close(c, R.matmul(a, b))
+
+
+@pytest.mark.parametrize(("m", "n", "k"), ODD_SHAPES[-2:])
+def test_unaligned_operands_are_padded_for_the_tensor_cores(plain, rng, m, n, k):
+    """Rows that are not a multiple of 16 bytes: the producer pass copies them into padded rows."""
+    a, b = operands(rng, m, n, k, False, False)
+    plain.launched.clear()
+    c = gemm.matmul(a, b, False, False, "tf32", None, executor=plain)
+    assert launched_one(plain, "gemm_tc_") and (gemm_cast.FAMILY, "cast_f32_f32") in plain.launched
+    assert_close(c, R.matmul(a, b), precision="tf32")
 
 
 def test_misaligned_pointer_falls_back(plain, rng):
@@ -371,7 +382,8 @@ def test_matmul_backward_on_the_harness(plain, rng, variant, transpose_a, transp
         plain.launched.clear()
         grad_a, grad_b = gemm.matmul_backward(grad_c, a, b, transpose_a, transpose_b, precision, variant=variant,
                                               executor=plain)
-        assert {kernel.startswith(f"gemm_{variant}") for _, kernel in plain.launched} == {True}
+        assert {kernel.startswith(f"gemm_{variant}") for family, kernel in plain.launched
+                if family != gemm_cast.FAMILY} == {True}
         expected_a, expected_b = R.matmul_backward(grad_c, a, b, transpose_a=transpose_a, transpose_b=transpose_b)
         assert grad_a.shape == a.shape and grad_b.shape == b.shape
         assert_close(grad_a, expected_a, precision=precision)
@@ -389,12 +401,18 @@ def test_linear_backward_masks_grad_y_inside_the_products(plain, rng, variant, p
     plain.launched.clear()
     grad_x, grad_w, grad_b = gemm.linear_backward(grad_y, x, weight, y, "relu", precision, variant=variant,
                                                   executor=plain)
-    gemm_kernels = {kernel for family, kernel in plain.launched if family.startswith("gemm")}
+    gemm_kernels = {kernel for family, kernel in plain.launched if family in ("gemm", "gemm_tc")}
     if variant == "naive":
         assert gemm_kernels == {"gemm_naive_f32"}
-    else:
+    elif variant == "simt":
         assert all(k.endswith("_mask_f32") for k in gemm_kernels), gemm_kernels
         assert {k.split("_")[-3] for k in gemm_kernels} == {"nn", "tn"}
+    else:  # one producer pass writes the masked grad_y that both products read (12 features: rows of 24
+        # bytes at 16 bits, which a second pass pads to 32 for the 16-byte loads; no mask there)
+        assert {k.split("_")[-1] for k in gemm_kernels} == {"nn", "tn"}
+        storage = "f32" if precision == "tf32" else precision
+        casts = {k for family, k in plain.launched if family == gemm_cast.FAMILY}
+        assert f"cast_f32_{storage}" in casts and casts <= {f"cast_f32_{storage}", f"cast_{storage}_{storage}"}
     expected = R.linear_backward(grad_y, x, weight, y=y, activation="relu")
     for got, want in zip((grad_x, grad_w, grad_b), expected, strict=True):
         assert_close(got, want, precision=precision)
@@ -426,6 +444,138 @@ def test_sanitized_fused_backward(rng, mode):
     got = gemm.linear_backward(grad_y, x, weight, y, "relu", "ieee", variant="simt", executor=executor)
     for g, want in zip(got, R.linear_backward(grad_y, x, weight, y=y, activation="relu"), strict=True):
         assert_close(g, want)
+
+
+# ---------------------------------------------------------------------------
+# the tensor-core GEMM fed from its storage type (kernels/gemm_tc.cu, tc_tile.cuh, gemm_cast.cu)
+# ---------------------------------------------------------------------------
+# The tests above run every variant x configuration x layout x precision from float32 arrays (bf16 and fp16
+# through the producer pass).  Here: 16-bit operands read in place (no producer pass) across the edges of the
+# largest tile, with C in 16 bits or fp32; tf32 operands rounded to nearest exactly once (what a truncating
+# tensor core would get wrong by far more than an fp32 sum); the fused epilogue into 16-bit C; and the
+# launcher's dtype rules.  Outputs poisoned, each call checking which kernels ran.
+
+
+def stored(values, precision: str):
+    """float32 values as a 16-bit precision stores them: bf16 bits (uint16) or float16."""
+    return bf16_bits(values) if precision == "bf16" else values.astype(np.float16)
+
+
+def operands16(rng, m, n, k, ta, tb, precision):
+    a = stored(random_array(rng, (k, m) if ta else (m, k)), precision)
+    b = stored(random_array(rng, (n, k) if tb else (k, n)), precision)
+    return a, b
+
+
+def product(a, b, ta, tb, precision):
+    return R.matmul(stored_values(a, precision), stored_values(b, precision), transpose_a=ta, transpose_b=tb)
+
+
+def kernels(executor, family):
+    return {kernel for fam, kernel in executor.launched if fam == family}
+
+
+@pytest.mark.parametrize("precision", ("bf16", "fp16"))
+@pytest.mark.parametrize(("transpose_a", "transpose_b"), LAYOUTS, ids=LAYOUT_IDS)
+def test_16_bit_operands_are_read_in_place_across_the_largest_tile(plain, rng, precision, transpose_a, transpose_b):
+    # 136 x 264: two block rows of 128 and two block columns of 256; k = 104 halves (208-byte rows): 4 k-tiles
+    # through 3 stages.  Leading dimensions are multiples of 8 halves, so nothing is staged.
+    m, n, k = 136, 264, 104
+    a, b = operands16(rng, m, n, k, transpose_a, transpose_b, precision)
+    plain.launched.clear()
+    c = gemm.gemm(a, b, transpose_a=transpose_a, transpose_b=transpose_b, precision=precision, config="128x256",
+                  executor=plain)
+    assert plain.launched == {("gemm_tc", f"gemm_tc_128x256_{gemm.layout_name(transpose_a, transpose_b)}")}
+    assert c.dtype == a.dtype and c.shape == (m, n)
+    assert_close(stored_values(c, precision), product(a, b, transpose_a, transpose_b, precision), dtype=np.float32,
+                 precision=precision)
+
+
+def tf32_rounded(values):
+    """cvt.rna.tf32.f32: to nearest, ties away from zero, 10 mantissa bits."""
+    bits = values.astype(np.float32).view(np.uint32)
+    return ((bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32)
+
+
+@pytest.mark.parametrize(("transpose_a", "transpose_b"), LAYOUTS, ids=LAYOUT_IDS)
+def test_tf32_operands_are_rounded_to_nearest(plain, rng, transpose_a, transpose_b):
+    """Against the product of the rounded operands the error is the fp32 sum's alone (~1e-7); unrounded
+    (truncated by the tensor cores) operands would be off by ~3e-4.  Covers the ldmatrix (k-contiguous) and
+    the permuted LDS.64 (m/n-contiguous) tiles, and a tile of each 128-row half."""
+    m, n, k = 150, 72, 40
+    a = random_array(rng, (k, m) if transpose_a else (m, k))
+    b = random_array(rng, (n, k) if transpose_b else (k, n))
+    c = gemm.gemm(a, b, transpose_a=transpose_a, transpose_b=transpose_b, precision="tf32", variant="tc",
+                  config="128x128", executor=plain)
+    exact = R.matmul(tf32_rounded(a), tf32_rounded(b), transpose_a=transpose_a, transpose_b=transpose_b)
+    assert rel_error(c, exact) < 1e-5
+    assert rel_error(c, R.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)) > 1e-5  # it is tf32
+
+
+@pytest.mark.parametrize("precision", ("bf16", "fp16"))
+def test_fused_epilogue_into_16_bit_outputs(plain, rng, precision):
+    # N even: paired (and, in nt, 4-wide) stores; N odd: element by element at the row ends.
+    for m, n, k in ((37, 130, 64), (64, 67, 24)):
+        a, b = operands16(rng, m, n, k, False, True, precision)
+        bias = random_array(rng, n)
+        expected = R.relu(product(a, b, False, True, precision) + bias)
+        c = gemm.gemm(a, b, transpose_b=True, bias=bias, relu=True, precision=precision, out_dtype=np.float32,
+                      executor=plain)
+        assert c.dtype == np.float32
+        assert_close(c, expected, precision=precision)
+        bias16 = stored(bias, precision)  # a bias in the operands' own type
+        half = gemm.gemm(a, b, transpose_b=True, bias=bias16, relu=True, precision=precision, executor=plain)
+        assert half.dtype == a.dtype
+        expected16 = R.relu(product(a, b, False, True, precision) + stored_values(bias16, precision))
+        assert_close(stored_values(half, precision), expected16, dtype=np.float32, precision=precision)
+        assert (stored_values(half, precision) >= 0).all()
+
+
+def test_16_bit_backward_products_keep_the_operands_dtype_and_layout(plain, rng):
+    m, n, k = 24, 40, 16
+    for transpose_a, transpose_b in LAYOUTS:
+        a, b = operands16(rng, m, n, k, transpose_a, transpose_b, "fp16")
+        grad_c = stored(random_array(rng, (m, n)), "fp16")
+        grad_a, grad_b = gemm.matmul_backward(grad_c, a, b, transpose_a, transpose_b, "fp16", executor=plain)
+        expected = R.matmul_backward(grad_c.astype(np.float64), a.astype(np.float64), b.astype(np.float64),
+                                       transpose_a=transpose_a, transpose_b=transpose_b)
+        for got, operand, want in zip((grad_a, grad_b), (a, b), expected, strict=True):
+            assert got.dtype == np.float16 and got.shape == operand.shape
+            assert_close(got.astype(np.float64), want, dtype=np.float32, precision="fp16")
+
+
+def test_mixed_operands_stage_only_the_float32_one(plain, rng):
+    a = stored(random_array(rng, (40, 32)), "bf16")
+    b = random_array(rng, (32, 48))
+    plain.launched.clear()
+    c = gemm.gemm(a, b, precision="bf16", out_dtype=np.float32, executor=plain)
+    assert kernels(plain, gemm_cast.FAMILY) == {"cast_f32_bf16"}
+    assert_close(c, R.matmul(stored_values(a, "bf16"), stored_values(bf16_bits(b), "bf16")), precision="bf16")
+
+
+def test_the_launcher_refuses_what_the_kernels_cannot_do(plain, rng):
+    a16, b16 = stored(random_array(rng, (8, 16)), "fp16"), stored(random_array(rng, (16, 8)), "fp16")
+    bits_a, bits_b = a16.view(np.uint16), b16.view(np.uint16)
+    a32 = random_array(rng, (8, 16))
+    with pytest.raises(DtypeError, match="say which"):
+        gemm.gemm(bits_a, bits_b, executor=plain)  # uint16 holds bf16 or fp16 bits
+    with pytest.raises(DtypeError, match="own precision"):
+        gemm.gemm(a16, b16, precision="bf16", executor=plain)
+    with pytest.raises(DtypeError, match="own precision"):
+        gemm.gemm(a16, b16, precision="tf32", executor=plain)
+    with pytest.raises(ArgumentError, match="variant 'tc' only"):
+        gemm.gemm(a16, b16, variant="simt", executor=plain)
+    with pytest.raises(DtypeError, match="C is float32"):
+        gemm.gemm(a32, b16.astype(np.float32), precision="tf32", out_dtype=np.float16, executor=plain)
+    with pytest.raises(DtypeError, match="C is float32"):
+        gemm.gemm(a16, b16, out_dtype=np.float64, executor=plain)
+    with pytest.raises(DtypeError, match="float32, float16, bfloat16 or uint16"):
+        gemm.gemm(a16.astype(np.float64), b16.astype(np.float64), executor=plain)
+    # The bits of fp16 values say what they are once the precision is named.
+    c = gemm.gemm(bits_a, bits_b, precision="fp16", executor=plain)
+    assert c.dtype == np.uint16
+    assert_close(c.view(np.float16).astype(np.float64), product(a16, b16, False, False, "fp16"), dtype=np.float32,
+                 precision="fp16")
 
 
 # ---------------------------------------------------------------------------
@@ -522,6 +672,31 @@ def check_gemm_wgmma(executor, rng):
         assert_close(c, expected, precision=precision)
 
 
+def stored_as(values, storage: str) -> np.ndarray:
+    """float32 values in a storage's array form, rounded to nearest even as the kernels round."""
+    return {"f32": lambda v: v, "bf16": bf16_bits, "fp16": lambda v: v.astype(np.float16)}[storage](values)
+
+
+def check_gemm_cast(executor, rng):
+    # 37 x 13: rows padded to 16 (element by element); 5 x 64: 16-byte runs; plain only (the sanitizers start
+    # threads slowly), 1 x 3001: one flat run with a tail.
+    shapes = ((37, 13), (5, 64), (1, 3001)) if executor.mode == "plain" else ((37, 13), (5, 64))
+    for index, (rows, cols) in enumerate(shapes):
+        values, mask = random_array(rng, (rows, cols)), random_array(rng, (rows, cols))
+        for src, dst in gemm_cast.KERNELS:
+            source, source_mask = stored_as(values, src), stored_as(mask, src)
+            exact = stored_values(source, src).astype(np.float32)
+            masks = (source_mask, None) if index == 0 else (source_mask,)
+            for given in masks:
+                want = exact if given is None else np.where(stored_values(given, src) > 0, exact, 0).astype(np.float32)
+                copy, got_cols = gemm_cast.cast(source, dst, src_storage=src, mask=given, row_multiple=8,
+                                                zero_padding=True, executor=executor)
+                assert got_cols == cols and copy.shape == (rows, -(-cols // 8) * 8)
+                # Bit for bit: conversions round to nearest even, copies and widenings are exact.
+                np.testing.assert_array_equal(copy[:, :cols].view(np.uint8), stored_as(want, dst).view(np.uint8))
+                assert not copy[:, cols:].view(np.uint8).any()
+
+
 KERNEL_CASES = (
     KernelCase("gemm_naive", "gemm", ("gemm_naive_f32",), check_gemm_naive),
     *(
@@ -538,6 +713,7 @@ KERNEL_CASES = (
         for config in gemm.TC_CONFIGS
     ),
     KernelCase("gemm_wgmma", "gemm_wgmma", tuple(gemm_wgmma.kernel_names()), check_gemm_wgmma),
+    KernelCase("gemm_cast", gemm_cast.FAMILY, tuple(gemm_cast.KERNELS.values()), check_gemm_cast),
 )
 
 
@@ -565,7 +741,9 @@ def test_default_variant_follows_the_precision():
 def test_tile_configuration_by_shape():
     # Large square: the biggest tile still gives several waves.
     assert plan(4096, 4096, 4096).config.name == "128x128"
-    assert plan(8192, 8192, 8192, precision="bf16").config.name == "128x128"
+    assert plan(8192, 8192, 8192, precision="bf16").config.name == "128x256"
+    assert plan(4096, 4096, 4096, precision="tf32").config.name == "128x256"
+    assert plan(2048, 2048, 4096, precision="fp16").config.name == "128x128"
     # Small products: smaller tiles, so more blocks share the device.
     assert plan(256, 64, 576).config.name == "64x64"
     assert plan(128, 512, 784).config.name == "64x64"
@@ -583,10 +761,12 @@ def math_ceil(a, b):
 
 def test_fallbacks_to_naive():
     assert plan(64, 64, 64, aligned=False).variant == "naive"
-    assert plan(64, 64, 64, aligned=False, precision="tf32").variant == "naive"
     for ta, tb in LAYOUTS:
         chosen = plan(64, 64, 64, ta=ta, tb=tb, masked=True)
         assert (chosen.variant == "naive") == (gemm.layout_name(ta, tb) not in gemm.MASK_LAYOUTS)
+        # tc takes everything: its launcher stages what the kernels cannot read directly.
+        chosen = plan(64, 64, 64, ta=ta, tb=tb, masked=True, aligned=False, precision="tf32")
+        assert chosen.variant == "tc" and chosen.kernel == f"gemm_tc_64x64_{gemm.layout_name(ta, tb)}"
     naive = plan(33, 17, 5, variant="naive")
     assert naive.kernel == "gemm_naive_f32" and naive.grid == (2, 3, 1) and naive.block == (16, 16, 1)
 
@@ -598,8 +778,10 @@ def test_tc_shared_memory_fits_every_target():
             size = gemm.tc_shared_bytes(config, ta, tb, precision)
             assert size <= 99 * 1024
             assert plan(512, 512, 64, ta=ta, tb=tb, precision=precision, config=config.name).shared_mem == size
-    # 16-bit tiles: 3 stages x (128 + 128) rows x 32 halves, swizzled without padding.
-    assert gemm.tc_shared_bytes(gemm.TC_CONFIGS[0], False, True, "bf16") == 3 * 256 * 32 * 2
+    # 16-bit tiles: 3 stages x (128 + 256) rows x 32 halves, swizzled without padding; tf32 tiles stored
+    # n-contiguous (B in nn) are 16 rows of k of 256 + 8 floats.
+    assert gemm.tc_shared_bytes(gemm.TC_CONFIGS[0], False, True, "bf16") == 3 * 384 * 32 * 2
+    assert gemm.tc_shared_bytes(gemm.TC_CONFIGS[0], False, False, "tf32") == 3 * (128 * 64 + 16 * 264 * 4)
 
 
 def test_registry_names_every_kernel():

@@ -17,20 +17,15 @@ from dlgpu.cuda import bias_grad, compiler, gemm, gemm_wgmma, kernel_decls, soft
 from dlgpu.precision import PRECISIONS
 
 conv2d = importlib.import_module("dlgpu.cuda.conv2d")  # the module, not the function dlgpu.cuda.conv2d
+conv2d_nhwc = importlib.import_module("dlgpu.cuda.conv2d_nhwc")
 
 # (the Python value, kernel source, what the source says): every mirrored #define, once.
 MIRRORS = [
     (gemm.FLAG_BIAS, "common.cuh", "EPILOGUE_BIAS"),
     (gemm.FLAG_RELU, "common.cuh", "EPILOGUE_RELU"),
     (gemm.FLAG_MASK_A, "gemm_tile.cuh", "GEMM_MASK_A"),
-    (gemm_wgmma.FLAG_STORE_HALF, "gemm_tile.cuh", "GEMM_STORE_HALF"),
+    (gemm.FLAG_STORE_HALF, "gemm_tile.cuh", "GEMM_STORE_HALF"),
     (conv2d.FLAG_MASK, "conv2d_common.cuh", "CONV_MASK"),
-    (gemm.TC_STAGES, "gemm_tc.cu", "TC_STAGES"),
-    (gemm.TC_BK["tf32"], "gemm_tc.cu", "TC_BK_TF32"),
-    (gemm.TC_BK["bf16"], "gemm_tc.cu", "TC_BK_HALF"),
-    (gemm.TC_BK["fp16"], "gemm_tc.cu", "TC_BK_HALF"),
-    (gemm.TC_PAD_K, "gemm_tc.cu", "TC_PAD_K"),
-    (gemm.TC_PAD_MN, "gemm_tc.cu", "TC_PAD_MN"),
     (conv2d.TC_BK, "conv2d_tc.cu", "CONV_TC_BK"),
     (conv2d.TC_PAD, "conv2d_tc.cu", "CONV_TC_PAD"),
     (conv2d.WGRAD_TILE, "conv2d.cu", "WGRAD_TILE"),
@@ -49,9 +44,9 @@ def test_every_mirrored_define_equals_its_python_constant(value, source, define)
 def test_the_other_flags_stay_clear_of_the_epilogue_bits():
     epilogue = gemm.FLAG_BIAS | gemm.FLAG_RELU
     assert gemm.FLAG_BIAS & gemm.FLAG_RELU == 0
-    for load_flag in (gemm.FLAG_MASK_A, gemm_wgmma.FLAG_STORE_HALF, conv2d.FLAG_MASK):
+    for load_flag in (gemm.FLAG_MASK_A, gemm.FLAG_STORE_HALF, conv2d.FLAG_MASK, conv2d_nhwc.FLAG_STORE_HALF):
         assert load_flag & epilogue == 0
-    assert gemm.FLAG_MASK_A & gemm_wgmma.FLAG_STORE_HALF == 0
+    assert gemm.FLAG_MASK_A & gemm.FLAG_STORE_HALF == 0 and conv2d.FLAG_MASK & conv2d_nhwc.FLAG_STORE_HALF == 0
 
 
 def test_softmax_warp_widths_are_the_kernel_list():
@@ -68,7 +63,11 @@ def test_the_precision_enum_is_every_tensor_core_precision_and_every_build():
 
 def test_tile_configurations_come_from_the_kernel_lists():
     assert [c.name for c in gemm.SIMT_CONFIGS] == ["128x128", "128x64", "64x64"]
-    assert [(c.block_m, c.block_n, c.threads) for c in gemm.TC_CONFIGS] == [(128, 128, 256), (64, 64, 128)]
+    assert [(c.block_m, c.block_n, c.threads) for c in gemm.TC_CONFIGS] == [(128, 256, 256), (128, 128, 128),
+                                                                             (64, 64, 128)]
+    assert gemm.TC_STAGES == {"128x256": 3, "128x128": 4, "64x64": 4}
+    assert [(c.name, c.threads) for c in conv2d.NHWC_CONFIGS] == [("128x128", 128), ("128x64", 128), ("64x64", 128)]
+    assert conv2d_nhwc.STAGES == {"128x128": 4, "128x64": 4, "64x64": 4}
     assert [(c.name, c.threads) for c in conv2d.SIMT_CONFIGS] == [("128x128", 256), ("128x64", 128), ("128x32", 128)]
     assert [(c.name, c.threads) for c in conv2d.TC_CONFIGS] == [("128x64", 128), ("64x32", 64)]
     assert [(c.name, c.threads) for c in gemm_wgmma.CONFIGS] == [("128x256", 384), ("128x128", 384)]

@@ -25,7 +25,8 @@ STEMS = sorted({stem_of(family) for family in families()})
 
 def test_tensor_core_files_belong_to_their_stem():
     assert stem_of("gemm_tc") == "gemm" and stem_of("conv2d_tc") == "conv2d"
-    assert stem_of("bias_grad") == "bias_grad" and stem_families("gemm")[:2] == ["gemm", "gemm_tc"]
+    assert stem_of("bias_grad") == "bias_grad" and stem_of("gemm_cast") == "gemm"
+    assert stem_families("gemm")[0] == "gemm" and {"gemm_cast", "gemm_tc"} <= set(stem_families("gemm"))
     assert STEMS == sorted(cases.STEMS)
 
 

@@ -121,8 +121,9 @@ def test_gemm_simt_pipeline_under_tsan(layout, rng):
 
 
 def test_gemm_tc_pipeline_under_tsan(rng):
-    """tf32 at K = 52: four 16-deep k-tiles through the 3-stage cp.async ring."""
-    m, n, k = 36, 20, 52
+    """tf32 at K = 132: nine 16-deep k-tiles through the 64x64 tile's 4-stage cp.async ring, so every stage is
+    refilled (kernels/gemm_tc.cu: GEMM_TC_CONFIGS)."""
+    m, n, k = 36, 20, 132
     a, b = random_array(rng, (m, k)), random_array(rng, (k, n))
     c = cuda_gemm.gemm(a, b, precision="tf32", variant="tc", config="64x64", executor=HarnessExecutor("tsan"))
     assert_close(c, ref.matmul(a, b, transpose_a=False, transpose_b=False), precision="tf32")

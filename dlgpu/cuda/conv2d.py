@@ -19,7 +19,9 @@ configurations are read from the kernel sources' lists (:mod:`dlgpu.cuda.kernel_
 - ``naive``: one thread per output element, every pass, exact fp32; the GPU-side oracle.
 - ``simt``: implicit GEMM on CUDA cores, every pass, exact fp32.
 - ``tc``: implicit GEMM on tensor cores, every pass, through mma.sync: tf32, bf16, fp16
-  operands, fp32 accumulation.
+  operands, fp32 accumulation.  Besides these NCHW kernels (fp32 arrays), it has NHWC
+  (channels_last) kernels fed by cp.async from operands in the precision's storage:
+  :mod:`dlgpu.cuda.conv2d_nhwc` launches them.
 
 "ieee" runs simt, the other precisions tc; naive only when asked for by name.
 :func:`choose_forward`, :func:`choose_dgrad` and :func:`choose_wgrad` pick the variant and
@@ -79,6 +81,8 @@ VARIANTS: dict[str, Variant] = {
 # Widest first: _pick_config takes the widest that still fills the device.
 SIMT_CONFIGS = tile_configs("conv2d.cu", "CONV_SIMT_CONFIGS")
 TC_CONFIGS = tile_configs("conv2d_tc.cu", "CONV_TC_CONFIGS")
+# The tc variant's NHWC kernels (dlgpu/cuda/conv2d_nhwc.py launches them).
+NHWC_CONFIGS = tile_configs("conv2d_tc.cu", "CONV_TC_NHWC_CONFIGS")
 CONFIGS: dict[str, tuple[TileConfig, ...]] = {"naive": (), "simt": SIMT_CONFIGS, "tc": TC_CONFIGS}
 
 
@@ -92,9 +96,14 @@ _PASS_STEMS = {"forward": "fwd", "dgrad": "dgrad", "wgrad": "wgrad"}
 WGRAD_FINISH = "conv2d_wgrad_finish_f32"
 
 
-def kernel_name(pass_: str, variant: str, config: TileConfig | None = None, *, one_by_one: bool = False) -> str:
-    """conv2d_<fwd|dgrad|wgrad>_<variant>[_<config>][_1x1]_f32, as the kernel sources' lists expand."""
+def kernel_name(pass_: str, variant: str, config: TileConfig | None = None, *, one_by_one: bool = False,
+                layout: str = "nchw") -> str:
+    """conv2d_<fwd|dgrad|wgrad>_<variant>[_<config>][_1x1]_f32 (NCHW, fp32), or
+    conv2d_<fwd|dgrad|wgrad>_tc_<config>_nhwc (NHWC, the storage of the build's precision), as the kernel
+    sources' lists expand."""
     parts = ["conv2d", _PASS_STEMS[pass_], variant, *([config.name] if config else [])]
+    if layout == "nhwc":
+        return "_".join(parts) + "_nhwc"
     return "_".join(parts) + ("_1x1" if one_by_one else "") + "_f32"
 
 
@@ -106,6 +115,8 @@ def kernel_names(variant: str) -> list[str]:
             names.append(kernel_name(pass_, variant, config))
             if pass_ == "forward" and config is not None:
                 names.append(kernel_name(pass_, variant, config, one_by_one=True))
+        if variant == "tc":
+            names += [kernel_name(pass_, variant, config, layout="nhwc") for config in NHWC_CONFIGS]
     return names
 
 

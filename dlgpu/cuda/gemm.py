@@ -1,13 +1,16 @@
 """Launchers for the matrix-product kernels (kernels/gemm.cu, kernels/gemm_tc.cu).
 
-One entry point, :func:`gemm`: ``c = epilogue(op(a) @ op(b))`` for float32
-C-contiguous 2-D arrays, op = transpose when ``transpose_a`` / ``transpose_b``,
-with an optional fused epilogue (``bias`` per output column, then ReLU) and an
-optional mask on A's loads (``mask_a``: A is multiplied by (mask_a > 0) as it
-is loaded, mask_a stored like a; the ReLU backward fused into the product).
-The backend functions (:func:`matmul`, :func:`linear`, :func:`matmul_backward`,
-:func:`linear_backward`) are thin layers over it: backward products are
-ordinary products in another layout, never a materialized transpose.
+One entry point, :func:`gemm`: ``c = epilogue(op(a) @ op(b))`` for C-contiguous 2-D arrays, op =
+transpose when ``transpose_a`` / ``transpose_b``, with an optional fused epilogue (``bias`` per
+output column, then ReLU) and an optional mask on A (``mask_a``: A is multiplied by (mask_a > 0),
+mask_a stored like a; the ReLU backward fused into the product).  The backend functions
+(:func:`matmul`, :func:`linear`, :func:`matmul_backward`, :func:`linear_backward`) are thin layers
+over it: backward products are ordinary products in another layout, never a materialized transpose.
+
+Operands are float32, or 16-bit (float16; bfloat16 as ``ml_dtypes.bfloat16`` on NumPy, or uint16
+arrays of bf16 bits with ``precision="bf16"``: see :mod:`dlgpu.cuda.gemm_cast`).  16-bit operands run on
+tensor cores at their own precision and give C in their dtype by default (``out_dtype=np.float32``
+for fp32); float32 operands give float32 C.
 
 Variants live in :data:`VARIANTS`, the one list that tests and benchmarks read; each tiled
 variant's tile configurations, the layouts it has kernels for and the tensor-core precisions
@@ -16,8 +19,10 @@ are read from the kernel sources (:mod:`dlgpu.cuda.kernel_decls`), where they ar
 - ``naive``: one thread per output, any layout and alignment; exact fp32.
 - ``simt``: tiled exact fp32 on CUDA cores; needs 16-byte aligned operands
   whose leading dimensions are multiples of 4 (else the launcher takes naive).
-- ``tc``: tensor cores through mma.sync (precisions tf32, bf16, fp16, fp32
-  accumulation); the same alignment rule.
+- ``tc``: tensor cores through mma.sync (precisions tf32, bf16, fp16, fp32 accumulation), operands
+  read by cp.async in the storage of the precision (fp32 for tf32, 16 bits for bf16 / fp16).  An
+  operand stored otherwise, masked, or with rows that are not a multiple of 16 bytes first goes
+  through one producer pass (kernels/gemm_cast.cu) that writes the copy the kernel reads.
 
 :func:`choose` picks the variant and tile configuration for a call; it is
 plain Python, tested on the CPU.
@@ -31,15 +36,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from dlgpu.cuda import bias_grad as _bias_grad
+from dlgpu.cuda import gemm_cast as _cast
 from dlgpu.cuda import kernel_decls
 from dlgpu.cuda.executor import resolve_executor
-from dlgpu.cuda.launch import Launch, multiprocessor_count, output, require_float32
-from dlgpu.errors import ArgumentError, ShapeError
+from dlgpu.cuda.launch import Launch, multiprocessor_count, require_float32
+from dlgpu.errors import ArgumentError, DtypeError, LayoutError, ShapeError
 
 # The kernels' `flags` (tests/test_kernel_decls.py ties every value mirrored from a kernel source).
 FLAG_BIAS = 1  # kernels/common.cuh: EPILOGUE_BIAS (GEMM and convolution alike)
 FLAG_RELU = 2  # EPILOGUE_RELU
 FLAG_MASK_A = 4  # kernels/gemm_tile.cuh: GEMM_MASK_A (naive kernel only; the tiled kernels name it)
+FLAG_STORE_HALF = 8  # kernels/gemm_tile.cuh: GEMM_STORE_HALF (C stored in the operands' 16-bit type)
 
 NAIVE_BLOCK = 16  # gemm_naive_f32: 16 x 16 threads
 MAX_GRID_Y = 65535
@@ -63,7 +70,8 @@ TC_PRECISIONS: tuple[str, ...] = kernel_decls.enumerators("ptx.cuh", "Precision"
 VARIANTS: dict[str, Variant] = {
     "naive": Variant("naive", "gemm", ("ieee",), "one thread per output, any layout/alignment; the GPU oracle"),
     "simt": Variant("simt", "gemm", ("ieee",), "tiled fp32 FFMA, 8x8 per thread, 3-stage cp.async pipeline"),
-    "tc": Variant("tc", "gemm_tc", TC_PRECISIONS, "mma.sync tensor cores, fp32 accumulation"),
+    "tc": Variant("tc", "gemm_tc", TC_PRECISIONS,
+                  "mma.sync tensor cores fed by cp.async and ldmatrix from the precision's storage type"),
 }
 
 
@@ -86,6 +94,9 @@ def tile_configs(source: str, macro: str) -> tuple[TileConfig, ...]:
 # Largest first: choose() takes the first that still fills the device.
 SIMT_CONFIGS = tile_configs("gemm.cu", "GEMM_SIMT_CONFIGS")
 TC_CONFIGS = tile_configs("gemm_tc.cu", "GEMM_TC_CONFIGS")
+# kernels/gemm_tc.cu's X(BM, BN, THREADS, WARPS_M, WARPS_N, STAGES, MIN_BLOCKS): each configuration's stages.
+TC_STAGES = {f"{bm}x{bn}": int(stages) for bm, bn, _, _, _, stages, _ in kernel_decls.x_macro("gemm_tc.cu",
+                                                                                            "GEMM_TC_CONFIGS")}
 # Each variant's tile configurations (naive has none).
 CONFIGS: dict[str, tuple[TileConfig, ...]] = {"naive": (), "simt": SIMT_CONFIGS, "tc": TC_CONFIGS}
 
@@ -112,9 +123,9 @@ def kernel_names(variant: str) -> list[str]:
     """Every kernel a variant can launch, by name (the harness coverage reads this)."""
     if variant == "naive":
         return ["gemm_naive_f32"]
-    prefix = {"simt": "gemm_simt", "tc": "gemm_tc"}[variant]
-    return [f"{prefix}_{config.name}_{suffix}_f32" for config in CONFIGS[variant]
-            for suffix in KERNEL_SUFFIXES.values()]
+    if variant == "tc":  # every plain layout, in the storage type of the build's precision
+        return [f"gemm_tc_{config.name}_{layout}" for config in TC_CONFIGS for layout in LAYOUTS]
+    return [f"gemm_simt_{config.name}_{suffix}_f32" for config in SIMT_CONFIGS for suffix in KERNEL_SUFFIXES.values()]
 
 
 @dataclass(frozen=True)
@@ -170,9 +181,10 @@ def choose(m: int, n: int, k: int, *, transpose_a: bool, transpose_b: bool, prec
     """The variant, configuration and launch geometry for an (m, n, k) product.
 
     ``aligned``: every operand passes :func:`tile_ready`.  ``variant`` forces one
-    (tests and benchmarks), ``config`` a tile configuration by name.  A tiled
-    variant that cannot take the call (unaligned, or a mask in a layout without a
-    mask kernel) falls back to naive, which takes everything and is exact.
+    (tests and benchmarks), ``config`` a tile configuration by name.  simt cannot take
+    an unaligned call or a mask in a layout without a mask kernel: it falls back to
+    naive, which takes everything and is exact.  tc takes every call (its launcher
+    stages what the kernels cannot read directly: :func:`gemm`).
     """
     if variant is not None and variant not in VARIANTS:
         raise ArgumentError(f"gemm: variant must be one of {sorted(VARIANTS)}, got {variant!r}")
@@ -181,7 +193,7 @@ def choose(m: int, n: int, k: int, *, transpose_a: bool, transpose_b: bool, prec
     if variant != "naive" and precision not in VARIANTS[variant].precisions:
         raise ArgumentError(f"gemm: variant {variant!r} computes {VARIANTS[variant].precisions}, not {precision!r}")
     suffix = KERNEL_SUFFIXES.get((transpose_a, transpose_b, masked))
-    if variant != "naive" and (not aligned or suffix is None):
+    if variant == "simt" and (not aligned or suffix is None):
         variant = "naive"
     if variant == "naive":
         grid = (math.ceil(n / NAIVE_BLOCK), math.ceil(m / NAIVE_BLOCK), 1)
@@ -192,33 +204,35 @@ def choose(m: int, n: int, k: int, *, transpose_a: bool, transpose_b: bool, prec
         shared = 0
     else:
         config = config_by_name(TC_CONFIGS, config) or _pick_config(TC_CONFIGS, m, n, sms)
-        kernel = f"gemm_tc_{config.name}_{suffix}_f32"
+        kernel = f"gemm_tc_{config.name}_{layout_name(transpose_a, transpose_b)}"
         shared = tc_shared_bytes(config, transpose_a, transpose_b, precision)
     grid = (math.ceil(n / config.block_n), math.ceil(m / config.block_m), 1)
     defines = (("GEMM_TC_PRECISION", precision),) if variant == "tc" else ()
     return Plan(variant, config, kernel, grid, (config.threads, 1, 1), shared, defines)
 
 
-# kernels/gemm_tc.cu: TC_STAGES tiles in flight, TC_BK elements of k per tile (16 floats for
-# tf32, 32 halves for bf16/fp16), tf32 rows padded by TC_PAD_K (k-contiguous) or TC_PAD_MN
-# floats, 16-bit rows swizzled (no padding).
-TC_STAGES = 3  # kernels/gemm_tc.cu: TC_STAGES
-TC_BK = {"tf32": 16, "bf16": 32, "fp16": 32}  # TC_BK_TF32, TC_BK_HALF
-TC_PAD_K = 4  # TC_PAD_K
-TC_PAD_MN = 8  # TC_PAD_MN
+# kernels/tc_tile.cuh: k-contiguous tile rows of TC_TILE_ROW_BYTES (16 floats, 32 halves), swizzled; m/n-contiguous
+# tiles of that many bytes of k in rows, tf32 rows padded by TC_PAD_MN floats.
+_TC_TILE = kernel_decls.integer_defines("tc_tile.cuh")
+TC_TILE_ROW_BYTES = _TC_TILE["TC_TILE_ROW_BYTES"]
+TC_PAD_MN = _TC_TILE["TC_PAD_MN"]
+
+
+def tc_tile_bytes(extent: int, k_contiguous: bool, precision: str) -> int:
+    """One operand tile of tc_tile.cuh (TcTile): ``extent`` rows of m (or n) by one tile of k."""
+    element = _cast.ELEMENT_BYTES[_cast.PRECISION_STORAGE[precision]]
+    k_tile = TC_TILE_ROW_BYTES // element
+    if k_contiguous:
+        return extent * TC_TILE_ROW_BYTES
+    padding = TC_PAD_MN if precision == "tf32" else 0
+    return k_tile * (extent + padding) * element
 
 
 def tc_shared_bytes(config: TileConfig, transpose_a: bool, transpose_b: bool, precision: str) -> int:
-    """Dynamic shared memory of a tc kernel: TC_STAGES x (A tile + B tile)."""
-    bk = TC_BK[precision]
-    if precision != "tf32":
-        return 2 * TC_STAGES * (config.block_m + config.block_n) * bk
-
-    def tile(extent: int, k_contiguous: bool) -> int:
-        # k-contiguous tiles: extent rows of bk + TC_PAD_K floats; otherwise bk rows of extent + TC_PAD_MN.
-        return extent * (bk + TC_PAD_K) if k_contiguous else bk * (extent + TC_PAD_MN)
-
-    return 4 * TC_STAGES * (tile(config.block_m, not transpose_a) + tile(config.block_n, transpose_b))
+    """Dynamic shared memory of a tc kernel: its stages x (A tile + B tile)."""
+    stage = tc_tile_bytes(config.block_m, not transpose_a, precision) + tc_tile_bytes(config.block_n, transpose_b,
+                                                                                       precision)
+    return TC_STAGES[config.name] * stage
 
 
 # ---------------------------------------------------------------- the launcher
@@ -232,18 +246,53 @@ def _matrix(op: str, name: str, array):
     return int(array.shape[0]), int(array.shape[1])
 
 
-def gemm(a, b, *, transpose_a=False, transpose_b=False, precision="ieee", bias=None, relu=False, mask_a=None,
-         out=None, variant=None, config=None, executor=None):
-    """c (M, N) float32 = relu?(op(a) @ op(b) + bias), with A masked by (mask_a > 0) when given.
+def operand_precision(op: str, precision: str | None, *arrays) -> str:
+    """The precision a product of ``arrays`` computes at: float32 operands at ``precision`` (None: "ieee");
+    16-bit operands at their own, which ``precision`` may name (and must, for uint16 bits)."""
+    halves = [np.dtype(x.dtype).name for x in arrays if np.dtype(x.dtype) != np.float32]
+    if not halves:
+        return "ieee" if precision is None else precision
+    implied = {"float16": "fp16", "bfloat16": "bf16"}
+    named = {implied[h] for h in halves if h in implied}
+    if any(h not in implied and h != "uint16" for h in halves):
+        raise DtypeError(f"{op}: operands must be float32, float16, bfloat16 or uint16 (bf16 / fp16 bits), "
+                         f"got {sorted(set(halves))}")
+    wanted = named | ({precision} if precision not in (None, "ieee") else set())
+    if len(wanted) != 1 or wanted <= {"tf32"}:
+        raise DtypeError(f"{op}: 16-bit operands ({sorted(set(halves))}) compute at their own precision, bf16 or fp16 "
+                         f"(uint16 holds either: say which), not {precision!r}")
+    return wanted.pop()
 
-    a: (M, K), or (K, M) with transpose_a; b: (K, N), or (N, K) with transpose_b;
-    bias: (N,) or None; mask_a: a's shape or None; out: (M, N) or None.  All
-    float32, C-contiguous.  ``variant`` / ``config`` force a registered variant and a
-    tile configuration by name (see :func:`choose`).
+
+def _tc_operand(executor, array, precision: str, mask=None):
+    """(what the tc kernel reads, its leading dimension): ``array`` itself when it is stored as the precision
+    reads it, unmasked, with 16-byte rows; else its copy by the producer pass (kernels/gemm_cast.cu)."""
+    storage = _cast.PRECISION_STORAGE[precision]
+    element = _cast.ELEMENT_BYTES[storage]
+    source = _cast.storage_of(array, precision)
+    if source not in ("f32", storage):
+        raise DtypeError(f"gemm: a {source} operand cannot be multiplied at {precision}")
+    cols = int(array.shape[-1])
+    if source == storage and mask is None and address(array) % 16 == 0 and cols * element % 16 == 0:
+        return array, cols
+    copy, _ = _cast.cast(array, storage, src_storage=source, mask=mask, row_multiple=16 // element,
+                         executor=executor)
+    return copy, int(copy.shape[-1])
+
+
+def gemm(a, b, *, transpose_a=False, transpose_b=False, precision="ieee", bias=None, relu=False, mask_a=None,
+         out=None, out_dtype=None, variant=None, config=None, executor=None):
+    """c (M, N) = relu?(op(a) @ op(b) + bias), with A masked by (mask_a > 0) when given.
+
+    a: (M, K), or (K, M) with transpose_a; b: (K, N), or (N, K) with transpose_b; bias: (N,) or None;
+    mask_a: a's shape and dtype, or None; out: (M, N) or None.  All C-contiguous.  Operands float32
+    (any precision), or 16-bit (see the module docstring; tc only).  c is float32, or the 16-bit
+    operands' dtype: ``out_dtype`` (or ``out``'s dtype) chooses; float32 operands give float32.
+    ``variant`` / ``config`` force a registered variant and a tile configuration by name (see
+    :func:`choose`).
     """
     executor = resolve_executor(executor)
     op = "gemm"
-    require_float32(op, a=a, b=b, bias=bias, mask_a=mask_a)
     rows_a, cols_a = _matrix(op, "a", a)
     rows_b, cols_b = _matrix(op, "b", b)
     m, k = (cols_a, rows_a) if transpose_a else (rows_a, cols_a)
@@ -254,18 +303,51 @@ def gemm(a, b, *, transpose_a=False, transpose_b=False, precision="ieee", bias=N
         raise ShapeError(f"{op}: bias has shape {tuple(bias.shape)}, expected ({n},)")
     if mask_a is not None and tuple(mask_a.shape) != tuple(a.shape):
         raise ShapeError(f"{op}: mask_a has shape {tuple(mask_a.shape)}, a has {tuple(a.shape)}")
-    out = output(op, executor, out, (m, n))
+    for name, array in (("a", a), ("b", b), ("mask_a", mask_a), ("bias", bias)):
+        if array is not None and not array.flags.c_contiguous:
+            raise LayoutError(f"{op}: {name} must be C-contiguous")
+    precision = operand_precision(op, precision, a, b, *(() if mask_a is None else (mask_a,)))
+    half_operands = [x for x in (a, b) if np.dtype(x.dtype) != np.float32]
+    if out_dtype is None:
+        out_dtype = out.dtype if out is not None else (half_operands[0].dtype if half_operands else np.float32)
+    out_dtype = np.dtype(out_dtype)
+    if out_dtype != np.float32 and (precision not in ("bf16", "fp16") or
+                                    out_dtype != _cast.storage_dtype(precision, half_operands[0] if half_operands
+                                                                     else None)):
+        raise DtypeError(f"{op}: C is float32, or 16-bit of the operands' own type; got {out_dtype.name} "
+                         f"at {precision}")
+    if out is None:
+        out = executor.xp.empty((m, n), dtype=out_dtype)
+    elif tuple(out.shape) != (m, n) or np.dtype(out.dtype) != out_dtype or not out.flags.c_contiguous:
+        raise ShapeError(f"{op}: out must be a C-contiguous {out_dtype.name} array of shape {(m, n)}")
 
+    if variant is None and half_operands:
+        variant = "tc"
+    if half_operands and variant != "tc":
+        raise ArgumentError(f"{op}: 16-bit operands run on variant 'tc' only, not {variant!r}")
     aligned = all(tile_ready(x) for x in (a, b) + (() if mask_a is None else (mask_a,)))
     plan = choose(m, n, k, transpose_a=transpose_a, transpose_b=transpose_b, precision=precision,
                   masked=mask_a is not None, aligned=aligned, sms=multiprocessor_count(executor),
                   variant=variant, config=config)
     assert plan.grid[1] <= MAX_GRID_Y, f"{op}: M = {m} needs {plan.grid[1]} block rows, over {MAX_GRID_Y}"
     flags = (FLAG_BIAS if bias is not None else 0) | (FLAG_RELU if relu else 0)
+    sizes = (np.int32(m), np.int32(n), np.int32(k))
+    if plan.variant == "tc":
+        a_k, lda = _tc_operand(executor, a, precision, mask_a)
+        b_k, ldb = _tc_operand(executor, b, precision)
+        bias_arg = _cast.to_float32(executor.xp, bias, precision) if bias is not None else out
+        flags |= FLAG_STORE_HALF if out_dtype != np.float32 else 0
+        args = (a_k, b_k, bias_arg, out, *sizes, np.int32(lda), np.int32(ldb), np.int32(flags))
+        # The shared ring passes 48 KB (3-4 stages of 128x256 or 128x128 tiles): the launch raises the kernel's limit.
+        executor.launch(Launch(VARIANTS["tc"].family, plan.kernel, plan.grid, plan.block, args, plan.shared_mem,
+                               plan.defines, shared_opt_in=True))
+        return out
+
+    require_float32(op, a=a, b=b, out=out, **({} if bias is None else {"bias": bias}),
+                    **({} if mask_a is None else {"mask_a": mask_a}))
     # Pointers a kernel never reads (flags say so) still have to be valid arrays for the seam.
     bias_arg = bias if bias is not None else out
     mask_arg = mask_a if mask_a is not None else a
-    sizes = (np.int32(m), np.int32(n), np.int32(k))
     if plan.variant == "naive":
         flags |= FLAG_MASK_A if mask_a is not None else 0
         a_row, a_col = (1, m) if transpose_a else (k, 1)
@@ -274,10 +356,8 @@ def gemm(a, b, *, transpose_a=False, transpose_b=False, precision="ieee", bias=N
         args = (a, b, bias_arg, mask_arg, out, *sizes, *strides, np.int32(flags))
     else:
         args = (a, b, bias_arg, mask_arg, out, *sizes, np.int32(flags))
-    family = VARIANTS[plan.variant].family
-    # The tensor-core kernels' shared ring passes 48 KB (128x128 tf32): they raise the kernel's limit.
-    executor.launch(Launch(family, plan.kernel, plan.grid, plan.block, args, plan.shared_mem, plan.defines,
-                           shared_opt_in=plan.variant == "tc"))
+    executor.launch(Launch(VARIANTS[plan.variant].family, plan.kernel, plan.grid, plan.block, args, plan.shared_mem,
+                           plan.defines))
     return out
 
 
@@ -324,12 +404,23 @@ def linear_backward(grad_y, x, weight, y, activation, precision, *, variant=None
     """(grad_x, grad_w, grad_b); with activation="relu" every product loads grad_y masked by (y > 0).
 
     grad_x = G W (layout nn), grad_w = G^T X (layout tn), grad_b = column sums of G,
-    where G is grad_y masked in the kernels' loads, never written out.
+    where G is grad_y masked by (y > 0).  simt and naive mask in the kernels' loads and never write G
+    out; on tensor cores the producer pass writes the masked G once, in the precision's storage, for
+    both products to read (kernels/gemm_cast.cu).
     """
+    executor = resolve_executor(executor)
     mask = y if activation == "relu" else None
-    kw = dict(precision=precision, variant=variant, config=config, executor=executor, mask_a=mask)
-    grad_x = gemm(grad_y, weight, **kw)
-    grad_w = gemm(grad_y, x, transpose_a=True, **kw)
+    kw = dict(precision=precision, variant=variant, config=config, executor=executor)
+    grad_out = grad_y
+    if mask is not None and (variant or ("simt" if precision == "ieee" else "tc")) == "tc":
+        grad_out, _ = _cast.cast(grad_y, _cast.PRECISION_STORAGE[precision], src_storage=precision, mask=mask,
+                                 executor=executor)
+        mask_kw = {}
+    else:
+        mask_kw = {"mask_a": mask}
+    out_dtype = {"out_dtype": np.float32} if np.dtype(grad_y.dtype) == np.float32 else {}
+    grad_x = gemm(grad_out, weight, **kw, **mask_kw, **out_dtype)
+    grad_w = gemm(grad_out, x, transpose_a=True, **kw, **mask_kw, **out_dtype)
     grad_b = _bias_grad.bias_grad(grad_y, mask, executor=executor)
     return grad_x, grad_w, grad_b
 
