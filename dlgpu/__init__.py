@@ -22,7 +22,7 @@ from dlgpu.errors import (
     LayoutError,
     ShapeError,
 )
-from dlgpu.kernels_dir import kernel_sources, kernels_dir, kernels_sha256
+from dlgpu.kernel_files import kernel_sources, kernels_dir, kernels_sha256
 from dlgpu.precision import get_default_precision, set_default_precision
 
 __version__ = "0.1.0"

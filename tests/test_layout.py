@@ -9,14 +9,17 @@ stem tests share: the Hypothesis profiles.
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
+import types
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
 
 from dlgpu import cases
-from dlgpu.kernels_dir import families, stem_families, stem_of
+from dlgpu.kernel_files import families, stem_families, stem_of
 from dlgpu.testing.properties import GPU_EXAMPLES, OP_SETTINGS, PROFILE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +31,27 @@ def test_tensor_core_files_belong_to_their_stem():
     assert stem_of("bias_grad") == "bias_grad" and stem_of("gemm_cast") == "gemm"
     assert stem_families("gemm")[0] == "gemm" and {"gemm_cast", "gemm_tc"} <= set(stem_families("gemm"))
     assert STEMS == sorted(cases.STEMS)
+
+
+def _packages():
+    import dlgpu
+
+    yield dlgpu
+    for info in pkgutil.walk_packages(dlgpu.__path__, "dlgpu."):
+        if info.ispkg:
+            yield importlib.import_module(info.name)
+
+
+def test_no_package_attribute_shadows_its_submodule():
+    """`import dlgpu.x.y as m` binds the package's attribute y: a function named like its module would come back
+    instead of the module (the clash that once forced importlib in tests)."""
+    clashes = []
+    for package in _packages():
+        for info in pkgutil.iter_modules(package.__path__):
+            value = getattr(package, info.name, None)
+            if value is not None and not isinstance(value, types.ModuleType):
+                clashes.append(f"{package.__name__}.{info.name} is a {type(value).__name__}")
+    assert clashes == []
 
 
 @pytest.mark.parametrize("stem", STEMS)

@@ -20,7 +20,7 @@ from dlgpu import nn, optim, train
 from dlgpu.cli import main as cli_main
 from dlgpu.train import models
 from dlgpu.train.data import figure1_curves, load_digits
-from dlgpu.train.fit import loss_function
+from dlgpu.train.loop import loss_function
 from dlgpu.errors import ArgumentError, BackendUnavailableError, ShapeError
 
 D = train.DEFAULTS

@@ -11,7 +11,7 @@ import numpy as np
 from dlgpu import arguments, cases
 from dlgpu.bench import train
 from dlgpu.bench.ceilings import measure_ceilings
-from dlgpu.bench.machines import cpu_machine, cuda_machine, run_metadata
+from dlgpu.bench.machines import cpu_machine, cuda_machine, import_optional, run_metadata
 from dlgpu.bench.report import print_result, write_plot
 from dlgpu.bench.run import run_benchmarks
 from dlgpu.cases.case import Benchmark
@@ -88,7 +88,8 @@ def main(args: argparse.Namespace) -> int:
         machine = cuda_machine(quick)
         console.print(f"benchmarking the CUDA backend on {machine.device['name']}", markup=False)
     elif backend == "cpu":
-        console.print("benchmarking the CPU backend against the reference (--backend cpu)", markup=False)
+        against = "PyTorch and the reference" if import_optional("torch") else "the reference"
+        console.print(f"benchmarking the CPU backend against {against} (--backend cpu)", markup=False)
         machine = cpu_machine(quick)
     else:
         print(NO_GPU_MESSAGE, flush=True)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from dlgpu.bench.timing import CudaEventTimer, WallClockTimer
-from dlgpu.kernels_dir import kernels_dir
+from dlgpu.kernel_files import kernels_dir
 
 
 @dataclass

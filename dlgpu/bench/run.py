@@ -30,8 +30,9 @@ def baselines_for(case: Benchmark, machine: Machine) -> list[Baseline]:
     """The baselines a case is compared with on this machine, the preferred one first.
 
     GPU: PyTorch where the case has a PyTorch version and torch sees the GPU,
-    else the CuPy expression.  CPU: dlgpu.reference, and the NumPy expression
-    where the case has one.
+    else the CuPy expression.  CPU: PyTorch's CPU kernels where torch is installed and the case
+    has a float32 PyTorch version, then dlgpu.reference, and the NumPy expression where the case
+    has one.
     """
     xp = machine.xp
     out: list[Baseline] = []
@@ -42,6 +43,11 @@ def baselines_for(case: Benchmark, machine: Machine) -> list[Baseline]:
         elif case.xp_baseline is not None:
             out.append(Baseline("cupy", lambda d: case.xp_baseline(xp, d)))
     else:
+        # PyTorch's CPU kernels are the bar the CPU backend is held to (issue 18), in float32 only: the
+        # CPU backend has no 16-bit or TF32 modes of its own to compare.
+        torch = import_optional("torch") if case.torch_baseline is not None else None
+        if torch is not None and case.precision in (None, "ieee") and case.dtype == "float32":
+            out.append(Baseline("torch", lambda d, t=torch: case.torch_baseline(t, d)))
         if case.reference is not None:
             out.append(Baseline("reference", case.reference))
         if case.xp_baseline is not None:

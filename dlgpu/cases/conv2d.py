@@ -201,7 +201,67 @@ def _benchmark(layer, pass_: str, precision: str = "ieee") -> Benchmark:
     )
 
 
+# The CPU backend's layers (issue 18's): few input channels with 5x5 filters, and a ResNet 3x3 layer, timed
+# against PyTorch's CPU kernels where torch is installed (the reference otherwise), float32 only.
+CPU_LAYERS = (
+    ("lenet-c1", (64, 1, 28, 28), (6, 1, 5, 5), 1, 0),
+    ("lenet-c3", (64, 6, 14, 14), (16, 6, 5, 5), 1, 0),
+    ("resnet-3x3-64", (8, 64, 56, 56), (64, 64, 3, 3), 1, 1),
+)
+CPU_ONLY = "CPU-only: a CPU backend layer (the GPU rows time the convolution kernels one by one)"
+
+
+def _cpu_run(pass_: str):
+    def run(d):
+        _, _, _, stride, padding = _geometry(d["shape"])
+        if pass_ == "forward":
+            return F.conv2d(d["x"], d["w"], d["b"], stride, padding, out=d["out"])
+        return F.conv2d_backward(d["grad_y"], d["x"], d["w"], stride=stride, padding=padding)
+
+    return run
+
+
+def _cpu_torch(pass_: str):
+    """PyTorch's CPU convolution: the forward with bias, or both gradients and the bias's in one call."""
+
+    def run(torch, d):
+        _, _, _, stride, padding = _geometry(d["shape"])
+        t = d.setdefault("_t", {name: torch_view(torch, d[name]) for name in ("x", "w", "b", "grad_y")})
+        if pass_ == "forward":
+            return torch.nn.functional.conv2d(t["x"], t["w"], t["b"], stride=stride, padding=padding)
+        return torch.ops.aten.convolution_backward(
+            t["grad_y"], t["x"], t["w"], [t["w"].shape[0]], [stride] * 2, [padding] * 2, [1, 1], False, [0, 0], 1,
+            [True, True, True])
+
+    return run
+
+
+def _cpu_reference(pass_: str):
+    def run(d):
+        _, _, _, stride, padding = _geometry(d["shape"])
+        if pass_ == "forward":
+            return R.conv2d(d["x"], d["w"], d["b"], stride=stride, padding=padding)
+        return R.conv2d_backward(d["grad_y"], d["x"], d["w"], stride=stride, padding=padding)
+
+    return run
+
+
+def _cpu_benchmark(layer, pass_: str) -> Benchmark:
+    name, x_shape, w_shape, stride, padding = layer
+    shape = (*x_shape, w_shape[0], *w_shape[2:], stride, padding)
+    quick = (min(shape[0], 4), *shape[1:])  # --quick: a few images of the same layer
+    return Benchmark(
+        family=FAMILY, op="conv2d" if pass_ == "forward" else "conv2d_backward", variant=f"{name}-cpu",
+        shapes={"gpu": shape, "cpu": shape, "cpu_quick": quick},
+        make_inputs=_inputs, run=_cpu_run(pass_), torch_baseline=_cpu_torch(pass_),
+        reference=_cpu_reference(pass_), bytes_moved=_bytes, flops=lambda s: _flops(s) * (1 if pass_ == "forward" else 2),
+        bound="compute", shape_label=_label, unavailable=lambda backend: None if backend == "cpu" else CPU_ONLY,
+        note="dlgpu's CPU backend; baseline: PyTorch's CPU convolution (with bias; backward: all three gradients)",
+    )
+
+
 BENCHMARKS = (
+    *(_cpu_benchmark(layer, pass_) for pass_ in ("forward", "backward") for layer in CPU_LAYERS),
     *(_benchmark(layer, "forward", p) for p in ("ieee", "tf32", "bf16") for layer in LAYERS),
     *(_benchmark(layer, "bias+relu") for layer in LAYERS),
     *(_benchmark(layer, pass_) for pass_ in ("dgrad", "wgrad") for layer in LAYERS),

@@ -71,7 +71,7 @@ from pathlib import Path
 
 from dlgpu.cuda.sass import KernelResources, parse_ptxas_log
 from dlgpu.errors import BackendUnavailableError, CompileError
-from dlgpu.kernels_dir import included_headers as header_paths
+from dlgpu.kernel_files import included_headers as header_paths
 
 # The targets the package claims: built and checked in CI for each of them.
 DEFAULT_ARCHS = ("sm_80", "sm_86", "sm_89", "sm_90a")
@@ -183,7 +183,7 @@ def kernels_root(kernels_dir: str | os.PathLike | None = None) -> Path:
         return Path(kernels_dir).resolve()
     if os.environ.get("DLGPU_KERNELS_DIR"):
         return Path(os.environ["DLGPU_KERNELS_DIR"]).resolve()
-    from dlgpu.kernels_dir import kernels_dir as package_kernels_dir
+    from dlgpu.kernel_files import kernels_dir as package_kernels_dir
 
     return package_kernels_dir().resolve()
 

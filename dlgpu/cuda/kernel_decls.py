@@ -6,7 +6,7 @@ preprocessor expands into the family's named kernels; the GEMM layouts
 (``GEMM_LAYOUTS``) and the tensor-core precisions (``enum class Precision`` in
 ptx.cuh) are listed the same way.  The launchers' registries read those lists
 here instead of writing them a second time.  Plain text parsing of the sources
-that :func:`dlgpu.kernels_dir.kernels_dir` finds, cached per file; comments are
+that :func:`dlgpu.kernel_files.kernels_dir` finds, cached per file; comments are
 ignored.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import re
 
-from dlgpu.kernels_dir import kernels_dir
+from dlgpu.kernel_files import kernels_dir
 
 _COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
 _INTEGER_DEFINE = re.compile(r"^[ \t]*#[ \t]*define[ \t]+(\w+)[ \t]+(-?\d+)[ \t]*$", re.M)

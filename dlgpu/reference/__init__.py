@@ -10,7 +10,7 @@ in place, in their own dtype, after computing the step in float64.
 """
 
 from dlgpu.backend import OPS
-from dlgpu.reference.conv2d import *  # noqa: F403 - each stem's oracle is dlgpu/reference/<stem>.py
+from dlgpu.reference.convolution import *  # noqa: F403 - conv2d (not conv2d.py: the function is dlgpu.reference.conv2d)
 from dlgpu.reference.elementwise import *  # noqa: F403
 from dlgpu.reference.gemm import *  # noqa: F403
 from dlgpu.reference.mse import *  # noqa: F403

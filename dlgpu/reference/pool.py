@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from dlgpu.errors import ArgumentError, ShapeError
-from dlgpu.reference.conv2d import pair
+from dlgpu.reference.convolution import pair
 from dlgpu.window import output_size
 
 __all__ = ["max_pool2d", "max_pool2d_backward"]

@@ -74,7 +74,7 @@ import numpy as np
 from dlgpu.cuda import compiler
 from dlgpu.cuda.launch import SHARED_STATIC_LIMIT, Launch, check_shared_memory, shared_memory_limit
 from dlgpu.device import is_cupy
-from dlgpu.kernels_dir import included_headers
+from dlgpu.kernel_files import included_headers
 from dlgpu.errors import ArgumentError, BackendUnavailableError, CompileError, DeviceError, LayoutError
 
 MODES = ("plain", "asan", "tsan")

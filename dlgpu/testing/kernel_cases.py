@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from dlgpu.kernels_dir import stem_families
+from dlgpu.kernel_files import stem_families
 from dlgpu.testing.harness import HarnessExecutor, family_kernels
 
 

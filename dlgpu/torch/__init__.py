@@ -49,7 +49,7 @@ from __future__ import annotations
 # has started yet; torch's spinning workers would otherwise slow the CPU backend many times over.
 import dlgpu.cpu  # noqa: F401, I001
 from dlgpu.torch import ops
-from dlgpu.torch.convert import convert
+from dlgpu.torch.conversion import convert
 from dlgpu.torch.functional import (
     conv2d,
     cross_entropy,

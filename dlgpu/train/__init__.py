@@ -34,7 +34,7 @@ warning.
 from dlgpu.device import gpu_available
 from dlgpu.train.checkpoint import load_model, read_saved, save_model
 from dlgpu.train.cli import NO_GPU_MESSAGE, add_arguments, main
-from dlgpu.train.fit import DEFAULTS, EpochStats, TrainResult, evaluate, fit, initial_model, predict
+from dlgpu.train.loop import DEFAULTS, EpochStats, TrainResult, evaluate, fit, initial_model, predict
 from dlgpu.train.plot import write_plot
 from dlgpu.train.steps import GraphedStep, StaticStep
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from dlgpu.errors import ArgumentError
-from dlgpu.train.fit import DEFAULTS, defaults
+from dlgpu.train.loop import DEFAULTS, defaults
 
 _META_PREFIX = "meta."
 

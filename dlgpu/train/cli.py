@@ -11,7 +11,7 @@ from dlgpu import arguments
 from dlgpu.device import gpu_available
 from dlgpu.errors import BackendUnavailableError, DlgpuError
 from dlgpu.train.checkpoint import load_model, save_model
-from dlgpu.train.fit import DEFAULTS, MODEL_DEFAULTS, EpochStats, defaults, fit, initial_model
+from dlgpu.train.loop import DEFAULTS, MODEL_DEFAULTS, EpochStats, defaults, fit, initial_model
 from dlgpu.train.plot import import_pyplot, write_figure1_plot, write_plot
 from dlgpu.train.steps import StaticStep
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dlgpu.errors import BackendUnavailableError
-from dlgpu.train.fit import EpochStats
+from dlgpu.train.loop import EpochStats
 
 
 def import_pyplot():
