@@ -37,13 +37,16 @@ def _torchrun(tmp_path, processes: int, device: str) -> dict:
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{processes} process(es), {device}: {STEPS} steps of {BATCH}" in result.stdout
-    try:
-        return torch.load(saved)
-    except RuntimeError as error:  # say what rank 0 wrote, so an unreadable checkpoint can be traced
-        raise AssertionError(
-            f"torch.load of rank 0's {saved.stat().st_size}-byte checkpoint failed: {error}\n"
-            + result.stdout + result.stderr
-        ) from error
+    # Read it in a fresh interpreter: torch.load inside the full test session failed twice ("record size 128
+    # bytes does not match expected size 0"), never with this file run alone; the weights come back as NumPy.
+    arrays = tmp_path / "rank0.npz"
+    read = subprocess.run(
+        [sys.executable, "-c", "import sys, numpy as np, torch; state = torch.load(sys.argv[1]); "
+         "np.savez(sys.argv[2], **{k: v.cpu().numpy() for k, v in state.items()})", str(saved), str(arrays)],
+        capture_output=True, text=True, timeout=300)
+    assert read.returncode == 0, f"rank 0's {saved.stat().st_size}-byte checkpoint: {read.stderr}\n{result.stdout}"
+    with np.load(arrays) as data:
+        return {key: data[key] for key in data.files}
 
 
 def _one_process(example, device: str) -> dict:
@@ -67,7 +70,7 @@ def _assert_same_weights(distributed: dict, single: dict) -> None:
     assert distributed.keys() == single.keys()
     for key, value in single.items():
         # Averaging two half-batch gradients rounds differently from one whole-batch mean: fp32 rounding apart.
-        assert_close(distributed[key].cpu().numpy(), value.cpu().numpy(), dtype=np.float32)
+        assert_close(distributed[key], value.cpu().numpy(), dtype=np.float32)
 
 
 @pytest.mark.slow  # torchrun starts two Python processes that import torch and dlgpu
