@@ -3,29 +3,32 @@
 // x, grad_x: (planes, H, W) with planes = N * C; y, grad_y, argmax: (planes, P, Q), contiguous.
 // Window (p, q) covers rows p*sh - ph .. +kh-1 and columns q*sw - pw .. +kw-1 of the unpadded
 // plane; padding never wins (the launcher enforces padding <= kernel / 2, so every window holds
-// a real element).  argmax (int32) = h * W + w within the plane.
+// a real element).  argmax (int32) = h * W + w within the plane.  x, y, grad_y and grad_x are of
+// one storage type T (storage.cuh: suffix _f32, _bf16, _fp16): a maximum is an element itself,
+// and sums of gradients are float, rounded to T once.
 //
-//   max_pool2d_forward_f32(const float* x, float* y, int* argmax, long long planes, int H, int W,
+//   max_pool2d_forward_<T>(const T* x, T* y, int* argmax, long long planes, int H, int W,
 //                          int P, int Q, int kh, int kw, int sh, int sw, int ph, int pw)
 //       One thread per output element, grid-stride, any grid and block.  The first real element
 //       of the window in row-major order starts as the best; a later one replaces it if it is
 //       NaN or strictly greater; a NaN best stays (NaN propagates, ties go to the first).
-//   max_pool2d_backward_f32(const float* grad_y, const int* argmax, float* grad_x, long long planes,
+//   max_pool2d_backward_<T>(const T* grad_y, const int* argmax, T* grad_x, long long planes,
 //                           int H, int W, int P, int Q, int kh, int kw, int sh, int sw, int ph, int pw)
 //       Needs the window.  One thread per INPUT element, grid-stride: it visits the outputs whose
 //       windows contain it, in increasing (p, q), and adds grad_y where argmax points at it.
 //       Writes every element of grad_x (no zero-fill, no atomics).
-//   max_pool2d_backward_planes_f32(const float* grad_y, const int* argmax, float* grad_x,
+//   max_pool2d_backward_planes_<T>(const T* grad_y, const int* argmax, float* grad_x,
 //                                  long long planes, int plane_in, int plane_out)
 //       Needs only argmax (for callers that do not know the window).  One warp per plane,
 //       grid-stride over planes, block a multiple of 32: zero the plane, then take the outputs 32
 //       at a time in order; lanes whose argmax coincide add their values in lane order and the
 //       first of them updates grad_x, so every sum has a fixed order.  An argmax outside
-//       [0, plane_in) is skipped, never written through.
+//       [0, plane_in) is skipped, never written through.  grad_x is float for every T: the sums
+//       build up in it across rounds (the launcher rounds a 16-bit result once afterwards).
 //
 // dlgpu-sass: max_pool2d_*
 
-#include "common.cuh"
+#include "storage.cuh"
 
 // Element i of a stack of planes of `per_plane` = rows x `cols` elements: its plane, its offset in
 // the plane, and that offset's row and column.
@@ -45,15 +48,16 @@ __device__ __forceinline__ PlaneIndex plane_index(long long i, long long per_pla
 }
 
 // ---------------------------------------------------------------- forward
-extern "C" __global__ void max_pool2d_forward_f32(const float* x, float* y, int* argmax, long long planes, int H, int W,
-                                                  int P, int Q, int kh, int kw, int sh, int sw, int ph, int pw)
+template <class T>
+__device__ __forceinline__ void forward(const T* x, T* y, int* argmax, long long planes, int H, int W, int P, int Q,
+                                        int kh, int kw, int sh, int sw, int ph, int pw)
 {
     const long long per_plane = (long long)P * Q;
     const long long total = planes * per_plane;
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long o = (long long)blockIdx.x * blockDim.x + threadIdx.x; o < total; o += stride) {
         const PlaneIndex out = plane_index(o, per_plane, Q);
-        const float* in = x + out.plane * ((long long)H * W);
+        const T* in = x + out.plane * ((long long)H * W);
         const int h0 = out.row * sh - ph;
         const int w0 = out.col * sw - pw;
 
@@ -65,7 +69,7 @@ extern "C" __global__ void max_pool2d_forward_f32(const float* x, float* y, int*
             for (int j = 0; j < kw; ++j) {
                 const int w = w0 + j;
                 if (w < 0 || w >= W) continue;
-                const float v = in[h * W + w];
+                const float v = to_float(in[h * W + w]);
                 // best != best: the best so far is NaN and stays; v != v: a NaN takes over.
                 if (best_at < 0 || (best == best && (v > best || v != v))) {
                     best = v;
@@ -73,15 +77,15 @@ extern "C" __global__ void max_pool2d_forward_f32(const float* x, float* y, int*
                 }
             }
         }
-        y[o] = best;
+        y[o] = from_float<T>(best);  // exact: best is an element of x
         argmax[o] = best_at;
     }
 }
 
 // ---------------------------------------------------------------- backward, window known
-extern "C" __global__ void max_pool2d_backward_f32(const float* grad_y, const int* argmax, float* grad_x,
-                                                   long long planes, int H, int W, int P, int Q, int kh, int kw,
-                                                   int sh, int sw, int ph, int pw)
+template <class T>
+__device__ __forceinline__ void backward(const T* grad_y, const int* argmax, T* grad_x, long long planes, int H, int W,
+                                         int P, int Q, int kh, int kw, int sh, int sw, int ph, int pw)
 {
     const long long per_plane = (long long)H * W;
     const long long total = planes * per_plane;
@@ -99,16 +103,17 @@ extern "C" __global__ void max_pool2d_backward_f32(const float* grad_y, const in
         for (int p = p_first; p <= p_last; ++p) {
             for (int q = q_first; q <= q_last; ++q) {
                 const long long o = out_plane + (long long)p * Q + q;
-                if (argmax[o] == me) sum += grad_y[o];
+                if (argmax[o] == me) sum += to_float(grad_y[o]);
             }
         }
-        grad_x[i] = sum;
+        grad_x[i] = from_float<T>(sum);
     }
 }
 
 // ---------------------------------------------------------------- backward, argmax only
-extern "C" __global__ void max_pool2d_backward_planes_f32(const float* grad_y, const int* argmax, float* grad_x,
-                                                          long long planes, int plane_in, int plane_out)
+template <class T>
+__device__ __forceinline__ void backward_planes(const T* grad_y, const int* argmax, float* grad_x, long long planes,
+                                                int plane_in, int plane_out)
 {
     const int lane = threadIdx.x & 31;
     const long long warps_per_block = blockDim.x >> 5;
@@ -116,7 +121,7 @@ extern "C" __global__ void max_pool2d_backward_planes_f32(const float* grad_y, c
     const long long step = (long long)gridDim.x * warps_per_block;
     for (long long plane = first; plane < planes; plane += step) {
         float* gx = grad_x + plane * plane_in;
-        const float* gy = grad_y + plane * plane_out;
+        const T* gy = grad_y + plane * plane_out;
         const int* at = argmax + plane * plane_out;
 
         // ---- zero the plane; the barrier orders these stores before the updates below
@@ -128,7 +133,7 @@ extern "C" __global__ void max_pool2d_backward_planes_f32(const float* grad_y, c
             const int o = base + lane;
             int target = o < plane_out ? at[o] : -1;
             if (target >= plane_in) target = -1;
-            const float g = (o < plane_out && target >= 0) ? gy[o] : 0.0f;
+            const float g = (o < plane_out && target >= 0) ? to_float(gy[o]) : 0.0f;
             bool leader = target >= 0;
             float same = 0.0f;
             for (int k = 0; k < 32; ++k) {
@@ -145,3 +150,25 @@ extern "C" __global__ void max_pool2d_backward_planes_f32(const float* grad_y, c
         }
     }
 }
+
+// ---------------------------------------------------------------- kernels
+#define POOL_KERNELS(suffix, T)                                                                                \
+    extern "C" __global__ void max_pool2d_forward_##suffix(const T* x, T* y, int* argmax, long long planes,    \
+                                                           int H, int W, int P, int Q, int kh, int kw, int sh, \
+                                                           int sw, int ph, int pw)                             \
+    {                                                                                                          \
+        forward(x, y, argmax, planes, H, W, P, Q, kh, kw, sh, sw, ph, pw);                                     \
+    }                                                                                                          \
+    extern "C" __global__ void max_pool2d_backward_##suffix(const T* grad_y, const int* argmax, T* grad_x,     \
+                                                            long long planes, int H, int W, int P, int Q,      \
+                                                            int kh, int kw, int sh, int sw, int ph, int pw)    \
+    {                                                                                                          \
+        backward(grad_y, argmax, grad_x, planes, H, W, P, Q, kh, kw, sh, sw, ph, pw);                          \
+    }                                                                                                          \
+    extern "C" __global__ void max_pool2d_backward_planes_##suffix(const T* grad_y, const int* argmax,         \
+                                                                   float* grad_x, long long planes,            \
+                                                                   int plane_in, int plane_out)                \
+    {                                                                                                          \
+        backward_planes(grad_y, argmax, grad_x, planes, plane_in, plane_out);                                  \
+    }
+STORAGE_TYPES(POOL_KERNELS)

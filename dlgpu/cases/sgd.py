@@ -31,7 +31,7 @@ def _check(shape: tuple, momentum: float, weight_decay: float) -> Check:
         ref_param, ref_velocity = param.astype(np.float64), velocity.astype(np.float64)
         R.sgd_step(ref_param, grad, ref_velocity, lr=LR, momentum=momentum, weight_decay=weight_decay)
         dev_param, dev_velocity = target.array(param), target.array(velocity)
-        target.backend.sgd_step(dev_param, target.array(grad), dev_velocity, LR, momentum, weight_decay)
+        target.backend.sgd_step(dev_param, target.array(grad), dev_velocity, LR, momentum, weight_decay, None, 1.0)
         return [Output("param", dev_param, ref_param, True), Output("velocity", dev_velocity, ref_velocity, True)]
 
     return Check("sgd_step", f"{'x'.join(map(str, shape))} momentum {momentum:g} wd {weight_decay:g}", run)

@@ -6,7 +6,8 @@ functions take positional arguments already validated and normalized by
 dlgpu.functional (C-contiguous, one dtype, pairs for stride/padding/dilation,
 precision resolved); outputs have the inputs' dtype.  Each stem's module
 (``dlgpu/cpu/<stem>.py``) says how its ops are computed and why, and lends the
-backend its functions through a small ``<Stem>Ops`` class.
+backend its functions through a small ``<Stem>Ops`` class; float16 and
+bfloat16 arrays go through those in float32 (``dlgpu/cpu/storage.py``).
 """
 
 import os
@@ -22,19 +23,15 @@ import numpy as np
 # the process yet (numba starts one at its first parallel call, not at import).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from dlgpu.cpu.conv2d import Conv2dOps  # noqa: E402 - after the OpenMP policy above
-from dlgpu.cpu.elementwise import ElementwiseOps  # noqa: E402
-from dlgpu.cpu.gemm import GemmOps  # noqa: E402
-from dlgpu.cpu.pool import PoolOps  # noqa: E402
-from dlgpu.cpu.sgd import SgdOps  # noqa: E402
-from dlgpu.cpu.softmax import SoftmaxOps  # noqa: E402
+from dlgpu.cpu.storage import StorageOps  # noqa: E402 - after the OpenMP policy above
+from dlgpu.precision import HALF_DTYPES  # noqa: E402
 
 
-class CpuBackend(GemmOps, Conv2dOps, ElementwiseOps, PoolOps, SoftmaxOps, SgdOps):
+class CpuBackend(StorageOps):
     """NumPy and numba on the host."""
 
     name = "dlgpu.cpu"
-    float_dtypes = (np.float32, np.float64)
+    float_dtypes = (np.float32, np.float64, *HALF_DTYPES)
 
     @staticmethod
     def index_range(indices) -> tuple[int, int]:

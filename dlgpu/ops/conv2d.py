@@ -16,6 +16,8 @@ from dlgpu.ops.validate import (
     check_out,
     check_saved_output,
     contiguous,
+    new_output,
+    output_dtype,
     pair,
     public,
     window_output_size,
@@ -48,13 +50,17 @@ def geometry(op: str, x, weight, bias, stride, padding, dilation):
 
 
 @public
-def conv2d(x, weight, bias=None, *, stride=1, padding=0, dilation=1, activation=None, precision=None, out=None):
+def conv2d(x, weight, bias=None, *, stride=1, padding=0, dilation=1, activation=None, precision=None, out=None,
+           out_dtype=None):
     """y = act(conv(x, weight) + bias): x (N, C, H, W), weight (K, C, R, S), bias (K,) or None.
 
     Cross-correlation, as in PyTorch.  Returns (N, K, P, Q) with
     P = (H + 2*pad_h - dil_h*(R-1) - 1) // stride_h + 1, likewise Q.
     Layout: strided inputs (a channels-last view, a slice) are copied once;
-    ``out`` must be C-contiguous.
+    ``out`` must be C-contiguous.  16-bit storage: float16 / bfloat16 operands
+    are read as stored and accumulated in float32 (``precision`` None, or the
+    storage's own); y is rounded once to their dtype, or left float32 with
+    ``out_dtype=np.float32``.  conv2d_backward's gradients take the operands' dtype.
     """
     op = "conv2d"
     backend = select(op, x=x, weight=weight, bias=bias)
@@ -62,8 +68,11 @@ def conv2d(x, weight, bias=None, *, stride=1, padding=0, dilation=1, activation=
     stride, padding, dilation, shape = geometry(op, x, weight, bias, stride, padding, dilation)
     check_activation(op, activation)
     x, weight, bias = contiguous(op, x=x, weight=weight, bias=bias)
-    precision = resolve_precision(precision, op=op)
-    check_out(op, out, backend=backend, shape=shape, dtype=dtype, inputs={"x": x, "weight": weight, "bias": bias})
+    precision = resolve_precision(precision, op=op, dtype=dtype)
+    result = output_dtype(op, dtype, out_dtype)
+    check_out(op, out, backend=backend, shape=shape, dtype=result, inputs={"x": x, "weight": weight, "bias": bias})
+    if out is None and result != dtype:
+        out = new_output(x, shape, result)
     return backend.conv2d(x, weight, bias, stride, padding, dilation, activation, precision, out)
 
 
@@ -75,7 +84,7 @@ def conv2d_backward(grad_y, x, weight, *, y=None, stride=1, padding=0, dilation=
     """
     op = "conv2d_backward"
     backend = select(op, grad_y=grad_y, x=x, weight=weight, y=y)
-    check_float(op, backend, grad_y=grad_y, x=x, weight=weight, y=y)
+    dtype = check_float(op, backend, grad_y=grad_y, x=x, weight=weight, y=y)
     stride, padding, dilation, shape = geometry(op, x, weight, None, stride, padding, dilation)
     check_ndim(op, "grad_y", grad_y, 4, "NKPQ")
     if tuple(grad_y.shape) != shape:
@@ -83,5 +92,5 @@ def conv2d_backward(grad_y, x, weight, *, y=None, stride=1, padding=0, dilation=
     check_activation(op, activation)
     check_saved_output(op, activation, y, shape)
     grad_y, x, weight, y = contiguous(op, grad_y=grad_y, x=x, weight=weight, y=y)
-    precision = resolve_precision(precision, op=op)
+    precision = resolve_precision(precision, op=op, dtype=dtype)
     return backend.conv2d_backward(grad_y, x, weight, y, stride, padding, dilation, activation, precision)

@@ -18,6 +18,8 @@ from dlgpu.ops.validate import (
     check_saved_output,
     contiguous,
     is_contiguous,
+    new_output,
+    output_dtype,
     public,
 )
 from dlgpu.errors import ShapeError
@@ -50,12 +52,17 @@ def _matrix_operand(op: str, name: str, array, transpose: bool):
 
 
 @public
-def matmul(a, b, *, transpose_a=False, transpose_b=False, precision=None, out=None):
+def matmul(a, b, *, transpose_a=False, transpose_b=False, precision=None, out=None, out_dtype=None):
     """C = op(a) @ op(b), op(x) = x.T where the flag says so.  2-D arrays; returns (M, N).
 
     Layout: a transposed view (``x.T`` of a contiguous matrix) is used as it
     is, with its transpose flag flipped; any other strided operand is copied
     once.  ``out`` must be C-contiguous.
+
+    16-bit storage: float16 / bfloat16 operands are read as stored and
+    accumulated in float32 (``precision`` None, or the storage's own "fp16" /
+    "bf16"); C is rounded once to their dtype, or left float32 with
+    ``out_dtype=np.float32``.  The same holds for every product here.
     """
     op = "matmul"
     backend = select(op, a=a, b=b)
@@ -65,8 +72,11 @@ def matmul(a, b, *, transpose_a=False, transpose_b=False, precision=None, out=No
     m, n, _ = matmul_dims(op, a, b, transpose_a, transpose_b)
     a, transpose_a = _matrix_operand(op, "a", a, bool(transpose_a))
     b, transpose_b = _matrix_operand(op, "b", b, bool(transpose_b))
-    precision = resolve_precision(precision, op=op)
-    check_out(op, out, backend=backend, shape=(m, n), dtype=dtype, inputs={"a": a, "b": b})
+    precision = resolve_precision(precision, op=op, dtype=dtype)
+    result = output_dtype(op, dtype, out_dtype)
+    check_out(op, out, backend=backend, shape=(m, n), dtype=result, inputs={"a": a, "b": b})
+    if out is None and result != dtype:
+        out = new_output(a, (m, n), result)
     return backend.matmul(a, b, transpose_a, transpose_b, precision, out)
 
 
@@ -78,7 +88,7 @@ def matmul_backward(grad_c, a, b, *, transpose_a=False, transpose_b=False, preci
     """
     op = "matmul_backward"
     backend = select(op, grad_c=grad_c, a=a, b=b)
-    check_float(op, backend, grad_c=grad_c, a=a, b=b)
+    dtype = check_float(op, backend, grad_c=grad_c, a=a, b=b)
     check_flag(op, "transpose_a", transpose_a)
     check_flag(op, "transpose_b", transpose_b)
     m, n, _ = matmul_dims(op, a, b, transpose_a, transpose_b)
@@ -86,7 +96,7 @@ def matmul_backward(grad_c, a, b, *, transpose_a=False, transpose_b=False, preci
     if tuple(grad_c.shape) != (m, n):
         raise ShapeError(f"{op}: grad_c has shape {tuple(grad_c.shape)}, expected {(m, n)}")
     grad_c, a, b = contiguous(op, grad_c=grad_c, a=a, b=b)
-    precision = resolve_precision(precision, op=op)
+    precision = resolve_precision(precision, op=op, dtype=dtype)
     return backend.matmul_backward(grad_c, a, b, bool(transpose_a), bool(transpose_b), precision)
 
 
@@ -108,10 +118,11 @@ def linear_shapes(op: str, x, weight, bias) -> tuple[int, int]:
 
 
 @public
-def linear(x, weight, bias=None, *, activation=None, precision=None, out=None):
+def linear(x, weight, bias=None, *, activation=None, precision=None, out=None, out_dtype=None):
     """y = act(x @ weight.T + bias); x (B, in), weight (out, in), bias (out,) or None.
 
     Layout: strided inputs are copied once; ``out`` must be C-contiguous.
+    16-bit storage and ``out_dtype`` as for :func:`matmul`.
     """
     op = "linear"
     backend = select(op, x=x, weight=weight, bias=bias)
@@ -119,8 +130,11 @@ def linear(x, weight, bias=None, *, activation=None, precision=None, out=None):
     shape = linear_shapes(op, x, weight, bias)
     check_activation(op, activation)
     x, weight, bias = contiguous(op, x=x, weight=weight, bias=bias)
-    precision = resolve_precision(precision, op=op)
-    check_out(op, out, backend=backend, shape=shape, dtype=dtype, inputs={"x": x, "weight": weight, "bias": bias})
+    precision = resolve_precision(precision, op=op, dtype=dtype)
+    result = output_dtype(op, dtype, out_dtype)
+    check_out(op, out, backend=backend, shape=shape, dtype=result, inputs={"x": x, "weight": weight, "bias": bias})
+    if out is None and result != dtype:
+        out = new_output(x, shape, result)
     return backend.linear(x, weight, bias, activation, precision, out)
 
 
@@ -134,7 +148,7 @@ def linear_backward(grad_y, x, weight, *, y=None, activation=None, precision=Non
     """
     op = "linear_backward"
     backend = select(op, grad_y=grad_y, x=x, weight=weight, y=y)
-    check_float(op, backend, grad_y=grad_y, x=x, weight=weight, y=y)
+    dtype = check_float(op, backend, grad_y=grad_y, x=x, weight=weight, y=y)
     shape = linear_shapes(op, x, weight, None)
     check_ndim(op, "grad_y", grad_y, 2, "(batch, out_features)")
     if tuple(grad_y.shape) != shape:
@@ -142,5 +156,5 @@ def linear_backward(grad_y, x, weight, *, y=None, activation=None, precision=Non
     check_activation(op, activation)
     check_saved_output(op, activation, y, shape)
     grad_y, x, weight, y = contiguous(op, grad_y=grad_y, x=x, weight=weight, y=y)
-    precision = resolve_precision(precision, op=op)
+    precision = resolve_precision(precision, op=op, dtype=dtype)
     return backend.linear_backward(grad_y, x, weight, y, activation, precision)
