@@ -17,7 +17,7 @@ import numpy as np
 
 import dlgpu.functional as F
 import dlgpu.reference as R
-from dlgpu.cases.case import Benchmark, Check, Output, f32, gpu_only, prod, randn, torch_view
+from dlgpu.cases.case import STORAGE_DTYPES, Benchmark, Check, Output, f32, gpu_only, prod, randn, torch_view
 from dlgpu.testing import random_array
 from dlgpu.window import output_size
 from dlgpu.errors import ArgumentError, DeviceError, DtypeError, ShapeError
@@ -26,7 +26,7 @@ from dlgpu.testing.bad_input import BadInput, FakeCupy, on_cpu, on_gpu, rand, w4
 FAMILY = "conv2d"
 
 
-def _check(n, c, h, w, k, r, s, stride, pad, dil, activation) -> list[Check]:
+def _check(n, c, h, w, k, r, s, stride, pad, dil, activation, dtype=None) -> list[Check]:
     label = f"{n}x{c}x{h}x{w} * {k}x{c}x{r}x{s} s{stride} p{pad} d{dil}" + (" relu" if activation else "")
     geometry = dict(stride=stride, padding=pad, dilation=dil)
     pairs = ((stride, stride), (pad, pad), (dil, dil))
@@ -41,7 +41,7 @@ def _check(n, c, h, w, k, r, s, stride, pad, dil, activation) -> list[Check]:
         x, weight, bias = operands(rng, target)
         ref_y = R.conv2d(x, weight, bias, activation=activation, **geometry)
         y = target.backend.conv2d(target.array(x), target.array(weight), target.array(bias), *pairs, activation,
-                                  "ieee", target.poisoned(ref_y.shape))
+                                  target.precision, target.poisoned(ref_y.shape))
         return [Output("y", y, ref_y, False)]
 
     def run_backward(rng, target):
@@ -49,11 +49,11 @@ def _check(n, c, h, w, k, r, s, stride, pad, dil, activation) -> list[Check]:
         y_saved = R.conv2d(x, weight, bias, activation=activation, **geometry).astype(target.dtype)
         g = random_array(rng, y_saved.shape, target.dtype)
         grads = target.backend.conv2d_backward(target.array(g), target.array(x), target.array(weight),
-                                               target.array(y_saved), *pairs, activation, "ieee")
+                                               target.array(y_saved), *pairs, activation, target.precision)
         refs = R.conv2d_backward(g, x, weight, y=y_saved, activation=activation, **geometry)
         return [Output(name, got, ref, False) for name, got, ref in zip(("grad_x", "grad_w", "grad_b"), grads, refs)]
 
-    return [Check("conv2d", label, run_forward), Check("conv2d_backward", label, run_backward)]
+    return [Check("conv2d", label, run_forward, dtype=dtype), Check("conv2d_backward", label, run_backward, dtype=dtype)]
 
 
 def checks(quick: bool = True) -> list[Check]:
@@ -70,7 +70,9 @@ def checks(quick: bool = True) -> list[Check]:
             (1, 3, 15, 15, 4, 7, 7, 2, 3, 1),
             (3, 6, 14, 14, 16, 5, 5, 1, 0, 1),
         ]
-    return [check for config in configs for act in (None, "relu") for check in _check(*config, act)]
+    return [*(check for config in configs for act in (None, "relu") for check in _check(*config, act)),
+            # 16-bit storage: the strided, padded layer with a fused ReLU.
+            *(check for dtype in STORAGE_DTYPES for check in _check(*configs[1], "relu", dtype))]
 
 
 # ---------------------------------------------------------------------------

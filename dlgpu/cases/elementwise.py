@@ -16,7 +16,8 @@ import numpy as np
 
 import dlgpu.functional as F
 import dlgpu.reference as R
-from dlgpu.cases.case import Benchmark, Check, Output, f32, prod, randn
+from dlgpu.precision import BFLOAT16
+from dlgpu.cases.case import STORAGE_DTYPES, Benchmark, Check, Output, f32, prod, randn
 from dlgpu.testing import random_array
 from dlgpu.errors import ArgumentError, DeviceError, DtypeError, LayoutError, ShapeError
 from dlgpu.testing.bad_input import BadInput, FakeCupy, FakeDlpack, a2, buffer, on_cpu, on_gpu, rand, readonly
@@ -31,7 +32,7 @@ ACTIVATIONS = {
 }
 
 
-def _activation_check(name: str, shape: tuple) -> list[Check]:
+def _activation_check(name: str, shape: tuple, dtype=None) -> list[Check]:
     forward, backward, ref_forward, ref_backward = ACTIVATIONS[name]
 
     def run_forward(rng, target):
@@ -47,12 +48,15 @@ def _activation_check(name: str, shape: tuple) -> list[Check]:
         return [Output("grad_x", grad_x, ref_backward(g, y_saved), True)]
 
     label = "x".join(map(str, shape))
-    return [Check(name, label, run_forward), Check(f"{name}_backward", label, run_backward)]
+    return [Check(name, label, run_forward, dtype=dtype), Check(f"{name}_backward", label, run_backward, dtype=dtype)]
 
 
 def checks(quick: bool = True) -> list[Check]:
     shapes = [(1,), (13,), (5, 7, 3)] + ([] if quick else [((1 << 16) + 3,)])
-    return [check for name in ACTIVATIONS for shape in shapes for check in _activation_check(name, shape)]
+    # 16-bit storage on one shape with a head, vectors and a tail (105 elements).
+    return [*(check for name in ACTIVATIONS for shape in shapes for check in _activation_check(name, shape)),
+            *(check for dtype in STORAGE_DTYPES for name in ACTIVATIONS
+              for check in _activation_check(name, (5, 7, 3), dtype))]
 
 
 # ---------------------------------------------------------------------------
@@ -104,7 +108,6 @@ def bad_inputs() -> list[BadInput]:
         BadInput("relu-empty", lambda w: F.relu(w(rand(4, 0))), ShapeError, "relu: x has an empty dimension"),
         BadInput("sigmoid-backward-mixed", lambda w: F.sigmoid_backward(w(rand(3)), w(rand(3, dtype=np.float64))),
                  DtypeError, "must share one dtype"),
-        BadInput("float16", lambda w: F.tanh(w(rand(4, dtype=np.float16))), DtypeError, "float16 is not supported"),
         BadInput("out-transposed", lambda w: F.relu(w(a2), out=w(rand(7, 5)).T),
                  LayoutError, "out is not C-contiguous"),
         BadInput("out-shifted-in-place", lambda w: F.tanh(w(buffer.ravel()[:30]), out=w(buffer.ravel()[5:])),
@@ -127,7 +130,9 @@ def bad_inputs() -> list[BadInput]:
         on_gpu("dlpack-unknown-device", lambda: F.relu(FakeDlpack(8)), DeviceError, "DLPack device type 8"),
         on_cpu("relu-backward-shapes", lambda: F.relu_backward(rand(3, 4), rand(4, 3)), ShapeError, "relu_backward"),
         on_cpu("integer-input", lambda: F.relu(np.arange(6)), DtypeError, "floating dtype is required"),
-        on_cpu("float16-on-cpu", lambda: F.relu(rand(4, dtype=np.float16)), DtypeError, "float16 is not supported"),
+        on_cpu("longdouble-on-cpu", lambda: F.relu(rand(4, dtype=np.longdouble)), DtypeError, "is not supported"),
+        on_cpu("mixed-storage", lambda: F.relu_backward(rand(3, dtype=np.float16), rand(3, dtype=BFLOAT16)),
+               DtypeError, "must share one dtype"),
         on_cpu("out-dtype", lambda: F.relu(a2, out=np.empty((5, 7), np.float64)), DtypeError, "out has dtype float64"),
         on_cpu("list-input", lambda: F.relu([1.0, 2.0]), DtypeError, "must be a NumPy or CuPy array"),
     ]

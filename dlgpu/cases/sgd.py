@@ -15,7 +15,7 @@ import numpy as np
 
 import dlgpu.functional as F
 import dlgpu.reference as R
-from dlgpu.cases.case import Benchmark, Check, Output, f32, prod, randn
+from dlgpu.cases.case import STORAGE_DTYPES, Benchmark, Check, Output, f32, prod, randn
 from dlgpu.cases.elementwise import SHAPES
 from dlgpu.testing import random_array
 from dlgpu.errors import ArgumentError, DeviceError, LayoutError, ShapeError
@@ -25,20 +25,35 @@ FAMILY = "sgd"
 LR = 0.1
 
 
-def _check(shape: tuple, momentum: float, weight_decay: float) -> Check:
-    def run(rng, target):
-        param, grad, velocity = (random_array(rng, shape, target.dtype) for _ in range(3))
-        ref_param, ref_velocity = param.astype(np.float64), velocity.astype(np.float64)
-        R.sgd_step(ref_param, grad, ref_velocity, lr=LR, momentum=momentum, weight_decay=weight_decay)
-        dev_param, dev_velocity = target.array(param), target.array(velocity)
-        target.backend.sgd_step(dev_param, target.array(grad), dev_velocity, LR, momentum, weight_decay, None, 1.0)
-        return [Output("param", dev_param, ref_param, True), Output("velocity", dev_velocity, ref_velocity, True)]
+def _check(shape: tuple, momentum: float, weight_decay: float, dtype=None, master: bool = False) -> Check:
+    """One step; with ``master`` on fp32 master weights (param 16-bit, velocity float32) and a loss scale."""
+    grad_scale = 8.0 if master else 1.0
 
-    return Check("sgd_step", f"{'x'.join(map(str, shape))} momentum {momentum:g} wd {weight_decay:g}", run)
+    def run(rng, target):
+        param, grad = (random_array(rng, shape, target.dtype) for _ in range(2))
+        velocity = random_array(rng, shape, np.float32 if master else target.dtype)
+        weights = param.astype(np.float32) if master else None
+        ref_param, ref_velocity = param.astype(np.float64), velocity.astype(np.float64)
+        ref_weights = None if weights is None else weights.astype(np.float64)
+        R.sgd_step(ref_param, grad, ref_velocity, lr=LR, momentum=momentum, weight_decay=weight_decay,
+                   master=ref_weights, grad_scale=grad_scale)
+        dev_param, dev_velocity = target.array(param), target.array(velocity)
+        dev_weights = None if weights is None else target.array(weights)
+        target.backend.sgd_step(dev_param, target.array(grad), dev_velocity, LR, momentum, weight_decay, dev_weights,
+                                grad_scale)
+        outputs = [Output("param", dev_param, ref_param, True), Output("velocity", dev_velocity, ref_velocity, True)]
+        return outputs + ([] if weights is None else [Output("master", dev_weights, ref_weights, True)])
+
+    label = f"{'x'.join(map(str, shape))} momentum {momentum:g} wd {weight_decay:g}" + (" master" if master else "")
+    return Check("sgd_step", label, run, dtype=dtype)
 
 
 def checks(quick: bool = True) -> list[Check]:
-    return [_check((17,), 0.0, 0.0), _check((33, 65), 0.9, 0.0), _check((5, 3, 7), 0.9, 1e-2)]
+    return [_check((17,), 0.0, 0.0), _check((33, 65), 0.9, 0.0), _check((5, 3, 7), 0.9, 1e-2),
+            # 16-bit storage: the 16-bit state alone, and fp32 master weights with and without momentum.
+            *(c for dtype in STORAGE_DTYPES for c in (_check((33, 65), 0.9, 1e-2, dtype),
+                                                       _check((33, 65), 0.9, 1e-2, dtype, master=True),
+                                                       _check((17,), 0.0, 0.0, dtype, master=True)))]
 
 
 # ---------------------------------------------------------------------------

@@ -35,8 +35,8 @@ def kernel_tests(stem: str, kernel_cases):
     """(test_kernels_match_the_reference, test_every_kernel_has_harness_coverage) for a stem's kernel cases."""
 
     @pytest.mark.usefixtures("host_compiler")
-    @pytest.mark.parametrize("mode", MODES)
-    @pytest.mark.parametrize("case", kernel_cases, ids=lambda case: case.name)
+    @pytest.mark.parametrize("case, mode", [pytest.param(case, mode, id=f"{case.name}-{mode}")
+                                            for case in kernel_cases for mode in MODES if mode in case.modes])
     def test_kernels_match_the_reference(case, mode, rng):
         run_kernel_case(case, mode, rng)
 
