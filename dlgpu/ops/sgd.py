@@ -73,7 +73,7 @@ def sgd_step(param, grad, velocity, *, lr, momentum=0.0, weight_decay=0.0, maste
     for name, array in (("param", param), ("velocity", velocity), ("master", master)):
         if array is not None:
             check_writeable(op, name, array)
-    named = (("param", param), ("grad", grad), ("velocity", velocity), ("master", master))
+    named = (("param", param), ("velocity", velocity), ("master", master), ("grad", grad))
     for i, (name_a, a) in enumerate(named):
         for name_b, b in named[i + 1:]:
             if a is not None and b is not None and shares_memory(a, b):
