@@ -1,26 +1,28 @@
-"""The CPU backend against the float64 reference (and PyTorch, where installed).
+"""The CPU backend against PyTorch's CPU kernels (or, without torch, the float64 reference).
 
     .venv/bin/python -m pytest benchmarks/bench_cpu.py --benchmark-only
+    .venv/bin/python -m pytest benchmarks/bench_cpu.py --benchmark-only --benchmark-json=cpu.json
 
-Each case times one forward + backward step of a layer, float32, through
-dlgpu.functional (so validation is included, as a user pays it):
+Each case times one layer, float32, through dlgpu.functional (so validation
+is included, as a user pays it), forward only ("forward") and forward plus
+backward ("step"), with bias and ReLU:
 
-    conv2d lenet    batch 64, 1 -> 6 channels, 28x28, 5x5, bias + ReLU
-    conv2d resnet   batch 8, 64 -> 64 channels, 56x56, 3x3, padding 1, bias + ReLU
-    linear mlp      batch 256, 784 -> 512, bias + ReLU
+    conv2d-lenet-c1   batch 64, 1 -> 6 channels, 28x28, 5x5
+    conv2d-lenet-c3   batch 64, 6 -> 16 channels, 14x14, 5x5
+    conv2d-resnet     batch 8, 64 -> 64 channels, 56x56, 3x3, padding 1
+    linear-mlp        batch 256, 784 -> 512
 
-Rows are grouped by case; every row but the reference's carries
-extra_info["speedup_vs_reference"] = reference median / its median (see
---benchmark-json), and the table's "Median" column gives the same ratio by
-eye.  Benchmarks never assert a speed.  The target for the CPU backend is
->= 5x the reference on both conv layers, on a 2-core machine.
-
-Each row also records the numba and BLAS thread settings and the load
-average: on a machine shared with other busy processes, every parallel loop
-waits for its slowest thread to be scheduled, and OpenBLAS's spinning
-threads make that far worse, so compare rows from the same run, and rerun
-with NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 for figures that measure
-work rather than scheduling.
+Every row is the baseline's and dlgpu's time measured in the same run,
+interleaved (dlgpu, baseline, dlgpu, baseline, ...) so that both see the
+same load on a shared machine, and extra_info carries
+speedup_vs_baseline = baseline median / dlgpu median, the two medians, the
+1-minute load average before and after, and the thread configuration
+(dlgpu.cpu.threads.thread_info: numba's pool, torch's threads).  The table's
+own "Median" column is dlgpu's time.  Benchmarks never assert a speed; the
+target for the conv layers is >= 1.0x torch, both directions, on 2 threads.
+With torch imported (it is, here), numba's loops run on torch's OpenMP pool
+(see dlgpu/cpu/threads.py); run once with OMP_WAIT_POLICY=PASSIVE and once without to
+see what torch's spinning workers cost either side.
 """
 
 from __future__ import annotations
@@ -29,12 +31,12 @@ import os
 import statistics
 import time
 
-import numba
 import numpy as np
 import pytest
 
 import dlgpu.functional as F
 import dlgpu.reference as R
+from dlgpu.cpu.threads import thread_info
 
 try:
     import torch
@@ -43,104 +45,100 @@ except ImportError:
 
 CASES = {
     # name: (kind, input shape, weight shape, padding)
-    "conv2d-lenet": ("conv2d", (64, 1, 28, 28), (6, 1, 5, 5), 0),
+    "conv2d-lenet-c1": ("conv2d", (64, 1, 28, 28), (6, 1, 5, 5), 0),
+    "conv2d-lenet-c3": ("conv2d", (64, 6, 14, 14), (16, 6, 5, 5), 0),
     "conv2d-resnet": ("conv2d", (8, 64, 56, 56), (64, 64, 3, 3), 1),
     "linear-mlp": ("linear", (256, 784), (512, 784), 0),
 }
+PASSES = ["forward", "step"]
 
-# Median seconds of the reference per case, so other rows can state their speed-up.
-_reference_median: dict[str, float] = {}
+# Interleaved repetitions per row: the reference takes up to seconds a step.
+_REPEATS = {"torch": 21, "reference": 3}
 
 
 def _inputs(case: str):
-    kind, x_shape, w_shape, _ = CASES[case]
+    kind, x_shape, w_shape, padding = CASES[case]
     rng = np.random.default_rng(len(case))
     x = rng.standard_normal(x_shape).astype(np.float32)
     # He-scaled weights keep half the outputs positive, so the ReLU mask matters.
-    fan_in = int(np.prod(w_shape[1:]))
-    w = (rng.standard_normal(w_shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
-    b = rng.standard_normal(w_shape[0]).astype(np.float32) * 0.1
-    return kind, x, w, b
+    w = (rng.standard_normal(w_shape) * np.sqrt(2.0 / np.prod(w_shape[1:]))).astype(np.float32)
+    b = (rng.standard_normal(w_shape[0]) * 0.1).astype(np.float32)
+    return kind, x, w, b, padding
 
 
-def _step(backend: str, case: str):
-    """A no-argument callable that runs forward + backward of ``case`` on ``backend``."""
-    kind, x, w, b = _inputs(case)
-    padding = CASES[case][3]
-    if backend == "torch":
-        return _torch_step(kind, x, w, b, padding)
-    ops = F if backend == "cpu" else R
+def _numpy_pass(ops, case: str, which: str):
+    """A no-argument callable: ``which`` pass of ``case`` through ``ops`` (dlgpu.functional or dlgpu.reference)."""
+    kind, x, w, b, padding = _inputs(case)
+    geometry = dict(padding=padding) if kind == "conv2d" else {}
+    forward = getattr(ops, kind)
+    backward = getattr(ops, f"{kind}_backward")
+    y = forward(x, w, b, activation="relu", **geometry)
+    grad_y = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+
+    def run_forward():
+        return forward(x, w, b, activation="relu", **geometry)
+
+    def run_step():
+        y = forward(x, w, b, activation="relu", **geometry)
+        return backward(grad_y, x, w, y=y, activation="relu", **geometry)
+
+    return run_forward if which == "forward" else run_step
+
+
+def _torch_pass(case: str, which: str):
+    kind, x, w, b, padding = _inputs(case)
+    xt, wt, bt = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
     if kind == "conv2d":
-        def forward():
-            return ops.conv2d(x, w, b, padding=padding, activation="relu")
-
-        grad_y = np.random.default_rng(1).standard_normal(forward().shape).astype(np.float32)
-
-        def step():
-            y = forward()
-            return ops.conv2d_backward(grad_y, x, w, y=y, padding=padding, activation="relu")
+        def layer():
+            return torch.relu(torch.nn.functional.conv2d(xt, wt, bt, padding=padding))
     else:
-        def forward():
-            return ops.linear(x, w, b, activation="relu")
+        def layer():
+            return torch.relu(torch.nn.functional.linear(xt, wt, bt))
+    grad_y = torch.from_numpy(np.random.default_rng(1).standard_normal(tuple(layer().shape)).astype(np.float32))
 
-        grad_y = np.random.default_rng(1).standard_normal(forward().shape).astype(np.float32)
+    def run_forward():
+        with torch.no_grad():
+            return layer()
 
-        def step():
-            y = forward()
-            return ops.linear_backward(grad_y, x, w, y=y, activation="relu")
-    return step
-
-
-def _torch_step(kind, x, w, b, padding):
-    xt = torch.from_numpy(x).requires_grad_()
-    wt = torch.from_numpy(w).requires_grad_()
-    bt = torch.from_numpy(b).requires_grad_()
-
-    def step():
+    def run_step():
         for t in (xt, wt, bt):
             t.grad = None
-        if kind == "conv2d":
-            y = torch.relu(torch.nn.functional.conv2d(xt, wt, bt, padding=padding))
-        else:
-            y = torch.relu(torch.nn.functional.linear(xt, wt, bt))
-        y.backward(torch.ones_like(y))
+        layer().backward(grad_y)
 
-    return step
+    return run_forward if which == "forward" else run_step
 
 
-def _median_seconds(fn, repeats: int = 3) -> float:
-    fn()
-    times = []
+def _interleaved_medians(first, second, repeats: int):
+    """Median seconds of each callable, timed alternately after one warm-up call each."""
+    first(), second()
+    times = ([], [])
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, sink in ((first, times[0]), (second, times[1])):
+            start = time.perf_counter()
+            fn()
+            sink.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
-BACKENDS = ["reference", "cpu", pytest.param("torch", marks=pytest.mark.skipif(torch is None, reason="no PyTorch"))]
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("which", PASSES)
 @pytest.mark.parametrize("case", list(CASES))
-def test_forward_backward(benchmark, case, backend):
-    step = _step(backend, case)
-    benchmark.group = case
-    # One warm-up round compiles the numba kernels; the reference gets fewer rounds
-    # because each takes a large fraction of a second.
-    rounds = 5 if backend == "reference" else 20
-    benchmark.pedantic(step, rounds=rounds, warmup_rounds=1, iterations=1)
-    median = benchmark.stats.stats.median
-    benchmark.extra_info["backend"] = backend
-    benchmark.extra_info["numba_threads"] = numba.get_num_threads()
-    benchmark.extra_info["OPENBLAS_NUM_THREADS"] = os.environ.get("OPENBLAS_NUM_THREADS", "default")
-    benchmark.extra_info["load_average_1min"] = os.getloadavg()[0]
-    if backend == "reference":
-        _reference_median[case] = median
-        return
-    if case not in _reference_median:  # this row was selected without the reference's
-        _reference_median[case] = _median_seconds(_step("reference", case))
-    speedup = _reference_median[case] / median
-    benchmark.extra_info["reference_median_s"] = _reference_median[case]
-    benchmark.extra_info["speedup_vs_reference"] = round(speedup, 2)
-    print(f"\n{case} {backend}: {median * 1e3:.2f} ms, {speedup:.1f}x the reference")
+def test_cpu_against_baseline(benchmark, case, which):
+    baseline = "torch" if torch is not None else "reference"
+    ours = _numpy_pass(F, case, which)
+    theirs = _torch_pass(case, which) if baseline == "torch" else _numpy_pass(R, case, which)
+    benchmark.group = f"{case} {which}"
+    load_before = os.getloadavg()[0]
+    # One warm-up round compiles (or loads) the numba kernels.
+    benchmark.pedantic(ours, rounds=10, warmup_rounds=1, iterations=1)
+    dlgpu_median, baseline_median = _interleaved_medians(ours, theirs, _REPEATS[baseline])
+    speedup = baseline_median / dlgpu_median
+    benchmark.extra_info.update(
+        baseline=baseline,
+        dlgpu_median_s=dlgpu_median,
+        baseline_median_s=baseline_median,
+        speedup_vs_baseline=round(speedup, 2),
+        load_average_1min=(load_before, os.getloadavg()[0]),
+        threads=thread_info(),
+    )
+    print(f"\n{case} {which}: dlgpu {dlgpu_median * 1e3:.2f} ms, {baseline} {baseline_median * 1e3:.2f} ms, "
+          f"{speedup:.2f}x {baseline}'s speed (load {load_before:.1f})")

@@ -33,8 +33,9 @@ class Backend(Protocol):
     float_dtypes: tuple[type, ...]
 
     def index_range(self, indices) -> tuple[int, int] | None:
-        """(min, max) of an index array for the range checks before a launch; None when it cannot be
-        read back now (a CUDA graph is being captured), so the check is skipped."""
+        """(min, max) of an index array for the host's range check before the op; None where the
+        backend does not read indices back (the CUDA backend outside debug mode, and while a CUDA
+        graph is captured): its kernels check them then, and report a bad one later (dlgpu.device_errors)."""
 
 
     # ---- gemm (dlgpu/ops/gemm.py): C-contiguous operands of one dtype, a resolved precision
@@ -88,7 +89,7 @@ class Backend(Protocol):
     def max_pool2d_backward(self, grad_y, argmax, input_shape: tuple[int, int, int, int]):
         """grad_x of ``input_shape``: grad_y added at argmax, overlapping windows summed."""
 
-    # ---- softmax (dlgpu/ops/softmax.py): (N, C) rows, int32/int64 labels already checked to lie in [0, C)
+    # ---- softmax (dlgpu/ops/softmax.py): (N, C) rows, int32/int64 labels in [0, C) (checked as index_range says)
 
     def softmax_cross_entropy(self, logits, labels):
         """(loss, probs): the mean loss as a 0-d array, and softmax(logits)."""

@@ -9,7 +9,10 @@ PyTorch, JAX and Numba arrays work) and results come back in the caller's
 framework.  Arrays on the host and on a GPU in one call are an error, never a
 copy.  Nothing is broadcast, truncated or cast: operands share one floating
 dtype and no dimension is empty.  Every check happens before any work, so a
-refused call leaves nothing half-done.
+refused call leaves nothing half-done -- but for the range of indices (labels,
+argmax) on GPU arrays, which only the kernels can check without waiting for
+the GPU: a bad one is raised by ``dlgpu.check_errors()`` after the call, or at
+the call in debug mode (:mod:`dlgpu.device_errors`).
 
 Layouts (non-contiguous inputs).  The kernels read C-contiguous memory, so a
 strided input (a transposed or sliced view) is never read as if it were

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+import dlgpu
 import dlgpu.torch as dt
 from dlgpu.train.data import load_digits
 
@@ -60,6 +61,22 @@ def build(device: torch.device, args: argparse.Namespace, steps: int):
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     return model, dt.CrossEntropyLoss(), optimizer, schedule
+
+
+def save_state(model: torch.nn.Module, path: str) -> None:
+    """Write ``model``'s state_dict to ``path`` with torch.save, atomically.
+
+    Each tensor is cloned into its own CPU storage first, so the file never aliases a buffer the process
+    still owns, and it is written beside ``path`` and renamed into place, so a reader sees the old file or
+    the whole new one, never a part.
+    """
+    state = {key: value.detach().to("cpu", copy=True).contiguous() for key, value in model.state_dict().items()}
+    partial = f"{path}.partial-{os.getpid()}"
+    with open(partial, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -107,6 +124,7 @@ def main(argv=None) -> None:
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
+    dlgpu.check_errors()  # a bad label the kernels found raises here, where the GPU has finished anyway
 
     if rank == 0:
         with torch.no_grad():
@@ -115,7 +133,7 @@ def main(argv=None) -> None:
               f"{1e3 * seconds / max(steps, 1):.1f} ms per step; "
               f"test accuracy {100 * correct / len(y_test):.2f}% ({correct}/{len(y_test)})")
         if args.save:
-            torch.save(model.state_dict(), args.save)
+            save_state(model, args.save)
     dist.destroy_process_group()
 
 

@@ -15,6 +15,7 @@
 //   warp_sum, warp_max     butterfly shuffles over a full warp: every lane gets the result,
 //                          and the order of the additions is fixed (deterministic)
 //   block_sum, block_max   the same over a block whose size is a multiple of 32
+//   report_bad_index       record an index outside its range in the device error flag (first one wins)
 #pragma once
 
 #ifndef INFINITY
@@ -135,4 +136,28 @@ __device__ __forceinline__ float block_max(float v, float* scratch)
     }
     __syncthreads();
     return scratch[32];
+}
+
+// ---------------------------------------------------------------- the device error flag
+// A kernel that takes indices (class labels, pooling's argmax) never uses one outside its range, and
+// reports the first such index it meets here instead of leaving the host to look for it: no op reads
+// its indices back to the host, which would synchronize the device.  `error` is the flag of the
+// device, DLGPU_ERROR_WORDS 64-bit words that dlgpu/cuda/error_flag.py makes zero and reads where
+// the caller synchronizes anyway (dlgpu.check_errors):
+//   [0] what was found: the family's DLGPU_ERROR_<what> code, never 0; 0 while nothing has been
+//   [1] the index, as a signed 64-bit value    [2] its bound: it had to lie in [0, bound)
+//   [3] where: the row or element of the launch, as the family's code documents
+// One atomicCAS claims word 0, so only the first report since the flag was last read writes the
+// others, and a record is never a mix of two reports.  The codes live in each family's .cu, one
+// number per report across the families (dlgpu.ops.validate.IndexCheck names and words each one).
+#define DLGPU_ERROR_WORDS 4
+
+__device__ __forceinline__ void report_bad_index(unsigned long long* error, unsigned long long code, long long index,
+                                                 long long bound, long long where)
+{
+    if (atomicCAS(error, 0ull, code) == 0ull) {
+        error[1] = (unsigned long long)index;
+        error[2] = (unsigned long long)bound;
+        error[3] = (unsigned long long)where;
+    }
 }

@@ -13,22 +13,31 @@
 //       of the window in row-major order starts as the best; a later one replaces it if it is
 //       NaN or strictly greater; a NaN best stays (NaN propagates, ties go to the first).
 //   max_pool2d_backward_<T>(const T* grad_y, const int* argmax, T* grad_x, long long planes,
-//                           int H, int W, int P, int Q, int kh, int kw, int sh, int sw, int ph, int pw)
+//                           int H, int W, int P, int Q, int kh, int kw, int sh, int sw, int ph, int pw,
+//                           unsigned long long* error)
 //       Needs the window.  One thread per INPUT element, grid-stride: it visits the outputs whose
 //       windows contain it, in increasing (p, q), and adds grad_y where argmax points at it.
-//       Writes every element of grad_x (no zero-fill, no atomics).
+//       Writes every element of grad_x (no zero-fill; the only atomic is the error report).
 //   max_pool2d_backward_planes_<T>(const T* grad_y, const int* argmax, float* grad_x,
-//                                  long long planes, int plane_in, int plane_out)
+//                                  long long planes, int plane_in, int plane_out, unsigned long long* error)
 //       Needs only argmax (for callers that do not know the window).  One warp per plane,
 //       grid-stride over planes, block a multiple of 32: zero the plane, then take the outputs 32
 //       at a time in order; lanes whose argmax coincide add their values in lane order and the
-//       first of them updates grad_x, so every sum has a fixed order.  An argmax outside
-//       [0, plane_in) is skipped, never written through.  grad_x is float for every T: the sums
-//       build up in it across rounds (the launcher rounds a 16-bit result once afterwards).
+//       first of them updates grad_x, so every sum has a fixed order.  grad_x is float for every
+//       T: the sums build up in it across rounds (the launcher rounds a 16-bit result once
+//       afterwards).
+//   Both backward kernels skip an argmax outside [0, H * W) (never written through) and report the
+//   first one in the device error flag `error` (common.cuh: report_bad_index) as
+//   DLGPU_ERROR_POOL_ARGMAX, with the value, H * W and its flat position in argmax.  (Every window
+//   holds a real element, so the gather kernel visits every output.)  Nothing checks argmax on the
+//   host before a launch (only dlgpu's debug mode does): that would synchronize.
 //
 // dlgpu-sass: max_pool2d_*
 
 #include "storage.cuh"
+
+// The device error flag's code for this family (common.cuh; one number per report across families).
+#define DLGPU_ERROR_POOL_ARGMAX 3
 
 // Element i of a stack of planes of `per_plane` = rows x `cols` elements: its plane, its offset in
 // the plane, and that offset's row and column.
@@ -85,7 +94,8 @@ __device__ __forceinline__ void forward(const T* x, T* y, int* argmax, long long
 // ---------------------------------------------------------------- backward, window known
 template <class T>
 __device__ __forceinline__ void backward(const T* grad_y, const int* argmax, T* grad_x, long long planes, int H, int W,
-                                         int P, int Q, int kh, int kw, int sh, int sw, int ph, int pw)
+                                         int P, int Q, int kh, int kw, int sh, int sw, int ph, int pw,
+                                         unsigned long long* error)
 {
     const long long per_plane = (long long)H * W;
     const long long total = planes * per_plane;
@@ -103,7 +113,9 @@ __device__ __forceinline__ void backward(const T* grad_y, const int* argmax, T* 
         for (int p = p_first; p <= p_last; ++p) {
             for (int q = q_first; q <= q_last; ++q) {
                 const long long o = out_plane + (long long)p * Q + q;
-                if (argmax[o] == me) sum += to_float(grad_y[o]);
+                const int at = argmax[o];
+                if (at == me) sum += to_float(grad_y[o]);
+                else if (at < 0 || at >= per_plane) report_bad_index(error, DLGPU_ERROR_POOL_ARGMAX, at, per_plane, o);
             }
         }
         grad_x[i] = from_float<T>(sum);
@@ -113,7 +125,7 @@ __device__ __forceinline__ void backward(const T* grad_y, const int* argmax, T* 
 // ---------------------------------------------------------------- backward, argmax only
 template <class T>
 __device__ __forceinline__ void backward_planes(const T* grad_y, const int* argmax, float* grad_x, long long planes,
-                                                int plane_in, int plane_out)
+                                                int plane_in, int plane_out, unsigned long long* error)
 {
     const int lane = threadIdx.x & 31;
     const long long warps_per_block = blockDim.x >> 5;
@@ -132,7 +144,10 @@ __device__ __forceinline__ void backward_planes(const T* grad_y, const int* argm
         for (int base = 0; base < plane_out; base += 32) {
             const int o = base + lane;
             int target = o < plane_out ? at[o] : -1;
-            if (target >= plane_in) target = -1;
+            if (o < plane_out && (target < 0 || target >= plane_in)) {
+                report_bad_index(error, DLGPU_ERROR_POOL_ARGMAX, target, plane_in, plane * plane_out + o);
+                target = -1;
+            }
             const float g = (o < plane_out && target >= 0) ? to_float(gy[o]) : 0.0f;
             bool leader = target >= 0;
             float same = 0.0f;
@@ -161,14 +176,16 @@ __device__ __forceinline__ void backward_planes(const T* grad_y, const int* argm
     }                                                                                                          \
     extern "C" __global__ void max_pool2d_backward_##suffix(const T* grad_y, const int* argmax, T* grad_x,     \
                                                             long long planes, int H, int W, int P, int Q,      \
-                                                            int kh, int kw, int sh, int sw, int ph, int pw)    \
+                                                            int kh, int kw, int sh, int sw, int ph, int pw,    \
+                                                            unsigned long long* error)                         \
     {                                                                                                          \
-        backward(grad_y, argmax, grad_x, planes, H, W, P, Q, kh, kw, sh, sw, ph, pw);                          \
+        backward(grad_y, argmax, grad_x, planes, H, W, P, Q, kh, kw, sh, sw, ph, pw, error);                   \
     }                                                                                                          \
     extern "C" __global__ void max_pool2d_backward_planes_##suffix(const T* grad_y, const int* argmax,         \
                                                                    float* grad_x, long long planes,            \
-                                                                   int plane_in, int plane_out)                \
+                                                                   int plane_in, int plane_out,                \
+                                                                   unsigned long long* error)                  \
     {                                                                                                          \
-        backward_planes(grad_y, argmax, grad_x, planes, plane_in, plane_out);                                  \
+        backward_planes(grad_y, argmax, grad_x, planes, plane_in, plane_out, error);                           \
     }
 STORAGE_TYPES(POOL_KERNELS)

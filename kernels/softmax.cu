@@ -4,11 +4,14 @@
 // _bf16, _fp16; arithmetic in float, probabilities and gradients rounded to T once); row losses and
 // the mean loss are float whatever T.  labels: (rows,) int32 (_i32) or int64 (_i64).
 // A label outside [0, classes) is never used as an index: that row's loss (forward) or whole
-// gradient row (backward) is NaN.  The launcher refuses such labels before launching; the guard
-// keeps a kernel from reading out of bounds whatever it is given.
+// gradient row (backward) is NaN, and the first such label is reported in the device error flag
+// `error` (common.cuh: report_bad_index) as DLGPU_ERROR_SOFTMAX_LABEL (forward) or
+// DLGPU_ERROR_SOFTMAX_BACKWARD_LABEL, with the label, `classes` and its row.  Nothing checks the
+// labels on the host before a launch (only dlgpu's debug mode does): that would synchronize.
 //
 //   softmax_xent_forward_warp{V}_<T>_{i32,i64}(const T* logits, const Label* labels, T* probs,
-//                                              float* row_loss, long long rows, int classes)
+//                                              float* row_loss, long long rows, int classes,
+//                                              unsigned long long* error)
 //       V in {1, 2, 4, 8, 16, 32}, classes <= 32 * V.  One warp per row, the row held in
 //       registers (lane owns columns lane + 32k, k < V): one read of the logits, one write of
 //       the probabilities.  Any block size that is a multiple of 32; grid-stride over rows.
@@ -19,7 +22,7 @@
 //   softmax_xent_mean_f32(const float* row_loss, float* loss, long long rows)
 //       One block (a multiple of 32 threads): loss[0] = mean of row_loss, summed in a fixed order.
 //   softmax_xent_backward_<T>_{i32,i64}(const T* probs, const Label* labels, T* grad,
-//                                       long long rows, int classes, float inv_rows)
+//                                       long long rows, int classes, float inv_rows, unsigned long long* error)
 //       grad = (probs - onehot(labels)) * inv_rows, inv_rows = 1 / rows.  One warp per row,
 //       16-byte vectors (4 floats, 8 halves) when classes is a multiple of a vector's elements
 //       and probs and grad are 16-byte aligned; grid-stride.
@@ -33,17 +36,25 @@
 
 #include "storage.cuh"
 
+// The device error flag's codes for this family (common.cuh; one number per report across families).
+#define DLGPU_ERROR_SOFTMAX_LABEL 1
+#define DLGPU_ERROR_SOFTMAX_BACKWARD_LABEL 2
+
 template <class T, class Label>
-__device__ __forceinline__ float row_loss_of(const T* row, Label label, int classes, float row_max, float sum)
+__device__ __forceinline__ float row_loss_of(const T* row, Label label, int classes, float row_max, float sum,
+                                             unsigned long long* error, long long r)
 {
-    if (label < 0 || label >= (Label)classes) return NAN;
+    if (label < 0 || label >= (Label)classes) {
+        report_bad_index(error, DLGPU_ERROR_SOFTMAX_LABEL, (long long)label, classes, r);
+        return NAN;
+    }
     return (row_max - to_float(row[label])) + logf(sum);
 }
 
 // ---------------------------------------------------------------- forward, one warp per row
 template <int V, class T, class Label>
 __device__ __forceinline__ void forward_warp(const T* logits, const Label* labels, T* probs, float* row_loss,
-                                             long long rows, int classes)
+                                             long long rows, int classes, unsigned long long* error)
 {
     const int lane = threadIdx.x & 31;
     const long long warps_per_block = blockDim.x >> 5;
@@ -82,14 +93,14 @@ __device__ __forceinline__ void forward_warp(const T* logits, const Label* label
             const int column = lane + 32 * k;
             if (column < classes) out[column] = from_float<T>(v[k] * inv_sum);
         }
-        if (lane == 0) row_loss[r] = row_loss_of(row, labels[r], classes, row_max, sum);
+        if (lane == 0) row_loss[r] = row_loss_of(row, labels[r], classes, row_max, sum, error, r);
     }
 }
 
 // ---------------------------------------------------------------- forward, one block per row
 template <class T, class Label>
 __device__ __forceinline__ void forward_block(const T* logits, const Label* labels, T* probs, float* row_loss,
-                                              long long rows, int classes)
+                                              long long rows, int classes, unsigned long long* error)
 {
     __shared__ float scratch[33];
     for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -104,7 +115,7 @@ __device__ __forceinline__ void forward_block(const T* logits, const Label* labe
         T* out = probs + r * classes;
         for (int c = threadIdx.x; c < classes; c += blockDim.x)
             out[c] = from_float<T>(expf(to_float(row[c]) - row_max) * inv_sum);
-        if (threadIdx.x == 0) row_loss[r] = row_loss_of(row, labels[r], classes, row_max, sum);
+        if (threadIdx.x == 0) row_loss[r] = row_loss_of(row, labels[r], classes, row_max, sum, error, r);
     }
 }
 
@@ -122,7 +133,7 @@ extern "C" __global__ void softmax_xent_mean_f32(const float* row_loss, float* l
 // ---------------------------------------------------------------- backward, one warp per row
 template <class T, class Label>
 __device__ __forceinline__ void backward_rows(const T* probs, const Label* labels, T* grad, long long rows,
-                                              int classes, float inv_rows)
+                                              int classes, float inv_rows, unsigned long long* error)
 {
     constexpr int PV = per_vector<T>;
     const int lane = threadIdx.x & 31;
@@ -135,6 +146,7 @@ __device__ __forceinline__ void backward_rows(const T* probs, const Label* label
         const T* in = probs + r * classes;
         T* out = grad + r * classes;
         if (label < 0 || label >= (Label)classes) {
+            if (lane == 0) report_bad_index(error, DLGPU_ERROR_SOFTMAX_BACKWARD_LABEL, (long long)label, classes, r);
             for (int c = lane; c < classes; c += 32) out[c] = from_float<T>(NAN);
             continue;
         }
@@ -163,22 +175,25 @@ __device__ __forceinline__ void backward_rows(const T* probs, const Label* label
 
 #define SOFTMAX_WARP_KERNEL(V, suffix, Label, tsuffix, T)                                                     \
     extern "C" __global__ void softmax_xent_forward_warp##V##_##tsuffix##_##suffix(                           \
-        const T* logits, const Label* labels, T* probs, float* row_loss, long long rows, int classes)         \
+        const T* logits, const Label* labels, T* probs, float* row_loss, long long rows, int classes,         \
+        unsigned long long* error)                                                                            \
     {                                                                                                         \
-        forward_warp<V, T, Label>(logits, labels, probs, row_loss, rows, classes);                            \
+        forward_warp<V, T, Label>(logits, labels, probs, row_loss, rows, classes, error);                     \
     }
 // Per storage and label type: a warp kernel per V, the block kernel and the backward kernel.
 #define SOFTMAX_KERNELS(suffix, Label, tsuffix, T)                                                            \
     SOFTMAX_WARP_VALUES(SOFTMAX_WARP_KERNEL, suffix, Label, tsuffix, T)                                       \
     extern "C" __global__ void softmax_xent_forward_block_##tsuffix##_##suffix(                               \
-        const T* logits, const Label* labels, T* probs, float* row_loss, long long rows, int classes)         \
+        const T* logits, const Label* labels, T* probs, float* row_loss, long long rows, int classes,         \
+        unsigned long long* error)                                                                            \
     {                                                                                                         \
-        forward_block<T, Label>(logits, labels, probs, row_loss, rows, classes);                              \
+        forward_block<T, Label>(logits, labels, probs, row_loss, rows, classes, error);                       \
     }                                                                                                         \
     extern "C" __global__ void softmax_xent_backward_##tsuffix##_##suffix(                                    \
-        const T* probs, const Label* labels, T* grad, long long rows, int classes, float inv_rows)            \
+        const T* probs, const Label* labels, T* grad, long long rows, int classes, float inv_rows,            \
+        unsigned long long* error)                                                                            \
     {                                                                                                         \
-        backward_rows<T, Label>(probs, labels, grad, rows, classes, inv_rows);                                \
+        backward_rows<T, Label>(probs, labels, grad, rows, classes, inv_rows, error);                         \
     }
 #define SOFTMAX_TYPE_KERNELS(tsuffix, T) SOFTMAX_LABELS(SOFTMAX_KERNELS, tsuffix, T)
 STORAGE_TYPES(SOFTMAX_TYPE_KERNELS)

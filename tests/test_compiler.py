@@ -589,8 +589,8 @@ def fake_cupy(monkeypatch, kdir, cache):
     return fake, run
 
 
-def demo_launch(*args, defines=(("VEC", "4"),), shared_mem=0, kernel="copy4"):
-    return Launch("demo", kernel, (3, 1, 1), (128, 1, 1), args, shared_mem, defines)
+def demo_launch(*args, defines=(("VEC", "4"),), shared_mem=0, kernel="copy4", shared_opt_in=False):
+    return Launch("demo", kernel, (3, 1, 1), (128, 1, 1), args, shared_mem, defines, shared_opt_in)
 
 
 def test_executor_compiles_for_the_device_and_caches_per_device(fake_cupy):
@@ -661,9 +661,14 @@ def test_executor_opts_in_to_large_dynamic_shared_memory(fake_cupy):
     x = fake.ndarray(0)
     run.launch(demo_launch(x, x, shared_mem=16 * 1024, kernel="block_sum"))
     assert fake.attributes == []
-    run.launch(demo_launch(x, x, shared_mem=100 * 1024, kernel="block_sum"))
-    run.launch(demo_launch(x, x, shared_mem=64 * 1024, kernel="block_sum"))
+    # Past 48 KB only a launch that says so: the device would refuse the others.
+    with pytest.raises(ArgumentError, match="does not opt in"):
+        run.launch(demo_launch(x, x, shared_mem=100 * 1024, kernel="block_sum"))
+    run.launch(demo_launch(x, x, shared_mem=100 * 1024, kernel="block_sum", shared_opt_in=True))
+    run.launch(demo_launch(x, x, shared_mem=64 * 1024, kernel="block_sum", shared_opt_in=True))
     assert fake.attributes == [("block_sum", 8, 100 * 1024)]
+    with pytest.raises(ArgumentError, match="no device grants more"):
+        run.launch(demo_launch(x, x, shared_mem=228 * 1024, kernel="block_sum", shared_opt_in=True))
     assert [c[4] for c in fake.calls] == [16 * 1024, 100 * 1024, 64 * 1024]
 
 

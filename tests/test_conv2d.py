@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 import dlgpu.functional as F
 import dlgpu.reference as R
 from dlgpu.cases import conv2d as cases
-from dlgpu.cpu import conv2d as cpu_conv2d
+from dlgpu.cpu import winograd as cpu_winograd
 from dlgpu.cpu.gemm import round_operand
 from dlgpu.cuda import conv2d as conv
 from dlgpu.errors import ArgumentError, ShapeError
@@ -226,10 +226,10 @@ def test_conv2d_on_the_cpu(rng, dtype, case):
 
 
 def test_winograd_dispatch():
-    applies = cpu_conv2d._winograd_applies
+    applies = cpu_winograd.applies
     assert all(applies((k, c, r, s), (1, 1), (1, 1), "ieee") for _, c, _, _, k, r, s, *_ in WINOGRAD_CASES)
-    assert applies((8, 2, 3, 3), (1, 1), (1, 1), "ieee")
-    assert not applies((64, 3, 3, 3), (1, 1), (1, 1), "ieee")  # K > 4C: im2col is faster
+    assert applies((8, 64, 3, 3), (1, 1), (1, 1), "ieee")
+    assert not applies((64, 3, 3, 3), (1, 1), (1, 1), "ieee")  # few input channels: the direct product is faster
     assert not applies((16, 16, 3, 3), (2, 1), (1, 1), "ieee")
     assert not applies((16, 16, 3, 3), (1, 1), (1, 2), "ieee")
     assert not applies((16, 16, 5, 5), (1, 1), (1, 1), "ieee")

@@ -294,14 +294,28 @@ def test_kernel_names_skip_comments_and_read_launch_bounds():
     __global__ void not_exported(int* x) {}
     """
     assert harness.kernel_names(text) == ["first", "second", "third"]
+    assert harness.launch_bounds(text) == {"first": "0", "second": "256", "third": "128"}
 
 
-def test_extern_shared_is_rewritten_in_place_keeping_lines():
-    text = "a\nextern __shared__ __align__(16) unsigned char raw[];\nb\n  extern __shared__ T tile[ ];\n"
-    rewritten = harness._EXTERN_SHARED.sub(harness._dynamic_shared_pointer, text)
+def test_shared_declarations_are_rewritten_in_place_keeping_lines():
+    text = ("a\nextern __shared__ __align__(16) unsigned char raw[];\nb\n  extern __shared__ T tile[ ];\n"
+            "__shared__ alignas(16) float a_tiles[STAGES][BK *\n SA];  // __shared__ float in_a_comment[3];\n"
+            "alignas(8) __shared__ unsigned short half_tile[16 * 16]; __shared__ float total;\n")
+    rewritten = harness.rewrite_shared(text)
     assert rewritten.count("\n") == text.count("\n")
     assert "unsigned char* const raw = reinterpret_cast<unsigned char*>(::dlgpu_host::dynamic_shared());" in rewritten
     assert "T* const tile = reinterpret_cast<T*>" in rewritten
+    assert ("auto& a_tiles = ::dlgpu_host::static_shared<float [STAGES][BK * SA], (size_t)(16)>(dlgpu_shared_a_tiles);"
+            in rewritten)
+    assert "// __shared__ float in_a_comment[3];" in rewritten  # comments untouched
+    assert "static_shared<unsigned short [16 * 16], (size_t)(8)>" in rewritten
+    assert "static_shared<float, (size_t)(0)>(dlgpu_shared_total)" in rewritten
+    assert rewritten.count("__shared__") == 1  # only the comment's
+    # In a macro (a kernel list's X-macro) the declaration's continued lines stay continued.
+    macro = "#define KERNEL(N) \\\n    __shared__ float t[N \\\n        + 1]; \\\n    t[0] = 1.0f;\n"
+    expanded = harness.rewrite_shared(macro)
+    assert expanded.count("\n") == macro.count("\n") and expanded.count("\\\n") == macro.count("\\\n")
+    assert "static_shared<float [N + 1], (size_t)(0)>(dlgpu_shared_t);" in expanded
 
 
 def test_objects_are_cached_by_content(sources, tmp_path):
@@ -544,10 +558,11 @@ def test_asan_catches_an_out_of_bounds_global_store(sources):
 
 def test_asan_catches_out_of_bounds_shared_memory(sources):
     x, y = np.ones(33, np.float32), np.zeros(33, np.float32)
-    with pytest.raises(HarnessError, match="global-buffer-overflow"):
+    # Each block's static arrays and dynamic buffer are allocations of exactly their size.
+    with pytest.raises(HarnessError, match="heap-buffer-overflow"):
         run(sources, "asan", "h_bugs", "oob_static_shared", (1, 1, 1), (33, 1, 1), x, y)
     x, y = np.ones(16, np.float32), np.zeros(16, np.float32)
-    with pytest.raises(HarnessError, match="use-after-poison"):
+    with pytest.raises(HarnessError, match="heap-buffer-overflow"):
         run(sources, "asan", "h_bugs", "oob_dynamic_shared", (1, 1, 1), (16, 1, 1), x, y, shared_mem=16 * 4)
 
 

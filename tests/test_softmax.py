@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from hypothesis import strategies as st
 
+import dlgpu
 import dlgpu.functional as F
 import dlgpu.reference as R
 from dlgpu.cases import softmax as cases
@@ -272,7 +273,7 @@ def test_softmax_cross_entropy_nan_row(cp, rng, classes):
 @pytest.mark.gpu
 @pytest.mark.parametrize("classes", (10, 5000))
 def test_softmax_kernels_guard_out_of_range_labels(cp, rng, poison, classes):
-    """Below dlgpu.functional's check: a bad label gives NaN for its row, never a wild read."""
+    """A bad label gives NaN for its row, never a wild read, and is reported in the device error flag."""
     from dlgpu.cuda.softmax import softmax_cross_entropy, softmax_cross_entropy_backward
 
     logits = cp.asarray(rng.standard_normal((4, classes)).astype(np.float32))
@@ -280,8 +281,12 @@ def test_softmax_kernels_guard_out_of_range_labels(cp, rng, poison, classes):
     loss, probs = softmax_cross_entropy(logits, labels, executor=poison)
     assert np.isnan(float(loss))
     assert np.isfinite(cp.asnumpy(probs)).all()
+    with pytest.raises(ArgumentError, match=rf"^softmax_cross_entropy: label ({classes}|-1|{2**40}) is outside"):
+        dlgpu.check_errors()
     grad = cp.asnumpy(softmax_cross_entropy_backward(probs, labels, executor=poison))
     assert np.isfinite(grad[0]).all() and np.isnan(grad[1:]).all()
+    with pytest.raises(ArgumentError, match=r"^softmax_cross_entropy_backward: label"):
+        dlgpu.check_errors()
 
 
 @pytest.mark.gpu

@@ -37,7 +37,13 @@ def _torchrun(tmp_path, processes: int, device: str) -> dict:
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{processes} process(es), {device}: {STEPS} steps of {BATCH}" in result.stdout
-    return torch.load(saved)
+    try:
+        return torch.load(saved)
+    except RuntimeError as error:  # say what rank 0 wrote, so an unreadable checkpoint can be traced
+        raise AssertionError(
+            f"torch.load of rank 0's {saved.stat().st_size}-byte checkpoint failed: {error}\n"
+            + result.stdout + result.stderr
+        ) from error
 
 
 def _one_process(example, device: str) -> dict:

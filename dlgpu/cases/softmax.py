@@ -20,7 +20,7 @@ from dlgpu.precision import is_half
 from dlgpu.cases.case import STORAGE_DTYPES, Benchmark, Check, Output, f32, randn, torch_view
 from dlgpu.testing import random_array, to_numpy
 from dlgpu.errors import ArgumentError, DeviceError, DtypeError, ShapeError
-from dlgpu.testing.bad_input import BadInput, FakeCupy, labels, logits, on_cpu, on_gpu, rand
+from dlgpu.testing.bad_input import BadInput, FakeCupy, in_debug_mode, labels, logits, on_cpu, on_gpu, rand
 
 FAMILY = "softmax"
 
@@ -168,8 +168,12 @@ def bad_inputs() -> list[BadInput]:
                  ShapeError, "labels has 2 entries"),
         BadInput("softmax-empty", lambda w: F.softmax_cross_entropy(w(rand(0, 10)), w(labels[:0])),
                  ShapeError, "empty dimension"),
-        BadInput("label-out-of-range", lambda w: F.softmax_cross_entropy(w(logits), w(np.array([0, 1, 2, 99]))),
+        BadInput("label-out-of-range",  # the CUDA backend checks labels on the host in debug mode only
+                 lambda w: in_debug_mode(F.softmax_cross_entropy, w(logits), w(np.array([0, 1, 2, 99]))),
                  ArgumentError, "label 99 is outside [0, 10)"),
+        BadInput("backward-label-negative",
+                 lambda w: in_debug_mode(F.softmax_cross_entropy_backward, w(logits), w(np.array([0, -1, 1, 2]))),
+                 ArgumentError, "softmax_cross_entropy_backward: label -1 is outside [0, 10)"),
         BadInput("labels-uint8", lambda w: F.softmax_cross_entropy_backward(w(logits), w(labels.astype(np.uint8))),
                  DtypeError, "labels must be int32 or int64"),
         on_gpu("mix-softmax-labels", lambda: F.softmax_cross_entropy(FakeCupy(logits), labels),

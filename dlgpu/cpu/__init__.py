@@ -1,4 +1,4 @@
-"""The CPU backend: NumPy's BLAS for products, numba-compiled parallel loops for the rest.
+"""The CPU backend: numba-compiled parallel loops on one pool of threads.
 
 For users without a GPU, and the backend dlgpu.functional picks for NumPy
 arrays: :data:`BACKEND` implements :class:`dlgpu.backend.Backend`.  Its
@@ -10,20 +10,14 @@ backend its functions through a small ``<Stem>Ops`` class; float16 and
 bfloat16 arrays go through those in float32 (``dlgpu/cpu/storage.py``).
 """
 
-import os
-
 import numpy as np
 
-# numba's OpenMP workers spin after each parallel loop by default, and every op
-# here alternates numba loops with NumPy's BLAS, whose own threads then find the
-# cores taken: on a small or shared machine that costs 10x and more (measured:
-# LeNet conv forward+backward 40 ms spinning, 2.3 ms passive, with one other busy
-# process on 2 cores).  Passive workers sleep instead.  setdefault keeps a
-# user's own choice.  It takes effect only if no OpenMP runtime has started in
-# the process yet (numba starts one at its first parallel call, not at import).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from dlgpu.cpu.threads import start_pool
 
-from dlgpu.cpu.storage import StorageOps  # noqa: E402 - after the OpenMP policy above
+# Before any kernel runs: numba's threads must load asleep-when-idle (threads.py says why and how).
+start_pool()
+
+from dlgpu.cpu.storage import StorageOps  # noqa: E402 - after the pool has started (it imports the stems)
 from dlgpu.precision import HALF_DTYPES  # noqa: E402
 
 

@@ -3,415 +3,439 @@
     conv2d(x, w, bias, stride, padding, dilation, act, precision, out)        -> y (N, K, P, Q)
     conv2d_backward(gy, x, w, y, stride, padding, dilation, act, precision)   -> (gx, gw, gb)
 
-Two strategies, both "transform with numba, multiply with NumPy's BLAS":
+Every pass is one numba parallel loop over independent work items, and every
+product is a direct convolution accumulated in register tiles (tile.py): no
+im2col buffer, no BLAS call.  One parallel loop per pass matters as much as
+the arithmetic: each loop is a fork and a join, and on a shared machine every
+join waits for the slowest thread to be scheduled again (see threads.py).
 
-im2col (any geometry).  A chunk of nb images is unfolded by a numba kernel
-(one (image, channel) plane per parallel iteration) into a reusable buffer
-cols (C*R*S, nb*P*Q), so the whole chunk is ONE product W (K, C*R*S) @
-cols; a second pass scatters it into y with the bias and ReLU.  Backward
-gathers the ReLU-masked grad_y into the same wide layout (summing grad_b
-on the way), then grad_w += gy @ cols.T and the buffer takes W.T @ gy (the
-unfolded input's gradient), which col2im folds back one plane per
-parallel iteration.  Why one wide product rather than one per image: BLAS
-runs small products (LeNet's 6 x 25 x 576) far below its peak, and every
-call wakes and joins its threads, which on a busy 2-core machine costs
-more than the arithmetic.  Why not direct loops: sgemm runs the products
-several times faster than any loop nest numba emits, and for tiny layers
-the unfold is the whole cost anyway, a copy with the padding test hoisted
-out of the inner loop.
+The input block (blocks.py).  A work item (an image, or a band of its output
+rows) first copies the input rows it reads into a zero-padded block, one
+plane per channel, pitch = (Q-1)*stride + (S-1)*dilation + 1 columns per row:
+exactly the columns its outputs reach.  Then tap (c, r, s) of the filter reads
+the block at the fixed offset c*plane + r*dil*pitch + s*dil from an output's
+own base, for every output: the unfold is in the addressing.
 
-Winograd F(2x2, 3x3) (3x3 filters, stride 1, no dilation, K <= 4C,
-"ieee").  The ResNet-style layer that dominates real networks does
-2.25x fewer multiplications this way, and its transformed input (16 values
-per 2x2 outputs and channel) is less than half the size of im2col's 9 per
-output, so both the products and the memory traffic shrink; see the
-section below for the algebra.
+Three ways to run a forward product; forward_plan picks the one that drops
+the least work (the tiles round shapes up to their multiples):
+  rows     (stride 1): a tile is 4 output channels x 64 consecutive block
+           positions of one image.  Tap (c, r, s) shifts the whole run of 64,
+           so b is a contiguous slice of the block and a the 4 filter weights.
+           Positions in the pitch - Q columns past each row's end are
+           computed and dropped: LeNet's 5x5 on 28x28 keeps 24 of 28.
+  pixels   (any stride): a tile is 16 output pixels x 16 output channels; b
+           is the filters transposed (taps x channels, padded to 16), a the
+           block at each pixel's base.  Nothing is dropped but channel
+           padding: the choice for 16, 32, 64... output channels.
+  winograd (3x3, stride 1, 16+ input channels, finite inputs; winograd.py):
+           F(2x2, 3x3), 2.25x fewer multiplications, where an image has
+           enough 2x2 tiles to fill the products' 64-wide columns.
+The data gradient (data_gradient_plan) is either the forward machinery again
+-- grad_y, ReLU-masked and zero-inserted by the stride, correlated with the
+flipped, transposed filters at padding dil*(R-1) - pad; the block builder
+masks and inserts while it copies -- or "fold", for few input channels or a
+stride: each image's unfolded gradient W^T @ g, 4 taps x 64 pixels a tile,
+added back onto grad_x one output row at a time.  The weight gradient is a
+third product: a tile is 16 taps x 16 output channels, reduced over output
+pixels, b the masked grad_y transposed per pixel (so its channels are
+contiguous), a the block at each tap's offset plus the pixel's base; grad_b
+is summed in the same pass.
 
-Every parallel loop runs over independent planes (or channels) and adds
-in a fixed order, so every result is the same bits on every call.  The ReLU
-mask is applied to grad_y in the same pass that sums grad_b.
+Precision emulation rounds the operands first (round_operand), as the GPU's
+tensor cores read them.  Determinism: a work item's outputs are its own and
+each adds its terms in one fixed order; the weight gradient's per-item
+partial sums are added in item order, in float64.  The items are cut from
+the shapes alone, never from the thread count, so every result is the same
+bits on every call with any number of threads.
 """
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 from numba import njit, prange
 
+from dlgpu.cpu import winograd
+from dlgpu.cpu.blocks import fill_block, taps_of
 from dlgpu.cpu.gemm import round_operand
+from dlgpu.cpu.threads import SERIAL_MACS, launch
+from dlgpu.cpu.tile import FASTMATH, SQUARE, WIDE, accumulate, clear, spill, stack_offsets, stack_tile
 from dlgpu.window import output_size
 
-# Bytes of unfolded (or Winograd-transformed) data per chunk of images: large
-# enough that the stacked GEMMs see whole images, small enough that a ResNet
-# layer never allocates hundreds of megabytes; at least one image always.
-_WORKSPACE_BYTES = 16 << 20
+# Output positions a forward work item covers, at least (a band of whole rows,
+# or the whole image): enough work to hide the item's block copy, small enough
+# that ResNet's 8 images still split into dozens of items, and the block
+# (channels x band rows x pitch) stays within a core's L2.
+_ITEM_POSITIONS = 512
 
-# Winograd is used while output channels <= this many times input channels.
-_WINOGRAD_MAX_FAN_OUT = 4
+# Output pixels of grad_y the weight gradient transposes at a time: its
+# transposed slice (pixels x channels) then stays in L1/L2 while every tile
+# of taps passes over it.
+_PIXEL_CHUNK = 256
 
+# Output pixels a fold work item covers, at least: several small images fill the 64-wide tiles.
+_FOLD_PIXELS = 256
 
-@njit(cache=True)
-def _valid_range(out_size, in_size, offset, stride):
-    """[lo, hi): the outputs o whose input index o*stride + offset lies in [0, in_size)."""
-    lo = 0 if offset >= 0 else (-offset + stride - 1) // stride
-    hi = (in_size - 1 - offset) // stride + 1 if in_size - 1 - offset >= 0 else 0
-    return lo, max(lo, min(hi, out_size))
-
-
-@njit(parallel=True, cache=True)
-def _im2col(x, first, nb, cols, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, dw):
-    """cols[(c, r, s), n*P*Q + p*Q + q] = x[first + n, c, p*sh - ph + r*dh, q*sw - pw + s*dw], 0 outside."""
-    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
-    pq = out_h * out_w
-    zero = cols.dtype.type(0)
-    for plane in prange(nb * channels):
-        n = plane // channels
-        c = plane % channels
-        image = x[first + n, c]
-        for r in range(kh):
-            p_lo, p_hi = _valid_range(out_h, height, r * dh - ph, sh)
-            for s in range(kw):
-                q_lo, q_hi = _valid_range(out_w, width, s * dw - pw, sw)
-                row = cols[(c * kh + r) * kw + s, n * pq:(n + 1) * pq]
-                for p in range(out_h):
-                    dst = row[p * out_w:(p + 1) * out_w]
-                    if p < p_lo or p >= p_hi:
-                        dst[:] = zero
-                        continue
-                    src = image[p * sh - ph + r * dh]
-                    dst[:q_lo] = zero
-                    base = s * dw - pw
-                    if sw == 1:  # the common case: a contiguous copy the compiler vectorizes
-                        dst[q_lo:q_hi] = src[q_lo + base:q_hi + base]
-                    else:
-                        for q in range(q_lo, q_hi):
-                            dst[q] = src[q * sw + base]
-                    dst[q_hi:] = zero
+# The weight gradient reduces over images; the images are cut into at most
+# this many items (each with its own partial sums, added in order at the end).
+_MAX_WEIGHT_ITEMS = 32
 
 
-@njit(parallel=True, cache=True)
-def _col2im(cols, first, nb, grad_x, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, dw):
-    """grad_x[first + n, c] = sum over (r, s, p, q) of cols[(c, r, s), n*P*Q + p*Q + q] at its input pixel.
+def _round_up(value, multiple):
+    return -(-value // multiple) * multiple
 
-    One (image, channel) plane per iteration, outputs in a fixed order: no races, same bits.
+
+# ----------------------------------------------------------------------------
+# forward products (also backward-data)
+# ----------------------------------------------------------------------------
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH, boundscheck=False)
+def _forward_rows(src, mask, mask_relu, weights, taps, bias, has_bias, relu, y,
+                  pad_h, pad_w, up_h, up_w, band, pitch, block_rows):
+    """Stride 1: y[n, k, p, q] = act(sum over taps t of weights[k, t] * block[t + p*pitch + q] + bias[k]).
+
+    weights: flat (K, taps).  Work item: (image, band of ``band`` output rows).
+    Tiles: 4 channels x 64 block positions; the pitch - Q positions past each row are dropped.
     """
-    channels, height, width = grad_x.shape[1], grad_x.shape[2], grad_x.shape[3]
-    pq = out_h * out_w
+    n_images = src.shape[0]
+    channels = src.shape[1]
+    k_out, out_h, out_w = y.shape[1], y.shape[2], y.shape[3]
+    n_taps = taps.size
+    tile_rows, width = WIDE
+    bands = (out_h + band - 1) // band
+    plane = block_rows * pitch
+    steps = np.arange(n_taps).astype(np.uint64)
+    zero = y.dtype.type(0)
+    for item in prange(n_images * bands):
+        n = item // bands
+        p0 = (item % bands) * band
+        rows_here = min(band, out_h - p0)
+        # A run of 64 may start near a band's end and read up to 63 positions past the last
+        # row: the zeroed slack behind the last plane keeps those reads inside the block.
+        block = np.empty(channels * plane + width + pitch, y.dtype)
+        fill_block(block, src, mask, mask_relu, n, p0, block_rows, pitch, pad_h, pad_w, up_h, up_w)
+        span = rows_here * pitch
+        tile = stack_tile(tile_rows, width, y.dtype)
+        done = np.empty((tile_rows, width), y.dtype)
+        a_row = stack_offsets(tile_rows)
+        for k0 in range(0, k_out, tile_rows):
+            for r in range(tile_rows):
+                a_row[r] = np.uint64(min(k0 + r, k_out - 1) * n_taps)  # rows past K repeat the last: computed, dropped
+            for j0 in range(0, span, width):
+                clear(tile)
+                accumulate(tile, weights, a_row, steps, block, taps, j0, 0, n_taps)
+                spill(tile, done)
+                p_first = j0 // pitch
+                p_last = min(rows_here, (j0 + width - 1) // pitch + 1)
+                for r in range(min(tile_rows, k_out - k0)):
+                    k = k0 + r
+                    add = bias[k] if has_bias else zero
+                    for p in range(p_first, p_last):
+                        out_row = y[n, k, p0 + p]
+                        shift = p * pitch - j0  # tile column of (p, q) is q + shift
+                        q_lo = max(0, -shift)
+                        q_hi = min(out_w, width - shift)
+                        for q in range(q_lo, q_hi):
+                            value = done[r, q + shift] + add
+                            if relu and value < zero:
+                                value = zero  # NaN propagates, as np.maximum(v, 0) does
+                            out_row[q] = value
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH, boundscheck=False)
+def _forward_pixels(src, mask, mask_relu, weights_t, k_pad, taps, bias, has_bias, relu, y,
+                    stride_h, stride_w, pad_h, pad_w, up_h, up_w, band, pitch, block_rows):
+    """y[n, k, p, q] = act(sum over taps t of block[t + base(p, q)] * weights_t[t, k] + bias[k]).
+
+    weights_t: flat (taps, k_pad), output channels padded with zeros to k_pad (a multiple of 16).
+    Work item: (image, band of output rows).  Tiles: 16 pixels x 16 channels.
+    """
+    n_images = src.shape[0]
+    channels = src.shape[1]
+    k_out, out_h, out_w = y.shape[1], y.shape[2], y.shape[3]
+    n_taps = taps.size
+    tile_rows, width = SQUARE
+    bands = (out_h + band - 1) // band
+    plane = block_rows * pitch
+    steps = np.arange(n_taps) * k_pad
+    taps_u = taps.astype(np.uint64)
+    planes = y.reshape(n_images, k_out, out_h * out_w)
+    zero = y.dtype.type(0)
+    for item in prange(n_images * bands):
+        n = item // bands
+        p0 = (item % bands) * band
+        pixels = min(band, out_h - p0) * out_w
+        block = np.empty(channels * plane, y.dtype)
+        fill_block(block, src, mask, mask_relu, n, p0 * stride_h, block_rows, pitch, pad_h, pad_w, up_h, up_w)
+        tile = stack_tile(tile_rows, width, y.dtype)
+        done = np.empty((tile_rows, width), y.dtype)
+        a_row = stack_offsets(tile_rows)
+        p, q = 0, 0  # the pixel of the tile's next row, walked in order (no division per pixel)
+        for t0 in range(0, pixels, tile_rows):
+            for r in range(tile_rows):
+                a_row[r] = np.uint64(p * stride_h * pitch + q * stride_w)
+                if t0 + r + 1 < pixels:  # a short last tile repeats its last pixel: computed, dropped
+                    q += 1
+                    if q == out_w:
+                        p, q = p + 1, 0
+            count = min(tile_rows, pixels - t0)
+            for k0 in range(0, k_pad, width):
+                clear(tile)
+                accumulate(tile, block, a_row, taps_u, weights_t, steps, k0, 0, n_taps)
+                spill(tile, done)
+                # The tile's pixels are consecutive in the output plane: one contiguous run per channel.
+                for j in range(min(width, k_out - k0)):
+                    add = bias[k0 + j] if has_bias else zero
+                    run = planes[n, k0 + j, p0 * out_w + t0:p0 * out_w + t0 + count]
+                    for r in range(count):
+                        value = done[r, j] + add
+                        if relu and value < zero:
+                            value = zero
+                        run[r] = value
+
+
+def _geometry(out_h, out_w, kh, kw, stride, dilation):
+    """(band, pitch, block_rows) of a forward product's work items: a band of output rows of at least
+    _ITEM_POSITIONS outputs (or the whole image), and the block those rows read."""
+    band = max(1, min(out_h, -(-_ITEM_POSITIONS // out_w)))
+    pitch = (out_w - 1) * stride[1] + (kw - 1) * dilation[1] + 1
+    block_rows = (band - 1) * stride[0] + (kh - 1) * dilation[0] + 1
+    return band, pitch, block_rows
+
+
+def _plan(weight_shape, out_shape, stride, dilation, precision, finite):
+    """(plan, the fraction of its multiply-adds that are kept, counting Winograd's as 2.25) of forward_plan."""
+    k_out, _, kh, kw = weight_shape
+    out_h, out_w = out_shape[2:]
+    band, pitch, _ = _geometry(out_h, out_w, kh, kw, stride, dilation)
+    span = band * pitch
+    rows_kept = k_out / _round_up(k_out, WIDE[0]) * out_w / pitch * span / _round_up(span, WIDE[1])
+    pixels_kept = k_out / _round_up(k_out, SQUARE[1]) * band * out_w / _round_up(band * out_w, SQUARE[0])
+    best = ("rows", rows_kept) if tuple(stride) == (1, 1) and rows_kept > pixels_kept else ("pixels", pixels_kept)
+    if winograd.applies(weight_shape, stride, dilation, precision):
+        transformed = winograd.SAVING * winograd.kept(out_h, out_w)
+        if transformed > best[1] and finite():
+            return "winograd", transformed
+    return best
+
+
+def forward_plan(weight_shape, out_shape, stride, dilation, precision, finite=lambda: True) -> str:
+    """How _correlate computes a product: "winograd", "rows" or "pixels".
+
+    The one that drops the least work, counting Winograd's 2.25x fewer multiplications: rows
+    (stride 1) keep K/ceil4(K) of the channels, Q/pitch of each row and the band rounded up to
+    64; pixels K/ceil16(K) and the band's pixels rounded to 16; Winograd (where it applies and
+    ``finite()`` says the inputs are) its band's tiles rounded up to 64, which rules it out for small
+    images.  finite is asked last: it reads the inputs.
+    """
+    return _plan(weight_shape, out_shape, stride, dilation, precision, finite)[0]
+
+
+def _correlate(src, mask, mask_relu, weight, bias, relu, y, stride, pad, up, dilation, plan):
+    """y = act(correlate(V, weight) + bias) for the virtual input V of src (see blocks.fill_block), y preallocated.
+
+    The forward pass (up = 1) and the data gradient (stride 1, up = the forward stride), as ``plan`` says.
+    """
+    if plan == "winograd":
+        winograd.correlate(src, mask, mask_relu, weight, bias, relu, y, pad)
+        return
+    k_out, channels, kh, kw = weight.shape
+    out_h, out_w = y.shape[2:]
+    band, pitch, block_rows = _geometry(out_h, out_w, kh, kw, stride, dilation)
+    taps = taps_of(channels, kh, kw, block_rows * pitch, pitch, dilation[0], dilation[1])
+    has_bias = bias is not None
+    bias = bias if has_bias else np.zeros(1, y.dtype)  # numba needs an array either way
+    serial = y.size * channels * kh * kw < SERIAL_MACS
+    if plan == "rows":
+        launch(_forward_rows, serial, src, mask, mask_relu, weight.reshape(-1), taps, bias, has_bias, relu, y,
+               pad[0], pad[1], up[0], up[1], band, pitch, block_rows)
+    else:
+        k_pad = _round_up(k_out, SQUARE[1])
+        weights_t = np.zeros((channels * kh * kw, k_pad), y.dtype)
+        weights_t[:, :k_out] = weight.reshape(k_out, -1).T
+        launch(_forward_pixels, serial, src, mask, mask_relu, weights_t.reshape(-1), k_pad, taps, bias, has_bias,
+               relu, y, stride[0], stride[1], pad[0], pad[1], up[0], up[1], band, pitch, block_rows)
+
+
+# ----------------------------------------------------------------------------
+# the data gradient by folding
+# ----------------------------------------------------------------------------
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH, boundscheck=False)
+def _fold(grad_y, mask, relu, weights, images_per_item, grad_x, stride_h, stride_w, pad_h, pad_w,
+          dil_h, dil_w, kh, kw):
+    """grad_x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw] += sum over k of weights[k, (c, r, s)] * g[n, k, p, q].
+
+    g = grad_y masked by mask > 0 if relu.  Work item: images_per_item images, whose masked
+    grad_y is first laid out (K, their pixels) so that the pixels of several small images fill a
+    tile's 64 columns.  For 4 taps at a time: tiles of 4 taps x 64 pixels reduced over K into
+    ``cols`` (the 4 taps' rows of the unfolded gradient, all the item's pixels), then each row
+    added back onto grad_x one output row at a time (a contiguous run at stride 1).  Taps in
+    order, pixels in order: every element of grad_x adds its terms in one fixed order.
+    """
+    n_images, channels, height, width = grad_x.shape
+    k_out, out_h, out_w = grad_y.shape[1], grad_y.shape[2], grad_y.shape[3]
+    pixels = out_h * out_w
+    n_taps = channels * kh * kw
+    tile_rows, tile_width = WIDE
+    items = (n_images + images_per_item - 1) // images_per_item
+    steps = (np.arange(k_out) * n_taps).astype(np.uint64)
     zero = grad_x.dtype.type(0)
-    for plane in prange(nb * channels):
-        n = plane // channels
-        c = plane % channels
-        image = grad_x[first + n, c]
-        image[:, :] = zero
-        for r in range(kh):
-            p_lo, p_hi = _valid_range(out_h, height, r * dh - ph, sh)
-            for s in range(kw):
-                q_lo, q_hi = _valid_range(out_w, width, s * dw - pw, sw)
-                row = cols[(c * kh + r) * kw + s, n * pq:(n + 1) * pq]
-                base = s * dw - pw
-                for p in range(p_lo, p_hi):
-                    dst = image[p * sh - ph + r * dh]
-                    src = row[p * out_w:(p + 1) * out_w]
-                    if sw == 1:
-                        dst[q_lo + base:q_hi + base] += src[q_lo:q_hi]
-                    else:
-                        for q in range(q_lo, q_hi):
-                            dst[q * sw + base] += src[q]
-
-
-@njit(parallel=True, cache=True)
-def _scatter_bias_act(y_wide, first, nb, y, bias, has_bias, relu):
-    """y[first + n, k] = act(y_wide[k, n*P*Q : (n+1)*P*Q] + bias[k]); (image, channel) planes in parallel."""
-    channels = y.shape[1]
-    pq = y.shape[2] * y.shape[3]
-    zero = y.dtype.type(0)
-    out = y.reshape(y.shape[0], channels, pq)
-    for plane in prange(nb * channels):
-        n = plane // channels
-        k = plane % channels
-        src = y_wide[k, n * pq:(n + 1) * pq]
-        dst = out[first + n, k]
-        b = bias[k] if has_bias else zero
-        for i in range(pq):
-            v = src[i] + b
-            if relu and v < zero:
-                v = zero  # NaN propagates, as np.maximum(v, 0) does
-            dst[i] = v
-
-
-@njit(parallel=True, cache=True)
-def _gather_masked(grad_y, y, relu, first, nb, gy_wide, channel_sum):
-    """gy_wide[k, n*P*Q + i] = grad_y[first + n, k, i] * (y > 0 if relu); channel_sum[k] += their sum.
-
-    Parallel over channels; each adds its images and pixels in order, in float64.
-    """
-    channels = grad_y.shape[1]
-    pq = grad_y.shape[2] * grad_y.shape[3]
-    zero = grad_y.dtype.type(0)
-    g3 = grad_y.reshape(grad_y.shape[0], channels, pq)
-    y3 = y.reshape(y.shape[0], channels, pq)
-    for k in prange(channels):
-        acc = 0.0
-        for n in range(nb):
-            src = g3[first + n, k]
-            mask = y3[first + n, k]
-            dst = gy_wide[k, n * pq:(n + 1) * pq]
-            for i in range(pq):
-                g = src[i]
-                if relu and not mask[i] > zero:
-                    g = zero
-                dst[i] = g
-                acc += g
-        channel_sum[k] += acc
-
-
-# ----------------------------------------------------------------------------
-# Winograd F(2x2, 3x3): 3x3 filters, stride 1, no dilation
-# ----------------------------------------------------------------------------
-#
-# Each 2x2 block of outputs is A^T [(G g G^T) * (B^T d B)] A for the 4x4 input
-# tile d under it: 16 multiplies per (k, c) instead of 36.  Over all tiles
-# that is 16 independent products M[e] (K, T) = U[e] (K, C) @ V[e] (C, T),
-# one per tile entry e, which NumPy's BLAS runs stacked.  Backward uses the
-# same transforms' adjoints: with Yh = A gy A^T per tile,
-#   dU[e] = Yh[e] @ V[e].T  -> grad_w = G^T dU G
-#   dV[e] = U[e].T @ Yh[e]  -> grad_x = B dV B^T, added back tile by tile.
-# The transforms' coefficients are 0, +-1 and +-1/2, so fp32 loses well under
-# the 5e-5 tolerance.  Tensor-core precisions keep im2col: their emulation
-# rounds the operands of the product the GPU actually runs.  So do inputs
-# holding NaN or +-inf: the transforms mix a tile's pixels (inf - inf = NaN),
-# so they would spread specials to outputs a direct convolution keeps finite
-# or infinite.
-
-_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
-
-
-@njit(parallel=True, cache=True)
-def _winograd_input(x, first, nb, v, tiles_h, tiles_w, ph, pw):
-    """v[e, c, t] = (B^T d B)[e] for the 4x4 tile d of image first+n at tile t (zero outside x).
-
-    Separable and row-at-a-time: for one row of tiles, B^T combines the four
-    input rows into four zero-padded rows (contiguous loops), then B^T along
-    each row writes the 16 entries as 16 contiguous runs of tiles_w values.
-    """
-    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
-    tiles = tiles_h * tiles_w
-    span = 2 * tiles_w + 2  # input columns -pw .. 2*tiles_w + 1 - pw that the tiles read
-    w_lo = min(pw, span)  # the span columns [w_lo, w_hi) hold real pixels, the rest zeros
-    w_hi = max(w_lo, min(span, width + pw))
-    for plane in prange(nb * channels):
-        n = plane // channels
-        c = plane % channels
-        image = x[first + n, c]
-        d = np.zeros((4, span), dtype=x.dtype)
-        e = np.empty((4, span), dtype=x.dtype)
-        for th in range(tiles_h):
-            h0 = 2 * th - ph
-            for i in range(4):
-                h = h0 + i
-                if h < 0 or h >= height:
-                    d[i, :] = 0
-                else:
-                    d[i, w_lo:w_hi] = image[h, : w_hi - w_lo]
-            for u in range(span):
-                e[0, u] = d[0, u] - d[2, u]
-                e[1, u] = d[1, u] + d[2, u]
-                e[2, u] = d[2, u] - d[1, u]
-                e[3, u] = d[1, u] - d[3, u]
-            t0 = n * tiles + th * tiles_w
-            for a in range(4):
-                row = e[a]
-                for tw in range(tiles_w):
-                    u = 2 * tw
-                    v[4 * a, c, t0 + tw] = row[u] - row[u + 2]
-                    v[4 * a + 1, c, t0 + tw] = row[u + 1] + row[u + 2]
-                    v[4 * a + 2, c, t0 + tw] = row[u + 2] - row[u + 1]
-                    v[4 * a + 3, c, t0 + tw] = row[u + 1] - row[u + 3]
-
-
-@njit(parallel=True, cache=True)
-def _winograd_output(m, first, nb, y, bias, has_bias, relu, tiles_h, tiles_w):
-    """y[first+n, k] tile = A^T m[:, k, t] A (+ bias, ReLU), only the outputs that exist.
-
-    Row-at-a-time: A^T combines the 16 entries of a row of tiles into two rows
-    of four (contiguous loops over the tiles), then A^T along each row.
-    """
-    channels, out_h, out_w = y.shape[1], y.shape[2], y.shape[3]
-    tiles = tiles_h * tiles_w
-    zero = y.dtype.type(0)
-    for plane in prange(nb * channels):
-        n = plane // channels
-        k = plane % channels
-        out = y[first + n, k]
-        b = bias[k] if has_bias else zero
-        s = np.empty((2, 4, tiles_w), dtype=y.dtype)
-        for th in range(tiles_h):
-            t0 = n * tiles + th * tiles_w
-            for j in range(4):
-                m0 = m[j, k, t0:t0 + tiles_w]
-                m1 = m[4 + j, k, t0:t0 + tiles_w]
-                m2 = m[8 + j, k, t0:t0 + tiles_w]
-                m3 = m[12 + j, k, t0:t0 + tiles_w]
-                for tw in range(tiles_w):
-                    s[0, j, tw] = m0[tw] + m1[tw] + m2[tw]
-                    s[1, j, tw] = m1[tw] - m2[tw] - m3[tw]
-            for i in range(2):
-                p = 2 * th + i
-                if p >= out_h:
-                    break
-                row = out[p]
-                si = s[i]
-                for tw in range(tiles_w):
-                    q = 2 * tw
-                    left = si[0, tw] + si[1, tw] + si[2, tw] + b
-                    if relu and left < zero:
-                        left = zero  # NaN propagates, as np.maximum(v, 0) does
-                    row[q] = left
-                    if q + 1 < out_w:
-                        right = si[1, tw] - si[2, tw] - si[3, tw] + b
-                        if relu and right < zero:
-                            right = zero
-                        row[q + 1] = right
-
-
-@njit(parallel=True, cache=True)
-def _winograd_grad_output(grad_y, y, relu, first, nb, yh, plane_sum, tiles_h, tiles_w):
-    """yh[e, k, t] = (A g A^T)[e] for the 2x2 block g of grad_y[first+n, k] at tile t (zero outside),
-    with g masked by y > 0 if relu; plane_sum[first+n, k] = the sum of the masked plane, in float64.
-
-    Row-at-a-time like _winograd_input: A combines the block's two rows into four
-    (contiguous loops over a zero-padded row pair), then A along each row.
-    """
-    channels, out_h, out_w = grad_y.shape[1], grad_y.shape[2], grad_y.shape[3]
-    tiles = tiles_h * tiles_w
-    span = 2 * tiles_w
-    zero = grad_y.dtype.type(0)
-    for plane in prange(nb * channels):
-        n = plane // channels
-        k = plane % channels
-        gy = grad_y[first + n, k]
-        mask = y[first + n, k]
-        g = np.zeros((2, span), dtype=grad_y.dtype)
-        s = np.empty((4, span), dtype=grad_y.dtype)
-        acc = 0.0
-        for th in range(tiles_h):
-            for i in range(2):
-                p = 2 * th + i
-                if p >= out_h:
-                    g[i, :] = zero
-                    continue
-                for q in range(out_w):
-                    value = gy[p, q]
-                    if relu and not mask[p, q] > zero:
+    for item in prange(items):
+        first = item * images_per_item
+        count = min(images_per_item, n_images - first)
+        span = count * pixels
+        pitch = (span + tile_width - 1) // tile_width * tile_width
+        g = np.zeros(k_out * pitch, grad_x.dtype)
+        for i in range(count):
+            g3 = grad_y[first + i].reshape(k_out, pixels)
+            m3 = mask[first + i].reshape(k_out, pixels)
+            for k in range(k_out):
+                dst = g[k * pitch + i * pixels:k * pitch + (i + 1) * pixels]
+                for t in range(pixels):
+                    value = g3[k, t]
+                    if relu and not m3[k, t] > zero:
                         value = zero
-                    g[i, q] = value
-                    acc += value
-            for u in range(span):
-                s[0, u] = g[0, u]
-                s[1, u] = g[0, u] + g[1, u]
-                s[2, u] = g[0, u] - g[1, u]
-                s[3, u] = -g[1, u]
-            t0 = n * tiles + th * tiles_w
-            for a in range(4):
-                row = s[a]
-                for tw in range(tiles_w):
-                    u = 2 * tw
-                    yh[4 * a, k, t0 + tw] = row[u]
-                    yh[4 * a + 1, k, t0 + tw] = row[u] + row[u + 1]
-                    yh[4 * a + 2, k, t0 + tw] = row[u] - row[u + 1]
-                    yh[4 * a + 3, k, t0 + tw] = -row[u + 1]
-        plane_sum[first + n, k] = acc
+                    dst[t] = value
+        g_steps = np.arange(k_out) * pitch
+        grad_x[first:first + count] = zero
+        tile = stack_tile(tile_rows, tile_width, grad_x.dtype)
+        cols = np.empty((tile_rows, pitch), grad_x.dtype)
+        a_row = stack_offsets(tile_rows)
+        for t0 in range(0, n_taps, tile_rows):
+            for r in range(tile_rows):
+                a_row[r] = np.uint64(min(t0 + r, n_taps - 1))  # taps past the last: computed, dropped
+            for j0 in range(0, span, tile_width):
+                clear(tile)
+                accumulate(tile, weights, a_row, steps, g, g_steps, j0, 0, k_out)
+                spill(tile, cols[:, j0:j0 + tile_width])
+            for r in range(min(tile_rows, n_taps - t0)):
+                tap = t0 + r
+                c = tap // (kh * kw)
+                rr = (tap // kw) % kh
+                w0 = (tap % kw) * dil_w - pad_w  # the input column of output column 0
+                q_lo = 0 if w0 >= 0 else (-w0 + stride_w - 1) // stride_w
+                q_hi = min(out_w, (width - 1 - w0) // stride_w + 1) if width - 1 - w0 >= 0 else 0
+                for i in range(count):
+                    for p in range(out_h):
+                        h = p * stride_h - pad_h + rr * dil_h
+                        if h < 0 or h >= height:
+                            continue
+                        row = grad_x[first + i, c, h]
+                        source = cols[r, i * pixels + p * out_w:(i * pixels) + (p + 1) * out_w]
+                        if stride_w == 1:
+                            dst = row[w0 + q_lo:w0 + q_hi]
+                            src = source[q_lo:q_hi]
+                            for q in range(q_hi - q_lo):
+                                dst[q] += src[q]
+                        else:
+                            for q in range(q_lo, q_hi):
+                                row[w0 + q * stride_w] += source[q]
 
 
-@njit(parallel=True, cache=True)
-def _winograd_grad_input(dv, first, nb, grad_x, tiles_h, tiles_w, ph, pw):
-    """grad_x[first+n, c] = sum over tiles of B dv[:, c, t] B^T, added at the tile's input pixels.
+def _fold_gradient(grad_y, mask, relu, weight, stride, padding, dilation, grad_x):
+    """grad_x (preallocated) by _fold."""
+    k_out, _, kh, kw = weight.shape
+    pixels = grad_y.shape[2] * grad_y.shape[3]
+    serial = grad_y.size * weight[0].size < SERIAL_MACS
+    launch(_fold, serial, grad_y, mask, relu, weight.reshape(-1), _fold_images(pixels), grad_x,
+           *stride, *padding, *dilation, kh, kw)
 
-    Row-at-a-time: B combines the 16 entries of a row of tiles into four rows
-    of four, B along each row is added into a zero-padded line (neighbouring
-    tiles overlap by two columns), and each line is added onto its image row.
-    One (image, channel) plane per iteration, tiles in order: the same bits every call.
+
+# ----------------------------------------------------------------------------
+# the weight gradient
+# ----------------------------------------------------------------------------
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH, boundscheck=False)
+def _weight_grad(grad_y, mask, relu, x, taps, k_pad, images_per_item, partial_w, partial_b,
+                 stride_h, stride_w, pad_h, pad_w, pitch, block_rows):
+    """partial_w[item, t*k_pad + k] = sum over the item's images and pixels of block[t + base(p, q)] * g[n, k, p, q];
+    partial_b[item, k] = the sum of g[n, k] (in float64), g = grad_y masked by mask > 0 if relu.
+
+    Tiles: 16 taps x 16 output channels, reduced over _PIXEL_CHUNK pixels at a time,
+    for which g is transposed to (pixel, channel) so that a tile's channels are one vector.
     """
-    channels, height, width = grad_x.shape[1], grad_x.shape[2], grad_x.shape[3]
-    tiles = tiles_h * tiles_w
-    span = 2 * tiles_w + 2
-    w_lo = min(pw, span)  # line columns [w_lo, w_hi) are image columns [0, w_hi - w_lo)
-    w_hi = max(w_lo, min(span, width + pw))
-    for plane in prange(nb * channels):
-        n = plane // channels
-        c = plane % channels
-        image = grad_x[first + n, c]
-        image[:, :] = 0
-        rows = np.empty((4, 4, tiles_w), dtype=grad_x.dtype)
-        line = np.empty(span, dtype=grad_x.dtype)
-        for th in range(tiles_h):
-            t0 = n * tiles + th * tiles_w
-            for j in range(4):
-                d0 = dv[j, c, t0:t0 + tiles_w]
-                d1 = dv[4 + j, c, t0:t0 + tiles_w]
-                d2 = dv[8 + j, c, t0:t0 + tiles_w]
-                d3 = dv[12 + j, c, t0:t0 + tiles_w]
-                for tw in range(tiles_w):
-                    rows[0, j, tw] = d0[tw]
-                    rows[1, j, tw] = d1[tw] - d2[tw] + d3[tw]
-                    rows[2, j, tw] = d1[tw] + d2[tw] - d0[tw]
-                    rows[3, j, tw] = -d3[tw]
-            for i in range(4):
-                h = 2 * th - ph + i
-                if h < 0 or h >= height:
-                    continue
-                r = rows[i]
-                line[:] = 0
-                for tw in range(tiles_w):
-                    u = 2 * tw
-                    line[u] += r[0, tw]
-                    line[u + 1] += r[1, tw] - r[2, tw] + r[3, tw]
-                    line[u + 2] += r[1, tw] + r[2, tw] - r[0, tw]
-                    line[u + 3] -= r[3, tw]
-                dst = image[h]
-                for u in range(w_lo, w_hi):
-                    dst[u - w_lo] += line[u]
+    n_images, channels = x.shape[0], x.shape[1]
+    k_out, out_h, out_w = grad_y.shape[1], grad_y.shape[2], grad_y.shape[3]
+    n_taps = taps.size
+    pixels = out_h * out_w
+    tile_rows, width = SQUARE
+    plane = block_rows * pitch
+    items = partial_w.shape[0]
+    zero = x.dtype.type(0)
+    steps = np.arange(_PIXEL_CHUNK) * k_pad
+    taps_u = taps.astype(np.uint64)
+    for item in prange(items):
+        acc = partial_w[item]
+        acc[:] = 0
+        acc_b = partial_b[item]
+        acc_b[:] = 0
+        block = np.empty(channels * plane, x.dtype)
+        g_t = np.zeros(_PIXEL_CHUNK * k_pad, x.dtype)
+        bases = np.empty(_PIXEL_CHUNK, np.uint64)
+        a_row = stack_offsets(tile_rows)
+        tile = stack_tile(tile_rows, width, x.dtype)
+        for n in range(item * images_per_item, min(n_images, (item + 1) * images_per_item)):
+            fill_block(block, x, x, False, n, 0, block_rows, pitch, pad_h, pad_w, 1, 1)
+            g3 = grad_y[n].reshape(k_out, pixels)
+            m3 = mask[n].reshape(k_out, pixels)
+            for t0 in range(0, pixels, _PIXEL_CHUNK):
+                count = min(_PIXEL_CHUNK, pixels - t0)
+                for i in range(count):
+                    t = t0 + i
+                    p = t // out_w
+                    bases[i] = np.uint64(p * stride_h * pitch + (t - p * out_w) * stride_w)
+                for k in range(k_out):
+                    src = g3[k, t0:t0 + count]
+                    keep = m3[k, t0:t0 + count]
+                    total = 0.0
+                    for i in range(count):
+                        value = src[i]
+                        if relu and not keep[i] > zero:
+                            value = zero
+                        g_t[i * k_pad + k] = value
+                        total += value
+                    acc_b[k] += total
+                for t_first in range(0, n_taps, tile_rows):
+                    for r in range(tile_rows):
+                        a_row[r] = taps_u[min(t_first + r, n_taps - 1)]  # past the last tap: dropped at the end
+                    for k0 in range(0, k_pad, width):
+                        # The partial sums have a row for every tile row (taps rounded up), so whole
+                        # tiles add in: indexing the tile by a computed bound would keep it in memory.
+                        clear(tile)
+                        accumulate(tile, block, a_row, bases, g_t, steps, k0, 0, count)
+                        for r in range(tile_rows):
+                            for j in range(width):
+                                acc[(t_first + r) * k_pad + k0 + j] += tile[r, j]
 
 
-_workspace = threading.local()
+def _weight_gradient(grad_y, mask, relu, x, weight_shape, stride, padding, dilation):
+    """(grad_w (K, C, R, S), grad_b (K,)), both in x's dtype."""
+    n_images, channels = x.shape[:2]
+    k_out, _, kh, kw = weight_shape
+    out_h, out_w = grad_y.shape[2:]
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    pitch = (out_w - 1) * sw + (kw - 1) * dw + 1
+    block_rows = (out_h - 1) * sh + (kh - 1) * dh + 1
+    taps = taps_of(channels, kh, kw, block_rows * pitch, pitch, dh, dw)
+    k_pad = _round_up(k_out, SQUARE[1])
+    items = min(n_images, _MAX_WEIGHT_ITEMS)
+    images_per_item = -(-n_images // items)
+    items = -(-n_images // images_per_item)
+    partial_w = np.empty((items, _round_up(taps.size, SQUARE[0]) * k_pad), x.dtype)
+    partial_b = np.empty((items, k_out), np.float64)
+    launch(_weight_grad, grad_y.size * taps.size < SERIAL_MACS, grad_y, mask, relu, x, taps, k_pad, images_per_item,
+           partial_w, partial_b, sh, sw, ph, pw, pitch, block_rows)
+    grad_w_t = partial_w.sum(axis=0, dtype=np.float64).reshape(-1, k_pad)[:taps.size, :k_out]
+    grad_w = np.ascontiguousarray(grad_w_t.T, dtype=x.dtype).reshape(weight_shape)
+    return grad_w, partial_b.sum(axis=0).astype(x.dtype)
 
 
-def _scratch(slot: str, size: int, dtype) -> np.ndarray:
-    """A flat buffer of ``size`` elements, kept per thread and reused from call to call.
-
-    Fresh multi-megabyte arrays come back from the allocator as new pages, and
-    faulting them in costs as much as LeNet's whole unfold; keeping the few
-    workspaces (each at most about _WORKSPACE_BYTES) avoids that.  Results never
-    live in these buffers, and each caller uses its own slots.
-    """
-    buffers = _workspace.__dict__.setdefault("buffers", {})
-    key = (slot, np.dtype(dtype).str)
-    buffer = buffers.get(key)
-    if buffer is None or buffer.size < size:
-        buffer = buffers[key] = np.empty(size, dtype)
-    return buffer[:size]
-
-
-def _chunk_images(n_images: int, bytes_per_image: int) -> int:
-    return max(1, min(n_images, _WORKSPACE_BYTES // max(1, bytes_per_image)))
-
-
-def _winograd_applies(weight_shape, stride, dilation, precision) -> bool:
-    """3x3, stride 1, no dilation, exact arithmetic, and not many more outputs than inputs.
-
-    im2col's unfold grows with C alone; Winograd transforms input and output,
-    C + K.  Measured on 3x3 layers (2..64 channels), Winograd is faster up to
-    K = 4C and slower beyond (a 3 -> 64 first layer: 6.2 ms against 3.4 ms).
-    """
-    k_out, channels, kh, kw = weight_shape
-    return (
-        (kh, kw) == (3, 3)
-        and tuple(stride) == (1, 1)
-        and tuple(dilation) == (1, 1)
-        and precision == "ieee"
-        and k_out <= _WINOGRAD_MAX_FAN_OUT * channels
-    )
+# ----------------------------------------------------------------------------
+# the public passes
+# ----------------------------------------------------------------------------
 
 
 def _all_finite(*arrays) -> bool:
@@ -427,136 +451,62 @@ def conv2d(x, weight, bias, stride, padding, dilation, activation, precision, ou
     out_h = output_size(height, kh, stride[0], padding[0], dilation[0])
     out_w = output_size(width, kw, stride[1], padding[1], dilation[1])
     y = np.empty((n_images, k_out, out_h, out_w), dtype=x.dtype) if out is None else out
-    relu = activation == "relu"
-    has_bias = bias is not None
-    bias = bias if has_bias else np.zeros(1, dtype=x.dtype)  # numba needs an array either way
-    if _winograd_applies(weight.shape, stride, dilation, precision) and _all_finite(x, weight):
-        _winograd_forward(x, weight, bias, has_bias, relu, padding, y)
-    else:
-        _im2col_forward(x, weight, bias, has_bias, relu, stride, padding, dilation, precision, y)
+    x_op = round_operand(x, precision)
+    w_op = round_operand(weight, precision)
+    plan = forward_plan(weight.shape, y.shape, stride, dilation, precision, lambda: _all_finite(x, weight))
+    _correlate(x_op, x_op, False, w_op, bias, activation == "relu", y, stride, padding, (1, 1), dilation, plan)
     return y
+
+
+def _fold_images(pixels: int) -> int:
+    """Images per fold work item: enough that their pixels fill the 64-wide tiles."""
+    return max(1, -(-_FOLD_PIXELS // pixels))
+
+
+def data_gradient_plan(weight_shape, x_shape, out_shape, stride, dilation, precision, finite=lambda: True) -> str:
+    """How conv2d_backward computes grad_x: "fold", or the forward_plan of a product at stride 1.
+
+    Either the forward machinery runs on grad_y, zero-inserted by the stride, with the filters
+    flipped and transposed (C, K, R, S) -- the zeros waste stride_h * stride_w of it, and Winograd
+    is not tried -- or "fold": each image's unfolded gradient W^T @ g, 4 taps x 64 pixels a
+    tile, added back onto grad_x as it is made.  Fold keeps taps/ceil4(taps) and the items'
+    pixels rounded to 64, less the adding back (about 4 multiply-adds' worth per tap and pixel,
+    against the K that each of them took).
+    """
+    k_out, channels, kh, kw = weight_shape
+    strided = tuple(stride) != (1, 1)
+    plan, kept = _plan((channels, k_out, kh, kw), x_shape, (1, 1), dilation, precision,
+                       lambda: not strided and finite())
+    if plan == "winograd":
+        return plan
+    taps = channels * kh * kw
+    pixels = out_shape[2] * out_shape[3]
+    span = _fold_images(pixels) * pixels
+    folded = taps / _round_up(taps, WIDE[0]) * span / _round_up(span, WIDE[1]) * k_out / (k_out + 4)
+    return "fold" if folded > kept / (stride[0] * stride[1]) else plan
 
 
 def conv2d_backward(grad_y, x, weight, y, stride, padding, dilation, activation, precision):
     """(grad_x, grad_w, grad_b) of y = act(conv(x, weight) + bias); ``y`` supplies the ReLU mask."""
     relu = activation == "relu"
     mask = y if relu else grad_y  # read only when relu
-    if _winograd_applies(weight.shape, stride, dilation, precision) and _all_finite(grad_y, x, weight):
-        return _winograd_backward(grad_y, mask, relu, x, weight, padding)
-    return _im2col_backward(grad_y, mask, relu, x, weight, stride, padding, dilation, precision)
-
-
-def _im2col_forward(x, weight, bias, has_bias, relu, stride, padding, dilation, precision, y):
-    """Per chunk of images: unfold, one GEMM (K, C*R*S) @ (C*R*S, nb*P*Q), scatter with bias + ReLU."""
-    n_images, channels = x.shape[:2]
-    k_out, _, kh, kw = weight.shape
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    out_h, out_w = y.shape[2:]
-    crs, pq = channels * kh * kw, out_h * out_w
+    k_out, channels, kh, kw = weight.shape
+    (ph, pw), (dh, dw) = padding, dilation
+    gy_op = round_operand(grad_y, precision)
     x_op = round_operand(x, precision)
-    w_mat = round_operand(weight, precision).reshape(k_out, crs)
-    nb = _chunk_images(n_images, (crs + k_out) * pq * x.itemsize)
-    cols_flat = _scratch("cols", crs * nb * pq, x.dtype)
-    y_flat = _scratch("wide", k_out * nb * pq, x.dtype)
-    for first in range(0, n_images, nb):
-        count = min(nb, n_images - first)
-        cols = cols_flat[: crs * count * pq].reshape(crs, count * pq)
-        y_wide = y_flat[: k_out * count * pq].reshape(k_out, count * pq)
-        _im2col(x_op, first, count, cols, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, dw)
-        np.matmul(w_mat, cols, out=y_wide)
-        _scatter_bias_act(y_wide, first, count, y, bias, has_bias, relu)
-
-
-def _im2col_backward(grad_y, mask, relu, x, weight, stride, padding, dilation, precision):
-    """(grad_x, grad_w, grad_b): per chunk, gather the masked grad_y wide, two GEMMs, fold back."""
-    n_images, channels = x.shape[:2]
-    k_out, _, kh, kw = weight.shape
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    out_h, out_w = grad_y.shape[2:]
-    crs, pq = channels * kh * kw, out_h * out_w
-    x_op = round_operand(x, precision)
-    w_mat = round_operand(weight, precision).reshape(k_out, crs)
-
+    # grad_x: grad_y, masked and zero-inserted by the stride, correlated with the flipped,
+    # transposed filters; a padding past the filter's reach is negative, a crop.
+    flipped = np.ascontiguousarray(round_operand(weight, precision)[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
     grad_x = np.empty_like(x)
-    grad_w = np.zeros((k_out, crs), dtype=np.float64)
-    grad_b = np.zeros(k_out, dtype=np.float64)
-    nb = _chunk_images(n_images, (crs + k_out) * pq * x.itemsize)
-    cols_flat = _scratch("cols", crs * nb * pq, x.dtype)
-    gy_flat = _scratch("wide", k_out * nb * pq, x.dtype)
-    partial_w_t = np.empty((crs, k_out), dtype=x.dtype)
-    for first in range(0, n_images, nb):
-        count = min(nb, n_images - first)
-        cols = cols_flat[: crs * count * pq].reshape(crs, count * pq)
-        gy_wide = gy_flat[: k_out * count * pq].reshape(k_out, count * pq)
-        _gather_masked(grad_y, mask, relu, first, count, gy_wide, grad_b)
-        gy_op = round_operand(gy_wide, precision)
-        _im2col(x_op, first, count, cols, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, dw)
-        # grad_w.T = cols @ gy.T: OpenBLAS runs this orientation about twice as fast
-        # as gy @ cols.T for these short, very deep products (LeNet: 25 x 6 x 36864).
-        np.matmul(cols, gy_op.T, out=partial_w_t)
-        grad_w += partial_w_t.T
-        # The unfolded input is spent: its buffer now takes the unfolded input's gradient.
-        np.matmul(w_mat.T, gy_op, out=cols)
-        _col2im(cols, first, count, grad_x, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, dw)
-    return grad_x, grad_w.astype(x.dtype).reshape(weight.shape), grad_b.astype(x.dtype)
-
-
-def _winograd_filter(weight):
-    """(4, 4, K, C) = G g G^T for every (k, c) filter g, in float64 (a small array)."""
-    k_out, channels = weight.shape[:2]
-    u = _G @ weight.astype(np.float64).reshape(k_out * channels, 3, 3) @ _G.T
-    return u.reshape(k_out, channels, 4, 4).transpose(2, 3, 0, 1)
-
-
-def _winograd_workspace(n_images, channels, k_out, tiles, dtype):
-    """Chunk size and flat buffers for the transformed input (16, C, T) and output (16, K, T)."""
-    itemsize = np.dtype(dtype).itemsize
-    nb = _chunk_images(n_images, 16 * (channels + k_out) * tiles * itemsize)
-    return nb, _scratch("cols", 16 * channels * nb * tiles, dtype), _scratch("wide", 16 * k_out * nb * tiles, dtype)
-
-
-def _winograd_forward(x, weight, bias, has_bias, relu, padding, y):
-    n_images, channels = x.shape[:2]
-    k_out = weight.shape[0]
-    tiles_h, tiles_w = (y.shape[2] + 1) // 2, (y.shape[3] + 1) // 2
-    tiles = tiles_h * tiles_w
-    u = np.ascontiguousarray(_winograd_filter(weight).reshape(16, k_out, channels), dtype=x.dtype)
-    nb, v_flat, m_flat = _winograd_workspace(n_images, channels, k_out, tiles, x.dtype)
-    for first in range(0, n_images, nb):
-        count = min(nb, n_images - first)
-        v = v_flat[: 16 * channels * count * tiles].reshape(16, channels, count * tiles)
-        m = m_flat[: 16 * k_out * count * tiles].reshape(16, k_out, count * tiles)
-        _winograd_input(x, first, count, v, tiles_h, tiles_w, padding[0], padding[1])
-        np.matmul(u, v, out=m)
-        _winograd_output(m, first, count, y, bias, has_bias, relu, tiles_h, tiles_w)
-
-
-def _winograd_backward(grad_y, mask, relu, x, weight, padding):
-    n_images, channels = x.shape[:2]
-    k_out = weight.shape[0]
-    tiles_h, tiles_w = (grad_y.shape[2] + 1) // 2, (grad_y.shape[3] + 1) // 2
-    tiles = tiles_h * tiles_w
-    u_t = np.ascontiguousarray(_winograd_filter(weight).transpose(0, 1, 3, 2).reshape(16, channels, k_out), dtype=x.dtype)
-    grad_x = np.empty_like(x)
-    grad_u = np.zeros((16, k_out, channels), dtype=np.float64)
-    partial_u = np.empty((16, k_out, channels), dtype=x.dtype)
-    plane_sum = np.empty((n_images, k_out), dtype=np.float64)
-    nb, v_flat, yh_flat = _winograd_workspace(n_images, channels, k_out, tiles, x.dtype)
-    for first in range(0, n_images, nb):
-        count = min(nb, n_images - first)
-        v = v_flat[: 16 * channels * count * tiles].reshape(16, channels, count * tiles)
-        yh = yh_flat[: 16 * k_out * count * tiles].reshape(16, k_out, count * tiles)
-        _winograd_input(x, first, count, v, tiles_h, tiles_w, padding[0], padding[1])
-        _winograd_grad_output(grad_y, mask, relu, first, count, yh, plane_sum, tiles_h, tiles_w)
-        np.matmul(yh, v.transpose(0, 2, 1), out=partial_u)
-        grad_u += partial_u
-        # The transformed input is spent: its buffer now takes its gradient.
-        np.matmul(u_t, yh, out=v)
-        _winograd_grad_input(v, first, count, grad_x, tiles_h, tiles_w, padding[0], padding[1])
-    # grad_w = G^T dU G for every (k, c).
-    grad_u = grad_u.reshape(4, 4, k_out * channels).transpose(2, 0, 1)
-    grad_w = (_G.T @ grad_u @ _G).reshape(weight.shape)
-    return grad_x, grad_w.astype(x.dtype), plane_sum.sum(axis=0).astype(x.dtype)
+    full_pad = ((kh - 1) * dh - ph, (kw - 1) * dw - pw)
+    plan = data_gradient_plan(weight.shape, x.shape, grad_y.shape, stride, dilation, precision,
+                              lambda: _all_finite(grad_y, weight))
+    if plan == "fold":
+        _fold_gradient(gy_op, mask, relu, round_operand(weight, precision), stride, padding, dilation, grad_x)
+    else:
+        _correlate(gy_op, mask, relu, flipped, None, False, grad_x, (1, 1), full_pad, stride, dilation, plan)
+    grad_w, grad_b = _weight_gradient(gy_op, mask, relu, x_op, weight.shape, stride, padding, dilation)
+    return grad_x, grad_w, grad_b
 
 
 class Conv2dOps:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from dlgpu.cpu.threads import SERIAL_ELEMENTS, launch
+
 # Which function a kernel applies; one compiled kernel per direction keeps the
 # first-call compile time down (two kernels x two dtypes instead of six x two).
 _RELU, _TANH, _SIGMOID = 0, 1, 2
@@ -57,13 +59,13 @@ def _activation_backward(grad_y, y, grad_x, kind):
 
 def _forward(x, out, kind):
     y = np.empty_like(x) if out is None else out
-    _activation(x.reshape(-1), y.reshape(-1), kind)
+    launch(_activation, x.size < SERIAL_ELEMENTS, x.reshape(-1), y.reshape(-1), kind)
     return y
 
 
 def _backward(grad_y, y, out, kind):
     grad_x = np.empty_like(grad_y) if out is None else out
-    _activation_backward(grad_y.reshape(-1), y.reshape(-1), grad_x.reshape(-1), kind)
+    launch(_activation_backward, y.size < SERIAL_ELEMENTS, grad_y.reshape(-1), y.reshape(-1), grad_x.reshape(-1), kind)
     return grad_x
 
 

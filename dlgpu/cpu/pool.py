@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from dlgpu.cpu.threads import SERIAL_ELEMENTS, launch
 from dlgpu.window import output_size
 
 
@@ -72,13 +73,13 @@ def max_pool2d(x, kernel, stride, padding):
     out_w = output_size(width, kw, sw, pw)
     y = np.empty((n_images, channels, out_h, out_w), dtype=x.dtype)
     argmax = np.empty((n_images, channels, out_h, out_w), dtype=np.int32)
-    _max_pool(x, y, argmax, kh, kw, sh, sw, ph, pw)
+    launch(_max_pool, y.size * kh * kw < SERIAL_ELEMENTS, x, y, argmax, kh, kw, sh, sw, ph, pw)
     return y, argmax
 
 
 def max_pool2d_backward(grad_y, argmax, input_shape):
     grad_x = np.empty(tuple(input_shape), dtype=grad_y.dtype)
-    _max_pool_backward(grad_y, argmax, grad_x)
+    launch(_max_pool_backward, grad_x.size < SERIAL_ELEMENTS, grad_y, argmax, grad_x)
     return grad_x
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from numba import njit, prange
 
+from dlgpu.cpu.threads import SERIAL_ELEMENTS, launch
+
 
 @njit(parallel=True, cache=True)
 def _sgd_momentum(param, grad, velocity, lr, momentum, weight_decay):
@@ -33,10 +35,12 @@ def _sgd_plain(param, grad, lr, weight_decay):
 
 def sgd_step(param, grad, velocity, lr, momentum, weight_decay):
     lr, momentum, weight_decay = float(lr), float(momentum), float(weight_decay)
+    serial = param.size < SERIAL_ELEMENTS
     if momentum != 0.0:
-        _sgd_momentum(param.reshape(-1), grad.reshape(-1), velocity.reshape(-1), lr, momentum, weight_decay)
+        flat = (param.reshape(-1), grad.reshape(-1), velocity.reshape(-1))
+        launch(_sgd_momentum, serial, *flat, lr, momentum, weight_decay)
     else:
-        _sgd_plain(param.reshape(-1), grad.reshape(-1), lr, weight_decay)
+        launch(_sgd_plain, serial, param.reshape(-1), grad.reshape(-1), lr, weight_decay)
 
 
 class SgdOps:

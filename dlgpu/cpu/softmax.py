@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from dlgpu.cpu.threads import SERIAL_ELEMENTS, launch
+
 
 @njit(parallel=True, cache=True)
 def _softmax_rows(logits, labels, probs, row_loss):
@@ -47,14 +49,14 @@ def softmax_cross_entropy(logits, labels):
     probs = np.empty_like(logits)
     row_loss = np.empty(logits.shape[0], dtype=np.float64)
     # One label type for the kernels: half the compilations, for the cost of N integers.
-    _softmax_rows(logits, labels.astype(np.int64, copy=False), probs, row_loss)
+    launch(_softmax_rows, logits.size < SERIAL_ELEMENTS, logits, labels.astype(np.int64, copy=False), probs, row_loss)
     loss = np.array(row_loss.sum() / logits.shape[0], dtype=logits.dtype)
     return loss, probs
 
 
 def softmax_cross_entropy_backward(probs, labels):
     grad = np.empty_like(probs)
-    _softmax_backward_rows(probs, labels.astype(np.int64, copy=False), grad)
+    launch(_softmax_backward_rows, probs.size < SERIAL_ELEMENTS, probs, labels.astype(np.int64, copy=False), grad)
     return grad
 
 

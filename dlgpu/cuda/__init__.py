@@ -3,9 +3,9 @@
 :data:`BACKEND` implements :class:`dlgpu.backend.Backend`; dlgpu.functional
 picks it for CuPy arrays and calls it with arguments already validated and
 normalized (C-contiguous arrays of one storage dtype -- float32, bfloat16 or
-float16 -- pairs for stride/padding, precision resolved).  Each stem's launchers live in ``dlgpu/cuda/<stem>.py`` and lend
-the backend their functions through a small ``<Stem>Ops`` class.  Importing
-this package needs neither CuPy nor a GPU: the executor, which does, is made
+float16 -- pairs for stride/padding, precision resolved).  Each stem's launchers
+live in ``dlgpu/cuda/<stem>.py`` and lend the backend their functions through a
+small ``<Stem>Ops`` class.  Importing this package needs neither CuPy nor a GPU: the executor, which does, is made
 on the first launch.
 """
 
@@ -20,6 +20,7 @@ from dlgpu.cuda.pool import PoolOps
 from dlgpu.cuda.sgd import SgdOps
 from dlgpu.cuda.softmax import SoftmaxOps
 from dlgpu.cuda.widen import Conv2dOps, GemmOps  # float32 kernels; 16-bit storage through conversions
+from dlgpu.device_errors import debug_enabled
 from dlgpu.precision import HALF_DTYPES
 
 
@@ -32,11 +33,13 @@ class CudaBackend(GemmOps, Conv2dOps, ElementwiseOps, PoolOps, SoftmaxOps, SgdOp
 
     @staticmethod
     def index_range(indices) -> tuple[int, int] | None:
-        """(min, max) of a device index array, or None while its stream is being captured into a
-        CUDA graph, when reading values back is forbidden.  Skipping the check then is safe: the
-        kernels taking indices guard them on the device (softmax writes NaN for a bad label,
-        pooling's backward never matches a bad argmax), and a captured step replays buffers that
-        its eager warm-up checked."""
+        """(min, max) of a device index array in debug mode only: reading it back waits for the
+        device.  Otherwise None, and always while the stream is being captured into a CUDA graph
+        (nothing may be read back then): the kernels that take indices never use a bad one (softmax
+        writes NaN for its row, pooling's backward routes nothing through it) and report the first
+        in the device error flag, which dlgpu.check_errors reads (dlgpu.device_errors)."""
+        if not debug_enabled():
+            return None
         cupy = sys.modules.get("cupy")  # a CuPy array means CuPy is imported already
         if cupy is not None and cupy.cuda.get_current_stream().is_capturing():
             return None

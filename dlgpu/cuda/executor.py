@@ -18,12 +18,10 @@ from typing import Any
 import numpy as np
 
 from dlgpu.cuda import compiler
-from dlgpu.cuda.launch import Launch
+from dlgpu.cuda.launch import Launch, check_shared_memory
 from dlgpu.device import gpu_unavailable_reason
 from dlgpu.errors import ArgumentError, BackendUnavailableError, DeviceError
 
-# Above this much dynamic shared memory a kernel must opt in (cuFuncSetAttribute).
-_DEFAULT_SHARED_LIMIT = 48 * 1024
 _CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
 
 
@@ -133,9 +131,10 @@ class CupyExecutor:
                 raise ArgumentError(f"dlgpu: launch of {where}: {name} must be 3 positive ints, got {dims}")
         if launch.shared_mem < 0:
             raise ArgumentError(f"dlgpu: launch of {where}: shared_mem={launch.shared_mem} is negative")
+        check_shared_memory(launch, f"dlgpu: launch of {where}")
         self._check_args(launch, where, device_id)
         function = self.function(launch.family, launch.kernel, launch.defines, device_id)
-        if launch.shared_mem > _DEFAULT_SHARED_LIMIT:
+        if launch.shared_opt_in:
             self._allow_shared(function, launch, device_id)
         function(
             tuple(int(g) for g in launch.grid),

@@ -275,7 +275,9 @@ def gemm(a, b, *, transpose_a=False, transpose_b=False, precision="ieee", bias=N
     else:
         args = (a, b, bias_arg, mask_arg, out, *sizes, np.int32(flags))
     family = VARIANTS[plan.variant].family
-    executor.launch(Launch(family, plan.kernel, plan.grid, plan.block, args, plan.shared_mem, plan.defines))
+    # The tensor-core kernels' shared ring passes 48 KB (128x128 tf32): they raise the kernel's limit.
+    executor.launch(Launch(family, plan.kernel, plan.grid, plan.block, args, plan.shared_mem, plan.defines,
+                           shared_opt_in=plan.variant == "tc"))
     return out
 
 

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from dlgpu.cuda import kernel_decls
-from dlgpu.errors import DtypeError, LayoutError, ShapeError
+from dlgpu.errors import ArgumentError, DtypeError, LayoutError, ShapeError
 from dlgpu.precision import BFLOAT16, FLOAT16
 
 # Threads per block of the grid-stride kernels: a multiple of 32 that leaves room for 4+ resident
@@ -33,6 +33,14 @@ BLOCK = 256
 BLOCKS_PER_SM = 4
 # SMs assumed when the executor has no device to ask (the CPU harness): an H100's count.
 FALLBACK_MULTIPROCESSORS = 132
+# Shared memory of one block (sm_80 and newer): static __shared__ arrays at most 48 KB; static
+# plus dynamic at most 48 KB, unless the launch raises the kernel's dynamic limit
+# (cudaFuncAttributeMaxDynamicSharedMemorySize: Launch.shared_opt_in), then up to 227 KB on
+# sm_90 (163 KB on sm_80, 99 KB on sm_86/89: a launch near the top is for Hopper only).  Both
+# executors hold launches to these: the CuPy one before the driver does, the CPU harness exactly.
+SHARED_STATIC_LIMIT = 48 * 1024
+SHARED_DEFAULT_LIMIT = 48 * 1024
+SHARED_OPT_IN_LIMIT = 227 * 1024
 
 # Storage dtype -> the suffix of its kernels' names (kernels/storage.cuh: STORAGE_TYPES instantiates
 # the memory-bound kernels once per type, relu_forward_f32, relu_forward_bf16, ...).
@@ -58,6 +66,10 @@ class Launch:
     shared_mem: dynamic shared memory in bytes
     defines:    compile-time ``-D`` definitions, name -> value; part of the
                 compiled module's identity
+    shared_opt_in: the launcher raises the kernel's dynamic shared memory limit to
+                ``shared_mem`` before launching, which a block needs past 48 KB of
+                static plus dynamic shared memory (the device refuses the launch
+                otherwise; so do both executors)
     """
 
     family: str
@@ -67,6 +79,7 @@ class Launch:
     args: tuple[Any, ...]
     shared_mem: int = 0
     defines: tuple[tuple[str, str], ...] = field(default=())
+    shared_opt_in: bool = False
 
 
 class Executor(Protocol):
@@ -75,6 +88,19 @@ class Executor(Protocol):
     xp: Any  # numpy or cupy: launchers allocate their outputs with it
 
     def launch(self, launch: Launch) -> None: ...
+
+
+def shared_memory_limit(launch: Launch) -> int:
+    """The static plus dynamic shared memory a block of ``launch`` may have."""
+    return SHARED_OPT_IN_LIMIT if launch.shared_opt_in else SHARED_DEFAULT_LIMIT
+
+
+def check_shared_memory(launch: Launch, where: str) -> None:
+    """Refuse a launch whose dynamic shared memory alone is more than a block may have."""
+    limit = shared_memory_limit(launch)
+    if launch.shared_mem > limit:
+        why = "the launch does not opt in (shared_opt_in)" if not launch.shared_opt_in else "no device grants more"
+        raise ArgumentError(f"{where}: {launch.shared_mem} B of dynamic shared memory is over {limit} B: {why}")
 
 
 # ---------------------------------------------------------------------------

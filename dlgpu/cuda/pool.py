@@ -3,7 +3,9 @@
 x (N, C, H, W) C-contiguous float32, bfloat16 or float16 (y and grad_x in that
 dtype; gradient sums in float32, rounded once); kernel, stride, padding are (h, w)
 pairs with padding <= kernel // 2 (dlgpu.functional normalizes and checks them).
-argmax is int32, h * W + w in the unpadded input plane.
+argmax is int32, h * W + w in the unpadded input plane.  The backward kernels never
+route through an argmax outside the plane and report it in the device error flag
+(dlgpu.cuda.error_flag); nothing here reads argmax back to check it.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import math
 
 import numpy as np
 
+from dlgpu.cuda import elementwise, error_flag
 from dlgpu.cuda.executor import resolve_executor
-from dlgpu.cuda import elementwise
 from dlgpu.cuda.launch import BLOCK, Launch, grid_stride_blocks, require_storage, storage_suffix
 from dlgpu.errors import ArgumentError, DtypeError, ShapeError
 from dlgpu.window import output_size
@@ -96,10 +98,9 @@ def max_pool2d_backward(grad_y, argmax, input_shape, window=None, *, executor=No
             raise ShapeError(f"{op}: window {window} on a {H}x{W} input does not give grad_y's {P}x{Q}")
         grad_x = executor.xp.empty((N, C, H, W), dtype=dtype)
         blocks = grid_stride_blocks(planes * H * W, BLOCK, executor, POOL_BLOCKS_PER_SM)
-        args = (grad_y, argmax, grad_x, np.int64(planes), np.int32(H), np.int32(W), np.int32(P), np.int32(Q))
-        executor.launch(
-            Launch(FAMILY, f"max_pool2d_backward_{suffix}", (blocks, 1, 1), (BLOCK, 1, 1), (*args, *_window_args(*window)))
-        )
+        args = (grad_y, argmax, grad_x, np.int64(planes), np.int32(H), np.int32(W), np.int32(P), np.int32(Q),
+                *_window_args(*window), error_flag.flag(executor))
+        executor.launch(Launch(FAMILY, f"max_pool2d_backward_{suffix}", (blocks, 1, 1), (BLOCK, 1, 1), args))
         return grad_x
     grad_x = executor.xp.empty((N, C, H, W), dtype=np.float32)
     warps_per_block = PLANES_BLOCK // 32
@@ -110,7 +111,7 @@ def max_pool2d_backward(grad_y, argmax, input_shape, window=None, *, executor=No
             f"max_pool2d_backward_planes_{suffix}",
             (blocks, 1, 1),
             (PLANES_BLOCK, 1, 1),
-            (grad_y, argmax, grad_x, np.int64(planes), np.int32(H * W), np.int32(P * Q)),
+            (grad_y, argmax, grad_x, np.int64(planes), np.int32(H * W), np.int32(P * Q), error_flag.flag(executor)),
         )
     )
     return elementwise.convert(grad_x, dtype, executor=executor)

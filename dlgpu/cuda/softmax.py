@@ -2,9 +2,10 @@
 
 logits/probs: (N, C) C-contiguous float32, bfloat16 or float16 (probabilities and
 gradients in that dtype, computed in float32); the loss is float32 whatever it is.
-labels: (N,) int32 or int64, C-contiguous.
-Labels must lie in [0, C): dlgpu.functional checks that before calling; a kernel given
-one outside still never reads out of bounds and answers NaN for that row.
+labels: (N,) int32 or int64, C-contiguous.  Labels must lie in [0, C).  Nothing here
+reads them back to check: a kernel given one outside never reads out of bounds,
+answers NaN for that row, and reports the label in the device error flag
+(dlgpu.cuda.error_flag), which dlgpu.check_errors reads.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 
 import numpy as np
 
+from dlgpu.cuda import error_flag
 from dlgpu.cuda.executor import resolve_executor
 from dlgpu.cuda.launch import Launch, require_storage, storage_suffix
 from dlgpu.errors import DtypeError, ShapeError
@@ -82,7 +84,7 @@ def softmax_cross_entropy(logits, labels, *, executor=None):
             f"{stem}_{suffix}",
             (grid, 1, 1),
             (block, 1, 1),
-            (logits, labels, probs, row_loss, np.int64(rows), np.int32(classes)),
+            (logits, labels, probs, row_loss, np.int64(rows), np.int32(classes), error_flag.flag(executor)),
         )
     )
     executor.launch(
@@ -105,7 +107,8 @@ def softmax_cross_entropy_backward(probs, labels, *, executor=None):
             f"softmax_xent_backward_{suffix}",
             (grid, 1, 1),
             (block, 1, 1),
-            (probs, labels, grad, np.int64(rows), np.int32(classes), np.float32(1.0 / rows)),
+            (probs, labels, grad, np.int64(rows), np.int32(classes), np.float32(1.0 / rows),
+             error_flag.flag(executor)),
         )
     )
     return grad

@@ -18,12 +18,17 @@ from dlgpu.ops.validate import (
     check_index_range,
     check_ndim,
     contiguous,
+    index_check,
     pair,
     public,
     window_output_size,
 )
 
 __all__ = ["max_pool2d", "max_pool2d_backward"]
+
+# argmax in [0, H * W): checked on the host by the CPU backend (and in debug mode), else by the kernels.
+ARGMAX = index_check("max_pool2d_backward", "argmax holds {value}, outside the input plane [0, {limit})",
+                     "argmax element", "pool", "DLGPU_ERROR_POOL_ARGMAX")
 
 
 
@@ -83,6 +88,5 @@ def max_pool2d_backward(grad_y, argmax, input_shape):
     if input_shape[:2] != tuple(grad_y.shape[:2]):
         raise ShapeError(f"{op}: input_shape {input_shape} and grad_y {tuple(grad_y.shape)} differ in N or C")
     grad_y, argmax = contiguous(op, grad_y=grad_y, argmax=argmax)
-    check_index_range(op, backend, argmax, input_shape[2] * input_shape[3],
-                      "argmax holds {value}, outside the input plane [0, {limit})")
+    check_index_range(ARGMAX, backend, argmax, input_shape[2] * input_shape[3])
     return backend.max_pool2d_backward(grad_y, argmax, input_shape)

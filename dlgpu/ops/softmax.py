@@ -11,9 +11,16 @@ import numpy as np
 
 from dlgpu.errors import DtypeError, ShapeError
 from dlgpu.backend import select
-from dlgpu.ops.validate import check_float, check_index_range, check_ndim, contiguous, public
+from dlgpu.ops.validate import check_float, check_index_range, check_ndim, contiguous, index_check, public
 
 __all__ = ["softmax_cross_entropy", "softmax_cross_entropy_backward"]
+
+# Labels in [0, classes): checked on the host by the CPU backend (and in debug mode), else by the kernels.
+LABELS = {
+    op: index_check(op, "label {value} is outside [0, {limit})", "row", "softmax", code)
+    for op, code in (("softmax_cross_entropy", "DLGPU_ERROR_SOFTMAX_LABEL"),
+                     ("softmax_cross_entropy_backward", "DLGPU_ERROR_SOFTMAX_BACKWARD_LABEL"))
+}
 
 
 
@@ -30,7 +37,7 @@ def _rows_and_labels(op: str, name: str, rows, labels):
     check_ndim(op, "labels", labels, 1, "(N,)")
     if labels.shape[0] != rows.shape[0]:
         raise ShapeError(f"{op}: labels has {labels.shape[0]} entries for {rows.shape[0]} rows")
-    check_index_range(op, backend, labels, rows.shape[1], "label {value} is outside [0, {limit})")
+    check_index_range(LABELS[op], backend, labels, rows.shape[1])
     return backend, rows, labels
 
 

@@ -13,6 +13,7 @@ import functools
 import inspect
 import math
 import numbers
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -246,11 +247,52 @@ def check_scalar(op: str, name: str, value, *, minimum: float = 0.0) -> float:
     return value
 
 
-def check_index_range(op: str, backend: Backend, indices, limit: int, what: str) -> None:
-    """Every index in [0, limit), where the backend can read them back now (see Backend.index_range)."""
+# ---------------------------------------------------------------------------
+# index checks: on the host, or by the kernels (dlgpu.device_errors)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IndexCheck:
+    """Indices an op needs in [0, limit), and how a bad one is reported.
+
+    The host checks them where the backend reads them back (:func:`check_index_range`);
+    otherwise the kernels do, and report the first bad one in the device error
+    flag under ``code``, a ``#define`` of kernels/<family>.cu, which
+    dlgpu.cuda.error_flag turns back into this check's error.
+    """
+
+    op: str
+    what: str  # the message after "<op>: ", with {value} (the bad index) and {limit}
+    position: str  # what the position a kernel reports counts: "row", "argmax element"
+    family: str
+    code: str
+
+    def error(self, value: int, limit: int, position: int | None = None) -> ArgumentError:
+        """The error for ``value``; ``position`` for one a kernel reported, found after its call returned."""
+        found = "" if position is None else (
+            f" ({self.position} {position}; found by the kernel and reported at a later check: "
+            "set DLGPU_DEBUG=1 to raise at the call)")
+        return ArgumentError(f"{self.op}: {self.what.format(value=value, limit=limit)}{found}")
+
+
+# Every IndexCheck the ops declare (index_check), for the device error flag's codes.
+INDEX_CHECKS: list[IndexCheck] = []
+
+
+def index_check(op: str, what: str, position: str, family: str, code: str) -> IndexCheck:
+    """Declare an op's :class:`IndexCheck` (once, at the import of its dlgpu/ops/<stem>.py)."""
+    check = IndexCheck(op, what, position, family, code)
+    INDEX_CHECKS.append(check)
+    return check
+
+
+def check_index_range(check: IndexCheck, backend: Backend, indices, limit: int) -> None:
+    """Every index in [0, limit), where the backend reads them back now (Backend.index_range); where it
+    does not, the kernels check them (dlgpu.device_errors)."""
     bounds = backend.index_range(indices)
     if bounds is None:
         return
     low, high = bounds
     if low < 0 or high >= limit:
-        raise ArgumentError(f"{op}: {what.format(value=low if low < 0 else high, limit=limit)}")
+        raise check.error(low if low < 0 else high, limit)

@@ -132,6 +132,15 @@ class BadInput:
         return f"{backend}-{self.id}" if len(self.backends) > 1 else self.id
 
 
+def in_debug_mode(op: Callable[..., Any], *args, **kwargs) -> Any:
+    """``op(*args, **kwargs)`` in dlgpu's debug mode, where the CUDA backend too checks indices on the host
+    before a launch (outside it, its kernels check them: dlgpu.device_errors).  The CPU backend always checks them."""
+    from dlgpu.device_errors import debug
+
+    with debug():
+        return op(*args, **kwargs)
+
+
 def on_cpu(id_: str, call: Callable[[], Any], error: type, text: str) -> BadInput:
     """A bad input of NumPy arrays only (read-only buffers, a stream given to the CPU, ...)."""
     return BadInput(id_, call, error, text, ("cpu",))

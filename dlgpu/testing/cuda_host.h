@@ -2,33 +2,48 @@
 //
 // dlgpu/testing/harness.py compiles a kernel family's .cu with g++ -std=c++20 after this
 // header (DLGPU_HOST_HARNESS defined) and runs its `extern "C" __global__` kernels on NumPy
-// buffers.  What a kernel sees:
-//   threads      every CUDA thread of a block is a real std::thread; blocks run one after
-//                another, so __shared__ storage is reused, never shared, between blocks
-//   __syncthreads a mutex + condition-variable barrier (visible to ThreadSanitizer); a thread
-//                that has returned from the kernel no longer counts (as on sm_70+)
-//   __shared__   static: `__shared__ float t[32]` is a function-local static, one object per
-//                process, which is one per block because blocks do not overlap (it keeps the
-//                previous block's values: zero for the first block, never poisoned).  `extern
-//                __shared__ T s[]` is rewritten by harness.py into a pointer to one dynamic
-//                buffer of the launch's exact size (the rest is poisoned for ASan) and
-//                refilled with 0xFF bytes (NaN) before each block; `__shared__ alignas(n)` is
-//                reordered to `alignas(n) __shared__` (g++ refuses an attribute after `static`)
+// buffers.  Wherever the device may punish a kernel, the harness tries to punish it every time.
+// What a kernel sees:
+//   launch       checked first, as the device would refuse it: the block (1024 threads, z <= 64),
+//                the grid, the kernel's __launch_bounds__, and shared memory -- static arrays at
+//                most 48 KB, static + dynamic at most 48 KB, or 227 KB when the launch opts in
+//                (dlgpu/cuda/launch.py holds the limits; harness.py passes them in)
+//   blocks       run `resident` (2) at a time, in an order shuffled from the launch's seed (a
+//                failure names it), each slot taking the next block when its block is done: no
+//                kernel may rely on block order, and ThreadSanitizer sees blocks race
+//   threads      every CUDA thread of a block is a real std::thread
+//   __syncthreads a barrier tagged with its call site: threads at two different __syncthreads
+//                fail instead of pairing up.  A thread that has returned no longer counts (as on
+//                sm_70+).  When every live thread of a block waits (barriers, collectives) and
+//                none can arrive, the launch fails at once, naming the threads and where they wait
+//   __shared__   harness.py rewrites every declaration of the source and the headers it
+//                includes: a static `__shared__ T a[n]` becomes a reference to the running
+//                block's own copy and `extern __shared__ T s[]` a pointer to its dynamic buffer,
+//                each allocated at exactly its size (an overrun is an ASan report) and refilled
+//                with 0xFF bytes (NaN, -1) before every block: a read before a write, or of what
+//                another block wrote, shows
 //   warps        lanes are 32 consecutive linear thread ids; shuffles, votes, mma, ldmatrix
-//                exchange values through a per-warp buffer between two warp barriers.  A
-//                lane reading from an absent lane gets 0xFF bytes; a collective whose mask
-//                names a lane that has returned, or lanes disagreeing on the mask, fail (so
-//                two disjoint groups of one warp in collectives at once are refused too)
+//                exchange values through a per-warp buffer between two warp barriers.  A mask
+//                must name only lanes that exist, have not returned, and include the caller;
+//                lanes disagreeing on the mask or on the collective fail (so two disjoint groups
+//                of one warp in collectives at once are refused too); a lane reading from a lane
+//                outside the mask gets 0xFF bytes; __activemask() is the lanes that exist and have
+//                not returned.  A collective orders no memory (invisible to ThreadSanitizer), so
+//                warp-shared data exchanged without __syncwarp is a race; __syncwarp orders
 //   atomics      std::atomic_ref on the global or shared location
 //   half types   __half / __nv_bfloat16 with round-to-nearest-even conversions
 //   PTX          kernels/ptx.cuh's wrappers call the dlgpu_host:: implementations below:
 //                mma.sync from the PTX ISA fragment layouts with operand rounding, ldmatrix,
-//                cp.async copies captured at issue and written at the matching wait_group
-// What it does not model: timing, memory coalescing, bank conflicts, the real warp
-// scheduler and independent thread scheduling (lanes of a warp are not in lockstep between
-// collectives), blocks running concurrently, the weak GPU memory model (host memory is
-// x86's), the tensor cores' internal accumulation order, and the 48 KB opt-in for dynamic
-// shared memory.  The device remains the judge; the GPU run cross-checks harness and device.
+//                cp.async: the destination filled with 0xFF bytes at issue (a write TSan sees)
+//                and the data landing at the wait_group that covers it
+// What it does not model: timing, memory coalescing, bank conflicts, the real warp scheduler
+// and independent thread scheduling (lanes of a warp are not in lockstep between collectives;
+// which lanes are converged), more than `resident` blocks at once (blocks sharing a slot are
+// ordered for ThreadSanitizer), the weak GPU memory model (host memory is x86's; __syncwarp is
+// a full fence over its warp), the tensor cores' internal accumulation order, the opt-in limit
+// of GPUs below sm_90 (163 KB sm_80, 99 KB sm_86/89), and a __shared__ declaration never
+// reached (static shared memory is counted as declarations run).  The device remains the
+// judge; the GPU run cross-checks harness and device.
 #pragma once
 
 #include <algorithm>
@@ -47,15 +62,15 @@
 #include <exception>
 #include <functional>
 #include <math.h>
+#include <memory>
 #include <mutex>
+#include <random>
+#include <source_location>
 #include <string>
 #include <thread>
 #include <tuple>
 #include <type_traits>
 #include <vector>
-#ifdef __SANITIZE_ADDRESS__
-#include <sanitizer/asan_interface.h>
-#endif
 
 // ---------------------------------------------------------------- qualifiers
 #define __global__
@@ -63,7 +78,10 @@
 #define __host__
 #define __forceinline__ inline
 #define __noinline__ __attribute__((noinline))
-#define __shared__ static
+// harness.py rewrites every __shared__ declaration of the kernel sources (the .cu and the
+// headers it includes) into a reference to the running block's copy; one it could not read
+// must not compile as a process-wide static.
+#define __shared__ static_assert(false, "dlgpu harness: a __shared__ declaration harness.py could not rewrite");
 #define __constant__
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
@@ -281,19 +299,79 @@ template <class T> inline T atomicMin(T* p, std::type_identity_t<T> v)
     return old;
 }
 
+
 // ---------------------------------------------------------------- the execution model
 namespace dlgpu_host {
 
-constexpr size_t kMaxDynamicShared = 227 * 1024;  // the largest opt-in on sm_90
-alignas(128) static unsigned char dynamic_shared_storage[kMaxDynamicShared];
-inline unsigned char* dynamic_shared() { return dynamic_shared_storage; }
+// What a launch asks of the harness besides its geometry (harness.py fills it in; the limits
+// come from dlgpu/cuda/launch.py, where the CuPy executor reads them too).
+struct LaunchOptions {
+    unsigned long long seed;          // shuffles the order in which blocks start
+    unsigned long long shared_limit;  // static + dynamic shared memory of one block, in bytes
+    unsigned long long static_limit;  // static __shared__ arrays of one block, in bytes
+    unsigned long long resident;      // blocks that run at the same time
+};
+
+// ThreadSanitizer must not take the harness's own locking for the kernel's synchronization: a
+// warp collective is not a memory fence on the device, so the mutex inside our model of one
+// must not order anything either.  In an Unseen scope the thread's synchronization and memory
+// accesses are invisible to TSan (nothing elsewhere).
+#if defined(__SANITIZE_THREAD__)
+extern "C" void AnnotateIgnoreSyncBegin(const char* file, int line);
+extern "C" void AnnotateIgnoreSyncEnd(const char* file, int line);
+extern "C" void AnnotateIgnoreReadsBegin(const char* file, int line);
+extern "C" void AnnotateIgnoreReadsEnd(const char* file, int line);
+extern "C" void AnnotateIgnoreWritesBegin(const char* file, int line);
+extern "C" void AnnotateIgnoreWritesEnd(const char* file, int line);
+struct Unseen {
+    Unseen()
+    {
+        AnnotateIgnoreSyncBegin(__FILE__, __LINE__);
+        AnnotateIgnoreReadsBegin(__FILE__, __LINE__);
+        AnnotateIgnoreWritesBegin(__FILE__, __LINE__);
+    }
+    ~Unseen()
+    {
+        AnnotateIgnoreWritesEnd(__FILE__, __LINE__);
+        AnnotateIgnoreReadsEnd(__FILE__, __LINE__);
+        AnnotateIgnoreSyncEnd(__FILE__, __LINE__);
+    }
+    Unseen(const Unseen&) = delete;
+    Unseen& operator=(const Unseen&) = delete;
+};
+// The happens-before a barrier does give, stated to TSan directly: each arriving thread releases
+// into a token, each departing one acquires from it.  (A mutex-based barrier would also order
+// an early thread's work after the barrier before a late waker's, hiding races.)
+extern "C" void __tsan_acquire(void* addr);
+extern "C" void __tsan_release(void* addr);
+inline void tsan_release(void* token) { __tsan_release(token); }
+inline void tsan_acquire(void* token) { __tsan_acquire(token); }
+#else
+struct Unseen {
+    Unseen() {}  // user-provided: no unused-variable warning where it does nothing
+};
+inline void tsan_release(void*) {}
+inline void tsan_acquire(void*) {}
+#endif
 
 // A harness check failed (or a sibling thread's did): unwinds the kernel thread.
 struct Abort {};
 static std::atomic<bool> g_aborted{false};
 static std::mutex g_error_mutex;
 static std::string g_error;
-constexpr auto kDeadlock = std::chrono::seconds(300);
+// A backstop only: a barrier or collective that cannot complete is found as soon as every live
+// thread of the block waits (Block::will_wait); this catches a thread that never comes back.
+constexpr auto kStuck = std::chrono::seconds(120);
+
+static LaunchOptions g_options;
+static size_t g_dynamic_bytes = 0;
+
+struct Slot;
+struct Warp;
+static thread_local Slot* t_slot = nullptr;  // the block slot this thread belongs to
+static thread_local Warp* t_warp = nullptr;
+static thread_local int t_lane = 0, t_tid = 0;
+static thread_local unsigned long long t_syncs = 0;  // __syncthreads this thread passed in its block
 
 [[noreturn]] inline void fail(const std::string& message)
 {
@@ -308,54 +386,193 @@ constexpr auto kDeadlock = std::chrono::seconds(300);
     throw Abort{};
 }
 
-// Waits for `ready`, giving up when the launch has failed elsewhere or nothing moves for
-// kDeadlock (a barrier some thread never reaches).
+inline std::string hex(unsigned mask)
+{
+    char text[16];
+    std::snprintf(text, sizeof text, "0x%08x", mask);
+    return text;
+}
+
+inline std::string where(const char* file, unsigned line)
+{
+    const char* slash = std::strrchr(file, '/');
+    return std::string(slash ? slash + 1 : file) + ":" + std::to_string(line);
+}
+
+// "threads 0-15, 32" for a set of linear thread ids.
+inline std::string thread_ranges(std::vector<int> ids)
+{
+    std::sort(ids.begin(), ids.end());
+    std::string out = ids.size() == 1 ? "thread " : "threads ";
+    for (size_t i = 0; i < ids.size();) {
+        size_t j = i;
+        while (j + 1 < ids.size() && ids[j + 1] == ids[j] + 1) ++j;
+        out += (i ? ", " : "") + std::to_string(ids[i]) + (j > i ? "-" + std::to_string(ids[j]) : "");
+        i = j + 1;
+    }
+    return out;
+}
+
+// Waits for `ready`, giving up when the launch has failed elsewhere.
 template <class Ready>
 inline void wait(std::unique_lock<std::mutex>& lock, std::condition_variable& cv, Ready ready)
 {
-    if (!cv.wait_for(lock, kDeadlock, [&] { return ready() || g_aborted.load(); }))
-        fail("deadlock: a barrier or warp collective waited " + std::to_string(kDeadlock.count()) + " s");
+    if (!cv.wait_for(lock, kStuck, [&] { return ready() || g_aborted.load(); }))
+        fail("a barrier or warp collective waited " + std::to_string(kStuck.count()) +
+             " s for a thread that never came (an endless loop?)");
     if (!ready()) throw Abort{};
 }
 
-// The block: __syncthreads, and the hand-over to the next block once every thread is done.
+// What a waiting thread waits for, for the message when nothing can move any more.
+struct WaitRecord {
+    const char* what = "";
+    const char* file = "";
+    unsigned line = 0;
+    unsigned mask = 0;
+    bool waiting = false;
+};
+
+// One block: __syncthreads, the deadlock accounting, and the hand-over to the next block.
 struct Block {
     std::mutex mutex;
     std::condition_variable cv;
-    int size = 0, live = 0, arrived = 0, finished = 0;
+    int size = 0, arrived = 0, finished = 0;
     long long sum = 0, last_sum = 0;
     unsigned long long sync_phase = 0, block_phase = 0;
+    const char* site_file = nullptr;  // the call site of the barrier being filled
+    unsigned site_line = 0;
+    std::vector<int> arrivals;  // threads waiting in it
+    char tokens[2];             // TSan's sync objects, by the parity of the barrier's number
 
-    void release_barrier()
+    // Deadlock accounting, shared with the warps' collectives (lock order: a Block's or Warp's
+    // mutex, then this one).  `live`: threads that have not returned; `blocked`: those of them
+    // waiting in a barrier or a collective that nobody has completed yet.  When every live
+    // thread is blocked, nothing can ever wake any of them.
+    std::mutex account;
+    int live = 0, blocked = 0;
+    std::vector<WaitRecord> waits;
+
+    int live_count()
     {
+        Unseen unseen_account;  // bookkeeping: orders nothing
+        std::lock_guard<std::mutex> lock(account);
+        return live;
+    }
+
+    [[noreturn]] void deadlock()  // with `account` held
+    {
+        std::vector<std::pair<std::string, std::vector<int>>> groups;
+        for (int tid = 0; tid < size; ++tid) {
+            const WaitRecord& r = waits[tid];
+            if (!r.waiting) continue;
+            std::string what = std::string(r.what) + (r.line ? " at " + where(r.file, r.line) : "") +
+                               (r.mask ? " (mask " + hex(r.mask) + ")" : "");
+            auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == what; });
+            if (it == groups.end()) groups.push_back({what, {tid}});
+            else it->second.push_back(tid);
+        }
+        std::string text = "deadlock: every live thread of the block waits and none can arrive:";
+        for (const auto& [what, ids] : groups) text += " " + thread_ranges(ids) + " wait in " + what + ";";
+        text += " " + std::to_string(size - live) + " have returned";
+        fail(text);
+    }
+    void will_wait(int tid, const WaitRecord& record)
+    {
+        Unseen unseen_account;  // bookkeeping: orders nothing
+        std::lock_guard<std::mutex> lock(account);
+        waits[tid] = record;
+        waits[tid].waiting = true;
+        ++blocked;
+        if (blocked == live && !g_aborted) deadlock();
+    }
+    void released(int tid)  // with `account` held
+    {
+        if (waits[tid].waiting) {
+            waits[tid].waiting = false;
+            --blocked;
+        }
+    }
+
+    void release_barrier()  // with `mutex` held
+    {
+        {
+            Unseen unseen_account;  // bookkeeping: orders nothing
+            std::lock_guard<std::mutex> lock(account);
+            for (int tid : arrivals) released(tid);
+        }
+        arrivals.clear();
         arrived = 0;
         last_sum = sum;
         sum = 0;
+        site_file = nullptr;
         ++sync_phase;
         cv.notify_all();
     }
-    long long sync(int contribution)  // __syncthreads; returns the sum of contributions
+    // __syncthreads and its counting forms, tagged with their call site; returns the sum of the
+    // contributions.  Threads at two different __syncthreads never pair up: that is undefined on
+    // the device (it may hang, or pass with the wrong threads), so it fails here.
+    long long sync(int contribution, const char* file, unsigned line)
     {
         if (g_aborted) throw Abort{};
+        // Every thread passes the same barriers in the same order, so the n-th barrier of one is
+        // the n-th of all; barrier n + 2 cannot start before every thread has left barrier n.
+        char* token = &tokens[t_syncs++ & 1];
+        tsan_release(token);
+        long long result;
+        {
+            Unseen unseen;
+            result = arrive(contribution, file, line);
+        }
+        tsan_acquire(token);
+        return result;
+    }
+    long long arrive(int contribution, const char* file, unsigned line)
+    {
         std::unique_lock<std::mutex> lock(mutex);
+        if (arrived == 0) {
+            site_file = file;
+            site_line = line;
+        } else if (line != site_line || std::strcmp(file, site_file) != 0) {
+            fail("__syncthreads at " + where(file, line) + " would pair with " + thread_ranges(arrivals) +
+                 " waiting in __syncthreads at " + where(site_file, site_line) +
+                 ": barriers reached from different places are undefined behaviour");
+        }
         sum += contribution;
-        if (++arrived == live) {
+        if (++arrived == live_count()) {
             release_barrier();
             return last_sum;
         }
+        arrivals.push_back(t_tid);
+        will_wait(t_tid, {"__syncthreads", file, line, 0, true});
         const auto phase = sync_phase;
         wait(lock, cv, [&] { return sync_phase != phase; });
         return last_sum;
     }
+    // A thread has returned from the kernel: it no longer counts at barriers (as on sm_70+), and
+    // may have been the last one some barrier or collective needed, or the last that could move.
     template <class OnBlockEnd> void finish(OnBlockEnd on_block_end)
     {
         std::unique_lock<std::mutex> lock(mutex);
-        --live;
-        if (arrived > 0 && arrived == live) release_barrier();
+        {
+            Unseen unseen_account;  // bookkeeping: orders nothing
+            std::lock_guard<std::mutex> account_lock(account);
+            --live;
+        }
+        if (arrived > 0 && arrived == live_count()) release_barrier();
+        {
+            Unseen unseen_account;  // bookkeeping: orders nothing
+            std::lock_guard<std::mutex> account_lock(account);
+            if (live > 0 && blocked == live && !g_aborted) deadlock();
+        }
         if (++finished == size) {
             on_block_end();
             finished = 0;
-            live = size;
+            {
+                Unseen unseen_account;  // bookkeeping: orders nothing
+                std::lock_guard<std::mutex> account_lock(account);
+                live = size;
+                blocked = 0;
+            }
             ++block_phase;
             cv.notify_all();
             return;
@@ -371,87 +588,176 @@ struct Warp {
     unsigned present = 0;  // lanes that exist (a partial last warp has fewer)
     unsigned exited = 0;   // lanes that have returned from the kernel in this block
     unsigned arrived = 0, group = 0;
+    int base = 0;            // the linear thread id of lane 0
+    const char* what = "";  // the collective being filled
     unsigned long long phase = 0;
     alignas(16) unsigned char slot[32][64];  // what each lane contributes to a collective
 };
 
-static Block* g_block = nullptr;
-static std::vector<Warp>* g_warps = nullptr;
-static thread_local Warp* t_warp = nullptr;
-static thread_local int t_lane = 0;
+// A __shared__ declaration (one per template instance): harness.py turns
+// `__shared__ T name[n];` into a reference to the running block's copy, found by this key.
+struct SharedSite {};
+struct StaticShared {
+    const SharedSite* site;
+    unsigned char* data;
+    size_t bytes;
+};
+
+// Where one block runs: `resident` of these run at once, each taking the next block of the
+// shuffled order when its block is done.  Shared memory belongs to the slot and is refilled
+// with 0xFF bytes (NaN, -1) before every block.
+struct Slot {
+    Block block;
+    std::vector<Warp> warps;
+    unsigned char* dynamic = nullptr;
+    std::mutex statics_mutex;
+    std::vector<StaticShared> statics;
+    size_t static_bytes = 0;
+    unsigned long long current = 0;  // the linear id of the block it runs
+    bool done = false;
+};
+static std::vector<std::unique_ptr<Slot>> g_slots;
 
 inline Warp& this_warp() { return *t_warp; }
 inline int lane_id() { return t_lane; }
+inline Block& this_block() { return t_slot->block; }
 
-// A warp barrier over the lanes of `mask` that exist.
-inline void warp_sync(unsigned mask)
+inline unsigned char* dynamic_shared() { return t_slot->dynamic; }
+
+// Shared memory of `bytes`, filled with 0xFF.  Under ASan exactly that much, so that an access
+// past it is a report; elsewhere with some slack behind, so that one does not crash the process.
+inline unsigned char* shared_alloc(size_t bytes, size_t alignment)
+{
+#ifdef __SANITIZE_ADDRESS__
+    const size_t slack = 0;
+#else
+    const size_t slack = 256;
+#endif
+    void* p = nullptr;
+    if (posix_memalign(&p, alignment, bytes + slack)) return nullptr;
+    std::memset(p, 0xff, bytes + slack);
+    return static_cast<unsigned char*>(p);
+}
+
+template <class T, size_t Align> inline T& static_shared(const SharedSite& site)
+{
+    if (!t_slot) {
+        std::fprintf(stderr, "dlgpu harness: a __shared__ variable used outside a kernel (at namespace scope?)\n");
+        std::abort();
+    }
+    Slot& slot = *t_slot;
+    Unseen unseen;  // finding the block's copy orders nothing between its threads
+    std::lock_guard<std::mutex> lock(slot.statics_mutex);
+    for (const StaticShared& s : slot.statics)
+        if (s.site == &site) return *reinterpret_cast<T*>(s.data);
+    slot.static_bytes += sizeof(T);
+    if (slot.static_bytes > g_options.static_limit)
+        fail("static __shared__ arrays of " + std::to_string(slot.static_bytes) + " B exceed the " +
+             std::to_string(g_options.static_limit) + " B a kernel may declare");
+    if (slot.static_bytes + g_dynamic_bytes > g_options.shared_limit)
+        fail("shared memory of " + std::to_string(slot.static_bytes) + " B static + " +
+             std::to_string(g_dynamic_bytes) + " B dynamic exceeds this launch's " +
+             std::to_string(g_options.shared_limit) + " B (48 KB unless the launch opts in: shared_opt_in)");
+    unsigned char* p = shared_alloc(sizeof(T), std::max<size_t>({Align, alignof(T), 16}));
+    if (!p) fail("out of memory for __shared__");
+    slot.statics.push_back({&site, p, sizeof(T)});
+    return *reinterpret_cast<T*>(p);
+}
+
+// A warp barrier over the lanes of `mask`, which must exist, include the caller and not have
+// returned; every lane of it must be in the same kind of collective (`what`).
+inline void warp_sync(unsigned mask, const char* what, const char* file = "", unsigned line = 0)
 {
     Warp& w = this_warp();
-    const unsigned bit = 1u << t_lane, group = mask & w.present;
+    const unsigned bit = 1u << t_lane;
     if (g_aborted) throw Abort{};
     std::unique_lock<std::mutex> lock(w.mutex);
-    char text[160];
-    if (!(group & bit)) {
-        std::snprintf(text, sizeof text, "warp collective with mask 0x%08x called by lane %d, which the mask excludes", mask, t_lane);
-        fail(text);
+    if (mask & ~w.present)
+        fail(std::string(what) + " with mask " + hex(mask) + " names lanes " + hex(mask & ~w.present) +
+             " that do not exist (the warp has lanes " + hex(w.present) + ")");
+    if (!(mask & bit))
+        fail(std::string(what) + " with mask " + hex(mask) + " called by lane " + std::to_string(t_lane) +
+             ", which the mask excludes");
+    if (mask & w.exited)
+        fail(std::string(what) + " with mask " + hex(mask) + " names lanes " + hex(mask & w.exited) +
+             " that have returned");
+    if (w.arrived == 0) {
+        w.group = mask;
+        w.what = what;
     }
-    if (w.arrived == 0) w.group = group;
-    if (w.group != group) {
-        std::snprintf(text, sizeof text, "lanes of one warp disagree on a collective's mask (0x%08x vs 0x%08x)", w.group, group);
-        fail(text);
-    }
-    if (group & w.exited) {
-        std::snprintf(text, sizeof text, "warp collective with mask 0x%08x names lanes 0x%08x that have returned", mask, group & w.exited);
-        fail(text);
-    }
+    if (w.group != mask)
+        fail("lanes of one warp disagree on a collective's mask (" + hex(w.group) + " vs " + hex(mask) + ")");
+    if (std::strcmp(w.what, what) != 0)
+        fail("lanes of one warp meet in different collectives (" + std::string(w.what) + " and " + what + ")");
     w.arrived |= bit;
-    if (w.arrived == group) {
+    Block& block = this_block();
+    if (w.arrived == mask) {
+        {
+            Unseen unseen_account;  // bookkeeping: orders nothing
+            std::lock_guard<std::mutex> account_lock(block.account);
+            for (int lane = 0; lane < 32; ++lane)
+                if ((mask >> lane & 1u) && lane != t_lane) block.released(w.base + lane);
+        }
         w.arrived = 0;
         ++w.phase;
         w.cv.notify_all();
         return;
     }
+    block.will_wait(t_tid, {what, file, line, mask, true});
     const auto phase = w.phase;
     wait(lock, w.cv, [&] { return w.phase != phase || (w.group & w.exited) != 0; });
-    if (w.phase == phase) {
-        std::snprintf(text, sizeof text, "lanes 0x%08x returned while the warp waited in a collective (mask 0x%08x)", w.group & w.exited, mask);
-        fail(text);
-    }
+    if (w.phase == phase)
+        fail("lanes " + hex(w.group & w.exited) + " returned while the warp waited in " + what + " (mask " +
+             hex(mask) + ")");
 }
 
-// Every lane of `mask` publishes `value`; `read(slots)` runs once all have, before any
-// lane may publish again.  Absent lanes' slots hold 0xFF bytes.
-template <class T, class Read> inline auto exchange(unsigned mask, const T& value, Read read)
+// Every lane of `mask` publishes `value`; `read(slots)` runs once all have, before any lane may
+// publish again.  Unseen: the exchange is no memory fence between the lanes (only __syncwarp
+// is), so ThreadSanitizer still sees shared-memory traffic between them as unordered.
+template <class T, class Read>
+inline auto exchange(unsigned mask, const T& value, Read read, const char* what, const char* file = "",
+                     unsigned line = 0)
 {
     static_assert(sizeof(T) <= 64, "exchange: value too large");
+    Unseen unseen;
     Warp& w = this_warp();
     std::memcpy(w.slot[t_lane], &value, sizeof(T));
-    warp_sync(mask);
+    warp_sync(mask, what, file, line);
     auto result = read(w.slot);
-    warp_sync(mask);
+    warp_sync(mask, what, file, line);
     return result;
 }
 
-template <class T> inline T shuffle_from(unsigned mask, T value, int source)
+// A source lane outside the mask gives 0xFF bytes (undefined on the device: make it show).
+template <class T> inline T shuffle_from(unsigned mask, T value, int source, const char* file, unsigned line)
 {
-    const bool absent = !((mask & this_warp().present) >> source & 1u);
+    const bool absent = !(mask >> source & 1u);
     return exchange(mask, value, [&](unsigned char (*slot)[64]) {
         T out;
-        if (absent) std::memset(&out, 0xff, sizeof(T));  // undefined on the device: make it show
+        if (absent) std::memset(&out, 0xff, sizeof(T));
         else std::memcpy(&out, slot[source], sizeof(T));
         return out;
-    });
+    }, "a shuffle", file, line);
 }
 
-inline unsigned ballot(unsigned mask, int predicate)
+inline unsigned ballot(unsigned mask, int predicate, const char* file, unsigned line)
 {
     const unsigned char vote = predicate ? 1 : 0;
     return exchange(mask, vote, [&](unsigned char (*slot)[64]) {
         unsigned bits = 0;
         for (int lane = 0; lane < 32; ++lane)
-            if (((mask & this_warp().present) >> lane & 1u) && slot[lane][0] == 1) bits |= 1u << lane;
+            if ((mask >> lane & 1u) && slot[lane][0] == 1) bits |= 1u << lane;
         return bits;
-    });
+    }, "a vote", file, line);
+}
+
+// The lanes of this warp that exist and have not returned.
+inline unsigned active_mask()
+{
+    Unseen unseen;
+    Warp& w = this_warp();
+    std::lock_guard<std::mutex> lock(w.mutex);
+    return w.present & ~w.exited;
 }
 
 // mma and ldmatrix are .aligned: all 32 lanes of the warp, which must exist.
@@ -460,30 +766,38 @@ inline void require_full_warp(const char* what)
     if (this_warp().present != 0xffffffffu) fail(std::string(what) + " in a partial warp: it needs all 32 lanes");
 }
 
+// This lane returns from the kernel.  Lanes waiting for it in a collective can never complete.
 inline void lane_exit()
 {
+    Unseen unseen;
     Warp& w = this_warp();
     std::lock_guard<std::mutex> lock(w.mutex);
-    w.exited |= 1u << t_lane;
+    const unsigned bit = 1u << t_lane;
+    w.exited |= bit;
     w.cv.notify_all();
+    if (w.arrived != 0 && (w.group & bit))
+        fail("lane " + std::to_string(t_lane) + " returned while lanes " + hex(w.arrived) + " wait for it in " +
+             w.what + " (mask " + hex(w.group) + ")");
 }
 
 inline void wake_everyone()
 {
-    if (g_block) {
-        { std::lock_guard<std::mutex> lock(g_block->mutex); }
-        g_block->cv.notify_all();
-    }
-    if (g_warps)
-        for (Warp& w : *g_warps) {
+    for (auto& slot : g_slots) {
+        { std::lock_guard<std::mutex> lock(slot->block.mutex); }
+        slot->block.cv.notify_all();
+        for (Warp& w : slot->warps) {
             { std::lock_guard<std::mutex> lock(w.mutex); }
             w.cv.notify_all();
         }
+    }
 }
 
 // ---------------------------------------------------------------- cp.async
-// Copies are captured (source read) at issue and written to shared memory at the
-// wait_group that covers them; a copy never waited for is never written.
+// At issue the source is read and the destination filled with 0xFF bytes (NaN): until the
+// wait_group that covers it the copy is in flight, and whoever reads the destination meanwhile
+// sees garbage, as on the device -- in every mode, and as a write that ThreadSanitizer sees racing
+// with other threads' reads of it (a refill issued before the barrier that frees its stage).  The
+// data lands at the wait; a copy never waited for never lands.
 struct PendingCopy {
     void* dst;
     unsigned char bytes[16];
@@ -504,6 +818,17 @@ inline void check_aligned(const void* p, unsigned alignment, const char* what)
     }
 }
 
+// Shared-memory traffic of the PTX models goes through plain 4- or 2-byte accesses: g++ turns a
+// fixed-size memcpy or memset into stores of its own that ThreadSanitizer never sees.
+typedef unsigned __attribute__((may_alias)) word32;
+typedef unsigned short __attribute__((may_alias)) word16;
+inline void store16(void* dst, const unsigned char* bytes)
+{
+    word32 words[4];
+    std::memcpy(words, bytes, 16);
+    for (int i = 0; i < 4; ++i) static_cast<word32*>(dst)[i] = words[i];
+}
+
 inline void cp_async_16(void* smem_dst, const void* gmem_src, unsigned src_bytes)
 {
     check_aligned(smem_dst, 16, "cp.async destination");
@@ -511,6 +836,9 @@ inline void cp_async_16(void* smem_dst, const void* gmem_src, unsigned src_bytes
     if (src_bytes > 16) fail("cp.async: src-size " + std::to_string(src_bytes) + " > 16");
     PendingCopy copy{smem_dst, {}};
     std::memcpy(copy.bytes, gmem_src, src_bytes);  // the rest stays zero, as the zero-fill form
+    unsigned char poison[16];
+    std::memset(poison, 0xff, sizeof poison);
+    store16(smem_dst, poison);
     t_async.open.push_back(copy);
 }
 inline void cp_async_commit()
@@ -521,7 +849,7 @@ inline void cp_async_commit()
 inline void cp_async_wait_group(int pending_allowed)
 {
     while ((int)t_async.committed.size() > pending_allowed) {
-        for (const PendingCopy& c : t_async.committed.front()) std::memcpy(c.dst, c.bytes, 16);
+        for (const PendingCopy& c : t_async.committed.front()) store16(c.dst, c.bytes);
         t_async.committed.pop_front();
     }
 }
@@ -529,26 +857,27 @@ inline void cp_async_wait_group(int pending_allowed)
 // ---------------------------------------------------------------- ldmatrix
 // Lanes 8i..8i+7 give the row addresses of 8x8 b16 matrix i.  Lane l receives, per matrix,
 // the pair (row l/4, columns 2(l%4), 2(l%4)+1), or with .trans (rows 2(l%4), 2(l%4)+1,
-// column l/4).
+// column l/4).  The addresses go through the warp; each lane then reads its own elements, so
+// that ThreadSanitizer sees those reads (a tile written without a barrier before it races).
 template <int N> inline void ldmatrix(unsigned (&r)[N], const void* row_address, bool trans)
 {
     require_full_warp("ldmatrix");
     check_aligned(row_address, 16, "ldmatrix row address");
     const int lane = t_lane;
+    const unsigned char* rows[8 * N];
     exchange(0xffffffffu, row_address, [&](unsigned char (*slot)[64]) {
-        for (int i = 0; i < N; ++i) {
-            unsigned short half[2];
-            for (int e = 0; e < 2; ++e) {
-                const int row = trans ? 2 * (lane % 4) + e : lane / 4;
-                const int col = trans ? lane / 4 : 2 * (lane % 4) + e;
-                const unsigned char* base;
-                std::memcpy(&base, slot[8 * i + row], sizeof base);
-                std::memcpy(&half[e], base + 2 * col, 2);
-            }
-            r[i] = (unsigned)half[0] | ((unsigned)half[1] << 16);
-        }
+        for (int i = 0; i < 8 * N; ++i) std::memcpy(&rows[i], slot[i], sizeof rows[i]);
         return 0;
-    });
+    }, "ldmatrix");
+    for (int i = 0; i < N; ++i) {
+        unsigned short half[2];
+        for (int e = 0; e < 2; ++e) {
+            const int row = trans ? 2 * (lane % 4) + e : lane / 4;
+            const int col = trans ? lane / 4 : 2 * (lane % 4) + e;
+            half[e] = *reinterpret_cast<const word16*>(rows[8 * i + row] + 2 * col);
+        }
+        r[i] = (unsigned)half[0] | ((unsigned)half[1] << 16);
+    }
 }
 
 // ---------------------------------------------------------------- mma.sync
@@ -595,7 +924,7 @@ inline void mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], c
             acc[i] += sum;
         }
         return 0;
-    });
+    }, "mma.sync");
     for (int i = 0; i < 4; ++i) d[i] = acc[i];
 }
 
@@ -634,6 +963,7 @@ inline void mma_m16n8k16_fp16(float (&d)[4], const unsigned (&a)[4], const unsig
     mma_m16n8k16<half_bits_to_float>(d, a, b, c);
 }
 
+
 // ---------------------------------------------------------------- launching
 // The argument codes Python sends: "p" pointer, "i4"/"u8"/"f4"/"b1" scalars, "s<n>" other.
 template <class T> std::string param_code()
@@ -646,79 +976,131 @@ template <class T> std::string param_code()
     else return "s" + std::to_string(sizeof(U));
 }
 
-inline std::string run_launch(const unsigned* grid, const unsigned* block, size_t smem, const std::function<void()>& body)
+// The order in which the blocks of a grid start: a Fisher-Yates shuffle of their linear ids,
+// from the launch's seed (reported with any failure, so that a run can be repeated).
+inline std::vector<unsigned long long> block_order(unsigned long long blocks, unsigned long long seed)
+{
+    std::vector<unsigned long long> order(blocks);
+    for (unsigned long long b = 0; b < blocks; ++b) order[b] = b;
+    std::mt19937_64 random(seed);
+    for (unsigned long long i = blocks; i > 1; --i) std::swap(order[i - 1], order[random() % i]);
+    return order;
+}
+
+inline void poison_shared(Slot& slot)
+{
+    std::memset(slot.dynamic, 0xff, g_dynamic_bytes);  // NaN: unwritten shared memory shows
+    for (const StaticShared& s : slot.statics) std::memset(s.data, 0xff, s.bytes);
+}
+
+// Checks the launch against the device's limits, then runs its blocks: `resident` slots at a
+// time, each a real thread per CUDA thread, blocks taken in the shuffled order.
+inline std::string run_launch(const unsigned* grid, const unsigned* block, size_t smem, const LaunchOptions& options,
+                              unsigned max_threads, const std::function<void()>& body)
 {
     const unsigned threads = block[0] * block[1] * block[2];
-    if (threads == 0 || threads > 1024 || block[2] > 64 || grid[0] == 0 || grid[1] == 0 || grid[2] == 0 ||
-        grid[1] > 65535 || grid[2] > 65535)
+    if (block[0] > 1024 || block[1] > 1024 || block[2] > 64 || threads == 0 || threads > 1024 || grid[0] == 0 ||
+        grid[1] == 0 || grid[2] == 0 || grid[0] > 2147483647u || grid[1] > 65535 || grid[2] > 65535)
         return "invalid launch geometry";
-    if (smem > kMaxDynamicShared) return "dynamic shared memory " + std::to_string(smem) + " B exceeds 227 KB";
+    if (max_threads && threads > max_threads)
+        return "a block of " + std::to_string(threads) + " threads exceeds the kernel's __launch_bounds__(" +
+               std::to_string(max_threads) + ")";
+    if (smem > options.shared_limit)
+        return "dynamic shared memory of " + std::to_string(smem) + " B exceeds this launch's " +
+               std::to_string(options.shared_limit) + " B (48 KB unless the launch opts in: shared_opt_in)";
     static std::mutex one_launch_at_a_time;
     std::lock_guard<std::mutex> launch_lock(one_launch_at_a_time);
     gridDim = dim3(grid[0], grid[1], grid[2]);
     blockDim = dim3(block[0], block[1], block[2]);
     g_aborted = false;
     g_error.clear();
-#ifdef __SANITIZE_ADDRESS__
-    ASAN_UNPOISON_MEMORY_REGION(dynamic_shared_storage, kMaxDynamicShared);
-    ASAN_POISON_MEMORY_REGION(dynamic_shared_storage + smem, kMaxDynamicShared - smem);
-#endif
-    std::memset(dynamic_shared_storage, 0xff, smem);  // NaN: unwritten shared memory shows
+    g_options = options;
+    g_dynamic_bytes = smem;
 
-    Block block_state;
-    block_state.size = block_state.live = (int)threads;
-    std::vector<Warp> warps((threads + 31) / 32);
-    for (unsigned w = 0; w < warps.size(); ++w) {
-        const unsigned lanes = std::min(32u, threads - 32 * w);
-        warps[w].present = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1u;
-    }
-    g_block = &block_state;
-    g_warps = &warps;
-    auto on_block_end = [&] {
-        for (Warp& w : warps) {
-            std::lock_guard<std::mutex> lock(w.mutex);
-            w.exited = w.arrived = 0;
-        }
-        std::memset(dynamic_shared_storage, 0xff, smem);
-    };
     const unsigned long long blocks = (unsigned long long)grid[0] * grid[1] * grid[2];
-    auto thread_main = [&](unsigned tid) {
+    const std::vector<unsigned long long> order = block_order(blocks, options.seed);
+    const unsigned long long resident = std::max(1ull, std::min(options.resident, blocks));
+    std::atomic<unsigned long long> next{resident};  // relaxed: taking a block orders nothing
+    g_slots.clear();
+    for (unsigned long long s = 0; s < resident; ++s) {
+        auto slot = std::make_unique<Slot>();
+        slot->block.size = slot->block.live = (int)threads;
+        slot->block.waits.resize(threads);
+        slot->warps = std::vector<Warp>((threads + 31) / 32);
+        for (unsigned w = 0; w < slot->warps.size(); ++w) {
+            const unsigned lanes = std::min(32u, threads - 32 * w);
+            slot->warps[w].present = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1u;
+            slot->warps[w].base = (int)(32 * w);
+        }
+        slot->dynamic = shared_alloc(smem, 128);
+        if (!slot->dynamic) return "out of memory for dynamic shared memory";
+        slot->current = order[s];
+        poison_shared(*slot);
+        g_slots.push_back(std::move(slot));
+    }
+
+    auto thread_main = [&](Slot& slot, unsigned tid) {
+        t_slot = &slot;
+        t_tid = (int)tid;
         threadIdx = uint3{tid % block[0], tid / block[0] % block[1], tid / (block[0] * block[1])};
-        t_warp = &warps[tid / 32];
+        t_warp = &slot.warps[tid / 32];
         t_lane = (int)(tid % 32);
-        for (unsigned long long b = 0; b < blocks && !g_aborted; ++b) {
-            blockIdx = uint3{(unsigned)(b % grid[0]), (unsigned)(b / grid[0] % grid[1]), (unsigned)(b / grid[0] / grid[1])};
+        auto on_block_end = [&] {  // the last thread of the block, under its mutex
+            for (Warp& w : slot.warps) {
+                std::lock_guard<std::mutex> lock(w.mutex);
+                w.exited = w.arrived = 0;
+            }
+            poison_shared(slot);
+            const unsigned long long taken = next.fetch_add(1, std::memory_order_relaxed);
+            if (taken < blocks) slot.current = order[taken];
+            else slot.done = true;
+        };
+        while (!slot.done && !g_aborted) {
+            const unsigned long long b = slot.current;
+            blockIdx = uint3{(unsigned)(b % grid[0]), (unsigned)(b / grid[0] % grid[1]),
+                             (unsigned)(b / grid[0] / grid[1])};
             t_async.clear();
+            t_syncs = 0;
             try {
                 body();
             } catch (const Abort&) {
             } catch (const std::exception& e) {
                 try { fail(std::string("C++ exception in kernel: ") + e.what()); } catch (const Abort&) {}
             }
-            if (g_aborted) wake_everyone();
-            lane_exit();
-            block_state.finish(on_block_end);
+            try {
+                if (!g_aborted) lane_exit();
+                if (!g_aborted) slot.block.finish(on_block_end);
+            } catch (const Abort&) {
+            }
+            if (g_aborted) {
+                wake_everyone();
+                break;
+            }
         }
         t_async.clear();
+        t_slot = nullptr;
     };
     std::vector<std::thread> pool;
-    pool.reserve(threads);
-    for (unsigned tid = 0; tid < threads; ++tid) pool.emplace_back(thread_main, tid);
+    pool.reserve(resident * threads);
+    for (auto& slot : g_slots)
+        for (unsigned tid = 0; tid < threads; ++tid) pool.emplace_back(thread_main, std::ref(*slot), tid);
     for (std::thread& t : pool) t.join();
-    g_block = nullptr;
-    g_warps = nullptr;
-#ifdef __SANITIZE_ADDRESS__
-    ASAN_UNPOISON_MEMORY_REGION(dynamic_shared_storage, kMaxDynamicShared);
-#endif
-    return g_aborted ? (g_error.empty() ? std::string("launch aborted") : g_error) : std::string();
+    for (auto& slot : g_slots) {
+        for (const StaticShared& s : slot->statics) std::free(s.data);
+        std::free(slot->dynamic);
+    }
+    g_slots.clear();
+    if (!g_aborted) return std::string();
+    return g_error.empty() ? std::string("launch aborted") : g_error;
 }
 
 // Runs `kernel` with arguments args[i] -> the bytes of parameter i (cudaLaunchKernel's
-// convention); `codes` is what the caller believes the parameters are.  Returns 0, or 1
-// with a message in `error`.
+// convention); `codes` is what the caller believes the parameters are; `max_threads` is the
+// kernel's __launch_bounds__ (0: none).  Returns 0, or 1 with a message in `error`.
 template <class... P>
-int launch(void (*kernel)(P...), const char* codes, const unsigned* grid, const unsigned* block, size_t smem,
-           void* const* args, char* error, size_t error_size)
+int launch(void (*kernel)(P...), unsigned max_threads, const char* codes, const unsigned* grid,
+           const unsigned* block, size_t smem, const LaunchOptions* options, void* const* args, char* error,
+           size_t error_size)
 {
     std::string expected;
     ((expected += (expected.empty() ? "" : ",") + param_code<P>()), ...);
@@ -729,14 +1111,15 @@ int launch(void (*kernel)(P...), const char* codes, const unsigned* grid, const 
         std::tuple<std::remove_cv_t<P>...> params;
         size_t index = 0;
         std::apply([&](auto&... p) { ((std::memcpy(&p, args[index++], sizeof p)), ...); }, params);
-        message = run_launch(grid, block, smem, [&] { std::apply(kernel, params); });
+        message = run_launch(grid, block, smem, *options, max_threads, [&] { std::apply(kernel, params); });
     }
     if (message.empty()) return 0;
     std::snprintf(error, error_size, "%s", message.c_str());
     return 1;
 }
 
-typedef int (*LaunchFunction)(const char*, const unsigned*, const unsigned*, size_t, void* const*, char*, size_t);
+typedef int (*LaunchFunction)(const char*, const unsigned*, const unsigned*, size_t, const LaunchOptions*,
+                              void* const*, char*, size_t);
 struct KernelEntry {
     const char* name;
     LaunchFunction launch;
@@ -763,6 +1146,11 @@ inline int runner_main(int argc, char** argv, const KernelEntry* table, size_t e
     for (unsigned& g : grid) g = (unsigned)read_u64();
     for (unsigned& b : block) b = (unsigned)read_u64();
     const size_t smem = read_u64();
+    LaunchOptions options;
+    options.seed = read_u64();
+    options.shared_limit = read_u64();
+    options.static_limit = read_u64();
+    options.resident = read_u64();
     std::vector<unsigned char*> buffers(read_u64());
     std::vector<size_t> sizes(buffers.size());
     for (size_t i = 0; i < buffers.size(); ++i) {
@@ -789,8 +1177,8 @@ inline int runner_main(int argc, char** argv, const KernelEntry* table, size_t e
     for (size_t i = 0; i < entries; ++i)
         if (name == table[i].name) entry = &table[i];
     if (!entry) { std::fprintf(stderr, "dlgpu runner: no kernel named %s\n", name.c_str()); return 2; }
-    char error[1024] = "";
-    if (entry->launch(codes.c_str(), grid, block, smem, args.data(), error, sizeof error) != 0) {
+    char error[2048] = "";
+    if (entry->launch(codes.c_str(), grid, block, smem, &options, args.data(), error, sizeof error) != 0) {
         std::fprintf(stderr, "dlgpu harness: %s\n", error);
         return 3;
     }
@@ -808,49 +1196,76 @@ inline int runner_main(int argc, char** argv, const KernelEntry* table, size_t e
 }  // namespace dlgpu_host
 
 // ---------------------------------------------------------------- CUDA's names for the above
-inline void __syncthreads() { dlgpu_host::g_block->sync(0); }
-inline int __syncthreads_count(int p) { return (int)dlgpu_host::g_block->sync(p ? 1 : 0); }
-inline int __syncthreads_and(int p) { return dlgpu_host::g_block->sync(p ? 0 : 1) == 0; }
-inline int __syncthreads_or(int p) { return dlgpu_host::g_block->sync(p ? 1 : 0) != 0; }
-inline void __syncwarp(unsigned mask = 0xffffffffu) { dlgpu_host::warp_sync(mask); }
-inline unsigned __activemask() { return dlgpu_host::this_warp().present; }
-inline unsigned __ballot_sync(unsigned mask, int p) { return dlgpu_host::ballot(mask, p); }
-inline int __any_sync(unsigned mask, int p) { return dlgpu_host::ballot(mask, p) != 0; }
-inline int __all_sync(unsigned mask, int p) { return dlgpu_host::ballot(mask, p) == (mask & dlgpu_host::this_warp().present); }
+// Barriers and collectives carry their call site (for mismatches and deadlock messages).
+#define DLGPU_SITE std::source_location where = std::source_location::current()
+inline void __syncthreads(DLGPU_SITE) { dlgpu_host::this_block().sync(0, where.file_name(), where.line()); }
+inline int __syncthreads_count(int p, DLGPU_SITE)
+{
+    return (int)dlgpu_host::this_block().sync(p ? 1 : 0, where.file_name(), where.line());
+}
+inline int __syncthreads_and(int p, DLGPU_SITE)
+{
+    return dlgpu_host::this_block().sync(p ? 0 : 1, where.file_name(), where.line()) == 0;
+}
+inline int __syncthreads_or(int p, DLGPU_SITE)
+{
+    return dlgpu_host::this_block().sync(p ? 1 : 0, where.file_name(), where.line()) != 0;
+}
+// The one warp-level memory fence: ThreadSanitizer sees it order the lanes it names.
+inline void __syncwarp(unsigned mask = 0xffffffffu, DLGPU_SITE)
+{
+    dlgpu_host::warp_sync(mask, "__syncwarp", where.file_name(), where.line());
+}
+inline unsigned __activemask() { return dlgpu_host::active_mask(); }
+inline unsigned __ballot_sync(unsigned mask, int p, DLGPU_SITE)
+{
+    return dlgpu_host::ballot(mask, p, where.file_name(), where.line());
+}
+inline int __any_sync(unsigned mask, int p, DLGPU_SITE)
+{
+    return dlgpu_host::ballot(mask, p, where.file_name(), where.line()) != 0;
+}
+inline int __all_sync(unsigned mask, int p, DLGPU_SITE)
+{
+    return dlgpu_host::ballot(mask, p, where.file_name(), where.line()) == mask;
+}
 
 // Shuffles over segments of `width` lanes; a lane whose source falls outside its segment
 // keeps its own value, as on the device.
-template <class T> inline T __shfl_sync(unsigned mask, T v, int src, int width = warpSize)
+template <class T> inline T __shfl_sync(unsigned mask, T v, int src, int width = warpSize, DLGPU_SITE)
 {
     const int lane = dlgpu_host::lane_id();
-    return dlgpu_host::shuffle_from(mask, v, (lane / width) * width + (src % width));
+    return dlgpu_host::shuffle_from(mask, v, (lane / width) * width + (src % width), where.file_name(), where.line());
 }
-template <class T> inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = warpSize)
+template <class T> inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = warpSize, DLGPU_SITE)
 {
     const int lane = dlgpu_host::lane_id();
     const int src = (lane % width) >= (int)delta ? lane - (int)delta : lane;
-    return dlgpu_host::shuffle_from(mask, v, src);
+    return dlgpu_host::shuffle_from(mask, v, src, where.file_name(), where.line());
 }
-template <class T> inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = warpSize)
+template <class T> inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = warpSize, DLGPU_SITE)
 {
     const int lane = dlgpu_host::lane_id();
     const int src = (lane % width) + (int)delta < width ? lane + (int)delta : lane;
-    return dlgpu_host::shuffle_from(mask, v, src);
+    return dlgpu_host::shuffle_from(mask, v, src, where.file_name(), where.line());
 }
-template <class T> inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = warpSize)
+template <class T> inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = warpSize, DLGPU_SITE)
 {
     const int lane = dlgpu_host::lane_id();
     const int src = lane ^ lane_mask;
-    return dlgpu_host::shuffle_from(mask, v, src / width == lane / width ? src : lane);
+    return dlgpu_host::shuffle_from(mask, v, src / width == lane / width ? src : lane, where.file_name(), where.line());
 }
+#undef DLGPU_SITE
 
-// One exported entry per kernel: harness.py generates DLGPU_EXPORT_KERNEL(name) lines.
-#define DLGPU_EXPORT_KERNEL(name)                                                                    \
-    extern "C" __attribute__((visibility("default"))) int dlgpu_launch_##name(                       \
-        const char* codes, const unsigned* grid, const unsigned* block, size_t smem, void* const* args, \
-        char* error, size_t error_size)                                                              \
-    {                                                                                                \
-        return dlgpu_host::launch(name, codes, grid, block, smem, args, error, error_size);          \
+// One exported entry per kernel: harness.py generates DLGPU_EXPORT_KERNEL(name, max_threads)
+// lines, max_threads being the kernel's __launch_bounds__ (0 when it has none).
+#define DLGPU_EXPORT_KERNEL(name, max_threads)                                                          \
+    extern "C" __attribute__((visibility("default"))) int dlgpu_launch_##name(                          \
+        const char* codes, const unsigned* grid, const unsigned* block, size_t smem,                    \
+        const dlgpu_host::LaunchOptions* options, void* const* args, char* error, size_t error_size)    \
+    {                                                                                                   \
+        return dlgpu_host::launch(name, (unsigned)(max_threads), codes, grid, block, smem, options, args, \
+                                  error, error_size);                                                   \
     }
 
 #include "cuda_host_sm90.h"  // Hopper: wgmma, TMA and mbarrier models for kernels/ptx_sm90.cuh

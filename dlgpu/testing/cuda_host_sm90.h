@@ -6,7 +6,7 @@
 // than the hardware: what the ISA leaves undefined fails here with a message, or produces poison (0xFF
 // bytes: NaN) where a kernel would read stale data.
 //
-//   shared window   a shared-memory address (cvta.to.shared) is the offset into the launch's dynamic
+//   shared window   a shared-memory address (cvta.to.shared) is the offset into the block's dynamic
 //                   shared buffer; objects that TMA, wgmma and mbarriers touch must live there (static
 //                   __shared__ arrays are outside the window and refused).  Swizzles act on these
 //                   addresses' bits, as the hardware's act on shared addresses.
@@ -95,7 +95,7 @@ inline unsigned thread_linear() { return threadIdx.x + blockDim.x * (threadIdx.y
 inline unsigned shared_address(const void* p)
 {
     const uintptr_t base = reinterpret_cast<uintptr_t>(dynamic_shared()), at = reinterpret_cast<uintptr_t>(p);
-    if (at < base || at >= base + kMaxDynamicShared)
+    if (at < base || at >= base + g_dynamic_bytes)
         fail("a shared-memory address was taken of memory outside the dynamic shared buffer (TMA, wgmma and "
              "mbarrier objects must live in extern __shared__ memory under the harness)");
     return (unsigned)(at - base);
@@ -103,7 +103,7 @@ inline unsigned shared_address(const void* p)
 
 inline unsigned char* shared_bytes(unsigned address, size_t bytes, const char* what)
 {
-    if ((size_t)address + bytes > kMaxDynamicShared)
+    if ((size_t)address + bytes > g_dynamic_bytes)
         fail(std::string(what) + ": shared address range [" + std::to_string(address) + ", +" +
              std::to_string(bytes) + ") leaves the shared window");
     return dynamic_shared() + address;

@@ -256,13 +256,17 @@ inline void tma_load(void* smem_dst, const void* map, const int* coords, int ran
     std::lock_guard<std::mutex> lock(g_mbarrier_mutex);
     MBarrier& b = barrier_at(bar, "cp.async.bulk.tensor (its mbarrier)");
     const unsigned lo = dst, hi = dst + bytes;
-    for (auto& [where, other] : g_mbarriers)
+    // Only this block's barriers: other blocks running at the same time have shared memory of their own.
+    const uintptr_t window = reinterpret_cast<uintptr_t>(dynamic_shared());
+    for (auto& [where, other] : g_mbarriers) {
+        if (where < window || where >= window + g_dynamic_bytes) continue;
         for (const PendingLoad& earlier : other->loads)
             for (unsigned a : earlier.addresses)
                 if (a + 16 > lo && a < hi)
                     fail("cp.async.bulk.tensor: a load into shared bytes [" + std::to_string(lo) + ", " +
                          std::to_string(hi) + ") that an earlier load, not yet landed, also writes (a producer "
                          "overrunning its ring?)");
+    }
     for (unsigned a : load.addresses) std::memset(shared_bytes(a, 16, "TMA load"), 0xff, 16);
     b.loads.push_back(std::move(load));
     progress();

@@ -5,9 +5,11 @@
 outputs and its launch runs the family's .cu, compiled by the host C++ compiler
 (``$CXX``, else g++, else clang++; C++20) after ``cuda_host.h``, which supplies
 CUDA's built-ins (see that header for the execution model: every CUDA thread a
-real thread, a real ``__syncthreads`` barrier, per-block shared memory, warp
-collectives through a per-warp buffer, atomics, half types, and the PTX wrappers
-of ``kernels/ptx.cuh`` implemented from the PTX ISA's fragment layouts).
+real thread, blocks two at a time in a shuffled order, ``__syncthreads`` barriers
+tagged with their call site, per-block poisoned shared memory, warp collectives
+that are no memory fences, the device's launch limits, atomics, half types, and
+the PTX wrappers of ``kernels/ptx.cuh`` implemented from the PTX ISA's fragment
+layouts).
 
 Modes:
   plain  a shared object loaded with ctypes; the launch runs in this process on
@@ -15,34 +17,41 @@ Modes:
   asan   ``-fsanitize=address,alignment``: a runner executable in a child process.
          Every array argument is copied into a malloc'd block of exactly its size
          (arrays that overlap share one block, so in-place calls keep aliasing), so
-         an out-of-bounds read or write of global memory is an ASan report; static
-         ``__shared__`` arrays are globals with redzones and the dynamic shared buffer
-         is poisoned past the launch's size.  Misaligned vector accesses are UBSan
+         an out-of-bounds read or write of global memory is an ASan report; so is
+         one of shared memory (each block's arrays and dynamic buffer are
+         allocations of exactly their size).  Misaligned vector accesses are UBSan
          reports.
   tsan   ``-fsanitize=thread``, the same runner: a shared-memory write and another
-         thread's read with no ``__syncthreads`` between them is a data race report.
+         thread's read with no ``__syncthreads`` (or ``__syncwarp``) between them,
+         a cp.async refill racing the stage's readers, or two blocks touching one
+         global element without atomics is a data race report.
 Sanitizer runtimes are not loaded into Python (preloading them into the
 interpreter is fragile): the child is an executable linked with them, fed the
 launch through a file and writing the buffers back through another.  A report,
-a harness check (mismatched warp masks, a collective naming a lane that has
-returned, misaligned cp.async, a deadlock) or a non-zero exit raises
-:class:`HarnessError`, an AssertionError, so a test fails with the report.
+a harness check (a launch past the kernel's or the device's limits, barriers from
+two call sites, a deadlock, a mask naming lanes that do not exist or have
+returned, misaligned cp.async) or a non-zero exit raises :class:`HarnessError`,
+an AssertionError, so a test fails with the report; its message names the block
+order's seed (``$DLGPU_HARNESS_SEED`` repeats a run).
 
-``extern __shared__ T name[];`` is rewritten (text, same line) into a pointer to
-the launch's dynamic shared buffer, and ``__shared__ alignas(n)`` into
-``alignas(n) __shared__``; nothing else in the source is touched.  The kernels a
-family exports are found by name in its preprocessed source (:func:`family_kernels`),
-where the tile-configuration lists have expanded into named kernels.
+``__shared__`` declarations of the source and of every header it includes are
+rewritten (text, same lines; :func:`rewrite_shared`) into references to the
+running block's copies; the headers are compiled from rewritten copies beside
+the unit.  Nothing else in the source is touched.  The kernels a family exports
+(and their ``__launch_bounds__``) are found by name in its preprocessed source
+(:func:`family_kernels`), where the tile-configuration lists have expanded into
+named kernels.
 Compiled objects are cached under ``$DLGPU_CACHE_DIR/harness`` (the compiler's
 cache folder) by SHA-256 of the generated translation unit (the source and its
-exports), every header it includes (recursively), cuda_host.h, the flags and the
-compiler's version: editing one family's header rebuilds only the families using it.
+exports), every header it includes (recursively, as rewritten), cuda_host.h, the
+flags and the compiler's version: editing one family's header rebuilds only the
+families using it.
 
-Not modelled: timing, memory coalescing, bank conflicts, the real warp scheduler
-and independent thread scheduling, blocks running concurrently (they run one after
-another), the GPU's weak memory model, the tensor cores' internal accumulation
-order, and the 48 KB dynamic shared memory opt-in.  :func:`cross_check` compares
-the harness with the GPU on the same launch where a GPU is at hand.
+Not modelled (cuda_host.h's header says more): timing, memory coalescing, bank
+conflicts, the real warp scheduler and independent thread scheduling, more than
+two blocks at once, the GPU's weak memory model, and the tensor cores' internal
+accumulation order.  :func:`cross_check` compares the harness with the GPU on the
+same launch where a GPU is at hand.
 """
 
 from __future__ import annotations
@@ -63,13 +72,19 @@ from typing import Any, Callable
 import numpy as np
 
 from dlgpu.cuda import compiler
-from dlgpu.cuda.launch import Launch
+from dlgpu.cuda.launch import SHARED_STATIC_LIMIT, Launch, check_shared_memory, shared_memory_limit
 from dlgpu.device import is_cupy
 from dlgpu.kernels_dir import included_headers
 from dlgpu.errors import ArgumentError, BackendUnavailableError, CompileError, DeviceError, LayoutError
 
 MODES = ("plain", "asan", "tsan")
 HEADER = Path(__file__).with_name("cuda_host.h")
+# The block order's seed when neither the executor nor $DLGPU_HARNESS_SEED gives one: fixed, so
+# that a run repeats; any seed must pass.
+DEFAULT_SEED = 1
+# Blocks of a grid that run at once: two is enough for ThreadSanitizer to see blocks race, and
+# keeps the thread count (and the cost on a small CI machine) near one block's.
+RESIDENT_BLOCKS = 2
 
 _COMMON_FLAGS = ("-std=c++20", "-pthread", "-fvisibility=hidden", "-ffp-contract=off", "-DDLGPU_HOST_HARNESS=1")
 _MODE_FLAGS = {
@@ -89,14 +104,21 @@ _STUB_HEADERS = ("cuda_fp16.h", "cuda_bf16.h", "cuda_runtime.h", "cuda.h", "math
 _STUB_TEXT = "#pragma once  // supplied by dlgpu/testing/cuda_host.h\n"
 
 _KERNEL = re.compile(
-    r'extern\s+"C"\s+__global__\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?void\s+'
-    r"(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\("
+    r'extern\s+"C"\s+__global__\s+(?:__launch_bounds__\s*\((?P<bounds_before>[^)]*)\)\s*)?void\s+'
+    r"(?:__launch_bounds__\s*\((?P<bounds_after>[^)]*)\)\s*)?(?P<name>\w+)\s*\("
 )
 _COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
-_EXTERN_SHARED = re.compile(
-    r"extern\s+__shared__\s+(?:(?:alignas|__align__)\s*\([^)]*\)\s*)?(?P<type>[^;\[\]]*?)\s*(?P<name>\w+)\s*\[\s*\]\s*;"
+_ALIGN = r"(?:alignas|__align__)\s*\((?P<{}>[^)]*)\)\s*"
+# One pass over a source: comments are kept as they are; `extern __shared__ T name[];` and
+# `__shared__ [alignas(n)] T name[dims];` (alignas before or after __shared__) are rewritten.
+_SHARED = re.compile(
+    r"(?P<comment>//[^\n]*|/\*.*?\*/)"
+    r"|(?P<extern>extern\s+__shared__\s+(?:" + _ALIGN.format("extern_align") + r")?"
+    r"(?P<extern_type>[^;\[\]]*?)\s*(?P<extern_name>\w+)\s*\[\s*\]\s*;)"
+    r"|(?P<static>(?:" + _ALIGN.format("align_before") + r")?__shared__\s+(?:" + _ALIGN.format("align_after") + r")?"
+    r"(?P<type>[A-Za-z_][\w:<>,\s*]*?)\s+(?P<name>\w+)\s*(?P<dims>(?:\[[^\];]*\]\s*)*);)",
+    re.S,
 )
-_SHARED_ALIGNAS = re.compile(r"__shared__\s+(alignas\s*\([^)]*\))")
 
 
 class HarnessError(AssertionError):
@@ -109,7 +131,17 @@ class HarnessError(AssertionError):
 
 def kernel_names(source: str) -> list[str]:
     """The ``extern "C" __global__`` kernels a .cu text defines, in order (comments ignored)."""
-    return _KERNEL.findall(_COMMENT.sub(" ", source))
+    return list(launch_bounds(source))
+
+
+def launch_bounds(source: str) -> dict[str, str]:
+    """Each kernel's largest block (the first argument of its ``__launch_bounds__``, as C++
+    text), or "0" for a kernel without one; in order of definition, comments ignored."""
+    bounds = {}
+    for match in _KERNEL.finditer(_COMMENT.sub(" ", source)):
+        text = match["bounds_before"] or match["bounds_after"]
+        bounds[match["name"]] = text.split(",")[0].strip() if text else "0"
+    return bounds
 
 
 def _source_flags(source: Path, defines, kernels_dir, cache_dir) -> tuple[list[str], list[str]]:
@@ -131,13 +163,13 @@ def _include_dirs(source: Path, kernels_dir) -> list[Path]:
     return list(dict.fromkeys([source.parent, compiler.kernels_root(kernels_dir), compiler.kernels_root()]))
 
 
-def _preprocessed_kernel_names(cxx: str, source: Path, flags) -> list[str]:
-    """The kernels of ``source`` once the preprocessor has run: a family's tile-configuration
-    list (an X-macro) expands into its named kernels only there."""
+def _preprocessed_launch_bounds(cxx: str, source: Path, flags) -> dict[str, str]:
+    """The kernels of ``source`` once the preprocessor has run, with their launch bounds: a
+    family's tile-configuration list (an X-macro) expands into its named kernels only there."""
     result = subprocess.run([cxx, "-E", "-P", "-x", "c++", *flags, str(source)], capture_output=True, text=True)
     if result.returncode != 0:
         raise CompileError(f"dlgpu harness: {cxx} could not preprocess {source}", result.stderr[-20000:])
-    return kernel_names(result.stdout)
+    return launch_bounds(result.stdout)
 
 
 def family_kernels(family: str, defines=None, kernels_dir=None, cache_dir=None) -> list[str]:
@@ -147,7 +179,7 @@ def family_kernels(family: str, defines=None, kernels_dir=None, cache_dir=None) 
     if defines is None:
         defines = compiler.build_configurations(source.read_text())[0]
     define_flags, include_flags = _source_flags(source, compiler.normalize_defines(defines), kernels_dir, cache_dir)
-    return _preprocessed_kernel_names(find_compiler(), source, [*_COMMON_FLAGS, *define_flags, *include_flags])
+    return list(_preprocessed_launch_bounds(find_compiler(), source, [*_COMMON_FLAGS, *define_flags, *include_flags]))
 
 
 def find_compiler() -> str:
@@ -163,22 +195,59 @@ def _compiler_identity(cxx: str) -> str:
     return cxx + "\n" + subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
 
 
-def _dynamic_shared_pointer(match: re.Match) -> str:
-    kind = match["type"].strip()
-    return f"{kind}* const {match['name']} = reinterpret_cast<{kind}*>(::dlgpu_host::dynamic_shared());"
+def _rewrite_shared(match: re.Match) -> str:
+    if match["comment"]:
+        return match["comment"]
+    # The same lines, so that diagnostics point right; inside a macro, continued lines stay continued.
+    newlines = ("\\\n" if "\\\n" in match.group(0) else "\n") * match.group(0).count("\n")
+    one_line = lambda text: " ".join(text.replace("\\\n", " ").split())  # noqa: E731
+    if match["extern"]:
+        kind = one_line(match["extern_type"])
+        name = match["extern_name"]
+        return f"{kind}* const {name} = reinterpret_cast<{kind}*>(::dlgpu_host::dynamic_shared());{newlines}"
+    kind = one_line(f"{match['type']} {match['dims']}")
+    align = one_line(match["align_before"] or match["align_after"] or "0")
+    name = match["name"]
+    return (f"static ::dlgpu_host::SharedSite dlgpu_shared_{name}; "
+            f"auto& {name} = ::dlgpu_host::static_shared<{kind}, (size_t)({align})>(dlgpu_shared_{name});{newlines}")
 
 
-def translation_unit(source_path: Path, names: list[str] | None = None) -> tuple[str, list[str]]:
+def rewrite_shared(text: str) -> str:
+    """Kernel source with its ``__shared__`` declarations made per block (see cuda_host.h).
+
+    ``extern __shared__ T name[];`` becomes a pointer to the running block's dynamic buffer;
+    ``__shared__ T name[dims];`` a reference to the running block's own copy of the array.
+    Lines keep their numbers; comments are left alone.
+    """
+    return _SHARED.sub(_rewrite_shared, text)
+
+
+def _kernel_headers(source: Path, include_dirs) -> dict[str, Path]:
+    """The kernel headers ``source`` reaches, each by its path relative to the first include folder
+    holding it: where its rewritten copy goes, beside the unit, for ``#include "..."`` to find."""
+    headers = {}
+    for path in included_headers(source, include_dirs).values():
+        if path is None:
+            continue  # found nowhere: the compiler will say so
+        folder = next((d for d in include_dirs if path.is_relative_to(Path(d).resolve())), None)
+        if folder is None:
+            raise CompileError(f"dlgpu harness: {source} includes {path}, outside its kernel folders "
+                               f"({', '.join(map(str, include_dirs))})")
+        headers.setdefault(str(path.relative_to(Path(folder).resolve())), path)
+    return headers
+
+
+def translation_unit(source_path: Path, bounds: dict[str, str] | None = None) -> tuple[str, list[str]]:
     """The C++ that g++ compiles for a family: the rewritten source and one export per kernel
-    (``names``: the family's kernels; None reads them from the source text)."""
+    (``bounds``: the family's kernels and their launch bounds; None reads them from the source text)."""
     text = source_path.read_text()
-    names = kernel_names(text) if names is None else names
+    bounds = launch_bounds(text) if bounds is None else bounds
+    names = list(bounds)
     if not names:
         raise CompileError(f'dlgpu harness: {source_path} defines no extern "C" __global__ kernel')
-    text = _SHARED_ALIGNAS.sub(r"\1 __shared__", _EXTERN_SHARED.sub(_dynamic_shared_pointer, text))
-    rows = ['#include "cuda_host.h"', f'#line 1 "{source_path}"', text]
+    rows = ['#include "cuda_host.h"', f'#line 1 "{source_path}"', rewrite_shared(text)]
     rows.append('#line 1 "<dlgpu harness exports>"')
-    rows += [f"DLGPU_EXPORT_KERNEL({name})" for name in names]
+    rows += [f"DLGPU_EXPORT_KERNEL({name}, {bounds[name]})" for name in names]
     rows.append("#ifdef DLGPU_RUNNER_MAIN")
     rows.append("static const dlgpu_host::KernelEntry dlgpu_kernels[] = {")
     rows += [f'    {{"{name}", dlgpu_launch_{name}}},' for name in names]
@@ -207,11 +276,11 @@ def build(family: str, defines=(), mode: str = "plain", kernels_dir=None, cache_
     defines = compiler.normalize_defines(defines)
     source = compiler.source_path(family, kernels_dir)
     include_dirs = _include_dirs(source, kernels_dir)
-    # The kernel's headers, and those cuda_host.h itself includes (cuda_host_sm90.h).
-    headers = sorted({path for root, folders in ((source, include_dirs), (HEADER, [HEADER.parent]))
-                      for path in included_headers(root, folders).values() if path is not None})
+    headers = _kernel_headers(source, include_dirs)
+    # The headers cuda_host.h itself includes (cuda_host_sm90.h): part of the key, used as they are.
+    host_headers = sorted(p for p in included_headers(HEADER, [HEADER.parent]).values() if p is not None)
     # An edited source or header (its mtime) makes a new build, within one process too.
-    stamps = tuple((str(path), path.stat().st_mtime_ns) for path in (source, HEADER, *headers))
+    stamps = tuple((str(path), path.stat().st_mtime_ns) for path in (source, HEADER, *headers.values(), *host_headers))
     key_in_memory = (stamps, defines, mode, str(cache_dir))
     with _build_lock:
         if key_in_memory in _builds:
@@ -219,28 +288,40 @@ def build(family: str, defines=(), mode: str = "plain", kernels_dir=None, cache_
         cxx = find_compiler()
         folder = Path(cache_dir) if cache_dir else compiler.default_cache_dir() / "harness"
         define_flags, include_flags = _source_flags(source, defines, kernels_dir, cache_dir)
-        names = _preprocessed_kernel_names(cxx, source, [*_COMMON_FLAGS, *define_flags, *include_flags])
-        unit, names = translation_unit(source, names)
+        bounds = _preprocessed_launch_bounds(cxx, source, [*_COMMON_FLAGS, *define_flags, *include_flags])
+        unit, names = translation_unit(source, bounds)
         flags = [*_COMMON_FLAGS, *_MODE_FLAGS[mode], *define_flags, *include_flags]
+        # The included headers are rewritten like the source and compiled from copies beside the
+        # unit, where #include "..." looks first.
+        rewritten = {name: f'#line 1 "{path}"\n' + rewrite_shared(path.read_text()) for name, path in headers.items()}
         digest = hashlib.sha256()
         # The unit carries the source and the generated exports; the flags, everything else.
         for part in (_compiler_identity(cxx), " ".join(flags), unit, HEADER.read_text(), _STUB_TEXT):
             digest.update(part.encode() + b"\0")
-        for header in headers:
-            digest.update(str(header).encode() + b"\0" + header.read_bytes() + b"\0")
+        for name in sorted(rewritten):
+            digest.update(name.encode() + b"\0" + rewritten[name].encode() + b"\0")
+        for path in host_headers:
+            digest.update(str(path).encode() + b"\0" + path.read_bytes() + b"\0")
         stem = f"{family}-{mode}-{digest.hexdigest()[:24]}"
         target = folder / (stem + (".so" if mode == "plain" else ".exe"))
         if not target.exists():
-            _compile(cxx, flags, unit, folder, stem, target, family, mode)
+            _compile(cxx, flags, unit, rewritten, folder, stem, target, family, mode)
         result = _Build(target, names, mode)
         _builds[key_in_memory] = result
         return result
 
 
-def _compile(cxx, flags, unit, folder: Path, stem: str, target: Path, family: str, mode: str) -> None:
+def _compile(cxx, flags, unit, headers: dict[str, str], folder: Path, stem: str, target: Path, family: str,
+             mode: str) -> None:
     with tempfile.TemporaryDirectory(dir=folder, prefix=stem + ".") as work:
         unit_path = Path(work) / f"{stem}.cpp"
         unit_path.write_text(unit)
+        for name, text in headers.items():
+            copy = (Path(work) / name).resolve()
+            if not copy.is_relative_to(Path(work).resolve()):
+                raise CompileError(f'dlgpu harness: #include "{name}" leaves the source folder; include by name')
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_text(text)
         output = Path(work) / target.name
         result = subprocess.run([cxx, *flags, str(unit_path), "-o", str(output)], capture_output=True, text=True)
         if result.returncode != 0:
@@ -270,7 +351,7 @@ def _argument_codes(args, where: str) -> str:
     return ",".join(codes)
 
 
-def _run_in_process(build: _Build, launch: Launch, codes: str, where: str) -> None:
+def _run_in_process(build: _Build, launch: Launch, codes: str, where: str, options: tuple[int, ...]) -> None:
     function = getattr(build.library, f"dlgpu_launch_{launch.kernel}")
     function.restype = ctypes.c_int
     storage = []
@@ -282,15 +363,16 @@ def _run_in_process(build: _Build, launch: Launch, codes: str, where: str) -> No
     pointers = (ctypes.c_void_p * max(1, len(storage)))(*[ctypes.addressof(s) for s in storage])
     grid = (ctypes.c_uint * 3)(*launch.grid)
     block = (ctypes.c_uint * 3)(*launch.block)
-    error = ctypes.create_string_buffer(1024)
+    error = ctypes.create_string_buffer(2048)
+    launch_options = (ctypes.c_ulonglong * len(options))(*options)
     with _launch_lock:
-        status = function(codes.encode(), grid, block, ctypes.c_size_t(launch.shared_mem), pointers, error,
-                          ctypes.c_size_t(len(error)))
+        status = function(codes.encode(), grid, block, ctypes.c_size_t(launch.shared_mem), launch_options, pointers,
+                          error, ctypes.c_size_t(len(error)))
     if status != 0:
-        raise HarnessError(f"dlgpu harness: {where} (plain): {error.value.decode()}")
+        raise HarnessError(f"dlgpu harness: {where} (plain, block order seed {options[0]}): {error.value.decode()}")
 
 
-def _pack_launch(launch: Launch, codes: str) -> tuple[bytes, list[tuple[int, int]]]:
+def _pack_launch(launch: Launch, codes: str, options: tuple[int, ...]) -> tuple[bytes, list[tuple[int, int]]]:
     """The runner's input file, and the (address, size) of each buffer to copy back.
 
     Arrays whose memory overlaps (``out`` is ``x``, or views of one base) become one
@@ -306,7 +388,7 @@ def _pack_launch(launch: Launch, codes: str) -> tuple[bytes, list[tuple[int, int
             buffers.append([start, end])
     u64 = struct.Struct("<Q").pack
     out = [u64(len(launch.kernel)), launch.kernel.encode(), u64(len(codes)), codes.encode()]
-    out += [u64(int(v)) for v in (*launch.grid, *launch.block, launch.shared_mem)]
+    out += [u64(int(v)) for v in (*launch.grid, *launch.block, launch.shared_mem, *options)]
     out.append(u64(len(buffers)))
     for start, end in buffers:
         out += [u64(end - start), ctypes.string_at(start, end - start)]
@@ -321,8 +403,8 @@ def _pack_launch(launch: Launch, codes: str) -> tuple[bytes, list[tuple[int, int
     return b"".join(out), [(s, e - s) for s, e in buffers]
 
 
-def _run_in_child(build: _Build, launch: Launch, codes: str, where: str) -> None:
-    payload, buffers = _pack_launch(launch, codes)
+def _run_in_child(build: _Build, launch: Launch, codes: str, where: str, options: tuple[int, ...]) -> None:
+    payload, buffers = _pack_launch(launch, codes, options)
     env = dict(os.environ)
     for name, value in _SANITIZER_ENV.items():  # the user's own options come last and win
         env[name] = value + (":" + os.environ[name] if os.environ.get(name) else "")
@@ -338,7 +420,8 @@ def _run_in_child(build: _Build, launch: Launch, codes: str, where: str) -> None
         report = result.stderr
         if result.returncode != 0 or any(marker in report for marker in _REPORT_MARKERS):
             head = report if len(report) <= 12000 else report[:12000] + "\n[... report truncated]"
-            raise HarnessError(f"dlgpu harness: {where} ({build.mode}) failed with exit code {result.returncode}", head)
+            raise HarnessError(f"dlgpu harness: {where} ({build.mode}, block order seed {options[0]}) failed with "
+                               f"exit code {result.returncode}", head)
         data = result_file.read_bytes()
     offset = 0
     for address, size in buffers:
@@ -376,16 +459,24 @@ class HarnessExecutor:
     ``xp`` is NumPy with poisoned ``empty`` (see :class:`_PoisonedNumpy`).
     ``multiprocessor_count`` (None: the launchers' fallback) is what launchers that
     size grids by the device see; a small one makes grid-stride loops take several trips.
+    ``seed`` (None: ``$DLGPU_HARNESS_SEED``, else :data:`DEFAULT_SEED`) shuffles the order in
+    which every launch's blocks start; a failure names it, so the run can be repeated.
+    ``resident_blocks`` blocks run at the same time (ThreadSanitizer sees races between them).
     ``launched`` collects (family, kernel) of every launch made, so that a test can
     prove which kernels it exercised.
     """
 
-    def __init__(self, mode: str = "plain", *, kernels_dir=None, cache_dir=None, multiprocessor_count=None):
+    def __init__(self, mode: str = "plain", *, kernels_dir=None, cache_dir=None, multiprocessor_count=None,
+                 seed: int | None = None, resident_blocks: int = RESIDENT_BLOCKS):
         if mode not in MODES:
             raise ArgumentError(f"dlgpu harness: mode must be one of {MODES}, got {mode!r}")
+        if resident_blocks < 1:
+            raise ArgumentError(f"dlgpu harness: resident_blocks must be >= 1, got {resident_blocks}")
         self.xp: Any = _PoisonedNumpy()
         self.mode = mode
         self.multiprocessor_count = multiprocessor_count
+        self.seed = int(os.environ.get("DLGPU_HARNESS_SEED", DEFAULT_SEED)) if seed is None else int(seed)
+        self.resident_blocks = resident_blocks
         self._kernels_dir = kernels_dir
         self._cache_dir = cache_dir
         self.launched: set[tuple[str, str]] = set()
@@ -397,15 +488,18 @@ class HarnessExecutor:
                 raise ArgumentError(f"dlgpu harness: launch of {where}: {name} must be 3 positive ints, got {dims}")
         if launch.shared_mem < 0:
             raise ArgumentError(f"dlgpu harness: launch of {where}: shared_mem={launch.shared_mem} is negative")
+        check_shared_memory(launch, f"dlgpu harness: launch of {where}")
         codes = _argument_codes(launch.args, where)
         built = build(launch.family, launch.defines, self.mode, self._kernels_dir, self._cache_dir)
         if launch.kernel not in built.names:
             raise ArgumentError(f"dlgpu harness: {launch.family}.cu has no kernel {launch.kernel!r}; "
                                 f"it has {', '.join(built.names)}")
+        # cuda_host.h's LaunchOptions, in order.
+        options = (self.seed % 2**64, shared_memory_limit(launch), SHARED_STATIC_LIMIT, self.resident_blocks)
         if self.mode == "plain":
-            _run_in_process(built, launch, codes, where)
+            _run_in_process(built, launch, codes, where, options)
         else:
-            _run_in_child(built, launch, codes, where)
+            _run_in_child(built, launch, codes, where, options)
         self.launched.add((launch.family, launch.kernel))
 
 

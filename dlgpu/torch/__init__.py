@@ -34,6 +34,12 @@ ReLU.  Inside ``torch.autocast`` (CPU or CUDA, bfloat16 or float16) the
 products and convolutions compute at the 16-bit precision on fp32 tensors
 (see :mod:`dlgpu.torch.ops`).
 
+On CUDA tensors no op waits for the GPU, so a class label (or argmax) out of
+range is found by the kernels, not at the call: the loss is NaN and
+``dlgpu.check_errors()`` raises the error -- call it where the loop waits for
+the GPU anyway (after ``loss.item()``), or set ``DLGPU_DEBUG=1`` to check at
+each call (:mod:`dlgpu.device_errors`).  CPU tensors are checked at the call.
+
 Importing this package imports torch; ``import dlgpu`` never does.
 """
 

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from dlgpu.device_errors import check_errors
 from dlgpu.errors import ArgumentError
 from dlgpu.train.steps import GraphedStep, StaticStep, array_module
 
@@ -194,6 +195,7 @@ def fit(
                     on_step(i, step)
             loss_sum, correct = float(step.loss_sum), int(step.correct)  # the epoch's one sync
             seconds = time.perf_counter() - start
+            check_errors()  # a bad label the kernels found this epoch raises here, the GPU being idle anyway
             test_correct, test_total = evaluate(model, x_test, y_test)
             stats = EpochStats(
                 epoch=epoch + 1,
