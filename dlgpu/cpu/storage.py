@@ -44,10 +44,12 @@ def _wide(array):
 
 
 def _narrow(result, dtype, out=None):
-    """float32 ``result`` rounded to ``dtype``, into ``out`` when given."""
-    if out is None:
-        return result.astype(dtype)
-    out[...] = result
+    """float32 ``result`` rounded to ``dtype``, into ``out`` when given (beyond float16's range: inf, as a
+    kernel's conversion gives, without NumPy's warning)."""
+    with np.errstate(over="ignore"):
+        if out is None:
+            return result.astype(dtype)
+        out[...] = result
     return out
 
 
