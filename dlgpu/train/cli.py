@@ -10,7 +10,7 @@ import numpy as np
 from dlgpu.device import gpu_available
 from dlgpu.errors import ArgumentError, BackendUnavailableError, DlgpuError
 from dlgpu.train.checkpoint import load_model, save_model
-from dlgpu.train.fit import DEFAULTS, EpochStats, fit, initial_model
+from dlgpu.train.fit import DEFAULTS, PRECISIONS, EpochStats, fit, initial_model
 from dlgpu.train.plot import import_pyplot, write_plot
 from dlgpu.train.steps import StaticStep
 
@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save", metavar="FILE.npz", help="write the trained weights")
     parser.add_argument("--load", metavar="FILE.npz", help="start from saved weights (with --epochs 0: evaluate them)")
     parser.add_argument("--plot", metavar="FILE.png", help="draw loss and accuracy per epoch (needs matplotlib)")
+    parser.add_argument("--precision", choices=tuple(PRECISIONS), default=d["precision"],
+                        help="storage of weights, activations and gradients: bf16 or fp16 with float32 master "
+                        f"weights (fp16 with dynamic loss scaling) (default: {d['precision']})")
     parser.add_argument("--graph", action=argparse.BooleanOptionalAction, default=True,
                         help="on the GPU, replay each training step as one CUDA graph (default: on)")
 
@@ -140,7 +143,8 @@ def _run(args: argparse.Namespace, console) -> int:
     steps = len(data[0]) // args.batch_size if args.batch_size <= len(data[0]) else 0
     console.print(
         f"training {what} on the {device} backend: {len(data[0])} training / {len(data[2])} test digits, "
-        f"{args.epochs} epochs of {steps} steps of {args.batch_size}",
+        f"{args.epochs} epochs of {steps} steps of {args.batch_size}"
+        + ("" if args.precision == "fp32" else f", {args.precision} storage with float32 master weights"),
         markup=False,
     )
     with warnings.catch_warnings(record=True) as caught:
@@ -157,6 +161,7 @@ def _run(args: argparse.Namespace, console) -> int:
                 seed=args.seed,
                 device=device,
                 graph=args.graph,
+                precision=args.precision,
                 on_step=progress.on_step,
                 on_epoch=progress.on_epoch,
             )
