@@ -205,7 +205,8 @@ KERNEL_CASES = (
                      for kernel in ("forward_warp2", "forward_block", "backward")),
                check_softmax_16bit),
     KernelCase("softmax_16bit_every_instance", "softmax",
-               tuple(k for suffix in ("bf16", "fp16") for label in ("i32", "i64") for k in softmax_kernels(suffix, label)),
+               tuple(kernel for suffix in ("bf16", "fp16") for label in ("i32", "i64")
+                     for kernel in softmax_kernels(suffix, label)),
                check_softmax_16bit, modes=("plain",)),
 )
 

@@ -370,6 +370,19 @@ def test_lenet_reaches_96_percent_on_the_cpu_and_repeats_to_the_last_bit(digits)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_lenet_reaches_97_percent_on_the_cpu(digits, precision):
+    """The default run on 16-bit storage with float32 master weights (fp16: loss scaling).  Measured
+    with the tiled CPU kernels, seed 0: bf16 97.77%, fp16 97.21% (float32: 96.9%).  Deterministic on
+    the CPU backend, so this asserts that run, not a lucky draw."""
+    result = train.fit(train.initial_model(D["model"], D["activation"], D["seed"]), digits, device="cpu",
+                       precision=precision)
+    assert result.test_accuracy >= 0.97, [round(e.test_accuracy, 4) for e in result.history]
+    assert result.history[-1].test_accuracy >= 0.97  # the 16-bit model's own, before the master copy is put back
+    assert result.history[-1].loss < 0.2 * result.history[0].loss
+
+
+@pytest.mark.slow
 def test_cpu_training_does_not_depend_on_the_number_of_threads(tmp_path):
     """numba's parallel loops and BLAS split work by thread; the weights must not change with it."""
     import os

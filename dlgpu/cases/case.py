@@ -62,6 +62,15 @@ class Target:
         """An output buffer full of NaN: an element a kernel forgets to write fails the comparison."""
         return self.xp.full(shape, np.nan, dtype=self.dtype)
 
+    def unsupported(self, dtype) -> str | None:
+        """Why this target cannot hold arrays of ``dtype``, or None (CuPy 13 has no bfloat16 arrays)."""
+        try:
+            self.xp.empty(1, dtype=np.dtype(dtype))
+        except (TypeError, ValueError, NotImplementedError) as exc:
+            version = getattr(self.xp, "__version__", "")
+            return f"{self.name}: {self.xp.__name__} {version} has no {np.dtype(dtype).name} arrays ({exc})"
+        return None
+
     @property
     def precision(self) -> str:
         """What products and convolutions compute at here: the storage's own for 16-bit arrays, else ieee."""
@@ -204,6 +213,33 @@ def randn(xp, shape, seed: int, dtype=np.float32):
     if xp is np:
         return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
     return xp.random.RandomState(seed).standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
+
+
+def in_storage(make_inputs: Callable[[Any, tuple, int], dict], dtype) -> Callable[[Any, tuple, int], dict]:
+    """``make_inputs`` with every floating input rounded once to a 16-bit storage ``dtype``."""
+
+    def make(xp, shape, seed):
+        return {k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in make_inputs(xp, shape, seed).items()}
+
+    return make
+
+
+def storage_unavailable(dtype) -> Callable[[str], str | None]:
+    """``Benchmark.unavailable`` for a 16-bit storage row: GPU only (on the CPU it would time NumPy's
+    conversions, not a kernel, and slow ``dlgpu bench --quick``), and bfloat16 only where CuPy has it."""
+
+    def why(backend: str) -> str | None:
+        if backend != "cuda":
+            return "16-bit storage rows run on the GPU"
+        import cupy
+
+        try:
+            cupy.empty(1, dtype=np.dtype(dtype))
+        except (TypeError, ValueError, NotImplementedError):
+            return f"CuPy {cupy.__version__} has no {np.dtype(dtype).name} arrays (CuPy 14 has bfloat16)"
+        return None
+
+    return why
 
 
 def f32(elements: int) -> int:

@@ -53,7 +53,8 @@ def _check(n, c, h, w, k, r, s, stride, pad, dil, activation, dtype=None) -> lis
         refs = R.conv2d_backward(g, x, weight, y=y_saved, activation=activation, **geometry)
         return [Output(name, got, ref, False) for name, got, ref in zip(("grad_x", "grad_w", "grad_b"), grads, refs)]
 
-    return [Check("conv2d", label, run_forward, dtype=dtype), Check("conv2d_backward", label, run_backward, dtype=dtype)]
+    return [Check("conv2d", label, run_forward, dtype=dtype),
+            Check("conv2d_backward", label, run_backward, dtype=dtype)]
 
 
 def checks(quick: bool = True) -> list[Check]:

@@ -7,7 +7,19 @@ forward output, as the ops do.  Tolerance: elementwise (exact up to rounding).
 
 Benchmarks: relu forward and backward on 2^26 elements (the speed-target
 size), against the same expression in CuPy (GPU) or NumPy and the reference
-(CPU).
+(CPU); and the same two on float16 and bfloat16 storage (fp32 arithmetic),
+against the same expression on that dtype (CuPy float16; bfloat16 needs CuPy
+14).
+
+Prediction for the 16-bit rows, not yet run on a GPU: from the sm_90a SASS
+(``dlgpu compile --sass``), relu_forward_bf16/_fp16 use 32 registers and
+relu_backward_* 48, no spills, and every body access is a 16-byte LDG.E.128 /
+STG.E.128 (8 halves); 256-thread blocks, 4 per SM, so 1024 threads per SM each
+with several independent 16-byte loads in flight (the batched map_vec body) --
+about 64 KB per SM, well above the ~15 KB per SM that H100's HBM3 needs to stay
+busy.  Memory-bound, then: about 85-90% of measured copy bandwidth, the same
+share as the float32 kernels, so about half their time (2 and 3 bytes moved per
+element and direction instead of 4).
 """
 
 from __future__ import annotations
@@ -17,7 +29,9 @@ import numpy as np
 import dlgpu.functional as F
 import dlgpu.reference as R
 from dlgpu.precision import BFLOAT16
-from dlgpu.cases.case import STORAGE_DTYPES, Benchmark, Check, Output, f32, prod, randn
+from dlgpu.cases.case import (
+    STORAGE_DTYPES, Benchmark, Check, Output, f32, in_storage, prod, randn, storage_unavailable,
+)
 from dlgpu.testing import random_array
 from dlgpu.errors import ArgumentError, DeviceError, DtypeError, LayoutError, ShapeError
 from dlgpu.testing.bad_input import BadInput, FakeCupy, FakeDlpack, a2, buffer, on_cpu, on_gpu, rand, readonly
@@ -75,6 +89,29 @@ def _relu_backward_inputs(xp, shape, seed):
     return {"grad_y": randn(xp, shape, seed), "y": xp.maximum(randn(xp, shape, seed + 1), 0)}
 
 
+def _storage_rows(dtype: np.dtype) -> tuple[Benchmark, ...]:
+    """relu forward and backward on 16-bit storage, against the same expression on that dtype."""
+    size, note = dtype.itemsize, "16-bit storage, fp32 arithmetic; baseline: the same expression on that dtype"
+    return (
+        Benchmark(
+            family=FAMILY, op="relu_forward", variant=dtype.name, dtype=dtype.name, shapes=SHAPES,
+            make_inputs=in_storage(_relu_inputs, dtype),
+            run=lambda d: F.relu(d["x"]),
+            xp_baseline=lambda xp, d: xp.maximum(d["x"], 0),
+            reference=lambda d: R.relu(d["x"]),
+            bytes_moved=lambda s: size * 2 * prod(s), note=note, unavailable=storage_unavailable(dtype),
+        ),
+        Benchmark(
+            family=FAMILY, op="relu_backward", variant=dtype.name, dtype=dtype.name, shapes=SHAPES,
+            make_inputs=in_storage(_relu_backward_inputs, dtype),
+            run=lambda d: F.relu_backward(d["grad_y"], d["y"]),
+            xp_baseline=lambda xp, d: xp.where(d["y"] > 0, d["grad_y"], xp.zeros((), d["grad_y"].dtype)),
+            reference=lambda d: R.relu_backward(d["grad_y"], d["y"]),
+            bytes_moved=lambda s: size * 3 * prod(s), note=note, unavailable=storage_unavailable(dtype),
+        ),
+    )
+
+
 BENCHMARKS = (
     Benchmark(
         family=FAMILY, op="relu_forward", shapes=SHAPES,
@@ -92,6 +129,7 @@ BENCHMARKS = (
         reference=lambda d: R.relu_backward(d["grad_y"], d["y"]),
         bytes_moved=lambda s: f32(3 * prod(s)),
     ),
+    *(row for dtype in STORAGE_DTYPES for row in _storage_rows(np.dtype(dtype))),
 )
 
 

@@ -59,7 +59,8 @@ def _matmul_check(m: int, n: int, k: int, transpose_a: bool, transpose_b: bool, 
         refs = R.matmul_backward(g, a, b, transpose_a=transpose_a, transpose_b=transpose_b)
         return [Output(name, got, ref, False) for name, got, ref in zip(("grad_a", "grad_b"), grads, refs)]
 
-    return [Check("matmul", label, run_forward, dtype=dtype), Check("matmul_backward", label, run_backward, dtype=dtype)]
+    return [Check("matmul", label, run_forward, dtype=dtype),
+            Check("matmul_backward", label, run_backward, dtype=dtype)]
 
 
 def _linear_check(batch: int, features_in: int, features_out: int, bias: bool, activation,
@@ -87,7 +88,8 @@ def _linear_check(batch: int, features_in: int, features_out: int, bias: bool, a
         refs = R.linear_backward(g, x, w, y=y_saved, activation=activation)
         return [Output(name, got, ref, False) for name, got, ref in zip(("grad_x", "grad_w", "grad_b"), grads, refs)]
 
-    return [Check("linear", label, run_forward, dtype=dtype), Check("linear_backward", label, run_backward, dtype=dtype)]
+    return [Check("linear", label, run_forward, dtype=dtype),
+            Check("linear_backward", label, run_backward, dtype=dtype)]
 
 
 def checks(quick: bool = True) -> list[Check]:

@@ -6,7 +6,16 @@ computed in float64.  Tolerance: elementwise.
 
 Benchmark: the momentum + weight decay step on 2^26 elements (read param,
 grad, velocity; write param, velocity), against the same update in CuPy
-(GPU) or NumPy and the reference (CPU).
+(GPU) or NumPy and the reference (CPU); and the mixed-precision step of each
+16-bit dtype (read the 16-bit grad, the float32 master and velocity; write
+master, velocity and the 16-bit param: 20 bytes per element, as float32's).
+
+Prediction for the master-weights rows, not yet run on a GPU: from the sm_90a
+SASS, sgd_master_momentum_bf16/_fp16 use 32 registers, no spills, and move
+everything with LDG.E.128 / STG.E.128 (10 of each in the body); the same
+occupancy and bytes in flight as the float32 step, so the same share of copy
+bandwidth (about 85-90%) and about the float32 step's time.  The baseline
+(array expressions) makes several passes: about 3-4x slower.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import numpy as np
 
 import dlgpu.functional as F
 import dlgpu.reference as R
-from dlgpu.cases.case import STORAGE_DTYPES, Benchmark, Check, Output, f32, prod, randn
+from dlgpu.cases.case import STORAGE_DTYPES, Benchmark, Check, Output, f32, prod, randn, storage_unavailable
 from dlgpu.cases.elementwise import SHAPES
 from dlgpu.testing import random_array
 from dlgpu.errors import ArgumentError, DeviceError, LayoutError, ShapeError
@@ -80,6 +89,38 @@ def _run(d):
     F.sgd_step(d["param"], d["grad"], d["velocity"], **SETTINGS)
 
 
+def _master_inputs(dtype):
+    def make(xp, shape, seed):
+        d = _inputs(xp, shape, seed)
+        return {"param": d["param"].astype(dtype), "grad": d["grad"].astype(dtype), "velocity": d["velocity"],
+                "master": d["param"]}
+
+    return make
+
+
+def xp_master_step(xp, d):
+    """The mixed-precision update written with array expressions: on the master copy, then rounded."""
+    g = d["grad"].astype(np.float32) + SETTINGS["weight_decay"] * d["master"]
+    d["velocity"] *= SETTINGS["momentum"]
+    d["velocity"] += g
+    d["master"] -= SETTINGS["lr"] * d["velocity"]
+    d["param"][...] = d["master"].astype(d["param"].dtype)
+
+
+def _master_row(dtype: np.dtype) -> Benchmark:
+    return Benchmark(
+        family=FAMILY, op="sgd_step", variant=f"{dtype.name} master+momentum+wd", dtype=dtype.name, shapes=SHAPES,
+        make_inputs=_master_inputs(dtype),
+        run=lambda d: F.sgd_step(d["param"], d["grad"], d["velocity"], master=d["master"], **SETTINGS),
+        xp_baseline=xp_master_step,
+        reference=lambda d: R.sgd_step(d["param"], d["grad"], d["velocity"], master=d["master"], **SETTINGS),
+        # read grad (16-bit), master, velocity; write master, velocity, param (16-bit)
+        bytes_moved=lambda s: (2 * dtype.itemsize + f32(4)) * prod(s),
+        note="float32 master weights and velocity, 16-bit param and grad; fp32 arithmetic",
+        unavailable=storage_unavailable(dtype),
+    )
+
+
 BENCHMARKS = (
     Benchmark(
         family=FAMILY, op="sgd_step", variant="momentum+wd", shapes=SHAPES,
@@ -90,6 +131,7 @@ BENCHMARKS = (
         bytes_moved=lambda s: f32(5 * prod(s)),  # read param, grad, velocity; write param, velocity
         note=f"lr={SETTINGS['lr']} momentum={SETTINGS['momentum']} weight_decay={SETTINGS['weight_decay']}",
     ),
+    *(_master_row(np.dtype(dtype)) for dtype in STORAGE_DTYPES),
 )
 
 
