@@ -37,6 +37,10 @@ class Backend(Protocol):
         backend does not read indices back (the CUDA backend outside debug mode, and while a CUDA
         graph is captured): its kernels check them then, and report a bad one later (dlgpu.device_errors)."""
 
+    def memory_bytes(self) -> int | None:
+        """The memory this backend allocates from (host RAM, the GPU's), in bytes; None when unknown.
+        An op whose results alone would not fit is refused before it allocates anything."""
+
 
     # ---- gemm (dlgpu/ops/gemm.py): C-contiguous operands of one dtype, a resolved precision
 
@@ -86,8 +90,9 @@ class Backend(Protocol):
     def max_pool2d(self, x, kernel, stride, padding):
         """(y, argmax), both (N, C, P, Q); argmax int32."""
 
-    def max_pool2d_backward(self, grad_y, argmax, input_shape: tuple[int, int, int, int]):
-        """grad_x of ``input_shape``: grad_y added at argmax, overlapping windows summed."""
+    def max_pool2d_backward(self, grad_y, argmax, input_shape: tuple[int, int, int, int], kernel, stride, padding):
+        """grad_x of ``input_shape``: grad_y added at argmax, overlapping windows summed; an argmax outside
+        its own window (kernel, stride, padding, which gave grad_y's shape) adds nothing."""
 
     # ---- softmax (dlgpu/ops/softmax.py): (N, C) rows, int32/int64 labels in [0, C) (checked as index_range says)
 
@@ -96,6 +101,14 @@ class Backend(Protocol):
 
     def softmax_cross_entropy_backward(self, probs, labels):
         """grad_logits = (probs - onehot(labels)) / N."""
+
+    # ---- mse (dlgpu/ops/mse.py): y and t C-contiguous of one shape (N, ...), N >= 1
+
+    def mse_loss(self, y, t):
+        """The mean over the N rows of 0.5 * sum((y - t)^2) over each row, as a 0-d array."""
+
+    def mse_loss_backward(self, y, t):
+        """dloss/dy = (y - t) / N."""
 
     # ---- sgd (dlgpu/ops/sgd.py): disjoint C-contiguous arrays of one shape; velocity may be None when
     # momentum is 0, and is then left alone; master None, or float32 master weights of a 16-bit param
@@ -107,16 +120,39 @@ class Backend(Protocol):
         set to it rounded.  grad is divided by grad_scale first."""
 
 
+# What a backend answers about itself rather than computes.
+QUERIES: tuple[str, ...] = ("index_range", "memory_bytes")
+
 # Every op a backend runs, in the order Backend declares them.
 OPS: tuple[str, ...] = tuple(
     name for name, value in vars(Backend).items()
-    if inspect.isfunction(value) and not name.startswith("_") and name != "index_range"
+    if inspect.isfunction(value) and not name.startswith("_") and name not in QUERIES
 )
+
+
+# ndarray subclasses that are plain memory with ndarray's semantics; every other subclass
+# (np.matrix's `*`, a masked array's mask, units, ...) means something the kernels would ignore.
+_PLAIN_NDARRAYS = (np.ndarray, np.memmap)
+
+
+def _refuse_subclass(op: str, name: str, array) -> None:
+    kind = f"{type(array).__module__}.{type(array).__name__}"
+    if isinstance(array, np.ma.MaskedArray):
+        raise DtypeError(
+            f"{op}: {name} is a masked array ({kind}); dlgpu would ignore its mask. "
+            "Pass plain data: x.filled(value) or x.compressed()"
+        )
+    raise DtypeError(
+        f"{op}: {name} is a {kind}, a subclass of numpy.ndarray whose behaviour dlgpu does not keep; "
+        "pass a plain array: np.asarray(x)"
+    )
 
 
 def _array_kind(op: str, name: str, array) -> str:
     """'numpy' or 'cupy'; anything else is refused with a hint."""
     if isinstance(array, np.ndarray):
+        if type(array) not in _PLAIN_NDARRAYS:
+            _refuse_subclass(op, name, array)
         return "numpy"
     if is_cupy(array):
         return "cupy"
@@ -125,9 +161,11 @@ def _array_kind(op: str, name: str, array) -> str:
             f"{op}: {name} is a {type(array).__module__}.{type(array).__name__}; "
             "wrap it with dlgpu.interop.to_native (cupy.from_dlpack / np.from_dlpack, no copy)"
         )
+    if isinstance(array, np.generic):
+        raise DtypeError(f"{op}: {name} is a NumPy scalar ({type(array).__name__}); pass an array: np.asarray(x)")
     raise DtypeError(
         f"{op}: {name} must be a NumPy or CuPy array (or one with DLPack or "
-        f"__cuda_array_interface__), got {type(array).__name__}"
+        f"__cuda_array_interface__), got {type(array).__name__}; convert it with np.asarray(x)"
     )
 
 

@@ -15,7 +15,7 @@ SUBCOMMANDS = {
     "info": ("dlgpu.info", "add_arguments", "main", "versions, device, NVRTC, cache folder, kernel hash"),
     "check": ("dlgpu.check", "add_arguments", "main", "every op against the float64 reference; exit 1 on failure"),
     "bench": ("dlgpu.bench.cli", "add_arguments", "main", "benchmarks against cuBLAS/cuDNN/CuPy (or the CPU backend)"),
-    "train": ("dlgpu.train.cli", "add_arguments", "main", "a LeNet or MLP fits scikit-learn's 8x8 digits (GPU or CPU)"),
+    "train": ("dlgpu.train.cli", "add_arguments", "main", "a LeNet or MLP fits the 8x8 digits, or Figure 1's net two classes (GPU or CPU)"),
     "compile": ("dlgpu.compile", "add_arguments", "main", "build every kernel ahead of time, in parallel"),
 }
 

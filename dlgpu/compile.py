@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from dlgpu import arguments
 from dlgpu.cuda import compiler
 from dlgpu.errors import BackendUnavailableError, CompileError
 
@@ -74,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"else {','.join(compiler.DEFAULT_ARCHS)})",
     )
     parser.add_argument(
-        "--jobs", "-j", type=int, default=None, metavar="N",
+        "--jobs", "-j", type=arguments.positive_count, default=None, metavar="N",
         help=f"compile N modules at once, one process each (default: all CPUs, here {default_jobs()})",
     )  # fmt: skip
     parser.add_argument(

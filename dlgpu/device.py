@@ -1,4 +1,4 @@
-"""Two questions many parts of dlgpu ask: is this a CuPy array, and is there a GPU?
+"""Two questions many parts of dlgpu ask: is this a CuPy array (and so which array module), and is there a GPU?
 
 Both are answered here and nowhere else.  Neither imports CuPy to answer the
 first (a CuPy array's type lives in the ``cupy`` package, so CuPy is already
@@ -14,6 +14,17 @@ from __future__ import annotations
 def is_cupy(obj) -> bool:
     """A CuPy array (by its type's package, so asking imports nothing)."""
     return type(obj).__module__.split(".")[0] == "cupy" and hasattr(obj, "device")
+
+
+def array_module(array):
+    """numpy for a NumPy array, cupy for a CuPy array (CuPy is imported already when one exists)."""
+    if is_cupy(array):
+        import sys
+
+        return sys.modules["cupy"]
+    import numpy
+
+    return numpy
 
 
 def gpu_unavailable_reason() -> str | None:

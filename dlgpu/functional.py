@@ -44,6 +44,7 @@ from __future__ import annotations
 from dlgpu.ops.conv2d import *  # noqa: F403 - each stem's public ops live in dlgpu/ops/<stem>.py
 from dlgpu.ops.elementwise import *  # noqa: F403
 from dlgpu.ops.gemm import *  # noqa: F403
+from dlgpu.ops.mse import *  # noqa: F403
 from dlgpu.ops.pool import *  # noqa: F403
 from dlgpu.ops.sgd import *  # noqa: F403
 from dlgpu.ops.softmax import *  # noqa: F403

@@ -134,6 +134,9 @@ def main(argv=None) -> None:
               f"test accuracy {100 * correct / len(y_test):.2f}% ({correct}/{len(y_test)})")
         if args.save:
             save_state(model, args.save)
+    # Tear down together: a rank that destroys its group and exits while another still works can take
+    # gloo's threads down mid-connection (seen as 'terminate called without an active exception').
+    dist.barrier()
     dist.destroy_process_group()
 
 

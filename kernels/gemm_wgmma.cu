@@ -5,32 +5,54 @@
 // tf32, straight from global memory by TMA, accumulated in fp32; C is fp32, or with GEMM_STORE_HALF the
 // operands' 16-bit type.  The launcher is dlgpu/cuda/gemm_wgmma.py.
 //
-//   gemm_wgmma_128x<BN>_<layout>_<precision>(maps, bias, c, M, N, K, flags)
-//       GEMM_WGMMA_CONFIGS below: BN 256 (4 stages) or 128 (6 stages); layouts nn, nt, tn, tt
-//       (GEMM_PLAIN_LAYOUTS) for bf16 and fp16, nt only for tf32
-//       (wgmma reads tf32 operands K-major: A stored M x K, B stored N x K).  `maps`: two TMA tensor maps
-//       of 128 bytes (dlgpu/cuda/tma.py), A's then B's, each over the matrix as stored, boxes of 128-byte
-//       rows with the 128-byte swizzle.  bias: fp32 (N,).  c: fp32 or 16-bit, row-major, M x N.
-//       384 threads: warpgroup 0 the producer, 1 and 2 the consumers.  A persistent grid of
-//       min(tiles, SMs) blocks, one per SM (192 KB of shared memory); block b computes tiles b, b + grid,
-//       ... in grouped raster order (gemm_tile.cuh).  Dynamic shared memory STAGES x (A + B) + barriers
-//       + 1 KB to align: 197,696 bytes (BN 256) or 197,728 (BN 128), above 48 KB: the executor opts in.
+//   gemm_wgmma_128x<BN>_<layout>_<precision>(maps, bias, workspace, counters, M, N, K, flags, splits)
+//       GEMM_WGMMA_CONFIGS below: BN 256 (4 stages, clusters of 2 CTAs) or 128 (6 stages, no cluster);
+//       layouts nn, nt, tn, tt (GEMM_PLAIN_LAYOUTS) for bf16 and fp16, nt only for tf32
+//       (wgmma reads tf32 operands K-major: A stored M x K, B stored N x K).  `maps`: TMA tensor maps of
+//       128 bytes (dlgpu/cuda/tma.py), A's, B's and C's, each over the matrix as stored with the 128-byte
+//       swizzle: A boxes of 128-byte rows, B's of BN / CLUSTER rows (each CTA of a cluster loads its
+//       share), C's of 16 rows x 128 bytes; C (fp32 or 16-bit, M x N) is row-major with a pitch of 16-byte
+//       multiples (the launcher pads it where N does not allow that).  bias: fp32 (N,).  splits: split-K ways (1: none), with `workspace` (fp32, a BM x BN
+//       slice per tile and split) and `counters` (int, WGMMA_WARPS_PER_TILE per tile, zeroed).
+//       384 threads: warpgroup 0 the producer, 1 and 2 the consumers.  A persistent grid of whole
+//       clusters, at most one CTA per SM (225 KB of shared memory); cluster c computes units c,
+//       c + clusters, ... (WgmmaSchedule: tiles in grouped raster order, gemm_tile.cuh, split-K ranges).
+//       Dynamic shared memory STAGES x (A + B) + 32 KB of TMA-store staging + barriers + 1 KB to align:
+//       230,464 bytes (BN 256) or 230,496 (BN 128), above 48 KB: the executor opts in.
 //
 // The pipeline.  Each stage of the ring holds a 128 x BK tile of A and a BN x BK tile of B, BK = 128 bytes of
 // k (64 halves, 32 tf32), as TMA writes them: 128-byte rows, 128-byte swizzle, 1024-byte aligned.  Per stage,
 // an mbarrier `full` (1 arrival: the producer's arrive.expect_tx of the stage's bytes, completed by the TMA
-// transactions) and `empty` (2 arrivals: one per consumer warpgroup once its wgmmas reading the stage are
-// done).  One producer thread walks the block's tiles and k-tiles: wait `empty` (parity phase ^ 1: a fresh
-// barrier counts as released), arrive.expect_tx on `full`, issue the stage's TMA loads (boxes partly or
-// wholly outside the matrix are zero-filled, which is how edges are handled: no predication anywhere).
+// transactions) and `empty` (2 x CLUSTER arrivals: one per consumer warpgroup of the cluster once its wgmmas
+// reading the stage are done).  One producer thread walks the block's units and their k-tiles: wait `empty`
+// (parity phase ^ 1: a fresh barrier counts as released), arrive.expect_tx on `full`, issue the stage's TMA
+// loads (boxes partly or wholly outside the matrix are zero-filled, which is how edges are handled: no
+// predication anywhere).
 // Consumer warpgroup w owns rows [64 w, 64 w + 64) of the tile and all BN columns: per k-tile it waits
 // `full`, issues BK / KSTEP wgmma m64nBNk{16,8} (descriptors below), commits them as one group and waits
 // until at most that group is in flight, so the previous stage's wgmmas are done and it releases that
 // stage.  A tile's last stage is released after wgmma_wait<0>; then the warpgroup stores its 64 x BN
 // accumulators (bias, ReLU, conversion) while the producer already fills the stages of the next tile.
-// The ring's stage and phase run on across tiles.  setmaxnreg moves registers from the producer
+// The ring's stage and phase run on across units.  setmaxnreg moves registers from the producer
 // (40) to the consumers (232: 128 fp32 accumulators at BN 256): 40 + 2 x 232 = 504 <= 512 per thread-slot
 // of the 64K-register file.
+//
+// Clusters (BN 256).  The two CTAs of a cluster compute vertically adjacent tiles (rows m0 and m0 + 128,
+// the same BN columns), so they need the same B tile: each CTA's producer loads half of it
+// (multicast::cluster) into the same stage of both CTAs, and each CTA's `full` barrier expects its own A
+// plus the whole B.  A stage may be refilled only when the consumers of both CTAs are done with it, as
+// the peer's producer writes into it too: `empty` counts 2 x 2 arrivals, and each consumer warpgroup
+// arrives on the stage's `empty` in both CTAs (mapa + mbarrier.arrive.shared::cluster).  barrier.cluster
+// after the barriers' init (before any peer's copy or arrival reaches them) and before exit (no CTA
+// leaves while its peer can still arrive on its barriers).
+//
+// The epilogue.  Each consumer warp writes its 16 x BN accumulators (bias, ReLU, conversion) into two
+// staging boxes of 16 rows x 128 bytes in shared memory (128-byte swizzle, no bank conflicts) and lane 0
+// stores them with cp.async.bulk.tensor, which clips at M and N; before refilling a box it waits until the
+// previous stores have read it (bulk wait_group.read).  One path only: a second one storing from
+// registers (for pitches TMA cannot take) made ptxas take over twice as long.  Split-K: each warp writes its
+// partial sums to the workspace and counts itself in on its tile's counter; the last of the splits adds
+// all of them in split order (the result does not depend on who came last) and stores C.
 //
 // Descriptors (PTX ISA, shared memory matrix layouts; 128-byte swizzle, so stride byte offset = 8 rows x 128
 // bytes = 1024 between 8-row groups):
@@ -44,47 +66,64 @@
 // Predicted rate (NOT YET RUN ON A GPU), H100 SXM: 132 SMs, 2048 dense bf16 FMA per clock per SM (989 TFLOP/s at
 // 1.83 GHz; ~945 at the ~1.75 GHz such loads sustain), from the sm_90a build of 128x256 nt bf16:
 //   registers   168 per thread at launch (the cap for 384 threads, one block per SM), no spills, no local
-//               memory; setmaxnreg 40 / 232 honoured (USETMAXREG in SASS, no ptxas warning).
+//               memory; setmaxnreg 40 / 232 honoured (USETMAXREG in SASS, no ptxas warning).  The SASS has
+//               UTMALDG.2D.MULTICAST for B's share, UTMASTG for C, UCGABAR_ARV/WAIT for the cluster barrier.
 //   tensor      per k-tile per SM: 2 warpgroups x 4 HGMMA.64x256x16 = 2.1 M FMA = 1024 clocks.
-//   issue       85 SASS instructions per consumer warp per k-tile (4 of them HGMMA), 35 per producer
-//               k-tile (2 UTMALDG for nt): 2 x 85 of 1024 issue slots per scheduler, 17 %: not a limit.
+//   issue       the first round's count, 85 SASS instructions per consumer warp per k-tile (4 HGMMA), plus the
+//               second `empty` arrival (mapa + arrive to the peer): ~2 x 90 of 1024 issue slots per scheduler,
+//               under 20 %: not a limit.
+//   L2 -> SM    per k-tile per SM 16 KB of A and, with B multicast to the cluster's 2 CTAs, half of B's 32 KB:
+//               32 KB (48 KB without the cluster), 31 B/clock/SM, about 7.3 TB/s for 132 SMs: a third less
+//               than before, no longer far past what H100's L2 is reported to deliver.  Multicast along M
+//               shares the larger operand; a 2 x 2 cluster would take it to 24 KB (not done).
 //   shared      per k-tile wgmma reads 2 x (8 KB of A + 32 KB of B) and TMA writes 48 KB: 125 B/clock of the
-//               128 B/clock port, at the edge if both go through it.
-//   L2 -> SM    48 KB per k-tile per SM, 47 B/clock/SM: about 11 TB/s for 132 SMs, beyond what H100's L2 is
-//               reported to deliver without cluster multicast: the likely limit.
-//   waves       4096^2: 512 tiles on 132 SMs (3.9 waves, 97 %); 8192^2: 2048 tiles (15.5 waves, 97 %).
-//   epilogue    64 paired stores per thread per tile, ~1.5 K issue clocks against 65 K (K = 4096) or 131 K
-//               (K = 8192) clocks of main loop: 2 % / 1 %, partly hidden by the producer's prefetch.
-// => bf16/fp16 at 4096^3 and 8192^3: 570-680 TFLOP/s, 0.7-0.9x cuBLAS (~750-800); tf32 (same bytes and clocks
-// per k-tile at half the FLOPs): 285-340 TFLOP/s, 0.65-0.85x cuBLAS TF32.  Short of issue 19's 1.0x: what
-// remains is 2-CTA clusters with TMA multicast (halves B's L2 traffic), a TMA-store epilogue, and
-// larger per-consumer tiles.  The GPU run confirms or refutes this.
+//               128 B/clock port (multicast does not change what lands in each CTA): now the likely limit.
+//   waves       4096^2: 256 cluster tiles on 66 clusters (3.9 waves, 97 %); 8192^2: 1024 (15.5 waves, 97 %),
+//               assuming all 66 pairs of SMs co-schedule (clusters must fit a GPC).
+//   epilogue    per thread 64 8-byte shared stores and per warp 8 (fp32) or 4 (16-bit) bulk stores, whose
+//               global writes are whole 128-byte lines issued by the TMA unit while the consumers go on to
+//               the next tile; before, 64 global stores per thread each touching 8 half-used lines: ~1-2 % of
+//               the main loop, now ~0.5-1 %.
+//   split-K     only for shapes of few tiles: 512 x 512 x 8192 (16 tiles of 128x128) splits 8 ways, 128 CTAs
+//               busy instead of 16, for 8 x 64 KB of fp32 partial sums through L2 per tile.
+// => bf16/fp16 at 4096^3 and 8192^3: 650-760 TFLOP/s, 0.8-0.95x cuBLAS (~750-800); tf32 (same bytes and clocks
+// per k-tile at half the FLOPs): 325-380 TFLOP/s, 0.75-0.9x cuBLAS TF32.  Still not sure of issue 19's 1.0x:
+// the shared-memory port remains, and the GPU run confirms or refutes all of this.
 //
-// dlgpu-sass: gemm_wgmma_* arch=sm_90a HGMMA UTMALDG SYNCS !LDL !STL
+// dlgpu-sass: gemm_wgmma_* arch=sm_90a HGMMA UTMALDG UTMASTG SYNCS !LDL !STL
+// dlgpu-sass: gemm_wgmma_128x256_* arch=sm_90a UTMALDG.MULTICAST UCGABAR_ARV UCGABAR_WAIT
 
 #include "common.cuh"
 #include "gemm_tile.cuh"
 #include "ptx.cuh"
 #include "ptx_sm90.cuh"
 
-// wgmma and setmaxnreg exist on sm_90a alone; the harness models them.  Elsewhere the kernels trap (the
-// launcher chooses them only on compute capability 9.0).
+// wgmma, setmaxnreg and multicast exist on sm_90a alone; the harness models them.  Elsewhere the kernels
+// trap (the launcher chooses them only on compute capability 9.0) and declare no cluster.
 #if defined(DLGPU_HOST_HARNESS) || (defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL))
 #define WGMMA_GEMM_AVAILABLE 1
+#define WGMMA_CLUSTER_DIMS_2 __cluster_dims__(2, 1, 1)
 #else
 #define WGMMA_GEMM_AVAILABLE 0
+#define WGMMA_CLUSTER_DIMS_2
 #endif
+#define WGMMA_CLUSTER_DIMS_1
+#define WGMMA_CLUSTER_DIMS(n) WGMMA_CLUSTER_DIMS_##n  // a kernel attribute for clusters of n > 1
 
 #define WGMMA_BM 128
 #define WGMMA_THREADS 384
 #define WGMMA_CONSUMERS 2
 #define WGMMA_PRODUCER_REGISTERS 40
 #define WGMMA_CONSUMER_REGISTERS 232
+#define WGMMA_STORE_ROWS 16    // a TMA store box: one consumer warp's 16 rows of 128 bytes
+#define WGMMA_STORE_BOXES 2    // staging boxes per consumer warp
+#define WGMMA_WARPS_PER_TILE 8 // consumer warps of a tile: one split-K counter each
 
-// The tile configurations, largest first: X(BM, BN, THREADS, STAGES).  dlgpu/cuda/gemm_wgmma.py reads this list.
-#define GEMM_WGMMA_CONFIGS(X) \
-    X(128, 256, 384, 4)       \
-    X(128, 128, 384, 6)
+// The tile configurations, largest first: X(BM, BN, THREADS, STAGES, CLUSTER).  CLUSTER CTAs along M
+// share each B tile by multicast.  dlgpu/cuda/gemm_wgmma.py reads this list.
+#define GEMM_WGMMA_CONFIGS(X)    \
+    X(128, 256, 384, 4, 2)       \
+    X(128, 128, 384, 6, 1)
 
 // Sizes for precision P, BN columns and STAGES stages.
 template <ptx::Precision P, int BN, int STAGES> struct WgmmaTiles {
@@ -94,86 +133,176 @@ template <ptx::Precision P, int BN, int STAGES> struct WgmmaTiles {
     static constexpr int kABytes = WGMMA_BM * 128;  // 128 rows (or BK rows x 2 boxes) of 128 bytes
     static constexpr int kBBytes = BN * 128;
     static constexpr int kStageBytes = kABytes + kBBytes;
-    static constexpr int kSharedBytes = STAGES * kStageBytes + 2 * STAGES * 8 + 1024;
+    static constexpr int kBoxBytes = WGMMA_STORE_ROWS * 128;
+    static constexpr int kStagingBytes = WGMMA_WARPS_PER_TILE * WGMMA_STORE_BOXES * kBoxBytes;
+    static constexpr int kSharedBytes = STAGES * kStageBytes + kStagingBytes + 2 * STAGES * 8 + 1024;
     static_assert(kBK * kElement == 128 && BN % 64 == 0 && BN <= 256, "tiles of 128-byte rows");
 };
 
-// A consumer thread's 64 x BN accumulators to C through the fused epilogue.  Accumulator i is row
-// 8 ((i / 2) % 2) and column 8 (i / 4) + i % 2 from the thread's (row0, col0) (ptx_sm90.cuh's fragment):
-// pairs of adjacent columns, stored as one 8-byte (fp32) or 4-byte (16-bit) access when N is even (then
-// every pair starts on an even column, so it is aligned and wholly inside when its first column is).
+// ---------------------------------------------------------------- the work of a persistent block
+// A unit is one tile of C, or with split-K one of `splits` ranges of its k-tiles.  Units are numbered
+// per cluster tile (CLUSTER tiles stacked along M, computed by the cluster's CTAs together), splits
+// fastest, cluster tiles in grouped raster order; cluster c walks units c, c + clusters, ...  Every
+// split is non-empty: the launcher picks `splits` so that (splits - 1) x per_split < k_tiles.
+template <int BN, int CLUSTER> struct WgmmaSchedule {
+    int tiles_m, tiles_n, pairs_m, units, k_tiles, splits, per_split;
+
+    __device__ __forceinline__ WgmmaSchedule(int M, int N, int K, int bk, int splits_)
+        : tiles_m((M + WGMMA_BM - 1) / WGMMA_BM), tiles_n((N + BN - 1) / BN),
+          pairs_m((tiles_m + CLUSTER - 1) / CLUSTER), units(pairs_m * tiles_n * splits_),
+          k_tiles((K + bk - 1) / bk), splits(splits_), per_split((k_tiles + splits_ - 1) / splits_)
+    {
+    }
+    // The tile of unit u for the CTA of cluster rank `rank`, its split and its k-tiles [begin, end).
+    // With an odd number of tile rows, the last cluster tile's upper CTA gets tile_m == tiles_m: it
+    // loads zeros (TMA fills boxes outside A) and stores nothing, but keeps its cluster in step.
+    __device__ __forceinline__ void unit(int u, int rank, int& tile_m, int& tile_n, int& split, int& begin,
+                                         int& end) const
+    {
+        int pair_m;
+        grouped_tile(u / splits, pairs_m, tiles_n, pair_m, tile_n);
+        tile_m = pair_m * CLUSTER + rank;
+        split = u % splits;
+        begin = split * per_split;
+        end = begin + per_split < k_tiles ? begin + per_split : k_tiles;
+    }
+};
+
+// ---------------------------------------------------------------- the epilogue
+// A consumer thread's 64 x BN accumulators: accumulator i is row 8 ((i / 2) % 2) and column 8 (i / 4) + i % 2
+// from the thread's (row0, col0) (ptx_sm90.cuh's fragment), so pairs (i, i + 1) are adjacent columns.
 __device__ __forceinline__ void store_pair(float* at, float v0, float v1)
 {
     *reinterpret_cast<float2*>(at) = make_float2(v0, v1);
 }
-__device__ __forceinline__ void store_one(float* at, float v) { *at = v; }
 template <ptx::Precision P> __device__ __forceinline__ void store_pair(unsigned short* at, float v0, float v1)
 {
     *reinterpret_cast<unsigned*>(at) = ptx::pack_half2<P>(v0, v1);
 }
-template <ptx::Precision P> __device__ __forceinline__ void store_one(unsigned short* at, float v)
+
+// The fused epilogue of a column that may lie past N (its bias is not read there).
+__device__ __forceinline__ float epilogue_at(float v, int col, int N, const float* bias, int flags)
 {
-    *at = (unsigned short)(ptx::pack_half2<P>(v, 0.0f) & 0xffffu);
+    return col < N ? epilogue(v, col, bias, flags) : 0.0f;
 }
 
+// Through shared memory and TMA stores: the warp's 16 rows go out in boxes of 16 rows x 128 bytes (32
+// fp32 or 64 16-bit columns), written into the warp's WGMMA_STORE_BOXES staging boxes with the 128-byte
+// swizzle (16-byte chunk c of row r at chunk c ^ (r % 8): the 8 rows a store instruction touches hit 8
+// different chunks, no bank conflict) and stored by lane 0; TMA clips the boxes at M and N.  A round
+// waits until the previous round's stores have read the staging boxes.
 template <ptx::Precision P, int BN, class Out>
-__device__ __forceinline__ void store_accumulators(const float (&acc)[BN / 2], Out* c, const float* bias, int flags,
-                                                   int row0, int col0, int M, int N)
+__device__ __forceinline__ void store_tma(const float (&acc)[BN / 2], unsigned char* staging, const unsigned char* map,
+                                          const float* bias, int flags, int box_row, int tile_col, int N)
 {
-    const bool pairs = N % 2 == 0;
+    constexpr int kOut = sizeof(Out), kCols = 128 / kOut, kBoxes = BN / kCols;
+    constexpr int kRounds = (kBoxes + WGMMA_STORE_BOXES - 1) / WGMMA_STORE_BOXES;
+    const int lane = threadIdx.x % 32;
     DLGPU_UNROLL
-    for (int i = 0; i < BN / 2; i += 2) {
-        const int row = row0 + 8 * ((i / 2) % 2), col = col0 + 8 * (i / 4);
-        if (row >= M || col >= N) continue;
-        const bool second = col + 1 < N;
-        const float v0 = epilogue(acc[i], col, bias, flags);
-        const float v1 = epilogue(acc[i + 1], second ? col + 1 : col, bias, flags);
-        Out* const at = c + (long long)row * N + col;
-        if constexpr (sizeof(Out) == 4) {
-            if (pairs) store_pair(at, v0, v1);
-            else {
-                store_one(at, v0);
-                if (second) store_one(at + 1, v1);
-            }
-        } else {
-            if (pairs) store_pair<P>(at, v0, v1);
-            else {
-                store_one<P>(at, v0);
-                if (second) store_one<P>(at + 1, v1);
-            }
+    for (int round = 0; round < kRounds; ++round) {
+        if (lane == 0) ptx::bulk_wait_read<0>();
+        __syncwarp();
+        DLGPU_UNROLL
+        for (int i = 0; i < BN / 2; i += 2) {
+            const int box = 8 * (i / 4) / kCols;  // the same for every lane: boxes hold whole 8-column groups
+            if (box / WGMMA_STORE_BOXES != round) continue;
+            const int row = lane / 4 + 8 * ((i / 2) % 2), col = 8 * (i / 4) + 2 * (lane % 4);
+            const float v0 = epilogue_at(acc[i], tile_col + col, N, bias, flags);
+            const float v1 = epilogue_at(acc[i + 1], tile_col + col + 1, N, bias, flags);
+            const int byte = (col % kCols) * kOut;
+            Out* const at = reinterpret_cast<Out*>(staging + (box % WGMMA_STORE_BOXES) * WGMMA_STORE_ROWS * 128 +
+                                                   row * 128 + ((byte / 16) ^ (row % 8)) * 16 + byte % 16);
+            if constexpr (kOut == 4) store_pair(at, v0, v1);
+            else store_pair<P>(at, v0, v1);
+        }
+        ptx::fence_proxy_async_shared();  // each writer's stores, visible to the TMA unit
+        __syncwarp();
+        if (lane == 0) {
+            DLGPU_UNROLL
+            for (int box = round * WGMMA_STORE_BOXES; box < kBoxes && box < (round + 1) * WGMMA_STORE_BOXES; ++box)
+                ptx::tma_store_2d(map, tile_col + box * kCols, box_row,
+                                  staging + (box % WGMMA_STORE_BOXES) * WGMMA_STORE_ROWS * 128);
+            ptx::bulk_commit();
         }
     }
 }
 
-template <ptx::Precision P, int BN, int STAGES, bool kTransA, bool kTransB>
-__device__ __forceinline__ void wgmma_gemm(const unsigned char* maps, const float* bias, void* c, int M, int N, int K,
-                                           int flags)
+// Split-K: a warp's partial sums go to its unit's slice of `workspace`, in fragment order (each store
+// instruction writes 32 consecutive floats); the warp then counts itself in on its tile's counter.  The
+// warp that arrives last adds every split's partials, in split order (so the sum does not depend on who
+// came last), into `acc` and returns true; the others return false.  Each writer fences before the
+// count, and the last warp after it (as CUDA's threadFenceReduction sample does, with __syncwarp for its
+// __syncthreads); its loads bypass L1 (ld.global.cg), which never held these lines.
+template <int BN>
+__device__ __forceinline__ bool reduce_splits(float (&acc)[BN / 2], float* workspace, int* counters, int tile,
+                                              int split, int splits, int warp_in_tile)
+{
+    const int lane = threadIdx.x % 32;
+    constexpr long long kTileFloats = WGMMA_BM * BN, kWarpFloats = kTileFloats / WGMMA_WARPS_PER_TILE;
+    float* const mine = workspace + ((long long)tile * splits + split) * kTileFloats + warp_in_tile * kWarpFloats;
+    DLGPU_UNROLL
+    for (int i = 0; i < BN / 2; ++i) mine[i * 32 + lane] = acc[i];
+    __threadfence();
+    __syncwarp();
+    int arrived = 0;
+    if (lane == 0) arrived = atomicAdd(&counters[tile * WGMMA_WARPS_PER_TILE + warp_in_tile], 1);
+    arrived = __shfl_sync(DLGPU_FULL_WARP, arrived, 0);
+    if (arrived != splits - 1) return false;
+    __syncwarp();  // what lane 0's count saw, to every lane (bar.warp.sync orders memory among its lanes)
+    __threadfence();
+    const float* const first = workspace + (long long)tile * splits * kTileFloats + warp_in_tile * kWarpFloats;
+    DLGPU_UNROLL
+    for (int i = 0; i < BN / 2; ++i) acc[i] = __ldcg(first + i * 32 + lane);
+    for (int s = 1; s < splits; ++s) {
+        DLGPU_UNROLL
+        for (int i = 0; i < BN / 2; ++i) acc[i] += __ldcg(first + s * kTileFloats + i * 32 + lane);
+    }
+    return true;
+}
+
+// ---------------------------------------------------------------- the kernel
+template <ptx::Precision P, int BN, int STAGES, int CLUSTER, bool kTransA, bool kTransB>
+__device__ __forceinline__ void wgmma_gemm(const unsigned char* maps, const float* bias, float* workspace,
+                                           int* counters, int M, int N, int K, int flags, int splits)
 {
 #if WGMMA_GEMM_AVAILABLE
     using T = WgmmaTiles<P, BN, STAGES>;
     static_assert(P != ptx::Precision::tf32 || (!kTransA && kTransB), "tf32 operands must be K-major: layout nt");
+    static_assert(CLUSTER == 1 || CLUSTER == 2, "clusters of one or two CTAs");
     extern __shared__ __align__(1024) unsigned char wgmma_shared[];
-    // The swizzle patterns repeat every 1024 bytes of shared address: tiles start on such a boundary.
+    // The swizzle patterns repeat every 1024 bytes of shared address: tiles start on such a boundary.  The
+    // offset is the same in every CTA (one kernel, one shared layout), as multicast needs.
     unsigned char* const smem = wgmma_shared + (1024 - ptx::shared_window_address(wgmma_shared) % 1024) % 1024;
     unsigned char* const a_tiles = smem;
     unsigned char* const b_tiles = smem + STAGES * T::kABytes;
-    unsigned long long* const full = reinterpret_cast<unsigned long long*>(b_tiles + STAGES * T::kBBytes);
+    unsigned char* const staging = b_tiles + STAGES * T::kBBytes;
+    unsigned long long* const full = reinterpret_cast<unsigned long long*>(staging + T::kStagingBytes);
     unsigned long long* const empty = full + STAGES;
     const unsigned char* const map_a = maps;
     const unsigned char* const map_b = maps + 128;
+    const unsigned char* const map_c = maps + 256;
 
-    const int tiles_m = (M + WGMMA_BM - 1) / WGMMA_BM, tiles_n = (N + BN - 1) / BN;
-    const int tiles = tiles_m * tiles_n, k_tiles = (K + T::kBK - 1) / T::kBK;
+    const WgmmaSchedule<BN, CLUSTER> schedule(M, N, K, T::kBK, splits);
+    const int rank = CLUSTER == 1 ? 0 : (int)ptx::cluster_ctarank();
+    const int cluster = blockIdx.x / CLUSTER, clusters = gridDim.x / CLUSTER;
     const int warpgroup = threadIdx.x / 128;
 
     if (threadIdx.x == 0) {
         for (int s = 0; s < STAGES; ++s) {
             ptx::mbarrier_init(&full[s], 1);
-            ptx::mbarrier_init(&empty[s], WGMMA_CONSUMERS);
+            // A stage is free once every consumer warpgroup of the cluster is done with it: each CTA's
+            // producer writes (its half of B) into every CTA's copy of the stage.
+            ptx::mbarrier_init(&empty[s], WGMMA_CONSUMERS * CLUSTER);
         }
         ptx::fence_mbarrier_init();
     }
-    __syncthreads();
+    // The barriers of every CTA are initialized before any CTA's copies or arrivals reach them.
+    if constexpr (CLUSTER > 1) {
+        ptx::cluster_arrive();
+        ptx::cluster_wait();
+    } else {
+        __syncthreads();
+    }
 
     if (warpgroup == 0) {
         // ---- producer: one thread issues every TMA load of the block
@@ -183,13 +312,14 @@ __device__ __forceinline__ void wgmma_gemm(const unsigned char* maps, const floa
         ptx::prefetch_tensor_map(map_b);
         int stage = 0;
         unsigned phase = 0;
-        for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-            int tile_m, tile_n;
-            grouped_tile(tile, tiles_m, tiles_n, tile_m, tile_n);
+        for (int u = cluster; u < schedule.units; u += clusters) {
+            int tile_m, tile_n, split, begin, end;
+            schedule.unit(u, rank, tile_m, tile_n, split, begin, end);
             const int m0 = tile_m * WGMMA_BM, n0 = tile_n * BN;
-            for (int kt = 0; kt < k_tiles; ++kt) {
+            for (int kt = begin; kt < end; ++kt) {
                 const int k0 = kt * T::kBK;
                 ptx::mbarrier_wait(&empty[stage], phase ^ 1);
+                // The whole stage lands here: A from this CTA's loads, B from every CTA's share.
                 ptx::mbarrier_arrive_expect_tx(&full[stage], T::kStageBytes);
                 unsigned char* const a = a_tiles + stage * T::kABytes;
                 unsigned char* const b = b_tiles + stage * T::kBBytes;
@@ -201,12 +331,20 @@ __device__ __forceinline__ void wgmma_gemm(const unsigned char* maps, const floa
                 } else {
                     ptx::tma_load_2d(a, map_a, k0, m0, &full[stage]);
                 }
-                if constexpr (kTransB) {
-                    ptx::tma_load_2d(b, map_b, k0, n0, &full[stage]);
-                } else {
-                    DLGPU_UNROLL
-                    for (int box = 0; box < BN / 64; ++box)
-                        ptx::tma_load_2d(b + box * T::kBK * 128, map_b, n0 + 64 * box, k0, &full[stage]);
+                // This CTA's share of B: one box of BN / CLUSTER rows of k (K-major), or BN / 64 / CLUSTER
+                // boxes of 64 columns (N-major), sent to every CTA of the cluster.
+                constexpr int kBoxes = kTransB ? 1 : BN / 64 / CLUSTER;
+                DLGPU_UNROLL
+                for (int box = 0; box < kBoxes; ++box) {
+                    int c0, c1, offset;
+                    if constexpr (kTransB) {
+                        c0 = k0, c1 = n0 + rank * (BN / CLUSTER), offset = rank * (BN / CLUSTER) * 128;
+                    } else {
+                        const int group = rank * kBoxes + box;
+                        c0 = n0 + 64 * group, c1 = k0, offset = group * T::kBK * 128;
+                    }
+                    if constexpr (CLUSTER == 1) ptx::tma_load_2d(b + offset, map_b, c0, c1, &full[stage]);
+                    else ptx::tma_load_2d_multicast(b + offset, map_b, c0, c1, &full[stage], (1u << CLUSTER) - 1);
                 }
                 if (++stage == STAGES) {
                     stage = 0;
@@ -220,16 +358,26 @@ __device__ __forceinline__ void wgmma_gemm(const unsigned char* maps, const floa
     // ---- consumers: warpgroup w = 1, 2 computes rows [64 (w - 1), +64) of each tile
     ptx::setmaxnreg_inc<WGMMA_CONSUMER_REGISTERS>();
     const int consumer = warpgroup - 1;
-    const bool releases = threadIdx.x % 128 == 0;  // one arrival per warpgroup on `empty`
+    const int lane = threadIdx.x % 32, warp = (threadIdx.x % 128) / 32;
+    const bool releases = threadIdx.x % 128 == 0;  // one arrival per warpgroup on each CTA's `empty`
+    auto release = [&](int s) {
+        if constexpr (CLUSTER == 1) {
+            ptx::mbarrier_arrive(&empty[s]);
+        } else {
+            DLGPU_UNROLL
+            for (int r = 0; r < CLUSTER; ++r) ptx::mbarrier_arrive_cluster(&empty[s], r);
+        }
+    };
     const unsigned a_base = ptx::shared_window_address(a_tiles), b_base = ptx::shared_window_address(b_tiles);
+    unsigned char* const my_staging = staging + (consumer * 4 + warp) * WGMMA_STORE_BOXES * T::kBoxBytes;
     int stage = 0;
     unsigned phase = 0;
-    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-        int tile_m, tile_n;
-        grouped_tile(tile, tiles_m, tiles_n, tile_m, tile_n);
+    for (int u = cluster; u < schedule.units; u += clusters) {
+        int tile_m, tile_n, split, begin, end;
+        schedule.unit(u, rank, tile_m, tile_n, split, begin, end);
         float acc[BN / 2];
         int previous = 0;
-        for (int kt = 0; kt < k_tiles; ++kt) {
+        for (int kt = begin; kt < end; ++kt) {
             ptx::mbarrier_wait(&full[stage], phase);
             const unsigned a_stage = a_base + stage * T::kABytes, b_stage = b_base + stage * T::kBBytes;
             ptx::wgmma_fence();
@@ -243,12 +391,12 @@ __device__ __forceinline__ void wgmma_gemm(const unsigned char* maps, const floa
                 const unsigned long long desc_b =
                     kTransB ? ptx::wgmma_descriptor(b_stage + 32 * j, 16, 1024, 128)
                             : ptx::wgmma_descriptor(b_stage + j * T::kStep * 128, T::kBK * 128, 1024, 128);
-                ptx::wgmma<BN, P, kTransA ? 1 : 0, kTransB ? 0 : 1>(acc, desc_a, desc_b, (kt | j) != 0);
+                ptx::wgmma<BN, P, kTransA ? 1 : 0, kTransB ? 0 : 1>(acc, desc_a, desc_b, kt != begin || j != 0);
             }
             ptx::wgmma_commit();
             ptx::wgmma_wait<1>();
             ptx::wgmma_fence_operand(acc);
-            if (kt > 0 && releases) ptx::mbarrier_arrive(&empty[previous]);
+            if (kt > begin && releases) release(previous);
             previous = stage;
             if (++stage == STAGES) {
                 stage = 0;
@@ -257,19 +405,28 @@ __device__ __forceinline__ void wgmma_gemm(const unsigned char* maps, const floa
         }
         ptx::wgmma_wait<0>();
         ptx::wgmma_fence_operand(acc);
-        if (releases) ptx::mbarrier_arrive(&empty[previous]);
+        if (releases) release(previous);
 
-        // ---- epilogue: while the producer already fills the next tile's stages
-        const int lane = threadIdx.x % 32, warp = (threadIdx.x % 128) / 32;
-        const int row0 = tile_m * WGMMA_BM + consumer * 64 + warp * 16 + lane / 4;
-        const int col0 = tile_n * BN + 2 * (lane % 4);
+        // ---- epilogue: while the producer already fills the next unit's stages
+        if (tile_m >= schedule.tiles_m) continue;  // the upper CTA past M's last tile row: nothing to store
+        if (splits > 1 && !reduce_splits<BN>(acc, workspace, counters, tile_m * schedule.tiles_n + tile_n, split,
+                                             splits, consumer * 4 + warp))
+            continue;
+        const int row0 = tile_m * WGMMA_BM + consumer * 64 + warp * 16;
+        const int col0 = tile_n * BN;
         // tf32 products are stored as fp32: no 16-bit store is even instantiated for them.
         bool half = false;
-        if constexpr (P != ptx::Precision::tf32) {
-            half = (flags & GEMM_STORE_HALF) != 0;
-            if (half) store_accumulators<P, BN>(acc, static_cast<unsigned short*>(c), bias, flags, row0, col0, M, N);
-        }
-        if (!half) store_accumulators<P, BN>(acc, static_cast<float*>(c), bias, flags, row0, col0, M, N);
+        if constexpr (P != ptx::Precision::tf32) half = (flags & GEMM_STORE_HALF) != 0;
+        if constexpr (P != ptx::Precision::tf32)
+            if (half) store_tma<P, BN, unsigned short>(acc, my_staging, map_c, bias, flags, row0, col0, N);
+        if (!half) store_tma<P, BN, float>(acc, my_staging, map_c, bias, flags, row0, col0, N);
+    }
+    // The TMA stores have written C before the block ends (and read the staging boxes before they go).
+    if (lane == 0) ptx::bulk_wait<0>();
+    // No CTA may leave while another's consumers can still arrive on its barriers.
+    if constexpr (CLUSTER > 1) {
+        ptx::cluster_arrive();
+        ptx::cluster_wait();
     }
 #else
     __trap();
@@ -279,12 +436,16 @@ __device__ __forceinline__ void wgmma_gemm(const unsigned char* maps, const floa
 // ---------------------------------------------------------------- named instances
 // Every configuration in every plain layout for bf16 and fp16, and in nt for tf32:
 // gemm_wgmma_128x256_nn_bf16, ...
-#define GEMM_WGMMA_KERNEL(layout, kTransA, kTransB, kMaskA, precision, BM, BN, THREADS, STAGES)                   \
-    extern "C" __global__ void __launch_bounds__(THREADS, 1) gemm_wgmma_##BM##x##BN##_##layout##_##precision(     \
-        const unsigned char* maps, const float* bias, void* c, int M, int N, int K, int flags)                  \
+#define GEMM_WGMMA_KERNEL(layout, kTransA, kTransB, kMaskA, precision, BM, BN, THREADS, STAGES, CLUSTER)          \
+    extern "C" __global__ void WGMMA_CLUSTER_DIMS(CLUSTER) __launch_bounds__(THREADS, 1)                          \
+        gemm_wgmma_##BM##x##BN##_##layout##_##precision(const unsigned char* maps, const float* bias,               \
+                                                        float* workspace, int* counters, int M, int N, int K,     \
+                                                        int flags, int splits)                                    \
     {                                                                                                            \
         static_assert(BM == WGMMA_BM && THREADS == WGMMA_THREADS, "128 rows, a producer and two consumers");    \
-        wgmma_gemm<ptx::Precision::precision, BN, STAGES, kTransA, kTransB>(maps, bias, c, M, N, K, flags);      \
+        wgmma_gemm<ptx::Precision::precision, BN, STAGES, CLUSTER, kTransA, kTransB>(maps, bias, workspace,     \
+                                                                                     counters, M, N, K, flags,   \
+                                                                                     splits);                    \
     }
 #define GEMM_WGMMA_KERNELS(...)                                  \
     GEMM_PLAIN_LAYOUTS(GEMM_WGMMA_KERNEL, bf16, __VA_ARGS__)     \

@@ -26,9 +26,16 @@
 //   wgmma_commit()                       wgmma.commit_group: the wgmmas issued since the last commit
 //   wgmma_wait<N>()                      wgmma.wait_group N: all but the newest N groups complete
 //   setmaxnreg_inc<R>(), _dec<R>()       setmaxnreg.{inc,dec}.sync.aligned.u32 R, per warpgroup
+//   cluster_ctarank()                    %cluster_ctarank: this CTA's rank in its cluster (a kernel with
+//                                        __cluster_dims__; 0 without)
+//   cluster_arrive(), cluster_wait()     barrier.cluster.arrive (.release) and barrier.cluster.wait
+//                                        (.acquire): every thread of the cluster that has not exited arrives
+//                                        before any waiting thread goes on
 //   mbarrier_init(bar, count)            mbarrier.init.shared::cta.b64 (bar: 8-byte aligned uint64)
 //   fence_mbarrier_init()                fence.mbarrier_init.release.cluster: inits visible to TMA
 //   mbarrier_arrive(bar)                 mbarrier.arrive.shared::cta.b64
+//   mbarrier_arrive_cluster(bar, rank)   mapa + mbarrier.arrive.release.cluster.shared::cluster.b64: arrive on
+//                                        the barrier at bar's offset in the cluster's CTA of that rank
 //   mbarrier_arrive_expect_tx(bar, n)    mbarrier.arrive.expect_tx.shared::cta.b64: tx-count += n, arrive
 //   mbarrier_try_wait(bar, parity)       mbarrier.try_wait.parity.shared::cta.b64: true once the phase
 //                                        of that parity has completed (the current phase's differs)
@@ -40,6 +47,10 @@
 //                                        complete_tx::bytes: the box at element (c0 inner, c1 outer),
 //                                        completing its bytes on bar; map: the tensor map's address in
 //                                        global memory (64-byte aligned)
+//   tma_load_2d_multicast(dst, map, c0, c1, bar, mask)
+//                                        the same with .multicast::cluster: the box lands at dst's offset
+//                                        in the shared memory of every CTA whose rank is a bit of mask, and
+//                                        completes its bytes on the barrier at bar's offset in each
 //   tma_store_2d(map, c0, c1, src)       cp.async.bulk.tensor.2d.global.shared::cta.bulk_group
 //   bulk_commit()                        cp.async.bulk.commit_group
 //   bulk_wait<N>(), bulk_wait_read<N>()  cp.async.bulk.wait_group[.read] N
@@ -83,6 +94,13 @@ __device__ __forceinline__ void mbarrier_init(unsigned long long* bar, unsigned 
 }
 __device__ __forceinline__ void fence_mbarrier_init() {}
 __device__ __forceinline__ void mbarrier_arrive(unsigned long long* bar) { dlgpu_host::sm90::mbarrier_arrive(bar); }
+__device__ __forceinline__ void mbarrier_arrive_cluster(unsigned long long* bar, unsigned rank)
+{
+    dlgpu_host::sm90::mbarrier_arrive_remote(bar, rank);
+}
+__device__ __forceinline__ unsigned cluster_ctarank() { return dlgpu_host::sm90::cluster_ctarank(); }
+__device__ __forceinline__ void cluster_arrive() { dlgpu_host::sm90::cluster_arrive(); }
+__device__ __forceinline__ void cluster_wait() { dlgpu_host::sm90::cluster_wait(); }
 __device__ __forceinline__ void mbarrier_arrive_expect_tx(unsigned long long* bar, unsigned bytes)
 {
     dlgpu_host::sm90::mbarrier_arrive_expect_tx(bar, bytes);
@@ -97,6 +115,12 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const void* map, int c0, 
 {
     const int coords[2] = {c0, c1};
     dlgpu_host::sm90::tma_load(dst, map, coords, 2, bar);
+}
+__device__ __forceinline__ void tma_load_2d_multicast(void* dst, const void* map, int c0, int c1,
+                                                      unsigned long long* bar, unsigned mask)
+{
+    const int coords[2] = {c0, c1};
+    dlgpu_host::sm90::tma_load_multicast(dst, map, coords, 2, bar, mask);
 }
 __device__ __forceinline__ void tma_store_2d(const void* map, int c0, int c1, const void* src)
 {
@@ -196,6 +220,20 @@ __device__ __forceinline__ void mbarrier_arrive(unsigned long long* bar)
 {
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(shared_window_address(bar)) : "memory");
 }
+__device__ __forceinline__ void mbarrier_arrive_cluster(unsigned long long* bar, unsigned rank)
+{
+    asm volatile("{\n.reg .b32 remote;\nmapa.shared::cluster.u32 remote, %0, %1;\n"
+                 "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n}\n"
+                 ::"r"(shared_window_address(bar)), "r"(rank) : "memory");
+}
+__device__ __forceinline__ unsigned cluster_ctarank()
+{
+    unsigned rank;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+    return rank;
+}
+__device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive;" ::: "memory"); }
+__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait;" ::: "memory"); }
 __device__ __forceinline__ void mbarrier_arrive_expect_tx(unsigned long long* bar, unsigned bytes)
 {
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(shared_window_address(bar)), "r"(bytes)
@@ -221,6 +259,15 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const void* map, int c0, 
     asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
                  " [%0], [%1, {%2, %3}], [%4];"
                  ::"r"(shared_window_address(dst)), "l"(map), "r"(c0), "r"(c1), "r"(shared_window_address(bar))
+                 : "memory");
+}
+__device__ __forceinline__ void tma_load_2d_multicast(void* dst, const void* map, int c0, int c1,
+                                                      unsigned long long* bar, unsigned mask)
+{
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
+                 " [%0], [%1, {%2, %3}], [%4], %5;"
+                 ::"r"(shared_window_address(dst)), "l"(map), "r"(c0), "r"(c1), "r"(shared_window_address(bar)),
+                 "h"((unsigned short)mask)
                  : "memory");
 }
 __device__ __forceinline__ void tma_store_2d(const void* map, int c0, int c1, const void* src)

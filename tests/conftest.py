@@ -99,3 +99,17 @@ def launches(monkeypatch):
     from dlgpu.testing.bad_input import spy_on_backends
 
     return spy_on_backends(monkeypatch)
+
+
+@pytest.fixture(autouse=True)
+def _kernel_errors_are_checked_by_the_test_that_made_them():
+    """A kernel's report of a bad index waits in the host flag for the next dlgpu.check_errors: a
+    test that provokes one must check it, or the report would surface in whichever test checks next."""
+    yield
+    from dlgpu.cuda import error_flag
+
+    host = error_flag._flags.get(error_flag.HOST)
+    if host is not None and host[0] != 0:
+        left = error_flag.error_of(host.copy())
+        host.fill(0)
+        pytest.fail(f"this test left a kernel-reported error unchecked (call dlgpu.check_errors): {left}")

@@ -17,7 +17,7 @@ BACKENDS = [dlgpu.cpu.BACKEND, dlgpu.cuda.BACKEND]
 
 
 def test_the_protocol_names_every_public_op_once():
-    assert len(OPS) == len(set(OPS)) == 17
+    assert len(OPS) == len(set(OPS)) == 19
     assert sorted(F.__all__) == sorted(OPS)
     for name in OPS:
         assert callable(getattr(F, name)), name

@@ -313,6 +313,11 @@ def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     assert compiler.default_cache_dir() == tmp_path / "explicit"
     assert compiler.default_cache().root == tmp_path / "explicit"
     monkeypatch.delenv("DLGPU_CACHE_DIR")
+    import platformdirs
+
+    assert compiler.default_cache_dir() == Path(platformdirs.user_cache_dir("dlgpu", appauthor=False))
+    if not sys.platform.startswith("linux"):
+        return
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert compiler.default_cache_dir() == tmp_path / "xdg" / "dlgpu"
     monkeypatch.delenv("XDG_CACHE_HOME")

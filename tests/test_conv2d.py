@@ -167,6 +167,67 @@ def test_conv2d_refuses_what_it_cannot_compute():
         R.conv2d_backward(np.ones((1, 2, 3, 3)), x, np.ones((2, 3, 3, 3)))
 
 
+# (x shape, weight shape, groups, stride, padding): two groups, depthwise (groups = C), depthwise with two
+# filters a channel, strided and padded.
+GROUPED_CASES = [
+    ((2, 4, 7, 6), (6, 2, 3, 3), 2, 1, 1),
+    ((1, 3, 6, 7), (3, 1, 3, 2), 3, 2, 1),
+    ((2, 2, 5, 5), (4, 1, 2, 3), 2, (1, 2), (1, 0)),
+]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, groups, stride, padding", GROUPED_CASES)
+def test_grouped_conv2d_matches_pytorch_in_float64(rng, x_shape, w_shape, groups, stride, padding):
+    torch = pytest.importorskip("torch")
+    x, weight, bias = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
+    expected = torch.nn.functional.conv2d(*map(torch.from_numpy, (x, weight, bias)), stride, padding, 1, groups)
+    np.testing.assert_allclose(R.conv2d(x, weight, bias, stride, padding, 1, groups), expected.numpy(),
+                               rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, groups, stride, padding", GROUPED_CASES)
+def test_grouped_conv2d_backward_matches_finite_differences(rng, x_shape, w_shape, groups, stride, padding):
+    x, weight, bias = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
+    geometry = dict(stride=stride, padding=padding, groups=groups)
+    grad_y = rng.standard_normal(R.conv2d(x, weight, bias, **geometry).shape)
+    grad_x, grad_w, grad_b = R.conv2d_backward(grad_y, x, weight, **geometry)
+    check_gradients(lambda: R.conv2d(x, weight, bias, **geometry), {"x": x, "weight": weight, "bias": bias},
+                    {"x": grad_x, "weight": grad_w, "bias": grad_b}, grad_y)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, groups, stride, padding", GROUPED_CASES)
+def test_grouped_conv2d_on_the_cpu(rng, x_shape, w_shape, groups, stride, padding):
+    x, weight = random_array(rng, x_shape), random_array(rng, w_shape)
+    bias = random_array(rng, (w_shape[0],))
+    y = F.conv2d(x, weight, bias, stride, padding, 1, groups, activation="relu")
+    y_ref = R.conv2d(x, weight, bias, stride, padding, 1, groups, activation="relu")
+    assert_close(y, y_ref)
+    out = np.full(y.shape, np.nan, np.float32)
+    assert F.conv2d(x, weight, bias, stride, padding, 1, groups, activation="relu", out=out) is out
+    assert_close(out, y_ref)
+    grad_y = random_array(rng, y.shape)
+    geometry = dict(stride=stride, padding=padding, groups=groups, activation="relu")
+    for got, expected in zip(F.conv2d_backward(grad_y, x, weight, y=y, **geometry),
+                             R.conv2d_backward(grad_y, x, weight, y=y, **geometry)):
+        assert_close(got, expected)
+
+
+@pytest.mark.parametrize("kernel, dilation, expected", [((3, 3), 1, (1, 1)), ((5, 3), (1, 2), (2, 2)),
+                                                        ((1, 1), 1, (0, 0))])
+def test_padding_same_and_valid(rng, kernel, dilation, expected):
+    x = random_array(rng, (2, 3, 9, 8))
+    weight = random_array(rng, (4, 3, *kernel))
+    same = F.conv2d(x, weight, padding="same", dilation=dilation)
+    assert same.shape == (2, 4, 9, 8)
+    np.testing.assert_array_equal(same, F.conv2d(x, weight, padding=expected, dilation=dilation))
+    np.testing.assert_array_equal(F.conv2d(x, weight, padding="valid", dilation=dilation),
+                                  F.conv2d(x, weight, dilation=dilation))
+    grad_y = random_array(rng, same.shape)
+    for got, explicit in zip(F.conv2d_backward(grad_y, x, weight, padding="same", dilation=dilation),
+                             F.conv2d_backward(grad_y, x, weight, padding=expected, dilation=dilation)):
+        np.testing.assert_array_equal(got, explicit)
+
+
 # ---------------------------------------------------------------------------
 # every check and bad input of dlgpu/cases/conv2d.py
 # ---------------------------------------------------------------------------

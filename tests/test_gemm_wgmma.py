@@ -1,10 +1,12 @@
 """The wgmma GEMM (kernels/gemm_wgmma.cu): on the CPU harness against the reference, its launcher, its SASS.
 
-Every configuration x layout x precision runs through the harness (wgmma, TMA and mbarriers
-modelled from the PTX ISA: dlgpu/testing/cuda_host_sm90.h) at odd shapes, with outputs poisoned,
-on a grid of one or two SMs so that each block walks several tiles and the ring of stages wraps
-across them.  Planted bugs in copies of the real kernel (a wrong swizzle, a missing wait, a wrong
-parity, an overrunning producer, an early release) must each fail.  The compile test checks what
+Every configuration x layout x precision runs through the harness (wgmma, TMA, mbarriers and
+clusters modelled from the PTX ISA: dlgpu/testing/cuda_host_sm90.h) at odd shapes, with outputs
+poisoned, on a grid of two SMs so that each block (or cluster of two) walks several tiles and the
+ring of stages wraps across them; C leaves by TMA stores (into a padded array where its rows are not
+16-byte multiples), and split-K's partial sums meet in a workspace.  Planted bugs in copies of the real kernel (a wrong swizzle, a missing
+wait, a wrong parity, an overrunning producer, an early release, a multicast that misses the peer,
+a stage freed before the peer's consumers are done) must each fail.  The compile test checks what
 the hardware needs: HGMMA, UTMALDG, no local memory, registers within the setmaxnreg budgets.
 """
 
@@ -86,7 +88,9 @@ def test_product_matches_the_reference(two_sms, rng, config, precision, transpos
 
 @pytest.mark.parametrize("precision", ("bf16", "fp16"))
 def test_fused_bias_relu_and_16_bit_output(two_sms, rng, precision):
-    for m, n, k in ((37, 130, 64), (64, 67, 9)):  # N even: paired stores; N odd: element by element
+    # C leaves by TMA stores: for N = 130 and 67 (16-bit rows not 16-byte multiples) into a padded array
+    # copied into out, for 136 into out itself.
+    for m, n, k in ((37, 130, 64), (64, 67, 9), (130, 136, 40)):
         a, b = operands(rng, m, n, k, False, True, precision)
         bias = random_array(rng, n)
         expected = ref.relu(expected_product(a, b, False, True, precision) + bias)
@@ -99,6 +103,9 @@ def test_fused_bias_relu_and_16_bit_output(two_sms, rng, precision):
         expected16 = ref.relu(expected_product(a, b, False, True, precision) + stored_values(bias16, precision))
         close(stored_values(half, precision), expected16, precision)
         assert (stored_values(half, precision) >= 0).all()
+        plan = wg.plan(a, b, transpose_a=False, transpose_b=True, precision=precision, bias=bias16, relu=True,
+                       out=None, out_dtype=a.dtype, config=None, executor=two_sms)
+        assert (plan.store is plan.out) == (n % 8 == 0)
 
 
 def test_backward_products_in_every_layout(two_sms, rng):
@@ -154,7 +161,39 @@ def test_tile_choice_and_shared_memory():
     assert wg.choose(512, 512, 132).name == "128x128"  # 8 wide tiles would leave 124 SMs idle
     for config in wg.CONFIGS:
         assert wg.shared_bytes(config) <= 227 * 1024
-    assert wg.shared_bytes(wg.CONFIGS[0]) == 4 * (128 + 256) * 128 + 64 + 1024
+    staging = 8 * 2 * 16 * 128  # per consumer warp two TMA-store boxes of 16 rows x 128 bytes
+    assert wg.shared_bytes(wg.CONFIGS[0]) == 4 * (128 + 256) * 128 + staging + 64 + 1024
+
+
+def test_split_k_factors_leave_no_split_empty():
+    assert wg.choose_splits(units=64, cluster=2, k_tiles=128, sms=132) == 1  # 128 CTAs: the device is full
+    assert wg.choose_splits(units=4, cluster=2, k_tiles=64, sms=132) == 16  # 8 CTAs: 16-way, 4 k-tiles each
+    assert wg.choose_splits(units=4, cluster=1, k_tiles=6, sms=132) == 1  # too short to split
+    for units, k_tiles in itertools.product((1, 3, 7), range(1, 80)):
+        splits = wg.choose_splits(units, 1, k_tiles, 132)
+        per_split = -(-k_tiles // splits)
+        assert 1 <= splits <= wg.MAX_SPLITS and (splits - 1) * per_split < k_tiles, (units, k_tiles, splits)
+        assert splits == 1 or per_split >= wg.MIN_SPLIT_K_TILES
+
+
+@pytest.mark.parametrize(("config", "precision", "out16"), [("128x256", "bf16", False), ("128x128", "fp16", True)])
+def test_split_k_partial_sums_meet_in_order(rng, config, precision, out16):
+    """Few tiles, long K: each tile's k-tiles split over blocks whose partial sums the last to finish adds;
+    the automatic choice on 132 SMs, and a forced 3-way split on 2 SMs (units outnumbering the grid)."""
+    m, n, k = 150, 136, 1100  # 2 x 1 tiles (one cluster tile of 128x256), 18 k-tiles
+    a, b = operands(rng, m, n, k, False, True, precision)
+    expected = expected_product(a, b, False, True, precision)
+    out_dtype = a.dtype if out16 else None
+    full_device = HarnessExecutor("plain")
+    planned = wg.plan(a, b, transpose_a=False, transpose_b=True, precision=precision, bias=None, relu=False,
+                      out=None, out_dtype=out_dtype, config=config, executor=full_device)
+    assert planned.launch.args[-1] > 1  # split automatically
+    for executor, splits in ((full_device, None), (HarnessExecutor("plain", multiprocessor_count=2), 3)):
+        c = wg.gemm(a, b, transpose_b=True, precision=precision, config=config, splits=splits, out_dtype=out_dtype,
+                    executor=executor)
+        close(stored_values(c, precision) if out16 else c, expected, precision)
+    with pytest.raises(ArgumentError, match="empty"):
+        wg.gemm(a, b, transpose_b=True, precision=precision, config=config, splits=17, executor=full_device)
 
 
 def test_tensor_maps_follow_the_driver_rules():
@@ -207,33 +246,41 @@ PLANTED = {  # name: (text in kernels/gemm_wgmma.cu, its replacement)
     "producer overruns the ring": (
         "                ptx::mbarrier_wait(&empty[stage], phase ^ 1);\n", ""),
     "consumers release the stage their wgmmas still read": (
-        "if (kt > 0 && releases) ptx::mbarrier_arrive(&empty[previous]);",
-        "if (releases) ptx::mbarrier_arrive(&empty[stage]);"),
+        "if (kt > begin && releases) release(previous);", "if (releases) release(stage);"),
     "producer expects the A tile's bytes only": (
         "ptx::mbarrier_arrive_expect_tx(&full[stage], T::kStageBytes);",
         "ptx::mbarrier_arrive_expect_tx(&full[stage], T::kABytes);"),
+    "a multicast that leaves the peer CTA out": (
+        "&full[stage], (1u << CLUSTER) - 1);", "&full[stage], 1u << rank);"),
+    "a stage freed once this CTA's consumers are done with it": (
+        "ptx::mbarrier_init(&empty[s], WGMMA_CONSUMERS * CLUSTER);", "ptx::mbarrier_init(&empty[s], WGMMA_CONSUMERS);"),
+    "consumers release the stage in their own CTA only": (
+        "for (int r = 0; r < CLUSTER; ++r) ptx::mbarrier_arrive_cluster(&empty[s], r);",
+        "ptx::mbarrier_arrive(&empty[s]);"),
 }
 BUGS = sorted(PLANTED)
 
 
 def planted_source(original: str) -> str:
-    """kernels/gemm_wgmma.cu with one kernel per planted bug, ``planted_<i>`` (bf16, 128 x 128, layout nt),
-    each calling a copy of the kernel template with that bug; the real instances are dropped but one
-    (gemm_wgmma_128x128_nt_bf16, the control).  One build serves every bug."""
+    """kernels/gemm_wgmma.cu with one kernel per planted bug, ``planted_<i>`` (bf16, 128 x 256 in clusters of
+    two, layout nt), each calling a copy of the kernel template with that bug; the real instances are dropped
+    but one (gemm_wgmma_128x256_nt_bf16, the control).  One build serves every bug."""
     head, _ = original.split("// ---------------------------------------------------------------- named instances")
-    template_start = head.index("template <ptx::Precision P, int BN, int STAGES, bool kTransA, bool kTransB>\n"
-                                "__device__ __forceinline__ void wgmma_gemm(")
+    template_start = head.index("template <ptx::Precision P, int BN, int STAGES, int CLUSTER, bool kTransA, "
+                                "bool kTransB>\n__device__ __forceinline__ void wgmma_gemm(")
     template = head[template_start:]
-    parts = [head, "#define WGMMA_PARAMS const unsigned char *maps, const float *bias, void *c, int M, int N, int K, "
-             "int flags\n#define WGMMA_ARGS maps, bias, c, M, N, K, flags\n"]
+    parts = [head, "#define WGMMA_PARAMS const unsigned char *maps, const float *bias, float *workspace, "
+             "int *counters, int M, int N, int K, int flags, int splits\n"
+             "#define WGMMA_ARGS maps, bias, workspace, counters, M, N, K, flags, splits\n"
+             "#define WGMMA_PLANTED __global__ void WGMMA_CLUSTER_DIMS(2) __launch_bounds__(WGMMA_THREADS, 1)\n"]
     for index, bug in enumerate(BUGS):
         text, replacement = PLANTED[bug]
         assert template.count(text) == 1, f"planted bug: {text!r} is not in {SOURCE.name} exactly once"
         parts.append(template.replace(text, replacement).replace("void wgmma_gemm(", f"void wgmma_gemm_{index}("))
-        parts.append(f'extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1) planted_{index}(WGMMA_PARAMS)\n'
-                     f"{{\n    wgmma_gemm_{index}<ptx::Precision::bf16, 128, 6, false, true>(WGMMA_ARGS);\n}}\n")
-    parts.append('extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1) gemm_wgmma_128x128_nt_bf16'
-                 "(WGMMA_PARAMS)\n{\n    wgmma_gemm<ptx::Precision::bf16, 128, 6, false, true>(WGMMA_ARGS);\n}\n")
+        parts.append(f'extern "C" WGMMA_PLANTED planted_{index}(WGMMA_PARAMS)\n'
+                     f"{{\n    wgmma_gemm_{index}<ptx::Precision::bf16, 256, 4, 2, false, true>(WGMMA_ARGS);\n}}\n")
+    parts.append('extern "C" WGMMA_PLANTED gemm_wgmma_128x256_nt_bf16(WGMMA_PARAMS)\n'
+                 "{\n    wgmma_gemm<ptx::Precision::bf16, 256, 4, 2, false, true>(WGMMA_ARGS);\n}\n")
     return "\n".join(parts)
 
 
@@ -245,17 +292,19 @@ def planted_kernels(tmp_path_factory):
 
 
 def run_planted(folder, kernel: str):
-    """150 x 200 x 520 (bf16, nt) through ``kernel``: 4 tiles for one block, 9 k-tiles through 6 stages."""
-    executor = HarnessExecutor("plain", kernels_dir=folder, multiprocessor_count=1)
-    a, b = operands(np.random.default_rng(5), 150, 200, 520, False, True, "bf16")
-    launch, c = wg.plan(a, b, transpose_a=False, transpose_b=True, precision="bf16", bias=None, relu=False,
-                        out=None, out_dtype=None, config="128x128", executor=executor)
-    executor.launch(dataclasses.replace(launch, kernel=kernel))
-    return c, expected_product(a, b, False, True, "bf16")
+    """300 x 200 x 330 (bf16, nt) through ``kernel``: one cluster of two CTAs walks two cluster tiles (the
+    second's upper CTA past M), 6 k-tiles each through 4 stages; C by TMA stores."""
+    executor = HarnessExecutor("plain", kernels_dir=folder, multiprocessor_count=2)
+    a, b = operands(np.random.default_rng(5), 300, 200, 330, False, True, "bf16")
+    planned = wg.plan(a, b, transpose_a=False, transpose_b=True, precision="bf16", bias=None, relu=False,
+                      out=None, out_dtype=None, config="128x256", executor=executor)
+    assert planned.launch.grid == (2, 1, 1) and planned.store is planned.out
+    executor.launch(dataclasses.replace(planned.launch, kernel=kernel))
+    return planned.finish(), expected_product(a, b, False, True, "bf16")
 
 
 def test_the_planted_copy_runs_clean_without_a_bug(planted_kernels):
-    assert_close(*run_planted(planted_kernels, "gemm_wgmma_128x128_nt_bf16"), precision="bf16")
+    assert_close(*run_planted(planted_kernels, "gemm_wgmma_128x256_nt_bf16"), precision="bf16")
 
 
 @pytest.mark.parametrize("bug", BUGS)
@@ -287,10 +336,15 @@ def test_sm90a_build_fits_the_register_budgets():
         assert resources.spill_bytes == 0 and resources.stack_frame == 0, (name, resources)
     assert "setmaxnreg" not in module.log.lower(), module.log  # ptxas says so when it ignores one
     listing = sass.disassemble(module.image)
+    patterns = ("HGMMA", "UTMALDG", "UTMALDG.MULTICAST", "UTMASTG", "UCGABAR_ARV", "USETMAXREG", "LDL", "STL")
     for name, opcodes in listing.items():
-        counts = sass.count_instructions(opcodes, ("HGMMA", "UTMALDG", "USETMAXREG", "LDL", "STL"))
+        counts = sass.count_instructions(opcodes, patterns)
         assert counts["USETMAXREG"] == 2 and counts["HGMMA"] >= 4 and counts["UTMALDG"] >= 2, (name, counts)
-        assert counts["LDL"] == counts["STL"] == 0, (name, counts)
+        assert counts["UTMASTG"] >= 1 and counts["LDL"] == counts["STL"] == 0, (name, counts)
+        # The clustered configuration multicasts B and holds its CTAs together; the other has no cluster.
+        clustered = wg.CLUSTER[name.split("_")[2]] > 1
+        assert (counts["UTMALDG.MULTICAST"] >= 1) == clustered and (counts["UCGABAR_ARV"] >= 2) == clustered, (
+            name, counts)
 
 
 # ---------------------------------------------------------------- on a GPU
@@ -306,11 +360,17 @@ def test_wgmma_on_the_gpu_matches_the_harness_and_cupy(transpose_a, transpose_b)
     if not wg.available(default_executor()):
         pytest.skip("wgmma needs a compute capability 9.0 GPU")
 
+    # The chosen configuration in every layout; in nt also the clustered 128x256 (multicast) and a
+    # 3-way split-K, which the chosen configuration at this size does not reach.
+    cases = [(None, None)] + ([("128x256", None), ("128x128", 3)] if (transpose_a, transpose_b) == (False, True)
+                              else [])
+
     def run(executor):
         rng = np.random.default_rng(11)
         a, b = operands(rng, 300, 520, 264, transpose_a, transpose_b, "fp16")
-        return wg.gemm(executor.xp.asarray(a), executor.xp.asarray(b), transpose_a=transpose_a,
-                       transpose_b=transpose_b, executor=executor)
+        a, b = executor.xp.asarray(a), executor.xp.asarray(b)
+        return tuple(wg.gemm(a, b, transpose_a=transpose_a, transpose_b=transpose_b, config=config, splits=splits,
+                             executor=executor) for config, splits in cases)
 
     harness.cross_check(run, tolerance=1e-5)
     rng = np.random.default_rng(12)

@@ -9,6 +9,10 @@ fragment layout, must equal A @ B exactly (small multiples of 1/4: every product
 exact).  Then the asynchronous rules: results unreadable before wgmma.wait_group, accumulators
 not to be written meanwhile, wgmma.fence first, operands not to change under an in-flight wgmma.
 
+Clusters: the CTAs of a cluster share a slab by TMA multicast and arrive on each other's
+mbarriers; planted bugs (a multicast that leaves a CTA out, a CTA that leaves while its peer will
+still reach into it, a launch whose cluster is not the kernel's) must fail.
+
 TMA: boxes at every swizzle mode, inside, across and outside the matrix, land in shared memory
 where the ISA's pattern puts them, zeros (or NaN) out of bounds; the full box is the transaction
 count.  mbarrier: phases, parities, counts and transaction counts; and the planted bugs of a
@@ -24,6 +28,7 @@ import pytest
 
 from dlgpu.cuda import tma
 from dlgpu.cuda.launch import Launch
+from dlgpu.errors import ArgumentError
 from dlgpu.testing import harness
 from dlgpu.testing.harness import HarnessError, HarnessExecutor
 
@@ -188,7 +193,7 @@ def probes(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sm90_probes")
     (folder / "wgmma_probe.cu").write_text(WGMMA_PROBE)
     (folder / "tma_probe.cu").write_text(TMA_PROBE)
-    (folder / "mbarrier_probe.cu").write_text(MBARRIER_PROBE)
+    (folder / "mbarrier_probe.cu").write_text(MBARRIER_PROBE + CLUSTER_PROBE)  # one build (and one TSan build)
     return folder
 
 
@@ -529,3 +534,96 @@ def test_planted_ring_bugs_are_caught(probes, rng, monkeypatch, bug):
         assert any(word in str(error) for word in ("mbarrier", "deadlock", "overrunning", "arrivals")), error
     else:
         assert not np.array_equal(out, expected), f"planted bug {bug} ({PLANTED_RING[bug]}) went unnoticed"
+
+
+# ---------------------------------------------------------------- clusters: multicast, remote arrivals
+
+CLUSTER_PROBE = r"""
+// (After MBARRIER_PROBE, in the same file.)  Clusters of two CTAs of 64 threads; cluster c owns rows [16 c, 16 c + 16) of a 64-byte-wide matrix.
+// Thread 0 of the CTA of rank r multicasts rows [16 c + 8 r, +8) (one 1 KB box) to both CTAs, at
+// offset r KB: each CTA's `full` barrier expects both boxes.  Every thread copies the 2 KB slab out of
+// its own shared memory.  Then lane 0 of warp 1 arrives on `done` in both CTAs, thread 0 waits on its
+// own, and barrier.cluster keeps every CTA until no peer can reach it.  params: 0 planted bug.
+extern "C" __global__ void __cluster_dims__(2, 1, 1) cluster_probe(const unsigned char* maps, const int* params,
+                                                                    unsigned char* out, unsigned* ranks)
+{
+    extern __shared__ unsigned char cluster_shared[];
+    unsigned char* base = cluster_shared + (1024 - ptx::shared_window_address(cluster_shared) % 1024) % 1024;
+    unsigned long long* full = reinterpret_cast<unsigned long long*>(base + 2 * BOX);
+    unsigned long long* done = full + 1;
+    const int bug = params[0];
+    const unsigned rank = ptx::cluster_ctarank();
+    if (threadIdx.x == 0) {
+        ptx::mbarrier_init(full, 1);
+        ptx::mbarrier_init(done, 2);  // one arrival from each CTA
+        ptx::fence_mbarrier_init();
+    }
+    ptx::cluster_arrive();  // every CTA's barriers initialized before a peer's load or arrival reaches them
+    ptx::cluster_wait();
+    if (threadIdx.x == 0) {
+        ptx::mbarrier_arrive_expect_tx(full, 2 * BOX);
+        const unsigned mask = bug == 1 ? 1u << rank : 3u;  // 1: the box goes to this CTA alone
+        ptx::tma_load_2d_multicast(base + rank * BOX, maps, 0, 16 * (blockIdx.x / 2) + 8 * rank, full, mask);
+    }
+    ptx::mbarrier_wait(full, 0);
+    for (int i = threadIdx.x; i < 2 * BOX; i += blockDim.x) out[blockIdx.x * 2 * BOX + i] = base[i];
+    if (bug == 2 && rank == 0) return;  // 2: rank 0 leaves while rank 1 will still arrive on its barrier
+    ptx::cluster_arrive();  // (with bug 2 this completes only once rank 0 has exited)
+    ptx::cluster_wait();
+    if (threadIdx.x == 32) {
+        ranks[blockIdx.x] = rank;
+        for (unsigned r = 0; r < 2; ++r) ptx::mbarrier_arrive_cluster(done, r);
+    }
+    if (threadIdx.x == 0) ptx::mbarrier_wait(done, 0);
+    ptx::cluster_arrive();
+    ptx::cluster_wait();
+}
+"""
+
+
+def run_cluster(probes, rng, clusters=3, bug=0, mode="plain", cluster=(2, 1, 1), resident=2):
+    rows = 16 * clusters - 5  # the last box runs 5 rows out: zeros
+    matrix, storage = padded_matrix(rng, rows, 64, np.uint16, 64)
+    tile = tma.TileMap("bf16", rows, 64, 128, 8, 64, 128)
+    buffer = tma.host_maps([(storage, tile)])
+    out = np.zeros((2 * clusters, 2 * 1024), np.uint8)
+    ranks = np.full(2 * clusters, 7, np.uint32)
+    params = np.array([bug], np.int32)
+    HarnessExecutor(mode, kernels_dir=probes, resident_blocks=resident).launch(
+        Launch("mbarrier_probe", "cluster_probe", (2 * clusters, 1, 1), (64, 1, 1), (buffer, params, out, ranks),
+               3 * 1024, cluster=cluster))
+    slabs = [np.concatenate([box_image(matrix, tile, 0, 16 * c), box_image(matrix, tile, 0, 16 * c + 8)])
+             for c in range(clusters)]
+    return out, np.stack([slabs[b // 2] for b in range(2 * clusters)]), ranks
+
+
+@pytest.mark.parametrize(("mode", "resident"), [("plain", 2), ("plain", 4), ("tsan", 4)])
+def test_a_cluster_shares_its_slab_by_multicast(probes, rng, mode, resident):
+    """Every CTA of every cluster holds both boxes, its own and its peer's; ranks alternate 0, 1
+    (one cluster at a time, or two clusters running at once)."""
+    out, expected, ranks = run_cluster(probes, rng, mode=mode, resident=resident)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(ranks, [0, 1] * 3)
+
+
+PLANTED_CLUSTER = {
+    1: ("a multicast that leaves the peer out", "deadlock"),
+    2: ("a CTA leaves while its peer will still arrive on its barrier", "has exited"),
+}
+
+
+@pytest.mark.parametrize("bug", sorted(PLANTED_CLUSTER), ids=[PLANTED_CLUSTER[b][0] for b in sorted(PLANTED_CLUSTER)])
+def test_planted_cluster_bugs_are_caught(probes, rng, monkeypatch, bug):
+    monkeypatch.setenv("DLGPU_HARNESS_MBARRIER_TIMEOUT_S", "2")
+    with pytest.raises(HarnessError, match=PLANTED_CLUSTER[bug][1]):
+        run_cluster(probes, rng, clusters=1, bug=bug)
+
+
+def test_a_launch_must_match_the_kernels_cluster(probes, rng):
+    with pytest.raises(ArgumentError, match="declares __cluster_dims__"):
+        run_cluster(probes, rng, cluster=(1, 1, 1))
+    with pytest.raises(HarnessError, match="whole number of clusters"):
+        HarnessExecutor("plain", kernels_dir=probes).launch(
+            Launch("mbarrier_probe", "cluster_probe", (3, 1, 1), (64, 1, 1),
+                   (np.zeros(256, np.uint8), np.zeros(1, np.int32), np.zeros(1, np.uint8), np.zeros(1, np.uint32)),
+                   3 * 1024, cluster=(2, 1, 1)))

@@ -12,11 +12,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import dlgpu
 import dlgpu.reference as ref
 from dlgpu.cuda import elementwise as cuda_elementwise
 from dlgpu.cuda import gemm as cuda_gemm
 from dlgpu.cuda import pool as cuda_pool
 from dlgpu.cuda import softmax as cuda_softmax
+from dlgpu.errors import ArgumentError
 from dlgpu.testing import assert_close, random_array
 from dlgpu.testing.harness import HarnessExecutor
 
@@ -74,6 +76,8 @@ def test_softmax_labels_outside_the_row_give_nan_rows(classes, rng):
     assert np.isnan(grad[[0, 2, 3]]).all()
     expected = ref.softmax_cross_entropy_backward(probs[1:2], labels[1:2]) / rows
     assert_close(grad[1:2], expected, elementwise=True)
+    with pytest.raises(ArgumentError, match=rf"label (-1|{classes}) is outside \[0, {classes}\)"):
+        dlgpu.check_errors()  # and the kernels reported a bad label in the error flag
 
 
 # ---------------------------------------------------------------- pool

@@ -116,24 +116,35 @@ def test_max_pool2d_backward_matches_finite_differences(rng, kernel, stride, pad
     x = rng.permutation(int(np.prod(shape))).reshape(shape) * 0.01 + 0.001 * rng.random(shape)
     y, argmax = R.max_pool2d(x, kernel, stride=stride, padding=padding)
     grad_y = rng.standard_normal(y.shape)
-    grad_x = R.max_pool2d_backward(grad_y, argmax, x.shape)
+    grad_x = R.max_pool2d_backward(grad_y, argmax, x.shape, kernel, stride, padding)
     check_gradients(
         lambda: R.max_pool2d(x, kernel, stride=stride, padding=padding)[0], {"x": x}, {"x": grad_x}, grad_y
     )
 
 
 def test_max_pool2d_backward_adds_where_windows_overlap():
-    argmax = np.array([[0, 0], [0, 3]], dtype=np.int32).reshape(1, 1, 2, 2)
-    grad_y = np.array([[1.0, 2.0], [4.0, 8.0]]).reshape(1, 1, 2, 2)
-    grad_x = R.max_pool2d_backward(grad_y, argmax, (1, 1, 2, 2))
-    np.testing.assert_array_equal(grad_x[0, 0], [[7.0, 0.0], [0.0, 8.0]])
+    # 2x2 windows, stride 1, padding 1 on a 2x2 plane: element 0 lies in the first three windows.
+    argmax = np.array([[0, 0, 1], [0, 3, 1], [2, 2, 3]], dtype=np.int32).reshape(1, 1, 3, 3)
+    grad_y = np.array([[1.0, 2.0, 16.0], [4.0, 8.0, 32.0], [64.0, 128.0, 256.0]]).reshape(1, 1, 3, 3)
+    grad_x = R.max_pool2d_backward(grad_y, argmax, (1, 1, 2, 2), 2, 1, 1)
+    np.testing.assert_array_equal(grad_x[0, 0], [[7.0, 48.0], [192.0, 264.0]])
+
+
+def test_max_pool2d_backward_ignores_an_argmax_outside_its_window_on_every_backend(rng):
+    # Window (0, 1) covers columns 2..3; an argmax of 0 (column 0) is not one of its taps.
+    argmax = np.array([[0, 0], [8, 10]], dtype=np.int32).reshape(1, 1, 2, 2)
+    grad_y = np.array([[1.0, 2.0], [4.0, 8.0]], dtype=np.float32).reshape(1, 1, 2, 2)
+    expected = np.zeros((4, 4))
+    expected[0, 0], expected[2, 0], expected[2, 2] = 1.0, 4.0, 8.0
+    np.testing.assert_array_equal(R.max_pool2d_backward(grad_y, argmax, (1, 1, 4, 4), 2)[0, 0], expected)
+    np.testing.assert_array_equal(F.max_pool2d_backward(grad_y, argmax, (1, 1, 4, 4), 2)[0, 0], expected)
 
 
 def test_max_pool2d_refuses_padding_over_half_the_kernel():
     with pytest.raises(ArgumentError, match="padding"):
         R.max_pool2d(np.ones((1, 1, 4, 4)), 2, padding=2)
     with pytest.raises(ArgumentError, match="argmax"):
-        R.max_pool2d_backward(np.ones((1, 1, 1, 1)), np.full((1, 1, 1, 1), 4), (1, 1, 2, 2))
+        R.max_pool2d_backward(np.ones((1, 1, 1, 1)), np.full((1, 1, 1, 1), 4), (1, 1, 2, 2), 2)
 
 
 # ---------------------------------------------------------------------------
@@ -172,10 +183,12 @@ def test_max_pool2d_on_the_cpu(rng, dtype, case):
         assert_close(y, y_ref, dtype=dtype, elementwise=True)
 
         grad_y = random_array(rng, y.shape, dtype)
-        grad_x = F.max_pool2d_backward(grad_y, argmax, x.shape)
+        window = (kernel, stride, padding)
+        grad_x = F.max_pool2d_backward(grad_y, argmax, x.shape, *window)
         assert grad_x.dtype == dtype
-        assert_close(grad_x, R.max_pool2d_backward(grad_y, argmax_ref, x.shape), dtype=dtype, elementwise=True)
-        assert same_bits(grad_x, F.max_pool2d_backward(grad_y, argmax, x.shape))
+        assert_close(grad_x, R.max_pool2d_backward(grad_y, argmax_ref, x.shape, *window), dtype=dtype,
+                     elementwise=True)
+        assert same_bits(grad_x, F.max_pool2d_backward(grad_y, argmax, x.shape, *window))
 
 
 def test_max_pool2d_nan_propagates_and_stays(rng):
@@ -212,9 +225,9 @@ def check_pool(executor, rng):
         np.testing.assert_array_equal(argmax, expected_argmax)
         assert_close(y, expected_y, elementwise=True)
         grad_y = random_array(rng, y.shape)
-        expected = R.max_pool2d_backward(grad_y, expected_argmax, shape)
-        for window in (None, (kernel, stride, padding)):  # plane walk, and gather by window
-            grad_x = cuda_pool.max_pool2d_backward(grad_y, argmax, shape, window, executor=executor)
+        expected = R.max_pool2d_backward(grad_y, expected_argmax, shape, kernel, stride, padding)
+        for window in ((), (kernel, stride, padding)):  # plane walk, and gather by window
+            grad_x = cuda_pool.max_pool2d_backward(grad_y, argmax, shape, *window, executor=executor)
             assert_close(grad_x, expected)
 
 
@@ -279,9 +292,9 @@ def test_max_pool2d_on_the_gpu(cp, rng, poison, shape, kernel, stride, padding):
     assert_close(y, y_ref, elementwise=True)
 
     grad_y = rng.standard_normal(y_ref.shape).astype(np.float32)
-    grad_ref = R.max_pool2d_backward(grad_y, argmax_ref, shape)
+    grad_ref = R.max_pool2d_backward(grad_y, argmax_ref, shape, kernel, stride, padding)
     d_grad_y = cp.asarray(grad_y)
-    gathered = max_pool2d_backward(d_grad_y, argmax, shape, (kernel, stride, padding), executor=poison)
+    gathered = max_pool2d_backward(d_grad_y, argmax, shape, kernel, stride, padding, executor=poison)
     assert_close(gathered, grad_ref)
     walked = max_pool2d_backward(d_grad_y, argmax, shape, executor=poison)
     assert_close(walked, grad_ref)
@@ -291,7 +304,7 @@ def test_max_pool2d_on_the_gpu(cp, rng, poison, shape, kernel, stride, padding):
 
     public_y, public_argmax = F.max_pool2d(cp.asarray(x), kernel, stride=stride, padding=padding)
     np.testing.assert_array_equal(cp.asnumpy(public_argmax), argmax_ref)
-    assert_close(F.max_pool2d_backward(d_grad_y, public_argmax, shape), grad_ref)
+    assert_close(F.max_pool2d_backward(d_grad_y, public_argmax, shape, kernel, stride, padding), grad_ref)
 
 
 @pytest.mark.gpu
@@ -313,9 +326,10 @@ def test_harness_agrees_with_the_gpu_through_the_launchers():
     def calls(executor):
         x = executor.xp.asarray(random_array(np.random.default_rng(7), (2, 3, 13, 11)))
         y, argmax = cuda_pool.max_pool2d(x, (3, 3), (2, 2), (1, 1), executor=executor)
-        return y, argmax, cuda_pool.max_pool2d_backward(y, argmax, x.shape, executor=executor)
+        return (y, argmax, cuda_pool.max_pool2d_backward(y, argmax, x.shape, executor=executor),
+                cuda_pool.max_pool2d_backward(y, argmax, x.shape, (3, 3), (2, 2), (1, 1), executor=executor))
 
-    assert len(harness.cross_check(calls)) == 3
+    assert len(harness.cross_check(calls)) == 4
 
 
 # ---------------------------------------------------------------------------
@@ -352,8 +366,9 @@ def test_max_pool2d_backward_matches_reference(backend, data):
     rng, dtype, x, hyper = data.draw(pool_case(backend))
     _, argmax = R.max_pool2d(x, hyper["kernel_size"], stride=hyper["stride"], padding=hyper["padding"])
     grad_y = random_array(rng, argmax.shape, dtype)
-    got = F.max_pool2d_backward(backend.put(grad_y), backend.put(argmax), x.shape)
-    assert_close(got, R.max_pool2d_backward(grad_y, argmax, x.shape), dtype=dtype)
+    window = (hyper["kernel_size"], hyper["stride"], hyper["padding"])
+    got = F.max_pool2d_backward(backend.put(grad_y), backend.put(argmax), x.shape, *window)
+    assert_close(got, R.max_pool2d_backward(grad_y, argmax, x.shape, *window), dtype=dtype)
 
 
 @INVALID_OK

@@ -112,7 +112,7 @@ def test_softmax_cross_entropy_loss_sums_in_float64():
     labels = np.zeros(rows, dtype=np.int32)
     loss, _ = F.softmax_cross_entropy(logits, labels)
     loss_ref, _ = R.softmax_cross_entropy(logits, labels)
-    assert abs(float(loss) - float(loss_ref)) <= 1e-7 * float(loss_ref)
+    np.testing.assert_allclose(float(loss), float(loss_ref), rtol=1e-7, atol=0)
 
 
 # ---------------------------------------------------------------------------

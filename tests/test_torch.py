@@ -67,6 +67,23 @@ def test_conv2d_gradcheck(gen, hyper, activation):
     assert gradcheck(lambda x, w, b: dt.conv2d(x, w, b, activation=activation, **hyper), (x, w, b), fast_mode=True)
 
 
+@pytest.mark.parametrize("groups, filters", [(2, 6), (4, 4)], ids=["two-groups", "depthwise"])
+def test_grouped_conv2d_gradcheck(gen, groups, filters):
+    x, w, b = randn(gen, 2, 4, 6, 5), randn(gen, filters, 4 // groups, 3, 3), randn(gen, filters)
+    assert gradcheck(lambda x, w, b: dt.conv2d(x, w, b, 1, 1, 1, groups, activation="relu"), (x, w, b),
+                     fast_mode=True)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("shape", [(), (5,), (4, 3), (2, 3, 2)], ids=lambda s: "x".join(map(str, s)) or "0-d")
+def test_mse_loss_is_pytorchs_and_gradchecks(gen, reduction, shape):
+    y, t = (torch.randn(shape, generator=gen, dtype=torch.float64).requires_grad_() for _ in range(2))
+    torch.testing.assert_close(dt.mse_loss(y, t, reduction=reduction), TF.mse_loss(y, t, reduction=reduction),
+                               rtol=1e-12, atol=1e-12)
+    assert gradcheck(lambda y, t: dt.mse_loss(y, t, reduction=reduction), (y, t))
+    assert gradcheck(lambda y, t: dt.MSELoss(reduction=reduction)(y, t), (y, t), fast_mode=True)
+
+
 @pytest.mark.parametrize("name", ["relu", "tanh", "sigmoid"])
 def test_activation_gradcheck(gen, name):
     assert gradcheck(getattr(dt, name), (randn(gen, 3, 4, 5),), fast_mode=True)

@@ -73,9 +73,9 @@ def test_unsupported_configurations_and_other_layers_stay_torch():
         pass
 
     model = nn.Sequential(
-        nn.Conv2d(4, 4, 3, groups=2), nn.Conv2d(4, 4, 3, padding_mode="reflect"), nn.Conv2d(4, 4, 2, padding="same"),
+        nn.Conv2d(4, 4, 3, padding_mode="reflect"), nn.Conv2d(4, 4, 2, padding="same"),
         nn.MaxPool2d(2, ceil_mode=True), nn.MaxPool2d(3, dilation=2), nn.BatchNorm2d(4), nn.Flatten(),
-        Subclassed(4, 4), nn.MSELoss(), nn.CrossEntropyLoss(label_smoothing=0.1), nn.GELU(),
+        Subclassed(4, 4), nn.MSELoss(reduction="none"), nn.CrossEntropyLoss(label_smoothing=0.1), nn.GELU(),
     )
     converted = dt.convert(model)
     assert [type(m) for m in converted] == [type(m) for m in model]
@@ -119,3 +119,21 @@ def test_a_converted_model_trains_like_torch():
     np.testing.assert_allclose(losses["ours"], losses["theirs"], rtol=1e-5)
     for p, q in zip(ours.parameters(), theirs.parameters()):
         assert_close(p.detach().numpy(), q.detach().numpy(), dtype=np.float32)
+
+
+def test_mse_loss_and_grouped_convolutions_are_swapped_and_match_torch():
+    torch.manual_seed(5)
+    theirs = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1, groups=4), nn.Tanh(), nn.Conv2d(8, 2, 1, groups=2),
+                           nn.Flatten())
+    ours = dt.convert(theirs)
+    assert [type(m) for m in ours][:3] == [dt.Conv2d, dt.Tanh, dt.Conv2d]
+    for reduction in ("mean", "sum"):
+        loss_ours = dt.convert(nn.MSELoss(reduction=reduction))
+        assert type(loss_ours) is dt.MSELoss and loss_ours.reduction == reduction
+        x, target = torch.randn(3, 4, 5, 5), torch.randn(3, 50)
+        reference = _outputs_and_gradients(theirs.double(), nn.MSELoss(reduction=reduction), x.double(),
+                                           target.double())
+        got = _outputs_and_gradients(ours, loss_ours, x, target)
+        for value, expected in zip(got, reference):
+            assert_close(value.detach().numpy(), expected.detach().numpy(), dtype=np.float32)
+        theirs.float()

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from dlgpu import cases
+from dlgpu import arguments, cases
 from dlgpu.bench import train
 from dlgpu.bench.ceilings import measure_ceilings
-from dlgpu.bench.machines import cpu_machine, cuda_machine
+from dlgpu.bench.machines import cpu_machine, cuda_machine, run_metadata
 from dlgpu.bench.report import print_result, write_plot
 from dlgpu.bench.run import run_benchmarks
 from dlgpu.cases.case import Benchmark
@@ -39,29 +38,58 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"families to benchmark: kernel stems and train (default: all of {', '.join(FAMILIES)})")
     parser.add_argument("--quick", action="store_true",
                         help="fewer repetitions (GPU: same sizes; CPU: smaller sizes) for a fast pass")
-    parser.add_argument("--json", metavar="FILE", help="write the ceilings and rows as JSON")
-    parser.add_argument("--plot", metavar="FILE.png", help="draw the times as a PNG (needs matplotlib)")
-    parser.add_argument("--cpu", action="store_true", help="benchmark the CPU backend even when a GPU is present")
+    parser.add_argument("--json", metavar="FILE", type=arguments.output_file,
+                        help="write the rows, the ceilings and the run's metadata (date, versions, commit, "
+                        "kernel hash, machine) as JSON")
+    parser.add_argument("--plot", metavar="FILE.png", type=arguments.output_file,
+                        help="draw the times as a PNG (needs matplotlib)")
+    parser.add_argument("--backend", choices=("cuda", "cpu"),
+                        help="default: cuda when a GPU is found, else cpu (the CPU backend against the reference)")
+    # the old spelling, kept so scripts that pass it still run
+    parser.add_argument("--cpu", dest="backend", action="store_const", const="cpu",
+                        help="deprecated: same as --backend cpu")
+
+
+def _pyplot_missing() -> str | None:
+    """Why --plot cannot draw here (matplotlib missing), asked before any benchmark runs."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        return f"dlgpu bench: --plot needs matplotlib, which is not importable here ({exc}); " \
+               "pip install 'dlgpu[examples]' (or pip install matplotlib)"
+    return None
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run ``dlgpu bench``; 0 when every case ran, 1 when any dlgpu call failed, 2 on bad arguments."""
+    """Run ``dlgpu bench``: 0 when every case ran; 1 when a dlgpu call failed, when nothing could run here
+    (every row skipped, e.g. GPU-only families on a CPU) or when a needed package or the GPU is missing;
+    2 on bad arguments."""
     from rich.console import Console
     from rich.progress import Progress
 
-    # A log file or pipe (the GPU run) gets a table wide enough to stay on one line per row.
-    console = Console() if sys.stdout.isatty() else Console(width=170)
+    # Piped into a file the table keeps rich's 80 columns (or $COLUMNS): the columns fold to fit.
+    console = Console()
     try:
         benchmarks = benchmarks_for(args.families)
     except ArgumentError as exc:
         console.print(str(exc), markup=False)
         return 2
+    if args.plot and (why_not := _pyplot_missing()):
+        console.print(why_not, markup=False)
+        return 1
     with_train = not args.families or train.FAMILY in args.families
     quick = bool(args.quick)
-    has_gpu, why = (False, "--cpu given") if getattr(args, "cpu", False) else gpu_probe()
+    backend = getattr(args, "backend", None)
+    has_gpu, why = (False, None) if backend == "cpu" else gpu_probe()
+    if backend == "cuda" and not has_gpu:
+        console.print(f"dlgpu bench: --backend cuda, but no GPU found ({why})", markup=False)
+        return 1
     if has_gpu:
         machine = cuda_machine(quick)
         console.print(f"benchmarking the CUDA backend on {machine.device['name']}", markup=False)
+    elif backend == "cpu":
+        console.print("benchmarking the CPU backend against the reference (--backend cpu)", markup=False)
+        machine = cpu_machine(quick)
     else:
         print(NO_GPU_MESSAGE, flush=True)
         console.print(f"({why})", markup=False)
@@ -81,13 +109,20 @@ def main(args: argparse.Namespace) -> int:
             result["rows"] += train_rows
             result["errors"] += [f"{r['op']}: {r['error']}" for r in train_rows if r.get("error")]
             progress.advance(task)
+    result["meta"] = run_metadata(machine)
     print_result(result, console)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
         console.print(f"wrote {args.json}", markup=False)
-    if args.plot:
+    ran = [r for r in result["rows"] if not r.get("skipped")]
+    if args.plot and ran:
         why_not = write_plot(result, args.plot)
         console.print(why_not or f"wrote {args.plot}", markup=False)
+    if not ran:
+        # Decided: a run that measured nothing fails, so a script never mistakes it for a result.
+        console.print(f"nothing ran: every row of {', '.join(args.families) or 'these families'} was skipped on "
+                      f"the {machine.name} backend (see the reasons above); exit status 1", markup=False)
+        return 1
     return 1 if result["errors"] else 0
 
 

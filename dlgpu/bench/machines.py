@@ -8,9 +8,12 @@ rotation budgets).
 
 from __future__ import annotations
 
+import datetime as _dt
+import functools
 import importlib
 import os
 import platform
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from dlgpu.bench.timing import CudaEventTimer, WallClockTimer
+from dlgpu.kernels_dir import kernels_dir
 
 
 @dataclass
@@ -53,8 +57,16 @@ def import_optional(name: str):
         return None
 
 
-def _cpu_cache_bytes() -> int:
-    """The largest CPU cache, from sysfs; 32 MiB when it cannot be read."""
+@functools.lru_cache(maxsize=1)
+def cpu_info() -> dict[str, Any]:
+    """py-cpuinfo's description of the host CPU (name, caches, flags), read once: it takes a fraction of a second."""
+    import cpuinfo
+
+    return cpuinfo.get_cpu_info()
+
+
+def _sysfs_cache_bytes() -> int:
+    """The largest cache Linux lists for cpu0, 0 where there is no sysfs."""
     largest = 0
     base = Path("/sys/devices/system/cpu/cpu0/cache")
     for size_file in base.glob("index*/size"):
@@ -63,7 +75,19 @@ def _cpu_cache_bytes() -> int:
         digits = text.rstrip("KMG")
         if digits.isdigit():
             largest = max(largest, int(digits) * scale)
-    return largest or (32 << 20)
+    return largest
+
+
+def _cpu_cache_bytes() -> int:
+    """The largest CPU cache, which the rotated inputs must exceed; 32 MiB when nothing can be read.
+
+    py-cpuinfo reads it on every OS, but on Linux it takes the L3 from
+    /proc/cpuinfo's "cache size", which some CPUs and VMs fill with the L2
+    (1 MiB on an EPYC whose L3 is 32 MiB): the larger of it and sysfs is kept.
+    """
+    info = cpu_info()
+    listed = [int(info.get(key) or 0) for key in ("l2_cache_size", "l3_cache_size")]
+    return max(_sysfs_cache_bytes(), *listed) or (32 << 20)
 
 
 def cuda_machine(quick: bool) -> Machine:
@@ -96,13 +120,54 @@ def cuda_machine(quick: bool) -> Machine:
 
 
 def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_info().get("brand_raw") or platform.processor() or platform.machine()
+
+
+def _commit() -> tuple[str | None, bool | None]:
+    """(commit, dirty) of a source checkout: $DLGPU_COMMIT when given (a copy without .git), else git.
+
+    benchmarks/make_record.py has its own copy: it runs without dlgpu installed.
+    """
+    given = os.environ.get("DLGPU_COMMIT", "").strip() or None
+    repo = kernels_dir().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    head = git("rev-parse", "HEAD") if (repo / ".git").exists() else None
+    status = git("status", "--porcelain", "--untracked-files=no") if head else None
+    return given or head, None if status is None else bool(status)
+
+
+def run_metadata(machine: Machine) -> dict[str, Any]:
+    """What a result was measured with, as pytest-benchmark records it: when, which code, which machine."""
+    import dlgpu
+
+    commit, dirty = _commit()
+    info = cpu_info()
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "dlgpu": dlgpu.__version__,
+        "commit": commit,
+        "dirty": dirty,
+        "kernels_sha256": dlgpu.kernels_sha256(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": {
+            "name": _cpu_name(),
+            "arch": info.get("arch_string_raw") or platform.machine(),
+            "count": os.cpu_count(),
+            "hz_advertised": info.get("hz_advertised_friendly"),
+            "l2_cache_bytes": info.get("l2_cache_size"),
+            "l3_cache_bytes": info.get("l3_cache_size"),
+            "largest_cache_bytes": _cpu_cache_bytes(),
+        },
+        "device": machine.device,
+    }
 
 
 def cpu_machine(quick: bool) -> Machine:

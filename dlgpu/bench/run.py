@@ -53,6 +53,11 @@ def _set_bytes(inputs: dict) -> int:
     return sum(int(v.nbytes) for v in inputs.values() if hasattr(v, "nbytes"))
 
 
+# The measured matrix-product ceiling of each precision.  TF32 has none: measured against the float32
+# (non-tensor-core) product its rows read several times 100%, so they show no share rather than a wrong one.
+_GEMM_CEILING = {"ieee": "sgemm", "bf16": "bf16_gemm", "fp16": "bf16_gemm"}
+
+
 def _rate_fields(case: Benchmark, shape: tuple, ms: float | None, ceilings: dict) -> dict[str, Any]:
     if ms is None or ms <= 0:
         return {"gbps": None, "tflops": None, "pct_of_ceiling": None}
@@ -65,9 +70,8 @@ def _rate_fields(case: Benchmark, shape: tuple, ms: float | None, ceilings: dict
         ceiling = (ceilings.get("copy") or {}).get("gbps")
         if ceiling:
             pct = 100.0 * gbps / ceiling
-    elif tflops is not None:
-        key = "bf16_gemm" if case.precision in ("bf16", "fp16") else "sgemm"
-        ceiling = (ceilings.get(key) or {}).get("tflops")
+    elif tflops is not None and case.precision in _GEMM_CEILING:
+        ceiling = (ceilings.get(_GEMM_CEILING[case.precision]) or {}).get("tflops")
         if ceiling:
             pct = 100.0 * tflops / ceiling
     return {"gbps": gbps, "tflops": tflops, "pct_of_ceiling": pct}

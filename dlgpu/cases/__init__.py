@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from dlgpu.cases import bias_grad, conv2d, elementwise, gemm, pool, sgd, softmax
+from dlgpu.cases import bias_grad, conv2d, elementwise, gemm, mse, pool, sgd, softmax
 from dlgpu.cases.case import Benchmark, Check
 from dlgpu.errors import ArgumentError
 
 # Stem name -> its case module, in the order tables list them (cheap, memory-bound ops first).
 STEMS: dict[str, ModuleType] = {
-    module.FAMILY: module for module in (elementwise, sgd, bias_grad, softmax, pool, gemm, conv2d)
+    module.FAMILY: module for module in (elementwise, sgd, bias_grad, softmax, mse, pool, gemm, conv2d)
 }
 
 

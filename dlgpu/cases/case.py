@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from dlgpu.backend import OPS, Backend
+from dlgpu.backend import OPS, QUERIES, Backend
 from dlgpu.precision import HALF_DTYPES, storage_precision
 from dlgpu.testing import rel_error, tolerance
 
@@ -142,7 +142,7 @@ def bind(backend: Backend, name: str, **keywords) -> Backend:
     variant; this gives the checks a backend that runs them on the CPU harness
     or forces a registered variant, with the protocol's signatures unchanged.
     """
-    members = {"name": name, "float_dtypes": backend.float_dtypes, "index_range": backend.index_range}
+    members = {"name": name, "float_dtypes": backend.float_dtypes, **{q: getattr(backend, q) for q in QUERIES}}
     for op in OPS:
         function = getattr(backend, op)
         accepted = {k: v for k, v in keywords.items() if k in inspect.signature(function).parameters}

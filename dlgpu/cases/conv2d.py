@@ -3,8 +3,9 @@
 Checks: a 1x1 image, stride 2 with padding on a non-square prime plane,
 stride 3 with dilation 2, and a 1x1 filter (plus 5x5 and 7x7 filters and a
 16-channel layer outside quick mode), each with and without a fused ReLU and
-with a bias; the backward pass reads the reference's forward output.
-Tolerance: accumulating.
+with a bias; two grouped layers (2 groups, and depthwise with 2 filters a
+channel) through dlgpu.ops.conv2d's per-group loop; the backward pass reads the
+reference's forward output.  Tolerance: accumulating.
 
 Benchmarks: ResNet-50 and LeNet layers, forward at ieee, tf32 and bf16, with
 bias + ReLU fused, and both backward passes, against cuDNN through PyTorch (or
@@ -18,6 +19,7 @@ import numpy as np
 import dlgpu.functional as F
 import dlgpu.reference as R
 from dlgpu.cases.case import STORAGE_DTYPES, Benchmark, Check, Output, f32, gpu_only, prod, randn, torch_view
+from dlgpu.ops.conv2d import grouped_conv2d, grouped_conv2d_backward
 from dlgpu.testing import random_array
 from dlgpu.window import output_size
 from dlgpu.errors import ArgumentError, DeviceError, DtypeError, ShapeError
@@ -26,30 +28,32 @@ from dlgpu.testing.bad_input import BadInput, FakeCupy, on_cpu, on_gpu, rand, w4
 FAMILY = "conv2d"
 
 
-def _check(n, c, h, w, k, r, s, stride, pad, dil, activation, dtype=None) -> list[Check]:
-    label = f"{n}x{c}x{h}x{w} * {k}x{c}x{r}x{s} s{stride} p{pad} d{dil}" + (" relu" if activation else "")
-    geometry = dict(stride=stride, padding=pad, dilation=dil)
+def _check(n, c, h, w, k, r, s, stride, pad, dil, activation, groups=1, dtype=None) -> list[Check]:
+    label = (f"{n}x{c}x{h}x{w} * {k}x{c // groups}x{r}x{s} s{stride} p{pad} d{dil}"
+             + (f" g{groups}" if groups > 1 else "") + (" relu" if activation else ""))
+    geometry = dict(stride=stride, padding=pad, dilation=dil, groups=groups)
     pairs = ((stride, stride), (pad, pad), (dil, dil))
 
     def operands(rng, target):
         x = random_array(rng, (n, c, h, w), target.dtype)
-        weight = random_array(rng, (k, c, r, s), target.dtype)
+        weight = random_array(rng, (k, c // groups, r, s), target.dtype)
         bias = random_array(rng, (k,), target.dtype)
         return x, weight, bias
 
+    # Grouped convolution is the backend's ungrouped op once per group (dlgpu.ops.conv2d's loop).
     def run_forward(rng, target):
         x, weight, bias = operands(rng, target)
         ref_y = R.conv2d(x, weight, bias, activation=activation, **geometry)
-        y = target.backend.conv2d(target.array(x), target.array(weight), target.array(bias), *pairs, activation,
-                                  target.precision, target.poisoned(ref_y.shape))
+        y = grouped_conv2d(target.backend, target.array(x), target.array(weight), target.array(bias), *pairs,
+                           groups, activation, target.precision, target.poisoned(ref_y.shape))
         return [Output("y", y, ref_y, False)]
 
     def run_backward(rng, target):
         x, weight, bias = operands(rng, target)
         y_saved = R.conv2d(x, weight, bias, activation=activation, **geometry).astype(target.dtype)
         g = random_array(rng, y_saved.shape, target.dtype)
-        grads = target.backend.conv2d_backward(target.array(g), target.array(x), target.array(weight),
-                                               target.array(y_saved), *pairs, activation, target.precision)
+        grads = grouped_conv2d_backward(target.backend, target.array(g), target.array(x), target.array(weight),
+                                        target.array(y_saved), *pairs, groups, activation, target.precision)
         refs = R.conv2d_backward(g, x, weight, y=y_saved, activation=activation, **geometry)
         return [Output(name, got, ref, False) for name, got, ref in zip(("grad_x", "grad_w", "grad_b"), grads, refs)]
 
@@ -71,9 +75,14 @@ def checks(quick: bool = True) -> list[Check]:
             (1, 3, 15, 15, 4, 7, 7, 2, 3, 1),
             (3, 6, 14, 14, 16, 5, 5, 1, 0, 1),
         ]
-    return [*(check for config in configs for act in (None, "relu") for check in _check(*config, act)),
+    grouped = [  # N  C  H  W  K  R  S  stride pad dil groups: two groups, and depthwise with 2 filters a channel
+        (2, 4, 9, 7, 6, 3, 3, 1, 1, 1, 2),
+        (2, 3, 8, 9, 6, 3, 3, 2, 1, 1, 3),
+    ]
+    return ([check for config in configs for act in (None, "relu") for check in _check(*config, act)]
+            + [check for *config, groups in grouped for check in _check(*config, "relu", groups)]
             # 16-bit storage: the strided, padded layer with a fused ReLU.
-            *(check for dtype in STORAGE_DTYPES for check in _check(*configs[1], "relu", dtype))]
+            + [check for dtype in STORAGE_DTYPES for check in _check(*configs[1], "relu", dtype=dtype)])
 
 
 # ---------------------------------------------------------------------------
@@ -216,8 +225,22 @@ def bad_inputs() -> list[BadInput]:
         BadInput("conv-channels", lambda w: F.conv2d(w(x4), w(rand(4, 5, 3, 3))), ShapeError, "x has 3 channels"),
         BadInput("conv-backward-grad", lambda w: F.conv2d_backward(w(rand(2, 4, 5, 5)), w(x4), w(w4)),
                  ShapeError, "expected (2, 4, 6, 6)"),
-        BadInput("conv-empty-batch", lambda w: F.conv2d(w(rand(0, 3, 8, 8)), w(w4)),
-                 ShapeError, "x has an empty dimension"),
+        BadInput("conv-empty-height", lambda w: F.conv2d(w(rand(2, 3, 0, 8)), w(w4), padding=2),
+                 ShapeError, "only the batch (first) dimension may be 0"),
+        BadInput("conv-groups-divide", lambda w: F.conv2d(w(x4), w(rand(4, 1, 3, 3)), groups=2),
+                 ShapeError, "groups=2 must divide the input channels (3)"),
+        BadInput("conv-groups-weight", lambda w: F.conv2d(w(rand(2, 4, 8, 8)), w(rand(4, 4, 3, 3)), groups=2),
+                 ShapeError, "weight.shape[1] must be 4 // groups = 2"),
+        BadInput("conv-groups-zero", lambda w: F.conv2d(w(x4), w(w4), groups=0),
+                 ArgumentError, "groups must be a positive int"),
+        BadInput("conv-backward-groups", lambda w: F.conv2d_backward(w(y4), w(x4), w(w4), groups=3),
+                 ShapeError, "conv2d_backward: groups=3 must divide the input channels (3) and the output channels (4)"),
+        BadInput("conv-same-strided", lambda w: F.conv2d(w(x4), w(w4), None, 2, "same"),
+                 ArgumentError, "padding='same' needs stride 1"),
+        BadInput("conv-same-even-kernel", lambda w: F.conv2d(w(x4), w(rand(4, 3, 2, 2)), padding="same"),
+                 ArgumentError, "pads unevenly"),
+        BadInput("conv-padding-word", lambda w: F.conv2d(w(x4), w(w4), padding="full"),
+                 ArgumentError, "padding must be an int, a pair, 'valid' or 'same'"),
         BadInput("conv-stride-zero", lambda w: F.conv2d(w(x4), w(w4), stride=(1, 0)),
                  ArgumentError, "stride must be >= 1"),
         BadInput("conv-padding-negative", lambda w: F.conv2d(w(x4), w(w4), padding=(-1, 0)),
@@ -248,4 +271,6 @@ def bad_inputs() -> list[BadInput]:
         on_cpu("stride-triple", lambda: F.conv2d(x4, w4, stride=(1, 1, 1)), ArgumentError, "pair"),
         on_cpu("kernel-too-large", lambda: F.conv2d(x4, rand(4, 3, 11, 3)),
                ArgumentError, "larger than the padded input"),
+        # (2, 4, 2**21 + 6, 2**21 + 6) float32: 128 TiB, refused before numba or NumPy try to allocate it
+        on_cpu("conv-too-large", lambda: F.conv2d(x4, w4, padding=2**20), ShapeError, "more than the"),
     ]

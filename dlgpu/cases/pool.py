@@ -43,8 +43,8 @@ def _check(shape: tuple, kernel: int, stride: int, padding: int, dtype=None) -> 
         x = random_array(rng, shape, target.dtype)
         _, ref_argmax = R.max_pool2d(x, kernel, stride=stride, padding=padding)
         g = random_array(rng, ref_argmax.shape, target.dtype)
-        grad_x = target.backend.max_pool2d_backward(target.array(g), target.array(ref_argmax), shape)
-        return [Output("grad_x", grad_x, R.max_pool2d_backward(g, ref_argmax, shape), True)]
+        grad_x = target.backend.max_pool2d_backward(target.array(g), target.array(ref_argmax), shape, *window)
+        return [Output("grad_x", grad_x, R.max_pool2d_backward(g, ref_argmax, shape, kernel, stride, padding), True)]
 
     return [Check("max_pool2d", label, run_forward, dtype=dtype),
             Check("max_pool2d_backward", label, run_backward, dtype=dtype)]
@@ -63,6 +63,7 @@ def checks(quick: bool = True) -> list[Check]:
 # ---------------------------------------------------------------------------
 
 WINDOW = {"kernel": 3, "stride": 2, "padding": 1}
+_WINDOW_ARGS = (WINDOW["kernel"], WINDOW["stride"], WINDOW["padding"])
 SHAPES = {"gpu": (64, 64, 56, 56), "cpu": (16, 64, 56, 56), "cpu_quick": (4, 64, 56, 56)}
 
 
@@ -158,9 +159,9 @@ BENCHMARKS = (
     Benchmark(
         family=FAMILY, op="max_pool2d_backward", shapes=SHAPES,
         make_inputs=_backward_inputs,
-        run=lambda d: F.max_pool2d_backward(d["grad_y"], _argmax(d), tuple(d["x"].shape)),
+        run=lambda d: F.max_pool2d_backward(d["grad_y"], _argmax(d), tuple(d["x"].shape), *_WINDOW_ARGS),
         xp_baseline=xp_backward, torch_baseline=torch_backward,
-        reference=lambda d: R.max_pool2d_backward(d["grad_y"], d["argmax"], tuple(d["x"].shape)),
+        reference=lambda d: R.max_pool2d_backward(d["grad_y"], d["argmax"], tuple(d["x"].shape), *_WINDOW_ARGS),
         bytes_moved=_backward_bytes, shape_label=_label,
     ),
 )
@@ -173,43 +174,61 @@ BENCHMARKS = (
 
 def bad_inputs() -> list[BadInput]:
     """Calls of this stem's ops that must be refused (dlgpu.testing.bad_input.assert_refused)."""
+    # argmax is (2, 3, 4, 4): x4 (2, 3, 8, 8) pooled by 2x2 windows, stride 2
     return [
         BadInput("pool-rank", lambda w: F.max_pool2d(w(rand(3, 8, 8)), 2), ShapeError, "max_pool2d: x must be 4-D"),
-        BadInput("pool-backward-rank", lambda w: F.max_pool2d_backward(w(rand(2, 3, 16)), w(argmax[..., 0]), x4.shape),
+        BadInput("pool-backward-rank",
+                 lambda w: F.max_pool2d_backward(w(rand(2, 3, 16)), w(argmax[..., 0]), x4.shape, 2),
                  ShapeError, "grad_y must be 4-D"),
         BadInput("pool-backward-argmax-shape",
-                 lambda w: F.max_pool2d_backward(w(rand(2, 3, 4, 4)), w(argmax[:, :, :2]), x4.shape),
+                 lambda w: F.max_pool2d_backward(w(rand(2, 3, 4, 4)), w(argmax[:, :, :2]), x4.shape, 2),
                  ShapeError, "argmax has shape"),
         BadInput("pool-backward-empty",
-                 lambda w: F.max_pool2d_backward(w(rand(2, 3, 0, 4)), w(argmax[:, :, :0]), x4.shape),
-                 ShapeError, "empty dimension"),
+                 lambda w: F.max_pool2d_backward(w(rand(2, 3, 0, 4)), w(argmax[:, :, :0]), x4.shape, 2),
+                 ShapeError, "gives 4x4 outputs"),
+        # an input_shape or a window the forward call cannot have had: refused, never routed to wrong places
+        BadInput("pool-backward-input-shape",
+                 lambda w: F.max_pool2d_backward(w(rand(2, 3, 4, 4)), w(argmax), (2, 3, 12, 12), 2),
+                 ShapeError, "input_shape and the window must be those of the forward call"),
+        BadInput("pool-backward-window",
+                 lambda w: F.max_pool2d_backward(w(rand(2, 3, 4, 4)), w(argmax), x4.shape, 3, 2),
+                 ShapeError, "gives 3x3 outputs"),
         BadInput("pool-kernel-zero", lambda w: F.max_pool2d(w(x4), 0), ArgumentError, "kernel_size must be >= 1"),
         BadInput("pool-padding-too-large", lambda w: F.max_pool2d(w(x4), (2, 4), padding=(2, 0)),
                  ArgumentError, "exceeds half the kernel"),
         BadInput("pool-stride-bool", lambda w: F.max_pool2d(w(x4), 2, stride=True),
                  ArgumentError, "stride must be an int"),
         BadInput("argmax-negative",  # the CUDA backend checks argmax on the host in debug mode only
-                 lambda w: in_debug_mode(F.max_pool2d_backward, w(rand(2, 3, 4, 4)), w(argmax - 1), x4.shape),
+                 lambda w: in_debug_mode(F.max_pool2d_backward, w(rand(2, 3, 4, 4)), w(argmax - 1), x4.shape, 2),
                  ArgumentError, "outside the input plane"),
-        BadInput("argmax-float", lambda w: F.max_pool2d_backward(w(rand(2, 3, 4, 4)), w(rand(2, 3, 4, 4)), x4.shape),
+        BadInput("argmax-float",
+                 lambda w: F.max_pool2d_backward(w(rand(2, 3, 4, 4)), w(rand(2, 3, 4, 4)), x4.shape, 2),
                  DtypeError, "argmax must be int32"),
-        on_gpu("mix-pool-backward-argmax", lambda: F.max_pool2d_backward(FakeCupy(rand(2, 3, 4, 4)), argmax, x4.shape),
+        # a consistent but absurd input_shape: 4 of 2**40 rows with stride 2**38, 192 TiB of grad_x
+        on_cpu("pool-backward-too-large",
+               lambda: F.max_pool2d_backward(rand(2, 3, 4, 4), argmax, (2, 3, 2**40, 8), 2, (2**38, 2)),
+               ShapeError, "more than the"),
+        on_gpu("mix-pool-backward-argmax",
+               lambda: F.max_pool2d_backward(FakeCupy(rand(2, 3, 4, 4)), argmax, x4.shape, 2),
                DeviceError, "argmax is numpy"),
         on_cpu("pool-rank", lambda: F.max_pool2d(rand(8, 8), 2), ShapeError, "max_pool2d: x must be 4-D"),
         on_cpu("pool-backward-nc",
-               lambda: F.max_pool2d_backward(rand(2, 3, 2, 2), np.zeros((2, 3, 2, 2), np.int32), (2, 4, 4, 4)),
+               lambda: F.max_pool2d_backward(rand(2, 3, 2, 2), np.zeros((2, 3, 2, 2), np.int32), (2, 4, 4, 4), 2),
                ShapeError, "differ in N or C"),
         on_cpu("stride-negative", lambda: F.max_pool2d(x4, 2, stride=-1), ArgumentError, "stride must be >= 1"),
         on_cpu("pool-kernel-too-large", lambda: F.max_pool2d(x4, 9), ArgumentError, "larger than the padded input"),
         on_cpu("pool-padding-too-large", lambda: F.max_pool2d(x4, 3, padding=2),
                ArgumentError, "exceeds half the kernel"),
         on_cpu("argmax-out-of-plane",
-               lambda: F.max_pool2d_backward(rand(1, 1, 2, 2), np.full((1, 1, 2, 2), 16, np.int32), (1, 1, 4, 4)),
+               lambda: F.max_pool2d_backward(rand(1, 1, 2, 2), np.full((1, 1, 2, 2), 16, np.int32), (1, 1, 4, 4), 2),
                ArgumentError, "outside the input plane"),
         on_cpu("input-shape-bad",
-               lambda: F.max_pool2d_backward(rand(1, 1, 2, 2), np.zeros((1, 1, 2, 2), np.int32), (1, 1, 4)),
-               ArgumentError, "input_shape must be 4 positive ints"),
+               lambda: F.max_pool2d_backward(rand(1, 1, 2, 2), np.zeros((1, 1, 2, 2), np.int32), (1, 1, 4), 2),
+               ArgumentError, "input_shape must be 4 non-negative ints"),
         on_cpu("argmax-int64",
-               lambda: F.max_pool2d_backward(rand(1, 1, 2, 2), np.zeros((1, 1, 2, 2), np.int64), (1, 1, 4, 4)),
+               lambda: F.max_pool2d_backward(rand(1, 1, 2, 2), np.zeros((1, 1, 2, 2), np.int64), (1, 1, 4, 4), 2),
                DtypeError, "argmax must be int32"),
+        on_cpu("argmax-byte-order",
+               lambda: F.max_pool2d_backward(rand(1, 1, 2, 2), np.zeros((1, 1, 2, 2), ">i4"), (1, 1, 4, 4), 2),
+               DtypeError, "byte order"),
     ]

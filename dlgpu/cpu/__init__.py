@@ -10,6 +10,8 @@ backend its functions through a small ``<Stem>Ops`` class; float16 and
 bfloat16 arrays go through those in float32 (``dlgpu/cpu/storage.py``).
 """
 
+import os
+
 import numpy as np
 
 from dlgpu.cpu.threads import start_pool
@@ -30,6 +32,13 @@ class CpuBackend(StorageOps):
     @staticmethod
     def index_range(indices) -> tuple[int, int]:
         return int(indices.min()), int(indices.max())
+
+    @staticmethod
+    def memory_bytes() -> int | None:
+        try:  # physical RAM: a result larger than that cannot be allocated, swap or not
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):  # not a POSIX system that says
+            return None
 
 
 BACKEND = CpuBackend()

@@ -1,7 +1,7 @@
 """CPU max pooling with argmax: forward and backward.
 
     max_pool2d(x, kernel, stride, padding)           -> (y (N, C, P, Q), argmax int32)
-    max_pool2d_backward(grad_y, argmax, input_shape) -> grad_x
+    max_pool2d_backward(grad_y, argmax, input_shape, kernel, stride, padding) -> grad_x
 
 argmax is h*W + w in the unpadded input plane.  Padding is never chosen
 (padding <= kernel//2 guarantees every window a real element).  The first
@@ -11,7 +11,8 @@ propagates and ties go to the first.
 
 Both passes run one (image, channel) plane per parallel iteration; backward
 scatters that plane's outputs in order into its own plane of grad_x, so
-overlapping windows add up identically every call.
+overlapping windows add up identically every call.  An argmax outside its own
+window is skipped, as the GPU's gather kernel never sees it.
 """
 
 from __future__ import annotations
@@ -51,19 +52,28 @@ def _max_pool(x, y, argmax, kh, kw, sh, sw, ph, pw):
 
 
 @njit(parallel=True, cache=True)
-def _max_pool_backward(grad_y, argmax, grad_x):
-    n_images, channels = grad_x.shape[0], grad_x.shape[1]
-    plane_size = grad_x.shape[2] * grad_x.shape[3]
-    out_size = grad_y.shape[2] * grad_y.shape[3]
+def _max_pool_backward(grad_y, argmax, grad_x, kh, kw, sh, sw, ph, pw):
+    n_images, channels, width = grad_x.shape[0], grad_x.shape[1], grad_x.shape[3]
+    plane_size = grad_x.shape[2] * width
+    out_h, out_w = grad_y.shape[2], grad_y.shape[3]
     zero = grad_x.dtype.type(0)
     gx = grad_x.reshape(n_images * channels, plane_size)
-    gy = grad_y.reshape(n_images * channels, out_size)
-    am = argmax.reshape(n_images * channels, out_size)
+    gy = grad_y.reshape(n_images * channels, out_h * out_w)
+    am = argmax.reshape(n_images * channels, out_h * out_w)
     for plane in prange(n_images * channels):
         dst = gx[plane]
         dst[:] = zero
-        for i in range(out_size):
-            dst[am[plane, i]] += gy[plane, i]
+        for p in range(out_h):
+            h0 = p * sh - ph
+            for q in range(out_w):
+                i = p * out_w + q
+                at = am[plane, i]
+                h = at // width
+                w = at - h * width
+                w0 = q * sw - pw
+                # Only a position inside this output's window, as the GPU's gather kernel reads it.
+                if h0 <= h < h0 + kh and w0 <= w < w0 + kw:
+                    dst[at] += gy[plane, i]
 
 
 def max_pool2d(x, kernel, stride, padding):
@@ -77,9 +87,9 @@ def max_pool2d(x, kernel, stride, padding):
     return y, argmax
 
 
-def max_pool2d_backward(grad_y, argmax, input_shape):
+def max_pool2d_backward(grad_y, argmax, input_shape, kernel, stride, padding):
     grad_x = np.empty(tuple(input_shape), dtype=grad_y.dtype)
-    launch(_max_pool_backward, grad_x.size < SERIAL_ELEMENTS, grad_y, argmax, grad_x)
+    launch(_max_pool_backward, grad_x.size < SERIAL_ELEMENTS, grad_y, argmax, grad_x, *kernel, *stride, *padding)
     return grad_x
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from dlgpu.cpu.conv2d import Conv2dOps
 from dlgpu.cpu.elementwise import ElementwiseOps
 from dlgpu.cpu.gemm import GemmOps
+from dlgpu.cpu.mse import MseOps
 from dlgpu.cpu.pool import PoolOps
 from dlgpu.cpu.sgd import SgdOps
 from dlgpu.cpu.softmax import SoftmaxOps
@@ -29,7 +30,7 @@ from dlgpu.precision import is_half
 _FLOAT32 = np.dtype(np.float32)
 
 
-class _Float32(GemmOps, Conv2dOps, ElementwiseOps, PoolOps, SoftmaxOps, SgdOps):
+class _Float32(GemmOps, Conv2dOps, ElementwiseOps, PoolOps, SoftmaxOps, MseOps, SgdOps):
     """The stems' own float32 / float64 code."""
 
 
@@ -214,4 +215,7 @@ class StorageOps:
     max_pool2d_backward = staticmethod(max_pool2d_backward)
     softmax_cross_entropy = staticmethod(softmax_cross_entropy)
     softmax_cross_entropy_backward = staticmethod(softmax_cross_entropy_backward)
+    # Squared error computes in float64 and rounds once to the inputs' dtype, 16-bit ones included.
+    mse_loss = staticmethod(MseOps.mse_loss)
+    mse_loss_backward = staticmethod(MseOps.mse_loss_backward)
     sgd_step = staticmethod(sgd_step)

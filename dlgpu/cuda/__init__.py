@@ -16,6 +16,7 @@ import sys
 import numpy as np
 
 from dlgpu.cuda.elementwise import ElementwiseOps
+from dlgpu.cuda.mse import MseOps
 from dlgpu.cuda.pool import PoolOps
 from dlgpu.cuda.sgd import SgdOps
 from dlgpu.cuda.softmax import SoftmaxOps
@@ -24,7 +25,7 @@ from dlgpu.device_errors import debug_enabled
 from dlgpu.precision import HALF_DTYPES
 
 
-class CudaBackend(GemmOps, Conv2dOps, ElementwiseOps, PoolOps, SoftmaxOps, SgdOps):
+class CudaBackend(GemmOps, Conv2dOps, ElementwiseOps, PoolOps, SoftmaxOps, MseOps, SgdOps):
     """dlgpu's kernels on CuPy arrays."""
 
     name = "dlgpu.cuda"
@@ -44,6 +45,14 @@ class CudaBackend(GemmOps, Conv2dOps, ElementwiseOps, PoolOps, SoftmaxOps, SgdOp
         if cupy is not None and cupy.cuda.get_current_stream().is_capturing():
             return None
         return int(indices.min()), int(indices.max())
+
+    @staticmethod
+    def memory_bytes() -> int | None:
+        """The current GPU's total memory (free memory moves with CuPy's pool, which gives blocks back)."""
+        cupy = sys.modules.get("cupy")
+        if cupy is None:
+            return None
+        return int(cupy.cuda.Device().mem_info[1])
 
 
 BACKEND = CudaBackend()

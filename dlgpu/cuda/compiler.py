@@ -22,8 +22,10 @@ the fallback when this NVRTC does not know the device: see
 Where sources come from: the ``kernels_dir`` argument, else
 ``$DLGPU_KERNELS_DIR``, else :func:`dlgpu.kernels_dir` (the package's own).
 
-Disk cache: ``$DLGPU_CACHE_DIR``, else ``$XDG_CACHE_HOME/dlgpu``, else
-``~/.cache/dlgpu``; entries live in its ``nvrtc/`` folder.  The key is a
+Disk cache: ``$DLGPU_CACHE_DIR``, else the user cache folder platformdirs
+names (Linux: ``$XDG_CACHE_HOME/dlgpu``, else ``~/.cache/dlgpu``; macOS:
+``~/Library/Caches/dlgpu``; Windows: ``%LOCALAPPDATA%\\dlgpu\\Cache``);
+entries live in its ``nvrtc/`` folder.  The key is a
 SHA-256 over the .cu bytes (with its ``#line`` prefix), every header it
 includes with ``#include "..."`` (recursively, found next to the including
 file or in the kernels folder), the options, the target and the NVRTC
@@ -269,10 +271,13 @@ class CompiledModule:
 
 
 def default_cache_dir() -> Path:
+    """$DLGPU_CACHE_DIR, else the platform's user cache folder for dlgpu (platformdirs)."""
     if os.environ.get("DLGPU_CACHE_DIR"):
         return Path(os.environ["DLGPU_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "dlgpu"
+    import platformdirs
+
+    # appauthor=False: no vendor folder on Windows (%LOCALAPPDATA%\dlgpu\Cache)
+    return Path(platformdirs.user_cache_dir("dlgpu", appauthor=False))
 
 
 _MAGIC = b"DLGPUKC\x01"

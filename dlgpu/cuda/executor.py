@@ -131,6 +131,9 @@ class CupyExecutor:
                 raise ArgumentError(f"dlgpu: launch of {where}: {name} must be 3 positive ints, got {dims}")
         if launch.shared_mem < 0:
             raise ArgumentError(f"dlgpu: launch of {where}: shared_mem={launch.shared_mem} is negative")
+        # The kernel's own __cluster_dims__ shape the launch; the driver refuses a grid of partial clusters.
+        if any(int(g) % int(c) for g, c in zip(launch.grid, launch.cluster)):
+            raise ArgumentError(f"dlgpu: launch of {where}: grid {launch.grid} is not whole clusters {launch.cluster}")
         check_shared_memory(launch, f"dlgpu: launch of {where}")
         self._check_args(launch, where, device_id)
         function = self.function(launch.family, launch.kernel, launch.defines, device_id)

@@ -19,11 +19,19 @@ The variant is :data:`VARIANT`, with its tile configurations in :data:`CONFIGS`;
 compute capability 9.0 (wgmma exists on sm_90a alone: not on Blackwell) and on the CPU harness.
 :func:`available` says whether an executor can run it.  The mma.sync variant (dlgpu/cuda/gemm.py,
 ``tc``) stays the path for fp32 operands and for every other GPU.
+
+How a call is cut up (:func:`plan`): the widest tile runs in clusters of two CTAs along M that share
+each B tile by TMA multicast (:data:`CLUSTER`); a persistent grid of clusters walks the tiles; when
+the tiles are too few to fill the device and K is long, each tile's k-tiles are split over several
+blocks (split-K, :func:`choose_splits`), whose fp32 partial sums meet in a workspace and are added in
+a fixed order by the last to finish.  C leaves through TMA stores from shared memory, into ``out``
+itself when its rows are 16-byte multiples, else into a padded array copied into ``out`` afterwards.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -37,14 +45,24 @@ from dlgpu.errors import ArgumentError, BackendUnavailableError, DtypeError, Lay
 FAMILY = "gemm_wgmma"
 VARIANT = _gemm.Variant("wgmma", FAMILY, ("bf16", "fp16", "tf32"),
                         "wgmma + TMA + mbarrier pipeline, producer/consumer warpgroups, persistent; sm_90a")
-# Largest first, from kernels/gemm_wgmma.cu's GEMM_WGMMA_CONFIGS X(BM, BN, THREADS, STAGES): 128 rows
-# (two consumer warpgroups of 64), BN columns, and the ring's stages.
+# Largest first, from kernels/gemm_wgmma.cu's GEMM_WGMMA_CONFIGS X(BM, BN, THREADS, STAGES, CLUSTER): 128
+# rows (two consumer warpgroups of 64), BN columns, the ring's stages, and the CTAs of a cluster.
 CONFIGS = _gemm.tile_configs("gemm_wgmma.cu", "GEMM_WGMMA_CONFIGS")
-STAGES = {f"{bm}x{bn}": int(stages)
-          for bm, bn, _, stages in kernel_decls.x_macro("gemm_wgmma.cu", "GEMM_WGMMA_CONFIGS")}
+_X = kernel_decls.x_macro("gemm_wgmma.cu", "GEMM_WGMMA_CONFIGS")
+STAGES = {f"{bm}x{bn}": int(stages) for bm, bn, _, stages, _ in _X}
+CLUSTER = {f"{bm}x{bn}": int(cluster) for bm, bn, _, _, cluster in _X}
+_DEFINES = kernel_decls.integer_defines("gemm_wgmma.cu")
 FLAG_STORE_HALF = 8  # kernels/gemm_tile.cuh: GEMM_STORE_HALF
+STORE_ROWS = _DEFINES["WGMMA_STORE_ROWS"]  # a TMA store box: 16 rows of 128 bytes
+STORE_BOXES = _DEFINES["WGMMA_STORE_BOXES"]  # staging boxes per consumer warp
+STORE_MAP = 2  # C's tensor map follows A's and B's
+WARPS_PER_TILE = _DEFINES["WGMMA_WARPS_PER_TILE"]  # consumer warps: one split-K counter each
 TILE_ROW_BYTES = 128  # every shared tile row: one 128-byte swizzled row of k (or of m / n)
 COMPUTE_CAPABILITY = 90
+# Split-K: a split keeps at least this many k-tiles (the pipeline's fill and drain, and the partial
+# sums' round trip, amortized), and a tile is split at most this many ways.
+MIN_SPLIT_K_TILES = 4
+MAX_SPLITS = 16
 _TMA_DTYPE = {"bf16": "bf16", "fp16": "fp16", "tf32": "f32"}
 
 
@@ -56,10 +74,12 @@ def kernel_names() -> list[str]:
 
 
 def shared_bytes(config: _gemm.TileConfig) -> int:
-    """Dynamic shared memory: the ring's stages (A 128 rows + B BN rows of 128 bytes), its barriers,
-    and 1 KB to put the tiles on a 1024-byte boundary."""
+    """Dynamic shared memory: the ring's stages (A 128 rows + B BN rows of 128 bytes), the consumer
+    warps' staging boxes for TMA stores, the ring's barriers, and 1 KB to put the tiles on a
+    1024-byte boundary."""
     stages = STAGES[config.name]
-    return stages * (config.block_m + config.block_n) * TILE_ROW_BYTES + 2 * stages * 8 + 1024
+    staging = WARPS_PER_TILE * STORE_BOXES * STORE_ROWS * TILE_ROW_BYTES
+    return stages * (config.block_m + config.block_n) * TILE_ROW_BYTES + staging + 2 * stages * 8 + 1024
 
 
 def available(executor) -> bool:
@@ -99,8 +119,19 @@ def choose(m: int, n: int, sms: int, config: str | None = None) -> _gemm.TileCon
     return CONFIGS[1]
 
 
-def _tma_ready(xp, array, element_bytes: int):
-    """``array`` itself when TMA can read it (16-byte aligned base and row pitch), else a padded copy.
+def choose_splits(units: int, cluster: int, k_tiles: int, sms: int) -> int:
+    """How many ways to split each tile's k-tiles: 1 when ``units`` (tiles, or cluster tiles of
+    ``cluster`` CTAs) fill the device, else as many as fill it without a split shorter than
+    MIN_SPLIT_K_TILES; every split non-empty (the kernel relies on it)."""
+    blocks = units * cluster
+    splits = max(1, min(sms // blocks, k_tiles // MIN_SPLIT_K_TILES, MAX_SPLITS)) if blocks < sms else 1
+    per_split = -(-k_tiles // splits)
+    return -(-k_tiles // per_split)
+
+
+def _tma_ready(xp, array, element_bytes: int, copy: bool = True):
+    """``array`` itself when TMA can reach it (16-byte aligned base and row pitch), else a padded copy
+    (or, ``copy=False``, for an output, a padded array of the same dtype with nothing copied).
 
     Returns (storage, pitch in bytes); the matrix is storage[:, :cols].
     """
@@ -108,8 +139,9 @@ def _tma_ready(xp, array, element_bytes: int):
     if (cols * element_bytes) % 16 == 0 and _gemm.address(array) % 16 == 0:
         return array, cols * element_bytes
     padded = -(-cols * element_bytes // 16) * 16 // element_bytes
-    storage = xp.zeros((rows, padded), dtype=array.dtype)
-    storage[:, :cols] = array
+    storage = (xp.zeros if copy else xp.empty)((rows, padded), dtype=array.dtype)
+    if copy:
+        storage[:, :cols] = array
     return storage, padded * element_bytes
 
 
@@ -133,22 +165,45 @@ def _matrix(name: str, array):
 
 
 def gemm(a, b, *, transpose_a=False, transpose_b=False, precision=None, bias=None, relu=False, out=None,
-         out_dtype=None, config=None, executor=None):
+         out_dtype=None, config=None, splits=None, executor=None):
     """c (M, N) = relu?(op(a) @ op(b) + bias) on wgmma; see the module docstring for dtypes.
 
     a: (M, K), or (K, M) with transpose_a; b: (K, N), or (N, K) with transpose_b; bias: (N,)
     float32 or the operands' dtype; out: (M, N) of ``out_dtype`` (float32 by default, or the
-    operands' dtype when it is 16-bit).  ``config`` forces a tile configuration by name.
+    operands' dtype when it is 16-bit).  ``config`` forces a tile configuration by name, ``splits``
+    a split-K factor (tests and benchmarks; :func:`choose_splits` otherwise).
     """
     executor = resolve_executor(executor)
-    launch, out = plan(a, b, transpose_a=transpose_a, transpose_b=transpose_b, precision=precision, bias=bias,
-                       relu=relu, out=out, out_dtype=out_dtype, config=config, executor=executor)
-    executor.launch(launch)
-    return out
+    planned = plan(a, b, transpose_a=transpose_a, transpose_b=transpose_b, precision=precision, bias=bias,
+                   relu=relu, out=out, out_dtype=out_dtype, config=config, splits=splits, executor=executor)
+    executor.launch(planned.launch)
+    return planned.finish()
 
 
-def plan(a, b, *, transpose_a, transpose_b, precision, bias, relu, out, out_dtype, config, executor):
-    """The checked arguments of :func:`gemm` as a :class:`Launch` (tensor maps made), and its output."""
+@dataclass(frozen=True)
+class Planned:
+    """A checked call: its :class:`Launch`, and ``finish()``, which returns C once the launch has run.
+
+    The TMA stores write ``store`` (``out``, or a padded array when out's rows are not 16-byte
+    multiples), through tensor map STORE_MAP; on the CPU harness they write the copy of it that
+    travels inside the tensor-map buffer (dlgpu/cuda/tma.py).  ``finish`` brings C into ``out``.
+    """
+
+    launch: Launch
+    out: object
+    store: object
+    maps: object
+    pairs: tuple
+
+    def finish(self):
+        tma.copy_back(self.maps, self.pairs, STORE_MAP)
+        if self.store is not self.out:
+            self.out[...] = self.store[:, :self.out.shape[1]]
+        return self.out
+
+
+def plan(a, b, *, transpose_a, transpose_b, precision, bias, relu, out, out_dtype, config, executor, splits=None):
+    """The checked arguments of :func:`gemm` as a :class:`Planned` launch (tensor maps made)."""
     xp = executor.xp
     if not available(executor):
         raise BackendUnavailableError("gemm_wgmma: wgmma needs a compute capability 9.0 GPU (sm_90a)")
@@ -171,27 +226,49 @@ def plan(a, b, *, transpose_a, transpose_b, precision, bias, relu, out, out_dtyp
     elif tuple(out.shape) != (m, n) or np.dtype(out.dtype) != out_dtype or not out.flags.c_contiguous:
         raise ShapeError(f"gemm_wgmma: out must be a C-contiguous {out_dtype} array of shape {(m, n)}")
 
-    tile = choose(m, n, multiprocessor_count(executor), config)
+    sms = multiprocessor_count(executor)
+    tile = choose(m, n, sms, config)
+    cluster = CLUSTER[tile.name]
     element = tma.ELEMENT_BYTES[_TMA_DTYPE[precision]]
     box_k = TILE_ROW_BYTES // element
     pairs = []
-    for array, mn_major, block in ((a, transpose_a, tile.block_m), (b, not transpose_b, tile.block_n)):
+    operands = ((a, transpose_a, tile.block_m), (b, not transpose_b, tile.block_n // cluster))
+    for array, mn_major, rows_per_box in operands:
         storage, pitch = _tma_ready(xp, array, element)
         rows, cols = array.shape
-        # K-major: boxes of `block` rows of 128 bytes of k; MN-major: boxes of 128 bytes (64 of m or n) x k.
-        box_rows, box_cols = (box_k, TILE_ROW_BYTES // element) if mn_major else (block, box_k)
+        # K-major: boxes of `rows_per_box` rows of 128 bytes of k (B: each CTA of a cluster loads its share);
+        # MN-major: boxes of 128 bytes (64 of m or n) x k.
+        box_rows, box_cols = (box_k, TILE_ROW_BYTES // element) if mn_major else (rows_per_box, box_k)
         pairs.append((storage, tma.TileMap(_TMA_DTYPE[precision], rows, cols, pitch, box_rows, box_cols, 128)))
+    # C by TMA stores, in boxes of 16 rows x 128 bytes.
+    store, pitch = _tma_ready(xp, out, out_dtype.itemsize, copy=False)
+    out_element = "f32" if out_dtype == np.float32 else _TMA_DTYPE[precision]
+    pairs.append((store, tma.TileMap(out_element, m, n, pitch, STORE_ROWS, TILE_ROW_BYTES // out_dtype.itemsize, 128)))
     maps = tma.tensor_maps(executor, pairs)
 
     flags = (_gemm.FLAG_BIAS if bias is not None else 0) | (_gemm.FLAG_RELU if relu else 0)
     flags |= FLAG_STORE_HALF if out_dtype != np.float32 else 0
     bias_arg = _as_float32(xp, bias, precision) if bias is not None else xp.zeros(1, np.float32)
-    tiles = math.ceil(m / tile.block_m) * math.ceil(n / tile.block_n)
-    grid = (min(tiles, multiprocessor_count(executor)), 1, 1)
+
+    tiles_m, tiles_n = math.ceil(m / tile.block_m), math.ceil(n / tile.block_n)
+    units = math.ceil(tiles_m / cluster) * tiles_n
+    k_tiles = math.ceil(k / box_k)
+    if splits is None:
+        splits = choose_splits(units, cluster, k_tiles, sms)
+    elif not 1 <= splits <= k_tiles or (splits - 1) * math.ceil(k_tiles / splits) >= k_tiles:
+        raise ArgumentError(f"gemm_wgmma: splits={splits} leaves a split of the {k_tiles} k-tiles empty")
+    # Split-K's partial sums (one BM x BN slice per tile and split) and each consumer warp's arrival count.
+    workspace = xp.empty(tiles_m * tiles_n * splits * tile.block_m * tile.block_n if splits > 1 else 1, np.float32)
+    counters = xp.zeros(tiles_m * tiles_n * WARPS_PER_TILE if splits > 1 else 1, np.int32)
+    # A persistent grid: at most one CTA per SM, in whole clusters.
+    clusters = max(1, min(units * splits, sms // cluster))
     kernel = f"gemm_wgmma_{tile.name}_{_gemm.layout_name(transpose_a, transpose_b)}_{precision}"
-    args = (maps, bias_arg, out, np.int32(m), np.int32(n), np.int32(k), np.int32(flags))
+    args = (maps, bias_arg, workspace, counters, np.int32(m), np.int32(n), np.int32(k), np.int32(flags),
+            np.int32(splits))
     # The stage ring is far past 48 KB: the launch raises the kernel's shared memory limit.
-    return Launch(FAMILY, kernel, grid, (tile.threads, 1, 1), args, shared_bytes(tile), shared_opt_in=True), out
+    launch = Launch(FAMILY, kernel, (clusters * cluster, 1, 1), (tile.threads, 1, 1), args, shared_bytes(tile),
+                    shared_opt_in=True, cluster=(cluster, 1, 1))
+    return Planned(launch, out, store, maps, tuple(pairs))
 
 
 def matmul_backward(grad_c, a, b, transpose_a, transpose_b, *, precision=None, config=None, executor=None):

@@ -70,6 +70,10 @@ class Launch:
                 ``shared_mem`` before launching, which a block needs past 48 KB of
                 static plus dynamic shared memory (the device refuses the launch
                 otherwise; so do both executors)
+    cluster:    (x, y, z) CTAs per thread-block cluster, as the kernel declares them
+                with ``__cluster_dims__`` (a plain launch takes the kernel's own); the
+                grid must be whole clusters, and the CPU harness checks that the kernel
+                declares these
     """
 
     family: str
@@ -80,6 +84,7 @@ class Launch:
     shared_mem: int = 0
     defines: tuple[tuple[str, str], ...] = field(default=())
     shared_opt_in: bool = False
+    cluster: tuple[int, int, int] = (1, 1, 1)
 
 
 class Executor(Protocol):

@@ -67,14 +67,15 @@ def max_pool2d(x, kernel, stride, padding, *, executor=None):
     return y, argmax
 
 
-def max_pool2d_backward(grad_y, argmax, input_shape, window=None, *, executor=None):
+def max_pool2d_backward(grad_y, argmax, input_shape, kernel=None, stride=None, padding=None, *, executor=None):
     """grad_x (N, C, H, W) in grad_y's dtype: grad_y added at argmax, overlapping windows summed.
 
-    ``window`` = (kernel, stride, padding) pairs of the forward pass, when known: each
-    thread then gathers for one input element from the few windows that contain it.
-    Without it (the backend interface passes only argmax) one warp per (n, c) plane
-    walks the outputs in order, into a float32 grad_x (16-bit grad_y: rounded to its
-    dtype by one conversion afterwards).  Both sum in a fixed order: deterministic.
+    With the forward pass's window (kernel, stride, padding pairs; the backend
+    interface always passes it) each thread gathers for one input element from
+    the few windows that contain it.  Without it (``kernel=None``) one warp per
+    (n, c) plane walks the outputs in order, into a float32 grad_x (16-bit
+    grad_y: rounded to its dtype by one conversion afterwards).  Both sum in a
+    fixed order: deterministic.
     """
     op = "max_pool2d_backward"
     executor = resolve_executor(executor)
@@ -91,8 +92,8 @@ def max_pool2d_backward(grad_y, argmax, input_shape, window=None, *, executor=No
         raise ShapeError(f"{op}: input_shape {tuple(input_shape)} and grad_y {tuple(grad_y.shape)} differ in N or C")
     assert argmax.flags.c_contiguous, f"{op}: argmax must be C-contiguous"
     planes = N * C
-    if window is not None:
-        kernel, stride, padding = window
+    if kernel is not None:
+        window = (kernel, stride, padding)
         expected = (output_size(H, kernel[0], stride[0], padding[0]), output_size(W, kernel[1], stride[1], padding[1]))
         if expected != (P, Q):
             raise ShapeError(f"{op}: window {window} on a {H}x{W} input does not give grad_y's {P}x{Q}")
@@ -121,5 +122,5 @@ class PoolOps:
     """The CUDA backend's pooling (see dlgpu.backend.Backend)."""
 
     max_pool2d = staticmethod(max_pool2d)
-    # The interface carries no window, so this takes the window-free (per-plane) kernel.
+    # The interface carries the window, so this takes the gather kernel.
     max_pool2d_backward = staticmethod(max_pool2d_backward)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -126,19 +127,13 @@ def find_tool(name: str) -> Path | None:
         found = None
     if found and os.access(found, os.X_OK):
         return Path(found)
-    candidates = [d / name for d in _nvidia_bin_dirs()]
-    for var in ("CUDA_HOME", "CUDA_PATH"):
-        if os.environ.get(var):
-            candidates.append(Path(os.environ[var]) / "bin" / name)
-    candidates.append(Path("/usr/local/cuda/bin") / name)
-    for path in candidates:
-        if path.is_file() and os.access(path, os.X_OK):
-            return path
-    for folder in os.environ.get("PATH", "").split(os.pathsep):
-        path = Path(folder) / name
-        if folder and path.is_file() and os.access(path, os.X_OK):
-            return path
-    return None
+    # The folders PATH does not list, searched first, then PATH: shutil.which does the looking
+    # (executable files only, and PATHEXT's .exe on Windows).
+    folders = [*_nvidia_bin_dirs()]
+    folders += [Path(os.environ[var]) / "bin" for var in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(var)]
+    folders.append(Path("/usr/local/cuda/bin"))
+    found = shutil.which(name, path=os.pathsep.join(map(str, folders))) or shutil.which(name)
+    return Path(found) if found else None
 
 
 class SassUnavailableError(RuntimeError):

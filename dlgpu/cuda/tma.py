@@ -16,7 +16,8 @@ A launch gets its maps in one array of 128-byte maps (64-byte aligned), from
   (``HostTensorMap`` in dlgpu/testing/cuda_host_sm90.h; there is no driver to ask), and
   the array also carries a copy of each matrix, which the map addresses relative to
   itself: the sanitizer runner copies every buffer of a launch to a new place, where an
-  absolute host pointer inside a map would dangle.
+  absolute host pointer inside a map would dangle.  What TMA stores write lands in that
+  copy: :func:`copy_back` returns it to the array after the launch.
 
 The kernel reads map ``i`` at ``maps + 128 * i`` either way.
 """
@@ -139,6 +140,15 @@ def host_matrix(buffer: np.ndarray, pairs, index: int) -> np.ndarray:
     array, _ = pairs[index]
     start = MAP_BYTES * index + offset
     return buffer[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
+
+
+def copy_back(maps, pairs, index: int) -> None:
+    """After a launch whose TMA stores wrote matrix ``index`` of ``pairs``: on the harness they wrote
+    its copy inside the :func:`host_maps` buffer, which goes back into the array; on a GPU they
+    wrote the array itself, and there is nothing to do."""
+    if isinstance(maps, np.ndarray):
+        array, _ = pairs[index]
+        array[...] = host_matrix(maps, pairs, index)
 
 
 # ---------------------------------------------------------------- the driver's encoding

@@ -23,7 +23,7 @@ arrays select: NumPy on the CPU, CuPy on the GPU (``model.to("cuda")``).
 """
 
 from dlgpu.nn.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sigmoid, Tanh
-from dlgpu.nn.loss import SoftmaxCrossEntropy
+from dlgpu.nn.loss import SoftmaxCrossEntropy, SquaredError
 from dlgpu.nn.module import Module, Parameter, Sequential
 
 __all__ = [
@@ -37,5 +37,6 @@ __all__ = [
     "Sequential",
     "Sigmoid",
     "SoftmaxCrossEntropy",
+    "SquaredError",
     "Tanh",
 ]

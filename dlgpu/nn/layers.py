@@ -18,6 +18,7 @@ import numpy as np
 import dlgpu.functional as F
 from dlgpu.errors import ArgumentError, DtypeError
 from dlgpu.nn.module import Module, Parameter
+from dlgpu.ops.conv2d import check_groups, groups_argument, resolve_padding
 from dlgpu.precision import is_floating
 
 ACTIVATIONS = (None, "relu")
@@ -133,7 +134,8 @@ class Linear(Module):
 class Conv2d(Module):
     """y = act(conv(x, weight) + bias): x (N, in_channels, H, W) -> y (N, out_channels, P, Q).
 
-    weight is OIHW; cross-correlation as in PyTorch; bias starts at zero.
+    weight is OIHW, (out_channels, in_channels / groups, kh, kw); cross-correlation as in
+    PyTorch; padding may be "same" or "valid"; bias starts at zero.
     """
 
     def __init__(
@@ -148,6 +150,7 @@ class Conv2d(Module):
         bias=True,
         rng=None,
         dtype=np.float32,
+        groups=1,
     ):
         super().__init__()
         op = "Conv2d"
@@ -155,20 +158,22 @@ class Conv2d(Module):
         self.out_channels = _positive_int(op, "out_channels", out_channels)
         self.kernel_size = _pair(op, "kernel_size", kernel_size, minimum=1)
         self.stride = _pair(op, "stride", stride, minimum=1)
-        self.padding = _pair(op, "padding", padding, minimum=0)
         self.dilation = _pair(op, "dilation", dilation, minimum=1)
+        self.padding = resolve_padding(op, padding, self.kernel_size, self.stride, self.dilation)
+        kh, kw = self.kernel_size
+        self.groups = groups_argument(op, groups)
+        check_groups(op, self.groups, self.in_channels, (self.out_channels, self.in_channels // self.groups))
         _check_activation(op, activation)
         self.activation = activation
         dtype = _float_dtype(op, dtype)
         rng = _generator(op, rng)
-        kh, kw = self.kernel_size
-        shape = (self.out_channels, self.in_channels, kh, kw)
-        fan_in, fan_out = self.in_channels * kh * kw, self.out_channels * kh * kw
+        shape = (self.out_channels, self.in_channels // self.groups, kh, kw)
+        fan_in, fan_out = shape[1] * kh * kw, shape[0] // self.groups * kh * kw
         self.weight = Parameter(init_weight(shape, fan_in, fan_out, activation, rng, dtype))
         self.bias = Parameter(np.zeros(self.out_channels, dtype=dtype)) if bias else None
 
     def _geometry(self) -> dict:
-        return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation}
+        return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation, "groups": self.groups}
 
     def forward(self, x):
         bias = None if self.bias is None else self.bias.data
@@ -189,7 +194,7 @@ class Conv2d(Module):
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-            f"padding={self.padding}, dilation={self.dilation}, activation={self.activation!r}, "
+            f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, activation={self.activation!r}, "
             f"bias={self.bias is not None}, dtype={self.weight.dtype.name}"
         )
 
@@ -253,7 +258,8 @@ class MaxPool2d(Module):
 
     def backward(self, grad_y):
         saved = self._saved()
-        return F.max_pool2d_backward(grad_y, saved["argmax"], saved["input_shape"])
+        return F.max_pool2d_backward(grad_y, saved["argmax"], saved["input_shape"], self.kernel_size, self.stride,
+                                     self.padding)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"

@@ -68,7 +68,10 @@ def sgd_step(param, grad, velocity, *, lr, momentum=0.0, weight_decay=0.0, maste
     for name, array in (("grad", grad), ("velocity", velocity), ("master", master)):
         if array is not None and tuple(array.shape) != tuple(param.shape):
             raise ShapeError(f"{op}: {name} has shape {tuple(array.shape)}, param has {tuple(param.shape)}")
-    check_layout(op, param=param, velocity=velocity, master=master)  # updated in place: a copy would drop it
+    # updated in place: a copy would drop the update
+    check_layout(op, param=param, velocity=velocity, master=master, empty_ok=True)
+    if param.size == 0:  # an empty parameter (PyTorch's optimizers take them): nothing to update
+        return
     (grad,) = contiguous(op, grad=grad)
     for name, array in (("param", param), ("velocity", velocity), ("master", master)):
         if array is not None:

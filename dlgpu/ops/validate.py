@@ -19,6 +19,7 @@ import numpy as np
 
 from dlgpu import interop
 from dlgpu.backend import Backend, select
+from dlgpu.device import array_module
 from dlgpu.errors import ArgumentError, DeviceError, DtypeError, LayoutError, ShapeError
 from dlgpu.precision import is_floating, is_half
 from dlgpu.window import output_size, span
@@ -63,6 +64,11 @@ def check_float(op: str, backend: Backend, **arrays) -> np.dtype:
                 f"{op}: {name} has dtype {dtype.name}; a floating dtype is required "
                 "(dlgpu does not cast: convert with .astype(np.float32))"
             )
+        if not dtype.isnative:  # '>f4' on a little-endian host: the kernels read native words
+            raise DtypeError(
+                f"{op}: {name} has dtype {dtype.str}, not in the machine's byte order; "
+                f"convert with .astype({dtype.name!r})"
+            )
     if len(set(dtypes.values())) > 1:
         listing = ", ".join(f"{name} is {d.name}" for name, d in dtypes.items())
         raise DtypeError(f"{op}: operands must share one dtype ({listing})")
@@ -74,14 +80,62 @@ def check_float(op: str, backend: Backend, **arrays) -> np.dtype:
     return dtype
 
 
+def check_index_dtype(op: str, name: str, array, allowed: tuple, what: str) -> None:
+    """An integer index array of one of the ``allowed`` dtypes, in the machine's byte order."""
+    dtype = np.dtype(array.dtype)
+    if dtype.kind in "iu" and not dtype.isnative:
+        raise DtypeError(f"{op}: {name} has dtype {dtype.str}, not in the machine's byte order; "
+                         f"convert with .astype({dtype.name!r})")
+    if dtype not in tuple(np.dtype(a) for a in allowed):
+        raise DtypeError(f"{op}: {name} must be {what}, got {dtype.name}")
+
+
+def check_allocation(op: str, backend: Backend, **results) -> None:
+    """Refuse results that could never fit in the backend's memory, before anything is allocated.
+
+    ``results`` maps a name to (shape, dtype).  The sizes are Python ints, so an absurd
+    padding or input_shape cannot overflow on the way to this check.
+    """
+    limit = backend.memory_bytes()
+    if limit is None:
+        return
+    sizes = {name: math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
+             for name, (shape, dtype) in results.items()}
+    total = sum(sizes.values())
+    if total > limit:
+        listing = ", ".join(f"{name} {tuple(int(d) for d in results[name][0])}" for name in sizes)
+        raise ShapeError(
+            f"{op}: the result ({listing}) would take {_bytes(total)}, more than the {_bytes(limit)} of memory "
+            f"the {backend.name} backend has; check the sizes and the padding"
+        )
+
+
+def _bytes(n: int) -> str:
+    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
 def check_ndim(op: str, name: str, array, ndim: int, layout: str) -> None:
     if array.ndim != ndim:
         raise ShapeError(f"{op}: {name} must be {ndim}-D ({layout}), got shape {tuple(array.shape)}")
 
 
-def check_nonempty(op: str, name: str, a) -> None:
-    if 0 in a.shape:
-        raise ShapeError(f"{op}: {name} has an empty dimension (shape {tuple(a.shape)}); empty arrays are refused")
+def check_nonempty(op: str, name: str, a, *, batch_ok: bool = False) -> None:
+    """No dimension of ``a`` is 0, except the first (the batch) where ``batch_ok``, as PyTorch allows."""
+    if 0 in tuple(a.shape[1:] if batch_ok else a.shape):
+        rule = "only the batch (first) dimension may be 0" if batch_ok else "empty arrays are refused"
+        raise ShapeError(f"{op}: {name} has an empty dimension (shape {tuple(a.shape)}); {rule}")
+
+
+def zeros_result(like, shape, dtype, out=None):
+    """The result of an op with nothing to compute (an empty batch, an empty sum): zeros of ``shape``
+    in ``like``'s array module, or ``out`` zero-filled; no kernel of dlgpu's runs."""
+    if out is not None:
+        out.fill(0)
+        return out
+    return array_module(like).zeros(tuple(shape), dtype=dtype)
 
 
 def is_contiguous(a) -> bool:
@@ -90,12 +144,14 @@ def is_contiguous(a) -> bool:
     return bool(flags.c_contiguous) and bool(getattr(flags, "aligned", True))
 
 
-def check_layout(op: str, **arrays) -> None:
-    """Buffers the op writes: non-empty and C-contiguous, or refused (a copy would lose the write)."""
+def check_layout(op: str, *, empty_ok: bool = False, **arrays) -> None:
+    """Buffers the op writes: non-empty (unless ``empty_ok``) and C-contiguous, or refused (a copy
+    would lose the write)."""
     for name, a in arrays.items():
         if a is None:
             continue
-        check_nonempty(op, name, a)
+        if not empty_ok:
+            check_nonempty(op, name, a)
         if not is_contiguous(a):
             raise LayoutError(
                 f"{op}: {name} is not C-contiguous (shape {tuple(a.shape)}, strides {a.strides}); "
@@ -179,7 +235,7 @@ def check_out(op: str, out, *, backend: Backend, shape, dtype, inputs: dict, in_
         raise ShapeError(f"{op}: out has shape {tuple(out.shape)}, expected {tuple(shape)}")
     if np.dtype(out.dtype) != dtype:
         raise DtypeError(f"{op}: out has dtype {np.dtype(out.dtype).name}, expected {dtype.name}")
-    check_layout(op, out=out)
+    check_layout(op, out=out, empty_ok=True)  # its shape is the result's, checked above: empty only when that is
     check_writeable(op, "out", out)
     for name, array in inputs.items():
         if array is None or not shares_memory(out, array):

@@ -13,6 +13,7 @@ from dlgpu.backend import OPS
 from dlgpu.reference.conv2d import *  # noqa: F403 - each stem's oracle is dlgpu/reference/<stem>.py
 from dlgpu.reference.elementwise import *  # noqa: F403
 from dlgpu.reference.gemm import *  # noqa: F403
+from dlgpu.reference.mse import *  # noqa: F403
 from dlgpu.reference.pool import *  # noqa: F403
 from dlgpu.reference.sgd import *  # noqa: F403
 from dlgpu.reference.softmax import *  # noqa: F403

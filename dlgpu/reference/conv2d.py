@@ -1,6 +1,6 @@
 """Reference 2-D convolution (cross-correlation, like PyTorch), in float64, by im2col.
 
-x (N, C, H, W), weight (K, C, R, S), bias (K,) or None -> y (N, K, P, Q) with
+x (N, C, H, W), weight (K, C / groups, R, S), bias (K,) or None -> y (N, K, P, Q) with
     P = (H + 2*ph - dh*(R-1) - 1) // sh + 1     (Q likewise with w)
     y[n, k, p, q] = bias[k] + sum_{c,r,s} weight[k, c, r, s] * xpad[n, c, p*sh + r*dh, q*sw + s*dw]
 
@@ -89,18 +89,34 @@ def col2im(cols, x_shape, R, S, stride, padding, dilation, P, Q) -> np.ndarray:
     return grad_xpad[:, :, ph : ph + H, pw : pw + W]
 
 
-def conv2d(x, weight, bias=None, *, stride=1, padding=0, dilation=1, activation=None, precision=None):
-    """act(conv(x, weight) + bias) in float64; ``precision`` is accepted and ignored."""
+def _groups(op, groups, x_shape, w_shape) -> int:
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ArgumentError(f"{op}: groups must be a positive int, got {groups!r}")
+    if len(x_shape) == 4 and len(w_shape) == 4 and (x_shape[1] % groups or w_shape[0] % groups):
+        raise ShapeError(f"{op}: groups={groups} must divide {x_shape[1]} input and {w_shape[0]} output channels")
+    return int(groups)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None, precision=None):
+    """act(conv(x, weight) + bias) in float64; ``precision`` is accepted and ignored.
+
+    With ``groups`` > 1, weight is (K, C / groups, R, S) and output channels
+    [g*K/groups, (g+1)*K/groups) see only input channels [g*C/groups, (g+1)*C/groups).
+    """
     if activation not in (None, "relu"):
         raise ArgumentError(f"conv2d: activation must be None or 'relu', got {activation!r}")
     x = np.asarray(x, dtype=np.float64)
     weight = np.asarray(weight, dtype=np.float64)
-    stride, padding, dilation, P, Q = _geometry("conv2d", x.shape, weight.shape, stride, padding, dilation)
+    groups = _groups("conv2d", groups, x.shape, weight.shape)
+    group_x_shape = x.shape[:1] + (x.shape[1] // groups,) + x.shape[2:] if x.ndim == 4 else x.shape
+    stride, padding, dilation, P, Q = _geometry("conv2d", group_x_shape, weight.shape, stride, padding, dilation)
     N = x.shape[0]
     K, C, R, S = weight.shape
-    cols = im2col(x, R, S, stride, padding, dilation, P, Q)
-    y = weight.reshape(K, C * R * S) @ cols  # (N, K, P*Q)
-    y = y.reshape(N, K, P, Q)
+    Kg = K // groups
+    y = np.empty((N, K, P, Q))
+    for g in range(groups):
+        cols = im2col(x[:, g * C:(g + 1) * C], R, S, stride, padding, dilation, P, Q)
+        y[:, g * Kg:(g + 1) * Kg] = (weight[g * Kg:(g + 1) * Kg].reshape(Kg, C * R * S) @ cols).reshape(N, Kg, P, Q)
     if bias is not None:
         bias = np.asarray(bias, dtype=np.float64)
         if bias.shape != (K,):
@@ -112,7 +128,7 @@ def conv2d(x, weight, bias=None, *, stride=1, padding=0, dilation=1, activation=
 
 
 def conv2d_backward(
-    grad_y, x, weight, *, y=None, stride=1, padding=0, dilation=1, activation=None, precision=None
+    grad_y, x, weight, *, y=None, stride=1, padding=0, dilation=1, groups=1, activation=None, precision=None
 ):
     """(grad_x, grad_w, grad_b) of conv2d; with activation="relu" grad_y is masked by y > 0.
 
@@ -124,7 +140,10 @@ def conv2d_backward(
     x = np.asarray(x, dtype=np.float64)
     weight = np.asarray(weight, dtype=np.float64)
     grad_y = np.asarray(grad_y, dtype=np.float64)
-    stride, padding, dilation, P, Q = _geometry("conv2d_backward", x.shape, weight.shape, stride, padding, dilation)
+    groups = _groups("conv2d_backward", groups, x.shape, weight.shape)
+    group_x_shape = x.shape[:1] + (x.shape[1] // groups,) + x.shape[2:] if x.ndim == 4 else x.shape
+    stride, padding, dilation, P, Q = _geometry("conv2d_backward", group_x_shape, weight.shape, stride, padding,
+                                                dilation)
     N = x.shape[0]
     K, C, R, S = weight.shape
     if grad_y.shape != (N, K, P, Q):
@@ -137,11 +156,16 @@ def conv2d_backward(
             raise ShapeError(f"conv2d_backward: y must have shape {grad_y.shape}, got {y.shape}")
         grad_y = np.where(y > 0, grad_y, 0.0)
 
-    grad_y_mat = grad_y.reshape(N, K, P * Q)
-    cols = im2col(x, R, S, stride, padding, dilation, P, Q)
-    # y = W cols for each image, so dE/dW sums G cols^T over images and dE/dcols = W^T G.
-    grad_w = np.tensordot(grad_y_mat, cols, axes=([0, 2], [0, 2])).reshape(K, C, R, S)
-    grad_cols = weight.reshape(K, C * R * S).T @ grad_y_mat  # (N, C*R*S, P*Q)
-    grad_x = col2im(grad_cols, x.shape, R, S, stride, padding, dilation, P, Q)
+    Kg = K // groups
+    grad_x = np.empty(x.shape)
+    grad_w = np.empty(weight.shape)
+    for g in range(groups):
+        ks, cs = slice(g * Kg, (g + 1) * Kg), slice(g * C, (g + 1) * C)
+        grad_y_mat = grad_y[:, ks].reshape(N, Kg, P * Q)
+        cols = im2col(x[:, cs], R, S, stride, padding, dilation, P, Q)
+        # y = W cols for each image, so dE/dW sums G cols^T over images and dE/dcols = W^T G.
+        grad_w[ks] = np.tensordot(grad_y_mat, cols, axes=([0, 2], [0, 2])).reshape(Kg, C, R, S)
+        grad_cols = weight[ks].reshape(Kg, C * R * S).T @ grad_y_mat  # (N, C*R*S, P*Q)
+        grad_x[:, cs] = col2im(grad_cols, (N, C) + x.shape[2:], R, S, stride, padding, dilation, P, Q)
     grad_b = grad_y.sum(axis=(0, 2, 3))
-    return np.ascontiguousarray(grad_x), grad_w, grad_b
+    return grad_x, grad_w, grad_b

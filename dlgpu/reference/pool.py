@@ -41,7 +41,7 @@ def _geometry(x_shape, kernel_size, stride, padding):
     return kernel, stride, padding, P, Q
 
 
-def max_pool2d(x, kernel_size, *, stride=None, padding=0):
+def max_pool2d(x, kernel_size, stride=None, padding=0):
     """(y, argmax) of max pooling; stride defaults to kernel_size."""
     x = np.asarray(x, dtype=np.float64)
     (kh, kw), (sh, sw), (ph, pw), P, Q = _geometry(x.shape, kernel_size, stride, padding)
@@ -66,23 +66,38 @@ def max_pool2d(x, kernel_size, *, stride=None, padding=0):
     return best, argmax.astype(np.int32)
 
 
-def max_pool2d_backward(grad_y, argmax, input_shape) -> np.ndarray:
-    """Scatter-add grad_y into a zero (N, C, H, W) gradient at argmax; overlapping windows add."""
+def max_pool2d_backward(grad_y, argmax, input_shape, kernel_size, stride=None, padding=0) -> np.ndarray:
+    """The gradient of max_pool2d with this window: each window's grad_y goes to the tap argmax names.
+
+    Taps are visited as in the forward pass; a window whose argmax names none of its own
+    taps adds nothing.  Overlapping windows add.
+    """
     grad_y = np.asarray(grad_y, dtype=np.float64)
     argmax = np.asarray(argmax)
     input_shape = tuple(int(d) for d in input_shape)
     if len(input_shape) != 4:
         raise ShapeError(f"max_pool2d_backward: input_shape must have 4 entries, got {input_shape}")
     N, C, H, W = input_shape
-    if grad_y.shape != argmax.shape or grad_y.ndim != 4 or grad_y.shape[:2] != (N, C):
+    (kh, kw), (sh, sw), (ph, pw), P, Q = _geometry(input_shape, kernel_size, stride, padding)
+    if grad_y.shape != argmax.shape or grad_y.shape != (N, C, P, Q):
         raise ShapeError(
-            f"max_pool2d_backward: grad_y {grad_y.shape} and argmax {argmax.shape} must be equal "
-            f"4-D shapes starting with {(N, C)}"
+            f"max_pool2d_backward: grad_y {grad_y.shape} and argmax {argmax.shape} must both be {(N, C, P, Q)}, "
+            f"the output of this window on {input_shape}"
         )
     if argmax.size and (argmax.min() < 0 or argmax.max() >= H * W):
         raise ArgumentError(f"max_pool2d_backward: argmax values must lie in [0, {H * W}), got "
                             f"[{argmax.min()}, {argmax.max()}]")
-    plane = np.arange(N * C).reshape(N, C, 1, 1) * (H * W)
-    flat_index = (plane + argmax).ravel()
-    grad_x = np.bincount(flat_index, weights=grad_y.ravel(), minlength=N * C * H * W)
+    grad_x = np.zeros((N * C, H * W))
+    planes = np.arange(N * C).reshape(N, C, 1, 1) * (H * W)
+    row_starts = np.arange(P) * sh - ph
+    col_starts = np.arange(Q) * sw - pw
+    for i in range(kh):
+        for j in range(kw):
+            rows = row_starts + i
+            cols = col_starts + j
+            valid = ((rows >= 0) & (rows < H))[:, None] & ((cols >= 0) & (cols < W))[None, :]
+            position = rows[:, None] * W + cols[None, :]
+            hit = valid & (argmax == position)
+            # np.add.at: several windows may route to one element (overlapping windows add)
+            np.add.at(grad_x.reshape(-1), (planes + argmax)[hit], grad_y[hit])
     return grad_x.reshape(N, C, H, W)

@@ -11,6 +11,9 @@
 //   blocks       run `resident` (2) at a time, in an order shuffled from the launch's seed (a
 //                failure names it), each slot taking the next block when its block is done: no
 //                kernel may rely on block order, and ThreadSanitizer sees blocks race
+//   clusters     the CTAs of a cluster (Launch.cluster) run at once, in the slots of one group
+//                (`resident` rounded up to whole clusters), and the group takes the next cluster
+//                when all of them have exited; cuda_host_sm90.h models what they share
 //   threads      every CUDA thread of a block is a real std::thread
 //   __syncthreads a barrier tagged with its call site: threads at two different __syncthreads
 //                fail instead of pairing up.  A thread that has returned no longer counts (as on
@@ -309,7 +312,8 @@ struct LaunchOptions {
     unsigned long long seed;          // shuffles the order in which blocks start
     unsigned long long shared_limit;  // static + dynamic shared memory of one block, in bytes
     unsigned long long static_limit;  // static __shared__ arrays of one block, in bytes
-    unsigned long long resident;      // blocks that run at the same time
+    unsigned long long resident;      // blocks that run at the same time (whole clusters: rounded up)
+    unsigned long long cluster[3];    // CTAs per cluster in x, y, z (1, 1, 1: no cluster)
 };
 
 // ThreadSanitizer must not take the harness's own locking for the kernel's synchronization: a
@@ -603,9 +607,27 @@ struct StaticShared {
     size_t bytes;
 };
 
+// The slots that run the CTAs of one cluster together (one slot when the launch has no clusters):
+// they start a cluster's CTAs at once and take the next cluster only when all of them have exited,
+// so a CTA's shared memory stays where its peers address it (distributed shared memory) for as
+// long as the cluster runs -- but an exited CTA's is poisoned and marked `exited`, and a peer that
+// still reaches into it fails (cuda_host_sm90.h).  `mutex` orders those accesses against the exit.
+struct Slot;
+struct ClusterGroup {
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::vector<Slot*> members;  // by CTA rank in the cluster
+    int finished = 0;            // members whose CTA has exited
+    unsigned long long generation = 0;
+    int barrier_arrived = 0;     // barrier.cluster (cuda_host_sm90.h)
+    unsigned long long barrier_phase = 0;
+    char token = 0;              // ThreadSanitizer's sync object for barrier.cluster
+};
+static std::vector<std::unique_ptr<ClusterGroup>> g_groups;
+
 // Where one block runs: `resident` of these run at once, each taking the next block of the
-// shuffled order when its block is done.  Shared memory belongs to the slot and is refilled
-// with 0xFF bytes (NaN, -1) before every block.
+// shuffled order when its block is done (with clusters: its group the next cluster).  Shared
+// memory belongs to the slot and is refilled with 0xFF bytes (NaN, -1) before every block.
 struct Slot {
     Block block;
     std::vector<Warp> warps;
@@ -615,6 +637,9 @@ struct Slot {
     size_t static_bytes = 0;
     unsigned long long current = 0;  // the linear id of the block it runs
     bool done = false;
+    ClusterGroup* group = nullptr;
+    unsigned rank = 0;               // %cluster_ctarank of its CTA
+    bool exited = false;             // its CTA has exited, its peers still run (under group->mutex)
 };
 static std::vector<std::unique_ptr<Slot>> g_slots;
 
@@ -993,8 +1018,19 @@ inline void poison_shared(Slot& slot)
     for (const StaticShared& s : slot.statics) std::memset(s.data, 0xff, s.bytes);
 }
 
+// The linear block id of CTA `rank` of cluster `cluster` (clusters and ranks numbered x fastest).
+inline unsigned long long cluster_member(const unsigned* grid, const unsigned long long* dims,
+                                         unsigned long long cluster, unsigned long long rank)
+{
+    const unsigned long long across_x = grid[0] / dims[0], across_y = grid[1] / dims[1];
+    const unsigned long long x = cluster % across_x * dims[0] + rank % dims[0];
+    const unsigned long long y = cluster / across_x % across_y * dims[1] + rank / dims[0] % dims[1];
+    const unsigned long long z = cluster / across_x / across_y * dims[2] + rank / dims[0] / dims[1];
+    return x + grid[0] * (y + grid[1] * z);
+}
+
 // Checks the launch against the device's limits, then runs its blocks: `resident` slots at a
-// time, each a real thread per CUDA thread, blocks taken in the shuffled order.
+// time, each a real thread per CUDA thread, blocks (or whole clusters) taken in the shuffled order.
 inline std::string run_launch(const unsigned* grid, const unsigned* block, size_t smem, const LaunchOptions& options,
                               unsigned max_threads, const std::function<void()>& body)
 {
@@ -1008,6 +1044,14 @@ inline std::string run_launch(const unsigned* grid, const unsigned* block, size_
     if (smem > options.shared_limit)
         return "dynamic shared memory of " + std::to_string(smem) + " B exceeds this launch's " +
                std::to_string(options.shared_limit) + " B (48 KB unless the launch opts in: shared_opt_in)";
+    const unsigned long long* dims = options.cluster;
+    const unsigned long long cluster_size = dims[0] * dims[1] * dims[2];
+    if (cluster_size == 0 || cluster_size > 8)
+        return "a cluster of " + std::to_string(cluster_size) + " CTAs (at most 8 are portable)";
+    if (grid[0] % dims[0] || grid[1] % dims[1] || grid[2] % dims[2])
+        return "the grid (" + std::to_string(grid[0]) + ", " + std::to_string(grid[1]) + ", " +
+               std::to_string(grid[2]) + ") is not a whole number of clusters (" + std::to_string(dims[0]) + ", " +
+               std::to_string(dims[1]) + ", " + std::to_string(dims[2]) + ")";
     static std::mutex one_launch_at_a_time;
     std::lock_guard<std::mutex> launch_lock(one_launch_at_a_time);
     gridDim = dim3(grid[0], grid[1], grid[2]);
@@ -1018,10 +1062,15 @@ inline std::string run_launch(const unsigned* grid, const unsigned* block, size_
     g_dynamic_bytes = smem;
 
     const unsigned long long blocks = (unsigned long long)grid[0] * grid[1] * grid[2];
-    const std::vector<unsigned long long> order = block_order(blocks, options.seed);
-    const unsigned long long resident = std::max(1ull, std::min(options.resident, blocks));
-    std::atomic<unsigned long long> next{resident};  // relaxed: taking a block orders nothing
+    const unsigned long long clusters = blocks / cluster_size;
+    const std::vector<unsigned long long> order = block_order(clusters, options.seed);
+    const unsigned long long groups =
+        std::max(1ull, std::min((options.resident + cluster_size - 1) / cluster_size, clusters));
+    const unsigned long long resident = groups * cluster_size;
+    std::atomic<unsigned long long> next{groups};  // the next cluster; relaxed: taking one orders nothing
     g_slots.clear();
+    g_groups.clear();
+    for (unsigned long long g = 0; g < groups; ++g) g_groups.push_back(std::make_unique<ClusterGroup>());
     for (unsigned long long s = 0; s < resident; ++s) {
         auto slot = std::make_unique<Slot>();
         slot->block.size = slot->block.live = (int)threads;
@@ -1034,7 +1083,10 @@ inline std::string run_launch(const unsigned* grid, const unsigned* block, size_
         }
         slot->dynamic = shared_alloc(smem, 128);
         if (!slot->dynamic) return "out of memory for dynamic shared memory";
-        slot->current = order[s];
+        slot->group = g_groups[s / cluster_size].get();
+        slot->rank = (unsigned)(s % cluster_size);
+        slot->group->members.push_back(slot.get());
+        slot->current = cluster_member(grid, dims, order[s / cluster_size], slot->rank);
         poison_shared(*slot);
         g_slots.push_back(std::move(slot));
     }
@@ -1050,10 +1102,25 @@ inline std::string run_launch(const unsigned* grid, const unsigned* block, size_
                 std::lock_guard<std::mutex> lock(w.mutex);
                 w.exited = w.arrived = 0;
             }
+            ClusterGroup& group = *slot.group;
+            std::unique_lock<std::mutex> lock(group.mutex);
             poison_shared(slot);
+            slot.exited = true;
+            if (++group.finished < (int)cluster_size) {  // the last CTA of the cluster to exit moves all on
+                const auto generation = group.generation;
+                while (group.generation == generation && !g_aborted)
+                    group.cv.wait_for(lock, std::chrono::milliseconds(20));
+                return;
+            }
             const unsigned long long taken = next.fetch_add(1, std::memory_order_relaxed);
-            if (taken < blocks) slot.current = order[taken];
-            else slot.done = true;
+            for (Slot* member : group.members) {
+                if (taken < clusters) member->current = cluster_member(grid, dims, order[taken], member->rank);
+                else member->done = true;
+                member->exited = false;
+            }
+            group.finished = group.barrier_arrived = 0;
+            ++group.generation;
+            group.cv.notify_all();
         };
         while (!slot.done && !g_aborted) {
             const unsigned long long b = slot.current;
@@ -1090,6 +1157,7 @@ inline std::string run_launch(const unsigned* grid, const unsigned* block, size_
         std::free(slot->dynamic);
     }
     g_slots.clear();
+    g_groups.clear();
     if (!g_aborted) return std::string();
     return g_error.empty() ? std::string("launch aborted") : g_error;
 }
@@ -1151,6 +1219,7 @@ inline int runner_main(int argc, char** argv, const KernelEntry* table, size_t e
     options.shared_limit = read_u64();
     options.static_limit = read_u64();
     options.resident = read_u64();
+    for (unsigned long long& c : options.cluster) c = read_u64();
     std::vector<unsigned char*> buffers(read_u64());
     std::vector<size_t> sizes(buffers.size());
     for (size_t i = 0; i < buffers.size(); ++i) {

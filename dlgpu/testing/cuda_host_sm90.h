@@ -41,15 +41,27 @@
 //                   that an in-flight wgmma of the same shape writes (the ISA's exception).
 //   setmaxnreg      a warpgroup collective; values in [24, 256], multiples of 8; the warpgroups of a
 //                   block that have set a budget must fit the 64K-register file together.
+//   clusters        the CTAs of a cluster (Launch.cluster, which harness.py checks against the kernel's
+//                   __cluster_dims__) run at once, in slots of their own; %cluster_ctarank is the CTA's
+//                   rank; a remote mbarrier arrival or a multicast TMA load reaches the peer's barrier
+//                   and shared bytes at the same shared address; barrier.cluster completes when every
+//                   thread of the cluster that has not exited has arrived.  A CTA's shared memory is
+//                   poisoned when it exits, and a peer that reaches into it afterwards fails; the next
+//                   cluster starts once all of the cluster's CTAs have exited.
 // Not modelled: the async proxy's memory ordering (fence.proxy.async is accepted and does nothing),
-// clusters and multicast, descriptor base offsets other than 0, A operands in registers, sparse
-// wgmma, im2col tensor maps, interleaved layouts, and the tensor cores' accumulation order.
+// the cluster's shared::cluster loads and stores (only remote arrivals and multicast), descriptor
+// base offsets other than 0, A operands in registers, sparse wgmma, im2col tensor maps, interleaved
+// layouts, and the tensor cores' accumulation order.
 #pragma once
 
 #include <array>
 #include <map>
 #include <memory>
 #include <unordered_map>
+
+// A kernel's cluster shape: the launch states it (dlgpu.cuda.launch.Launch.cluster), and harness.py checks
+// that it is the one the kernel declares.
+#define __cluster_dims__(...)
 
 namespace dlgpu_host {
 namespace sm90 {
@@ -184,6 +196,8 @@ struct ThreadState {
     std::unordered_map<const float*, unsigned long long> accessible;  // d -> when it became readable
     std::vector<std::shared_ptr<BulkStore>> open_stores;
     std::deque<std::vector<std::shared_ptr<BulkStore>>> store_groups;
+    bool cluster_arrived = false;               // barrier.cluster.arrive without its wait yet
+    unsigned long long cluster_phase = 0;
 };
 static thread_local ThreadState t_state;
 

@@ -42,10 +42,10 @@ inline std::string describe(const MBarrier& b)
            std::to_string(b.tx) + ", " + std::to_string(b.loads.size()) + " TMA loads not landed";
 }
 
-// Under g_mbarrier_mutex.
-inline MBarrier& barrier_at(void* bar, const char* what)
+// Under g_mbarrier_mutex: the barrier at `bar`, in this CTA's shared memory or (remote) a peer's.
+inline MBarrier& barrier_at(void* bar, const char* what, bool remote = false)
 {
-    shared_address(bar);
+    if (!remote) shared_address(bar);
     check_aligned(bar, 8, what);
     auto it = g_mbarriers.find(reinterpret_cast<uintptr_t>(bar));
     if (it == g_mbarriers.end() || it->second->token != stored_token(bar))
@@ -238,28 +238,35 @@ inline unsigned tma_shared_base(const void* smem, const HostTensorMap& m, const 
     return address;
 }
 
-inline void tma_load(void* smem_dst, const void* map, const int* coords, int rank, void* bar)
+// The box at `coords` as TMA reads it from global memory, in box order.
+inline std::vector<unsigned char> fetch_box(const HostTensorMap& m, const int* coords)
 {
-    const HostTensorMap& m = tensor_map(map, rank, "cp.async.bulk.tensor (load)");
-    const unsigned dst = tma_shared_base(smem_dst, m, "cp.async.bulk.tensor (load)");
-    const unsigned bytes = box_bytes(m), bits = swizzle_bits(m.swizzle_bytes);
-    std::vector<unsigned char> image(bytes);
+    std::vector<unsigned char> image(box_bytes(m));
     for_each_box_element(m, coords, [&](unsigned offset, const unsigned char* global) {
         if (global) std::memcpy(&image[offset], global, m.element_bytes);
         else if (m.nan_fill) std::memset(&image[offset], 0xff, m.element_bytes);
         else std::memset(&image[offset], 0, m.element_bytes);
     });
+    return image;
+}
+
+// A box bound for shared address `dst` of the CTA whose dynamic shared memory is `window`, signalling
+// the barrier at shared address `bar` there; it lands when a thread of that CTA waits on the barrier.
+inline void enqueue_load(unsigned char* window, unsigned dst, unsigned bar, const HostTensorMap& m,
+                         std::vector<unsigned char> image)
+{
+    const unsigned bytes = box_bytes(m), bits = swizzle_bits(m.swizzle_bytes);
     PendingLoad load;
     load.transaction_bytes = bytes;
     load.bytes = std::move(image);
     for (unsigned chunk = 0; chunk < bytes / 16; ++chunk) load.addresses.push_back(swizzle(dst + 16 * chunk, bits));
     std::lock_guard<std::mutex> lock(g_mbarrier_mutex);
-    MBarrier& b = barrier_at(bar, "cp.async.bulk.tensor (its mbarrier)");
+    MBarrier& b = barrier_at(window + bar, "cp.async.bulk.tensor (its mbarrier)", true);
     const unsigned lo = dst, hi = dst + bytes;
-    // Only this block's barriers: other blocks running at the same time have shared memory of their own.
-    const uintptr_t window = reinterpret_cast<uintptr_t>(dynamic_shared());
+    // Only that CTA's barriers: other blocks running at the same time have shared memory of their own.
+    const uintptr_t base = reinterpret_cast<uintptr_t>(window);
     for (auto& [where, other] : g_mbarriers) {
-        if (where < window || where >= window + g_dynamic_bytes) continue;
+        if (where < base || where >= base + g_dynamic_bytes) continue;
         for (const PendingLoad& earlier : other->loads)
             for (unsigned a : earlier.addresses)
                 if (a + 16 > lo && a < hi)
@@ -267,9 +274,19 @@ inline void tma_load(void* smem_dst, const void* map, const int* coords, int ran
                          std::to_string(hi) + ") that an earlier load, not yet landed, also writes (a producer "
                          "overrunning its ring?)");
     }
-    for (unsigned a : load.addresses) std::memset(shared_bytes(a, 16, "TMA load"), 0xff, 16);
+    if ((size_t)hi > g_dynamic_bytes)
+        fail("TMA load: shared address range [" + std::to_string(lo) + ", " + std::to_string(hi) +
+             ") leaves the shared window");
+    for (unsigned a : load.addresses) std::memset(window + a, 0xff, 16);
     b.loads.push_back(std::move(load));
     progress();
+}
+
+inline void tma_load(void* smem_dst, const void* map, const int* coords, int rank, void* bar)
+{
+    const HostTensorMap& m = tensor_map(map, rank, "cp.async.bulk.tensor (load)");
+    const unsigned dst = tma_shared_base(smem_dst, m, "cp.async.bulk.tensor (load)");
+    enqueue_load(dynamic_shared(), dst, shared_address(bar), m, fetch_box(m, coords));
 }
 
 struct BulkStore {
@@ -332,6 +349,111 @@ inline void bulk_wait_group(int pending_allowed, bool read_only)
         state.store_groups.pop_front();
         progress();
     }
+}
+
+// ---------------------------------------------------------------- clusters
+// The CTAs of a cluster run in the slots of one ClusterGroup (cuda_host.h); a CTA reaches a peer's
+// shared memory at the same shared address in the peer's window.  A launch without clusters is a
+// cluster of one CTA, as on the device.
+inline unsigned cluster_ctarank() { return t_slot->rank; }
+
+// The peer of rank `rank`, under its group's mutex: it must be in the cluster and not have exited.
+inline Slot& cluster_peer(unsigned rank, const char* what)
+{
+    const ClusterGroup& group = *t_slot->group;
+    if (rank >= group.members.size())
+        fail(std::string(what) + ": CTA rank " + std::to_string(rank) + " is outside the cluster of " +
+             std::to_string(group.members.size()));
+    Slot& peer = *group.members[rank];
+    if (peer.exited)
+        fail(std::string(what) + ": CTA rank " + std::to_string(rank) + " of the cluster has exited, and its shared "
+             "memory with it (a CTA must not exit while its peers can still reach it: barrier.cluster first)");
+    return peer;
+}
+
+// mapa + mbarrier.arrive.release.cluster: an arrival on the barrier at bar's offset in CTA `rank`.
+inline void mbarrier_arrive_remote(void* bar, unsigned rank)
+{
+    const unsigned offset = shared_address(bar);
+    std::lock_guard<std::mutex> group_lock(t_slot->group->mutex);
+    Slot& peer = cluster_peer(rank, "mbarrier.arrive.shared::cluster");
+    std::lock_guard<std::mutex> lock(g_mbarrier_mutex);
+    arrive_locked(barrier_at(peer.dynamic + offset, "mbarrier.arrive.shared::cluster", true),
+                  "mbarrier.arrive.shared::cluster");
+}
+
+// cp.async.bulk.tensor ... .multicast::cluster: the box lands at dst's offset in every CTA of `mask`
+// and completes its bytes on the barrier at bar's offset in each.
+inline void tma_load_multicast(void* smem_dst, const void* map, const int* coords, int rank, void* bar, unsigned mask)
+{
+    const char* what = "cp.async.bulk.tensor (multicast load)";
+    const HostTensorMap& m = tensor_map(map, rank, what);
+    const unsigned dst = tma_shared_base(smem_dst, m, what), bar_address = shared_address(bar);
+    const std::vector<unsigned char> image = fetch_box(m, coords);
+    std::lock_guard<std::mutex> group_lock(t_slot->group->mutex);
+    const size_t size = t_slot->group->members.size();
+    if (mask == 0 || (mask >> size) != 0)
+        fail(std::string(what) + ": ctaMask " + hex(mask) + " names no CTA, or CTAs outside the cluster of " +
+             std::to_string(size));
+    for (unsigned r = 0; r < size; ++r)
+        if (mask >> r & 1) enqueue_load(cluster_peer(r, what).dynamic, dst, bar_address, m, image);
+}
+
+// barrier.cluster.arrive (.release) / barrier.cluster.wait (.acquire): the phase completes when every
+// thread of the cluster that has not exited has arrived.  Its waits are outside the blocks' deadlock
+// accounting (the arrivals come from other blocks); one that sees no progress for the timeout fails.
+inline void cluster_barrier_check(ClusterGroup& group)  // under group.mutex
+{
+    int live = 0;
+    for (Slot* member : group.members) {
+        const int threads = member->block.live_count();
+        if (threads == 0 && !member->exited) return;  // a CTA between its last thread's return and its exit
+        live += threads;
+    }
+    if (group.barrier_arrived > 0 && group.barrier_arrived >= live) {
+        group.barrier_arrived = 0;
+        ++group.barrier_phase;
+        group.cv.notify_all();
+        progress();
+    }
+}
+
+inline void cluster_arrive()
+{
+    ThreadState& state = me();
+    if (state.cluster_arrived) fail("barrier.cluster.arrive twice without barrier.cluster.wait between");
+    ClusterGroup& group = *t_slot->group;
+    tsan_release(&group.token);
+    Unseen unseen;  // the model's own locking orders nothing
+    std::lock_guard<std::mutex> lock(group.mutex);
+    state.cluster_arrived = true;
+    state.cluster_phase = group.barrier_phase;
+    ++group.barrier_arrived;
+    cluster_barrier_check(group);
+}
+
+inline void cluster_wait()
+{
+    ThreadState& state = me();
+    if (!state.cluster_arrived) fail("barrier.cluster.wait without barrier.cluster.arrive");
+    ClusterGroup& group = *t_slot->group;
+    {
+        Unseen unseen;
+        std::unique_lock<std::mutex> lock(group.mutex);
+        StallClock clock;
+        while (group.barrier_phase == state.cluster_phase) {
+            cluster_barrier_check(group);  // a thread may have exited since
+            if (group.barrier_phase != state.cluster_phase) break;
+            group.cv.wait_for(lock, std::chrono::milliseconds(5));
+            if (g_aborted) throw Abort{};
+            if (clock.stalled())
+                fail("deadlock: barrier.cluster.wait made no progress for " +
+                     std::to_string((int)wait_timeout_seconds()) + " s: " + std::to_string(group.barrier_arrived) +
+                     " threads of the cluster have arrived");
+        }
+        state.cluster_arrived = false;
+    }
+    tsan_acquire(&group.token);
 }
 
 }  // namespace sm90

@@ -103,10 +103,11 @@ _REPORT_MARKERS = ("ERROR: AddressSanitizer", "WARNING: ThreadSanitizer", "runti
 _STUB_HEADERS = ("cuda_fp16.h", "cuda_bf16.h", "cuda_runtime.h", "cuda.h", "math_constants.h")
 _STUB_TEXT = "#pragma once  // supplied by dlgpu/testing/cuda_host.h\n"
 
-_KERNEL = re.compile(
-    r'extern\s+"C"\s+__global__\s+(?:__launch_bounds__\s*\((?P<bounds_before>[^)]*)\)\s*)?void\s+'
-    r"(?:__launch_bounds__\s*\((?P<bounds_after>[^)]*)\)\s*)?(?P<name>\w+)\s*\("
-)
+# A kernel's attributes, __launch_bounds__ and __cluster_dims__, before or after `void`.
+_ATTRIBUTES = (r"(?:__launch_bounds__\s*\((?P<bounds_{0}>[^)]*)\)\s*"
+               r"|__cluster_dims__\s*\((?P<cluster_{0}>[^)]*)\)\s*)*")
+_KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+' + _ATTRIBUTES.format("before") + r"void\s+" +
+                     _ATTRIBUTES.format("after") + r"(?P<name>\w+)\s*\(")
 _COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
 _ALIGN = r"(?:alignas|__align__)\s*\((?P<{}>[^)]*)\)\s*"
 # One pass over a source: comments are kept as they are; `extern __shared__ T name[];` and
@@ -144,6 +145,17 @@ def launch_bounds(source: str) -> dict[str, str]:
     return bounds
 
 
+def cluster_dims(source: str) -> dict[str, tuple[int, int, int]]:
+    """Each kernel's ``__cluster_dims__`` as integers (x, y, z), (1, 1, 1) for one without; the
+    preprocessed source's (its macros expanded to literals)."""
+    dims = {}
+    for match in _KERNEL.finditer(_COMMENT.sub(" ", source)):
+        text = match["cluster_before"] or match["cluster_after"]
+        values = [int(v) for v in text.split(",")] if text else []
+        dims[match["name"]] = tuple(values + [1] * (3 - len(values)))
+    return dims
+
+
 def _source_flags(source: Path, defines, kernels_dir, cache_dir) -> tuple[list[str], list[str]]:
     """(-D flags, -I flags) of a family's build: the harness header, the stub CUDA headers (made
     here, in the cache folder) and the kernel folders."""
@@ -163,13 +175,13 @@ def _include_dirs(source: Path, kernels_dir) -> list[Path]:
     return list(dict.fromkeys([source.parent, compiler.kernels_root(kernels_dir), compiler.kernels_root()]))
 
 
-def _preprocessed_launch_bounds(cxx: str, source: Path, flags) -> dict[str, str]:
-    """The kernels of ``source`` once the preprocessor has run, with their launch bounds: a
-    family's tile-configuration list (an X-macro) expands into its named kernels only there."""
+def _preprocessed(cxx: str, source: Path, flags) -> str:
+    """``source`` once the preprocessor has run: a family's tile-configuration list (an X-macro)
+    expands into its named kernels only there."""
     result = subprocess.run([cxx, "-E", "-P", "-x", "c++", *flags, str(source)], capture_output=True, text=True)
     if result.returncode != 0:
         raise CompileError(f"dlgpu harness: {cxx} could not preprocess {source}", result.stderr[-20000:])
-    return launch_bounds(result.stdout)
+    return result.stdout
 
 
 def family_kernels(family: str, defines=None, kernels_dir=None, cache_dir=None) -> list[str]:
@@ -179,7 +191,7 @@ def family_kernels(family: str, defines=None, kernels_dir=None, cache_dir=None) 
     if defines is None:
         defines = compiler.build_configurations(source.read_text())[0]
     define_flags, include_flags = _source_flags(source, compiler.normalize_defines(defines), kernels_dir, cache_dir)
-    return list(_preprocessed_launch_bounds(find_compiler(), source, [*_COMMON_FLAGS, *define_flags, *include_flags]))
+    return list(launch_bounds(_preprocessed(find_compiler(), source, [*_COMMON_FLAGS, *define_flags, *include_flags])))
 
 
 def find_compiler() -> str:
@@ -259,8 +271,8 @@ def translation_unit(source_path: Path, bounds: dict[str, str] | None = None) ->
 
 
 class _Build:
-    def __init__(self, path: Path, names: list[str], mode: str):
-        self.path, self.names, self.mode = path, names, mode
+    def __init__(self, path: Path, names: list[str], mode: str, clusters: dict[str, tuple[int, int, int]]):
+        self.path, self.names, self.mode, self.clusters = path, names, mode, clusters
         self.library = ctypes.CDLL(str(path)) if mode == "plain" else None
 
 
@@ -288,8 +300,8 @@ def build(family: str, defines=(), mode: str = "plain", kernels_dir=None, cache_
         cxx = find_compiler()
         folder = Path(cache_dir) if cache_dir else compiler.default_cache_dir() / "harness"
         define_flags, include_flags = _source_flags(source, defines, kernels_dir, cache_dir)
-        bounds = _preprocessed_launch_bounds(cxx, source, [*_COMMON_FLAGS, *define_flags, *include_flags])
-        unit, names = translation_unit(source, bounds)
+        expanded = _preprocessed(cxx, source, [*_COMMON_FLAGS, *define_flags, *include_flags])
+        unit, names = translation_unit(source, launch_bounds(expanded))
         flags = [*_COMMON_FLAGS, *_MODE_FLAGS[mode], *define_flags, *include_flags]
         # The included headers are rewritten like the source and compiled from copies beside the
         # unit, where #include "..." looks first.
@@ -306,7 +318,7 @@ def build(family: str, defines=(), mode: str = "plain", kernels_dir=None, cache_
         target = folder / (stem + (".so" if mode == "plain" else ".exe"))
         if not target.exists():
             _compile(cxx, flags, unit, rewritten, folder, stem, target, family, mode)
-        result = _Build(target, names, mode)
+        result = _Build(target, names, mode, cluster_dims(expanded))
         _builds[key_in_memory] = result
         return result
 
@@ -494,8 +506,13 @@ class HarnessExecutor:
         if launch.kernel not in built.names:
             raise ArgumentError(f"dlgpu harness: {launch.family}.cu has no kernel {launch.kernel!r}; "
                                 f"it has {', '.join(built.names)}")
+        declared = built.clusters.get(launch.kernel, (1, 1, 1))
+        if tuple(int(c) for c in launch.cluster) != declared:
+            raise ArgumentError(f"dlgpu harness: launch of {where}: cluster {tuple(launch.cluster)}, but the kernel "
+                                f"declares __cluster_dims__{declared}")
         # cuda_host.h's LaunchOptions, in order.
-        options = (self.seed % 2**64, shared_memory_limit(launch), SHARED_STATIC_LIMIT, self.resident_blocks)
+        options = (self.seed % 2**64, shared_memory_limit(launch), SHARED_STATIC_LIMIT, self.resident_blocks,
+                   *declared)
         if self.mode == "plain":
             _run_in_process(built, launch, codes, where, options)
         else:

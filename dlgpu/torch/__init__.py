@@ -19,15 +19,15 @@ Three layers, from the bottom:
   without graph breaks, export with ``torch.export``, and pass
   ``torch.library.opcheck``.
 - :mod:`dlgpu.torch.functional`: ``linear``, ``conv2d``, ``relu``, ``tanh``,
-  ``sigmoid``, ``max_pool2d``, ``cross_entropy`` (and ``matmul``,
+  ``sigmoid``, ``max_pool2d``, ``cross_entropy``, ``mse_loss`` (and ``matmul``,
   ``softmax_cross_entropy``) with ``torch.nn.functional``'s signatures.
 - :mod:`dlgpu.torch.modules`: ``Linear``, ``Conv2d``, ``ReLU``, ``Tanh``,
-  ``Sigmoid``, ``MaxPool2d``, ``CrossEntropyLoss``, subclasses of their
+  ``Sigmoid``, ``MaxPool2d``, ``CrossEntropyLoss``, ``MSELoss``, subclasses of their
   ``torch.nn`` namesakes (PyTorch's parameters, initialization and
   ``state_dict``), and :func:`convert`, which swaps them into a model.
 
 What dlgpu does not do is refused with a DlgpuError rather than emulated or
-silently changed: float64 on the GPU, ``groups``, padding modes, pooling
+silently changed: float64 on the GPU, padding modes, pooling
 dilation, ``ceil_mode`` and returned indices, class weights, label
 smoothing, in-place ReLU, and double backward outside matmul, linear and
 ReLU.  bfloat16 and float16 tensors run through every op (fp32 arithmetic,
@@ -58,12 +58,13 @@ from dlgpu.torch.functional import (
     linear,
     matmul,
     max_pool2d,
+    mse_loss,
     relu,
     sigmoid,
     softmax_cross_entropy,
     tanh,
 )
-from dlgpu.torch.modules import Conv2d, CrossEntropyLoss, Linear, MaxPool2d, ReLU, Sigmoid, Tanh
+from dlgpu.torch.modules import Conv2d, CrossEntropyLoss, Linear, MaxPool2d, MSELoss, ReLU, Sigmoid, Tanh
 
 __all__ = [
     "ops",
@@ -77,6 +78,7 @@ __all__ = [
     "max_pool2d",
     "cross_entropy",
     "softmax_cross_entropy",
+    "mse_loss",
     "Linear",
     "Conv2d",
     "ReLU",
@@ -84,4 +86,5 @@ __all__ = [
     "Sigmoid",
     "MaxPool2d",
     "CrossEntropyLoss",
+    "MSELoss",
 ]

@@ -37,8 +37,7 @@ def _cross_entropy(layer):
 
 # Exact types: a subclass may change forward (MultiheadAttention's out_proj is a Linear subclass read by
 # its owner, never called), so only the classes themselves are swapped.  An in-place ReLU becomes an
-# out-of-place one: the same values and gradients, one more buffer.  MSELoss stays PyTorch's until dlgpu
-# has a squared-error op (issue 14).
+# out-of-place one: the same values and gradients, one more buffer.
 _CONVERTERS = {
     torch.nn.Linear: _linear,
     torch.nn.Conv2d: _conv2d,
@@ -47,6 +46,7 @@ _CONVERTERS = {
     torch.nn.Sigmoid: lambda layer: M.Sigmoid(),
     torch.nn.MaxPool2d: _max_pool2d,
     torch.nn.CrossEntropyLoss: _cross_entropy,
+    torch.nn.MSELoss: lambda layer: M.MSELoss(reduction=layer.reduction),
 }
 
 
@@ -57,7 +57,7 @@ def _swapped(layer):
         return None
     try:
         new = converter(layer)
-    except ArgumentError:  # a configuration dlgpu lacks (groups=2, ceil_mode, class weights, ...)
+    except ArgumentError:  # a configuration dlgpu lacks (padding_mode, ceil_mode, class weights, ...)
         return None
     for name, parameter in layer.named_parameters(recurse=False):
         setattr(new, name, parameter)  # the same Parameter objects: an optimizer built before still updates them
@@ -69,14 +69,13 @@ def _swapped(layer):
 def convert(model: torch.nn.Module, *, inplace: bool = False) -> torch.nn.Module:
     """``model`` with every supported ``torch.nn`` layer swapped for dlgpu's; the rest left as it is.
 
-    Swapped: Linear, Conv2d (groups 1, zero padding, "same" only where it is
+    Swapped: Linear, Conv2d (zero padding, any groups, "same" only where it is
     symmetric), ReLU, Tanh, Sigmoid, MaxPool2d (no dilation, ceil_mode or
-    returned indices) and CrossEntropyLoss (no class weights or label
-    smoothing, mean reduction) -- exactly these classes, not their
-    subclasses; an in-place ReLU becomes an out-of-place one (the same values
-    and gradients).  Layers in configurations dlgpu lacks stay PyTorch's, as do
-    MSELoss (dlgpu has no squared-error op yet) and every other class:
-    ``print(model)`` shows which is which.
+    returned indices), CrossEntropyLoss (no class weights or label
+    smoothing, mean reduction) and MSELoss (mean or sum) -- exactly these
+    classes, not their subclasses; an in-place ReLU becomes an out-of-place one
+    (the same values and gradients).  Layers in configurations dlgpu lacks stay
+    PyTorch's, as does every other class: ``print(model)`` shows which is which.
 
     The swapped layers keep the original Parameter objects, so names, shapes,
     values, device, dtype and ``state_dict`` keys are unchanged.  Forward and

@@ -2,7 +2,7 @@
 
 Each function takes the arguments its ``torch.nn.functional`` namesake takes,
 in the same order, and runs the dlgpu op (differentiable, traceable by
-``torch.compile``).  Keywords whose value dlgpu cannot honour (``groups=2``,
+``torch.compile``).  Keywords whose value dlgpu cannot honour (``padding_mode``,
 ``ceil_mode=True``, class ``weight``, ``label_smoothing``, ``inplace=True``,
 ...) raise an ArgumentError naming the keyword, never a TypeError and never a
 silently different result; their default values are accepted.  dlgpu's own
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from dlgpu.ops import conv2d as conv2d_checks
 from dlgpu.ops import validate
 from dlgpu.errors import ArgumentError
 from dlgpu.torch import ops  # noqa: F401  (registers torch.ops.dlgpu)
@@ -28,6 +29,7 @@ __all__ = [
     "max_pool2d",
     "cross_entropy",
     "softmax_cross_entropy",
+    "mse_loss",
 ]
 
 _ops = torch.ops.dlgpu
@@ -49,28 +51,9 @@ def pair(op: str, name: str, value, minimum: int) -> list:
 
 
 def conv_padding(op: str, padding, kernel_size, dilation, stride) -> list:
-    """Explicit (h, w) padding for an int, a pair, or PyTorch's ``"valid"`` and ``"same"``.
-
-    ``"same"`` pads dilation * (kernel - 1) / 2 on each side; PyTorch pads one
-    more at the bottom/right when that total is odd, which dlgpu's symmetric
-    padding cannot express, so those kernels are refused (as strided
-    ``"same"`` is by PyTorch itself).
-    """
-    if not isinstance(padding, str):
-        return pair(op, "padding", padding, 0)
-    if padding == "valid":
-        return [0, 0]
-    if padding != "same":
-        raise ArgumentError(f"{op}: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
-    if pair(op, "stride", stride, 1) != [1, 1]:
-        raise ArgumentError(f"{op}: padding='same' needs stride 1, got stride={stride!r}")
-    totals = [d * (k - 1) for d, k in zip(pair(op, "dilation", dilation, 1), pair(op, "kernel_size", kernel_size, 1))]
-    if any(total % 2 for total in totals):
-        raise ArgumentError(
-            f"{op}: padding='same' with kernel {tuple(kernel_size)} and dilation {dilation!r} pads unevenly "
-            "(one more row or column at the end), which dlgpu's symmetric padding cannot do; pad explicitly"
-        )
-    return [total // 2 for total in totals]
+    """Explicit (h, w) padding for an int, a pair, "valid" or "same": dlgpu.functional's rule
+    (:func:`dlgpu.ops.conv2d.resolve_padding`), as the list the ops' schemas take."""
+    return list(conv2d_checks.resolve_padding(op, padding, tuple(kernel_size), stride, dilation))
 
 
 def matmul(a, b, *, transpose_a=False, transpose_b=False, precision=None):
@@ -91,12 +74,13 @@ def linear(input, weight, bias=None, *, activation=None, precision=None):
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None, precision=None):
-    """act(conv2d(input, weight) + bias), cross-correlation like ``torch.nn.functional.conv2d`` (NCHW, OIHW)."""
-    refuse("conv2d", "groups", groups, 1, "grouped and depthwise convolution are not implemented")
+    """act(conv2d(input, weight) + bias), cross-correlation like ``torch.nn.functional.conv2d`` (NCHW, OIHW),
+    grouped and depthwise included."""
     padding = conv_padding("conv2d", padding, weight.shape[2:], dilation, stride)
+    groups = conv2d_checks.groups_argument("conv2d", groups)  # the schema's int; the op checks the channels
     return _ops.conv2d(
         input, weight, bias, pair("conv2d", "stride", stride, 1), padding, pair("conv2d", "dilation", dilation, 1),
-        activation, precision,
+        groups, activation, precision,
     )
 
 
@@ -156,3 +140,19 @@ def check_cross_entropy_options(weight, size_average, ignore_index, reduce, redu
     refuse(op, "ignore_index", ignore_index, -100, "labels are never skipped; -100 is PyTorch's default")
     refuse(op, "reduction", reduction, "mean", "the loss is the batch mean")
     refuse(op, "label_smoothing", float(label_smoothing), 0.0, "targets are one-hot")
+
+
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    """``torch.nn.functional.mse_loss`` (the mean, or the sum, of (input - target)^2 over every element)
+    computed by dlgpu's squared error, 0.5 * sum((y - t)^2) / N, and rescaled to PyTorch's definition."""
+    op = "mse_loss"
+    if weight is not None:
+        raise ArgumentError(f"{op}: weight (per-element weights) is not supported by dlgpu; only None is")
+    refuse(op, "size_average", size_average, None, "deprecated in PyTorch; use reduction")
+    refuse(op, "reduce", reduce, None, "deprecated in PyTorch; use reduction")
+    refuse(op, "reduction", reduction, "mean", "'mean' and 'sum' are", ok=reduction in ("mean", "sum"))
+    if input.dim() == 0 and target.dim() == 0:  # one example of one output: dlgpu's op wants a batch dimension
+        input, target = input.reshape(1), target.reshape(1)
+    half_mean = _ops.mse_loss(input, target)  # sum / (2 * rows)
+    scale = 2.0 * input.shape[0] / (input.numel() if reduction == "mean" else 1)
+    return half_mean * scale

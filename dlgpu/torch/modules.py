@@ -4,7 +4,7 @@ Each class subclasses its ``torch.nn`` namesake and replaces only
 ``forward``: the constructor arguments, parameter names and shapes, default
 initialization, ``state_dict`` and ``repr`` are PyTorch's own, so weights move
 between the two with ``load_state_dict`` and :func:`dlgpu.torch.convert` can
-swap a layer in place.  Constructor arguments dlgpu cannot honour (``groups``,
+swap a layer in place.  Constructor arguments dlgpu cannot honour (
 ``padding_mode``, ``dilation`` or ``ceil_mode`` in pooling, class weights,
 ``inplace=True``, ...) raise an ArgumentError at construction.  Linear and
 Conv2d take one addition, keyword-only: ``activation="relu"`` fuses the ReLU
@@ -18,7 +18,7 @@ import torch
 from dlgpu.ops import validate
 from dlgpu.torch import functional as DF
 
-__all__ = ["Linear", "Conv2d", "ReLU", "Tanh", "Sigmoid", "MaxPool2d", "CrossEntropyLoss"]
+__all__ = ["Linear", "Conv2d", "ReLU", "Tanh", "Sigmoid", "MaxPool2d", "CrossEntropyLoss", "MSELoss"]
 
 
 class Linear(torch.nn.Linear):
@@ -37,13 +37,12 @@ class Linear(torch.nn.Linear):
 
 
 class Conv2d(torch.nn.Conv2d):
-    """``torch.nn.Conv2d`` on dlgpu (groups 1, zero padding); ``activation="relu"`` fuses a ReLU."""
+    """``torch.nn.Conv2d`` on dlgpu (zero padding; grouped and depthwise too); ``activation="relu"`` fuses a ReLU."""
 
     def __init__(
         self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
         padding_mode="zeros", device=None, dtype=None, *, activation=None,
     ):
-        DF.refuse("Conv2d", "groups", groups, 1, "grouped and depthwise convolution are not implemented")
         DF.refuse("Conv2d", "padding_mode", padding_mode, "zeros", "the padding is zeros")
         validate.check_activation("Conv2d", activation)
         super().__init__(
@@ -113,3 +112,16 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
         return DF.cross_entropy(
             input, target, self.weight, None, self.ignore_index, None, self.reduction, self.label_smoothing
         )
+
+
+class MSELoss(torch.nn.MSELoss):
+    """``torch.nn.MSELoss`` on dlgpu's squared error: reduction "mean" or "sum", PyTorch's values."""
+
+    def __init__(self, size_average=None, reduce=None, reduction="mean"):
+        DF.refuse("MSELoss", "reduction", reduction, "mean", "'mean' and 'sum' are", ok=reduction in ("mean", "sum"))
+        DF.refuse("MSELoss", "size_average", size_average, None, "deprecated in PyTorch; use reduction")
+        DF.refuse("MSELoss", "reduce", reduce, None, "deprecated in PyTorch; use reduction")
+        super().__init__(size_average, reduce, reduction)
+
+    def forward(self, input, target):
+        return DF.mse_loss(input, target, reduction=self.reduction)

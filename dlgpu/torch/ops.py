@@ -4,15 +4,17 @@
     matmul_backward(grad_c, a, b, transpose_a, transpose_b, precision) -> (grad_a, grad_b)
     linear(x, weight, bias?, activation?, precision?)               -> y
     linear_backward(grad_y, x, weight, y?, activation?, precision?) -> (grad_x, grad_weight, grad_bias)
-    conv2d(x, weight, bias?, stride, padding, dilation, activation?, precision?) -> y
-    conv2d_backward(grad_y, x, weight, y?, stride, padding, dilation, activation?, precision?)
+    conv2d(x, weight, bias?, stride, padding, dilation, groups, activation?, precision?) -> y
+    conv2d_backward(grad_y, x, weight, y?, stride, padding, dilation, groups, activation?, precision?)
                                                                      -> (grad_x, grad_weight, grad_bias)
     relu(x), tanh(x), sigmoid(x)                                     -> y
     relu_backward(grad_y, y), tanh_backward(grad_y, y), sigmoid_backward(grad_y, y) -> grad_x
     max_pool2d(x, kernel_size, stride, padding)                      -> (y, argmax int32)
-    max_pool2d_backward(grad_y, argmax, x)                           -> grad_x (x: the pooled input)
+    max_pool2d_backward(grad_y, argmax, x, kernel_size, stride, padding) -> grad_x (x: the pooled input)
     softmax_cross_entropy(logits, labels)                            -> (mean loss, probs)
     softmax_cross_entropy_backward(probs, labels)                    -> grad_logits
+    mse_loss(y, t)                                                   -> 0.5 * sum((y - t)^2) / N
+    mse_loss_backward(y, t)                                          -> (y - t) / N
 
 Every argument is positional and required (``None`` where optional), as in
 ``dlgpu.functional``'s ops of the same names; stride, padding, dilation and
@@ -58,7 +60,7 @@ from dlgpu.ops import conv2d as conv2d_checks
 from dlgpu.ops import gemm as gemm_checks
 from dlgpu.ops import pool as pool_checks
 from dlgpu.ops import validate
-from dlgpu.errors import BackendUnavailableError
+from dlgpu.errors import BackendUnavailableError, ShapeError
 
 __all__ = ["AUTOCAST_CASTS_STORAGE", "OPS"]
 
@@ -243,48 +245,48 @@ linear_backward.register_autograd(_linear_backward_grad, setup_context=_linear_b
 @torch.library.custom_op("dlgpu::conv2d", mutates_args=())
 def conv2d(
     x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: Sequence[int], padding: Sequence[int],
-    dilation: Sequence[int], activation: Optional[str], precision: Optional[str],
+    dilation: Sequence[int], groups: int, activation: Optional[str], precision: Optional[str],
 ) -> Tensor:
     return F.conv2d(
-        _plain(x), _plain(weight), _plain(bias),
-        stride=stride, padding=padding, dilation=dilation, activation=activation, precision=precision,
+        _plain(x), _plain(weight), _plain(bias), stride, padding, dilation, groups,
+        activation=activation, precision=precision,
     )
 
 
 @conv2d.register_fake
-def _(x, weight, bias, stride, padding, dilation, activation, precision):
+def _(x, weight, bias, stride, padding, dilation, groups, activation, precision):
     validate.check_activation("conv2d", activation)
-    *_, shape = conv2d_checks.geometry("conv2d", x, weight, bias, stride, padding, dilation)
+    *_, shape = conv2d_checks.geometry("conv2d", x, weight, bias, stride, padding, dilation, groups)
     return x.new_empty(shape)
 
 
 @torch.library.custom_op("dlgpu::conv2d_backward", mutates_args=())
 def conv2d_backward(
     grad_y: Tensor, x: Tensor, weight: Tensor, y: Optional[Tensor], stride: Sequence[int], padding: Sequence[int],
-    dilation: Sequence[int], activation: Optional[str], precision: Optional[str],
+    dilation: Sequence[int], groups: int, activation: Optional[str], precision: Optional[str],
 ) -> tuple[Tensor, Tensor, Tensor]:
     return F.conv2d_backward(
-        _plain(grad_y), _plain(x), _plain(weight), y=_plain(y),
-        stride=stride, padding=padding, dilation=dilation, activation=activation, precision=precision,
+        _plain(grad_y), _plain(x), _plain(weight), y=_plain(y), stride=stride, padding=padding, dilation=dilation,
+        groups=groups, activation=activation, precision=precision,
     )
 
 
 @conv2d_backward.register_fake
-def _(grad_y, x, weight, y, stride, padding, dilation, activation, precision):
-    conv2d_checks.geometry("conv2d_backward", x, weight, None, stride, padding, dilation)
+def _(grad_y, x, weight, y, stride, padding, dilation, groups, activation, precision):
+    conv2d_checks.geometry("conv2d_backward", x, weight, None, stride, padding, dilation, groups)
     return x.new_empty(x.shape), weight.new_empty(weight.shape), weight.new_empty(weight.shape[:1])
 
 
 def _conv2d_setup(ctx, inputs, output):
-    x, weight, bias, *ctx.hyper = inputs  # stride, padding, dilation, activation, precision
+    x, weight, bias, *ctx.hyper = inputs  # stride, padding, dilation, groups, activation, precision
     ctx.has_bias = bias is not None
-    ctx.save_for_backward(x, weight, output if ctx.hyper[3] == "relu" else None)
+    ctx.save_for_backward(x, weight, output if ctx.hyper[4] == "relu" else None)
 
 
 def _conv2d_grad(ctx, grad_y):
     x, weight, y = ctx.saved_tensors
     grad_x, grad_w, grad_b = _op("conv2d_backward")(grad_y, x, weight, y, *ctx.hyper)
-    return grad_x, grad_w, grad_b if ctx.has_bias else None, None, None, None, None, None
+    return grad_x, grad_w, grad_b if ctx.has_bias else None, None, None, None, None, None, None
 
 
 conv2d.register_autograd(_conv2d_grad, setup_context=_conv2d_setup)
@@ -358,25 +360,31 @@ def _(x, kernel_size, stride, padding):
 
 
 @torch.library.custom_op("dlgpu::max_pool2d_backward", mutates_args=())
-def max_pool2d_backward(grad_y: Tensor, argmax: Tensor, x: Tensor) -> Tensor:
+def max_pool2d_backward(
+    grad_y: Tensor, argmax: Tensor, x: Tensor, kernel_size: Sequence[int], stride: Sequence[int],
+    padding: Sequence[int],
+) -> Tensor:
     # Only x's shape is read.  Taking x itself (as PyTorch's max_pool2d_with_indices_backward takes its
     # input) keeps this op in x's autograd graph, so a double backward reaches its refusal below.
-    return F.max_pool2d_backward(_plain(grad_y), argmax, tuple(x.shape))
+    return F.max_pool2d_backward(_plain(grad_y), argmax, tuple(x.shape), kernel_size, stride, padding)
 
 
 @max_pool2d_backward.register_fake
-def _(grad_y, argmax, x):
+def _(grad_y, argmax, x, kernel_size, stride, padding):
+    # The window's own checks; the shapes may be symbolic here, so the real op compares them.
+    pool_checks.window("max_pool2d_backward", x.shape, kernel_size, stride, padding)
     return grad_y.new_empty(x.shape)
 
 
 def _max_pool2d_setup(ctx, inputs, output):
-    ctx.save_for_backward(inputs[0], output[1])
+    x, *ctx.window = inputs  # kernel_size, stride, padding
+    ctx.save_for_backward(x, output[1])
     ctx.mark_non_differentiable(output[1])
 
 
 def _max_pool2d_grad(ctx, grad_y, _grad_argmax):
     x, argmax = ctx.saved_tensors
-    return _op("max_pool2d_backward")(grad_y, argmax, x), None, None, None
+    return _op("max_pool2d_backward")(grad_y, argmax, x, *ctx.window), None, None, None
 
 
 max_pool2d.register_autograd(_max_pool2d_grad, setup_context=_max_pool2d_setup)
@@ -384,7 +392,7 @@ max_pool2d_backward.register_autograd(_refuse_double_backward("max_pool2d_backwa
 
 
 # ---------------------------------------------------------------------------
-# loss
+# losses
 # ---------------------------------------------------------------------------
 
 
@@ -431,13 +439,50 @@ softmax_cross_entropy_backward.register_autograd(
 )
 
 
+@torch.library.custom_op("dlgpu::mse_loss", mutates_args=())
+def mse_loss(y: Tensor, t: Tensor) -> Tensor:
+    return F.mse_loss(_plain(y), _plain(t))
+
+
+@mse_loss.register_fake
+def _(y, t):
+    if y.dim() < 1 or y.shape != t.shape:
+        raise ShapeError(f"mse_loss: y {tuple(y.shape)} and t {tuple(t.shape)} must be one shape (N, ...)")
+    return y.new_empty(())
+
+
+@torch.library.custom_op("dlgpu::mse_loss_backward", mutates_args=())
+def mse_loss_backward(y: Tensor, t: Tensor) -> Tensor:
+    return F.mse_loss_backward(_plain(y), _plain(t))
+
+
+@mse_loss_backward.register_fake
+def _(y, t):
+    return y.new_empty(y.shape)
+
+
+def _mse_loss_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _mse_loss_grad(ctx, grad_loss):
+    y, t = ctx.saved_tensors
+    grad_y = _op("mse_loss_backward")(y, t) * grad_loss
+    return grad_y, -grad_y  # the loss depends on y - t only
+
+
+mse_loss.register_autograd(_mse_loss_grad, setup_context=_mse_loss_setup)
+mse_loss_backward.register_autograd(_refuse_double_backward("mse_loss_backward"), setup_context=_save_nothing)
+
+
 # ---------------------------------------------------------------------------
 # autocast
 # ---------------------------------------------------------------------------
 
 # Forward ops autocast touches: "lower" ones run at the autocast dtype, "float32" ones in fp32
 # (the loss, as in PyTorch's own autocast lists).  Backward ops follow their forward.
-_AUTOCAST_ROLES = {"matmul": "lower", "linear": "lower", "conv2d": "lower", "softmax_cross_entropy": "float32"}
+_AUTOCAST_ROLES = {"matmul": "lower", "linear": "lower", "conv2d": "lower", "softmax_cross_entropy": "float32",
+                   "mse_loss": "float32"}
 
 _library = torch.library.Library("dlgpu", "FRAGMENT")
 

@@ -1,7 +1,8 @@
 """``dlgpu train``: a network learns the 8x8 handwritten digits, on the GPU or the CPU.
 
     dlgpu train                                # LeNet, the defaults below, GPU if one is found
-    dlgpu train --model mlp --activation tanh  # the review's Figure-1 network
+    dlgpu train --model mlp --activation tanh  # a multilayer perceptron
+    dlgpu train --model figure1 --plot fig1.png  # the review's Figure 1: 2-2-1 net, two classes of points
     dlgpu train --save lenet.npz --plot curves.png
     dlgpu train --load lenet.npz --epochs 0    # evaluate saved weights
     dlgpu train --precision bf16               # 16-bit storage, float32 master weights (fp16: loss scaling)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from dlgpu.errors import ArgumentError
-from dlgpu.train.fit import DEFAULTS
+from dlgpu.train.fit import DEFAULTS, defaults
 
 _META_PREFIX = "meta."
 
@@ -56,7 +56,7 @@ def load_model(path, *, model_name: str | None = None, activation: str | None = 
         if given is not None and saved is not None and given != saved:
             raise ArgumentError(f"dlgpu train: --{key} {given} disagrees with {str(path)!r}, saved with {key} {saved}")
     model_name = model_name or meta.get("model") or DEFAULTS["model"]
-    activation = activation or meta.get("activation") or DEFAULTS["activation"]
+    activation = activation or meta.get("activation") or defaults(model_name)["activation"]
     model = models.build(model_name, activation, rng=np.random.default_rng(0))
     model.load_state_dict(state)
     return model, model_name, activation

@@ -7,11 +7,12 @@ import warnings
 
 import numpy as np
 
+from dlgpu import arguments
 from dlgpu.device import gpu_available
-from dlgpu.errors import ArgumentError, BackendUnavailableError, DlgpuError
+from dlgpu.errors import BackendUnavailableError, DlgpuError
 from dlgpu.train.checkpoint import load_model, save_model
-from dlgpu.train.fit import DEFAULTS, PRECISIONS, EpochStats, fit, initial_model
-from dlgpu.train.plot import import_pyplot, write_plot
+from dlgpu.train.fit import DEFAULTS, MODEL_DEFAULTS, PRECISIONS, EpochStats, defaults, fit, initial_model
+from dlgpu.train.plot import import_pyplot, write_figure1_plot, write_plot
 from dlgpu.train.steps import StaticStep
 
 NO_GPU_MESSAGE = "no GPU found: training on the CPU backend"
@@ -26,27 +27,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dlgpu.train.models import ACTIVATIONS, MODELS
 
     d = DEFAULTS
-    parser.add_argument("--model", choices=MODELS, help=f"network (default: {d['model']}, or the one in --load)")
-    parser.add_argument("--activation", choices=ACTIVATIONS, help=f"hidden activation (default: {d['activation']})")
-    parser.add_argument("--epochs", type=int, default=d["epochs"], help="passes over the training set; "
-                        f"0 only evaluates (default: {d['epochs']})")
-    parser.add_argument("--batch-size", type=int, default=d["batch_size"], help=f"(default: {d['batch_size']})")
-    parser.add_argument("--lr", type=float, default=d["lr"], help=f"initial learning rate, cosine-decayed over the "
-                        f"epochs (default: {d['lr']})")
-    parser.add_argument("--momentum", type=float, default=d["momentum"], help=f"(default: {d['momentum']})")
-    parser.add_argument("--weight-decay", type=float, default=d["weight_decay"],
-                        help=f"(default: {d['weight_decay']})")
-    parser.add_argument("--backend", choices=("cuda", "cpu"), help="default: cuda when a GPU is found, else cpu")
-    parser.add_argument("--seed", type=int, default=d["seed"], help="initial weights and batch order "
-                        f"(default: {d['seed']}); the train/test split is always the same")
-    parser.add_argument("--save", metavar="FILE.npz", help="write the trained weights")
-    parser.add_argument("--load", metavar="FILE.npz", help="start from saved weights (with --epochs 0: evaluate them)")
-    parser.add_argument("--plot", metavar="FILE.png", help="draw loss and accuracy per epoch (needs matplotlib)")
-    parser.add_argument("--precision", choices=tuple(PRECISIONS), default=d["precision"],
-                        help="storage of weights, activations and gradients: bf16 or fp16 with float32 master "
-                        f"weights (fp16 with dynamic loss scaling) (default: {d['precision']})")
-    parser.add_argument("--graph", action=argparse.BooleanOptionalAction, default=True,
-                        help="on the GPU, replay each training step as one CUDA graph (default: on)")
+
+    def default(key: str) -> str:
+        """The default, and a network's own where it differs (figure1 trains with other settings)."""
+        own = [f"{name}: {settings[key]}" for name, settings in MODEL_DEFAULTS.items() if key in settings]
+        return f"(default: {d[key]}{'; ' if own else ''}{'; '.join(own)})"
+
+    # The per-network settings default to None here and are resolved once the network is known.
+    # Every number and output path is checked here, at parse time, before any data is loaded.
+    add = parser.add_argument
+    add("--model", choices=MODELS, help="network: lenet and mlp learn the 8x8 digits, figure1 is the review's "
+        f"Figure 1 net on two classes of points (default: {d['model']}, or the one in --load)")
+    add("--activation", choices=ACTIVATIONS, help=f"hidden activation {default('activation')}")
+    add("--epochs", type=arguments.count, help=f"passes over the training set; 0 only evaluates {default('epochs')}")
+    add("--batch-size", type=arguments.positive_count, help=f"examples per SGD step {default('batch_size')}")
+    add("--lr", type=arguments.positive_float,
+        help=f"initial learning rate, cosine-decayed over the epochs {default('lr')}")
+    add("--momentum", type=arguments.non_negative_float, help=f"SGD momentum {default('momentum')}")
+    add("--weight-decay", type=arguments.non_negative_float, help=f"L2 weight decay {default('weight_decay')}")
+    add("--backend", choices=("cuda", "cpu"), help="default: cuda when a GPU is found, else cpu")
+    add("--seed", type=arguments.seed, default=d["seed"],
+        help=f"initial weights and batch order, >= 0 (default: {d['seed']}); the train/test split is always the same")
+    add("--save", metavar="FILE.npz", type=arguments.output_file, help="write the trained weights")
+    add("--load", metavar="FILE.npz", help="start from saved weights (with --epochs 0: evaluate them)")
+    add("--plot", metavar="FILE.png", type=arguments.output_file, help="draw loss and accuracy per epoch, and for "
+        "figure1 how the hidden layer bends the input plane (needs matplotlib)")
+    add("--precision", choices=tuple(PRECISIONS), default=d["precision"],
+        help="storage of weights, activations and gradients: bf16 or fp16 with float32 master weights "
+        f"(fp16 with dynamic loss scaling) (default: {d['precision']})")
+    add("--graph", action=argparse.BooleanOptionalAction, default=True,
+        help="on the GPU, replay each training step as one CUDA graph (default: on)")
 
 
 class _Progress:
@@ -114,14 +124,14 @@ def main(args: argparse.Namespace) -> int:
         return 2
 
 
-def _run(args: argparse.Namespace, console) -> int:
-    from dlgpu.train.data import load_digits
+_SETTINGS = ("activation", "epochs", "batch_size", "lr", "momentum", "weight_decay")
 
-    if args.epochs < 0:
-        raise ArgumentError(f"dlgpu train: --epochs must be >= 0, got {args.epochs}")
-    if args.batch_size < 1:
-        raise ArgumentError(f"dlgpu train: --batch-size must be >= 1, got {args.batch_size}")
-    if args.plot and args.epochs > 0:
+
+def _run(args: argparse.Namespace, console) -> int:
+    from dlgpu.train.data import load
+    from dlgpu.train.models import DATA, LOSSES
+
+    if args.plot:
         import_pyplot()  # fail before training, not after
     device = args.backend
     if device is None:
@@ -131,37 +141,43 @@ def _run(args: argparse.Namespace, console) -> int:
     elif device == "cuda" and not gpu_available():
         raise BackendUnavailableError("dlgpu train: --backend cuda, but no GPU found (CuPy missing or no CUDA device)")
 
-    data = load_digits()
     if args.load:
         model, model_name, activation = load_model(args.load, model_name=args.model, activation=args.activation)
     else:
         model_name = args.model or DEFAULTS["model"]
-        activation = args.activation or DEFAULTS["activation"]
+        activation = args.activation or defaults(model_name)["activation"]
         model = initial_model(model_name, activation, args.seed)
+    # each setting left out takes the network's default
+    settings = {key: getattr(args, key) for key in _SETTINGS if getattr(args, key) is not None}
+    settings = {**defaults(model_name), **settings, "activation": activation}
+    data = load(DATA[model_name])
+    examples = "digits" if DATA[model_name] == "digits" else "points"
     parameters = sum(int(np.prod(p.shape)) for p in model.parameters())
     what = f"{model_name} ({activation}, {parameters:,} parameters)"
-    steps = len(data[0]) // args.batch_size if args.batch_size <= len(data[0]) else 0
+    epochs, batch_size = settings["epochs"], settings["batch_size"]
+    steps = len(data[0]) // batch_size if batch_size <= len(data[0]) else 0
     console.print(
-        f"training {what} on the {device} backend: {len(data[0])} training / {len(data[2])} test digits, "
-        f"{args.epochs} epochs of {steps} steps of {args.batch_size}"
+        f"training {what} on the {device} backend: {len(data[0])} training / {len(data[2])} test {examples}, "
+        f"{epochs} epochs of {steps} steps of {batch_size}"
         + ("" if args.precision == "fp32" else f", {args.precision} storage with float32 master weights"),
         markup=False,
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
-        with _Progress(console, args.epochs, steps, live_metrics=device == "cpu") as progress:
+        with _Progress(console, epochs, steps, live_metrics=device == "cpu") as progress:
             result = fit(
                 model,
                 data,
-                epochs=args.epochs,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                momentum=args.momentum,
-                weight_decay=args.weight_decay,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=settings["lr"],
+                momentum=settings["momentum"],
+                weight_decay=settings["weight_decay"],
                 seed=args.seed,
                 device=device,
                 graph=args.graph,
                 precision=args.precision,
+                loss=LOSSES[model_name],
                 on_step=progress.on_step,
                 on_epoch=progress.on_epoch,
             )
@@ -182,8 +198,12 @@ def _run(args: argparse.Namespace, console) -> int:
         save_model(result.model, args.save, model_name=model_name, activation=activation)
         console.print(f"wrote {args.save}", markup=False)
     if args.plot:
-        if result.history:
-            write_plot(result.history, args.plot, title=f"dlgpu train: {what}, {device}")
+        title = f"dlgpu train: {what}, {device}"
+        if model_name == "figure1":
+            write_figure1_plot(result.model, data, result.history, args.plot, title=title)
+            console.print(f"wrote {args.plot}", markup=False)
+        elif result.history:
+            write_plot(result.history, args.plot, title=title)
             console.print(f"wrote {args.plot}", markup=False)
         else:
             console.print("--plot: no epochs trained, nothing to draw", markup=False)

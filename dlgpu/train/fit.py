@@ -29,10 +29,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from dlgpu import nn
 from dlgpu.device_errors import check_errors
 from dlgpu.errors import ArgumentError
 from dlgpu.precision import BFLOAT16, FLOAT16
-from dlgpu.train.steps import GraphedStep, StaticStep, array_module
+from dlgpu.train.steps import GraphedStep, StaticStep, array_module, classes_of
 
 # --precision: the storage dtype of the model, its inputs, activations and gradients.
 PRECISIONS = {"fp32": np.dtype(np.float32), "bf16": BFLOAT16, "fp16": FLOAT16}
@@ -49,6 +50,16 @@ DEFAULTS = {
     "seed": 0,
     "precision": "fp32",
 }
+# Where a network's own defaults differ: Figure 1's tiny net on 160 points takes tanh (as in the
+# figure), small batches and a larger step, and no weight decay (nine weights do not overfit).
+MODEL_DEFAULTS = {
+    "figure1": {"activation": "tanh", "epochs": 60, "batch_size": 10, "lr": 0.5, "weight_decay": 0.0},
+}
+
+
+def defaults(model_name: str) -> dict:
+    """DEFAULTS with ``model_name``'s own settings over them."""
+    return {**DEFAULTS, **MODEL_DEFAULTS.get(model_name, {}), "model": model_name}
 
 _EVAL_BATCH = 512
 
@@ -63,7 +74,7 @@ def predict(model, images, *, batch_size: int = _EVAL_BATCH):
     was_training = model.training
     model.eval()
     try:
-        chunks = [model(images[i : i + batch_size]).argmax(axis=1) for i in range(0, len(images), batch_size)]
+        chunks = [classes_of(model(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
     finally:
         model.train(was_training)
     xp = array_module("cuda" if type(images).__module__.startswith("cupy") else "cpu")
@@ -120,6 +131,22 @@ def _seeded_generators(seed: int) -> tuple[np.random.Generator, np.random.Genera
     return tuple(np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(2))
 
 
+class ClassSquaredError(nn.SquaredError):
+    """Figure 1's squared error for one output unit, whose target is the class itself (0 or 1)."""
+
+    def forward(self, outputs, labels):
+        return super().forward(outputs, labels.reshape(-1, 1).astype(outputs.dtype))
+
+
+def loss_function(name: str):
+    """The loss module for ``name`` (dlgpu.train.models.LOSSES): both take (outputs, integer labels)."""
+    if name == "cross_entropy":
+        return nn.SoftmaxCrossEntropy()
+    if name == "squared_error":
+        return ClassSquaredError()
+    raise ArgumentError(f"dlgpu train: loss must be 'cross_entropy' or 'squared_error', got {name!r}")
+
+
 def initial_model(model_name: str, activation: str, seed: int):
     """The untrained network that ``dlgpu train --seed seed`` starts from, on the CPU."""
     from dlgpu.train import models
@@ -153,18 +180,21 @@ def fit(
     device: str = "cpu",
     graph: bool = True,
     precision: str = DEFAULTS["precision"],
+    loss: str = "cross_entropy",
     on_step: Callable[[int, StaticStep], None] | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` (moved to ``device``) on ``data`` = (x_train, y_train, x_test, y_test).
 
-    ``graph`` only matters on the GPU; ``precision`` is one of PRECISIONS
-    (the module docstring says what bf16 and fp16 change).  ``on_step(step_index, static_step)``
+    ``loss`` is "cross_entropy" (class scores) or "squared_error" (one output
+    unit, Figure 1).  ``graph`` only matters on the GPU; ``precision`` is one of
+    PRECISIONS (the module docstring says what bf16 and fp16 change).
+    ``on_step(step_index, static_step)``
     is called after each step is queued and ``on_epoch(stats)`` after each
     epoch; both are for progress display.  Returns the trained model and its
     test accuracy, with one :class:`EpochStats` per epoch.
     """
-    from dlgpu import nn, optim
+    from dlgpu import optim
 
     epochs = _check_count("epochs", epochs, 0)
     batch_size = _check_count("batch size", batch_size, 1)
@@ -181,7 +211,7 @@ def fit(
     x_train, y_train, x_test, y_test = (xp.asarray(a) for a in (x_train, y_train, x_test, y_test))
     x_train, x_test = x_train.astype(dtype), x_test.astype(dtype)
     shuffle_rng = _seeded_generators(seed)[1]
-    loss_fn = nn.SoftmaxCrossEntropy()
+    loss_fn = loss_function(loss)
     optimizer = optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     schedule = optim.CosineLR(optimizer, total_steps=max(epochs, 1))
     scaler = optim.GradScaler() if precision == "fp16" else None

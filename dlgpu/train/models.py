@@ -1,11 +1,18 @@
-"""The two networks ``dlgpu train`` fits to the 8x8 digits.
+"""The networks ``dlgpu train`` fits: two for the 8x8 digits, and the review's Figure 1.
 
 - ``lenet``: LeCun's convolutional pattern scaled to 8x8 images,
   conv 3x3 -> act -> max-pool 2 -> conv 3x3 -> act -> max-pool 2 -> linear -> act -> linear.
   Each 3x3 convolution pads by 1 so it keeps the image size; each pooling
   halves it: 8x8 -> 4x4 -> 2x2.
-- ``mlp``: the review's Figure 1, two hidden layers between the pixels and the
-  ten class scores.
+- ``mlp``: a multilayer perceptron, two hidden layers between the pixels and
+  the ten class scores.
+- ``figure1``: the network of the review's Figure 1 (LeCun, Bengio and Hinton,
+  Nature 2015): two inputs, two hidden units, one output unit, trained with the
+  squared error to separate two classes of points in the plane
+  (:func:`dlgpu.train.data.figure1_curves`).  Its output unit is a sigmoid read
+  as class 1 above 0.5.
+
+Each network has a loss (:data:`LOSSES`) and a data set (:data:`DATA`).
 
 With ``activation="relu"`` every hidden layer is a fused Linear/Conv2d + ReLU
 (one op forward, one backward); with ``"tanh"`` each is followed by a Tanh
@@ -27,10 +34,14 @@ import numpy as np
 from dlgpu import nn
 from dlgpu.errors import ArgumentError
 
-__all__ = ["ACTIVATIONS", "MODELS", "build", "lenet", "mlp"]
+__all__ = ["ACTIVATIONS", "DATA", "LOSSES", "MODELS", "build", "figure1", "lenet", "mlp"]
 
-MODELS = ("lenet", "mlp")
+MODELS = ("lenet", "mlp", "figure1")
 ACTIVATIONS = ("relu", "tanh")
+# What each network is trained with, and on: the softmax cross-entropy over ten class scores for the
+# digits; Figure 1's squared error against the class (0 or 1) for its single output unit.
+LOSSES = {"lenet": "cross_entropy", "mlp": "cross_entropy", "figure1": "squared_error"}
+DATA = {"lenet": "digits", "mlp": "digits", "figure1": "figure1"}
 
 
 def _check_activation(op: str, activation: str) -> None:
@@ -102,10 +113,32 @@ def mlp(
     return nn.Sequential(*layers)
 
 
+def figure1(activation: str = "tanh", *, rng: np.random.Generator | None = None, dtype=np.float32) -> nn.Sequential:
+    """Figure 1's net: linear(2 -> 2) -> act -> linear(2 -> 1) -> sigmoid.
+
+    Input (N, 2) points; output (N, 1) in (0, 1), the network's belief that a
+    point is of class 1.  ``hidden(model, x)`` gives the hidden layer's values,
+    the distorted plane the figure draws.
+    """
+    _check_activation("figure1", activation)
+    rng = np.random.default_rng() if rng is None else rng
+    return nn.Sequential(
+        *_hidden(nn.Linear, 2, 2, activation=activation, rng=rng, dtype=dtype),
+        nn.Linear(2, 1, rng=rng, dtype=dtype),
+        nn.Sigmoid(),
+    )
+
+
+def hidden(model: nn.Sequential, x):
+    """The hidden layer's values of a :func:`figure1` network: every layer before the output unit's."""
+    for layer in model.layers[:-2]:
+        x = layer(x)
+    return x
+
+
 def build(name: str, activation: str = "relu", *, rng: np.random.Generator | None = None) -> nn.Sequential:
-    """The network called ``name`` ('lenet' or 'mlp') for 8x8 digits, float32."""
-    if name == "lenet":
-        return lenet(activation, rng=rng)
-    if name == "mlp":
-        return mlp(activation, rng=rng)
-    raise ArgumentError(f"build: model must be one of {', '.join(MODELS)}, got {name!r}")
+    """The network called ``name`` (one of :data:`MODELS`), float32."""
+    builders = {"lenet": lenet, "mlp": mlp, "figure1": figure1}
+    if name not in builders:
+        raise ArgumentError(f"build: model must be one of {', '.join(MODELS)}, got {name!r}")
+    return builders[name](activation, rng=rng)

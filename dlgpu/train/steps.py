@@ -27,6 +27,14 @@ def array_module(device: str):
     return np
 
 
+def classes_of(outputs):
+    """The class each row of outputs names (int64, on their device, no host read): the largest of
+    several class scores, or for a single output unit in (0, 1) (Figure 1's), class 1 above 0.5."""
+    if outputs.shape[1] == 1:
+        return (outputs[:, 0] > 0.5).astype(np.int64)
+    return outputs.argmax(axis=1)
+
+
 # ---------------------------------------------------------------------------
 # the training step on static buffers
 # ---------------------------------------------------------------------------
@@ -80,7 +88,7 @@ class StaticStep:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         self.loss_sum += loss
-        self.correct += (logits.argmax(axis=1) == self.labels).sum()
+        self.correct += (classes_of(logits) == self.labels).sum()
 
 
 class GraphedStep:
