@@ -242,9 +242,9 @@ def check_pool_16bit(executor, rng):
         np.testing.assert_array_equal(argmax, expected_argmax)
         assert y.dtype == dtype and same_bits(y, expected_y.astype(dtype))
         grad_y = random_array(rng, y.shape, dtype)
-        expected = R.max_pool2d_backward(grad_y, expected_argmax, shape)
-        for window in (None, (kernel, stride, padding)):
-            grad_x = cuda_pool.max_pool2d_backward(grad_y, argmax, shape, window, executor=executor)
+        expected = R.max_pool2d_backward(grad_y, expected_argmax, shape, kernel, stride, padding)
+        for window in ((), (kernel, stride, padding)):  # plane walk, and gather by window
+            grad_x = cuda_pool.max_pool2d_backward(grad_y, argmax, shape, *window, executor=executor)
             assert grad_x.dtype == dtype
             assert_close(grad_x, expected)
 

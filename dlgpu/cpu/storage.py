@@ -151,11 +151,11 @@ def max_pool2d(x, kernel, stride, padding):
     return _narrow(y, dtype), argmax  # exact: every y is an element of x
 
 
-def max_pool2d_backward(grad_y, argmax, input_shape):
+def max_pool2d_backward(grad_y, argmax, input_shape, kernel, stride, padding):
     dtype = _half(grad_y)
     if dtype is None:
-        return _Float32.max_pool2d_backward(grad_y, argmax, input_shape)
-    return _narrow(_Float32.max_pool2d_backward(_wide(grad_y), argmax, input_shape), dtype)
+        return _Float32.max_pool2d_backward(grad_y, argmax, input_shape, kernel, stride, padding)
+    return _narrow(_Float32.max_pool2d_backward(_wide(grad_y), argmax, input_shape, kernel, stride, padding), dtype)
 
 
 def softmax_cross_entropy(logits, labels):
