@@ -123,7 +123,7 @@ def test_gpu_ops_hand_indices_to_the_kernels_without_reading_them(monkeypatch, l
     bad_labels = Unreadable(np.array([0, 1, 2, 99]))
     F.softmax_cross_entropy(FakeCupy(logits), bad_labels)
     F.softmax_cross_entropy_backward(FakeCupy(logits), bad_labels)
-    F.max_pool2d_backward(FakeCupy(rand(1, 1, 2, 2)), Unreadable(np.full((1, 1, 2, 2), -1, np.int32)), (1, 1, 4, 4))
+    F.max_pool2d_backward(FakeCupy(rand(1, 1, 2, 2)), Unreadable(np.full((1, 1, 2, 2), -1, np.int32)), (1, 1, 4, 4), 2)
     assert launches == [("dlgpu.cuda", "softmax_cross_entropy"), ("dlgpu.cuda", "softmax_cross_entropy_backward"),
                         ("dlgpu.cuda", "max_pool2d_backward")]
 
@@ -134,7 +134,7 @@ def test_debug_mode_refuses_a_bad_gpu_index_at_the_call(monkeypatch, launches):
         F.softmax_cross_entropy(FakeCupy(logits), FakeCupy(np.array([0, 1, 2, 99])))
     monkeypatch.setenv("DLGPU_DEBUG", "1")
     with pytest.raises(ArgumentError, match=r"argmax holds -1, outside the input plane \[0, 16\)$"):
-        F.max_pool2d_backward(FakeCupy(rand(1, 1, 2, 2)), FakeCupy(np.full((1, 1, 2, 2), -1, np.int32)), (1, 1, 4, 4))
+        F.max_pool2d_backward(FakeCupy(rand(1, 1, 2, 2)), FakeCupy(np.full((1, 1, 2, 2), -1, np.int32)), (1, 1, 4, 4), 2)
     assert launches == []
 
 
@@ -210,7 +210,7 @@ def test_a_bad_argmax_is_reported_with_its_value_bound_and_element(executor, win
                                    executor=executor)
     bad = good.copy()
     bad.reshape(-1)[17] = 16  # (n=1, c=1, p=0, q=1): one past the plane
-    grad_x = cuda_pool.max_pool2d_backward(grad_y, bad, (2, 3, 4, 4), window, executor=executor)
+    grad_x = cuda_pool.max_pool2d_backward(grad_y, bad, (2, 3, 4, 4), *(window or ()), executor=executor)
     assert host_record() == [code("DLGPU_ERROR_POOL_ARGMAX", "pool"), 16, 16, 17]
     assert grad_x.sum() == grad_y.sum() - 1  # the bad one routed nothing; the others their gradient
     with pytest.raises(ArgumentError, match=r"^max_pool2d_backward: argmax holds 16, outside the input plane "
@@ -399,6 +399,6 @@ def test_a_bad_argmax_on_the_gpu_raises_at_the_next_check(cp):
     grad_y = cp.ones((1, 2, 2, 2), dtype=cp.float32)
     argmax = cp.zeros((1, 2, 2, 2), dtype=cp.int32)
     argmax[0, 1, 1, 0] = -3
-    F.max_pool2d_backward(grad_y, argmax, (1, 2, 4, 4))
+    F.max_pool2d_backward(grad_y, argmax, (1, 2, 4, 4), 2)
     with pytest.raises(ArgumentError, match=r"argmax holds -3, outside the input plane \[0, 16\) \(argmax element 6;"):
         dlgpu.synchronize()

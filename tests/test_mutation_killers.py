@@ -101,7 +101,7 @@ def test_pool_backward_planes_rounds_under_tsan(rng):
     y, argmax = cuda_pool.max_pool2d(x, (3, 3), (1, 1), (1, 1), executor=executor)
     grad_y = random_array(rng, y.shape)
     grad_x = cuda_pool.max_pool2d_backward(grad_y, argmax, x.shape, executor=executor)
-    assert_close(grad_x, ref.max_pool2d_backward(grad_y, argmax.astype(np.int64), x.shape))
+    assert_close(grad_x, ref.max_pool2d_backward(grad_y, argmax.astype(np.int64), x.shape, 3, 1, 1))
 
 
 # ---------------------------------------------------------------- gemm pipelines under TSan
