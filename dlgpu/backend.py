@@ -8,7 +8,9 @@ arrays: ``dlgpu.cpu.BACKEND`` (NumPy/numba) for NumPy arrays,
 ``dlgpu.cuda.BACKEND`` (our kernels) for CuPy arrays.
 
 Backend methods take positional arguments already normalized: C-contiguous
-arrays of one supported floating dtype, (h, w) pairs, a resolved precision.
+arrays of one supported floating dtype (float32, float16, bfloat16, and
+float64 on the CPU), (h, w) pairs, a resolved precision.  16-bit arrays are
+computed in float32 and give outputs of their own dtype (dlgpu.precision).
 """
 
 from __future__ import annotations
@@ -109,10 +111,13 @@ class Backend(Protocol):
         """dloss/dy = (y - t) / N."""
 
     # ---- sgd (dlgpu/ops/sgd.py): disjoint C-contiguous arrays of one shape; velocity may be None when
-    # momentum is 0, and is then left alone
+    # momentum is 0, and is then left alone; master None, or float32 master weights of a 16-bit param
+    # (velocity then float32 too)
 
-    def sgd_step(self, param, grad, velocity, lr: float, momentum: float, weight_decay: float) -> None:
-        """param (and velocity, with momentum) updated in place."""
+    def sgd_step(self, param, grad, velocity, lr: float, momentum: float, weight_decay: float, master,
+                 grad_scale: float) -> None:
+        """param (and velocity, with momentum) updated in place; with master, master is stepped and param
+        set to it rounded.  grad is divided by grad_scale first."""
 
 
 # What a backend answers about itself rather than computes.

@@ -10,6 +10,11 @@ a copy before validation:
 * DLPack on a CUDA GPU (a torch CUDA tensor)      -> ``cupy.from_dlpack``
 * only ``__cuda_array_interface__``               -> ``cupy.asarray``
 
+bfloat16 is the one dtype DLPack carries that NumPy and CuPy 13 cannot import
+("Unsupported dtype in DLTensor"): a torch bfloat16 tensor is shared as int16
+(``tensor.view(torch.int16)``, the same bits) and viewed as
+``ml_dtypes.bfloat16``; a bfloat16 result goes back the same way.
+
 All three honour the producer's strides: a transposed or sliced tensor
 arrives as a strided view, which ``dlgpu.functional`` then handles or copies
 as each op documents; nothing reads it as if it were contiguous.  The GPU
@@ -44,6 +49,7 @@ import numpy as np
 
 from dlgpu.device import is_cupy
 from dlgpu.errors import ArgumentError, BackendUnavailableError, DeviceError
+from dlgpu.precision import BFLOAT16
 
 # DLPack device types (dlpack.h, DLDeviceType).
 DLPACK_CPU = 1
@@ -123,18 +129,28 @@ def import_cupy(op: str, why: str):
     return cupy
 
 
+def _torch_bfloat16(obj) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.Tensor) and obj.dtype == torch.bfloat16
+
+
 def to_native(op: str, name: str, obj):
     """A NumPy or CuPy view of ``obj`` (no copy; strides kept); native arrays come back as they are."""
     if is_native(obj):
         return obj
     where, _ = location(op, name, obj)
+    # DLPack's bfloat16 code is refused on import: share the bits as int16 and view them as bfloat16.
+    shared = obj.view(sys.modules["torch"].int16) if _torch_bfloat16(obj) else obj
     try:
         if where == "cpu":
-            return np.from_dlpack(obj)
-        cupy = import_cupy(op, f"{name} is a GPU array ({describe(obj)})")
-        if hasattr(obj, "__dlpack__") and hasattr(obj, "__dlpack_device__"):
-            return cupy.from_dlpack(obj)
-        return cupy.asarray(obj)
+            native = np.from_dlpack(shared)
+        else:
+            cupy = import_cupy(op, f"{name} is a GPU array ({describe(obj)})")
+            if hasattr(obj, "__dlpack__") and hasattr(obj, "__dlpack_device__"):
+                native = cupy.from_dlpack(shared)
+            else:
+                native = cupy.asarray(obj)
+        return native.view(BFLOAT16) if shared is not obj else native
     except (BufferError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
         hint = " (call .detach() first, or use dlgpu.torch for autograd)" if "grad" in str(exc) else ""
         raise DeviceError(f"{op}: {name} ({describe(obj)}) could not be shared without a copy: {exc}{hint}") from exc
@@ -149,7 +165,10 @@ def answer_in_kind(result, kind: str | None, originals: dict[int, Any]):
     if id(result) in originals:  # an out= buffer of the caller's: return the caller's object
         return originals[id(result)]
     if kind == "torch":
-        return sys.modules["torch"].from_dlpack(result)
+        torch = sys.modules["torch"]
+        if np.dtype(result.dtype) == BFLOAT16:  # DLPack exports no ml_dtypes dtype: the bits as int16
+            return torch.from_dlpack(result.view(np.int16)).view(torch.bfloat16)
+        return torch.from_dlpack(result)
     if kind == "jax":
         return sys.modules["jax"].numpy.from_dlpack(result)
     if kind == "numba" and is_cupy(result):

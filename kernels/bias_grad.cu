@@ -2,18 +2,20 @@
 //
 // grad_y is viewed as (rows, row_len) = (N, C * S) with S = H * W (S = 1 for a (N, C) input), so
 // the channel of column j is j / S.  Two passes, both in a fixed order, so that a given shape and
-// launch always give the same bits (no float atomics):
+// launch always give the same bits (no float atomics).  grad_y, y and grad_b are of one storage
+// type T (storage.cuh: suffix _f32, _bf16, _fp16); every sum is a float one, and grad_b is rounded
+// to T once at the end.  V = per_vector<T> (4 floats, 8 halves: one 16-byte vector):
 //
-//   bias_grad_partial_f32(const float* grad_y, float* partial, long long rows, long long row_len,
+//   bias_grad_partial_<T>(const T* grad_y, float* partial, long long rows, long long row_len,
 //                         long long rows_per_chunk)
-//   bias_grad_relu_partial_f32(const float* grad_y, const float* y, float* partial, ...same...)
-//       grid (ceil(row_len / 128), chunks), block 256 (8 warps; required).  Block (bx, by) sums
-//       rows [by * rows_per_chunk, +rows_per_chunk) of columns [bx * 128, +128) into
+//   bias_grad_relu_partial_<T>(const T* grad_y, const T* y, float* partial, ...same...)
+//       grid (ceil(row_len / (32 V)), chunks), block 256 (8 warps; required).  Block (bx, by) sums
+//       rows [by * rows_per_chunk, +rows_per_chunk) of columns [bx * 32V, +32V) into
 //       partial[by * row_len + column]; the relu variant masks grad_y by (y > 0) first (y has
 //       grad_y's shape), which is linear_backward/conv2d_backward's fused ReLU.
-//       Warp w takes rows w, w + 8, ...; each lane four columns: a float4 when row_len % 4 == 0
-//       and the inputs are 16-byte aligned, else columns lane, lane + 32, lane + 64, lane + 96.
-//   bias_grad_finish_f32(const float* partial, float* grad_b, long long chunks, long long row_len,
+//       Warp w takes rows w, w + 8, ...; each lane V columns: one 16-byte vector when row_len % V
+//       == 0 and the inputs are 16-byte aligned, else columns lane, lane + 32, ..., lane + 32(V-1).
+//   bias_grad_finish_<T>(const float* partial, T* grad_b, long long chunks, long long row_len,
 //                        long long spatial)
 //       grid (channels), block 256 (a multiple of 32).  grad_b[c] = sum over chunks p and spatial
 //       positions s of partial[p * row_len + c * spatial + s]: one block per channel, threads over
@@ -22,88 +24,79 @@
 // partial holds chunks * row_len floats; the launcher picks chunks so that pass 1 fills the
 // device while the partial buffer stays a small fraction of grad_y.
 //
-// dlgpu-sass: bias_grad_partial_f32 LDG.E.128
-// dlgpu-sass: bias_grad_relu_partial_f32 LDG.E.128
-// dlgpu-sass: bias_grad_finish_f32
+// dlgpu-sass: bias_grad_partial_* LDG.E.128
+// dlgpu-sass: bias_grad_relu_partial_* LDG.E.128
+// dlgpu-sass: bias_grad_finish_*
 
-#include "common.cuh"
+#include "storage.cuh"
 
 #define BIAS_GRAD_WARPS 8
-#define BIAS_GRAD_COLUMNS 128
+// Columns of a block: one vector per lane (128 floats, 256 halves).
+template <class T> constexpr int bias_grad_columns = 32 * per_vector<T>;
 // Rows loaded per warp before the first addition, for memory-level parallelism.
 #define BIAS_GRAD_BATCH 4
 
 // ---------------------------------------------------------------- pass 1
-template <bool kReluMask>
-__device__ __forceinline__ void partial_sums(const float* grad_y, const float* y, float* partial, long long rows,
+template <bool kReluMask, class T>
+__device__ __forceinline__ void partial_sums(const T* grad_y, const T* y, float* partial, long long rows,
                                              long long row_len, long long rows_per_chunk)
 {
-    __shared__ float column_sums[BIAS_GRAD_WARPS][BIAS_GRAD_COLUMNS];
+    constexpr int V = per_vector<T>;
+    constexpr int COLUMNS = bias_grad_columns<T>;
+    __shared__ float column_sums[BIAS_GRAD_WARPS][COLUMNS];
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
-    const long long column0 = (long long)blockIdx.x * BIAS_GRAD_COLUMNS;
+    const long long column0 = (long long)blockIdx.x * COLUMNS;
     const long long row_begin = (long long)blockIdx.y * rows_per_chunk;
     const long long row_end = row_begin + rows_per_chunk < rows ? row_begin + rows_per_chunk : rows;
 
-    unsigned long long misaligned = (address_of(grad_y) & 15u) | (unsigned long long)(row_len & 3);
+    unsigned long long misaligned = (address_of(grad_y) & 15u) | (unsigned long long)(row_len % V);
     if (kReluMask) misaligned |= address_of(y) & 15u;
-    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    float acc[V];
+    DLGPU_UNROLL
+    for (int k = 0; k < V; ++k) acc[k] = 0.0f;
+    // One vector's values g (masked by m under kReluMask) added into acc.
+    auto add = [&](const float (&g)[V], const float (&m)[V]) {
+        DLGPU_UNROLL
+        for (int k = 0; k < V; ++k) acc[k] += kReluMask ? relu_mask(g[k], m[k]) : g[k];
+    };
 
     // ---- accumulate this warp's rows, in increasing row order
     if (misaligned == 0) {
-        // Lane owns columns column0 + 4*lane .. +3, all valid or all past the end (row_len % 4 == 0).
-        const long long column = column0 + 4 * lane;
+        // Lane owns columns column0 + V*lane .. +V-1, all valid or all past the end (row_len % V == 0).
+        const long long column = column0 + V * lane;
         if (column < row_len) {
             long long r = row_begin + warp;
             for (; r + (BIAS_GRAD_BATCH - 1) * BIAS_GRAD_WARPS < row_end; r += BIAS_GRAD_BATCH * BIAS_GRAD_WARPS) {
-                float4 g[BIAS_GRAD_BATCH];
-                float4 m[BIAS_GRAD_BATCH];
+                float g[BIAS_GRAD_BATCH][V];
+                float m[BIAS_GRAD_BATCH][V];
                 DLGPU_UNROLL
                 for (int u = 0; u < BIAS_GRAD_BATCH; ++u) {
                     const long long offset = (r + u * BIAS_GRAD_WARPS) * row_len + column;
-                    g[u] = *reinterpret_cast<const float4*>(grad_y + offset);
-                    if (kReluMask) m[u] = *reinterpret_cast<const float4*>(y + offset);
+                    load_vector(grad_y + offset, g[u]);
+                    if (kReluMask) load_vector(y + offset, m[u]);
                 }
                 DLGPU_UNROLL
-                for (int u = 0; u < BIAS_GRAD_BATCH; ++u) {
-                    if (kReluMask) {
-                        g[u].x = relu_mask(g[u].x, m[u].x);
-                        g[u].y = relu_mask(g[u].y, m[u].y);
-                        g[u].z = relu_mask(g[u].z, m[u].z);
-                        g[u].w = relu_mask(g[u].w, m[u].w);
-                    }
-                    acc[0] += g[u].x;
-                    acc[1] += g[u].y;
-                    acc[2] += g[u].z;
-                    acc[3] += g[u].w;
-                }
+                for (int u = 0; u < BIAS_GRAD_BATCH; ++u) add(g[u], m[u]);
             }
             for (; r < row_end; r += BIAS_GRAD_WARPS) {
                 const long long offset = r * row_len + column;
-                float4 g = *reinterpret_cast<const float4*>(grad_y + offset);
-                if (kReluMask) {
-                    const float4 m = *reinterpret_cast<const float4*>(y + offset);
-                    g.x = relu_mask(g.x, m.x);
-                    g.y = relu_mask(g.y, m.y);
-                    g.z = relu_mask(g.z, m.z);
-                    g.w = relu_mask(g.w, m.w);
-                }
-                acc[0] += g.x;
-                acc[1] += g.y;
-                acc[2] += g.z;
-                acc[3] += g.w;
+                float g[V], m[V];
+                load_vector(grad_y + offset, g);
+                if (kReluMask) load_vector(y + offset, m);
+                add(g, m);
             }
         }
     } else {
         // Scalar: lane owns columns column0 + lane + 32k; a warp's loads stay coalesced.
         for (long long r = row_begin + warp; r < row_end; r += BIAS_GRAD_WARPS) {
             DLGPU_UNROLL
-            for (int k = 0; k < 4; ++k) {
+            for (int k = 0; k < V; ++k) {
                 const long long column = column0 + lane + 32 * k;
                 if (column < row_len) {
                     const long long offset = r * row_len + column;
-                    const float g = grad_y[offset];
-                    acc[k] += kReluMask ? relu_mask(g, y[offset]) : g;
+                    const float g = to_float(grad_y[offset]);
+                    acc[k] += kReluMask ? relu_mask(g, to_float(y[offset])) : g;
                 }
             }
         }
@@ -111,34 +104,23 @@ __device__ __forceinline__ void partial_sums(const float* grad_y, const float* y
 
     // ---- combine the 8 warps' sums of each column in warp order
     DLGPU_UNROLL
-    for (int k = 0; k < 4; ++k) {
-        const int slot = misaligned == 0 ? 4 * lane + k : lane + 32 * k;
+    for (int k = 0; k < V; ++k) {
+        const int slot = misaligned == 0 ? V * lane + k : lane + 32 * k;
         column_sums[warp][slot] = acc[k];
     }
     __syncthreads();
-    if (threadIdx.x < BIAS_GRAD_COLUMNS && column0 + threadIdx.x < row_len) {
+    for (int c = threadIdx.x; c < COLUMNS && column0 + c < row_len; c += blockDim.x) {
         float sum = 0.0f;
         DLGPU_UNROLL
-        for (int w = 0; w < BIAS_GRAD_WARPS; ++w) sum += column_sums[w][threadIdx.x];
-        partial[(long long)blockIdx.y * row_len + column0 + threadIdx.x] = sum;
+        for (int w = 0; w < BIAS_GRAD_WARPS; ++w) sum += column_sums[w][c];
+        partial[(long long)blockIdx.y * row_len + column0 + c] = sum;
     }
 }
 
-extern "C" __global__ void bias_grad_partial_f32(const float* grad_y, float* partial, long long rows, long long row_len,
-                                                 long long rows_per_chunk)
-{
-    partial_sums<false>(grad_y, grad_y, partial, rows, row_len, rows_per_chunk);
-}
-
-extern "C" __global__ void bias_grad_relu_partial_f32(const float* grad_y, const float* y, float* partial,
-                                                      long long rows, long long row_len, long long rows_per_chunk)
-{
-    partial_sums<true>(grad_y, y, partial, rows, row_len, rows_per_chunk);
-}
-
 // ---------------------------------------------------------------- pass 2
-extern "C" __global__ void bias_grad_finish_f32(const float* partial, float* grad_b, long long chunks,
-                                                long long row_len, long long spatial)
+template <class T>
+__device__ __forceinline__ void finish(const float* partial, T* grad_b, long long chunks, long long row_len,
+                                       long long spatial)
 {
     __shared__ float scratch[33];
     const long long channel = blockIdx.x;
@@ -158,5 +140,25 @@ extern "C" __global__ void bias_grad_finish_f32(const float* partial, float* gra
         }
     }
     sum = block_sum(sum, scratch);
-    if (threadIdx.x == 0) grad_b[channel] = sum;
+    if (threadIdx.x == 0) grad_b[channel] = from_float<T>(sum);
 }
+
+// ---------------------------------------------------------------- kernels
+#define BIAS_GRAD_KERNELS(suffix, T)                                                                           \
+    extern "C" __global__ void bias_grad_partial_##suffix(const T* grad_y, float* partial, long long rows,      \
+                                                          long long row_len, long long rows_per_chunk)         \
+    {                                                                                                          \
+        partial_sums<false>(grad_y, grad_y, partial, rows, row_len, rows_per_chunk);                           \
+    }                                                                                                          \
+    extern "C" __global__ void bias_grad_relu_partial_##suffix(const T* grad_y, const T* y, float* partial,    \
+                                                               long long rows, long long row_len,              \
+                                                               long long rows_per_chunk)                       \
+    {                                                                                                          \
+        partial_sums<true>(grad_y, y, partial, rows, row_len, rows_per_chunk);                                 \
+    }                                                                                                          \
+    extern "C" __global__ void bias_grad_finish_##suffix(const float* partial, T* grad_b, long long chunks,     \
+                                                         long long row_len, long long spatial)                 \
+    {                                                                                                          \
+        finish(partial, grad_b, chunks, row_len, spatial);                                                     \
+    }
+STORAGE_TYPES(BIAS_GRAD_KERNELS)

@@ -10,10 +10,8 @@
 //   EPILOGUE_BIAS, _RELU   bits of the tiled GEMM and convolution kernels' `flags`
 //   epilogue(v, ch, ...)   v + bias[ch] (EPILOGUE_BIAS), then ReLU (EPILOGUE_RELU): every fused epilogue
 //   store_run<V>           V (2 or 4) consecutive outputs: one vector store, or scalars at an edge
-//   Vec4Plan, plan_vec4    split [0, n) into a scalar head, a 16-byte-aligned float4 body
-//                          and a scalar tail, when every pointer shares one alignment
-//   map_vec4<BATCH>        the one float4 driver of the memory-bound kernels (elementwise, SGD):
-//                          op over every element of contiguous arrays, head / float4 body / tail
+//   address_of(p)          a pointer as an integer, for alignment tests
+//                          (the memory-bound kernels' vector driver is storage.cuh's map_vec)
 //   warp_sum, warp_max     butterfly shuffles over a full warp: every lane gets the result,
 //                          and the order of the additions is fixed (deterministic)
 //   block_sum, block_max   the same over a block whose size is a multiple of 32
@@ -81,128 +79,10 @@ __device__ __forceinline__ void store_run(float* out, const float (&v)[V], int a
     }
 }
 
-// ---------------------------------------------------------------- vector plan
-// Elements [0, head) and [tail_start, n) go through scalar code; float4 number j of
-// the body covers elements head + 4j .. head + 4j + 3.  `vectorizable` is false when
-// the pointers disagree on their address modulo 16 (one of them is a view offset by
-// an element the others are not): then head == n and everything is scalar.
-struct Vec4Plan {
-    long long head;
-    long long vectors;
-    long long tail_start;
-};
-
+// ---------------------------------------------------------------- addresses
 __device__ __forceinline__ unsigned long long address_of(const void* p)
 {
     return reinterpret_cast<unsigned long long>(p);
-}
-
-// `residue_mismatch` is the OR over pointers of (address ^ first address) & 15, so one
-// number carries "do all pointers share their 16-byte phase"; 0 means they do.
-__device__ __forceinline__ Vec4Plan plan_vec4(long long n, const void* first, unsigned long long residue_mismatch)
-{
-    Vec4Plan plan;
-    const unsigned long long phase = address_of(first) & 15u;
-    if (residue_mismatch != 0 || (phase & 3u) != 0) {
-        plan.head = n;
-        plan.vectors = 0;
-        plan.tail_start = n;
-        return plan;
-    }
-    long long head = (long long)(((16u - phase) & 15u) >> 2);
-    plan.head = head < n ? head : n;
-    plan.vectors = (n - plan.head) >> 2;
-    plan.tail_start = plan.head + 4 * plan.vectors;
-    return plan;
-}
-
-__device__ __forceinline__ unsigned long long phase_mismatch(const void* a, const void* b)
-{
-    return (address_of(a) ^ address_of(b)) & 15u;
-}
-
-// ---------------------------------------------------------------- the float4 driver
-// op(a, r) maps element i's values a[k] = in[k][i] (NI inputs) to r[k], stored to out[k][i] (NO
-// outputs); an output may be an input (in place), other overlaps are not supported.  A 1-D
-// grid-stride loop, any grid and block: a scalar head up to the first 16-byte boundary, a float4
-// body, a scalar tail (plan_vec4; arrays whose addresses differ modulo 16 go all scalar).  In the
-// body each thread loads BATCH float4 of every input before it stores any, so that many
-// independent loads are in flight; each element is read and written by one thread, which keeps
-// in-place calls correct.
-template <int BATCH, int NI, int NO, class Op>
-__device__ __forceinline__ void map_vec4(long long n, const float* const (&in)[NI], float* const (&out)[NO], Op op)
-{
-    const long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const long long stride = (long long)gridDim.x * blockDim.x;
-    unsigned long long mismatch = 0;
-    DLGPU_UNROLL
-    for (int k = 1; k < NI; ++k) mismatch |= phase_mismatch(in[0], in[k]);
-    DLGPU_UNROLL
-    for (int k = 0; k < NO; ++k) mismatch |= phase_mismatch(in[0], out[k]);
-    const Vec4Plan plan = plan_vec4(n, in[0], mismatch);
-
-    const float4* in4[NI];
-    float4* out4[NO];
-    DLGPU_UNROLL
-    for (int k = 0; k < NI; ++k) in4[k] = reinterpret_cast<const float4*>(in[k] + plan.head);
-    DLGPU_UNROLL
-    for (int k = 0; k < NO; ++k) out4[k] = reinterpret_cast<float4*>(out[k] + plan.head);
-
-    auto scalar = [&](long long i) {
-        float a[NI], r[NO];
-        DLGPU_UNROLL
-        for (int k = 0; k < NI; ++k) a[k] = in[k][i];
-        op(a, r);
-        DLGPU_UNROLL
-        for (int k = 0; k < NO; ++k) out[k][i] = r[k];
-    };
-    // float4 number j of the body, whose inputs `v` are already loaded.
-    auto vector = [&](long long j, const float4 (&v)[NI]) {
-        float a[NI][4], r[NO][4];
-        DLGPU_UNROLL
-        for (int k = 0; k < NI; ++k) {
-            a[k][0] = v[k].x;
-            a[k][1] = v[k].y;
-            a[k][2] = v[k].z;
-            a[k][3] = v[k].w;
-        }
-        DLGPU_UNROLL
-        for (int c = 0; c < 4; ++c) {
-            float ac[NI], rc[NO];
-            DLGPU_UNROLL
-            for (int k = 0; k < NI; ++k) ac[k] = a[k][c];
-            op(ac, rc);
-            DLGPU_UNROLL
-            for (int k = 0; k < NO; ++k) r[k][c] = rc[k];
-        }
-        DLGPU_UNROLL
-        for (int k = 0; k < NO; ++k) out4[k][j] = make_float4(r[k][0], r[k][1], r[k][2], r[k][3]);
-    };
-    auto load = [&](long long j, float4 (&v)[NI]) {
-        DLGPU_UNROLL
-        for (int k = 0; k < NI; ++k) v[k] = in4[k][j];
-    };
-
-    // ---- scalar head (or everything, when the pointers cannot be vectorized together)
-    for (long long i = tid; i < plan.head; i += stride) scalar(i);
-
-    // ---- float4 body: whole batches, then single float4
-    long long j = tid;
-    for (; j + (BATCH - 1) * stride < plan.vectors; j += BATCH * stride) {
-        float4 v[BATCH][NI];
-        DLGPU_UNROLL
-        for (int u = 0; u < BATCH; ++u) load(j + u * stride, v[u]);
-        DLGPU_UNROLL
-        for (int u = 0; u < BATCH; ++u) vector(j + u * stride, v[u]);
-    }
-    for (; j < plan.vectors; j += stride) {
-        float4 v[NI];
-        load(j, v);
-        vector(j, v);
-    }
-
-    // ---- scalar tail
-    for (long long i = plan.tail_start + tid; i < n; i += stride) scalar(i);
 }
 
 // ---------------------------------------------------------------- reductions

@@ -1,34 +1,43 @@
-// kernels/elementwise.cu -- activations and their backward passes, float32.
+// kernels/elementwise.cu -- activations and their backward passes, and storage conversions.
 //
-//   relu_forward_f32(const float* x, float* y, long long n)          y = x < 0 ? 0 : x  (NaN passes)
-//   tanh_forward_f32(const float* x, float* y, long long n)          y = tanh(x)
-//   sigmoid_forward_f32(const float* x, float* y, long long n)       y = 1 / (1 + exp(-x))
-//   relu_backward_f32(const float* grad_y, const float* y, float* grad_x, long long n)
-//                                                                    grad_x = y > 0 ? grad_y : 0
-//   tanh_backward_f32(...same...)                                    grad_x = grad_y * (1 - y)(1 + y)
-//   sigmoid_backward_f32(...same...)                                 grad_x = grad_y * y * (1 - y)
+// Every kernel exists once per storage type T (storage.cuh's STORAGE_TYPES): suffix _f32 (float),
+// _bf16 and _fp16 (16-bit storage, computed in float, each output rounded once).
+//   relu_forward_<T>(const T* x, T* y, long long n)          y = x < 0 ? 0 : x  (NaN passes)
+//   tanh_forward_<T>(const T* x, T* y, long long n)          y = tanh(x)
+//   sigmoid_forward_<T>(const T* x, T* y, long long n)       y = 1 / (1 + exp(-x))
+//   relu_backward_<T>(const T* grad_y, const T* y, T* grad_x, long long n)
+//                                                            grad_x = y > 0 ? grad_y : 0
+//   tanh_backward_<T>(...same...)                            grad_x = grad_y * (1 - y)(1 + y)
+//   sigmoid_backward_<T>(...same...)                         grad_x = grad_y * y * (1 - y)
+// And for the 16-bit types H (bf16, fp16), the conversions the launchers use where a kernel has
+// no 16-bit form yet (the tensor-core products read float32 operands):
+//   convert_f32_to_<H>(const float* x, H* y, long long n)    y = x rounded to nearest even
+//   convert_<H>_to_f32(const H* x, float* y, long long n)    y = x, exact
 //
 // Buffers: contiguous, n >= 1 elements, any alignment.  The output may be one of the
 // inputs (in place); partial overlap is not supported.  Backward passes use the saved
 // OUTPUT y, so no input has to be kept.
-// Launch: 1-D grid-stride loop; any grid, any block size.  The 16-byte-aligned body is
-// read and written as float4 (LDG.E.128 / STG.E.128), four float4 in flight per thread
-// before the first store; a head of up to 3 elements (to reach alignment) and a tail
-// of up to 3 go through scalar code.  Pointers whose addresses differ modulo 16 (a
-// view offset by one element) make the whole range scalar: correct, slower.
+// Launch: 1-D grid-stride loop; any grid, any block size (storage.cuh's map_vec).  From the
+// first element at which every array is 16-byte aligned, chunks of 8 elements are read and
+// written as 16-byte vectors (LDG.E.128 / STG.E.128: two per float array, one per 16-bit
+// array), 64 bytes per input in flight per thread before the first store; a short head and
+// tail go through scalar code.  Arrays with no common aligned element (a view offset by one
+// element) make the whole range scalar: correct, slower.
 //
-// dlgpu-sass: relu_forward_f32 LDG.E.128 STG.E.128
-// dlgpu-sass: tanh_forward_f32 LDG.E.128 STG.E.128
-// dlgpu-sass: sigmoid_forward_f32 LDG.E.128 STG.E.128
-// dlgpu-sass: relu_backward_f32 LDG.E.128 STG.E.128
-// dlgpu-sass: tanh_backward_f32 LDG.E.128 STG.E.128
-// dlgpu-sass: sigmoid_backward_f32 LDG.E.128 STG.E.128
+// dlgpu-sass: relu_forward_* LDG.E.128 STG.E.128
+// dlgpu-sass: tanh_forward_* LDG.E.128 STG.E.128
+// dlgpu-sass: sigmoid_forward_* LDG.E.128 STG.E.128
+// dlgpu-sass: relu_backward_* LDG.E.128 STG.E.128
+// dlgpu-sass: tanh_backward_* LDG.E.128 STG.E.128
+// dlgpu-sass: sigmoid_backward_* LDG.E.128 STG.E.128
+// dlgpu-sass: convert_* LDG.E.128 STG.E.128
 
-#include "common.cuh"
+#include "storage.cuh"
 
-// Four independent float4 per thread per trip: enough bytes in flight per SM to cover
-// DRAM latency with a grid capped at a few blocks per SM.
-#define ELEMENTWISE_BATCH 4
+// 64 bytes per input per thread per trip (four float4 of float, four vectors of 16-bit data):
+// enough bytes in flight per SM to cover DRAM latency with a grid capped at a few blocks per SM.
+#define ELEMENTWISE_BYTES 64
+template <class T> constexpr int elementwise_batch = ELEMENTWISE_BYTES / (MAP_CHUNK * (int)sizeof(T));
 
 // ---------------------------------------------------------------- the operations
 struct ReluForward {
@@ -53,8 +62,12 @@ struct SigmoidBackward {
     __device__ __forceinline__ float operator()(float g, float y) const { return g * (y * (1.0f - y)); }
 };
 
+struct Identity {
+    __device__ __forceinline__ float operator()(float x) const { return x; }
+};
+
 // ---------------------------------------------------------------- over arrays
-// An elementwise op as common.cuh's map_vec4 takes it: the input values of one element in, its output out.
+// An elementwise op as storage.cuh's map_vec takes it: the input values of one element in, its output out.
 template <class Op> struct Unary {
     Op op;
     __device__ __forceinline__ void operator()(const float (&a)[1], float (&r)[1]) const { r[0] = op(a[0]); }
@@ -64,48 +77,52 @@ template <class Op> struct Binary {
     __device__ __forceinline__ void operator()(const float (&a)[2], float (&r)[1]) const { r[0] = op(a[0], a[1]); }
 };
 
-template <class Op> __device__ __forceinline__ void map_unary(const float* x, float* y, long long n, Op op)
+template <class Op, class TX, class TY> __device__ __forceinline__ void map_unary(const TX* x, TY* y, long long n, Op op)
 {
-    const float* const in[] = {x};
-    float* const out[] = {y};
-    map_vec4<ELEMENTWISE_BATCH>(n, in, out, Unary<Op>{op});
+    map_vec<elementwise_batch<TX>>(n, reads(x), writes(y), Unary<Op>{op});
 }
 
-template <class Op>
-__device__ __forceinline__ void map_binary(const float* a, const float* b, float* result, long long n, Op op)
+template <class Op, class T>
+__device__ __forceinline__ void map_binary(const T* a, const T* b, T* result, long long n, Op op)
 {
-    const float* const in[] = {a, b};
-    float* const out[] = {result};
-    map_vec4<ELEMENTWISE_BATCH>(n, in, out, Binary<Op>{op});
+    map_vec<elementwise_batch<T>>(n, reads(a, b), writes(result), Binary<Op>{op});
 }
 
 // ---------------------------------------------------------------- kernels
-extern "C" __global__ void relu_forward_f32(const float* x, float* y, long long n)
-{
-    map_unary(x, y, n, ReluForward());
-}
+#define ELEMENTWISE_KERNELS(suffix, T)                                                                         \
+    extern "C" __global__ void relu_forward_##suffix(const T* x, T* y, long long n)                             \
+    {                                                                                                          \
+        map_unary(x, y, n, ReluForward());                                                                     \
+    }                                                                                                          \
+    extern "C" __global__ void tanh_forward_##suffix(const T* x, T* y, long long n)                             \
+    {                                                                                                          \
+        map_unary(x, y, n, TanhForward());                                                                     \
+    }                                                                                                          \
+    extern "C" __global__ void sigmoid_forward_##suffix(const T* x, T* y, long long n)                          \
+    {                                                                                                          \
+        map_unary(x, y, n, SigmoidForward());                                                                  \
+    }                                                                                                          \
+    extern "C" __global__ void relu_backward_##suffix(const T* grad_y, const T* y, T* grad_x, long long n)      \
+    {                                                                                                          \
+        map_binary(grad_y, y, grad_x, n, ReluBackward());                                                      \
+    }                                                                                                          \
+    extern "C" __global__ void tanh_backward_##suffix(const T* grad_y, const T* y, T* grad_x, long long n)      \
+    {                                                                                                          \
+        map_binary(grad_y, y, grad_x, n, TanhBackward());                                                      \
+    }                                                                                                          \
+    extern "C" __global__ void sigmoid_backward_##suffix(const T* grad_y, const T* y, T* grad_x, long long n)   \
+    {                                                                                                          \
+        map_binary(grad_y, y, grad_x, n, SigmoidBackward());                                                   \
+    }
+STORAGE_TYPES(ELEMENTWISE_KERNELS)
 
-extern "C" __global__ void tanh_forward_f32(const float* x, float* y, long long n)
-{
-    map_unary(x, y, n, TanhForward());
-}
-
-extern "C" __global__ void sigmoid_forward_f32(const float* x, float* y, long long n)
-{
-    map_unary(x, y, n, SigmoidForward());
-}
-
-extern "C" __global__ void relu_backward_f32(const float* grad_y, const float* y, float* grad_x, long long n)
-{
-    map_binary(grad_y, y, grad_x, n, ReluBackward());
-}
-
-extern "C" __global__ void tanh_backward_f32(const float* grad_y, const float* y, float* grad_x, long long n)
-{
-    map_binary(grad_y, y, grad_x, n, TanhBackward());
-}
-
-extern "C" __global__ void sigmoid_backward_f32(const float* grad_y, const float* y, float* grad_x, long long n)
-{
-    map_binary(grad_y, y, grad_x, n, SigmoidBackward());
-}
+#define CONVERT_KERNELS(suffix, H)                                                                             \
+    extern "C" __global__ void convert_f32_to_##suffix(const float* x, H* y, long long n)                       \
+    {                                                                                                          \
+        map_unary(x, y, n, Identity());                                                                        \
+    }                                                                                                          \
+    extern "C" __global__ void convert_##suffix##_to_f32(const H* x, float* y, long long n)                     \
+    {                                                                                                          \
+        map_unary(x, y, n, Identity());                                                                        \
+    }
+HALF_TYPES(CONVERT_KERNELS)

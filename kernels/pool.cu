@@ -3,25 +3,29 @@
 // x, grad_x: (planes, H, W) with planes = N * C; y, grad_y, argmax: (planes, P, Q), contiguous.
 // Window (p, q) covers rows p*sh - ph .. +kh-1 and columns q*sw - pw .. +kw-1 of the unpadded
 // plane; padding never wins (the launcher enforces padding <= kernel / 2, so every window holds
-// a real element).  argmax (int32) = h * W + w within the plane.
+// a real element).  argmax (int32) = h * W + w within the plane.  x, y, grad_y and grad_x are of
+// one storage type T (storage.cuh: suffix _f32, _bf16, _fp16): a maximum is an element itself,
+// and sums of gradients are float, rounded to T once.
 //
-//   max_pool2d_forward_f32(const float* x, float* y, int* argmax, long long planes, int H, int W,
+//   max_pool2d_forward_<T>(const T* x, T* y, int* argmax, long long planes, int H, int W,
 //                          int P, int Q, int kh, int kw, int sh, int sw, int ph, int pw)
 //       One thread per output element, grid-stride, any grid and block.  The first real element
 //       of the window in row-major order starts as the best; a later one replaces it if it is
 //       NaN or strictly greater; a NaN best stays (NaN propagates, ties go to the first).
-//   max_pool2d_backward_f32(const float* grad_y, const int* argmax, float* grad_x, long long planes,
+//   max_pool2d_backward_<T>(const T* grad_y, const int* argmax, T* grad_x, long long planes,
 //                           int H, int W, int P, int Q, int kh, int kw, int sh, int sw, int ph, int pw,
 //                           unsigned long long* error)
 //       Needs the window.  One thread per INPUT element, grid-stride: it visits the outputs whose
 //       windows contain it, in increasing (p, q), and adds grad_y where argmax points at it.
 //       Writes every element of grad_x (no zero-fill; the only atomic is the error report).
-//   max_pool2d_backward_planes_f32(const float* grad_y, const int* argmax, float* grad_x,
+//   max_pool2d_backward_planes_<T>(const T* grad_y, const int* argmax, float* grad_x,
 //                                  long long planes, int plane_in, int plane_out, unsigned long long* error)
 //       Needs only argmax (for callers that do not know the window).  One warp per plane,
 //       grid-stride over planes, block a multiple of 32: zero the plane, then take the outputs 32
 //       at a time in order; lanes whose argmax coincide add their values in lane order and the
-//       first of them updates grad_x, so every sum has a fixed order.
+//       first of them updates grad_x, so every sum has a fixed order.  grad_x is float for every
+//       T: the sums build up in it across rounds (the launcher rounds a 16-bit result once
+//       afterwards).
 //   Both backward kernels skip an argmax outside [0, H * W) (never written through) and report the
 //   first one in the device error flag `error` (common.cuh: report_bad_index) as
 //   DLGPU_ERROR_POOL_ARGMAX, with the value, H * W and its flat position in argmax.  (Every window
@@ -30,7 +34,7 @@
 //
 // dlgpu-sass: max_pool2d_*
 
-#include "common.cuh"
+#include "storage.cuh"
 
 // The device error flag's code for this family (common.cuh; one number per report across families).
 #define DLGPU_ERROR_POOL_ARGMAX 3
@@ -53,15 +57,16 @@ __device__ __forceinline__ PlaneIndex plane_index(long long i, long long per_pla
 }
 
 // ---------------------------------------------------------------- forward
-extern "C" __global__ void max_pool2d_forward_f32(const float* x, float* y, int* argmax, long long planes, int H, int W,
-                                                  int P, int Q, int kh, int kw, int sh, int sw, int ph, int pw)
+template <class T>
+__device__ __forceinline__ void forward(const T* x, T* y, int* argmax, long long planes, int H, int W, int P, int Q,
+                                        int kh, int kw, int sh, int sw, int ph, int pw)
 {
     const long long per_plane = (long long)P * Q;
     const long long total = planes * per_plane;
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long o = (long long)blockIdx.x * blockDim.x + threadIdx.x; o < total; o += stride) {
         const PlaneIndex out = plane_index(o, per_plane, Q);
-        const float* in = x + out.plane * ((long long)H * W);
+        const T* in = x + out.plane * ((long long)H * W);
         const int h0 = out.row * sh - ph;
         const int w0 = out.col * sw - pw;
 
@@ -73,7 +78,7 @@ extern "C" __global__ void max_pool2d_forward_f32(const float* x, float* y, int*
             for (int j = 0; j < kw; ++j) {
                 const int w = w0 + j;
                 if (w < 0 || w >= W) continue;
-                const float v = in[h * W + w];
+                const float v = to_float(in[h * W + w]);
                 // best != best: the best so far is NaN and stays; v != v: a NaN takes over.
                 if (best_at < 0 || (best == best && (v > best || v != v))) {
                     best = v;
@@ -81,15 +86,16 @@ extern "C" __global__ void max_pool2d_forward_f32(const float* x, float* y, int*
                 }
             }
         }
-        y[o] = best;
+        y[o] = from_float<T>(best);  // exact: best is an element of x
         argmax[o] = best_at;
     }
 }
 
 // ---------------------------------------------------------------- backward, window known
-extern "C" __global__ void max_pool2d_backward_f32(const float* grad_y, const int* argmax, float* grad_x,
-                                                   long long planes, int H, int W, int P, int Q, int kh, int kw,
-                                                   int sh, int sw, int ph, int pw, unsigned long long* error)
+template <class T>
+__device__ __forceinline__ void backward(const T* grad_y, const int* argmax, T* grad_x, long long planes, int H, int W,
+                                         int P, int Q, int kh, int kw, int sh, int sw, int ph, int pw,
+                                         unsigned long long* error)
 {
     const long long per_plane = (long long)H * W;
     const long long total = planes * per_plane;
@@ -108,18 +114,18 @@ extern "C" __global__ void max_pool2d_backward_f32(const float* grad_y, const in
             for (int q = q_first; q <= q_last; ++q) {
                 const long long o = out_plane + (long long)p * Q + q;
                 const int at = argmax[o];
-                if (at == me) sum += grad_y[o];
+                if (at == me) sum += to_float(grad_y[o]);
                 else if (at < 0 || at >= per_plane) report_bad_index(error, DLGPU_ERROR_POOL_ARGMAX, at, per_plane, o);
             }
         }
-        grad_x[i] = sum;
+        grad_x[i] = from_float<T>(sum);
     }
 }
 
 // ---------------------------------------------------------------- backward, argmax only
-extern "C" __global__ void max_pool2d_backward_planes_f32(const float* grad_y, const int* argmax, float* grad_x,
-                                                          long long planes, int plane_in, int plane_out,
-                                                          unsigned long long* error)
+template <class T>
+__device__ __forceinline__ void backward_planes(const T* grad_y, const int* argmax, float* grad_x, long long planes,
+                                                int plane_in, int plane_out, unsigned long long* error)
 {
     const int lane = threadIdx.x & 31;
     const long long warps_per_block = blockDim.x >> 5;
@@ -127,7 +133,7 @@ extern "C" __global__ void max_pool2d_backward_planes_f32(const float* grad_y, c
     const long long step = (long long)gridDim.x * warps_per_block;
     for (long long plane = first; plane < planes; plane += step) {
         float* gx = grad_x + plane * plane_in;
-        const float* gy = grad_y + plane * plane_out;
+        const T* gy = grad_y + plane * plane_out;
         const int* at = argmax + plane * plane_out;
 
         // ---- zero the plane; the barrier orders these stores before the updates below
@@ -142,7 +148,7 @@ extern "C" __global__ void max_pool2d_backward_planes_f32(const float* grad_y, c
                 report_bad_index(error, DLGPU_ERROR_POOL_ARGMAX, target, plane_in, plane * plane_out + o);
                 target = -1;
             }
-            const float g = (o < plane_out && target >= 0) ? gy[o] : 0.0f;
+            const float g = (o < plane_out && target >= 0) ? to_float(gy[o]) : 0.0f;
             bool leader = target >= 0;
             float same = 0.0f;
             for (int k = 0; k < 32; ++k) {
@@ -159,3 +165,27 @@ extern "C" __global__ void max_pool2d_backward_planes_f32(const float* grad_y, c
         }
     }
 }
+
+// ---------------------------------------------------------------- kernels
+#define POOL_KERNELS(suffix, T)                                                                                \
+    extern "C" __global__ void max_pool2d_forward_##suffix(const T* x, T* y, int* argmax, long long planes,    \
+                                                           int H, int W, int P, int Q, int kh, int kw, int sh, \
+                                                           int sw, int ph, int pw)                             \
+    {                                                                                                          \
+        forward(x, y, argmax, planes, H, W, P, Q, kh, kw, sh, sw, ph, pw);                                     \
+    }                                                                                                          \
+    extern "C" __global__ void max_pool2d_backward_##suffix(const T* grad_y, const int* argmax, T* grad_x,     \
+                                                            long long planes, int H, int W, int P, int Q,      \
+                                                            int kh, int kw, int sh, int sw, int ph, int pw,    \
+                                                            unsigned long long* error)                         \
+    {                                                                                                          \
+        backward(grad_y, argmax, grad_x, planes, H, W, P, Q, kh, kw, sh, sw, ph, pw, error);                   \
+    }                                                                                                          \
+    extern "C" __global__ void max_pool2d_backward_planes_##suffix(const T* grad_y, const int* argmax,         \
+                                                                   float* grad_x, long long planes,            \
+                                                                   int plane_in, int plane_out,                \
+                                                                   unsigned long long* error)                  \
+    {                                                                                                          \
+        backward_planes(grad_y, argmax, grad_x, planes, plane_in, plane_out, error);                           \
+    }
+STORAGE_TYPES(POOL_KERNELS)

@@ -7,7 +7,9 @@
 //   f32_to_tf32(x)                       cvt.rna.tf32.f32: x rounded to tf32 (bits of a .b32)
 //   pack_bf16x2(lo, hi), pack_fp16x2     cvt.rn.{bf16x2,f16x2}.f32: two floats -> one .b32,
 //                                        `lo` in bits 0..15 (the lower-index element)
-//   half_to_float(bits)                  cvt.f32.f16: an fp16 value (its bits) as a float, exactly
+//   f32_to_bf16(x), f32_to_fp16(x)       cvt.rn.{bf16,f16}.f32: one float -> 16 bits (a .b16)
+//   fp16_to_f32(h)                       cvt.f32.f16: 16 bits -> float, exact (bf16 needs no
+//                                        instruction: its bits are a float's upper half)
 //   mma_m16n8k8_tf32(d, a, b, c)         mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32
 //   mma_m16n8k16_bf16(d, a, b, c)        mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32
 //   mma_m16n8k16_fp16(d, a, b, c)        mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32
@@ -54,7 +56,9 @@ __device__ __forceinline__ unsigned pack_fp16x2(float lo, float hi)
 {
     return (unsigned)dlgpu_host::float_to_half_bits(lo) | ((unsigned)dlgpu_host::float_to_half_bits(hi) << 16);
 }
-__device__ __forceinline__ float half_to_float(unsigned short h) { return dlgpu_host::half_bits_to_float(h); }
+__device__ __forceinline__ unsigned short f32_to_bf16(float x) { return dlgpu_host::float_to_bf16_bits(x); }
+__device__ __forceinline__ unsigned short f32_to_fp16(float x) { return dlgpu_host::float_to_half_bits(x); }
+__device__ __forceinline__ float fp16_to_f32(unsigned short h) { return dlgpu_host::half_bits_to_float(h); }
 __device__ __forceinline__ void mma_m16n8k8_tf32(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], const float (&c)[4])
 {
     dlgpu_host::mma_m16n8k8_tf32(d, a, b, c);
@@ -111,7 +115,19 @@ __device__ __forceinline__ unsigned pack_fp16x2(float lo, float hi)
     return r;
 }
 
-__device__ __forceinline__ float half_to_float(unsigned short h)
+__device__ __forceinline__ unsigned short f32_to_bf16(float x)
+{
+    unsigned short r;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(x));
+    return r;
+}
+__device__ __forceinline__ unsigned short f32_to_fp16(float x)
+{
+    unsigned short r;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(x));
+    return r;
+}
+__device__ __forceinline__ float fp16_to_f32(unsigned short h)
 {
     float r;
     asm("cvt.f32.f16 %0, %1;" : "=f"(r) : "h"(h));
@@ -195,14 +211,16 @@ template <> struct Operand<Precision::tf32> {
 
 template <Precision P> __device__ __forceinline__ unsigned short to_half(float v)
 {
-    return (unsigned short)(pack_half2<P>(v, 0.0f) & 0xffffu);
+    static_assert(P != Precision::tf32, "tf32 operands are stored as fp32");
+    if constexpr (P == Precision::bf16) return f32_to_bf16(v);
+    else return f32_to_fp16(v);
 }
 
 template <Precision P> __device__ __forceinline__ float from_half(unsigned short bits)
 {
     static_assert(P != Precision::tf32, "tf32 operands are stored as fp32");
     if constexpr (P == Precision::bf16) return __uint_as_float((unsigned)bits << 16);
-    else return half_to_float(bits);
+    else return fp16_to_f32(bits);
 }
 
 template <Precision P>

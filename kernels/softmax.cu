@@ -1,57 +1,59 @@
 // kernels/softmax.cu -- softmax cross-entropy, forward (per-row loss and probabilities) and backward.
 //
-// logits/probs/grad: (rows, classes) row-major float32; labels: (rows,) int32 (_i32) or int64 (_i64).
+// logits/probs/grad: (rows, classes) row-major, of one storage type T (storage.cuh: suffix _f32,
+// _bf16, _fp16; arithmetic in float, probabilities and gradients rounded to T once); row losses and
+// the mean loss are float whatever T.  labels: (rows,) int32 (_i32) or int64 (_i64).
 // A label outside [0, classes) is never used as an index: that row's loss (forward) or whole
 // gradient row (backward) is NaN, and the first such label is reported in the device error flag
 // `error` (common.cuh: report_bad_index) as DLGPU_ERROR_SOFTMAX_LABEL (forward) or
 // DLGPU_ERROR_SOFTMAX_BACKWARD_LABEL, with the label, `classes` and its row.  Nothing checks the
 // labels on the host before a launch (only dlgpu's debug mode does): that would synchronize.
 //
-//   softmax_xent_forward_warp{V}_{i32,i64}(const float* logits, const Label* labels, float* probs,
-//                                          float* row_loss, long long rows, int classes,
-//                                          unsigned long long* error)
+//   softmax_xent_forward_warp{V}_<T>_{i32,i64}(const T* logits, const Label* labels, T* probs,
+//                                              float* row_loss, long long rows, int classes,
+//                                              unsigned long long* error)
 //       V in {1, 2, 4, 8, 16, 32}, classes <= 32 * V.  One warp per row, the row held in
 //       registers (lane owns columns lane + 32k, k < V): one read of the logits, one write of
 //       the probabilities.  Any block size that is a multiple of 32; grid-stride over rows.
-//   softmax_xent_forward_block_{i32,i64}(...same arguments...)
+//   softmax_xent_forward_block_<T>_{i32,i64}(...same arguments...)
 //       Any classes.  One block per row (block a multiple of 32, at most 1024): max, sum of
 //       exponentials, then the probabilities, each pass reading the row (the later reads hit
 //       L2).  Grid-stride over rows.
 //   softmax_xent_mean_f32(const float* row_loss, float* loss, long long rows)
 //       One block (a multiple of 32 threads): loss[0] = mean of row_loss, summed in a fixed order.
-//   softmax_xent_backward_{i32,i64}(const float* probs, const Label* labels, float* grad,
-//                                   long long rows, int classes, float inv_rows, unsigned long long* error)
+//   softmax_xent_backward_<T>_{i32,i64}(const T* probs, const Label* labels, T* grad,
+//                                       long long rows, int classes, float inv_rows, unsigned long long* error)
 //       grad = (probs - onehot(labels)) * inv_rows, inv_rows = 1 / rows.  One warp per row,
-//       float4 when classes % 4 == 0 and probs and grad are 16-byte aligned; grid-stride.
+//       16-byte vectors (4 floats, 8 halves) when classes is a multiple of a vector's elements
+//       and probs and grad are 16-byte aligned; grid-stride.
 //
 // Row losses are (max - logits[label]) + log(sum exp(logits - max)): every exponent is <= 0,
 // so logits of +-1e4 neither overflow nor lose the loss to cancellation.
 //
 // (every kernel here: no local memory -- the warp kernels' row must stay in registers)
 // dlgpu-sass: softmax_xent_*
-// dlgpu-sass: softmax_xent_backward_i32 LDG.E.128 STG.E.128
-// dlgpu-sass: softmax_xent_backward_i64 LDG.E.128 STG.E.128
+// dlgpu-sass: softmax_xent_backward_* LDG.E.128 STG.E.128
 
-#include "common.cuh"
+#include "storage.cuh"
 
 // The device error flag's codes for this family (common.cuh; one number per report across families).
 #define DLGPU_ERROR_SOFTMAX_LABEL 1
 #define DLGPU_ERROR_SOFTMAX_BACKWARD_LABEL 2
 
-template <class Label>
-__device__ __forceinline__ float row_loss_of(const float* row, Label label, int classes, float row_max, float sum,
+template <class T, class Label>
+__device__ __forceinline__ float row_loss_of(const T* row, Label label, int classes, float row_max, float sum,
                                              unsigned long long* error, long long r)
 {
     if (label < 0 || label >= (Label)classes) {
         report_bad_index(error, DLGPU_ERROR_SOFTMAX_LABEL, (long long)label, classes, r);
         return NAN;
     }
-    return (row_max - row[label]) + logf(sum);
+    return (row_max - to_float(row[label])) + logf(sum);
 }
 
 // ---------------------------------------------------------------- forward, one warp per row
-template <int V, class Label>
-__device__ __forceinline__ void forward_warp(const float* logits, const Label* labels, float* probs, float* row_loss,
+template <int V, class T, class Label>
+__device__ __forceinline__ void forward_warp(const T* logits, const Label* labels, T* probs, float* row_loss,
                                              long long rows, int classes, unsigned long long* error)
 {
     const int lane = threadIdx.x & 31;
@@ -59,14 +61,14 @@ __device__ __forceinline__ void forward_warp(const float* logits, const Label* l
     const long long first = (long long)blockIdx.x * warps_per_block + (threadIdx.x >> 5);
     const long long step = (long long)gridDim.x * warps_per_block;
     for (long long r = first; r < rows; r += step) {
-        const float* row = logits + r * classes;
+        const T* row = logits + r * classes;
 
         // ---- load the row into registers; missing columns read as -inf
         float v[V];
         DLGPU_UNROLL
         for (int k = 0; k < V; ++k) {
             const int column = lane + 32 * k;
-            v[k] = column < classes ? row[column] : -INFINITY;
+            v[k] = column < classes ? to_float(row[column]) : -INFINITY;
         }
 
         // ---- max, then exponentials and their sum
@@ -85,33 +87,34 @@ __device__ __forceinline__ void forward_warp(const float* logits, const Label* l
 
         // ---- epilogue: probabilities and this row's loss
         const float inv_sum = 1.0f / sum;
-        float* out = probs + r * classes;
+        T* out = probs + r * classes;
         DLGPU_UNROLL
         for (int k = 0; k < V; ++k) {
             const int column = lane + 32 * k;
-            if (column < classes) out[column] = v[k] * inv_sum;
+            if (column < classes) out[column] = from_float<T>(v[k] * inv_sum);
         }
         if (lane == 0) row_loss[r] = row_loss_of(row, labels[r], classes, row_max, sum, error, r);
     }
 }
 
 // ---------------------------------------------------------------- forward, one block per row
-template <class Label>
-__device__ __forceinline__ void forward_block(const float* logits, const Label* labels, float* probs, float* row_loss,
+template <class T, class Label>
+__device__ __forceinline__ void forward_block(const T* logits, const Label* labels, T* probs, float* row_loss,
                                               long long rows, int classes, unsigned long long* error)
 {
     __shared__ float scratch[33];
     for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
-        const float* row = logits + r * classes;
+        const T* row = logits + r * classes;
         float row_max = -INFINITY;
-        for (int c = threadIdx.x; c < classes; c += blockDim.x) row_max = fmaxf(row_max, row[c]);
+        for (int c = threadIdx.x; c < classes; c += blockDim.x) row_max = fmaxf(row_max, to_float(row[c]));
         row_max = block_max(row_max, scratch);
         float sum = 0.0f;
-        for (int c = threadIdx.x; c < classes; c += blockDim.x) sum += expf(row[c] - row_max);
+        for (int c = threadIdx.x; c < classes; c += blockDim.x) sum += expf(to_float(row[c]) - row_max);
         sum = block_sum(sum, scratch);
         const float inv_sum = 1.0f / sum;
-        float* out = probs + r * classes;
-        for (int c = threadIdx.x; c < classes; c += blockDim.x) out[c] = expf(row[c] - row_max) * inv_sum;
+        T* out = probs + r * classes;
+        for (int c = threadIdx.x; c < classes; c += blockDim.x)
+            out[c] = from_float<T>(expf(to_float(row[c]) - row_max) * inv_sum);
         if (threadIdx.x == 0) row_loss[r] = row_loss_of(row, labels[r], classes, row_max, sum, error, r);
     }
 }
@@ -128,69 +131,69 @@ extern "C" __global__ void softmax_xent_mean_f32(const float* row_loss, float* l
 }
 
 // ---------------------------------------------------------------- backward, one warp per row
-template <class Label>
-__device__ __forceinline__ void backward_rows(const float* probs, const Label* labels, float* grad, long long rows,
+template <class T, class Label>
+__device__ __forceinline__ void backward_rows(const T* probs, const Label* labels, T* grad, long long rows,
                                               int classes, float inv_rows, unsigned long long* error)
 {
+    constexpr int PV = per_vector<T>;
     const int lane = threadIdx.x & 31;
     const long long warps_per_block = blockDim.x >> 5;
     const long long first = (long long)blockIdx.x * warps_per_block + (threadIdx.x >> 5);
     const long long step = (long long)gridDim.x * warps_per_block;
-    const bool vectorized = ((address_of(probs) | address_of(grad)) & 15u) == 0 && (classes & 3) == 0;
+    const bool vectorized = ((address_of(probs) | address_of(grad)) & 15u) == 0 && classes % PV == 0;
     for (long long r = first; r < rows; r += step) {
         const Label label = labels[r];
-        const float* in = probs + r * classes;
-        float* out = grad + r * classes;
+        const T* in = probs + r * classes;
+        T* out = grad + r * classes;
         if (label < 0 || label >= (Label)classes) {
             if (lane == 0) report_bad_index(error, DLGPU_ERROR_SOFTMAX_BACKWARD_LABEL, (long long)label, classes, r);
-            for (int c = lane; c < classes; c += 32) out[c] = NAN;
+            for (int c = lane; c < classes; c += 32) out[c] = from_float<T>(NAN);
             continue;
         }
         const int hot = (int)label;
         if (vectorized) {
-            const float4* in4 = reinterpret_cast<const float4*>(in);
-            float4* out4 = reinterpret_cast<float4*>(out);
-            for (int j = lane; j < (classes >> 2); j += 32) {
-                const float4 p = in4[j];
-                const int c = 4 * j;
-                out4[j] = make_float4((p.x - (c == hot ? 1.0f : 0.0f)) * inv_rows,
-                                      (p.y - (c + 1 == hot ? 1.0f : 0.0f)) * inv_rows,
-                                      (p.z - (c + 2 == hot ? 1.0f : 0.0f)) * inv_rows,
-                                      (p.w - (c + 3 == hot ? 1.0f : 0.0f)) * inv_rows);
+            for (int j = lane; j < classes / PV; j += 32) {
+                float p[PV];
+                load_vector(in + PV * j, p);
+                DLGPU_UNROLL
+                for (int e = 0; e < PV; ++e) p[e] = (p[e] - (PV * j + e == hot ? 1.0f : 0.0f)) * inv_rows;
+                store_vector(out + PV * j, p);
             }
         } else {
-            for (int c = lane; c < classes; c += 32) out[c] = (in[c] - (c == hot ? 1.0f : 0.0f)) * inv_rows;
+            for (int c = lane; c < classes; c += 32)
+                out[c] = from_float<T>((to_float(in[c]) - (c == hot ? 1.0f : 0.0f)) * inv_rows);
         }
     }
 }
 
 // ---------------------------------------------------------------- named instances
 // The warp kernels' values per lane, smallest first (dlgpu/cuda/softmax.py: WARP_VALUES mirrors it),
-// and the label types: X(suffix, type).
+// and the label types: X(suffix, type, ...).
 #define SOFTMAX_WARP_VALUES(X, ...) X(1, __VA_ARGS__) X(2, __VA_ARGS__) X(4, __VA_ARGS__) X(8, __VA_ARGS__) \
     X(16, __VA_ARGS__) X(32, __VA_ARGS__)
-#define SOFTMAX_LABELS(X) X(i32, int) X(i64, long long)
+#define SOFTMAX_LABELS(X, ...) X(i32, int, __VA_ARGS__) X(i64, long long, __VA_ARGS__)
 
-#define SOFTMAX_WARP_KERNEL(V, suffix, Label)                                                                 \
-    extern "C" __global__ void softmax_xent_forward_warp##V##_##suffix(                                       \
-        const float* logits, const Label* labels, float* probs, float* row_loss, long long rows, int classes, \
+#define SOFTMAX_WARP_KERNEL(V, suffix, Label, tsuffix, T)                                                     \
+    extern "C" __global__ void softmax_xent_forward_warp##V##_##tsuffix##_##suffix(                           \
+        const T* logits, const Label* labels, T* probs, float* row_loss, long long rows, int classes,         \
         unsigned long long* error)                                                                            \
     {                                                                                                         \
-        forward_warp<V, Label>(logits, labels, probs, row_loss, rows, classes, error);                        \
+        forward_warp<V, T, Label>(logits, labels, probs, row_loss, rows, classes, error);                     \
     }
-// Per label type: a warp kernel per V, the block kernel and the backward kernel.
-#define SOFTMAX_KERNELS(suffix, Label)                                                                        \
-    SOFTMAX_WARP_VALUES(SOFTMAX_WARP_KERNEL, suffix, Label)                                                   \
-    extern "C" __global__ void softmax_xent_forward_block_##suffix(                                           \
-        const float* logits, const Label* labels, float* probs, float* row_loss, long long rows, int classes, \
+// Per storage and label type: a warp kernel per V, the block kernel and the backward kernel.
+#define SOFTMAX_KERNELS(suffix, Label, tsuffix, T)                                                            \
+    SOFTMAX_WARP_VALUES(SOFTMAX_WARP_KERNEL, suffix, Label, tsuffix, T)                                       \
+    extern "C" __global__ void softmax_xent_forward_block_##tsuffix##_##suffix(                               \
+        const T* logits, const Label* labels, T* probs, float* row_loss, long long rows, int classes,         \
         unsigned long long* error)                                                                            \
     {                                                                                                         \
-        forward_block<Label>(logits, labels, probs, row_loss, rows, classes, error);                          \
+        forward_block<T, Label>(logits, labels, probs, row_loss, rows, classes, error);                       \
     }                                                                                                         \
-    extern "C" __global__ void softmax_xent_backward_##suffix(const float* probs, const Label* labels,         \
-                                                              float* grad, long long rows, int classes,       \
-                                                              float inv_rows, unsigned long long* error)      \
+    extern "C" __global__ void softmax_xent_backward_##tsuffix##_##suffix(                                    \
+        const T* probs, const Label* labels, T* grad, long long rows, int classes, float inv_rows,            \
+        unsigned long long* error)                                                                            \
     {                                                                                                         \
-        backward_rows<Label>(probs, labels, grad, rows, classes, inv_rows, error);                            \
+        backward_rows<T, Label>(probs, labels, grad, rows, classes, inv_rows, error);                         \
     }
-SOFTMAX_LABELS(SOFTMAX_KERNELS)
+#define SOFTMAX_TYPE_KERNELS(tsuffix, T) SOFTMAX_LABELS(SOFTMAX_KERNELS, tsuffix, T)
+STORAGE_TYPES(SOFTMAX_TYPE_KERNELS)

@@ -11,6 +11,7 @@ import dlgpu.cpu
 import dlgpu.cuda
 import dlgpu.functional as F
 from dlgpu.backend import OPS, Backend
+from dlgpu.precision import BFLOAT16
 
 BACKENDS = [dlgpu.cpu.BACKEND, dlgpu.cuda.BACKEND]
 
@@ -35,8 +36,9 @@ def test_each_backend_implements_every_op_with_the_protocols_parameters(backend)
 
 
 def test_the_backends_float_dtypes_and_names():
-    assert dlgpu.cpu.BACKEND.float_dtypes == (np.float32, np.float64)
-    assert dlgpu.cuda.BACKEND.float_dtypes == (np.float32,)
+    # 16-bit storage on both (bfloat16 CuPy arrays need CuPy 14)
+    assert dlgpu.cpu.BACKEND.float_dtypes == (np.float32, np.float64, BFLOAT16, np.dtype(np.float16))
+    assert dlgpu.cuda.BACKEND.float_dtypes == (np.float32, BFLOAT16, np.dtype(np.float16))
     assert [b.name for b in BACKENDS] == ["dlgpu.cpu", "dlgpu.cuda"]
 
 

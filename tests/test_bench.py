@@ -20,6 +20,7 @@ from dlgpu import bench, cases
 from dlgpu.bench import ceilings, report, run, timing
 from dlgpu.cases import sgd
 from dlgpu.errors import ArgumentError
+from dlgpu.precision import HALF_DTYPES
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -216,7 +217,8 @@ def _small(case, shape) -> dict:
     return case.make_inputs(np, shape, 7)
 
 
-CASE = {c.op: c for c in cases.benchmarks() if c.variant != "NCHW+relu-mask"}
+CASE = {c.op: c for c in cases.benchmarks() if c.variant != "NCHW+relu-mask" and c.dtype == "float32"}
+STORAGE = [c for c in cases.benchmarks() if c.dtype != "float32"]
 BIAS_RELU = next(c for c in cases.benchmarks() if c.variant == "NCHW+relu-mask")
 
 
@@ -255,6 +257,26 @@ def test_numpy_sgd_baseline_matches_the_reference_rule():
     ref.sgd_step(e["param"], e["grad"], e["velocity"], **sgd.SETTINGS)
     np.testing.assert_allclose(d["param"], e["param"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(d["velocity"], e["velocity"], rtol=1e-5, atol=1e-6)
+
+
+def test_16_bit_storage_rows_name_their_dtype_count_their_bytes_and_agree_with_dlgpu():
+    n = 1000
+    assert sorted((c.op, c.dtype) for c in STORAGE) == sorted(
+        (op, np.dtype(d).name) for op in ("relu_backward", "relu_forward", "sgd_step") for d in HALF_DTYPES)
+    for c in STORAGE:
+        assert c.bytes_moved((n,)) == {"relu_forward": 4 * n, "relu_backward": 6 * n, "sgd_step": 20 * n}[c.op]
+        d = _small(c, (101,))
+        assert {np.dtype(d[k].dtype).name for k in ("param", "grad") if k in d} <= {c.dtype}
+        if c.op == "sgd_step":
+            e = {k: v.copy() for k, v in d.items()}
+            c.xp_baseline(np, d)
+            c.run(e)  # dlgpu on the CPU backend
+            np.testing.assert_allclose(d["master"], e["master"], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(d["velocity"], e["velocity"], rtol=1e-5, atol=1e-6)
+            assert np.array_equal(e["param"], e["master"].astype(e["param"].dtype))
+        else:
+            expected = c.xp_baseline(np, d)
+            assert np.dtype(expected.dtype).name == c.dtype and np.array_equal(c.run(d), expected)
 
 
 def test_numpy_pooling_baselines_match_the_reference():

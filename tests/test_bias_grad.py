@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import dlgpu.reference as R
+from dlgpu.cases.case import STORAGE_DTYPES
 from dlgpu.cuda import bias_grad as cuda_bias_grad
 from dlgpu.testing import assert_close, harness, random_array
 from dlgpu.testing.gpu import device_view
@@ -38,9 +39,27 @@ def check_bias_grad(executor, rng):
         assert_close(grad_b, np.where(y > 0, grad_y, 0).astype(np.float64).sum(axis=axes))
 
 
+def check_bias_grad_16bit(executor, rng):
+    """bfloat16 and float16 grad_y: float32 sums, grad_b rounded once; 8-half vectors (16 columns) and the
+    scalar path (a prime row length)."""
+    for dtype in STORAGE_DTYPES:
+        for shape in ((70, 16), (5, 7, 3, 5)):
+            grad_y = random_array(rng, shape, dtype)
+            axes = (0,) + tuple(range(2, len(shape)))
+            y = R.relu(random_array(rng, shape)).astype(dtype)
+            for mask in (None, y):
+                grad_b = cuda_bias_grad.bias_grad(grad_y, mask, executor=executor)
+                masked = grad_y.astype(np.float64) if mask is None else np.where(y > 0, grad_y, 0).astype(np.float64)
+                assert grad_b.dtype == dtype
+                assert_close(grad_b, masked.sum(axis=axes))
+
+
 KERNEL_CASES = (
     KernelCase("bias_grad", "bias_grad",
                ("bias_grad_partial_f32", "bias_grad_relu_partial_f32", "bias_grad_finish_f32"), check_bias_grad),
+    KernelCase("bias_grad_16bit", "bias_grad",
+               tuple(f"bias_grad_{kernel}_{suffix}" for suffix in ("bf16", "fp16")
+                     for kernel in ("partial", "relu_partial", "finish")), check_bias_grad_16bit),
 )
 
 

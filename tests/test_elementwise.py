@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import dlgpu.functional as F
 import dlgpu.reference as R
 from dlgpu.cases import elementwise as cases
+from dlgpu.cases.case import STORAGE_DTYPES
 from dlgpu.cuda import elementwise as cuda_elementwise
 from dlgpu.testing import assert_away_from_kink, assert_close, check_gradients, harness, random_array, same_bits
 from dlgpu.testing.gpu import device_view, poisoned
@@ -156,11 +157,38 @@ def check_activation_backward(executor, rng):
         assert_close(y, expected, elementwise=True)
 
 
+def check_16bit_storage(executor, rng):
+    """Every activation and conversion on bfloat16 and float16 arrays (few launches: each costs a process
+    under the sanitizers)."""
+    for dtype in STORAGE_DTYPES:
+        # 2011 with one SM: head, 8-half chunks, tail, several grid trips; one element off: all scalar.
+        base = random_array(rng, 2012, dtype, scale=3.0)
+        for op in ACTIVATIONS:
+            x = base[:2011] if op != "relu" else base[1:]
+            y = getattr(cuda_elementwise, f"{op}_forward")(x, nan_like(x), executor=executor)
+            assert y.dtype == dtype
+            assert_close(y, getattr(R, op)(x))
+            grad_y = random_array(rng, x.size, dtype)
+            grad_x = getattr(cuda_elementwise, f"{op}_backward")(grad_y, y, executor=executor)
+            assert grad_x.dtype == dtype
+            assert_close(grad_x, getattr(R, f"{op}_backward")(grad_y, y))
+        # Conversions: to 16 bits rounds exactly as NumPy / ml_dtypes do (nearest even), back is exact.
+        wide = random_array(rng, 2011, np.float32) * np.float32(1 + 2.0**-9)  # off the 16-bit grid
+        narrow = cuda_elementwise.convert(wide, dtype, executor=executor)
+        assert same_bits(narrow, wide.astype(dtype))
+        assert same_bits(cuda_elementwise.convert(narrow, np.float32, executor=executor), narrow.astype(np.float32))
+
+
+STORAGE_KERNELS = tuple(f"{op}_{direction}_{suffix}" for op in ACTIVATIONS for direction in ("forward", "backward")
+                        for suffix in ("bf16", "fp16"))
 KERNEL_CASES = (
     KernelCase("activations", "elementwise", ("relu_forward_f32", "tanh_forward_f32", "sigmoid_forward_f32"),
                check_activations),
     KernelCase("activation_backward", "elementwise",
                ("relu_backward_f32", "tanh_backward_f32", "sigmoid_backward_f32"), check_activation_backward),
+    KernelCase("16bit_storage", "elementwise",
+               (*STORAGE_KERNELS, "convert_f32_to_bf16", "convert_bf16_to_f32", "convert_f32_to_fp16",
+                "convert_fp16_to_f32"), check_16bit_storage),
 )
 
 

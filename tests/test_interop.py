@@ -6,7 +6,8 @@ on a contiguous copy, never reads the view as if it were contiguous, and
 never writes into it; matmul takes a transposed view without a copy.
 
 Foreign arrays: a DLPack producer on the CPU is wrapped with np.from_dlpack
-(no copy, strides kept), and ``out=`` of a foreign framework is written in
+(no copy, strides kept; a torch bfloat16 tensor through its int16 bits), and
+``out=`` of a foreign framework is written in
 place and handed back.  Streams: how ``stream=`` arguments are read; the GPU
 cases (two streams, ordering after a producer) are marked gpu.
 """
@@ -242,6 +243,30 @@ def test_foreign_out_is_written_in_place_and_handed_back(rng):
     before = param.array.copy()
     F.sgd_step(param, HostTensor(np.ones(3, np.float32)), None, lr=0.5)
     np.testing.assert_allclose(param.array, before - 0.5)
+
+
+@pytest.mark.parametrize("dtype_name", ["bfloat16", "float16"])
+def test_torch_16bit_tensors_are_shared_and_answered_in_their_dtype(rng, dtype_name):
+    """A torch bfloat16 tensor (which DLPack alone cannot bring into NumPy) and a float16 one go in
+    without a copy, strided or not; results come back as torch tensors of the same dtype; a 16-bit
+    param is updated in place."""
+    torch = pytest.importorskip("torch")
+    dtype = getattr(torch, dtype_name)
+    storage = np.dtype(interop.BFLOAT16 if dtype == torch.bfloat16 else np.float16)
+    a = torch.from_numpy(random_array(rng, (6, 5))).to(dtype)
+    b = torch.from_numpy(random_array(rng, (6, 4))).to(dtype)
+    native = interop.to_native("t", "a", a)
+    assert native.dtype == storage and np.shares_memory(native, a.view(torch.int16).numpy())
+    c = F.matmul(a.T, b)  # a strided view
+    assert isinstance(c, torch.Tensor) and c.dtype == dtype and c.shape == (5, 4)
+    wide = a.float().numpy().astype(np.float64), b.float().numpy().astype(np.float64)
+    assert_close(c.float().numpy(), wide[0].T @ wide[1], dtype=storage)
+    out = torch.full((6, 5), float("nan"), dtype=dtype)
+    assert F.relu(a, out=out) is out
+    assert torch.equal(out, torch.relu(a))
+    param = a.clone()
+    F.sgd_step(param, torch.ones_like(param), None, lr=0.5)
+    assert torch.equal(param, (a.float() - 0.5).to(dtype))
 
 
 def test_a_producer_that_cannot_export_is_refused_with_its_reason():

@@ -13,8 +13,9 @@ import dlgpu.nn
 import dlgpu.optim
 from dlgpu import nn
 from dlgpu.errors import ArgumentError, BackendUnavailableError, DlgpuError, DtypeError, ShapeError
-from dlgpu.optim import SGD, CosineLR, StepLR
-from dlgpu.testing import numeric_gradient, rel_error
+from dlgpu.optim import SGD, CosineLR, GradScaler, StepLR
+from dlgpu.precision import BFLOAT16, HALF_DTYPES
+from dlgpu.testing import assert_close, numeric_gradient, rel_error, same_bits
 
 # ---------------------------------------------------------------------------
 # tiny networks, float64 on the CPU backend
@@ -447,6 +448,54 @@ def test_sgd_without_momentum_keeps_no_velocity_and_lr_is_settable():
         opt.lr = float("nan")
 
 
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_sgd_keeps_float32_master_weights_for_16_bit_parameters(rng, dtype):
+    """Three steps on the float32 master copy (the float64 rule from the rounded start, to float32
+    accuracy); the 16-bit parameter is the master rounded, bit for bit; master_weights=False updates
+    the 16-bit parameter alone."""
+    start = rng.standard_normal(37).astype(dtype)
+    grads = [rng.standard_normal(37).astype(dtype) for _ in range(3)]
+    p, alone = nn.Parameter(start.copy()), nn.Parameter(start.copy())
+    opt = SGD([p], lr=0.1, momentum=0.9, weight_decay=0.01)
+    opt_alone = SGD([alone], lr=0.1, momentum=0.9, weight_decay=0.01, master_weights=False)
+    w, v = start.astype(np.float64), np.zeros(37)
+    for g in grads:
+        p.grad[...], alone.grad[...] = g, g
+        opt.step()
+        opt_alone.step()
+        v = 0.9 * v + g.astype(np.float64) + 0.01 * w
+        w = w - 0.1 * v
+    master, velocity = opt.masters[0], opt.velocities[0]
+    assert master.dtype == np.float32 and velocity.dtype == np.float32 and p.dtype == dtype
+    assert_close(master, w, dtype=np.float32, elementwise=True)
+    assert same_bits(p.data, master.astype(dtype))
+    assert opt_alone.masters == [None] and opt_alone.velocities[0].dtype == dtype and alone.dtype == dtype
+    assert_close(alone.data, w, dtype=dtype)
+
+
+def test_grad_scaler_skips_nonfinite_steps_backs_off_and_grows():
+    p = nn.Parameter(np.array([1.0, 2.0], dtype=np.float16))
+    opt = SGD([p], lr=0.5)
+    scaler = GradScaler(init_scale=1024.0, growth_interval=2)
+    # scale() multiplies in float32 and rounds once: 1024 * 100 overflows float16 to inf.
+    scaled = scaler.scale(np.array([0.25, 100.0], dtype=np.float16))
+    assert scaled.dtype == np.float16 and scaled[0] == 256.0 and np.isinf(scaled[1])
+    p.grad[...] = [np.inf, 512.0]
+    assert not scaler.step(opt)  # skipped: p untouched, the scale halved
+    scaler.update()
+    np.testing.assert_array_equal(p.data, np.array([1.0, 2.0], dtype=np.float16))
+    assert scaler.get_scale() == 512.0 and scaler.skipped_steps == 1
+    for expected_scale in (512.0, 1024.0):  # two good steps in a row double it
+        p.grad[...] = [512.0, 256.0]  # gradients [1, 0.5] times the scale 512
+        assert scaler.step(opt)
+        scaler.update()
+    assert scaler.get_scale() == 1024.0
+    # Two unscaled steps of lr 0.5 on gradients [1, 0.5]; the second saw [512, 256] / 512 as well.
+    np.testing.assert_array_equal(opt.masters[0], np.array([0.0, 1.5], dtype=np.float32))
+    with pytest.raises(ArgumentError, match="step"):
+        scaler.update()  # no step since the last update
+
+
 @pytest.mark.parametrize(
     "make",
     [
@@ -457,6 +506,9 @@ def test_sgd_without_momentum_keeps_no_velocity_and_lr_is_settable():
         lambda p: CosineLR(SGD([p], lr=0.1), total_steps=10, min_lr=0.5),
         lambda p: StepLR("sgd", step_size=2),
         lambda p: nn.Parameter([1.0, 2.0]),
+        lambda p: GradScaler(init_scale=0.0),
+        lambda p: GradScaler(backoff_factor=1.0),
+        lambda p: GradScaler(growth_interval=0),
     ],
 )
 def test_bad_optimizer_arguments_are_refused(make):

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import dlgpu.functional as F
 import dlgpu.reference as R
 from dlgpu.cases import pool as cases
+from dlgpu.cases.case import STORAGE_DTYPES
 from dlgpu.cuda import pool as cuda_pool
 from dlgpu.errors import ArgumentError
 from dlgpu.testing import assert_close, check_gradients, harness, random_array, same_bits, to_numpy
@@ -230,9 +231,30 @@ def check_pool(executor, rng):
             assert_close(grad_x, expected)
 
 
+def check_pool_16bit(executor, rng):
+    """bfloat16 and float16: y is exact (an element of x); overlapping windows' gradients are summed in
+    float32 and rounded once, by both backward kernels."""
+    shape, kernel, stride, padding = HARNESS_POOL_CASES[0]
+    for dtype in STORAGE_DTYPES:
+        x = random_array(rng, shape, dtype)
+        y, argmax = cuda_pool.max_pool2d(x, kernel, stride, padding, executor=executor)
+        expected_y, expected_argmax = R.max_pool2d(x, kernel, stride=stride, padding=padding)
+        np.testing.assert_array_equal(argmax, expected_argmax)
+        assert y.dtype == dtype and same_bits(y, expected_y.astype(dtype))
+        grad_y = random_array(rng, y.shape, dtype)
+        expected = R.max_pool2d_backward(grad_y, expected_argmax, shape, kernel, stride, padding)
+        for window in ((), (kernel, stride, padding)):  # plane walk, and gather by window
+            grad_x = cuda_pool.max_pool2d_backward(grad_y, argmax, shape, *window, executor=executor)
+            assert grad_x.dtype == dtype
+            assert_close(grad_x, expected)
+
+
 KERNEL_CASES = (
     KernelCase("pool", "pool", ("max_pool2d_forward_f32", "max_pool2d_backward_f32", "max_pool2d_backward_planes_f32"),
                check_pool),
+    KernelCase("pool_16bit", "pool", tuple(f"max_pool2d_{kernel}_{suffix}" for suffix in ("bf16", "fp16")
+                                           for kernel in ("forward", "backward", "backward_planes")),
+               check_pool_16bit),
 )
 
 

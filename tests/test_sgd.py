@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 import dlgpu.functional as F
 import dlgpu.reference as R
 from dlgpu.cases import sgd as cases
+from dlgpu.cases.case import STORAGE_DTYPES
 from dlgpu.cuda import sgd as cuda_sgd
 from dlgpu.errors import ArgumentError
-from dlgpu.testing import assert_close, random_array
+from dlgpu.testing import assert_close, random_array, same_bits
 from dlgpu.testing.gpu import device_view
 from dlgpu.testing.kernel_cases import KernelCase
 from dlgpu.testing.properties import INVALID_OK, assert_same_specials, common, property_test, shapes, with_specials
@@ -128,7 +129,36 @@ def check_sgd(executor, rng):
                 assert_close(velocity, expected_velocity, elementwise=True)
 
 
-KERNEL_CASES = (KernelCase("sgd", "sgd", ("sgd_momentum_f32", "sgd_plain_f32"), check_sgd),)
+def check_sgd_16bit(executor, rng):
+    """16-bit params: the 16-bit state alone, and fp32 master weights (velocity float32) with a loss scale;
+    param is then the master copy rounded, bit for bit."""
+    n = 2011  # head, chunks and tail with one SM, several grid trips
+    for dtype in STORAGE_DTYPES:
+        for momentum, master in ((0.9, False), (0.9, True), (0.0, True), (0.0, False)):
+            param, grad = random_array(rng, n, dtype), random_array(rng, n, dtype)
+            velocity = random_array(rng, n, np.float32 if master else dtype) if momentum else None
+            weights = param.astype(np.float32) if master else None
+            scale = 64.0 if master else 1.0
+            ref = [param.astype(np.float64), None if velocity is None else velocity.astype(np.float64),
+                   None if weights is None else weights.astype(np.float64)]
+            R.sgd_step(ref[0], grad, ref[1], lr=0.1, momentum=momentum, weight_decay=0.01, master=ref[2],
+                       grad_scale=scale)
+            cuda_sgd.sgd_step(param, grad, velocity, 0.1, momentum, 0.01, weights, scale, executor=executor)
+            assert param.dtype == dtype
+            assert_close(param, ref[0], dtype=dtype)
+            if velocity is not None:
+                assert_close(velocity, ref[1], dtype=dtype)
+            if master:
+                assert_close(weights, ref[2], dtype=np.float32, elementwise=True)
+                assert same_bits(param, weights.astype(dtype))
+
+
+KERNEL_CASES = (
+    KernelCase("sgd", "sgd", ("sgd_momentum_f32", "sgd_plain_f32"), check_sgd),
+    KernelCase("sgd_16bit", "sgd", tuple(f"sgd_{kind}_{suffix}" for suffix in ("bf16", "fp16")
+                                         for kind in ("momentum", "plain", "master_momentum", "master_plain")),
+               check_sgd_16bit),
+)
 
 
 test_kernels_match_the_reference, test_every_kernel_has_harness_coverage = kernel_tests("sgd", KERNEL_CASES)

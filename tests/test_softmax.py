@@ -21,6 +21,7 @@ import dlgpu
 import dlgpu.functional as F
 import dlgpu.reference as R
 from dlgpu.cases import softmax as cases
+from dlgpu.cases.case import STORAGE_DTYPES
 from dlgpu.cuda import softmax as cuda_softmax
 from dlgpu.errors import ArgumentError
 from dlgpu.testing import assert_close, check_gradients, harness, random_array, same_bits, to_numpy
@@ -157,16 +158,56 @@ def check_softmax_backward(executor, rng):
             assert_close(grad, R.softmax_cross_entropy_backward(probs, labels), elementwise=True)
 
 
+def check_softmax_16bit(executor, rng):
+    """bfloat16 and float16: probabilities and gradients in that dtype, the loss in float32.  Sanitized: a
+    warp kernel, the block kernel and the vector backward; plain: every warp width and label type too."""
+    classes_list = SOFTMAX_CLASSES if executor.mode == "plain" else (40, 1031)
+    label_dtypes = (np.int32, np.int64) if executor.mode == "plain" else (np.int64,)
+    for dtype in STORAGE_DTYPES:
+        for label_dtype in label_dtypes:
+            for classes in classes_list:
+                logits = random_array(rng, (5, classes), dtype, scale=3.0)
+                labels = rng.integers(0, classes, 5).astype(label_dtype)
+                loss, probs = cuda_softmax.softmax_cross_entropy(logits, labels, executor=executor)
+                expected_loss, expected_probs = R.softmax_cross_entropy(logits, labels)
+                assert loss.dtype == np.float32 and probs.dtype == dtype
+                assert_close(probs, expected_probs)
+                assert_close(loss, expected_loss, dtype=dtype)
+            for rows, classes in ((9, 7), (13, 16)):  # 16 classes: two 8-half vectors per row
+                probs = R.softmax_cross_entropy(random_array(rng, (rows, classes)), np.zeros(rows, np.int64))[1]
+                probs = probs.astype(dtype)
+                labels = rng.integers(0, classes, rows).astype(label_dtype)
+                grad = cuda_softmax.softmax_cross_entropy_backward(probs, labels, executor=executor)
+                assert grad.dtype == dtype
+                assert_close(grad, R.softmax_cross_entropy_backward(probs, labels))
+
+
+def softmax_kernels(suffix: str, label: str) -> tuple[str, ...]:
+    """Every kernel of one storage and label type."""
+    return (*(f"softmax_xent_forward_warp{v}_{suffix}_{label}" for v in cuda_softmax.WARP_VALUES),
+            f"softmax_xent_forward_block_{suffix}_{label}", f"softmax_xent_backward_{suffix}_{label}")
+
+
 KERNEL_CASES = (
     *(
         KernelCase(f"softmax_forward_{suffix}", "softmax",
-                   (*(f"softmax_xent_forward_warp{v}_{suffix}" for v in cuda_softmax.WARP_VALUES),
-                    f"softmax_xent_forward_block_{suffix}", "softmax_xent_mean_f32"),
+                   (*(f"softmax_xent_forward_warp{v}_f32_{suffix}" for v in cuda_softmax.WARP_VALUES),
+                    f"softmax_xent_forward_block_f32_{suffix}", "softmax_xent_mean_f32"),
                    check_softmax_forward(dtype))
         for suffix, dtype in (("i32", np.int32), ("i64", np.int64))
     ),
-    KernelCase("softmax_backward", "softmax", ("softmax_xent_backward_i32", "softmax_xent_backward_i64"),
+    KernelCase("softmax_backward", "softmax", ("softmax_xent_backward_f32_i32", "softmax_xent_backward_f32_i64"),
                check_softmax_backward),
+    # The 16-bit instances are the float ones' templates: sanitized, one warp width, the block and the
+    # backward kernel of each 16-bit type; every instance plain.
+    KernelCase("softmax_16bit", "softmax",
+               tuple(f"softmax_xent_{kernel}_{suffix}_i64" for suffix in ("bf16", "fp16")
+                     for kernel in ("forward_warp2", "forward_block", "backward")),
+               check_softmax_16bit),
+    KernelCase("softmax_16bit_every_instance", "softmax",
+               tuple(kernel for suffix in ("bf16", "fp16") for label in ("i32", "i64")
+                     for kernel in softmax_kernels(suffix, label)),
+               check_softmax_16bit, modes=("plain",)),
 )
 
 

@@ -167,60 +167,90 @@ def test_export_records_the_dlgpu_ops(gen):
 
 
 # ---------------------------------------------------------------------------
-# autocast: the 16-bit compute precisions on fp32 tensors
+# autocast: 16-bit storage, or (the older switch) 16-bit compute precisions on fp32 tensors
 # ---------------------------------------------------------------------------
 
 AUTOCAST = [(torch.bfloat16, "bf16"), (torch.float16, "fp16")]
 
 
-@pytest.mark.parametrize("dtype, precision", AUTOCAST, ids=["bf16", "fp16"])
-def test_autocast_selects_the_16_bit_precision_forward_and_backward(gen, dtype, precision):
+def _autocast_net(gen):
+    """(leaves, net): a conv2d + ReLU + linear net on fp32 leaves; net(*tensors, precision=None)."""
     x = torch.randn(2, 3, 9, 9, generator=gen, requires_grad=True)
     w = torch.randn(5, 3, 3, 3, generator=gen, requires_grad=True)
     lw = torch.randn(4, 5 * 7 * 7, generator=gen, requires_grad=True)
 
-    def net(precision=None):
+    def net(x, w, lw, precision=None):
         y = dt.conv2d(x, w, activation="relu", precision=precision).flatten(1)
         return dt.linear(y, lw, precision=precision)
 
-    def forward_backward(run):
-        out = run()
-        grads = torch.autograd.grad(out.square().sum(), [x, w, lw])
-        return out, grads
+    return (x, w, lw), net
 
+
+def _forward_backward(net, leaves, **kwargs):
+    out = net(*leaves, **kwargs)
+    return out, torch.autograd.grad(out.float().square().sum(), leaves)
+
+
+@pytest.mark.parametrize("dtype, precision", AUTOCAST, ids=["bf16", "fp16"])
+def test_autocast_casts_to_16_bit_storage_forward_and_backward(gen, dtype, precision):
+    """Under autocast the ops run on 16-bit copies of their inputs (the output in that dtype): the same
+    bits as calling them on tensors cast by hand; fp32 leaves get fp32 gradients, the cast ones' widened."""
+    leaves, net = _autocast_net(gen)
     with torch.autocast("cpu", dtype=dtype):
-        cast = forward_backward(net)
-    explicit = forward_backward(lambda: net(precision))
-    exact = forward_backward(net)
-    assert cast[0].dtype == torch.float32  # fp32 storage until 16-bit storage lands (issue 16)
-    for ours, expected, ieee in zip((cast[0], *cast[1]), (explicit[0], *explicit[1]), (exact[0], *exact[1])):
+        cast = _forward_backward(net, leaves)
+    by_hand = [leaf.detach().to(dtype).requires_grad_() for leaf in leaves]
+    explicit = _forward_backward(net, by_hand)
+    exact = _forward_backward(net, leaves)
+    assert cast[0].dtype == dtype and all(g.dtype == torch.float32 for g in cast[1])
+    for ours, expected, wide in zip((cast[0], *cast[1]), (explicit[0], *explicit[1]), (exact[0], *exact[1])):
+        torch.testing.assert_close(ours.float(), expected.float(), rtol=0, atol=0)
+        error = (ours.double() - wide.double()).norm() / wide.double().norm()
+        assert 0 < error < 0.05  # rounded to 16 bits, and no further off than that
+    assert ops.AUTOCAST_CASTS_STORAGE
+
+
+@pytest.mark.parametrize("dtype, precision", AUTOCAST, ids=["bf16", "fp16"])
+def test_autocast_can_select_the_16_bit_precision_on_fp32_storage(gen, dtype, precision, monkeypatch):
+    """AUTOCAST_CASTS_STORAGE = False: fp32 tensors throughout, products at the 16-bit precision."""
+    monkeypatch.setattr(ops, "AUTOCAST_CASTS_STORAGE", False)
+    leaves, net = _autocast_net(gen)
+    with torch.autocast("cpu", dtype=dtype):
+        cast = _forward_backward(net, leaves)
+        ieee = net(*leaves, precision="ieee")  # an explicit precision wins
+    explicit = _forward_backward(net, leaves, precision=precision)
+    exact = _forward_backward(net, leaves)
+    assert cast[0].dtype == torch.float32
+    torch.testing.assert_close(ieee, exact[0], rtol=0, atol=0)
+    for ours, expected, wide in zip((cast[0], *cast[1]), (explicit[0], *explicit[1]), (exact[0], *exact[1])):
         torch.testing.assert_close(ours, expected, rtol=0, atol=0)
-        assert not torch.equal(ours, ieee)  # the operands really were rounded
+        assert not torch.equal(ours, wide)  # the operands really were rounded
 
 
-def test_autocast_leaves_an_explicit_precision_and_other_ops_alone(gen):
-    a, b = torch.randn(6, 5, generator=gen), torch.randn(5, 4, generator=gen)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        explicit = dt.matmul(a, b, precision="ieee")
+def test_autocast_runs_the_loss_in_float32_and_leaves_other_ops_alone(gen):
+    a = torch.randn(6, 5, generator=gen)
+    with torch.autocast("cpu", dtype=torch.float16):
         activation = dt.tanh(a)
-        loss = dt.cross_entropy(a, torch.tensor([0, 1, 2, 3, 4, 0]))
-    torch.testing.assert_close(explicit, dt.matmul(a, b), rtol=0, atol=0)
+        loss = dt.cross_entropy(a.to(torch.float16), torch.tensor([0, 1, 2, 3, 4, 0]))
+        product = dt.matmul(a.double(), a.T.double())  # float64 is not cast, as in PyTorch
     torch.testing.assert_close(activation, dt.tanh(a), rtol=0, atol=0)
     assert loss.dtype == torch.float32
+    expected = dt.cross_entropy(a.to(torch.float16).float(), torch.tensor([0, 1, 2, 3, 4, 0]))
+    torch.testing.assert_close(loss, expected, rtol=0, atol=0)
+    assert product.dtype == torch.float64
 
 
-def test_autocast_casts_storage_once_the_switch_is_flipped(gen, monkeypatch):
-    """The one-line switch to 16-bit storage (issue 16): the op then receives float16 tensors.
-
-    Until every op stores 16 bits the CPU backend refuses them, which is how this shows the cast happened.
-    """
-    monkeypatch.setattr(ops, "AUTOCAST_CASTS_STORAGE", True)
-    x, w = torch.randn(3, 4, generator=gen), torch.randn(2, 4, generator=gen)
-    with torch.autocast("cpu", dtype=torch.float16), pytest.raises(DtypeError, match="float16 is not supported"):
-        dt.linear(x, w)
-    with torch.autocast("cpu", dtype=torch.float16):  # the loss runs in float32, as in PyTorch's autocast
-        loss = dt.cross_entropy(torch.randn(3, 5, generator=gen), torch.tensor([0, 4, 2]))
-    assert loss.dtype == torch.float32
+def test_16_bit_tensors_run_through_the_ops_and_their_gradients(gen):
+    """bfloat16 and float16 tensors outside autocast: outputs and gradients in their dtype (fp32 loss)."""
+    for dtype in (torch.bfloat16, torch.float16):
+        logits = torch.randn(4, 6, generator=gen).to(dtype).requires_grad_()
+        hidden = dt.relu(logits)
+        loss = dt.cross_entropy(hidden, torch.tensor([1, 0, 5, 2]))
+        assert hidden.dtype == dtype and loss.dtype == torch.float32
+        (grad,) = torch.autograd.grad(loss, logits)
+        assert grad.dtype == dtype
+        wide = logits.detach().float().requires_grad_()
+        (expected,) = torch.autograd.grad(TF.cross_entropy(torch.relu(wide), torch.tensor([1, 0, 5, 2])), wide)
+        assert (grad.float() - expected).norm() / expected.norm() < 1e-2
 
 
 @pytest.mark.gpu
@@ -232,10 +262,11 @@ def test_cuda_autocast_and_compile_run_the_kernels(gen):
     x = torch.randn(4, 1, 9, 8, generator=gen).cuda()
     features = model[:7](x)
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        cast = model[7](features)  # the Linear under autocast
-    explicit = dt.linear(features, model[7].weight, model[7].bias, precision="bf16")
+        cast = model[7](features)  # the Linear under autocast: bf16 storage
+    layer = model[7]
+    explicit = dt.linear(*(t.to(torch.bfloat16) for t in (features, layer.weight, layer.bias)))
+    assert cast.dtype == torch.bfloat16
     torch.testing.assert_close(cast, explicit, rtol=0, atol=0)
-    assert not torch.equal(cast, model[7](features))
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(x), model(x))
 

@@ -290,6 +290,54 @@ def test_failed_graph_capture_warns_and_trains_eagerly_to_the_same_weights(monke
     _assert_same_training(result, expected)
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_steps_16_bit_copies_on_float32_master_weights(digits, precision):
+    """Every step sees 16-bit inputs and parameters (fp16: a loss scaler), training ends on the float32
+    master weights, and it learns as the float32 run does."""
+    storage = train.PRECISIONS[precision]
+    seen = set()
+
+    def on_step(i, step):
+        seen.add((step.x.dtype, *(p.dtype for p in step.model.parameters()), step.scaler is not None))
+
+    result = train.fit(train.initial_model("mlp", "relu", 3), _small(digits), device="cpu", precision=precision,
+                       on_step=on_step, **SMALL_RUN)
+    wide = train.fit(train.initial_model("mlp", "relu", 3), _small(digits), device="cpu", **SMALL_RUN)
+    parameters = len(result.model.parameters())
+    assert seen == {(storage, *(storage,) * parameters, precision == "fp16")}
+    assert all(p.dtype == np.float32 and p.grad.dtype == np.float32 for p in result.model.parameters())
+    assert result.history[-1].loss < 0.5 * result.history[0].loss
+    assert abs(result.test_accuracy - wide.test_accuracy) < 0.05, (result.test_accuracy, wide.test_accuracy)
+
+
+def test_fp16_training_skips_steps_whose_gradients_overflow(digits):
+    """A scale far too large: every scaled gradient overflows float16, so the scaler halves it and skips
+    the step until it fits; the run still learns."""
+    x_train, y_train = _small(digits)[:2]
+    model_16 = train.initial_model("mlp", "relu", 3)
+    for p in model_16.parameters():
+        p.data, p.grad = p.data.astype(np.float16), p.grad.astype(np.float16)
+    optimizer = optim.SGD(model_16.parameters(), lr=0.1, momentum=0.9)
+    scaler = optim.GradScaler(init_scale=2.0**40)
+    step = train.StaticStep(model_16, nn.SoftmaxCrossEntropy(), optimizer, (32, *x_train.shape[1:]),
+                            dtype=np.float16, scaler=scaler)
+    images = x_train.astype(np.float16)
+
+    def epoch():
+        step.reset_totals()
+        for i in range(8):
+            step.load(images, y_train, np.arange(32 * i, 32 * (i + 1)))
+            step()
+        return float(step.loss_sum) / 8
+
+    first = epoch()
+    assert scaler.skipped_steps >= 8 and scaler.get_scale() <= 2.0**32  # every step of it skipped, backing off
+    for _ in range(4):
+        last = epoch()
+    assert scaler.get_scale() <= 2.0**20 and optimizer.masters[0] is not None  # good steps, on the master weights
+    assert last < 0.5 * first, (first, last)
+
+
 # ---------------------------------------------------------------------------
 # training on the CPU backend: the README's numbers
 # ---------------------------------------------------------------------------
@@ -313,6 +361,19 @@ def test_lenet_reaches_96_percent_on_the_cpu_and_repeats_to_the_last_bit(digits)
     # the loss falls: the first epoch's mean is well above the last one's
     assert first.history[-1].loss < 0.2 * first.history[0].loss
     assert len(first.history) == D["epochs"] and first.history[0].steps == 1437 // D["batch_size"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_lenet_reaches_97_percent_on_the_cpu(digits, precision):
+    """The default run on 16-bit storage with float32 master weights (fp16: loss scaling).  Measured
+    with the tiled CPU kernels, seed 0: bf16 97.77%, fp16 97.21% (float32: 96.9%).  Deterministic on
+    the CPU backend, so this asserts that run, not a lucky draw."""
+    result = train.fit(train.initial_model(D["model"], D["activation"], D["seed"]), digits, device="cpu",
+                       precision=precision)
+    assert result.test_accuracy >= 0.97, [round(e.test_accuracy, 4) for e in result.history]
+    assert result.history[-1].test_accuracy >= 0.97  # the 16-bit model's own, before the master copy is put back
+    assert result.history[-1].loss < 0.2 * result.history[0].loss
 
 
 @pytest.mark.slow

@@ -4,7 +4,9 @@ A :class:`Check` draws fresh inputs, runs one op on a :class:`Target` (a
 backend and the arrays it takes), and returns every output beside its
 float64 reference; the tolerance comes from the one table in
 :mod:`dlgpu.testing`, keyed by the target's dtype, the precision and
-whether the op is elementwise.  Tests, ``dlgpu check`` and the harness run
+whether the op is elementwise.  A check may name a 16-bit storage dtype
+(``Check.dtype``): it then runs on every target in that dtype, which is how
+16-bit storage is an axis of each stem's checks (on a subset of its shapes).  Tests, ``dlgpu check`` and the harness run
 the same checks.
 
 A :class:`Benchmark` names an op at one shape, how to make its inputs, the
@@ -16,13 +18,17 @@ from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
 
 from dlgpu.backend import OPS, QUERIES, Backend
+from dlgpu.precision import HALF_DTYPES, storage_precision
 from dlgpu.testing import rel_error, tolerance
+
+# The 16-bit storage dtypes every stem's checks also run in (on a subset of their shapes).
+STORAGE_DTYPES = HALF_DTYPES
 
 
 # ---------------------------------------------------------------------------
@@ -56,6 +62,20 @@ class Target:
         """An output buffer full of NaN: an element a kernel forgets to write fails the comparison."""
         return self.xp.full(shape, np.nan, dtype=self.dtype)
 
+    def unsupported(self, dtype) -> str | None:
+        """Why this target cannot hold arrays of ``dtype``, or None (CuPy 13 has no bfloat16 arrays)."""
+        try:
+            self.xp.empty(1, dtype=np.dtype(dtype))
+        except (TypeError, ValueError, NotImplementedError) as exc:
+            version = getattr(self.xp, "__version__", "")
+            return f"{self.name}: {self.xp.__name__} {version} has no {np.dtype(dtype).name} arrays ({exc})"
+        return None
+
+    @property
+    def precision(self) -> str:
+        """What products and convolutions compute at here: the storage's own for 16-bit arrays, else ieee."""
+        return storage_precision(self.dtype) or "ieee"
+
 
 @dataclass(frozen=True)
 class Check:
@@ -65,12 +85,18 @@ class Check:
     label: str  # the shapes and settings, for tables and test ids
     run: Callable[[np.random.Generator, Target], list[Output]]
     precision: str = "ieee"
+    dtype: np.dtype | None = None  # a 16-bit storage dtype the check runs in on any target; None: the target's
 
     def __post_init__(self):
         assert self.op in OPS, f"{self.op} is not an op of dlgpu.backend.Backend"
 
+    def on(self, target: Target) -> Target:
+        """``target`` in the check's storage dtype."""
+        return target if self.dtype is None else replace(target, dtype=np.dtype(self.dtype))
+
     def measure(self, rng: np.random.Generator, target: Target) -> list[tuple[str, float, float]]:
         """(output, relative error, bound) for every output of one run; NaN or inf never passes."""
+        target = self.on(target)
         return [(o.name, rel_error(o.value, o.reference), tolerance(target.dtype, self.precision, o.elementwise))
                 for o in self.run(rng, target)]
 
@@ -80,7 +106,7 @@ class Check:
 
     @property
     def id(self) -> str:
-        return f"{self.op}[{self.label}]"
+        return f"{self.op}[{self.label}" + ("" if self.dtype is None else f" {np.dtype(self.dtype).name}") + "]"
 
 
 def cpu_target(dtype=np.float32) -> Target:
@@ -187,6 +213,33 @@ def randn(xp, shape, seed: int, dtype=np.float32):
     if xp is np:
         return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
     return xp.random.RandomState(seed).standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
+
+
+def in_storage(make_inputs: Callable[[Any, tuple, int], dict], dtype) -> Callable[[Any, tuple, int], dict]:
+    """``make_inputs`` with every floating input rounded once to a 16-bit storage ``dtype``."""
+
+    def make(xp, shape, seed):
+        return {k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in make_inputs(xp, shape, seed).items()}
+
+    return make
+
+
+def storage_unavailable(dtype) -> Callable[[str], str | None]:
+    """``Benchmark.unavailable`` for a 16-bit storage row: GPU only (on the CPU it would time NumPy's
+    conversions, not a kernel, and slow ``dlgpu bench --quick``), and bfloat16 only where CuPy has it."""
+
+    def why(backend: str) -> str | None:
+        if backend != "cuda":
+            return "16-bit storage rows run on the GPU"
+        import cupy
+
+        try:
+            cupy.empty(1, dtype=np.dtype(dtype))
+        except (TypeError, ValueError, NotImplementedError):
+            return f"CuPy {cupy.__version__} has no {np.dtype(dtype).name} arrays (CuPy 14 has bfloat16)"
+        return None
+
+    return why
 
 
 def f32(elements: int) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 
 import dlgpu.functional as F
 import dlgpu.reference as R
-from dlgpu.cases.case import Benchmark, Check, Output, f32, gpu_only, prod, randn, torch_view
+from dlgpu.cases.case import STORAGE_DTYPES, Benchmark, Check, Output, f32, gpu_only, prod, randn, torch_view
 from dlgpu.ops.conv2d import grouped_conv2d, grouped_conv2d_backward
 from dlgpu.testing import random_array
 from dlgpu.window import output_size
@@ -28,7 +28,7 @@ from dlgpu.testing.bad_input import BadInput, FakeCupy, on_cpu, on_gpu, rand, w4
 FAMILY = "conv2d"
 
 
-def _check(n, c, h, w, k, r, s, stride, pad, dil, activation, groups=1) -> list[Check]:
+def _check(n, c, h, w, k, r, s, stride, pad, dil, activation, groups=1, dtype=None) -> list[Check]:
     label = (f"{n}x{c}x{h}x{w} * {k}x{c // groups}x{r}x{s} s{stride} p{pad} d{dil}"
              + (f" g{groups}" if groups > 1 else "") + (" relu" if activation else ""))
     geometry = dict(stride=stride, padding=pad, dilation=dil, groups=groups)
@@ -45,7 +45,7 @@ def _check(n, c, h, w, k, r, s, stride, pad, dil, activation, groups=1) -> list[
         x, weight, bias = operands(rng, target)
         ref_y = R.conv2d(x, weight, bias, activation=activation, **geometry)
         y = grouped_conv2d(target.backend, target.array(x), target.array(weight), target.array(bias), *pairs,
-                           groups, activation, "ieee", target.poisoned(ref_y.shape))
+                           groups, activation, target.precision, target.poisoned(ref_y.shape))
         return [Output("y", y, ref_y, False)]
 
     def run_backward(rng, target):
@@ -53,11 +53,12 @@ def _check(n, c, h, w, k, r, s, stride, pad, dil, activation, groups=1) -> list[
         y_saved = R.conv2d(x, weight, bias, activation=activation, **geometry).astype(target.dtype)
         g = random_array(rng, y_saved.shape, target.dtype)
         grads = grouped_conv2d_backward(target.backend, target.array(g), target.array(x), target.array(weight),
-                                        target.array(y_saved), *pairs, groups, activation, "ieee")
+                                        target.array(y_saved), *pairs, groups, activation, target.precision)
         refs = R.conv2d_backward(g, x, weight, y=y_saved, activation=activation, **geometry)
         return [Output(name, got, ref, False) for name, got, ref in zip(("grad_x", "grad_w", "grad_b"), grads, refs)]
 
-    return [Check("conv2d", label, run_forward), Check("conv2d_backward", label, run_backward)]
+    return [Check("conv2d", label, run_forward, dtype=dtype),
+            Check("conv2d_backward", label, run_backward, dtype=dtype)]
 
 
 def checks(quick: bool = True) -> list[Check]:
@@ -79,7 +80,9 @@ def checks(quick: bool = True) -> list[Check]:
         (2, 3, 8, 9, 6, 3, 3, 2, 1, 1, 3),
     ]
     return ([check for config in configs for act in (None, "relu") for check in _check(*config, act)]
-            + [check for *config, groups in grouped for check in _check(*config, "relu", groups)])
+            + [check for *config, groups in grouped for check in _check(*config, "relu", groups)]
+            # 16-bit storage: the strided, padded layer with a fused ReLU.
+            + [check for dtype in STORAGE_DTYPES for check in _check(*configs[1], "relu", dtype=dtype)])
 
 
 # ---------------------------------------------------------------------------

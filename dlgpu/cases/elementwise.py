@@ -7,7 +7,19 @@ forward output, as the ops do.  Tolerance: elementwise (exact up to rounding).
 
 Benchmarks: relu forward and backward on 2^26 elements (the speed-target
 size), against the same expression in CuPy (GPU) or NumPy and the reference
-(CPU).
+(CPU); and the same two on float16 and bfloat16 storage (fp32 arithmetic),
+against the same expression on that dtype (CuPy float16; bfloat16 needs CuPy
+14).
+
+Prediction for the 16-bit rows, not yet run on a GPU: from the sm_90a SASS
+(``dlgpu compile --sass``), relu_forward_bf16/_fp16 use 32 registers and
+relu_backward_* 48, no spills, and every body access is a 16-byte LDG.E.128 /
+STG.E.128 (8 halves); 256-thread blocks, 4 per SM, so 1024 threads per SM each
+with several independent 16-byte loads in flight (the batched map_vec body) --
+about 64 KB per SM, well above the ~15 KB per SM that H100's HBM3 needs to stay
+busy.  Memory-bound, then: about 85-90% of measured copy bandwidth, the same
+share as the float32 kernels, so about half their time (2 and 3 bytes moved per
+element and direction instead of 4).
 """
 
 from __future__ import annotations
@@ -16,7 +28,10 @@ import numpy as np
 
 import dlgpu.functional as F
 import dlgpu.reference as R
-from dlgpu.cases.case import Benchmark, Check, Output, f32, prod, randn
+from dlgpu.precision import BFLOAT16
+from dlgpu.cases.case import (
+    STORAGE_DTYPES, Benchmark, Check, Output, f32, in_storage, prod, randn, storage_unavailable,
+)
 from dlgpu.testing import random_array
 from dlgpu.errors import ArgumentError, DeviceError, DtypeError, LayoutError, ShapeError
 from dlgpu.testing.bad_input import BadInput, FakeCupy, FakeDlpack, a2, buffer, on_cpu, on_gpu, rand, readonly
@@ -31,7 +46,7 @@ ACTIVATIONS = {
 }
 
 
-def _activation_check(name: str, shape: tuple) -> list[Check]:
+def _activation_check(name: str, shape: tuple, dtype=None) -> list[Check]:
     forward, backward, ref_forward, ref_backward = ACTIVATIONS[name]
 
     def run_forward(rng, target):
@@ -47,12 +62,15 @@ def _activation_check(name: str, shape: tuple) -> list[Check]:
         return [Output("grad_x", grad_x, ref_backward(g, y_saved), True)]
 
     label = "x".join(map(str, shape))
-    return [Check(name, label, run_forward), Check(f"{name}_backward", label, run_backward)]
+    return [Check(name, label, run_forward, dtype=dtype), Check(f"{name}_backward", label, run_backward, dtype=dtype)]
 
 
 def checks(quick: bool = True) -> list[Check]:
     shapes = [(1,), (13,), (5, 7, 3)] + ([] if quick else [((1 << 16) + 3,)])
-    return [check for name in ACTIVATIONS for shape in shapes for check in _activation_check(name, shape)]
+    # 16-bit storage on one shape with a head, vectors and a tail (105 elements).
+    return [*(check for name in ACTIVATIONS for shape in shapes for check in _activation_check(name, shape)),
+            *(check for dtype in STORAGE_DTYPES for name in ACTIVATIONS
+              for check in _activation_check(name, (5, 7, 3), dtype))]
 
 
 # ---------------------------------------------------------------------------
@@ -69,6 +87,29 @@ def _relu_inputs(xp, shape, seed):
 
 def _relu_backward_inputs(xp, shape, seed):
     return {"grad_y": randn(xp, shape, seed), "y": xp.maximum(randn(xp, shape, seed + 1), 0)}
+
+
+def _storage_rows(dtype: np.dtype) -> tuple[Benchmark, ...]:
+    """relu forward and backward on 16-bit storage, against the same expression on that dtype."""
+    size, note = dtype.itemsize, "16-bit storage, fp32 arithmetic; baseline: the same expression on that dtype"
+    return (
+        Benchmark(
+            family=FAMILY, op="relu_forward", variant=dtype.name, dtype=dtype.name, shapes=SHAPES,
+            make_inputs=in_storage(_relu_inputs, dtype),
+            run=lambda d: F.relu(d["x"]),
+            xp_baseline=lambda xp, d: xp.maximum(d["x"], 0),
+            reference=lambda d: R.relu(d["x"]),
+            bytes_moved=lambda s: size * 2 * prod(s), note=note, unavailable=storage_unavailable(dtype),
+        ),
+        Benchmark(
+            family=FAMILY, op="relu_backward", variant=dtype.name, dtype=dtype.name, shapes=SHAPES,
+            make_inputs=in_storage(_relu_backward_inputs, dtype),
+            run=lambda d: F.relu_backward(d["grad_y"], d["y"]),
+            xp_baseline=lambda xp, d: xp.where(d["y"] > 0, d["grad_y"], xp.zeros((), d["grad_y"].dtype)),
+            reference=lambda d: R.relu_backward(d["grad_y"], d["y"]),
+            bytes_moved=lambda s: size * 3 * prod(s), note=note, unavailable=storage_unavailable(dtype),
+        ),
+    )
 
 
 BENCHMARKS = (
@@ -88,6 +129,7 @@ BENCHMARKS = (
         reference=lambda d: R.relu_backward(d["grad_y"], d["y"]),
         bytes_moved=lambda s: f32(3 * prod(s)),
     ),
+    *(row for dtype in STORAGE_DTYPES for row in _storage_rows(np.dtype(dtype))),
 )
 
 
@@ -103,7 +145,6 @@ def bad_inputs() -> list[BadInput]:
                  ShapeError, "tanh_backward"),
         BadInput("sigmoid-backward-mixed", lambda w: F.sigmoid_backward(w(rand(3)), w(rand(3, dtype=np.float64))),
                  DtypeError, "must share one dtype"),
-        BadInput("float16", lambda w: F.tanh(w(rand(4, dtype=np.float16))), DtypeError, "float16 is not supported"),
         BadInput("out-transposed", lambda w: F.relu(w(a2), out=w(rand(7, 5)).T),
                  LayoutError, "out is not C-contiguous"),
         BadInput("out-shifted-in-place", lambda w: F.tanh(w(buffer.ravel()[:30]), out=w(buffer.ravel()[5:])),
@@ -126,7 +167,9 @@ def bad_inputs() -> list[BadInput]:
         on_gpu("dlpack-unknown-device", lambda: F.relu(FakeDlpack(8)), DeviceError, "DLPack device type 8"),
         on_cpu("relu-backward-shapes", lambda: F.relu_backward(rand(3, 4), rand(4, 3)), ShapeError, "relu_backward"),
         on_cpu("integer-input", lambda: F.relu(np.arange(6)), DtypeError, "floating dtype is required"),
-        on_cpu("float16-on-cpu", lambda: F.relu(rand(4, dtype=np.float16)), DtypeError, "float16 is not supported"),
+        on_cpu("longdouble-on-cpu", lambda: F.relu(rand(4, dtype=np.longdouble)), DtypeError, "is not supported"),
+        on_cpu("mixed-storage", lambda: F.relu_backward(rand(3, dtype=np.float16), rand(3, dtype=BFLOAT16)),
+               DtypeError, "must share one dtype"),
         on_cpu("out-dtype", lambda: F.relu(a2, out=np.empty((5, 7), np.float64)), DtypeError, "out has dtype float64"),
         on_cpu("list-input", lambda: F.relu([1.0, 2.0]), DtypeError, "must be a NumPy or CuPy array"),
     ]

@@ -17,7 +17,7 @@ import numpy as np
 
 import dlgpu.functional as F
 import dlgpu.reference as R
-from dlgpu.cases.case import Benchmark, Check, Output, f32, gpu_only, randn
+from dlgpu.cases.case import STORAGE_DTYPES, Benchmark, Check, Output, f32, gpu_only, randn
 from dlgpu.testing import random_array
 from dlgpu.errors import ArgumentError, DeviceError, DtypeError, LayoutError, ShapeError
 from dlgpu.testing.bad_input import (
@@ -37,7 +37,7 @@ from dlgpu.testing.bad_input import (
 FAMILY = "gemm"
 
 
-def _matmul_check(m: int, n: int, k: int, transpose_a: bool, transpose_b: bool) -> list[Check]:
+def _matmul_check(m: int, n: int, k: int, transpose_a: bool, transpose_b: bool, dtype=None) -> list[Check]:
     label = f"{m}x{n}x{k} " + ("T" if transpose_a else "N") + ("T" if transpose_b else "N")
 
     def operands(rng, target):
@@ -47,7 +47,7 @@ def _matmul_check(m: int, n: int, k: int, transpose_a: bool, transpose_b: bool) 
 
     def run_forward(rng, target):
         a, b = operands(rng, target)
-        c = target.backend.matmul(target.array(a), target.array(b), transpose_a, transpose_b, "ieee",
+        c = target.backend.matmul(target.array(a), target.array(b), transpose_a, transpose_b, target.precision,
                                   target.poisoned((m, n)))
         return [Output("c", c, R.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b), False)]
 
@@ -55,14 +55,16 @@ def _matmul_check(m: int, n: int, k: int, transpose_a: bool, transpose_b: bool) 
         a, b = operands(rng, target)
         g = random_array(rng, (m, n), target.dtype)
         grads = target.backend.matmul_backward(target.array(g), target.array(a), target.array(b), transpose_a,
-                                               transpose_b, "ieee")
+                                               transpose_b, target.precision)
         refs = R.matmul_backward(g, a, b, transpose_a=transpose_a, transpose_b=transpose_b)
         return [Output(name, got, ref, False) for name, got, ref in zip(("grad_a", "grad_b"), grads, refs)]
 
-    return [Check("matmul", label, run_forward), Check("matmul_backward", label, run_backward)]
+    return [Check("matmul", label, run_forward, dtype=dtype),
+            Check("matmul_backward", label, run_backward, dtype=dtype)]
 
 
-def _linear_check(batch: int, features_in: int, features_out: int, bias: bool, activation) -> list[Check]:
+def _linear_check(batch: int, features_in: int, features_out: int, bias: bool, activation,
+                  dtype=None) -> list[Check]:
     label = f"{batch}x{features_in}->{features_out}" + (" +bias" if bias else "") + (" relu" if activation else "")
 
     def operands(rng, target):
@@ -74,7 +76,7 @@ def _linear_check(batch: int, features_in: int, features_out: int, bias: bool, a
     def run_forward(rng, target):
         x, w, b = operands(rng, target)
         y = target.backend.linear(target.array(x), target.array(w), None if b is None else target.array(b),
-                                  activation, "ieee", target.poisoned((batch, features_out)))
+                                  activation, target.precision, target.poisoned((batch, features_out)))
         return [Output("y", y, R.linear(x, w, b, activation=activation), False)]
 
     def run_backward(rng, target):
@@ -82,11 +84,12 @@ def _linear_check(batch: int, features_in: int, features_out: int, bias: bool, a
         g = random_array(rng, (batch, features_out), target.dtype)
         y_saved = R.linear(x, w, b, activation=activation).astype(target.dtype)
         grads = target.backend.linear_backward(target.array(g), target.array(x), target.array(w),
-                                               target.array(y_saved), activation, "ieee")
+                                               target.array(y_saved), activation, target.precision)
         refs = R.linear_backward(g, x, w, y=y_saved, activation=activation)
         return [Output(name, got, ref, False) for name, got, ref in zip(("grad_x", "grad_w", "grad_b"), grads, refs)]
 
-    return [Check("linear", label, run_forward), Check("linear_backward", label, run_backward)]
+    return [Check("linear", label, run_forward, dtype=dtype),
+            Check("linear_backward", label, run_backward, dtype=dtype)]
 
 
 def checks(quick: bool = True) -> list[Check]:
@@ -96,6 +99,10 @@ def checks(quick: bool = True) -> list[Check]:
     return [
         *(c for m, n, k in products for ta in flags for tb in flags for c in _matmul_check(m, n, k, ta, tb)),
         *(c for size in layers for bias in flags for act in (None, "relu") for c in _linear_check(*size, bias, act)),
+        # 16-bit storage: one odd product in two layouts, one layer with bias and ReLU.
+        *(c for dtype in STORAGE_DTYPES for ta, tb in ((False, False), (True, True))
+          for c in _matmul_check(33, 65, 31, ta, tb, dtype)),
+        *(c for dtype in STORAGE_DTYPES for c in _linear_check(5, 13, 7, True, "relu", dtype)),
     ]
 
 

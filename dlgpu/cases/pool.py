@@ -17,7 +17,7 @@ import numpy as np
 
 import dlgpu.functional as F
 import dlgpu.reference as R
-from dlgpu.cases.case import Benchmark, Check, Output, f32, prod, randn, torch_view
+from dlgpu.cases.case import STORAGE_DTYPES, Benchmark, Check, Output, f32, prod, randn, torch_view
 from dlgpu.testing import random_array, to_numpy
 from dlgpu.window import output_size
 from dlgpu.errors import ArgumentError, DeviceError, DtypeError, ShapeError
@@ -26,7 +26,7 @@ from dlgpu.testing.bad_input import BadInput, FakeCupy, argmax, in_debug_mode, o
 FAMILY = "pool"
 
 
-def _check(shape: tuple, kernel: int, stride: int, padding: int) -> list[Check]:
+def _check(shape: tuple, kernel: int, stride: int, padding: int, dtype=None) -> list[Check]:
     label = f"{'x'.join(map(str, shape))} k{kernel} s{stride} p{padding}"
     window = ((kernel, kernel), (stride, stride), (padding, padding))
 
@@ -46,13 +46,16 @@ def _check(shape: tuple, kernel: int, stride: int, padding: int) -> list[Check]:
         grad_x = target.backend.max_pool2d_backward(target.array(g), target.array(ref_argmax), shape, *window)
         return [Output("grad_x", grad_x, R.max_pool2d_backward(g, ref_argmax, shape, kernel, stride, padding), True)]
 
-    return [Check("max_pool2d", label, run_forward), Check("max_pool2d_backward", label, run_backward)]
+    return [Check("max_pool2d", label, run_forward, dtype=dtype),
+            Check("max_pool2d_backward", label, run_backward, dtype=dtype)]
 
 
 def checks(quick: bool = True) -> list[Check]:
     configs = [((2, 3, 7, 9), 3, 2, 1), ((1, 1, 5, 5), 2, 2, 0), ((2, 4, 13, 11), 3, 1, 1)]
     configs += [] if quick else [((4, 8, 56, 56), 3, 2, 1)]
-    return [check for config in configs for check in _check(*config)]
+    # 16-bit storage: overlapping windows, so that backward sums gradients.
+    return [*(check for config in configs for check in _check(*config)),
+            *(check for dtype in STORAGE_DTYPES for check in _check(*configs[0], dtype))]
 
 
 # ---------------------------------------------------------------------------

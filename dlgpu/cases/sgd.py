@@ -6,7 +6,16 @@ computed in float64.  Tolerance: elementwise.
 
 Benchmark: the momentum + weight decay step on 2^26 elements (read param,
 grad, velocity; write param, velocity), against the same update in CuPy
-(GPU) or NumPy and the reference (CPU).
+(GPU) or NumPy and the reference (CPU); and the mixed-precision step of each
+16-bit dtype (read the 16-bit grad, the float32 master and velocity; write
+master, velocity and the 16-bit param: 20 bytes per element, as float32's).
+
+Prediction for the master-weights rows, not yet run on a GPU: from the sm_90a
+SASS, sgd_master_momentum_bf16/_fp16 use 32 registers, no spills, and move
+everything with LDG.E.128 / STG.E.128 (10 of each in the body); the same
+occupancy and bytes in flight as the float32 step, so the same share of copy
+bandwidth (about 85-90%) and about the float32 step's time.  The baseline
+(array expressions) makes several passes: about 3-4x slower.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import numpy as np
 
 import dlgpu.functional as F
 import dlgpu.reference as R
-from dlgpu.cases.case import Benchmark, Check, Output, f32, prod, randn
+from dlgpu.cases.case import STORAGE_DTYPES, Benchmark, Check, Output, f32, prod, randn, storage_unavailable
 from dlgpu.cases.elementwise import SHAPES
 from dlgpu.testing import random_array
 from dlgpu.errors import ArgumentError, DeviceError, LayoutError, ShapeError
@@ -25,20 +34,35 @@ FAMILY = "sgd"
 LR = 0.1
 
 
-def _check(shape: tuple, momentum: float, weight_decay: float) -> Check:
-    def run(rng, target):
-        param, grad, velocity = (random_array(rng, shape, target.dtype) for _ in range(3))
-        ref_param, ref_velocity = param.astype(np.float64), velocity.astype(np.float64)
-        R.sgd_step(ref_param, grad, ref_velocity, lr=LR, momentum=momentum, weight_decay=weight_decay)
-        dev_param, dev_velocity = target.array(param), target.array(velocity)
-        target.backend.sgd_step(dev_param, target.array(grad), dev_velocity, LR, momentum, weight_decay)
-        return [Output("param", dev_param, ref_param, True), Output("velocity", dev_velocity, ref_velocity, True)]
+def _check(shape: tuple, momentum: float, weight_decay: float, dtype=None, master: bool = False) -> Check:
+    """One step; with ``master`` on fp32 master weights (param 16-bit, velocity float32) and a loss scale."""
+    grad_scale = 8.0 if master else 1.0
 
-    return Check("sgd_step", f"{'x'.join(map(str, shape))} momentum {momentum:g} wd {weight_decay:g}", run)
+    def run(rng, target):
+        param, grad = (random_array(rng, shape, target.dtype) for _ in range(2))
+        velocity = random_array(rng, shape, np.float32 if master else target.dtype)
+        weights = param.astype(np.float32) if master else None
+        ref_param, ref_velocity = param.astype(np.float64), velocity.astype(np.float64)
+        ref_weights = None if weights is None else weights.astype(np.float64)
+        R.sgd_step(ref_param, grad, ref_velocity, lr=LR, momentum=momentum, weight_decay=weight_decay,
+                   master=ref_weights, grad_scale=grad_scale)
+        dev_param, dev_velocity = target.array(param), target.array(velocity)
+        dev_weights = None if weights is None else target.array(weights)
+        target.backend.sgd_step(dev_param, target.array(grad), dev_velocity, LR, momentum, weight_decay, dev_weights,
+                                grad_scale)
+        outputs = [Output("param", dev_param, ref_param, True), Output("velocity", dev_velocity, ref_velocity, True)]
+        return outputs + ([] if weights is None else [Output("master", dev_weights, ref_weights, True)])
+
+    label = f"{'x'.join(map(str, shape))} momentum {momentum:g} wd {weight_decay:g}" + (" master" if master else "")
+    return Check("sgd_step", label, run, dtype=dtype)
 
 
 def checks(quick: bool = True) -> list[Check]:
-    return [_check((17,), 0.0, 0.0), _check((33, 65), 0.9, 0.0), _check((5, 3, 7), 0.9, 1e-2)]
+    return [_check((17,), 0.0, 0.0), _check((33, 65), 0.9, 0.0), _check((5, 3, 7), 0.9, 1e-2),
+            # 16-bit storage: the 16-bit state alone, and fp32 master weights with and without momentum.
+            *(c for dtype in STORAGE_DTYPES for c in (_check((33, 65), 0.9, 1e-2, dtype),
+                                                       _check((33, 65), 0.9, 1e-2, dtype, master=True),
+                                                       _check((17,), 0.0, 0.0, dtype, master=True)))]
 
 
 # ---------------------------------------------------------------------------
@@ -65,6 +89,38 @@ def _run(d):
     F.sgd_step(d["param"], d["grad"], d["velocity"], **SETTINGS)
 
 
+def _master_inputs(dtype):
+    def make(xp, shape, seed):
+        d = _inputs(xp, shape, seed)
+        return {"param": d["param"].astype(dtype), "grad": d["grad"].astype(dtype), "velocity": d["velocity"],
+                "master": d["param"]}
+
+    return make
+
+
+def xp_master_step(xp, d):
+    """The mixed-precision update written with array expressions: on the master copy, then rounded."""
+    g = d["grad"].astype(np.float32) + SETTINGS["weight_decay"] * d["master"]
+    d["velocity"] *= SETTINGS["momentum"]
+    d["velocity"] += g
+    d["master"] -= SETTINGS["lr"] * d["velocity"]
+    d["param"][...] = d["master"].astype(d["param"].dtype)
+
+
+def _master_row(dtype: np.dtype) -> Benchmark:
+    return Benchmark(
+        family=FAMILY, op="sgd_step", variant=f"{dtype.name} master+momentum+wd", dtype=dtype.name, shapes=SHAPES,
+        make_inputs=_master_inputs(dtype),
+        run=lambda d: F.sgd_step(d["param"], d["grad"], d["velocity"], master=d["master"], **SETTINGS),
+        xp_baseline=xp_master_step,
+        reference=lambda d: R.sgd_step(d["param"], d["grad"], d["velocity"], master=d["master"], **SETTINGS),
+        # read grad (16-bit), master, velocity; write master, velocity, param (16-bit)
+        bytes_moved=lambda s: (2 * dtype.itemsize + f32(4)) * prod(s),
+        note="float32 master weights and velocity, 16-bit param and grad; fp32 arithmetic",
+        unavailable=storage_unavailable(dtype),
+    )
+
+
 BENCHMARKS = (
     Benchmark(
         family=FAMILY, op="sgd_step", variant="momentum+wd", shapes=SHAPES,
@@ -75,6 +131,7 @@ BENCHMARKS = (
         bytes_moved=lambda s: f32(5 * prod(s)),  # read param, grad, velocity; write param, velocity
         note=f"lr={SETTINGS['lr']} momentum={SETTINGS['momentum']} weight_decay={SETTINGS['weight_decay']}",
     ),
+    *(_master_row(np.dtype(dtype)) for dtype in STORAGE_DTYPES),
 )
 
 

@@ -6,7 +6,8 @@ functions take positional arguments already validated and normalized by
 dlgpu.functional (C-contiguous, one dtype, pairs for stride/padding/dilation,
 precision resolved); outputs have the inputs' dtype.  Each stem's module
 (``dlgpu/cpu/<stem>.py``) says how its ops are computed and why, and lends the
-backend its functions through a small ``<Stem>Ops`` class.
+backend its functions through a small ``<Stem>Ops`` class; float16 and
+bfloat16 arrays go through those in float32 (``dlgpu/cpu/storage.py``).
 """
 
 import os
@@ -18,20 +19,15 @@ from dlgpu.cpu.threads import start_pool
 # Before any kernel runs: numba's threads must load asleep-when-idle (threads.py says why and how).
 start_pool()
 
-from dlgpu.cpu.conv2d import Conv2dOps  # noqa: E402 - after the pool has started
-from dlgpu.cpu.elementwise import ElementwiseOps  # noqa: E402
-from dlgpu.cpu.gemm import GemmOps  # noqa: E402
-from dlgpu.cpu.mse import MseOps  # noqa: E402
-from dlgpu.cpu.pool import PoolOps  # noqa: E402
-from dlgpu.cpu.sgd import SgdOps  # noqa: E402
-from dlgpu.cpu.softmax import SoftmaxOps  # noqa: E402
+from dlgpu.cpu.storage import StorageOps  # noqa: E402 - after the pool has started (it imports the stems)
+from dlgpu.precision import HALF_DTYPES  # noqa: E402
 
 
-class CpuBackend(GemmOps, Conv2dOps, ElementwiseOps, PoolOps, SoftmaxOps, MseOps, SgdOps):
+class CpuBackend(StorageOps):
     """NumPy and numba on the host."""
 
     name = "dlgpu.cpu"
-    float_dtypes = (np.float32, np.float64)
+    float_dtypes = (np.float32, np.float64, *HALF_DTYPES)
 
     @staticmethod
     def index_range(indices) -> tuple[int, int]:

@@ -2,10 +2,10 @@
 
 :data:`BACKEND` implements :class:`dlgpu.backend.Backend`; dlgpu.functional
 picks it for CuPy arrays and calls it with arguments already validated and
-normalized (C-contiguous float32 arrays, pairs for stride/padding, precision
-resolved).  Each stem's launchers live in ``dlgpu/cuda/<stem>.py`` and lend
-the backend their functions through a small ``<Stem>Ops`` class.  Importing
-this package needs neither CuPy nor a GPU: the executor, which does, is made
+normalized (C-contiguous arrays of one storage dtype -- float32, bfloat16 or
+float16 -- pairs for stride/padding, precision resolved).  Each stem's launchers
+live in ``dlgpu/cuda/<stem>.py`` and lend the backend their functions through a
+small ``<Stem>Ops`` class.  Importing this package needs neither CuPy nor a GPU: the executor, which does, is made
 on the first launch.
 """
 
@@ -15,21 +15,22 @@ import sys
 
 import numpy as np
 
-from dlgpu.cuda.conv2d import Conv2dOps
 from dlgpu.cuda.elementwise import ElementwiseOps
-from dlgpu.cuda.gemm import GemmOps
 from dlgpu.cuda.mse import MseOps
 from dlgpu.cuda.pool import PoolOps
 from dlgpu.cuda.sgd import SgdOps
 from dlgpu.cuda.softmax import SoftmaxOps
+from dlgpu.cuda.widen import Conv2dOps, GemmOps  # float32 kernels; 16-bit storage through conversions
 from dlgpu.device_errors import debug_enabled
+from dlgpu.precision import HALF_DTYPES
 
 
 class CudaBackend(GemmOps, Conv2dOps, ElementwiseOps, PoolOps, SoftmaxOps, MseOps, SgdOps):
     """dlgpu's kernels on CuPy arrays."""
 
     name = "dlgpu.cuda"
-    float_dtypes = (np.float32,)
+    # bfloat16 CuPy arrays need CuPy 14 with ml_dtypes (CuPy 13 has no such dtype).
+    float_dtypes = (np.float32, *HALF_DTYPES)
 
     @staticmethod
     def index_range(indices) -> tuple[int, int] | None:

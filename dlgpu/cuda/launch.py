@@ -8,9 +8,9 @@ cubin loaded into CuPy), or the CPU harness in ``dlgpu.testing.harness``
 Launch math therefore runs, and is tested, on every CPU test.
 
 This module is also the home of what every launcher shares: the device's SM
-count, grid-stride grid sizes, the float32 and contiguity assertions, and
-output allocation (finding the default executor is
-:func:`dlgpu.cuda.executor.resolve_executor`).
+count, grid-stride grid sizes, the storage dtypes and their kernel-name
+suffixes, the dtype and contiguity assertions, and output allocation (finding
+the default executor is :func:`dlgpu.cuda.executor.resolve_executor`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from dlgpu.cuda import kernel_decls
 from dlgpu.errors import ArgumentError, DtypeError, LayoutError, ShapeError
+from dlgpu.precision import BFLOAT16, FLOAT16
 
 # Threads per block of the grid-stride kernels: a multiple of 32 that leaves room for 4+ resident
 # blocks per SM at <= 64 registers.
@@ -39,6 +41,15 @@ FALLBACK_MULTIPROCESSORS = 132
 SHARED_STATIC_LIMIT = 48 * 1024
 SHARED_DEFAULT_LIMIT = 48 * 1024
 SHARED_OPT_IN_LIMIT = 227 * 1024
+
+# Storage dtype -> the suffix of its kernels' names (kernels/storage.cuh: STORAGE_TYPES instantiates
+# the memory-bound kernels once per type, relu_forward_f32, relu_forward_bf16, ...).
+STORAGE_SUFFIXES: dict[np.dtype, str] = {np.dtype(np.float32): "f32", BFLOAT16: "bf16", FLOAT16: "fp16"}
+_STORAGE_DEFINES = kernel_decls.integer_defines("storage.cuh")
+# Bytes of one vector load or store, and elements per chunk of the map_vec driver (a thread handles
+# about one chunk per trip of the grid-stride loop).
+VECTOR_BYTES = _STORAGE_DEFINES["VECTOR_BYTES"]
+MAP_CHUNK = _STORAGE_DEFINES["MAP_CHUNK"]
 
 
 @dataclass(frozen=True)
@@ -125,26 +136,40 @@ def grid_stride_blocks(work_items: int, block: int, executor, blocks_per_sm: int
     return min(wanted, blocks_per_sm * multiprocessor_count(executor))
 
 
-def require_float32(op: str, **arrays) -> None:
-    """What every kernel relies on (dlgpu.functional has checked it for public calls): float32, C-contiguous.
+def storage_suffix(op: str, dtype) -> str:
+    """The kernel-name suffix of ``dtype``'s instances ("f32", "bf16", "fp16")."""
+    suffix = STORAGE_SUFFIXES.get(np.dtype(dtype))
+    if suffix is None:
+        names = ", ".join(d.name for d in STORAGE_SUFFIXES)
+        raise DtypeError(f"{op}: the CUDA kernels take {names}, got {np.dtype(dtype).name}")
+    return suffix
 
-    None entries (an absent optional operand) are skipped.
-    """
+
+def require_storage(op: str, dtype, **arrays) -> None:
+    """What every kernel relies on (dlgpu.functional has checked it for public calls): every array of
+    ``dtype``, C-contiguous.  None entries (an absent optional operand) are skipped."""
+    dtype = np.dtype(dtype)
+    storage_suffix(op, dtype)
     for name, array in arrays.items():
         if array is None:
             continue
-        if np.dtype(array.dtype) != np.float32:
-            raise DtypeError(f"{op}: {name} must be float32 for the CUDA kernels, got {np.dtype(array.dtype).name}")
+        if np.dtype(array.dtype) != dtype:
+            raise DtypeError(f"{op}: {name} must be {dtype.name} for the CUDA kernels, got {np.dtype(array.dtype).name}")
         if not array.flags.c_contiguous:
             raise LayoutError(f"{op}: {name} must be C-contiguous")
 
 
-def output(op: str, executor, out, shape):
-    """``out`` when given (checked: shape, float32, C-contiguous), else a new float32 array of ``executor.xp``."""
+def require_float32(op: str, **arrays) -> None:
+    """:func:`require_storage` for float32: the kernels that take no 16-bit storage (products, convolutions)."""
+    require_storage(op, np.float32, **arrays)
+
+
+def output(op: str, executor, out, shape, dtype=np.float32):
+    """``out`` when given (checked: shape, dtype, C-contiguous), else a new ``dtype`` array of ``executor.xp``."""
     shape = tuple(int(d) for d in shape)
     if out is None:
-        return executor.xp.empty(shape, dtype=np.float32)
+        return executor.xp.empty(shape, dtype=dtype)
     if tuple(out.shape) != shape:
         raise ShapeError(f"{op}: out has shape {tuple(out.shape)}, expected {shape}")
-    require_float32(op, out=out)
+    require_storage(op, dtype, out=out)
     return out

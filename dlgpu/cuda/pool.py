@@ -1,9 +1,10 @@
 """Launchers for kernels/pool.cu: 2-D max pooling with argmax, and its backward.
 
-x (N, C, H, W) float32 C-contiguous; kernel, stride, padding are (h, w) pairs with
-padding <= kernel // 2 (dlgpu.functional normalizes and checks them).  argmax is
-int32, h * W + w in the unpadded input plane.  The backward kernels never route
-through an argmax outside the plane and report it in the device error flag
+x (N, C, H, W) C-contiguous float32, bfloat16 or float16 (y and grad_x in that
+dtype; gradient sums in float32, rounded once); kernel, stride, padding are (h, w)
+pairs with padding <= kernel // 2 (dlgpu.functional normalizes and checks them).
+argmax is int32, h * W + w in the unpadded input plane.  The backward kernels never
+route through an argmax outside the plane and report it in the device error flag
 (dlgpu.cuda.error_flag); nothing here reads argmax back to check it.
 """
 
@@ -13,9 +14,9 @@ import math
 
 import numpy as np
 
-from dlgpu.cuda import error_flag
+from dlgpu.cuda import elementwise, error_flag
 from dlgpu.cuda.executor import resolve_executor
-from dlgpu.cuda.launch import BLOCK, Launch, grid_stride_blocks, require_float32
+from dlgpu.cuda.launch import BLOCK, Launch, grid_stride_blocks, require_storage, storage_suffix
 from dlgpu.errors import ArgumentError, DtypeError, ShapeError
 from dlgpu.window import output_size
 
@@ -37,10 +38,11 @@ def _window_args(kernel, stride, padding) -> tuple[np.int32, ...]:
 
 
 def max_pool2d(x, kernel, stride, padding, *, executor=None):
-    """(y, argmax), both (N, C, P, Q): y float32, argmax int32."""
+    """(y, argmax), both (N, C, P, Q): y in x's dtype, argmax int32."""
     op = "max_pool2d"
     executor = resolve_executor(executor)
-    require_float32(op, x=x)
+    suffix = storage_suffix(op, x.dtype)
+    require_storage(op, x.dtype, x=x)
     if x.ndim != 4:
         raise ShapeError(f"{op}: x must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
     N, C, H, W = (int(d) for d in x.shape)
@@ -50,13 +52,13 @@ def max_pool2d(x, kernel, stride, padding, *, executor=None):
     if P < 1 or Q < 1:
         raise ShapeError(f"{op}: kernel {kernel} does not fit input {H}x{W} padded by {padding}")
     xp = executor.xp
-    y = xp.empty((N, C, P, Q), dtype=np.float32)
+    y = xp.empty((N, C, P, Q), dtype=x.dtype)
     argmax = xp.empty((N, C, P, Q), dtype=np.int32)
     blocks = grid_stride_blocks(N * C * P * Q, BLOCK, executor, POOL_BLOCKS_PER_SM)
     executor.launch(
         Launch(
             FAMILY,
-            "max_pool2d_forward_f32",
+            f"max_pool2d_forward_{suffix}",
             (blocks, 1, 1),
             (BLOCK, 1, 1),
             (x, y, argmax, np.int64(N * C), np.int32(H), np.int32(W), np.int32(P), np.int32(Q), *window),
@@ -66,17 +68,20 @@ def max_pool2d(x, kernel, stride, padding, *, executor=None):
 
 
 def max_pool2d_backward(grad_y, argmax, input_shape, kernel=None, stride=None, padding=None, *, executor=None):
-    """grad_x (N, C, H, W) float32: grad_y added at argmax, overlapping windows summed.
+    """grad_x (N, C, H, W) in grad_y's dtype: grad_y added at argmax, overlapping windows summed.
 
     With the forward pass's window (kernel, stride, padding pairs; the backend
     interface always passes it) each thread gathers for one input element from
     the few windows that contain it.  Without it (``kernel=None``) one warp per
-    (n, c) plane walks the outputs in order.  Both sum in a fixed order:
-    deterministic.
+    (n, c) plane walks the outputs in order, into a float32 grad_x (16-bit
+    grad_y: rounded to its dtype by one conversion afterwards).  Both sum in a
+    fixed order: deterministic.
     """
     op = "max_pool2d_backward"
     executor = resolve_executor(executor)
-    require_float32(op, grad_y=grad_y)
+    dtype = np.dtype(grad_y.dtype)
+    suffix = storage_suffix(op, dtype)
+    require_storage(op, dtype, grad_y=grad_y)
     if np.dtype(argmax.dtype) != np.int32:
         raise DtypeError(f"{op}: argmax must be int32, got {np.dtype(argmax.dtype).name}")
     if grad_y.ndim != 4 or tuple(argmax.shape) != tuple(grad_y.shape):
@@ -86,30 +91,31 @@ def max_pool2d_backward(grad_y, argmax, input_shape, kernel=None, stride=None, p
     if (N, C) != tuple(int(d) for d in grad_y.shape[:2]):
         raise ShapeError(f"{op}: input_shape {tuple(input_shape)} and grad_y {tuple(grad_y.shape)} differ in N or C")
     assert argmax.flags.c_contiguous, f"{op}: argmax must be C-contiguous"
-    grad_x = executor.xp.empty((N, C, H, W), dtype=np.float32)
     planes = N * C
     if kernel is not None:
         window = (kernel, stride, padding)
         expected = (output_size(H, kernel[0], stride[0], padding[0]), output_size(W, kernel[1], stride[1], padding[1]))
         if expected != (P, Q):
             raise ShapeError(f"{op}: window {window} on a {H}x{W} input does not give grad_y's {P}x{Q}")
+        grad_x = executor.xp.empty((N, C, H, W), dtype=dtype)
         blocks = grid_stride_blocks(planes * H * W, BLOCK, executor, POOL_BLOCKS_PER_SM)
         args = (grad_y, argmax, grad_x, np.int64(planes), np.int32(H), np.int32(W), np.int32(P), np.int32(Q),
                 *_window_args(*window), error_flag.flag(executor))
-        executor.launch(Launch(FAMILY, "max_pool2d_backward_f32", (blocks, 1, 1), (BLOCK, 1, 1), args))
+        executor.launch(Launch(FAMILY, f"max_pool2d_backward_{suffix}", (blocks, 1, 1), (BLOCK, 1, 1), args))
         return grad_x
+    grad_x = executor.xp.empty((N, C, H, W), dtype=np.float32)
     warps_per_block = PLANES_BLOCK // 32
     blocks = min(math.ceil(planes / warps_per_block), 2**31 - 1)
     executor.launch(
         Launch(
             FAMILY,
-            "max_pool2d_backward_planes_f32",
+            f"max_pool2d_backward_planes_{suffix}",
             (blocks, 1, 1),
             (PLANES_BLOCK, 1, 1),
             (grad_y, argmax, grad_x, np.int64(planes), np.int32(H * W), np.int32(P * Q), error_flag.flag(executor)),
         )
     )
-    return grad_x
+    return elementwise.convert(grad_x, dtype, executor=executor)
 
 
 class PoolOps:

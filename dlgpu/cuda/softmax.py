@@ -1,9 +1,11 @@
 """Launchers for kernels/softmax.cu: softmax cross-entropy forward and backward.
 
-logits/probs: (N, C) float32 C-contiguous; labels: (N,) int32 or int64, C-contiguous.
-Labels must lie in [0, C).  Nothing here reads them back to check: a kernel given one
-outside never reads out of bounds, answers NaN for that row, and reports the label in
-the device error flag (dlgpu.cuda.error_flag), which dlgpu.check_errors reads.
+logits/probs: (N, C) C-contiguous float32, bfloat16 or float16 (probabilities and
+gradients in that dtype, computed in float32); the loss is float32 whatever it is.
+labels: (N,) int32 or int64, C-contiguous.  Labels must lie in [0, C).  Nothing here
+reads them back to check: a kernel given one outside never reads out of bounds,
+answers NaN for that row, and reports the label in the device error flag
+(dlgpu.cuda.error_flag), which dlgpu.check_errors reads.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 
 from dlgpu.cuda import error_flag
 from dlgpu.cuda.executor import resolve_executor
-from dlgpu.cuda.launch import Launch, require_float32
+from dlgpu.cuda.launch import Launch, require_storage, storage_suffix
 from dlgpu.errors import DtypeError, ShapeError
 
 FAMILY = "softmax"
@@ -41,13 +43,15 @@ def _label_suffix(op: str, labels) -> str:
 
 
 def _check(op: str, rows_array, labels) -> tuple[int, int, str]:
-    require_float32(op, **{"logits" if op == "softmax_cross_entropy" else "probs": rows_array})
+    """(rows, classes, kernel-name suffix: storage type and label type)."""
+    dtype = np.dtype(rows_array.dtype)
+    require_storage(op, dtype, **{"logits" if op == "softmax_cross_entropy" else "probs": rows_array})
     if rows_array.ndim != 2:
         raise ShapeError(f"{op}: expected a 2-D (N, C) array, got shape {tuple(rows_array.shape)}")
     rows, classes = (int(d) for d in rows_array.shape)
     if tuple(labels.shape) != (rows,):
         raise ShapeError(f"{op}: labels has shape {tuple(labels.shape)}, expected ({rows},)")
-    suffix = _label_suffix(op, labels)
+    suffix = f"{storage_suffix(op, dtype)}_{_label_suffix(op, labels)}"
     assert labels.flags.c_contiguous, f"{op}: labels must be C-contiguous"
     return rows, classes, suffix
 
@@ -62,12 +66,12 @@ def forward_plan(classes: int) -> tuple[str, int]:
 
 def softmax_cross_entropy(logits, labels, *, executor=None):
     """(loss, probs): loss a 0-d float32 array, the mean over rows of logsumexp - logit[label];
-    probs (N, C) float32 = softmax(logits)."""
+    probs (N, C) = softmax(logits) in the logits' dtype."""
     op = "softmax_cross_entropy"
     executor = resolve_executor(executor)
     rows, classes, suffix = _check(op, logits, labels)
     xp = executor.xp
-    probs = xp.empty((rows, classes), dtype=np.float32)
+    probs = xp.empty((rows, classes), dtype=logits.dtype)
     row_loss = xp.empty((rows,), dtype=np.float32)
     loss = xp.empty((), dtype=np.float32)
 
@@ -90,11 +94,11 @@ def softmax_cross_entropy(logits, labels, *, executor=None):
 
 
 def softmax_cross_entropy_backward(probs, labels, *, executor=None):
-    """grad_logits (N, C) float32 = (probs - onehot(labels)) / N."""
+    """grad_logits (N, C) = (probs - onehot(labels)) / N, in the probabilities' dtype."""
     op = "softmax_cross_entropy_backward"
     executor = resolve_executor(executor)
     rows, classes, suffix = _check(op, probs, labels)
-    grad = executor.xp.empty((rows, classes), dtype=np.float32)
+    grad = executor.xp.empty((rows, classes), dtype=probs.dtype)
     block = 32 * BACKWARD_ROWS_PER_BLOCK
     grid = min(math.ceil(rows / BACKWARD_ROWS_PER_BLOCK), MAX_GRID_X)
     executor.launch(

@@ -19,6 +19,7 @@ import dlgpu.functional as F
 from dlgpu.errors import ArgumentError, DtypeError
 from dlgpu.nn.module import Module, Parameter
 from dlgpu.ops.conv2d import check_groups, groups_argument, resolve_padding
+from dlgpu.precision import is_floating
 
 ACTIVATIONS = (None, "relu")
 
@@ -48,8 +49,8 @@ def _float_dtype(op: str, dtype) -> np.dtype:
         dtype = np.dtype(dtype)
     except TypeError as exc:
         raise DtypeError(f"{op}: dtype {dtype!r} is not a NumPy dtype") from exc
-    if dtype.kind != "f":
-        raise DtypeError(f"{op}: dtype must be floating (float32 or float64), got {dtype.name}")
+    if not is_floating(dtype):
+        raise DtypeError(f"{op}: dtype must be floating (float32, float64, bfloat16 or float16), got {dtype.name}")
     return dtype
 
 

@@ -11,7 +11,7 @@ class SoftmaxCrossEntropy(Module):
     """Mean cross-entropy of softmax(logits) against integer labels.
 
     ``forward(logits, labels)`` returns the loss as a 0-d array of the
-    logits' dtype and keeps the softmax probabilities; ``backward()`` returns
+    logits' dtype (float32 for float16 or bfloat16 logits) and keeps the softmax probabilities; ``backward()`` returns
     dE/d(logits) = (probs - onehot(labels)) / N, the gradient that starts a
     network's backward pass.
     """

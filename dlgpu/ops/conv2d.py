@@ -27,6 +27,8 @@ from dlgpu.ops.validate import (
     check_out,
     check_saved_output,
     contiguous,
+    new_output,
+    output_dtype,
     pair,
     public,
     window_output_size,
@@ -149,7 +151,7 @@ def grouped_conv2d_backward(backend, grad_y, x, weight, y, stride, padding, dila
 
 @public
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None, precision=None,
-           out=None):
+           out=None, out_dtype=None):
     """y = act(conv(x, weight) + bias): x (N, C, H, W), weight (K, C / groups, R, S), bias (K,) or None.
 
     Cross-correlation, as in PyTorch, with PyTorch's argument order (stride,
@@ -159,7 +161,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
     padding only).  ``groups`` splits the channels into that many independent
     convolutions (groups = C: depthwise).  An empty batch (N = 0) gives an empty
     result.  Layout: strided inputs (a channels-last view, a slice) are copied
-    once; ``out`` must be C-contiguous.
+    once; ``out`` must be C-contiguous.  16-bit storage: float16 / bfloat16
+    operands are read as stored and accumulated in float32 (``precision`` None,
+    or the storage's own); y is rounded once to their dtype, or left float32
+    with ``out_dtype=np.float32``.  conv2d_backward's gradients take the
+    operands' dtype.
     """
     op = "conv2d"
     backend = select(op, x=x, weight=weight, bias=bias)
@@ -168,13 +174,16 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
     groups = int(groups)
     check_activation(op, activation)
     check_nonempty(op, "x", x, batch_ok=True)
-    precision = resolve_precision(precision, op=op)
-    check_allocation(op, backend, y=(shape, dtype))
+    precision = resolve_precision(precision, op=op, dtype=dtype)
+    result = output_dtype(op, dtype, out_dtype)
+    check_allocation(op, backend, y=(shape, result))
     if shape[0] == 0:
-        check_out(op, out, backend=backend, shape=shape, dtype=dtype, inputs={"x": x, "weight": weight, "bias": bias})
-        return zeros_result(x, shape, dtype, out)
+        check_out(op, out, backend=backend, shape=shape, dtype=result, inputs={"x": x, "weight": weight, "bias": bias})
+        return zeros_result(x, shape, result, out)
     x, weight, bias = contiguous(op, x=x, weight=weight, bias=bias)
-    check_out(op, out, backend=backend, shape=shape, dtype=dtype, inputs={"x": x, "weight": weight, "bias": bias})
+    check_out(op, out, backend=backend, shape=shape, dtype=result, inputs={"x": x, "weight": weight, "bias": bias})
+    if out is None and result != dtype:
+        out = new_output(x, shape, result)
     return grouped_conv2d(backend, x, weight, bias, stride, padding, dilation, groups, activation, precision, out)
 
 
@@ -198,7 +207,7 @@ def conv2d_backward(grad_y, x, weight, *, y=None, stride=1, padding=0, dilation=
     check_activation(op, activation)
     check_saved_output(op, activation, y, shape)
     check_nonempty(op, "x", x, batch_ok=True)
-    precision = resolve_precision(precision, op=op)
+    precision = resolve_precision(precision, op=op, dtype=dtype)
     if shape[0] == 0:
         return (zeros_result(x, x.shape, dtype), zeros_result(x, weight.shape, dtype),
                 zeros_result(x, weight.shape[:1], dtype))

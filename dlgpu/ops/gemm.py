@@ -25,6 +25,8 @@ from dlgpu.ops.validate import (
     check_saved_output,
     contiguous,
     is_contiguous,
+    new_output,
+    output_dtype,
     public,
     zeros_result,
 )
@@ -56,12 +58,17 @@ def _matrix_operand(op: str, name: str, array, transpose: bool):
 
 
 @public
-def matmul(a, b, *, transpose_a=False, transpose_b=False, precision=None, out=None):
+def matmul(a, b, *, transpose_a=False, transpose_b=False, precision=None, out=None, out_dtype=None):
     """C = op(a) @ op(b), op(x) = x.T where the flag says so.  2-D arrays; returns (M, N).
 
     Layout: a transposed view (``x.T`` of a contiguous matrix) is used as it
     is, with its transpose flag flipped; any other strided operand is copied
     once.  ``out`` must be C-contiguous.
+
+    16-bit storage: float16 / bfloat16 operands are read as stored and
+    accumulated in float32 (``precision`` None, or the storage's own "fp16" /
+    "bf16"); C is rounded once to their dtype, or left float32 with
+    ``out_dtype=np.float32``.  The same holds for every product here.
     """
     op = "matmul"
     backend = select(op, a=a, b=b)
@@ -69,14 +76,17 @@ def matmul(a, b, *, transpose_a=False, transpose_b=False, precision=None, out=No
     check_flag(op, "transpose_a", transpose_a)
     check_flag(op, "transpose_b", transpose_b)
     m, n, k = matmul_dims(op, a, b, transpose_a, transpose_b)
-    precision = resolve_precision(precision, op=op)
-    check_allocation(op, backend, c=((m, n), dtype))
+    precision = resolve_precision(precision, op=op, dtype=dtype)
+    result = output_dtype(op, dtype, out_dtype)
+    check_allocation(op, backend, c=((m, n), result))
     if 0 in (m, n, k):
-        check_out(op, out, backend=backend, shape=(m, n), dtype=dtype, inputs={"a": a, "b": b})
-        return zeros_result(a, (m, n), dtype, out)
+        check_out(op, out, backend=backend, shape=(m, n), dtype=result, inputs={"a": a, "b": b})
+        return zeros_result(a, (m, n), result, out)
     a, transpose_a = _matrix_operand(op, "a", a, bool(transpose_a))
     b, transpose_b = _matrix_operand(op, "b", b, bool(transpose_b))
-    check_out(op, out, backend=backend, shape=(m, n), dtype=dtype, inputs={"a": a, "b": b})
+    check_out(op, out, backend=backend, shape=(m, n), dtype=result, inputs={"a": a, "b": b})
+    if out is None and result != dtype:
+        out = new_output(a, (m, n), result)
     return backend.matmul(a, b, transpose_a, transpose_b, precision, out)
 
 
@@ -88,16 +98,15 @@ def matmul_backward(grad_c, a, b, *, transpose_a=False, transpose_b=False, preci
     """
     op = "matmul_backward"
     backend = select(op, grad_c=grad_c, a=a, b=b)
-    check_float(op, backend, grad_c=grad_c, a=a, b=b)
+    dtype = check_float(op, backend, grad_c=grad_c, a=a, b=b)
     check_flag(op, "transpose_a", transpose_a)
     check_flag(op, "transpose_b", transpose_b)
     m, n, k = matmul_dims(op, a, b, transpose_a, transpose_b)
     check_ndim(op, "grad_c", grad_c, 2, "a matrix")
     if tuple(grad_c.shape) != (m, n):
         raise ShapeError(f"{op}: grad_c has shape {tuple(grad_c.shape)}, expected {(m, n)}")
-    precision = resolve_precision(precision, op=op)
+    precision = resolve_precision(precision, op=op, dtype=dtype)
     if 0 in (m, n, k):  # every gradient entry is an empty sum, or there is none
-        dtype = np.dtype(a.dtype)
         return zeros_result(a, a.shape, dtype), zeros_result(a, b.shape, dtype)
     grad_c, a, b = contiguous(op, grad_c=grad_c, a=a, b=b)
     return backend.matmul_backward(grad_c, a, b, bool(transpose_a), bool(transpose_b), precision)
@@ -131,26 +140,30 @@ def _rows(array, features: int):
 
 
 @public
-def linear(x, weight, bias=None, *, activation=None, precision=None, out=None):
+def linear(x, weight, bias=None, *, activation=None, precision=None, out=None, out_dtype=None):
     """y = act(x @ weight.T + bias); x (*, in), weight (out, in), bias (out,) or None; y (*, out).
 
     As ``torch.nn.functional.linear``, x may have any leading dimensions (or
     none); they are flattened into one batch (a view) and restored on the
     result.  An empty batch gives an empty result.
     Layout: strided inputs are copied once; ``out`` must be C-contiguous.
+    16-bit storage and ``out_dtype`` as for :func:`matmul`.
     """
     op = "linear"
     backend = select(op, x=x, weight=weight, bias=bias)
     dtype = check_float(op, backend, x=x, weight=weight, bias=bias)
     shape = linear_shapes(op, x, weight, bias)
     check_activation(op, activation)
-    precision = resolve_precision(precision, op=op)
-    check_allocation(op, backend, y=(shape, dtype))
+    precision = resolve_precision(precision, op=op, dtype=dtype)
+    result = output_dtype(op, dtype, out_dtype)
+    check_allocation(op, backend, y=(shape, result))
     if 0 in shape:
-        check_out(op, out, backend=backend, shape=shape, dtype=dtype, inputs={"x": x, "weight": weight, "bias": bias})
-        return zeros_result(x, shape, dtype, out)
+        check_out(op, out, backend=backend, shape=shape, dtype=result, inputs={"x": x, "weight": weight, "bias": bias})
+        return zeros_result(x, shape, result, out)
     x, weight, bias = contiguous(op, x=x, weight=weight, bias=bias)
-    check_out(op, out, backend=backend, shape=shape, dtype=dtype, inputs={"x": x, "weight": weight, "bias": bias})
+    check_out(op, out, backend=backend, shape=shape, dtype=result, inputs={"x": x, "weight": weight, "bias": bias})
+    if out is None and result != dtype:
+        out = new_output(x, shape, result)
     y = backend.linear(_rows(x, weight.shape[1]), weight, bias, activation, precision,
                        None if out is None else _rows(out, weight.shape[0]))
     return out if out is not None else y.reshape(shape)
@@ -173,7 +186,7 @@ def linear_backward(grad_y, x, weight, *, y=None, activation=None, precision=Non
         raise ShapeError(f"{op}: grad_y has shape {tuple(grad_y.shape)}, expected {shape}")
     check_activation(op, activation)
     check_saved_output(op, activation, y, shape)
-    precision = resolve_precision(precision, op=op)
+    precision = resolve_precision(precision, op=op, dtype=dtype)
     if 0 in shape:
         return (zeros_result(x, x.shape, dtype), zeros_result(x, weight.shape, dtype),
                 zeros_result(x, weight.shape[:1], dtype))

@@ -46,7 +46,8 @@ def softmax_cross_entropy(logits, labels):
     """Mean cross-entropy of softmax(logits) against integer labels: returns (loss, probs).
 
     logits (N, C); labels (N,) int32/int64 in [0, C).  loss is a 0-d array of
-    the logits' dtype; probs is softmax(logits).  Stable for logits of any size.
+    the logits' dtype (float32 for float16 / bfloat16 logits, whose probs stay
+    16-bit); probs is softmax(logits).  Stable for logits of any size.
     An empty batch (N = 0) gives a NaN loss (the mean of nothing, as in PyTorch).
     Layout: strided inputs are copied once.
     """

@@ -21,6 +21,7 @@ from dlgpu import interop
 from dlgpu.backend import Backend, select
 from dlgpu.device import array_module
 from dlgpu.errors import ArgumentError, DeviceError, DtypeError, LayoutError, ShapeError
+from dlgpu.precision import is_floating, is_half
 from dlgpu.window import output_size, span
 
 ACTIVATIONS = (None, "relu")
@@ -58,7 +59,7 @@ def check_float(op: str, backend: Backend, **arrays) -> np.dtype:
     """All arrays share one floating dtype that the backend supports; return it."""
     dtypes = {name: np.dtype(a.dtype) for name, a in arrays.items() if a is not None}
     for name, dtype in dtypes.items():
-        if dtype.kind != "f":
+        if not is_floating(dtype):
             raise DtypeError(
                 f"{op}: {name} has dtype {dtype.name}; a floating dtype is required "
                 "(dlgpu does not cast: convert with .astype(np.float32))"
@@ -174,6 +175,32 @@ def contiguous(op: str, **arrays) -> tuple:
                 a = a.copy(order="C")
         result.append(a)
     return tuple(result)
+
+
+def output_dtype(op: str, dtype: np.dtype, out_dtype) -> np.dtype:
+    """The dtype of a product's or convolution's output: the inputs' (None), or float32 for 16-bit inputs."""
+    if out_dtype is None:
+        return dtype
+    try:
+        wanted = np.dtype(out_dtype)
+    except TypeError as exc:
+        raise DtypeError(f"{op}: out_dtype must be a dtype or None, got {out_dtype!r}") from exc
+    if wanted != dtype and not (is_half(dtype) and wanted == np.dtype(np.float32)):
+        raise DtypeError(
+            f"{op}: out_dtype={wanted.name} for {dtype.name} inputs; the output is {dtype.name}, "
+            "or float32 for float16/bfloat16 inputs (the float32 accumulation, unrounded)"
+        )
+    return wanted
+
+
+def new_output(like, shape, dtype):
+    """An empty array of ``like``'s kind (NumPy, or CuPy on like's device) for an op's output."""
+    if isinstance(like, np.ndarray):
+        return np.empty(shape, dtype)
+    import cupy
+
+    with like.device:
+        return cupy.empty(shape, dtype)
 
 
 def check_writeable(op: str, name: str, array) -> None:

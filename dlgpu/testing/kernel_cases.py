@@ -16,17 +16,23 @@ from typing import Callable
 import numpy as np
 
 from dlgpu.kernel_files import stem_families
-from dlgpu.testing.harness import HarnessExecutor, family_kernels
+from dlgpu.testing.harness import MODES, HarnessExecutor, family_kernels
 
 
 @dataclass(frozen=True)
 class KernelCase:
-    """Launcher calls that must launch every one of ``kernels`` (of ``family``)."""
+    """Launcher calls that must launch every one of ``kernels`` (of ``family``), in each of ``modes``.
+
+    A case whose kernels are instances of code that another case runs sanitized (the same template
+    at another storage type or width) may be ``modes=("plain",)``: each sanitized launch costs a
+    process, and the sanitizers would see the same accesses again.
+    """
 
     name: str
     family: str
     kernels: tuple[str, ...]
     check: Callable[[HarnessExecutor, np.random.Generator], None]
+    modes: tuple[str, ...] = MODES
 
 
 def run_kernel_case(case: KernelCase, mode: str, rng: np.random.Generator) -> None:
@@ -38,8 +44,8 @@ def run_kernel_case(case: KernelCase, mode: str, rng: np.random.Generator) -> No
 
 
 def nan_like(array) -> np.ndarray:
-    """A float32 output buffer of ``array``'s shape, poisoned."""
-    return np.full(array.shape, np.nan, np.float32)
+    """An output buffer of ``array``'s shape and floating dtype, poisoned."""
+    return np.full(array.shape, np.nan, array.dtype)
 
 
 def assert_every_kernel_declared(stem: str, cases) -> None:

@@ -30,9 +30,11 @@ What dlgpu does not do is refused with a DlgpuError rather than emulated or
 silently changed: float64 on the GPU, padding modes, pooling
 dilation, ``ceil_mode`` and returned indices, class weights, label
 smoothing, in-place ReLU, and double backward outside matmul, linear and
-ReLU.  Inside ``torch.autocast`` (CPU or CUDA, bfloat16 or float16) the
-products and convolutions compute at the 16-bit precision on fp32 tensors
-(see :mod:`dlgpu.torch.ops`).
+ReLU.  bfloat16 and float16 tensors run through every op (fp32 arithmetic,
+outputs in their dtype, a float32 loss).  Inside ``torch.autocast`` (CPU or
+CUDA, bfloat16 or float16) the products and convolutions run on 16-bit
+copies of their inputs and the loss on float32 logits (see
+:mod:`dlgpu.torch.ops`).
 
 On CUDA tensors no op waits for the GPU, so a class label (or argmax) out of
 range is found by the kernels, not at the call: the loss is NaN and

@@ -39,14 +39,15 @@ What each registration gives:
   BackendUnavailableError that says so, instead of returning a wrong (zero)
   second derivative.
 - autocast: inside ``torch.autocast("cpu" or "cuda", dtype=torch.bfloat16 or
-  torch.float16)``, matmul, linear and conv2d called with ``precision=None``
-  run at ``"bf16"`` or ``"fp16"``: fp32 storage, operands rounded to 16 bits,
-  fp32 accumulation (their backward reuses the forward's precision).  An
-  explicit precision wins.  Outside autocast the default precision decides.
-  16-bit *storage* is not in every op yet; when it is, setting
-  ``AUTOCAST_CASTS_STORAGE = True`` makes autocast cast the floating inputs
-  instead (matmul, linear and conv2d to the autocast dtype, the loss to
-  float32, as PyTorch's own autocast does).
+  torch.float16)``, matmul, linear and conv2d cast their floating inputs
+  (float64 excepted, as in PyTorch) to the autocast dtype and run on 16-bit
+  storage: fp32 accumulation, the output in that dtype; softmax cross-entropy
+  casts its logits to float32 (the loss in fp32), as PyTorch's own autocast
+  lists do; other ops run on what they are given.  The casts are autograd
+  ops, so fp32 leaves get fp32 gradients.  ``AUTOCAST_CASTS_STORAGE = False``
+  is the older mode: fp32 storage, with matmul, linear and conv2d called with
+  ``precision=None`` run at ``"bf16"`` or ``"fp16"`` (operands rounded to 16
+  bits, the output fp32; an explicit precision wins).
 """
 
 from typing import Optional, Sequence
@@ -63,9 +64,9 @@ from dlgpu.errors import BackendUnavailableError, ShapeError
 
 __all__ = ["AUTOCAST_CASTS_STORAGE", "OPS"]
 
-# False: autocast selects the 16-bit compute precision on fp32 tensors (today: 16-bit storage is issue 16).
 # True: autocast casts the floating inputs to 16 bits, as torch.library.register_autocast does.
-AUTOCAST_CASTS_STORAGE = False
+# False: autocast selects the 16-bit compute precision on fp32 tensors (fp32 storage).
+AUTOCAST_CASTS_STORAGE = True
 
 # The 16-bit compute precision that each autocast dtype selects.
 _AUTOCAST_PRECISION = {torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -404,7 +405,8 @@ def softmax_cross_entropy(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tenso
 def _(logits, labels):
     validate.check_ndim("softmax_cross_entropy", "logits", logits, 2, "(N, classes)")
     validate.check_ndim("softmax_cross_entropy", "labels", labels, 1, "(N,)")
-    return logits.new_empty(()), logits.new_empty(logits.shape)
+    loss_dtype = torch.float32 if logits.dtype in _AUTOCAST_PRECISION else logits.dtype  # 16-bit: an fp32 loss
+    return logits.new_empty((), dtype=loss_dtype), logits.new_empty(logits.shape)
 
 
 @torch.library.custom_op("dlgpu::softmax_cross_entropy_backward", mutates_args=())
@@ -499,7 +501,8 @@ def _autocast_kernel(name: str, device_type: str):
         dtype = torch.get_autocast_dtype(device_type)
         if AUTOCAST_CASTS_STORAGE:
             target = dtype if role == "lower" else torch.float32
-            args = [a.to(target) if isinstance(a, Tensor) and a.is_floating_point() else a for a in args]
+            args = [a.to(target) if isinstance(a, Tensor) and a.is_floating_point() and a.dtype != torch.float64
+                    else a for a in args]
         elif role == "lower" and args[-1] is None:  # precision, always the last argument
             args[-1] = _AUTOCAST_PRECISION.get(dtype)
         with torch._C._ExcludeDispatchKeyGuard(masked):

@@ -5,6 +5,7 @@
     dlgpu train --model figure1 --plot fig1.png  # the review's Figure 1: 2-2-1 net, two classes of points
     dlgpu train --save lenet.npz --plot curves.png
     dlgpu train --load lenet.npz --epochs 0    # evaluate saved weights
+    dlgpu train --precision bf16               # 16-bit storage, float32 master weights (fp16: loss scaling)
 
 Each epoch visits ``floor(N / batch)`` full batches of a fresh permutation
 of the training set (drawn from a NumPy Generator seeded by ``--seed``), so
@@ -29,18 +30,24 @@ are never handed to anyone else.  The learning rate is a kernel argument
 baked into the graph, so the step is captured again when the schedule changes
 it (once per epoch).  If capture fails the run goes on eagerly, with a
 warning.
+
+``--precision bf16`` or ``fp16`` trains on 16-bit weights, activations and
+gradients with float32 master weights, and for fp16 dynamic loss scaling,
+which reads one value per step and so runs eagerly (dlgpu.train.fit says
+more).
 """
 
 from dlgpu.device import gpu_available
 from dlgpu.train.checkpoint import load_model, read_saved, save_model
 from dlgpu.train.cli import NO_GPU_MESSAGE, add_arguments, main
-from dlgpu.train.loop import DEFAULTS, EpochStats, TrainResult, evaluate, fit, initial_model, predict
+from dlgpu.train.loop import DEFAULTS, PRECISIONS, EpochStats, TrainResult, evaluate, fit, initial_model, predict
 from dlgpu.train.plot import write_plot
 from dlgpu.train.steps import GraphedStep, StaticStep
 
 __all__ = [
     "DEFAULTS",
     "NO_GPU_MESSAGE",
+    "PRECISIONS",
     "EpochStats",
     "GraphedStep",
     "StaticStep",

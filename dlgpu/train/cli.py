@@ -11,7 +11,7 @@ from dlgpu import arguments
 from dlgpu.device import gpu_available
 from dlgpu.errors import BackendUnavailableError, DlgpuError
 from dlgpu.train.checkpoint import load_model, save_model
-from dlgpu.train.loop import DEFAULTS, MODEL_DEFAULTS, EpochStats, defaults, fit, initial_model
+from dlgpu.train.loop import DEFAULTS, MODEL_DEFAULTS, PRECISIONS, EpochStats, defaults, fit, initial_model
 from dlgpu.train.plot import import_pyplot, write_figure1_plot, write_plot
 from dlgpu.train.steps import StaticStep
 
@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--load", metavar="FILE.npz", help="start from saved weights (with --epochs 0: evaluate them)")
     add("--plot", metavar="FILE.png", type=arguments.output_file, help="draw loss and accuracy per epoch, and for "
         "figure1 how the hidden layer bends the input plane (needs matplotlib)")
+    add("--precision", choices=tuple(PRECISIONS), default=d["precision"],
+        help="storage of weights, activations and gradients: bf16 or fp16 with float32 master weights "
+        f"(fp16 with dynamic loss scaling) (default: {d['precision']})")
     add("--graph", action=argparse.BooleanOptionalAction, default=True,
         help="on the GPU, replay each training step as one CUDA graph (default: on)")
 
@@ -155,7 +158,8 @@ def _run(args: argparse.Namespace, console) -> int:
     steps = len(data[0]) // batch_size if batch_size <= len(data[0]) else 0
     console.print(
         f"training {what} on the {device} backend: {len(data[0])} training / {len(data[2])} test {examples}, "
-        f"{epochs} epochs of {steps} steps of {batch_size}",
+        f"{epochs} epochs of {steps} steps of {batch_size}"
+        + ("" if args.precision == "fp32" else f", {args.precision} storage with float32 master weights"),
         markup=False,
     )
     with warnings.catch_warnings(record=True) as caught:
@@ -172,6 +176,7 @@ def _run(args: argparse.Namespace, console) -> int:
                 seed=args.seed,
                 device=device,
                 graph=args.graph,
+                precision=args.precision,
                 loss=LOSSES[model_name],
                 on_step=progress.on_step,
                 on_epoch=progress.on_epoch,

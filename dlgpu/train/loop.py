@@ -5,6 +5,16 @@ the training set (drawn from a NumPy Generator seeded by ``seed``), so every
 step has the same shapes.  On the CPU backend a seed fixes the result to the
 last bit: the initial weights, the order of the batches and every op of the
 CPU backend are deterministic.
+
+Mixed precision (``precision="bf16"`` or ``"fp16"``): the model's parameters,
+the images and every activation and gradient are stored in that 16-bit dtype
+and computed in float32 by the ops; the optimizer keeps float32 master
+weights (and velocities) and rounds them into the 16-bit parameters after
+each step; the loss is float32.  float16, whose range is narrow, adds
+dynamic loss scaling (:class:`dlgpu.optim.GradScaler`), which reads one value
+per step on the host, so fp16 steps are not captured into a CUDA graph.
+When training ends the model gets the float32 master weights back (what
+``--save`` writes); each epoch's test accuracy is the 16-bit model's.
 """
 
 from __future__ import annotations
@@ -22,7 +32,11 @@ import numpy as np
 from dlgpu import nn
 from dlgpu.device_errors import check_errors
 from dlgpu.errors import ArgumentError
+from dlgpu.precision import BFLOAT16, FLOAT16
 from dlgpu.train.steps import GraphedStep, StaticStep, array_module, classes_of
+
+# --precision: the storage dtype of the model, its inputs, activations and gradients.
+PRECISIONS = {"fp32": np.dtype(np.float32), "bf16": BFLOAT16, "fp16": FLOAT16}
 
 # The settings the README quotes; every one is a command-line option.
 DEFAULTS = {
@@ -34,6 +48,7 @@ DEFAULTS = {
     "momentum": 0.9,
     "weight_decay": 1e-3,
     "seed": 0,
+    "precision": "fp32",
 }
 # Where a network's own defaults differ: Figure 1's tiny net on 160 points takes tanh (as in the
 # figure), small batches and a larger step, and no weight decay (nine weights do not overfit).
@@ -139,6 +154,13 @@ def initial_model(model_name: str, activation: str, seed: int):
     return models.build(model_name, activation, rng=_seeded_generators(seed)[0])
 
 
+def _cast_parameters(model, dtype) -> None:
+    """Every parameter of ``model`` (and its gradient) stored in ``dtype``, rounded once."""
+    for p in model.parameters():
+        if p.dtype != dtype:
+            p.data, p.grad = p.data.astype(dtype), p.grad.astype(dtype)
+
+
 def _check_count(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ArgumentError(f"dlgpu train: {name} must be an int >= {minimum}, got {value!r}")
@@ -157,6 +179,7 @@ def fit(
     seed: int = DEFAULTS["seed"],
     device: str = "cpu",
     graph: bool = True,
+    precision: str = DEFAULTS["precision"],
     loss: str = "cross_entropy",
     on_step: Callable[[int, StaticStep], None] | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
@@ -164,7 +187,9 @@ def fit(
     """Train ``model`` (moved to ``device``) on ``data`` = (x_train, y_train, x_test, y_test).
 
     ``loss`` is "cross_entropy" (class scores) or "squared_error" (one output
-    unit, Figure 1).  ``graph`` only matters on the GPU.  ``on_step(step_index, static_step)``
+    unit, Figure 1).  ``graph`` only matters on the GPU; ``precision`` is one of
+    PRECISIONS (the module docstring says what bf16 and fp16 change).
+    ``on_step(step_index, static_step)``
     is called after each step is queued and ``on_epoch(stats)`` after each
     epoch; both are for progress display.  Returns the trained model and its
     test accuracy, with one :class:`EpochStats` per epoch.
@@ -176,15 +201,21 @@ def fit(
     x_train, y_train, x_test, y_test = data
     if batch_size > len(x_train):
         raise ArgumentError(f"dlgpu train: batch size {batch_size} exceeds the {len(x_train)} training examples")
+    if precision not in PRECISIONS:
+        raise ArgumentError(f"dlgpu train: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    dtype = PRECISIONS[precision]
     xp = array_module(device)
     model.to(device)
     model.train()
+    _cast_parameters(model, dtype)
     x_train, y_train, x_test, y_test = (xp.asarray(a) for a in (x_train, y_train, x_test, y_test))
+    x_train, x_test = x_train.astype(dtype), x_test.astype(dtype)
     shuffle_rng = _seeded_generators(seed)[1]
     loss_fn = loss_function(loss)
     optimizer = optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     schedule = optim.CosineLR(optimizer, total_steps=max(epochs, 1))
-    step = StaticStep(model, loss_fn, optimizer, (batch_size, *x_train.shape[1:]), xp)
+    scaler = optim.GradScaler() if precision == "fp16" else None
+    step = StaticStep(model, loss_fn, optimizer, (batch_size, *x_train.shape[1:]), xp, dtype=dtype, scaler=scaler)
     steps_per_epoch = len(x_train) // batch_size
 
     stream = graphed = None
@@ -192,7 +223,7 @@ def fit(
         import cupy
 
         stream = cupy.cuda.Stream(non_blocking=True)
-        if graph:
+        if graph and scaler is None:
             graphed = GraphedStep(step, stream)
     history: list[EpochStats] = []
     with stream if stream is not None else contextlib.nullcontext():
@@ -239,6 +270,11 @@ def fit(
             if on_epoch is not None:
                 on_epoch(stats)
             schedule.step()
+        if dtype != np.float32:  # the trained weights: the float32 master copies (16-bit: 16-bit ones)
+            for p, master in zip(model.parameters(), optimizer.masters):
+                p.data = p.data.astype(np.float32) if master is None else master
+                p.grad = p.grad.astype(np.float32)
+            x_test = x_test.astype(np.float32)
         correct, total = evaluate(model, x_test, y_test)
     return TrainResult(model=model, device=device, graph=graphed is not None, correct=correct, total=total,
                        history=history)

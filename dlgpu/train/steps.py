@@ -50,11 +50,19 @@ class StaticStep:
     correct predictions into ``correct``.  Those are in-place updates of 0-d
     arrays, so the step never reads a value on the host: on the GPU it can be
     captured into a CUDA graph, and on the CPU it runs unchanged on NumPy.
+
+    ``dtype`` is the input's (the model's storage dtype).  With a ``scaler``
+    (:class:`dlgpu.optim.GradScaler`, float16 training) the backward pass
+    starts from the scaled loss gradient and the scaler decides whether the
+    optimizer steps; that decision reads one value on the host, so such a
+    step cannot be captured into a graph.
     """
 
-    def __init__(self, model, loss_fn, optimizer, batch_shape: tuple[int, ...], xp=np):
+    def __init__(self, model, loss_fn, optimizer, batch_shape: tuple[int, ...], xp=np, *, dtype=np.float32,
+                 scaler=None):
         self.model, self.loss_fn, self.optimizer, self.xp = model, loss_fn, optimizer, xp
-        self.x = xp.zeros(batch_shape, dtype=np.float32)
+        self.scaler = scaler
+        self.x = xp.zeros(batch_shape, dtype=dtype)
         self.labels = xp.zeros(batch_shape[:1], dtype=np.int64)
         self.loss_sum = xp.zeros((), dtype=np.float64)
         self.correct = xp.zeros((), dtype=np.int64)
@@ -72,8 +80,13 @@ class StaticStep:
         self.optimizer.zero_grad()
         logits = self.model(self.x)
         loss = self.loss_fn(logits, self.labels)
-        self.model.backward(self.loss_fn.backward())
-        self.optimizer.step()
+        if self.scaler is None:
+            self.model.backward(self.loss_fn.backward())
+            self.optimizer.step()
+        else:
+            self.model.backward(self.scaler.scale(self.loss_fn.backward()))
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.loss_sum += loss
         self.correct += (classes_of(logits) == self.labels).sum()
 
