@@ -31,7 +31,6 @@ MIRRORS = [
     (conv2d.WGRAD_TILE, "conv2d.cu", "WGRAD_TILE"),
     (conv2d.WGRAD_STEP, "conv2d.cu", "WGRAD_STEP"),
     (conv2d.WGRAD_THREADS, "conv2d.cu", "WGRAD_THREADS"),
-    (bias_grad.PARTIAL_COLUMNS, "bias_grad.cu", "BIAS_GRAD_COLUMNS"),
     (bias_grad.PARTIAL_BLOCK // 32, "bias_grad.cu", "BIAS_GRAD_WARPS"),
 ]
 
@@ -39,6 +38,13 @@ MIRRORS = [
 @pytest.mark.parametrize("value, source, define", MIRRORS, ids=[f"{s}:{d}" for _, s, d in MIRRORS])
 def test_every_mirrored_define_equals_its_python_constant(value, source, define):
     assert kernel_decls.integer_defines(source)[define] == value
+
+
+def test_bias_grad_columns_follow_the_kernels_vector_width():
+    # The kernel's pass-1 block covers one 16-byte vector per lane: bias_grad_columns<T> = 32 * per_vector<T>.
+    assert "bias_grad_columns = 32 * per_vector<T>;" in compiler.source_path("bias_grad").read_text()
+    vector = kernel_decls.integer_defines("storage.cuh")["VECTOR_BYTES"]
+    assert [bias_grad.partial_columns(t) for t in ("float32", "float16")] == [32 * vector // 4, 32 * vector // 2]
 
 
 def test_the_other_flags_stay_clear_of_the_epilogue_bits():
