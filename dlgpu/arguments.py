@@ -33,44 +33,26 @@ def _finite(text: str) -> float:
     return value
 
 
-def count(text: str) -> int:
-    """An integer >= 0 (0 allowed: ``--epochs 0`` only evaluates)."""
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+def _bounded(parse, low: float, inclusive: bool, doc: str, message: str = "must be {op} {low}, got {text}"):
+    """An argparse type: ``parse`` the text, then refuse values below ``low`` (or at it, unless inclusive)."""
+    op = ">=" if inclusive else ">"
+
+    def check(text: str):
+        value = parse(text)
+        if value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(message.format(op=op, low=low, text=text))
+        return value
+
+    check.__doc__ = doc
+    return check
 
 
-def positive_count(text: str) -> int:
-    """An integer >= 1."""
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def seed(text: str) -> int:
-    """A random seed: NumPy's generators take integers >= 0 only."""
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"a seed must be >= 0 (NumPy's generators take none below 0), got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0 (a learning rate)."""
-    value = _finite(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """A finite number >= 0 (momentum, weight decay)."""
-    value = _finite(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+count = _bounded(_int, 0, True, "An integer >= 0 (0 allowed: ``--epochs 0`` only evaluates).")
+positive_count = _bounded(_int, 1, True, "An integer >= 1.")
+seed = _bounded(_int, 0, True, "A random seed: NumPy's generators take integers >= 0 only.",
+                "a seed must be >= 0 (NumPy's generators take none below 0), got {text}")
+positive_float = _bounded(_finite, 0, False, "A finite number > 0 (a learning rate).")
+non_negative_float = _bounded(_finite, 0, True, "A finite number >= 0 (momentum, weight decay).")
 
 
 def output_file(text: str) -> str:
