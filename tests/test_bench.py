@@ -191,8 +191,13 @@ def test_gpu_shapes_are_the_speed_target_sizes():
 
 
 def test_every_case_reads_more_than_a_cpu_l2_even_in_quick_mode():
+    """A memory-bound rate from a set the L2 holds would be the cache's. The CPU backend's convolution layers
+    (compute-bound, timed at the sizes a network has) are the exception: a LeNet layer's set is smaller."""
     for case in cases.benchmarks():
         inputs = case.make_inputs(np, case.shape_for("cpu", quick=True), 0)
+        if case.bound == "compute" and case.variant.endswith("-cpu"):
+            assert case.unavailable("cuda") is not None, case.variant  # CPU-only rows, never a GPU rate
+            continue
         assert run._set_bytes(inputs) >= 2 << 20, case.op
 
 
