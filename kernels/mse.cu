@@ -11,8 +11,8 @@
 //       One block (a multiple of 32 threads): loss[0] = scale * sum of partial[0 .. blocks), the
 //       launcher's scale being 0.5 / rows.
 //   mse_loss_backward_f32(const float* y, const float* t, float* grad, long long n, float scale)
-//       grad = (y - t) * scale, scale = 1 / rows; common.cuh's float4 driver: any grid and block,
-//       grad may be y or t (in place).
+//       grad = (y - t) * scale, scale = 1 / rows; storage.cuh's vector driver map_vec: any grid and
+//       block, grad may be y or t (in place).
 //
 // Every sum runs in an order fixed by the grid and block sizes, so the same launch gives the same
 // bits every call.  A NaN or inf in y or t reaches the loss (it is never skipped).
@@ -21,9 +21,10 @@
 // dlgpu-sass: mse_loss_backward_f32 LDG.E.128 STG.E.128
 
 #include "common.cuh"
+#include "storage.cuh"
 
-// Four independent float4 per thread per trip, as in elementwise.cu.
-#define MSE_BATCH 4
+// Two chunks of MAP_CHUNK floats (four independent float4) per input per thread per trip.
+#define MSE_BATCH 2
 
 // ---------------------------------------------------------------- forward: per-block sums, then one
 extern "C" __global__ void mse_loss_partial_f32(const float* y, const float* t, float* partial, long long n)
@@ -61,7 +62,5 @@ struct ScaledDifference {
 extern "C" __global__ void mse_loss_backward_f32(const float* y, const float* t, float* grad, long long n,
                                                  float scale)
 {
-    const float* const in[] = {y, t};
-    float* const out[] = {grad};
-    map_vec4<MSE_BATCH>(n, in, out, ScaledDifference{scale});
+    map_vec<MSE_BATCH>(n, reads(y, t), writes(grad), ScaledDifference{scale});
 }
