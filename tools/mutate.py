@@ -55,6 +55,9 @@ TESTS: dict[str, list[list[str]]] = {
         ["tests/test_mutation_killers.py", "-k", "softmax"],
         ["tests/test_softmax.py", "-k", "harness or kernels_match"],
     ],
+    "mse": [
+        ["tests/test_mse.py", "-k", "harness or kernels_match"],
+    ],
     "pool": [
         ["tests/test_mutation_killers.py", "-k", "pool"],
         ["tests/test_pool.py", "-k", "harness or kernels_match"],
@@ -270,6 +273,13 @@ MUTANTS: tuple[Mutant, ...] = (
     M("softmax_no_max", "softmax", "softmax.cu",
       "v[k] = column < classes ? expf(v[k] - row_max) : 0.0f;", "v[k] = column < classes ? expf(v[k]) : 0.0f;",
       "softmax without its max subtraction"),
+    M("mse_backward_sign", "mse", "mse.cu",
+      "r[0] = (a[0] - a[1]) * scale;", "r[0] = (a[1] - a[0]) * scale;",
+      "the squared error's gradient points the wrong way"),
+    M("mse_finish_drops_a_block", "mse", "mse.cu",
+      "for (int b = threadIdx.x; b < blocks; b += blockDim.x) run += (double)partial[b];",
+      "for (int b = threadIdx.x; b < blocks - 1; b += blockDim.x) run += (double)partial[b];",
+      "the loss leaves out the last block's partial sum"),
     M("softmax_label_guard", "softmax", "softmax.cu",
       "if (label < 0 || label >= (Label)classes) {\n        report_bad_index(error, DLGPU_ERROR_SOFTMAX_LABEL,",
       "if (label < 0 || label > (Label)classes) {\n        report_bad_index(error, DLGPU_ERROR_SOFTMAX_LABEL,",
