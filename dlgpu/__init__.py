@@ -23,7 +23,6 @@ from dlgpu.errors import (
     ShapeError,
 )
 from dlgpu.kernel_files import kernel_sources, kernels_dir, kernels_sha256
-from dlgpu.precision import get_default_precision, set_default_precision
 
 __version__ = "0.1.0"
 
@@ -47,3 +46,13 @@ __all__ = [
     "synchronize",
     "__version__",
 ]
+
+
+def __getattr__(name: str):
+    # The precision defaults live beside the 16-bit dtypes (NumPy, ml_dtypes): imported on first use, so that
+    # `import dlgpu` itself needs no third-party package (an installed wheel can say where its kernels are).
+    if name in ("get_default_precision", "set_default_precision"):
+        from dlgpu import precision
+
+        return getattr(precision, name)
+    raise AttributeError(f"module 'dlgpu' has no attribute {name!r}")
