@@ -63,7 +63,7 @@ def main(args: argparse.Namespace) -> int:
     if backend_name is None:
         backend_name = "cuda" if gpu_available() else "cpu"
         if backend_name == "cpu":
-            console.print("[bold yellow]no GPU found[/]: checking the CPU backend (NumPy BLAS + numba)")
+            console.print("[bold yellow]no GPU found[/]: checking the CPU backend (numba kernels)")
     elif backend_name == "cuda" and not gpu_available():
         console.print("[bold red]--backend cuda: no GPU found (CuPy missing or no CUDA device)[/]")
         return 1

@@ -8,7 +8,7 @@ accumulating (the products sum K roundings).
 Benchmarks: our kernels (a variant forced) against cublasGemmEx in the same
 precision at 4096^3 and 8192^3; linear with bias + ReLU in one launch against
 cuBLAS followed by CuPy's bias add and ReLU; two small products of small
-networks.  GPU only: the CPU backend's product is NumPy's BLAS.
+networks.  GPU only (the CPU backend's product is numba's tiled one).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Each op of a float16 or ``ml_dtypes.bfloat16`` call widens its 16-bit inputs
 to float32 copies (exact), runs the float32 code of its stem's module (numba,
-NumPy's BLAS) and rounds each output once to the inputs' dtype (round to
+its tiled products) and rounds each output once to the inputs' dtype (round to
 nearest even); float32 and float64 calls go straight to that code.  Products
 and convolutions of widened 16-bit values run at "ieee": the values are
 already 16-bit, so rounding them again to the storage precision would change

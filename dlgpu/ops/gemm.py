@@ -2,7 +2,7 @@
 
 Each op validates its whole call, then calls the backend its arrays select
 (kernels/gemm*.cu through dlgpu.cuda.gemm,
-or NumPy's BLAS through dlgpu.cpu.gemm).
+or numba's tiled product through dlgpu.cpu.gemm).
 
 Empty operands are allowed as in PyTorch and launch nothing: a product with
 M or N = 0 is empty, one with K = 0 is zeros (an empty sum); ``linear`` takes
