@@ -35,9 +35,9 @@ def test_quick_start_opens_the_readme_with_the_two_commands():
     assert len(commands) == 2
     main_job, tests = commands
     assert "dlgpu check" in main_job and "dlgpu bench --quick" in main_job
-    assert '".[test]"' in tests and tests.endswith("python -m pytest")
+    assert '".[test]"' in tests and tests.endswith("python -m pytest -n auto")
     ci_script = (README.parent / ".ci" / "run").read_text()
-    assert ".venv/bin/python -m pytest" in ci_script, ".ci/run must call README's test command"
+    assert ".venv/bin/python -m pytest -n auto" in ci_script, ".ci/run must call README's test command"
     assert '.venv/bin/pip install --quiet -e ".[test]"' in ci_script
 
 
