@@ -9,7 +9,9 @@ arrays: ``dlgpu.cpu.BACKEND`` (NumPy/numba) for NumPy arrays,
 
 Backend methods take positional arguments already normalized: C-contiguous
 arrays of one supported floating dtype (float32, float16, bfloat16, and
-float64 on the CPU), (h, w) pairs, a resolved precision.  16-bit arrays are
+float64 on the CPU), (h, w) pairs, a resolved precision; the convolutions'
+4-D arrays may also be channels_last where the backend says it takes them
+(:meth:`Backend.takes_channels_last`).  16-bit arrays are
 computed in float32 and give outputs of their own dtype (dlgpu.precision).
 """
 
@@ -41,6 +43,10 @@ class Backend(Protocol):
         """The memory this backend allocates from (host RAM, the GPU's), in bytes; None when unknown.
         An op whose results alone would not fit is refused before it allocates anything."""
 
+    def takes_channels_last(self, precision: str) -> bool:
+        """Whether conv2d and conv2d_backward at ``precision`` (groups 1) take channels_last arrays
+        (dlgpu.memory_format) as they are stored, and answer in their format; if not, dlgpu.ops.conv2d
+        copies them to NCHW first."""
 
     # ---- gemm (dlgpu/ops/gemm.py): C-contiguous operands of one dtype, a resolved precision
 
@@ -56,14 +62,17 @@ class Backend(Protocol):
     def linear_backward(self, grad_y, x, weight, y, activation: str | None, precision: str):
         """(grad_x, grad_w, grad_b); with activation "relu", y masks grad_y."""
 
-    # ---- conv2d (dlgpu/ops/conv2d.py): NCHW / OIHW arrays, (h, w) pairs, a resolved precision
+    # ---- conv2d (dlgpu/ops/conv2d.py): (N, C, H, W) / (K, C, R, S) arrays, NCHW / OIHW in memory or, where
+    # takes_channels_last(precision), channels_last; (h, w) pairs, a resolved precision
 
     def conv2d(self, x, weight, bias, stride, padding, dilation, activation: str | None, precision: str, out):
-        """act(conv(x, weight) + bias) into ``out`` (or a new (N, K, P, Q) array); bias may be None."""
+        """act(conv(x, weight) + bias) into ``out`` (or a new (N, K, P, Q) array); bias may be None.  A new y is
+        channels_last when x or weight is, else C-contiguous."""
 
     def conv2d_backward(self, grad_y, x, weight, y, stride, padding, dilation, activation: str | None,
                         precision: str):
-        """(grad_x, grad_w, grad_b); with activation "relu", y masks grad_y."""
+        """(grad_x, grad_w, grad_b); with activation "relu", y masks grad_y.  grad_x and grad_w take the memory
+        format of x and weight."""
 
     # ---- elementwise (dlgpu/ops/elementwise.py): C-contiguous arrays of one shape; out may be an input
 
@@ -121,7 +130,7 @@ class Backend(Protocol):
 
 
 # What a backend answers about itself rather than computes.
-QUERIES: tuple[str, ...] = ("index_range", "memory_bytes")
+QUERIES: tuple[str, ...] = ("index_range", "memory_bytes", "takes_channels_last")
 
 # Every op a backend runs, in the order Backend declares them.
 OPS: tuple[str, ...] = tuple(

@@ -81,8 +81,12 @@ def checks(quick: bool = True) -> list[Check]:
     ]
     return ([check for config in configs for act in (None, "relu") for check in _check(*config, act)]
             + [check for *config, groups in grouped for check in _check(*config, "relu", groups)]
-            # 16-bit storage: the strided, padded layer with a fused ReLU.
-            + [check for dtype in STORAGE_DTYPES for check in _check(*configs[1], "relu", dtype=dtype)])
+            # 16-bit storage: the strided, padded layer with a fused ReLU (C = 3: channels padded for the tensor
+            # cores, the mask applied once in the backward), and a layer whose 16 channels the kernels read as
+            # stored, K = 12 not a multiple of their 16-byte chunks, without an activation.
+            + [check for dtype in STORAGE_DTYPES
+               for config, act in ((configs[1], "relu"), ((2, 16, 7, 9, 12, 3, 3, 1, 1, 1), None))
+               for check in _check(*config, act, dtype=dtype)])
 
 
 # ---------------------------------------------------------------------------

@@ -40,5 +40,9 @@ class CpuBackend(StorageOps):
         except (AttributeError, ValueError, OSError):  # not a POSIX system that says
             return None
 
+    @staticmethod
+    def takes_channels_last(precision: str) -> bool:
+        return False  # its convolutions index NCHW: dlgpu.ops.conv2d copies channels_last arrays first
+
 
 BACKEND = CpuBackend()

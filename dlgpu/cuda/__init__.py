@@ -3,7 +3,8 @@
 :data:`BACKEND` implements :class:`dlgpu.backend.Backend`; dlgpu.functional
 picks it for CuPy arrays and calls it with arguments already validated and
 normalized (C-contiguous arrays of one storage dtype -- float32, bfloat16 or
-float16 -- pairs for stride/padding, precision resolved).  Each stem's launchers
+float16 -- pairs for stride/padding, precision resolved; the convolutions'
+arrays may be channels_last at a tensor-core precision: takes_channels_last).  Each stem's launchers
 live in ``dlgpu/cuda/<stem>.py`` and lend the backend their functions through a
 small ``<Stem>Ops`` class.  Importing this package needs neither CuPy nor a GPU: the executor, which does, is made
 on the first launch.
@@ -15,12 +16,13 @@ import sys
 
 import numpy as np
 
+from dlgpu.cuda.conv2d import Conv2dOps, takes_channels_last
 from dlgpu.cuda.elementwise import ElementwiseOps
+from dlgpu.cuda.gemm import GemmOps
 from dlgpu.cuda.mse import MseOps
 from dlgpu.cuda.pool import PoolOps
 from dlgpu.cuda.sgd import SgdOps
 from dlgpu.cuda.softmax import SoftmaxOps
-from dlgpu.cuda.widen import Conv2dOps, GemmOps  # float32 kernels; 16-bit storage through conversions
 from dlgpu.device_errors import debug_enabled
 from dlgpu.precision import HALF_DTYPES
 
@@ -53,6 +55,8 @@ class CudaBackend(GemmOps, Conv2dOps, ElementwiseOps, PoolOps, SoftmaxOps, MseOp
         if cupy is None:
             return None
         return int(cupy.cuda.Device().mem_info[1])
+
+    takes_channels_last = staticmethod(takes_channels_last)  # the NHWC tensor-core kernels (dlgpu.cuda.conv2d)
 
 
 BACKEND = CudaBackend()

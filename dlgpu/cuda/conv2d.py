@@ -9,8 +9,10 @@ Three passes, each a function here:
 - :func:`wgrad`: grad_w (K, C, R, S) from grad_y and x, the same mask; deterministic.
 
 The backend functions :func:`conv2d` and :func:`conv2d_backward` sit on top; the bias
-gradient comes from kernels/bias_grad.cu with the same mask.  All arrays float32,
-C-contiguous.  stride, padding, dilation are (h, w) pairs.
+gradient comes from kernels/bias_grad.cu with the same mask.  The launchers here take float32,
+C-contiguous arrays; the backend functions send 16-bit arrays, and float32 channels_last ones at a
+tensor-core precision, to the NHWC kernels instead (:mod:`dlgpu.cuda.conv2d_nhwc`, which reads them
+as stored).  stride, padding, dilation are (h, w) pairs.
 
 Variants live in :data:`VARIANTS`, the one registry that tests and benchmarks read; each
 names the passes it implements and the precisions it computes per pass.  The tile
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dlgpu import memory_format
 from dlgpu.cuda import bias_grad as _bias_grad
 from dlgpu.cuda.executor import resolve_executor
 from dlgpu.cuda.gemm import FLAG_BIAS, FLAG_RELU, TC_PRECISIONS, TileConfig, config_by_name, tile_configs
@@ -47,6 +50,7 @@ from dlgpu.cuda.launch import (
     require_float32,
 )
 from dlgpu.errors import ArgumentError, ShapeError
+from dlgpu.precision import is_half
 from dlgpu.window import output_size
 
 # The forward's flags are the GEMM's (kernels/common.cuh's EPILOGUE_BIAS, EPILOGUE_RELU).
@@ -425,9 +429,38 @@ def _check_grad_y(op: str, g: Geometry, grad_y, mask) -> None:
 # ---------------------------------------------------------------- the backend's functions
 
 
+def takes_channels_last(precision: str) -> bool:
+    """Whether a call at ``precision`` reads channels_last arrays in place: the NHWC kernels compute at the
+    tensor-core precisions only (dlgpu.backend.Backend.takes_channels_last)."""
+    return precision in TC_PRECISIONS
+
+
+def _on_nhwc(precision: str, variant: str | None, *arrays) -> bool:
+    """Whether a backend call runs on the NHWC kernels (dlgpu.cuda.conv2d_nhwc): 16-bit operands always (the
+    NCHW kernels read float32), float32 ones at a tensor-core precision when an array is channels_last."""
+    if is_half(arrays[0].dtype):
+        if variant not in (None, "tc"):
+            raise ArgumentError(f"conv2d: 16-bit operands run on variant 'tc' only, not {variant!r}")
+        return True
+    return (variant in (None, "tc") and takes_channels_last(precision)
+            and any(memory_format.is_channels_last(a) for a in arrays if a is not None))
+
+
+def _nhwc():
+    # conv2d_nhwc reads this module's geometry and registry when it is imported: imported on first use.
+    from dlgpu.cuda import conv2d_nhwc
+
+    return conv2d_nhwc
+
+
 def conv2d(x, weight, bias, stride, padding, dilation, activation, precision, out, *, variant=None, config=None,
            executor=None):
-    """act(conv(x, weight) + bias) in one launch (dlgpu.cuda's conv2d)."""
+    """act(conv(x, weight) + bias) in one launch (dlgpu.cuda's conv2d): float32 NCHW arrays on the variant's
+    NCHW kernels; 16-bit or channels_last ones on the NHWC kernels (:mod:`dlgpu.cuda.conv2d_nhwc`, whose tile
+    configurations ``config`` then names)."""
+    if _on_nhwc(precision, variant, x, weight, out):
+        return _nhwc().conv2d(x, weight, bias, stride, padding, dilation, activation, precision, out,
+                              config=config, executor=executor)
     return forward(x, weight, bias, stride=stride, padding=padding, dilation=dilation, relu=activation == "relu",
                    precision=precision, out=out, variant=variant, config=config, executor=executor)
 
@@ -436,8 +469,12 @@ def conv2d_backward(grad_y, x, weight, y, stride, padding, dilation, activation,
                     executor=None):
     """(grad_x, grad_w, grad_b); with activation="relu" every kernel loads grad_y masked by (y > 0).
 
-    ``variant`` forces one variant for the passes it implements; the others take their default.
+    ``variant`` forces one variant for the passes it implements; the others take their default.  16-bit or
+    channels_last arrays run on the NHWC kernels, as :func:`conv2d` says.
     """
+    if _on_nhwc(precision, variant, x, weight, grad_y, y):
+        return _nhwc().conv2d_backward(grad_y, x, weight, y, stride, padding, dilation, activation, precision,
+                                       executor=executor)
     mask = y if activation == "relu" else None
     if activation == "relu" and y is None:
         raise ArgumentError("conv2d_backward: activation='relu' needs y, the forward output, for the mask")

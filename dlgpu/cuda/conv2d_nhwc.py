@@ -15,6 +15,9 @@ bfloat16 or uint16 bits with ``precision="bf16"``, see :mod:`dlgpu.cuda.gemm_cas
 are float32, or the 16-bit operands' type (the default for 16-bit operands; ``out_dtype`` chooses).
 Channel counts that are not a multiple of 16 bytes (C = 3 of a first layer) are padded with zeros by
 that producer pass, which also applies the backward's ReLU mask; stride, padding and dilation are (h, w).
+
+:func:`conv2d` and :func:`conv2d_backward` at the end are the backend's functions on (N, C, H, W) arrays in
+either memory format (dlgpu.memory_format), which dlgpu.cuda.conv2d sends here.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import math
 
 import numpy as np
 
+from dlgpu import memory_format
+from dlgpu.cuda import bias_grad as _bias_grad
 from dlgpu.cuda import gemm_cast as _cast
 from dlgpu.cuda import kernel_decls
 from dlgpu.cuda.executor import resolve_executor
@@ -240,8 +245,11 @@ def wgrad(grad_y, x, w_shape, *, mask=None, stride=(1, 1), padding=(0, 0), dilat
     if dtype == np.float32:
         grad_w[...] = full
     else:
-        grad_w[...] = _cast.cast(xp.ascontiguousarray(full).reshape(g.K, -1), _cast.PRECISION_STORAGE[precision],
-                                 executor=executor)[0].reshape(grad_w.shape)
+        # The cast of float32 writes bf16 as uint16 bits (its dtype for bf16 when the source is not bfloat16):
+        # viewed, not converted, as grad_w's dtype.
+        rounded, _ = _cast.cast(xp.ascontiguousarray(full).reshape(g.K, -1), _cast.PRECISION_STORAGE[precision],
+                                executor=executor)
+        grad_w[...] = rounded.view(grad_w.dtype).reshape(grad_w.shape)
     return grad_w
 
 
@@ -251,3 +259,77 @@ def _check_grad_y(op: str, g: _conv2d.Geometry, grad_y, mask) -> None:
         raise ShapeError(f"{op}: grad_y has shape {tuple(grad_y.shape)}, expected {expected} (NHWC)")
     if mask is not None and tuple(mask.shape) != expected:
         raise ShapeError(f"{op}: y has shape {tuple(mask.shape)}, expected {expected} (NHWC)")
+
+
+# ---------------------------------------------------------------- the backend's functions, on (N, C, H, W) arrays
+# dlgpu.cuda.conv2d sends here the calls it runs on these kernels: 16-bit operands in either memory format, and
+# float32 operands at a tensor-core precision when one of them is channels_last (dlgpu.memory_format).  A
+# channels_last array is read in place; an NCHW one is copied to NHWC once (2 + 2 bytes per 16-bit element,
+# where converting to float32 and back cost 6 and made the kernels read 4-byte operands).
+
+
+def conv2d(x, weight, bias, stride, padding, dilation, activation, precision, out, *, config=None, executor=None):
+    """act(conv(x, weight) + bias) for x (N, C, H, W) and weight (K, C, R, S) in either memory format.
+
+    y is channels_last when x or weight is (as PyTorch's convolution answers), else NCHW C-contiguous; ``out``
+    (NCHW or channels_last) receives it in its own format and sets its dtype (float32 for 16-bit operands).
+    """
+    executor = resolve_executor(executor)
+    op = "conv2d"
+    nhwc_out = memory_format.nhwc_view(out)
+    if out is not None and nhwc_out is None and not out.flags.c_contiguous:
+        raise LayoutError(f"{op}: out must be C-contiguous or channels_last")
+    dtype = np.dtype(out.dtype) if out is not None else None
+    y = forward(memory_format.to_nhwc(x), memory_format.to_nhwc(weight), bias, stride=stride, padding=padding,
+                dilation=dilation, relu=activation == "relu", precision=precision, out=nhwc_out, out_dtype=dtype,
+                config=config, executor=executor)
+    if nhwc_out is not None:
+        return out
+    if out is None and (memory_format.is_channels_last(x) or memory_format.is_channels_last(weight)):
+        return memory_format.as_nchw(y)
+    result = out if out is not None else executor.xp.empty(memory_format.as_nchw(y).shape, dtype=y.dtype)
+    result[...] = memory_format.as_nchw(y)
+    return result
+
+
+def conv2d_backward(grad_y, x, weight, y, stride, padding, dilation, activation, precision, *, config=None,
+                    executor=None):
+    """(grad_x, grad_w, grad_b) for (N, C, H, W) arrays in either memory format, each gradient in the format of
+    its operand (grad_x like x, grad_w like weight) and in the operands' dtype.
+
+    With activation "relu" grad_y is masked by (y > 0) once, by the producer pass, into the kernels' storage,
+    in the layout grad_y and y share (NCHW when both are, before the one transposing copy); both passes read
+    that copy, and the bias gradient reads grad_y with y.
+    """
+    executor = resolve_executor(executor)
+    op = "conv2d_backward"
+    if activation == "relu" and y is None:
+        raise ArgumentError(f"{op}: activation='relu' needs y, the forward output, for the mask")
+    mask = y if activation == "relu" else None
+    precision = _precision(op, precision, grad_y, x, weight)
+    channels = int(grad_y.shape[1])
+    nchw = grad_y.flags.c_contiguous and (mask is None or mask.flags.c_contiguous)
+    if nchw:
+        grad_s, mask_s, rows = grad_y, mask, grad_y  # bias_grad sums (N, K, P, Q) over n, p, q
+    else:
+        grad_s, mask_s = memory_format.to_nhwc(grad_y), None if mask is None else memory_format.to_nhwc(mask)
+        rows = grad_s.reshape(-1, channels)  # NHWC: one row of K per pixel
+    grad_b = _bias_grad.bias_grad(rows, None if mask is None else mask_s.reshape(rows.shape), executor=executor)
+    if mask is not None:
+        masked, _ = _cast.cast(grad_s.reshape(-1, grad_s.shape[-1]), _cast.PRECISION_STORAGE[precision],
+                               src_storage=precision, mask=mask_s.reshape(-1, grad_s.shape[-1]), executor=executor)
+        grad_s = masked.reshape(grad_s.shape)
+    grad_n = memory_format.to_nhwc(grad_s) if nchw else grad_s
+    x_n, w_n = memory_format.to_nhwc(x), memory_format.to_nhwc(weight)
+    geo = dict(stride=stride, padding=padding, dilation=dilation, precision=precision, config=config,
+               out_dtype=np.dtype(x.dtype), executor=executor)
+    grad_x = dgrad(grad_n, w_n, x_n.shape, **geo)
+    grad_w = wgrad(grad_n, x_n, w_n.shape, **geo)
+    return _like(grad_x, x, executor), _like(grad_w, weight, executor), grad_b
+
+
+def _like(nhwc, operand, executor):
+    """A gradient (NHWC storage) in ``operand``'s memory format: a view when that is channels_last, else one copy."""
+    if memory_format.is_channels_last(operand):
+        return memory_format.as_nchw(nhwc)
+    return executor.xp.ascontiguousarray(memory_format.as_nchw(nhwc))

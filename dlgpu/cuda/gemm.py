@@ -142,10 +142,8 @@ class Plan:
 
 
 def address(array) -> int:
-    """The data pointer of a NumPy or CuPy array."""
-    data = getattr(array, "data", None)
-    ptr = getattr(data, "ptr", None)
-    return int(ptr) if ptr is not None else int(array.ctypes.data)
+    """The data pointer of a NumPy or CuPy array (NumPy's by ctypes: ``.data`` of an ml_dtypes array raises)."""
+    return int(array.ctypes.data) if isinstance(array, np.ndarray) else int(array.data.ptr)
 
 
 def tile_ready(array) -> bool:
