@@ -24,13 +24,17 @@ from hypothesis import strategies as st
 
 import dlgpu.functional as F
 import dlgpu.reference as R
+from dlgpu import memory_format
 from dlgpu.cases import conv2d as cases
+from dlgpu.cases.case import STORAGE_DTYPES
 from dlgpu.cpu import winograd as cpu_winograd
 from dlgpu.cpu.gemm import round_operand
 from dlgpu.cuda import conv2d as conv
 from dlgpu.cuda import conv2d_nhwc as nhwc
 from dlgpu.cuda import gemm_cast
-from dlgpu.errors import ArgumentError, ShapeError
+from dlgpu.cuda.gemm import address
+from dlgpu.errors import ArgumentError, LayoutError, ShapeError
+from dlgpu.precision import BFLOAT16, storage_precision
 from dlgpu.testing import (assert_away_from_kink, assert_close, bf16_bits, check_gradients, harness, random_array,
                            rel_error, same_bits, stored_values, to_numpy)
 from dlgpu.testing.harness import HarnessExecutor
@@ -680,6 +684,159 @@ def test_the_nhwc_launcher_refuses_what_the_kernels_cannot_do(plain, rng):
         nhwc.dgrad(random_array(rng, (1, 5, 5, 4)), w, x.shape, precision="tf32", executor=plain)
     with pytest.raises(ArgumentError, match="config must be one of"):
         nhwc.forward(x, w, precision="tf32", config="256x256", executor=plain)
+
+
+# ---------------------------------------------------------------------------
+# memory formats through the backend and the public ops: 16-bit NCHW arrays on the NHWC kernels from their own
+# storage, channels_last arrays read where they lie (dlgpu.memory_format, dlgpu.ops.conv2d.channels_last_call)
+# ---------------------------------------------------------------------------
+
+
+class Recorder:
+    """An executor that passes every launch on to ``executor`` and keeps it: which kernels ran, on which arrays."""
+
+    def __init__(self, executor):
+        self.executor, self.launches = executor, []
+
+    def __getattr__(self, name):
+        return getattr(self.executor, name)
+
+    def launch(self, launch):
+        self.launches.append(launch)
+        self.executor.launch(launch)
+
+    def of(self, family: str) -> list:
+        return [launch for launch in self.launches if launch.family == family]
+
+
+def same_memory(a, b) -> bool:
+    """The kernel was handed ``b``'s own memory: the same first byte and the same bytes."""
+    return address(a) == address(b) and a.nbytes == b.nbytes
+
+
+@pytest.mark.parametrize("dtype", STORAGE_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("channels", (16, 3))
+def test_16_bit_nchw_convolutions_run_on_the_nhwc_kernels_from_their_storage(plain, rng, dtype, channels):
+    """No float32 copy of any operand: each pass's tensor-core kernel reads 16-bit storage (an NCHW array
+    transposed once; C = 3 zero-padded by the producer pass on the way); the ReLU mask is applied once, and
+    the results are NCHW, C-contiguous, in the operands' dtype."""
+    recorder = Recorder(plain)
+    precision = storage_precision(dtype)
+    geometry = nhwc_geo(2, 1)
+    pairs = tuple(geometry.values())
+    x, w, b = (random_array(rng, shape, dtype) for shape in ((2, channels, 9, 7), (8, channels, 3, 3), 8))
+    y = conv.conv2d(x, w, b, *pairs, "relu", precision, None, executor=recorder)
+    grad_y = random_array(rng, y.shape, dtype)
+    grads = conv.conv2d_backward(grad_y, x, w, y, *pairs, "relu", precision, executor=recorder)
+    refs = (R.conv2d(x, w, b, activation="relu", **geometry),
+            *R.conv2d_backward(grad_y, x, w, y=y, activation="relu", **geometry))
+    for got, ref in zip((y, *grads), refs):
+        assert got.dtype == dtype and got.flags.c_contiguous and got.shape == ref.shape
+        assert_close(got, ref, precision=precision)
+    tensor_core = recorder.of("conv2d_tc")
+    assert [launch.kernel.split("_")[1] for launch in tensor_core] == ["fwd", "dgrad", "wgrad"]
+    assert all(np.dtype(launch.args[i].dtype) == dtype for launch in tensor_core for i in (0, 1))
+    assert {launch.family for launch in recorder.launches} <= {"conv2d_tc", "gemm_cast", "bias_grad", "conv2d"}
+    casts = [launch.kernel for launch in recorder.of(gemm_cast.FAMILY)]
+    assert not any(kernel.endswith("_f32") for kernel in casts)  # nothing widened
+    # The mask, once (C = 3 adds the padding copies of x and w for each pass).
+    masked = [launch for launch in recorder.of(gemm_cast.FAMILY) if launch.args[1] is not launch.args[0]]
+    assert len(masked) == 1
+
+
+@pytest.fixture
+def harness_ops(monkeypatch, host_compiler):
+    """dlgpu.functional's convolutions on the CUDA backend, its kernels on the harness, every launch recorded."""
+    import dlgpu.cuda
+    from dlgpu.cases.case import bind
+
+    recorder = Recorder(HarnessExecutor("plain", multiprocessor_count=1))
+    backend = bind(dlgpu.cuda.BACKEND, "harness-plain", executor=recorder)
+    for where in ("dlgpu.ops.conv2d.select", "dlgpu.ops.validate.select"):  # the op's choice, and out='s check
+        monkeypatch.setattr(where, lambda op, **arrays: backend)
+    return recorder
+
+
+@pytest.mark.parametrize("dtype, precision", ((np.float32, "tf32"), (BFLOAT16, None)), ids=("tf32", "bfloat16"))
+def test_channels_last_arrays_are_read_in_place_and_answered_channels_last(harness_ops, rng, dtype, precision):
+    x = memory_format.channels_last(random_array(rng, (2, 16, 6, 7), dtype))
+    w = memory_format.channels_last(random_array(rng, (24, 16, 3, 3), dtype))
+    b = random_array(rng, 24, dtype)
+    ref = R.conv2d(x, w, b, padding=1, activation="relu")
+    y = F.conv2d(x, w, b, padding=1, activation="relu", precision=precision)
+    [launch] = harness_ops.launches  # channels aligned: no producer pass, no copy
+    assert launch.kernel.endswith("_nhwc") and same_memory(launch.args[0], x) and same_memory(launch.args[1], w)
+    assert memory_format.is_channels_last(y) and y.dtype == dtype and same_memory(launch.args[3], y)
+    assert_close(y, ref, precision=precision or "bf16")
+    out = memory_format.channels_last(np.full(y.shape, np.nan, np.float32))  # 16-bit operands: the fp32 sums
+    assert F.conv2d(x, w, b, padding=1, activation="relu", precision=precision, out=out, out_dtype=np.float32) is out
+    assert same_memory(harness_ops.launches[-1].args[3], out)
+    assert_close(out, ref, dtype=dtype, precision=precision or "bf16")
+
+
+def test_channels_last_backward_gives_each_gradient_its_operands_format(harness_ops, rng):
+    """x and grad_y channels_last, the weight OIHW: grad_x comes back channels_last, grad_w OIHW; grad_y and x
+    are read in place, and with a fused ReLU the one masked copy of grad_y serves both passes."""
+    dtype, geometry = np.float16, dict(stride=2, padding=1)
+    x = memory_format.channels_last(random_array(rng, (2, 16, 9, 8), dtype))
+    w = random_array(rng, (8, 16, 3, 3), dtype)
+    y = F.conv2d(x, w, None, activation="relu", **geometry)
+    grad_y = memory_format.channels_last(random_array(rng, y.shape, dtype))
+    for activation in (None, "relu"):
+        harness_ops.launches.clear()
+        grads = F.conv2d_backward(grad_y, x, w, y=y, activation=activation, **geometry)
+        refs = R.conv2d_backward(grad_y, x, w, y=y, activation=activation, **geometry)
+        assert memory_format.is_channels_last(grads[0]) and grads[1].flags.c_contiguous
+        for got, ref in zip(grads, refs):
+            assert got.dtype == dtype
+            assert_close(got, ref, precision="fp16")
+        dgrad, wgrad = (launch for launch in harness_ops.of("conv2d_tc"))
+        assert same_memory(wgrad.args[1], x)
+        if activation is None:
+            assert same_memory(dgrad.args[0], grad_y) and same_memory(wgrad.args[0], grad_y)
+        else:
+            # (the other producer launch rounds grad_w's float32 sums to float16)
+            [masked] = [launch for launch in harness_ops.of(gemm_cast.FAMILY) if launch.args[1] is not launch.args[0]]
+            assert same_memory(dgrad.args[0], masked.args[2]) and same_memory(wgrad.args[0], masked.args[2])
+
+
+def test_channels_last_is_copied_to_nchw_where_the_backend_cannot_read_it(harness_ops, rng):
+    """Exact fp32 ("ieee") and grouped convolutions run on NCHW kernels: channels_last inputs are copied, and y
+    is C-contiguous, as on the CPU backend."""
+    x = memory_format.channels_last(random_array(rng, (1, 4, 6, 5)))
+    w = memory_format.channels_last(random_array(rng, (6, 4, 3, 3)))
+    for precision, groups in (("ieee", 1), ("tf32", 2)):
+        weight = w if groups == 1 else np.ascontiguousarray(w[:, :2])
+        y = F.conv2d(x, weight, None, padding=1, groups=groups, precision=precision)
+        assert y.flags.c_contiguous
+        assert_close(y, R.conv2d(x, weight, padding=1, groups=groups), precision=precision)
+    assert not any(launch.kernel.endswith("_nhwc") for launch in harness_ops.launches)
+    with pytest.raises(LayoutError, match="not C-contiguous"):
+        F.conv2d(x, w, padding=1, out=memory_format.channels_last(np.empty((1, 6, 6, 5), np.float32)))
+
+
+def test_the_cpu_backend_answers_channels_last_inputs_in_nchw(rng):
+    x = memory_format.channels_last(random_array(rng, (2, 3, 7, 6)))
+    w = random_array(rng, (4, 3, 3, 3))
+    y = F.conv2d(x, w, padding=1, precision="tf32")
+    assert y.flags.c_contiguous
+    assert_close(y, R.conv2d(x, w, padding=1), precision="tf32")
+    grad_x, grad_w, _ = F.conv2d_backward(memory_format.channels_last(random_array(rng, y.shape)), x, w, padding=1)
+    assert grad_x.flags.c_contiguous and grad_w.flags.c_contiguous
+
+
+def test_memory_formats_are_told_apart_by_strides():
+    nchw = np.zeros((2, 3, 4, 5), np.float32)
+    stored = np.zeros((2, 4, 5, 3), np.float32)
+    last = stored.transpose(memory_format.TO_NCHW)
+    assert memory_format.is_channels_last(last) and not memory_format.is_channels_last(nchw)
+    assert memory_format.to_nhwc(last) is not None and np.shares_memory(memory_format.to_nhwc(last), stored)
+    assert not np.shares_memory(memory_format.to_nhwc(nchw), nchw)
+    assert memory_format.nhwc_view(nchw) is None and memory_format.nhwc_view(nchw[:, :2]) is None
+    # One channel (or a 1x1 plane): the bytes read the same either way, and such an array counts as NCHW.
+    assert not memory_format.is_channels_last(np.zeros((2, 1, 4, 5)))
+    assert memory_format.nhwc_view(np.zeros((2, 1, 4, 5))) is not None
+    assert not memory_format.is_channels_last(last[:, :2])  # a slice of one: neither format, copied
 
 
 # ---------------------------------------------------------------------------

@@ -4,6 +4,9 @@ Each op validates its whole call, then calls the backend its arrays select
 (kernels/conv2d*.cu through
 dlgpu.cuda.conv2d, or NumPy/numba through dlgpu.cpu.conv2d).
 
+Memory formats (NCHW, or channels_last where the backend reads it:
+:func:`channels_last_call`) are described in :func:`conv2d`'s docstring.
+
 Grouped and depthwise convolution (``groups`` > 1) run as one backend call per
 group, on that group's channels: neither backend's kernels take groups yet, so
 this first version pays a copy of x (and grad_y) into per-group contiguous
@@ -15,8 +18,9 @@ from __future__ import annotations
 
 import numbers
 
-from dlgpu.errors import ArgumentError, ShapeError
+from dlgpu import memory_format
 from dlgpu.backend import select
+from dlgpu.errors import ArgumentError, ShapeError
 from dlgpu.device import array_module
 from dlgpu.ops.validate import (
     check_activation,
@@ -111,6 +115,15 @@ def geometry(op: str, x, weight, bias, stride, padding, dilation, groups=1):
     return stride, padding, dilation, (n, k, p, q)
 
 
+def channels_last_call(backend, precision: str, groups: int, *arrays) -> bool:
+    """Whether a call runs on channels_last storage: an array of it (x, weight, grad_y, y or out) is channels_last
+    (dlgpu.memory_format), the backend takes that layout at this precision (Backend.takes_channels_last), and the
+    convolution is not grouped (the per-group loop slices NCHW channels).  Otherwise every array is made
+    C-contiguous, NCHW, as before."""
+    return (groups == 1 and any(memory_format.is_channels_last(a) for a in arrays if a is not None)
+            and backend.takes_channels_last(precision))
+
+
 def _group_slices(groups: int, in_channels: int, out_channels: int):
     c, k = in_channels // groups, out_channels // groups
     return [(slice(g * c, (g + 1) * c), slice(g * k, (g + 1) * k)) for g in range(groups)]
@@ -160,8 +173,15 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
     ``padding`` is an int, a pair, "valid" or "same" (stride 1, symmetric
     padding only).  ``groups`` splits the channels into that many independent
     convolutions (groups = C: depthwise).  An empty batch (N = 0) gives an empty
-    result.  Layout: strided inputs (a channels-last view, a slice) are copied
-    once; ``out`` must be C-contiguous.  16-bit storage: float16 / bfloat16
+    result.  Memory format: x and weight are stored NCHW / OIHW (C-contiguous)
+    or channels_last (NHWC / KRSC storage under the same shape, as PyTorch's
+    ``torch.channels_last``; dlgpu.memory_format).  Where the backend reads
+    channels_last (the CUDA backend at tf32, bf16 or fp16) and groups is 1,
+    channels_last arrays are read as they lie and y comes back channels_last
+    when x or weight is one (an (N, K, P, Q) view of (N, P, Q, K) storage);
+    ``out`` may then be channels_last too.  Otherwise they, and other strided
+    inputs (a slice), are copied once to NCHW, y is C-contiguous and so must
+    ``out`` be.  16-bit storage: float16 / bfloat16
     operands are read as stored and accumulated in float32 (``precision`` None,
     or the storage's own); y is rounded once to their dtype, or left float32
     with ``out_dtype=np.float32``.  conv2d_backward's gradients take the
@@ -180,10 +200,13 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
     if shape[0] == 0:
         check_out(op, out, backend=backend, shape=shape, dtype=result, inputs={"x": x, "weight": weight, "bias": bias})
         return zeros_result(x, shape, result, out)
-    x, weight, bias = contiguous(op, x=x, weight=weight, bias=bias)
-    check_out(op, out, backend=backend, shape=shape, dtype=result, inputs={"x": x, "weight": weight, "bias": bias})
+    layout = channels_last_call(backend, precision, groups, x, weight, out)
+    x, weight, bias = contiguous(op, x=x, weight=weight, bias=bias, channels_last_ok=layout)
+    check_out(op, out, backend=backend, shape=shape, dtype=result, inputs={"x": x, "weight": weight, "bias": bias},
+              channels_last_ok=layout)
     if out is None and result != dtype:
-        out = new_output(x, shape, result)
+        out = (memory_format.as_nchw(new_output(x, [shape[i] for i in memory_format.TO_NHWC], result)) if layout
+               else new_output(x, shape, result))
     return grouped_conv2d(backend, x, weight, bias, stride, padding, dilation, groups, activation, precision, out)
 
 
@@ -194,7 +217,10 @@ def conv2d_backward(grad_y, x, weight, *, y=None, stride=1, padding=0, dilation=
 
     Takes conv2d's stride, padding (including "same"/"valid"), dilation and
     groups.  An empty batch gives an empty grad_x and zero grad_w and grad_b.
-    Layout: strided inputs are copied once.
+    Memory format as conv2d's: on channels_last storage (any of grad_y, x,
+    weight, y channels_last, where the backend reads it), grad_x comes back in
+    x's format and grad_w in weight's; otherwise strided inputs are copied once
+    and the gradients are C-contiguous.
     """
     op = "conv2d_backward"
     backend = select(op, grad_y=grad_y, x=x, weight=weight, y=y)
@@ -211,6 +237,7 @@ def conv2d_backward(grad_y, x, weight, *, y=None, stride=1, padding=0, dilation=
     if shape[0] == 0:
         return (zeros_result(x, x.shape, dtype), zeros_result(x, weight.shape, dtype),
                 zeros_result(x, weight.shape[:1], dtype))
-    grad_y, x, weight, y = contiguous(op, grad_y=grad_y, x=x, weight=weight, y=y)
+    layout = channels_last_call(backend, precision, groups, grad_y, x, weight, y)
+    grad_y, x, weight, y = contiguous(op, grad_y=grad_y, x=x, weight=weight, y=y, channels_last_ok=layout)
     return grouped_conv2d_backward(backend, grad_y, x, weight, y, stride, padding, dilation, groups, activation,
                                    precision)

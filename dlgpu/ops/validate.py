@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dlgpu import interop
+from dlgpu import interop, memory_format
 from dlgpu.backend import Backend, select
 from dlgpu.device import array_module
 from dlgpu.errors import ArgumentError, DeviceError, DtypeError, LayoutError, ShapeError
@@ -144,15 +144,21 @@ def is_contiguous(a) -> bool:
     return bool(flags.c_contiguous) and bool(getattr(flags, "aligned", True))
 
 
-def check_layout(op: str, *, empty_ok: bool = False, **arrays) -> None:
-    """Buffers the op writes: non-empty (unless ``empty_ok``) and C-contiguous, or refused (a copy
-    would lose the write)."""
+def _stored_channels_last(a) -> bool:
+    """A 4-D array stored channels_last (dlgpu.memory_format), and aligned like :func:`is_contiguous` asks."""
+    view = memory_format.nhwc_view(a)
+    return view is not None and is_contiguous(view)
+
+
+def check_layout(op: str, *, empty_ok: bool = False, channels_last_ok: bool = False, **arrays) -> None:
+    """Buffers the op writes: non-empty (unless ``empty_ok``) and C-contiguous (or, with ``channels_last_ok``,
+    channels_last), or refused (a copy would lose the write)."""
     for name, a in arrays.items():
         if a is None:
             continue
         if not empty_ok:
             check_nonempty(op, name, a)
-        if not is_contiguous(a):
+        if not is_contiguous(a) and not (channels_last_ok and _stored_channels_last(a)):
             raise LayoutError(
                 f"{op}: {name} is not C-contiguous (shape {tuple(a.shape)}, strides {a.strides}); "
                 "the op writes into it, so it must be a contiguous buffer "
@@ -160,18 +166,23 @@ def check_layout(op: str, *, empty_ok: bool = False, **arrays) -> None:
             )
 
 
-def contiguous(op: str, **arrays) -> tuple:
-    """Inputs the op only reads, each non-empty, as C-contiguous arrays.
+def contiguous(op: str, *, channels_last_ok: bool = False, **arrays) -> tuple:
+    """Inputs the op only reads, each non-empty, as C-contiguous arrays (or, with ``channels_last_ok``,
+    4-D ones as C-contiguous or channels_last arrays: dlgpu.memory_format).
 
     A strided view (transposed, sliced, reversed, broadcast) or an unaligned
     buffer is copied once into a fresh contiguous one (``copy(order="C")``,
-    which NumPy and CuPy both provide); contiguous arrays pass as they are.
+    which NumPy and CuPy both provide; a channels_last one where those are
+    kept); contiguous arrays pass as they are.
     """
     result = []
     for name, a in arrays.items():
         if a is not None:
             check_nonempty(op, name, a)
-            if not is_contiguous(a):
+            if channels_last_ok and a.ndim == 4:
+                if not is_contiguous(a) and not _stored_channels_last(a):
+                    a = memory_format.as_nchw(a.transpose(memory_format.TO_NHWC).copy(order="C"))
+            elif not is_contiguous(a):
                 a = a.copy(order="C")
         result.append(a)
     return tuple(result)
@@ -221,11 +232,13 @@ def _data_ptr(array) -> int:
     return array.ctypes.data if isinstance(array, np.ndarray) else array.data.ptr
 
 
-def check_out(op: str, out, *, backend: Backend, shape, dtype, inputs: dict, in_place_ok=()) -> None:
+def check_out(op: str, out, *, backend: Backend, shape, dtype, inputs: dict, in_place_ok=(),
+              channels_last_ok: bool = False) -> None:
     """``out`` matches what the op produces, and writing it cannot corrupt an input.
 
     ``in_place_ok`` names inputs that ``out`` may be exactly (same buffer, same
     shape), as for elementwise ops where each element is read before it is written.
+    ``channels_last_ok``: a channels_last ``out`` is taken as well as a C-contiguous one.
     """
     if out is None:
         return
@@ -235,7 +248,8 @@ def check_out(op: str, out, *, backend: Backend, shape, dtype, inputs: dict, in_
         raise ShapeError(f"{op}: out has shape {tuple(out.shape)}, expected {tuple(shape)}")
     if np.dtype(out.dtype) != dtype:
         raise DtypeError(f"{op}: out has dtype {np.dtype(out.dtype).name}, expected {dtype.name}")
-    check_layout(op, out=out, empty_ok=True)  # its shape is the result's, checked above: empty only when that is
+    # Its shape is the result's, checked above: empty only when that is.
+    check_layout(op, out=out, empty_ok=True, channels_last_ok=channels_last_ok)
     check_writeable(op, "out", out)
     for name, array in inputs.items():
         if array is None or not shares_memory(out, array):
