@@ -10,6 +10,8 @@ C)), each pixel's channels side by side: what PyTorch's ``torch.channels_last`` 
 
 from __future__ import annotations
 
+import sys
+
 from dlgpu.device import array_module
 
 TO_NHWC = (0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C); (K, C, R, S) -> (K, R, S, C)
@@ -27,8 +29,20 @@ def nhwc_view(array):
 
 def is_channels_last(array) -> bool:
     """A 4-D array stored channels_last and not also C-contiguous: an array that is both (C = 1, or
-    H = W = 1) counts as NCHW, where either reading of it is the same bytes."""
-    return array is not None and not array.flags.c_contiguous and nhwc_view(array) is not None
+    H = W = 1) counts as NCHW, where either reading of it is the same bytes.  A torch tensor is asked
+    the same in its own terms (dlgpu.torch's fake kernels decide the layout of their answers so)."""
+    if array is None:
+        return False
+    if _is_torch_tensor(array):
+        torch = sys.modules["torch"]
+        return (array.dim() == 4 and not array.is_contiguous()
+                and array.is_contiguous(memory_format=torch.channels_last))
+    return not array.flags.c_contiguous and nhwc_view(array) is not None
+
+
+def _is_torch_tensor(obj) -> bool:
+    torch = sys.modules.get("torch")  # a tensor means torch is imported already
+    return torch is not None and isinstance(obj, torch.Tensor)
 
 
 def to_nhwc(array):

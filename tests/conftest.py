@@ -78,6 +78,21 @@ def plain(host_compiler):
     return HarnessExecutor("plain", multiprocessor_count=1)
 
 
+@pytest.fixture
+def harness_conv2d(monkeypatch, host_compiler):
+    """dlgpu.functional's convolutions on the CUDA backend (NumPy arrays, torch CPU tensors through them),
+    its kernels on the harness; returns the executor, which records every launch."""
+    import dlgpu.cuda
+    from dlgpu.cases.case import bind
+    from dlgpu.testing.harness import HarnessExecutor, RecordingExecutor
+
+    recorder = RecordingExecutor(HarnessExecutor("plain", multiprocessor_count=1))
+    backend = bind(dlgpu.cuda.BACKEND, "harness-plain", executor=recorder)
+    for where in ("dlgpu.ops.conv2d.select", "dlgpu.ops.validate.select"):  # the op's choice, and out='s check
+        monkeypatch.setattr(where, lambda op, **arrays: backend)
+    return recorder
+
+
 @pytest.fixture(scope="module")
 def cp():
     import cupy

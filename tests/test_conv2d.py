@@ -37,7 +37,7 @@ from dlgpu.errors import ArgumentError, LayoutError, ShapeError
 from dlgpu.precision import BFLOAT16, storage_precision
 from dlgpu.testing import (assert_away_from_kink, assert_close, bf16_bits, check_gradients, harness, random_array,
                            rel_error, same_bits, stored_values, to_numpy)
-from dlgpu.testing.harness import HarnessExecutor
+from dlgpu.testing.harness import HarnessExecutor, RecordingExecutor
 from dlgpu.testing.kernel_cases import KernelCase
 from dlgpu.testing.properties import (INVALID_OK, assert_product_close, assert_same_specials, common, property_test,
                                       with_specials)
@@ -692,23 +692,6 @@ def test_the_nhwc_launcher_refuses_what_the_kernels_cannot_do(plain, rng):
 # ---------------------------------------------------------------------------
 
 
-class Recorder:
-    """An executor that passes every launch on to ``executor`` and keeps it: which kernels ran, on which arrays."""
-
-    def __init__(self, executor):
-        self.executor, self.launches = executor, []
-
-    def __getattr__(self, name):
-        return getattr(self.executor, name)
-
-    def launch(self, launch):
-        self.launches.append(launch)
-        self.executor.launch(launch)
-
-    def of(self, family: str) -> list:
-        return [launch for launch in self.launches if launch.family == family]
-
-
 def same_memory(a, b) -> bool:
     """The kernel was handed ``b``'s own memory: the same first byte and the same bytes."""
     return address(a) == address(b) and a.nbytes == b.nbytes
@@ -720,7 +703,7 @@ def test_16_bit_nchw_convolutions_run_on_the_nhwc_kernels_from_their_storage(pla
     """No float32 copy of any operand: each pass's tensor-core kernel reads 16-bit storage (an NCHW array
     transposed once; C = 3 zero-padded by the producer pass on the way); the ReLU mask is applied once, and
     the results are NCHW, C-contiguous, in the operands' dtype."""
-    recorder = Recorder(plain)
+    recorder = RecordingExecutor(plain)
     precision = storage_precision(dtype)
     geometry = nhwc_geo(2, 1)
     pairs = tuple(geometry.values())
@@ -744,37 +727,24 @@ def test_16_bit_nchw_convolutions_run_on_the_nhwc_kernels_from_their_storage(pla
     assert len(masked) == 1
 
 
-@pytest.fixture
-def harness_ops(monkeypatch, host_compiler):
-    """dlgpu.functional's convolutions on the CUDA backend, its kernels on the harness, every launch recorded."""
-    import dlgpu.cuda
-    from dlgpu.cases.case import bind
-
-    recorder = Recorder(HarnessExecutor("plain", multiprocessor_count=1))
-    backend = bind(dlgpu.cuda.BACKEND, "harness-plain", executor=recorder)
-    for where in ("dlgpu.ops.conv2d.select", "dlgpu.ops.validate.select"):  # the op's choice, and out='s check
-        monkeypatch.setattr(where, lambda op, **arrays: backend)
-    return recorder
-
-
 @pytest.mark.parametrize("dtype, precision", ((np.float32, "tf32"), (BFLOAT16, None)), ids=("tf32", "bfloat16"))
-def test_channels_last_arrays_are_read_in_place_and_answered_channels_last(harness_ops, rng, dtype, precision):
+def test_channels_last_arrays_are_read_in_place_and_answered_channels_last(harness_conv2d, rng, dtype, precision):
     x = memory_format.channels_last(random_array(rng, (2, 16, 6, 7), dtype))
     w = memory_format.channels_last(random_array(rng, (24, 16, 3, 3), dtype))
     b = random_array(rng, 24, dtype)
     ref = R.conv2d(x, w, b, padding=1, activation="relu")
     y = F.conv2d(x, w, b, padding=1, activation="relu", precision=precision)
-    [launch] = harness_ops.launches  # channels aligned: no producer pass, no copy
+    [launch] = harness_conv2d.launches  # channels aligned: no producer pass, no copy
     assert launch.kernel.endswith("_nhwc") and same_memory(launch.args[0], x) and same_memory(launch.args[1], w)
     assert memory_format.is_channels_last(y) and y.dtype == dtype and same_memory(launch.args[3], y)
     assert_close(y, ref, precision=precision or "bf16")
     out = memory_format.channels_last(np.full(y.shape, np.nan, np.float32))  # 16-bit operands: the fp32 sums
     assert F.conv2d(x, w, b, padding=1, activation="relu", precision=precision, out=out, out_dtype=np.float32) is out
-    assert same_memory(harness_ops.launches[-1].args[3], out)
+    assert same_memory(harness_conv2d.launches[-1].args[3], out)
     assert_close(out, ref, dtype=dtype, precision=precision or "bf16")
 
 
-def test_channels_last_backward_gives_each_gradient_its_operands_format(harness_ops, rng):
+def test_channels_last_backward_gives_each_gradient_its_operands_format(harness_conv2d, rng):
     """x and grad_y channels_last, the weight OIHW: grad_x comes back channels_last, grad_w OIHW; grad_y and x
     are read in place, and with a fused ReLU the one masked copy of grad_y serves both passes."""
     dtype, geometry = np.float16, dict(stride=2, padding=1)
@@ -783,24 +753,24 @@ def test_channels_last_backward_gives_each_gradient_its_operands_format(harness_
     y = F.conv2d(x, w, None, activation="relu", **geometry)
     grad_y = memory_format.channels_last(random_array(rng, y.shape, dtype))
     for activation in (None, "relu"):
-        harness_ops.launches.clear()
+        harness_conv2d.launches.clear()
         grads = F.conv2d_backward(grad_y, x, w, y=y, activation=activation, **geometry)
         refs = R.conv2d_backward(grad_y, x, w, y=y, activation=activation, **geometry)
         assert memory_format.is_channels_last(grads[0]) and grads[1].flags.c_contiguous
         for got, ref in zip(grads, refs):
             assert got.dtype == dtype
             assert_close(got, ref, precision="fp16")
-        dgrad, wgrad = (launch for launch in harness_ops.of("conv2d_tc"))
+        dgrad, wgrad = (launch for launch in harness_conv2d.of("conv2d_tc"))
         assert same_memory(wgrad.args[1], x)
         if activation is None:
             assert same_memory(dgrad.args[0], grad_y) and same_memory(wgrad.args[0], grad_y)
         else:
             # (the other producer launch rounds grad_w's float32 sums to float16)
-            [masked] = [launch for launch in harness_ops.of(gemm_cast.FAMILY) if launch.args[1] is not launch.args[0]]
+            [masked] = [launch for launch in harness_conv2d.of(gemm_cast.FAMILY) if launch.args[1] is not launch.args[0]]
             assert same_memory(dgrad.args[0], masked.args[2]) and same_memory(wgrad.args[0], masked.args[2])
 
 
-def test_channels_last_is_copied_to_nchw_where_the_backend_cannot_read_it(harness_ops, rng):
+def test_channels_last_is_copied_to_nchw_where_the_backend_cannot_read_it(harness_conv2d, rng):
     """Exact fp32 ("ieee") and grouped convolutions run on NCHW kernels: channels_last inputs are copied, and y
     is C-contiguous, as on the CPU backend."""
     x = memory_format.channels_last(random_array(rng, (1, 4, 6, 5)))
@@ -810,7 +780,7 @@ def test_channels_last_is_copied_to_nchw_where_the_backend_cannot_read_it(harnes
         y = F.conv2d(x, weight, None, padding=1, groups=groups, precision=precision)
         assert y.flags.c_contiguous
         assert_close(y, R.conv2d(x, weight, padding=1, groups=groups), precision=precision)
-    assert not any(launch.kernel.endswith("_nhwc") for launch in harness_ops.launches)
+    assert not any(launch.kernel.endswith("_nhwc") for launch in harness_conv2d.launches)
     with pytest.raises(LayoutError, match="not C-contiguous"):
         F.conv2d(x, w, padding=1, out=memory_format.channels_last(np.empty((1, 6, 6, 5), np.float32)))
 

@@ -239,6 +239,58 @@ def test_modules_accept_non_contiguous_and_channels_last_tensors(gen):
     assert lin.shape == (3, 4)
 
 
+def is_channels_last(t) -> bool:
+    return not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_channels_last_tensors_reach_the_kernels_uncopied_and_keep_their_format(harness_conv2d, gen):
+    """bf16 channels_last tensors on the CUDA backend's launchers (the harness runs the kernels, CPU tensors
+    shared through DLPack): the forward kernel reads x and the weight at their own addresses, y comes back
+    channels_last, and autograd hands each leaf a gradient in its own format."""
+    x = randn(gen, 2, 16, 7, 6, dtype=torch.float32, grad=False).to(torch.bfloat16)
+    w = randn(gen, 8, 16, 3, 3, dtype=torch.float32, grad=False).to(torch.bfloat16)
+    b = randn(gen, 8, dtype=torch.float32, grad=False).to(torch.bfloat16)
+    x_cl = x.to(memory_format=torch.channels_last).requires_grad_()
+    w_cl = w.to(memory_format=torch.channels_last).requires_grad_()
+    b.requires_grad_()
+    y = dt.conv2d(x_cl, w_cl, b, padding=1, activation="relu")
+    [forward] = harness_conv2d.launches
+    assert forward.args[0].ctypes.data == x_cl.data_ptr() and forward.args[1].ctypes.data == w_cl.data_ptr()
+    assert is_channels_last(y) and y.dtype == torch.bfloat16
+    grad_y = randn(gen, *y.shape, dtype=torch.float32, grad=False).to(torch.bfloat16)
+    y.backward(grad_y.to(memory_format=torch.channels_last))
+    assert is_channels_last(x_cl.grad) and is_channels_last(w_cl.grad)
+    x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, w, b))
+    y64 = TF.relu(TF.conv2d(x64, w64, b64, padding=1))
+    y64.backward(grad_y.double() * (y.detach().double() > 0))  # the mask of the stored (rounded) y
+    for ours, theirs in ((y, y64), (x_cl.grad, x64.grad), (w_cl.grad, w64.grad), (b.grad, b64.grad)):
+        assert_close(ours.detach().float().numpy(), theirs.detach().numpy(), dtype=np.float32, precision="bf16")
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_fake_kernels_answer_in_the_memory_formats_the_real_ones_do(device):
+    """The fake kernels (torch.compile's shapes and strides) follow dlgpu.ops.conv2d's rule: channels_last
+    answers where the device's backend reads channels_last at the call's precision, with groups 1."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        def tensor(*shape, dtype=torch.bfloat16, channels_last=True):
+            t = torch.empty(*shape, dtype=dtype, device=device)
+            return t.to(memory_format=torch.channels_last) if channels_last else t
+
+        x, w, w_nchw = tensor(2, 8, 6, 6), tensor(4, 8, 3, 3), tensor(4, 8, 3, 3, channels_last=False)
+        conv = torch.ops.dlgpu.conv2d
+        on_gpu = device == "cuda"
+        assert is_channels_last(conv(x, w, None, [1, 1], [1, 1], [1, 1], 1, None, None)) == on_gpu
+        assert is_channels_last(conv(x.float(), w.float(), None, [1, 1], [1, 1], [1, 1], 1, None, "tf32")) == on_gpu
+        assert conv(x.float(), w.float(), None, [1, 1], [1, 1], [1, 1], 1, None, "ieee").is_contiguous()
+        assert conv(x, tensor(4, 4, 3, 3), None, [1, 1], [1, 1], [1, 1], 2, None, None).is_contiguous()
+        grad_y = tensor(2, 4, 6, 6)
+        grad_x, grad_w, _ = torch.ops.dlgpu.conv2d_backward(grad_y, x, w_nchw, None, [1, 1], [1, 1], [1, 1], 1,
+                                                            None, None)
+        assert is_channels_last(grad_x) == on_gpu and grad_w.is_contiguous()
+
+
 # ---------------------------------------------------------------------------
 # torch tensors straight into dlgpu.functional
 # ---------------------------------------------------------------------------

@@ -520,6 +520,24 @@ class HarnessExecutor:
         self.launched.add((launch.family, launch.kernel))
 
 
+class RecordingExecutor:
+    """Any executor, keeping every :class:`Launch` it passes on: which kernels ran and on which arrays, so
+    that a test can prove an operand was read where it lies (no copy) or that a pass ran once."""
+
+    def __init__(self, executor):
+        self.executor, self.launches = executor, []
+
+    def __getattr__(self, name):
+        return getattr(self.executor, name)
+
+    def launch(self, launch: Launch) -> None:
+        self.launches.append(launch)
+        self.executor.launch(launch)
+
+    def of(self, family: str) -> list[Launch]:
+        return [launch for launch in self.launches if launch.family == family]
+
+
 def cross_check(run: Callable[[Any], Any], *, mode: str = "plain", tolerance: float = 1e-5) -> list[float]:
     """Run the same launches on the GPU and on the harness, and compare what they return.
 

@@ -31,7 +31,11 @@ What each registration gives:
 - a fake kernel: the output shapes from the same shape rules the real op
   checks, so FakeTensors, ``torch.compile`` and ``torch.export`` trace through
   without running anything, and a bad shape is refused at trace time with
-  the real op's message.
+  the real op's message.  The convolutions' fakes also give the real op's
+  memory formats: channels_last tensors reach the kernels uncopied where the
+  device's backend reads them (dlgpu.ops.conv2d.channels_last_call), and
+  y, grad_x and grad_weight then come back channels_last as their operands
+  are; autograd saves x, weight and y as they are.
 - autograd: each forward op's backward is the matching ``*_backward`` op, so a
   compiled graph's backward calls dlgpu's kernels too.  Double backward (a
   gradient of a gradient) is supported where its formula is a few more
@@ -61,6 +65,7 @@ from dlgpu.ops import gemm as gemm_checks
 from dlgpu.ops import pool as pool_checks
 from dlgpu.ops import validate
 from dlgpu.errors import BackendUnavailableError, ShapeError
+from dlgpu.precision import BFLOAT16, FLOAT16, resolve_precision
 
 __all__ = ["AUTOCAST_CASTS_STORAGE", "OPS"]
 
@@ -70,6 +75,8 @@ AUTOCAST_CASTS_STORAGE = True
 
 # The 16-bit compute precision that each autocast dtype selects.
 _AUTOCAST_PRECISION = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+# The NumPy storage dtype of each 16-bit torch dtype (how dlgpu.precision names them).
+_STORAGE_DTYPES = {torch.bfloat16: BFLOAT16, torch.float16: FLOAT16}
 
 
 def _plain(tensor):
@@ -253,11 +260,27 @@ def conv2d(
     )
 
 
+def _channels_last_call(op: str, precision, groups, x, *tensors) -> bool:
+    """Whether the real op runs on channels_last storage (dlgpu.ops.conv2d.channels_last_call), asked of the
+    backend that ``x``'s device selects: the fake kernels answer in the memory formats the real ones do."""
+    if x.device.type == "cuda":
+        from dlgpu.cuda import BACKEND
+    else:
+        from dlgpu.cpu import BACKEND
+    resolved = resolve_precision(precision, op=op, dtype=_STORAGE_DTYPES.get(x.dtype))
+    return conv2d_checks.channels_last_call(BACKEND, resolved, groups, x, *tensors)
+
+
+def _empty(like, shape, channels_last: bool):
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=layout)
+
+
 @conv2d.register_fake
 def _(x, weight, bias, stride, padding, dilation, groups, activation, precision):
     validate.check_activation("conv2d", activation)
     *_, shape = conv2d_checks.geometry("conv2d", x, weight, bias, stride, padding, dilation, groups)
-    return x.new_empty(shape)
+    return _empty(x, shape, _channels_last_call("conv2d", precision, groups, x, weight))
 
 
 @torch.library.custom_op("dlgpu::conv2d_backward", mutates_args=())
@@ -274,7 +297,11 @@ def conv2d_backward(
 @conv2d_backward.register_fake
 def _(grad_y, x, weight, y, stride, padding, dilation, groups, activation, precision):
     conv2d_checks.geometry("conv2d_backward", x, weight, None, stride, padding, dilation, groups)
-    return x.new_empty(x.shape), weight.new_empty(weight.shape), weight.new_empty(weight.shape[:1])
+    # On channels_last storage each gradient takes its operand's format; an operand in neither format (a
+    # slice) is copied to channels_last first, so only a C-contiguous one gives an NCHW gradient.
+    stored = _channels_last_call("conv2d_backward", precision, groups, x, weight, grad_y, y)
+    return (_empty(x, x.shape, stored and not x.is_contiguous()),
+            _empty(weight, weight.shape, stored and not weight.is_contiguous()), weight.new_empty(weight.shape[:1]))
 
 
 def _conv2d_setup(ctx, inputs, output):
