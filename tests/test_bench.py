@@ -20,6 +20,7 @@ from dlgpu import bench, cases
 from dlgpu.bench import ceilings, report, run, timing
 from dlgpu.cases import sgd
 from dlgpu.errors import ArgumentError
+from dlgpu.testing import assert_close
 from dlgpu.precision import HALF_DTYPES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -223,7 +224,7 @@ def _small(case, shape) -> dict:
 
 
 CASE = {c.op: c for c in cases.benchmarks() if c.variant != "NCHW+relu-mask" and c.dtype == "float32"}
-STORAGE = [c for c in cases.benchmarks() if c.dtype != "float32"]
+STORAGE = [c for c in cases.benchmarks() if c.dtype != "float32" and c.family != "conv2d"]  # conv: below
 BIAS_RELU = next(c for c in cases.benchmarks() if c.variant == "NCHW+relu-mask")
 
 
@@ -282,6 +283,85 @@ def test_16_bit_storage_rows_name_their_dtype_count_their_bytes_and_agree_with_d
         else:
             expected = c.xp_baseline(np, d)
             assert np.dtype(expected.dtype).name == c.dtype and np.array_equal(c.run(d), expected)
+
+
+CONV_STORED = [c for c in cases.benchmarks() if c.family == "conv2d" and ("-nhwc-" in c.variant or "-nchw-" in c.variant)]
+
+
+def test_conv2d_rows_name_their_storage_layout_and_precision_and_count_their_bytes():
+    """The NHWC and 16-bit rows beside the NCHW float32 ones: every pass of the NHWC kernels in bf16, the forward
+    in every precision, 16-bit NCHW forwards; each row's dtype is its precision's storage, and its bytes are
+    counted at that width.  All GPU-only."""
+    kinds = {(c.op, c.variant.split("-")[-2], c.precision, c.dtype) for c in CONV_STORED}
+    assert kinds == {("conv2d", "nhwc", "tf32", "float32"), ("conv2d", "nhwc", "bf16", "bfloat16"),
+                     ("conv2d", "nhwc", "fp16", "float16"), ("conv2d_dgrad", "nhwc", "bf16", "bfloat16"),
+                     ("conv2d_wgrad", "nhwc", "bf16", "bfloat16"), ("conv2d", "nchw", "bf16", "bfloat16"),
+                     ("conv2d", "nchw", "fp16", "float16")}
+    assert {c.variant.split("-nhwc")[0] for c in CONV_STORED if "-nhwc-" in c.variant} >= {
+        "resnet50-3x3-128", "resnet50-3x3-512-b32", "resnet50-3x3-512-b128"}
+    shape = (2, 3, 9, 9, 4, 3, 3, 2, 1)  # x 486, w 108, y 2 x 4 x 5 x 5 = 200 elements
+    for c in CONV_STORED:
+        assert c.bytes_moved(shape) == np.dtype(c.dtype).itemsize * (486 + 108 + 200) and c.bound == "compute"
+        assert c.unavailable("cpu") and c.torch_baseline is not None
+
+
+@pytest.mark.parametrize("kind", ["nhwc-tf32", "nhwc-bf16", "nchw-bf16"])
+def test_conv2d_torch_baselines_compute_the_reference_on_the_stored_layout(kind):
+    """On CPU tensors: the baselines read NHWC storage as channels_last tensors (and NCHW as it is) and compute
+    what the reference computes, pass by pass."""
+    torch = pytest.importorskip("torch")
+    shape = (2, 5, 9, 8, 4, 3, 3, 2, 1)
+    for c in [c for c in CONV_STORED if c.variant.endswith(kind)]:
+        d = c.make_inputs(np, shape, 3)
+        nchw = {k: (d[k].transpose(0, 3, 1, 2) if kind.startswith("nhwc") else d[k]).astype(np.float64)
+                for k in ("x", "w", "grad_y") if k in d}
+        got = c.torch_baseline(torch, d).float().numpy()
+        if c.op == "conv2d":
+            want = ref.conv2d(nchw["x"], nchw["w"], stride=2, padding=1)
+        else:  # the operand a gradient does not read: any values
+            x, w = nchw.get("x", np.ones((2, 5, 9, 8))), nchw.get("w", np.ones((4, 5, 3, 3)))
+            grads = ref.conv2d_backward(nchw["grad_y"], x, w, stride=2, padding=1)
+            want = grads[0] if c.op == "conv2d_dgrad" else grads[1]
+        np.testing.assert_allclose(got, want, rtol=0.02, atol=0.05 if c.dtype == "bfloat16" else 1e-4)
+
+
+@pytest.mark.parametrize("where", [pytest.param("harness", marks=pytest.mark.harness),
+                                   pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("kind", sorted({"-".join(c.variant.split("-")[-2:]) + ":" + c.op for c in CONV_STORED}))
+def test_conv2d_stored_rows_compute_the_reference(kind, where, request, monkeypatch):
+    """Each kind of NHWC / 16-bit row (pass, layout, precision) runs its dlgpu call once at a small odd shape,
+    against the reference: on the CPU harness (the launchers' default executor replaced) and on a GPU.  A row
+    that timed a wrong computation would be worse than no row."""
+    from dlgpu.testing import stored_values, to_numpy
+
+    tail, op = kind.split(":")
+    case = next(c for c in CONV_STORED if c.op == op and c.variant.endswith(tail))
+    if where == "harness":
+        request.getfixturevalue("host_compiler")
+        from dlgpu.testing.harness import HarnessExecutor
+
+        xp = np
+        monkeypatch.setattr("dlgpu.cuda.executor.default_executor",
+                            lambda: HarnessExecutor("plain", multiprocessor_count=1))
+    else:
+        import cupy as xp
+
+        if case.unavailable("cuda"):
+            pytest.skip(case.unavailable("cuda"))
+    shape = (2, 16, 9, 7, 24, 3, 3, 2, 1)
+    d = case.make_inputs(xp, shape, 5)
+    got = to_numpy(case.run(d))
+    nhwc = "-nhwc-" in case.variant
+    nchw = {k: stored_values(v, case.precision).transpose((0, 3, 1, 2) if nhwc else (0, 1, 2, 3))
+            for k, v in d.items() if k in ("x", "w", "grad_y")}
+    if op == "conv2d":
+        want = ref.conv2d(nchw["x"], nchw["w"], stride=2, padding=1)
+    else:  # the operand a gradient does not read: any values
+        x, w = nchw.get("x", np.ones((2, 16, 9, 7))), nchw.get("w", np.ones((24, 16, 3, 3)))
+        grads = ref.conv2d_backward(nchw["grad_y"], x, w, stride=2, padding=1)
+        want = grads[0] if op == "conv2d_dgrad" else grads[1]
+    assert_close(got.astype(np.float64).transpose((0, 3, 1, 2) if nhwc else (0, 1, 2, 3)), want, dtype=np.float32,
+                 precision=case.precision)
 
 
 def test_numpy_pooling_baselines_match_the_reference():

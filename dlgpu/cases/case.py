@@ -252,5 +252,8 @@ def prod(shape) -> int:
 
 
 def torch_view(torch, array):
-    """A PyTorch tensor sharing the CuPy array's memory (DLPack): no copy."""
-    return torch.from_dlpack(array)
+    """A PyTorch tensor sharing the CuPy (or NumPy) array's memory (DLPack): no copy; bfloat16 through its bits,
+    as dlgpu.interop answers torch callers."""
+    from dlgpu import interop
+
+    return interop.answer_in_kind(array, "torch", {})

@@ -10,6 +10,22 @@ reference's forward output.  Tolerance: accumulating.
 Benchmarks: ResNet-50 and LeNet layers, forward at ieee, tf32 and bf16, with
 bias + ReLU fused, and both backward passes, against cuDNN through PyTorch (or
 CuPy's cuDNN for the forward without PyTorch) in the same precision.  GPU only.
+Beside these NCHW float32 rows, rows in other storages and layouts, each naming
+its storage dtype (``dtype``), layout (``-nhwc`` / ``-nchw`` in the variant) and
+precision: the NHWC (channels_last) kernels on ResNet-50's 3x3 layers and its
+first layer, forward in fp32 at tf32 and in bf16 and fp16 storage, dgrad and
+wgrad in bf16; and 16-bit NCHW arrays through the backend (a transposing copy
+in, one out).  cuDNN runs on the same memory (channels_last tensors).
+
+Predicted (NOT YET RUN ON A GPU; H100 SXM, from the sm_90a build's SASS,
+registers and occupancy: kernels/conv2d_tc.cu's header): the NHWC forward
+128x128 tile (228 registers, two blocks per SM, no local memory; 289
+instructions per 64 HMMA, bound by L2-to-SM traffic at 64 FLOP per byte) at
+250-400 TFLOP/s in bf16/fp16 where C, K >= 128, i.e. 0.45-0.7x cuDNN, less at
+C = K = 64 (a 128x64 tile, 18 k-tiles); tf32 about half of that; dgrad
+0.3-0.5x cuDNN (a division per row and tap); wgrad ~90 % issue efficiency.
+The 16-bit NCHW rows add two transposes (4 bytes per element of x and y each)
+to the NHWC forward; the old NCHW tensor-core kernels stay at 0.1-0.3x.
 """
 
 from __future__ import annotations
@@ -18,7 +34,8 @@ import numpy as np
 
 import dlgpu.functional as F
 import dlgpu.reference as R
-from dlgpu.cases.case import STORAGE_DTYPES, Benchmark, Check, Output, f32, gpu_only, prod, randn, torch_view
+from dlgpu.cases.case import (STORAGE_DTYPES, Benchmark, Check, Output, f32, gpu_only, prod, randn,
+                              storage_unavailable, torch_view)
 from dlgpu.ops.conv2d import grouped_conv2d, grouped_conv2d_backward
 from dlgpu.testing import random_array
 from dlgpu.window import output_size
@@ -164,14 +181,15 @@ def _torch(pass_: str, precision: str):
 
 
 def _cupy(precision: str):
-    """Where PyTorch is absent: the forward through CuPy's cuDNN wrapper (fp32 tensors; TF32 by tensor_core)."""
+    """Where PyTorch is absent: the forward through CuPy's cuDNN wrapper (NCHW only; fp32 tensors, TF32 by
+    tensor_core, or fp16 ones on tensor cores)."""
 
     def run(xp, d):
         from cupyx import cudnn
 
         _, _, _, stride, padding = _geometry(d["shape"])
         cudnn.convolution_forward(d["x"], d["w"], None, d["out"], (padding, padding), (stride, stride), (1, 1), 1,
-                                  auto_tune=False, tensor_core="always" if precision == "tf32" else "never")
+                                  auto_tune=False, tensor_core="never" if precision == "ieee" else "always")
         return d["out"]
 
     return run
@@ -267,11 +285,104 @@ def _cpu_benchmark(layer, pass_: str) -> Benchmark:
     )
 
 
+# ---------------------------------------------------------------------------
+# benchmarks in the other memory formats and storages: the NHWC (channels_last) tensor-core kernels
+# (dlgpu.cuda.conv2d_nhwc) on operands as stored, fp32 at tf32 and 16-bit at their own precision, and 16-bit
+# NCHW arrays through the backend (one transposing copy each way around those kernels), against cuDNN in the
+# same storage, layout and precision (PyTorch channels_last tensors; CuPy's cuDNN wrapper, NCHW only, for fp16).
+# ---------------------------------------------------------------------------
+
+# The 3x3 layers the NHWC kernels were written for, and the first layer (C = 3: channels padded by the producer
+# pass).  16-bit NCHW rows on two of them show what the transposes cost.
+NHWC_LAYERS = tuple(layer for layer in LAYERS if "3x3" in layer[0] or layer[0] == "resnet50-conv1")
+NCHW_16_LAYERS = tuple(layer for layer in LAYERS if layer[0] in ("resnet50-3x3-128", "resnet50-3x3-512-b128"))
+_STORAGE = {"tf32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # each row's storage dtype by precision
+
+
+def _stored_inputs(pass_: str, dtype, layout: str):
+    """make_inputs for a pass, a storage dtype and a layout: the arrays the pass reads and the one it writes,
+    stored NCHW / OIHW, or NHWC / KRSC (the channels_last storage; the arrays themselves, not views)."""
+
+    def make(xp, shape, seed):
+        x_shape, w_shape, y_shape, _, _ = _geometry(shape)
+        if layout == "nhwc":
+            x_shape, w_shape, y_shape = ((a, b, c, d) for a, d, b, c in (x_shape, w_shape, y_shape))
+        reads = {"forward": ("x", "w"), "dgrad": ("grad_y", "w"), "wgrad": ("grad_y", "x")}[pass_]
+        shapes = {"x": x_shape, "w": w_shape, "grad_y": y_shape}
+        d = {name: randn(xp, shapes[name], seed + i, dtype) for i, name in enumerate(reads)}
+        if pass_ != "wgrad":  # wgrad's float32 sums are the launcher's own
+            d["out"] = xp.empty(y_shape if pass_ == "forward" else x_shape, dtype=dtype)
+        return {**d, "shape": shape}
+
+    return make
+
+
+def _stored_run(pass_: str, precision: str, layout: str):
+    def run(d):
+        from dlgpu.cuda import conv2d as conv
+        from dlgpu.cuda import conv2d_nhwc as nhwc
+
+        _, w_shape, _, stride, padding = _geometry(d["shape"])
+        pairs = ((stride, stride), (padding, padding), (1, 1))
+        if layout == "nchw":  # the backend's 16-bit path: transposes around the NHWC kernels
+            return conv.conv2d(d["x"], d["w"], None, *pairs, None, precision, d["out"])
+        geo = dict(zip(("stride", "padding", "dilation"), pairs), precision=precision)
+        if pass_ == "forward":
+            return nhwc.forward(d["x"], d["w"], out=d["out"], **geo)
+        if pass_ == "dgrad":
+            return nhwc.dgrad(d["grad_y"], d["w"], d["out"].shape, out=d["out"], **geo)
+        k, c, r, s = w_shape  # fp32 grad_w, the master weights' gradient
+        return nhwc.wgrad(d["grad_y"], d["x"], (k, r, s, c), **geo)
+
+    return run
+
+
+def _stored_torch(pass_: str, precision: str, layout: str):
+    """cuDNN through PyTorch on the same memory: channels_last tensors for NHWC storage (permuted views, no
+    copy), TF32 on for tf32."""
+
+    def run(torch, d):
+        x_shape, w_shape, _, stride, padding = _geometry(d["shape"])
+        torch.backends.cudnn.allow_tf32 = precision == "tf32"
+        t = {name: torch_view(torch, d[name]) for name in ("x", "w", "grad_y") if name in d}
+        if layout == "nhwc":
+            t = {name: v.permute(0, 3, 1, 2) for name, v in t.items()}
+        if pass_ == "forward":
+            return torch.nn.functional.conv2d(t["x"], t["w"], stride=stride, padding=padding)
+        if pass_ == "dgrad":
+            return torch.nn.grad.conv2d_input(x_shape, t["w"], t["grad_y"], stride=stride, padding=padding)
+        return torch.nn.grad.conv2d_weight(t["x"], w_shape, t["grad_y"], stride=stride, padding=padding)
+
+    return run
+
+
+def _stored_benchmark(layer, pass_: str, precision: str, layout: str) -> Benchmark:
+    """A row naming its storage dtype (``dtype``), layout (the variant's "-nhwc" / "-nchw") and precision."""
+    name, x_shape, w_shape, stride, padding = layer
+    shape = (*x_shape, w_shape[0], *w_shape[2:], stride, padding)
+    dtype = _STORAGE[precision]
+    op = {"forward": "conv2d", "dgrad": "conv2d_dgrad", "wgrad": "conv2d_wgrad"}[pass_]
+    cupy_fp16 = layout == "nchw" and precision == "fp16" and pass_ == "forward"
+    return Benchmark(
+        family=FAMILY, op=op, variant=f"{name}-{layout}-{precision}", dtype=dtype, precision=precision,
+        shapes={"gpu": shape, "cpu": shape, "cpu_quick": shape},
+        make_inputs=_stored_inputs(pass_, dtype, layout), run=_stored_run(pass_, precision, layout),
+        torch_baseline=_stored_torch(pass_, precision, layout), xp_baseline=_cupy("fp16") if cupy_fp16 else None,
+        bytes_moved=lambda s, size=np.dtype(dtype).itemsize: _bytes(s) // 4 * size, flops=_flops, bound="compute",
+        shape_label=_label, unavailable=gpu_only(NOT_ON_CPU) if dtype == "float32" else storage_unavailable(dtype),
+        note=f"{dtype} storage, {layout.upper()}, {precision}; baseline: cuDNN through PyTorch on the same memory"
+             + (" (channels_last tensors)" if layout == "nhwc" else ""),
+    )
+
+
 BENCHMARKS = (
     *(_cpu_benchmark(layer, pass_) for pass_ in ("forward", "backward") for layer in CPU_LAYERS),
     *(_benchmark(layer, "forward", p) for p in ("ieee", "tf32", "bf16") for layer in LAYERS),
     *(_benchmark(layer, "bias+relu") for layer in LAYERS),
     *(_benchmark(layer, pass_) for pass_ in ("dgrad", "wgrad") for layer in LAYERS),
+    *(_stored_benchmark(layer, "forward", p, "nhwc") for p in ("tf32", "bf16", "fp16") for layer in NHWC_LAYERS),
+    *(_stored_benchmark(layer, pass_, "bf16", "nhwc") for pass_ in ("dgrad", "wgrad") for layer in NHWC_LAYERS),
+    *(_stored_benchmark(layer, "forward", p, "nchw") for p in ("bf16", "fp16") for layer in NCHW_16_LAYERS),
 )
 
 
