@@ -490,7 +490,8 @@ def conv2d_backward(grad_y, x, weight, y, stride, padding, dilation, activation,
 
 
 class Conv2dOps:
-    """The CUDA backend's convolutions (see dlgpu.backend.Backend)."""
+    """The CUDA backend's convolutions, on float32 and 16-bit storage, NCHW and channels_last (see
+    dlgpu.backend.Backend)."""
 
     conv2d = staticmethod(conv2d)
     conv2d_backward = staticmethod(conv2d_backward)

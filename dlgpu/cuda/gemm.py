@@ -363,7 +363,7 @@ def gemm(a, b, *, transpose_a=False, transpose_b=False, precision="ieee", bias=N
 
 
 def matmul(a, b, transpose_a, transpose_b, precision, out, *, variant=None, config=None, executor=None):
-    """op(a) @ op(b): (M, N) float32."""
+    """op(a) @ op(b): (M, N), float32 or the 16-bit operands' dtype (float32 where ``out`` is)."""
     return gemm(a, b, transpose_a=transpose_a, transpose_b=transpose_b, precision=precision, out=out,
                 variant=variant, config=config, executor=executor)
 
@@ -424,7 +424,7 @@ def linear_backward(grad_y, x, weight, y, activation, precision, *, variant=None
 
 
 class GemmOps:
-    """The CUDA backend's products (see dlgpu.backend.Backend)."""
+    """The CUDA backend's products, on float32 and 16-bit storage alike (see dlgpu.backend.Backend)."""
 
     matmul = staticmethod(matmul)
     matmul_backward = staticmethod(matmul_backward)
