@@ -173,19 +173,19 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
     ``padding`` is an int, a pair, "valid" or "same" (stride 1, symmetric
     padding only).  ``groups`` splits the channels into that many independent
     convolutions (groups = C: depthwise).  An empty batch (N = 0) gives an empty
-    result.  Memory format: x and weight are stored NCHW / OIHW (C-contiguous)
-    or channels_last (NHWC / KRSC storage under the same shape, as PyTorch's
-    ``torch.channels_last``; dlgpu.memory_format).  Where the backend reads
-    channels_last (the CUDA backend at tf32, bf16 or fp16) and groups is 1,
-    channels_last arrays are read as they lie and y comes back channels_last
-    when x or weight is one (an (N, K, P, Q) view of (N, P, Q, K) storage);
-    ``out`` may then be channels_last too.  Otherwise they, and other strided
-    inputs (a slice), are copied once to NCHW, y is C-contiguous and so must
-    ``out`` be.  16-bit storage: float16 / bfloat16
-    operands are read as stored and accumulated in float32 (``precision`` None,
-    or the storage's own); y is rounded once to their dtype, or left float32
-    with ``out_dtype=np.float32``.  conv2d_backward's gradients take the
-    operands' dtype.
+    result.  Layout (memory format): x and weight are stored NCHW / OIHW
+    (C-contiguous) or channels_last (NHWC / KRSC storage under the same shape,
+    as PyTorch's ``torch.channels_last``; dlgpu.memory_format).  Where the
+    backend reads channels_last (the CUDA backend at tf32, bf16 or fp16) and
+    groups is 1, channels_last arrays are read as they lie and y comes back
+    channels_last when x or weight is one (an (N, K, P, Q) view of (N, P, Q, K)
+    storage); ``out`` may then be channels_last too.  Otherwise they, and other
+    strided inputs (a slice), are copied once to NCHW, y is C-contiguous and so
+    must ``out`` be.  16-bit storage: float16 / bfloat16 operands are read as
+    stored and accumulated in float32 (``precision`` None, or the storage's
+    own); y is rounded once to their dtype, or left float32 with
+    ``out_dtype=np.float32``.  conv2d_backward's gradients take the operands'
+    dtype.
     """
     op = "conv2d"
     backend = select(op, x=x, weight=weight, bias=bias)
@@ -217,10 +217,10 @@ def conv2d_backward(grad_y, x, weight, *, y=None, stride=1, padding=0, dilation=
 
     Takes conv2d's stride, padding (including "same"/"valid"), dilation and
     groups.  An empty batch gives an empty grad_x and zero grad_w and grad_b.
-    Memory format as conv2d's: on channels_last storage (any of grad_y, x,
-    weight, y channels_last, where the backend reads it), grad_x comes back in
-    x's format and grad_w in weight's; otherwise strided inputs are copied once
-    and the gradients are C-contiguous.
+    Layout (memory format) as conv2d's: on channels_last storage (any of
+    grad_y, x, weight, y channels_last, where the backend reads it), grad_x
+    comes back in x's format and grad_w in weight's; otherwise strided inputs
+    are copied once and the gradients are C-contiguous.
     """
     op = "conv2d_backward"
     backend = select(op, grad_y=grad_y, x=x, weight=weight, y=y)
