@@ -29,6 +29,7 @@ from dlgpu.cpu import winograd as cpu_winograd
 from dlgpu.cpu.gemm import round_operand
 from dlgpu.cuda import conv2d as conv
 from dlgpu.cuda import conv2d_nhwc as nhwc
+from dlgpu.cuda import conv2d_wgmma
 from dlgpu.cuda import gemm_cast
 from dlgpu.errors import ArgumentError, ShapeError
 from dlgpu.testing import (assert_away_from_kink, assert_close, bf16_bits, check_gradients, harness, random_array,
@@ -776,6 +777,22 @@ def check_conv2d_tc_nhwc(executor, rng):
             assert_close(to_nchw(grad_w), expected[1], precision=precision)
 
 
+def check_conv2d_wgmma(executor, rng):
+    # Each kernel once (the sanitizers start 384 threads slowly): a strided, dilated 3x3 over 16 channels (two taps
+    # per k-tile), 12 filters, padding on every edge.  tests/test_conv2d_wgmma.py has the edges and planted bugs.
+    geometry = conv_geometry(*KERNEL_CONV_CASES[0][2:])
+    for name in conv2d_wgmma.kernel_names():
+        config, precision = name.split("_")[3:]
+        x16 = nhwc_stored(random_array(rng, (2, 16, 7, 5)), precision)
+        w16 = nhwc_stored(random_array(rng, (12, 16, 3, 3)), precision)
+        bias = random_array(rng, 12)
+        expected = R.conv2d(stored_values(x16, precision), stored_values(w16, precision), bias, activation="relu",
+                            **geometry)
+        y = conv2d_wgmma.forward(to_nhwc(x16), to_nhwc(w16), bias, relu=True, precision=precision,
+                                 out_dtype=np.float32, config=config, executor=executor, **geometry)
+        assert_close(to_nchw(y), expected, precision=precision)
+
+
 KERNEL_CASES = (
     KernelCase("conv2d_naive", "conv2d", ("conv2d_fwd_naive_f32", "conv2d_dgrad_naive_f32", "conv2d_wgrad_naive_f32"),
                check_conv2d_naive),
@@ -791,6 +808,7 @@ KERNEL_CASES = (
     KernelCase("conv2d_tc_nhwc", "conv2d_tc",
                tuple(f"conv2d_{p}_tc_{c.name}_nhwc" for c in conv.NHWC_CONFIGS for p in ("fwd", "dgrad", "wgrad")),
                check_conv2d_tc_nhwc),
+    KernelCase("conv2d_wgmma", conv2d_wgmma.FAMILY, tuple(conv2d_wgmma.kernel_names()), check_conv2d_wgmma),
 )
 
 

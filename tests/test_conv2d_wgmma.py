@@ -1,0 +1,249 @@
+"""The wgmma convolution forward (kernels/conv2d_wgmma.cu): on the CPU harness against the reference, its
+launcher, planted bugs, its sm_90a SASS.
+
+The harness models wgmma, TMA, mbarriers and cp.async.mbarrier.arrive.noinc from the PTX ISA
+(dlgpu/testing/cuda_host_sm90.h); each shape runs on a grid of two SMs, so a block walks several tiles and
+the ring of stages wraps across them.  Shapes are few but each aims at an edge: channels below, across and
+above the 64-tap k-tile (24, 72, 136: chunks of one k-tile from two or three taps), stride 2, padding,
+dilation, 1x1 / 3x3 / 7x7 taps, pixel counts and output channels that are not tile multiples.  The
+harness build is shared by every test of the module (CI time); so is the one build of the planted bugs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+
+import dlgpu.reference as R
+from dlgpu.cuda import compiler, conv2d_nhwc, sass
+from dlgpu.cuda import conv2d_wgmma as cw
+from dlgpu.errors import ArgumentError, DtypeError
+from dlgpu.testing import assert_close, bf16_bits, harness, random_array, stored_values
+from dlgpu.testing.harness import HarnessError, HarnessExecutor
+
+pytestmark = pytest.mark.usefixtures("host_compiler")
+
+
+def pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def geo(stride=1, padding=0, dilation=1):
+    return dict(stride=pair(stride), padding=pair(padding), dilation=pair(dilation))
+
+
+# (x NCHW, w OIHW, geometry, config): see the module docstring.
+CASES = (
+    ((2, 24, 9, 9), (72, 24, 3, 3), geo(1, 1), "128x128"),      # C < 64: three taps per k-tile; 162 pixels
+    ((1, 16, 11, 7), (24, 16, 3, 2), geo((2, 1), (1, 0), (1, 2)), "128x64"),  # strided, dilated, rectangular
+    ((1, 8, 13, 13), (16, 8, 7, 7), geo(2, 3), "128x64"),      # 7x7 / 2, C = 8: one chunk per tap
+    ((2, 72, 5, 6), (136, 72, 1, 1), geo(), "128x128"),        # 1x1, K = 136: two column tiles
+    ((1, 136, 6, 6), (40, 136, 3, 3), geo(1, 1), "128x64"),    # 20 k-tiles: the ring wraps within a tile
+)
+CASE_IDS = ["c24-3x3", "strided-dilated", "7x7-s2", "1x1-k136", "c136-3x3"]
+
+
+def stored(values, precision):
+    return bf16_bits(values) if precision == "bf16" else values.astype(np.float16)
+
+
+def to_nhwc(array):
+    return np.ascontiguousarray(array.transpose(0, 2, 3, 1))
+
+
+def inputs(rng, x_shape, w_shape, precision):
+    """x, w as stored (NHWC 16-bit), their values (NCHW float64) and a bias."""
+    x16, w16 = stored(random_array(rng, x_shape), precision), stored(random_array(rng, w_shape), precision)
+    return to_nhwc(x16), to_nhwc(w16), stored_values(x16, precision), stored_values(w16, precision), \
+        random_array(rng, w_shape[0])
+
+
+def check(y, expected, precision):
+    """y (NHWC, fp32 or 16-bit) against the float64 reference (NCHW) at the precision's tolerance."""
+    values = y if y.dtype == np.float32 else stored_values(y, precision)
+    assert_close(np.asarray(values).transpose(0, 3, 1, 2), expected, dtype=np.float32, precision=precision)
+
+
+@pytest.fixture(scope="module")
+def two_sms():
+    return HarnessExecutor("plain", multiprocessor_count=2)
+
+
+# ---------------------------------------------------------------- on the harness
+
+
+@pytest.mark.parametrize("precision", cw.PRECISIONS)
+@pytest.mark.parametrize(("x_shape", "w_shape", "geometry", "config"), CASES, ids=CASE_IDS)
+def test_forward_matches_the_reference(two_sms, rng, precision, x_shape, w_shape, geometry, config):
+    """Bias + ReLU into a 16-bit y, and no epilogue into fp32, on the configuration named."""
+    x, w, x_values, w_values, bias = inputs(rng, x_shape, w_shape, precision)
+    two_sms.launched.clear()
+    y = cw.forward(x, w, stored(bias, precision), relu=True, precision=precision, config=config, executor=two_sms,
+                   **geometry)
+    assert two_sms.launched == {(cw.FAMILY, f"conv2d_fwd_wgmma_{config}_{precision}")}
+    assert y.dtype == x.dtype and y.shape[-1] == w_shape[0]
+    check(y, R.conv2d(x_values, w_values, stored_values(stored(bias, precision), precision), activation="relu",
+                      **geometry), precision)
+    plain = cw.forward(x, w, precision=precision, out_dtype=np.float32, config=config, executor=two_sms, **geometry)
+    assert plain.dtype == np.float32
+    check(plain, R.conv2d(x_values, w_values, **geometry), precision)
+    assert (plain < 0).any()  # the ReLU above had something to do
+
+
+def test_the_launcher_picks_its_tile_and_refuses_what_the_kernels_cannot_take(two_sms, rng):
+    x, w, *_ = inputs(rng, (1, 16, 5, 5), (8, 16, 3, 3), "fp16")
+    geometry = conv2d_nhwc.geometry("t", x.shape, w.shape, (1, 1), (1, 1), (1, 1))
+    assert cw.choose(geometry).name == "128x64"
+    assert cw.choose(dataclasses.replace(geometry, K=65)).name == "128x128"
+    assert cw.choose(geometry, "128x128").name == "128x128"
+    for config in cw.CONFIGS:
+        assert cw.shared_bytes(config) <= 227 * 1024  # H100's opt-in limit per block
+    assert cw.supports(x, w, "fp16") and not cw.supports(x, w, "bf16") and not cw.supports(x, w, "tf32")
+    odd = np.zeros((1, 5, 5, 12), np.float16)  # 12 channels: not whole 16-byte chunks
+    assert not cw.supports(odd, np.zeros((8, 3, 3, 12), np.float16), "fp16")
+    assert not cw.supports(x.astype(np.float32), w.astype(np.float32), "fp16")  # not in 16-bit storage
+    with pytest.raises(ArgumentError, match="multiple of 8"):
+        cw.forward(odd, np.zeros((8, 3, 3, 12), np.float16), executor=two_sms)
+    with pytest.raises(DtypeError):
+        cw.forward(x, w, out_dtype=np.float64, executor=two_sms)
+    with pytest.raises(ArgumentError, match="config must be one of"):
+        cw.forward(x, w, config="64x64", executor=two_sms)
+
+
+def test_registry_names_every_kernel():
+    assert set(cw.kernel_names()) == set(harness.family_kernels(cw.FAMILY))
+
+
+# ---------------------------------------------------------------- planted bugs in the real kernel
+
+SOURCE = compiler.source_path(cw.FAMILY)
+PLANTED = {  # name: (text in kernels/conv2d_wgmma.cu, its replacement)
+    "the gathered tile is not swizzled": (
+        "const int swizzled = ((chunk ^ (first % 8)) * 16) + first * 128;",
+        "const int swizzled = (chunk * 16) + first * 128;"),
+    "padding taps are not zero-filled": (
+        "ok ? x + (corner[i] + offset) : x, ok ? 16u : 0u", "ok ? x + (corner[i] + offset) : x, 16u"),
+    "`full` counts the producer threads' arrivals only": (
+        "ptx::mbarrier_init(&full[s], CONV_WGMMA_PRODUCER_THREADS + 1);",
+        "ptx::mbarrier_init(&full[s], CONV_WGMMA_PRODUCER_THREADS);"),
+    "the producers overrun the ring": (
+        "                ptx::mbarrier_wait(&empty[stage], phase ^ 1);\n", ""),
+    "a k-tile's chunks step by the wrong number of taps": (
+        "tap.advance(chunk * 8, g);", "tap.advance(chunk * 16, g);"),
+}
+BUGS = sorted(PLANTED)
+
+
+def planted_source(original: str) -> str:
+    """kernels/conv2d_wgmma.cu with one kernel per planted bug, ``planted_<i>`` (bf16, 128 x 64), each calling a
+    copy of the kernel template with that bug, and the real 128 x 64 bf16 instance (the control).  One build."""
+    head, _ = original.split("// ---------------------------------------------------------------- named instances")
+    start = head.index("template <ptx::Precision P, int BN, int STAGES>\n__device__ __forceinline__ void "
+                       "wgmma_conv_forward(")
+    template = head[start:]
+    parts = [head, "#define PLANTED_PARAMS const unsigned char *maps, const unsigned short *x, const float *bias, "
+             "CONV_GEOMETRY_PARAMS, int flags\n"
+             "#define PLANTED_KERNEL __global__ void __launch_bounds__(WGMMA_THREADS, 1)\n"]
+    for index, bug in enumerate(BUGS):
+        text, replacement = PLANTED[bug]
+        assert template.count(text) == 1, f"planted bug: {text!r} is not in {SOURCE.name} exactly once"
+        parts.append(template.replace(text, replacement).replace("void wgmma_conv_forward(",
+                                                                 f"void wgmma_conv_forward_{index}("))
+        parts.append(f'extern "C" PLANTED_KERNEL planted_{index}(PLANTED_PARAMS)\n{{\n'
+                     "    const ConvGeometry geo = CONV_GEOMETRY;\n"
+                     f"    wgmma_conv_forward_{index}<ptx::Precision::bf16, 64, 8>(maps, x, bias, geo, flags);\n}}\n")
+    parts.append('extern "C" PLANTED_KERNEL conv2d_fwd_wgmma_128x64_bf16(PLANTED_PARAMS)\n{\n'
+                 "    const ConvGeometry geo = CONV_GEOMETRY;\n"
+                 "    wgmma_conv_forward<ptx::Precision::bf16, 64, 8>(maps, x, bias, geo, flags);\n}\n")
+    return "\n".join(parts)
+
+
+@pytest.fixture(scope="module")
+def planted_kernels(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("planted_conv_wgmma")
+    (folder / SOURCE.name).write_text(planted_source(SOURCE.read_text()))
+    return folder
+
+
+def run_planted(folder, kernel: str):
+    """A 3x3 / pad 1 conv of 2 x 40 channels x 9 x 9 into 24 (bf16): 162 pixels (two tiles on one block, so the
+    ring of 8 stages wraps: 6 k-tiles each), chunks of a k-tile from two taps, padding taps on every edge."""
+    executor = HarnessExecutor("plain", kernels_dir=folder, multiprocessor_count=1)
+    x, w, x_values, w_values, bias = inputs(np.random.default_rng(5), (2, 40, 9, 9), (24, 40, 3, 3), "bf16")
+    planned, y = cw.plan(x, w, bias, padding=(1, 1), precision="bf16", out_dtype=np.float32, config="128x64",
+                         executor=executor)
+    assert planned.launch.grid == (1, 1, 1)
+    executor.launch(dataclasses.replace(planned.launch, kernel=kernel))
+    planned.finish()
+    return y, R.conv2d(x_values, w_values, bias, padding=1)
+
+
+def test_the_planted_copy_runs_clean_without_a_bug(planted_kernels):
+    y, expected = run_planted(planted_kernels, "conv2d_fwd_wgmma_128x64_bf16")
+    check(y, expected, "bf16")
+
+
+@pytest.mark.parametrize("bug", BUGS)
+def test_planted_bugs_in_the_kernel_are_caught(planted_kernels, monkeypatch, bug):
+    """Each bug fails a harness check or corrupts y; it never passes."""
+    monkeypatch.setenv("DLGPU_HARNESS_MBARRIER_TIMEOUT_S", "3")
+    try:
+        y, expected = run_planted(planted_kernels, f"planted_{BUGS.index(bug)}")
+    except HarnessError:
+        return
+    with pytest.raises(AssertionError):
+        check(y, expected, "bf16")
+
+
+# ---------------------------------------------------------------- what the compiler made of it
+
+
+def test_sm90a_build_has_hgmma_and_no_local_memory():
+    """ptxas keeps every kernel within 168 registers (384 threads, one block per SM: no setmaxnreg, as the
+    kernel's header explains), spills nothing; the SASS has the wgmma, the TMA loads and stores, the cp.async
+    gathers and the mbarrier operations, and no local memory."""
+    module = compiler.compile_family(cw.FAMILY, arch="sm_90a", announce=False)
+    assert set(module.resources) == set(cw.kernel_names())
+    for name, resources in module.resources.items():
+        assert resources.registers * 384 <= 65536, (name, resources.registers)
+        assert resources.spill_bytes == 0 and resources.stack_frame == 0, (name, resources)
+    listing = sass.disassemble(module.image)
+    patterns = ("HGMMA", "UTMALDG", "UTMASTG", "LDGSTS", "USETMAXREG", "LDL", "STL")
+    for name, opcodes in listing.items():
+        counts = sass.count_instructions(opcodes, patterns)
+        assert counts["HGMMA"] >= 4 and counts["UTMALDG"] >= 1 and counts["UTMASTG"] >= 1, (name, counts)
+        assert counts["LDGSTS"] >= 8 and counts["USETMAXREG"] == 0, (name, counts)  # 8 chunks per thread
+        assert counts["LDL"] == counts["STL"] == 0, (name, counts)
+    assert re.search(r"conv2d_fwd_wgmma_\*", SOURCE.read_text())  # the family's dlgpu-sass line covers them
+
+
+# ---------------------------------------------------------------- on a GPU
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", cw.PRECISIONS)
+def test_forward_on_the_gpu_matches_the_harness_and_the_reference(precision):
+    """The same launches on the GPU and on the harness (3x3 / pad 1, C = 72 and K = 136: chunks of a k-tile from
+    two taps, two column tiles), then a ResNet-like 3x3 layer against the float64 reference, and the NHWC
+    forward's choice of this variant on an H100."""
+    import cupy
+
+    from dlgpu.cuda.executor import default_executor
+
+    if not cw.available(default_executor()):
+        pytest.skip("wgmma needs a compute capability 9.0 GPU")
+
+    def run(executor):
+        x, w, _, _, bias = inputs(np.random.default_rng(21), (2, 72, 9, 9), (136, 72, 3, 3), precision)
+        xp = executor.xp
+        return cw.forward(xp.asarray(x), xp.asarray(w), xp.asarray(bias), padding=(1, 1), relu=True,
+                          precision=precision, out_dtype=np.float32, executor=executor)
+
+    harness.cross_check(run, tolerance=1e-5)
+    x, w, x_values, w_values, bias = inputs(np.random.default_rng(22), (4, 64, 14, 14), (128, 64, 3, 3), precision)
+    y = conv2d_nhwc.forward(cupy.asarray(x), cupy.asarray(w), cupy.asarray(bias), padding=(1, 1), relu=True,
+                            precision=precision, out_dtype=np.float32)
+    check(cupy.asnumpy(y), R.conv2d(x_values, w_values, bias, padding=1, activation="relu"), precision)
