@@ -40,25 +40,28 @@
 // registers per thread that 384 threads get; moving registers between warpgroups would buy nothing.
 //
 // Predicted rate (NOT YET RUN ON A GPU), H100 SXM (132 SMs, 2048 dense bf16 FMA per clock per SM, ~1.75 GHz
-// sustained), from the sm_90a build of 128x128 bf16 (NVRTC 13.x; figures per k-tile of 64 taps per SM):
-//   registers   see the SASS check in tests/test_conv2d_wgmma.py: within 168, no spills, no local memory.
-//   tensor      2 warpgroups x 4 HGMMA.64x128x16 = 1 M FMA = 512 clocks.
-//   producer    per thread 8 LDGSTS (one per 16-byte chunk) and ~10 integer instructions per chunk (bounds,
-//               address, select), plus the tap step: ~100 instructions per warp per k-tile, 4 producer
-//               warps on 4 schedulers: ~25 % of one scheduler's 512 issue slots; the consumers' ~60 more.
-//   L2 -> SM    16 KB of A (gathered; a 3x3 filter reads each input pixel up to 9 times, mostly from L1 /
-//               L2) and 16 KB of B per k-tile: 64 B/clock/SM, ~14.7 TB/s over 132 SMs -- about twice what
-//               H100's L2 is reported to deliver (~5.5-7 TB/s), so L2 bandwidth, not the tensor cores,
-//               bounds 128x128: ~0.45 of the tensor peak from this alone, better where L1 catches the
-//               3x3 reuse of A (the cp.async.cg used here bypasses L1: every tap comes from L2).
-//   shared      wgmma reads 2 x (8 KB of A + 16 KB of B), cp.async + TMA write 32 KB: 80 KB per 512 clocks,
-//               156 B/clock against the 128 B/clock port: ~0.8 of the tensor peak at most.
-//   waves       ResNet-50 3x3 at batch 128: 56x56x64 (M = 401,408, 3136 tiles of 128x64), 28x28x128 (784
-//               tiles of 128x128), 14x14x256 (392 x 2 = 784), 7x7x512 (49 x 4 = 196 tiles: 1.5 waves, 74 %).
-// => bf16 forward on ResNet-50's 3x3 layers (batch 128, channels_last): 300-450 TFLOP/s where C, K >= 128,
-// 0.5-0.75x cuDNN (~550-650), L2 -> SM bandwidth the likely limit; the 128x256 tile with B multicast in a
-// cluster (as the GEMM has) and A through L1 (cp.async.ca) are the next steps to issue 19's 0.9x.  The GPU
-// run confirms or refutes all of this.
+// sustained: ~945 TFLOP/s), from the sm_90a build (NVRTC 13.5) of the bf16 kernels, per k-tile of 64 taps per SM:
+//   registers   166 (128x128) and 119 (128x64) per thread, within the 168 that 384 threads get; no spills, no
+//               local memory.  Shared memory 230,496 / 230,528 bytes: one block per SM.
+//   tensor      2 warpgroups x 4 HGMMA.64xBNx16: 512 clocks at BN 128, 256 at BN 64.
+//   issue       the producer's k-tile loop is 188 SASS instructions per warp (8 LDGSTS, ARRIVES.LDGSTSBAR, the
+//               64-bit address and bounds of each chunk, the tap step), the consumers' 92 (4 HGMMA); a
+//               scheduler hosts one producer and two consumer warps: ~370 issue slots per k-tile, 73 % of
+//               512 at BN 128, but ~130 % of 256 at BN 64: the 128x64 tile is issue-bound (~0.7 of peak).
+//   L2 -> SM    16 KB of A (cp.async.cg: every tap from L2, the 3x3 reuse of an input pixel is not caught
+//               in L1) and BN x 128 bytes of B per k-tile: at BN 128 32 KB per 2.1 MFLOP, 64 FLOP per byte;
+//               at the 5.5-7 TB/s H100's L2 is reported to deliver, 350-450 TFLOP/s: the likely limit (BN
+//               64: 43 FLOP per byte, 240-300 TFLOP/s).
+//   shared      wgmma reads 2 x (8 KB of A + 16 KB of B) and the copies write 32 KB: 80 KB per 512 clocks,
+//               156 B/clock against the 128 B/clock port: at most ~0.8 of peak, not the first limit.
+//   waves       a persistent grid of min(tiles, 132) blocks.  ResNet-50 3x3 at batch 32: 56x56x64 784 tiles
+//               of 128x64 (5.9 waves, 99 %); 28x28x128 196 tiles of 128x128 (1.5 waves, 74 %); 7x7x512 52
+//               tiles (39 % of the SMs; 196 tiles, 74 %, at batch 128).
+// => bf16 forward on ResNet-50's 3x3 layers (channels_last, bias + ReLU): 250-350 TFLOP/s at C = K = 64,
+// 260-450 TFLOP/s at 128 and up, less where the waves are short: 0.45-0.75x cuDNN (assumed 550-650 TFLOP/s),
+// short of issue 19's 0.9x.  Next steps, in order: B multicast over a 2-CTA cluster and a 128x256 tile (halves
+// B's L2 traffic per FLOP), A through L1 (cp.async.ca) or im2col-mode TMA, 32-bit chunk addresses (the
+// producer's loop), split-K or 64-row tiles for the short layers.  The GPU run confirms or refutes all of this.
 //
 // dlgpu-sass: conv2d_fwd_wgmma_* arch=sm_90a HGMMA UTMALDG UTMASTG LDGSTS SYNCS !LDL !STL
 
@@ -234,8 +237,10 @@ __device__ __forceinline__ void wgmma_conv_forward(const unsigned char* maps, co
 
         // ---- epilogue: while the producers already fill the next tile's stages
         const int row0 = tile_m * WGMMA_BM + consumer * 64 + warp * 16, col0 = tile_n * BN;
-        if (flags & CONV_STORE_HALF) store_tma<P, BN, unsigned short>(acc, my_staging, map_y, bias, flags, row0, col0, g.K);
-        else store_tma<P, BN, float>(acc, my_staging, map_y, bias, flags, row0, col0, g.K);
+        if (flags & CONV_STORE_HALF)
+            store_tma<P, BN, unsigned short>(acc, my_staging, map_y, bias, flags, row0, col0, g.K);
+        else
+            store_tma<P, BN, float>(acc, my_staging, map_y, bias, flags, row0, col0, g.K);
     }
     // The TMA stores have written y before the block ends (and read the staging boxes before they go).
     if (lane == 0) ptx::bulk_wait<0>();

@@ -5,7 +5,8 @@ The harness models wgmma, TMA, mbarriers and cp.async.mbarrier.arrive.noinc from
 (dlgpu/testing/cuda_host_sm90.h); each shape runs on a grid of two SMs, so a block walks several tiles and
 the ring of stages wraps across them.  Shapes are few but each aims at an edge: channels below, across and
 above the 64-tap k-tile (24, 72, 136: chunks of one k-tile from two or three taps), stride 2, padding,
-dilation, 1x1 / 3x3 / 7x7 taps, pixel counts and output channels that are not tile multiples.  The
+dilation, 1x1 / 3x3 / 7x7 taps, pixel counts and output channels that are not tile multiples (K = 13: y's
+rows are not 16-byte multiples, so the TMA stores go through a padded array).  The
 harness build is shared by every test of the module (CI time); so is the one build of the planted bugs.
 """
 
@@ -38,7 +39,8 @@ def geo(stride=1, padding=0, dilation=1):
 # (x NCHW, w OIHW, geometry, config): see the module docstring.
 CASES = (
     ((2, 24, 9, 9), (72, 24, 3, 3), geo(1, 1), "128x128"),      # C < 64: three taps per k-tile; 162 pixels
-    ((1, 16, 11, 7), (24, 16, 3, 2), geo((2, 1), (1, 0), (1, 2)), "128x64"),  # strided, dilated, rectangular
+    # strided, dilated, rectangular; K = 13: rows of y not 16-byte multiples (stored through a padded array)
+    ((1, 16, 11, 7), (13, 16, 3, 2), geo((2, 1), (1, 0), (1, 2)), "128x64"),
     ((1, 8, 13, 13), (16, 8, 7, 7), geo(2, 3), "128x64"),      # 7x7 / 2, C = 8: one chunk per tap
     ((2, 72, 5, 6), (136, 72, 1, 1), geo(), "128x128"),        # 1x1, K = 136: two column tiles
     ((1, 136, 6, 6), (40, 136, 3, 3), geo(1, 1), "128x64"),    # 20 k-tiles: the ring wraps within a tile
