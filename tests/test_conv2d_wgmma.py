@@ -115,6 +115,25 @@ def test_the_launcher_picks_its_tile_and_refuses_what_the_kernels_cannot_take(tw
         cw.forward(x, w, config="64x64", executor=two_sms)
 
 
+def test_the_nhwc_forward_takes_this_variant_on_a_compute_capability_9_device(rng):
+    """conv2d_nhwc.forward routes 16-bit operands the kernels take here when the executor plans for sm_90, and
+    keeps mma.sync for the rest (12 channels), for other devices, and for a named mma.sync tile."""
+    x, w, x_values, w_values, bias = inputs(rng, (1, 16, 6, 5), (8, 16, 3, 3), "bf16")
+    expected = R.conv2d(x_values, w_values, bias, padding=1, activation="relu")
+    odd_x, odd_w, *_ = inputs(rng, (1, 12, 6, 5), (8, 12, 3, 3), "bf16")
+    hopper, other = HarnessExecutor("plain", compute_capability=90), HarnessExecutor("plain")
+    for executor, args, config, family in ((hopper, (x, w), None, cw.FAMILY), (hopper, (odd_x, odd_w), None,
+                                           conv2d_nhwc.FAMILY), (other, (x, w), None, conv2d_nhwc.FAMILY),
+                                          (hopper, (x, w), "64x64", conv2d_nhwc.FAMILY)):
+        y = conv2d_nhwc.forward(*args, bias, padding=(1, 1), relu=True, precision="bf16", out_dtype=np.float32,
+                                config=config, executor=executor)
+        families = {f for f, _ in executor.launched}  # 12 channels: gemm_cast pads them first
+        assert family in families and (cw.FAMILY in families) == (family == cw.FAMILY), families
+        executor.launched.clear()
+        if args[0] is x:
+            check(y, expected, "bf16")
+
+
 def test_registry_names_every_kernel():
     assert set(cw.kernel_names()) == set(harness.family_kernels(cw.FAMILY))
 

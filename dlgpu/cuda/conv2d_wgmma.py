@@ -27,7 +27,7 @@ from dlgpu.cuda import gemm_wgmma as _wgmma
 from dlgpu.cuda import kernel_decls, tma
 from dlgpu.cuda.executor import resolve_executor
 from dlgpu.cuda.gemm import FLAG_BIAS, FLAG_RELU, address, config_by_name, tile_configs
-from dlgpu.cuda.launch import Launch, multiprocessor_count
+from dlgpu.cuda.launch import Launch, compute_capability, multiprocessor_count
 from dlgpu.errors import ArgumentError, BackendUnavailableError, ShapeError
 
 FAMILY = "conv2d_wgmma"
@@ -73,9 +73,10 @@ def supports(x, weight, precision: str) -> bool:
 
 
 def chosen(executor, x, weight, precision: str) -> bool:
-    """Whether :func:`dlgpu.cuda.conv2d_nhwc.forward` runs these operands here: on a compute capability 9.0 GPU
-    (the CPU harness runs this variant only when asked for by name) and where :func:`supports` holds."""
-    return getattr(executor.xp, "cuda", None) is not None and available(executor) and supports(x, weight, precision)
+    """Whether :func:`dlgpu.cuda.conv2d_nhwc.forward` runs these operands here: on a compute capability 9.0
+    device (the CPU harness only when told to plan for one, as for the wgmma GEMM: dlgpu.cuda.gemm's
+    default_variant) and where :func:`supports` holds."""
+    return compute_capability(executor) == _wgmma.COMPUTE_CAPABILITY and supports(x, weight, precision)
 
 
 def forward(x, weight, bias=None, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1), relu=False, precision=None,
