@@ -67,7 +67,7 @@ SANITIZER_TESTS: tuple[SanitizerCase, ...] = (
     # cross-checks the CPU harness on a 300 x 520 x 264 product before a 1000 x 700 x 900 one
     SanitizerCase("tests/test_gemm_wgmma.py::test_wgmma_on_the_gpu_matches_the_harness_and_cupy[False-True]",
                   "gemm_wgmma", "wgmma", "fp16"),
-    # Hopper only, as the wgmma GEMM: a 2 x 72 x 9 x 9 conv by 136 3x3 filters cross-checked with the harness
+    # Hopper only, as the wgmma GEMM: a 2 x 72 x 9 x 9 conv by 136 3x3 filters and its dgrad, against the harness
     SanitizerCase("tests/test_conv2d_wgmma.py::test_forward_on_the_gpu_matches_the_harness_and_the_reference[bf16]",
                   "conv2d_wgmma", "wgmma", "bf16", "forward"),
     SanitizerCase(f"{_CONV_FORWARD}[naive-ieee-any-{_CONV}]", "conv2d", "naive", pass_="forward"),

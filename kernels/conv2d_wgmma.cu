@@ -1,4 +1,5 @@
-// kernels/conv2d_wgmma.cu -- the convolution forward on Hopper's warpgroup tensor cores (wgmma, sm_90a), NHWC.
+// kernels/conv2d_wgmma.cu -- the convolution forward and data gradient on Hopper's warpgroup tensor cores (wgmma,
+// sm_90a), NHWC.
 //
 // x (N, H, W, C), w (K, R, S, C), y (N, P, Q, K), all as stored (channels_last), 16-bit operands (bf16 or fp16),
 // fp32 accumulation; y = epilogue(conv(x, w)) in fp32 or, with CONV_STORE_HALF, the operands' 16-bit type;
@@ -14,6 +15,12 @@
 //       C a multiple of 8 (16-byte chunks of channels: the launcher falls back to mma.sync otherwise), any
 //       N, H, W, K, R, S, stride, padding, dilation within 32-bit indices.  384 threads, one block per
 //       SM; a persistent grid walking tiles of 128 pixels x BN channels in grouped raster order.
+//   conv2d_dgrad_wgmma_128x<BN>_<precision>(maps, grad_y, w, geometry, flags, hw_mul, hw_shift, w_mul, w_shift)
+//       grad_x (N, H, W, C) = the data gradient of grad_y (N, P, Q, K) through w, at STRIDE 1 only (any padding
+//       and dilation; the launcher falls back to mma.sync otherwise); C and K multiples of 8; `maps`: grad_x's
+//       TMA tensor map (the N*H*W x C matrix, store boxes); `flags`: CONV_STORE_HALF; (hw_mul, hw_shift),
+//       (w_mul, w_shift): fast divisors of H*W and W.  A fused ReLU's mask is applied to grad_y by the
+//       launcher (kernels/gemm_cast.cu), as for the mma.sync kernels.  DgradGather below.
 //
 // The pipeline is gemm_wgmma.cu's (its header has the ring, the descriptors and the epilogue; the
 // shared parts are wgmma_tile.cuh), with A gathered instead of loaded by TMA:
@@ -61,9 +68,16 @@
 // 260-450 TFLOP/s at 128 and up, less where the waves are short: 0.45-0.75x cuDNN (assumed 550-650 TFLOP/s),
 // short of issue 19's 0.9x.  Next steps, in order: B multicast over a 2-CTA cluster and a 128x256 tile (halves
 // B's L2 traffic per FLOP), A through L1 (cp.async.ca) or im2col-mode TMA, 32-bit chunk addresses (the
-// producer's loop), split-K or 64-row tiles for the short layers.  The GPU run confirms or refutes all of this.
+// producer's loop), split-K or 64-row tiles for the short layers.
+// dgrad (same build): 152 (128x128) and 106 (128x64) registers; its producer gathers B too, 326 SASS instructions
+// per warp per k-tile at BN 128 (16 LDGSTS) and 258 at BN 64 (12): with the consumers' 96, ~520 issue slots per
+// 512 tensor clocks at BN 128 (issue-bound at ~0.85-1.0 of peak before L2 binds at the forward's 350-450
+// TFLOP/s), ~450 per 256 at BN 64 (~0.55 of peak).  ResNet-50's stride-1 3x3 layers: 250-400 TFLOP/s where C >=
+// 128.  B by a 3-D TMA map (w's rows of one tap are RSC apart) would take half the producer's work away.  The
+// GPU run confirms or refutes all of this.
 //
 // dlgpu-sass: conv2d_fwd_wgmma_* arch=sm_90a HGMMA UTMALDG UTMASTG LDGSTS SYNCS !LDL !STL
+// dlgpu-sass: conv2d_dgrad_wgmma_* arch=sm_90a HGMMA UTMASTG LDGSTS SYNCS !LDL !STL
 
 #include "common.cuh"
 #include "conv2d_common.cuh"
@@ -71,7 +85,7 @@
 #include "ptx_sm90.cuh"
 #include "wgmma_tile.cuh"
 
-#define CONV_WGMMA_PRODUCER_THREADS 128  // the producer warpgroup: every thread gathers A
+#define CONV_WGMMA_PRODUCER_THREADS 128  // the producer warpgroup: every thread gathers
 #define CONV_WGMMA_CHUNKS 8              // 16-byte chunks in a 128-byte row of k
 
 // The tile configurations, widest first: X(BM, BN, THREADS, STAGES).  dlgpu/cuda/conv2d_wgmma.py reads this list.
@@ -79,16 +93,16 @@
     X(128, 128, 384, 6)          \
     X(128, 64, 384, 8)
 
-// Where one thread's chunk of the k-tile stands in the flat reduction (r, s, c): tap (r, s) and channel c.
-// `dh`, `dw` are the tap's offsets into the image (r * dil_h, s * dil_w).
+// Where a chunk of the k-tile stands in the reduction (r, s, c): tap (r, s) and channel c of `channels` per
+// tap.  `dh`, `dw` are the tap's offsets (r * dil_h, s * dil_w).
 struct ChunkTap {
     int r, s, c, dh, dw;
-    // Steps c by `taps` channels and carries into s and r.
-    __device__ __forceinline__ void advance(int taps, const ConvGeometry& g)
+    // Steps c by `taps` and carries into s and r.
+    __device__ __forceinline__ void advance(int taps, int channels, const ConvGeometry& g)
     {
         c += taps;
-        while (c >= g.C) {
-            c -= g.C;
+        while (c >= channels) {
+            c -= channels;
             dw += g.dil_w;
             if (++s == g.S) {
                 s = 0;
@@ -100,16 +114,185 @@ struct ChunkTap {
     }
 };
 
-// ---------------------------------------------------------------- the kernel
-template <ptx::Precision P, int BN, int STAGES>
-__device__ __forceinline__ void wgmma_conv_forward(const unsigned char* maps, const unsigned short* x,
-                                                   const float* bias, const ConvGeometry& g, int flags)
+// The row of a 128-byte swizzled tile that thread `t` writes chunk `chunk` of, at rows first + step i: the
+// pattern's row is first % 8 for all of them (step is a multiple of 8).
+__device__ __forceinline__ int swizzled_chunk(int chunk, int first)
+{
+    return ((chunk ^ (first % 8)) * 16) + first * 128;
+}
+
+// ---------------------------------------------------------------- the forward's operands
+// A: output pixels x taps (r, s, c) in w's flat order, gathered from x; B: w as the K x RSC matrix, by TMA.
+// Thread t copies chunk t % 8 of A's rows t / 8 + 16 i (i < 8).
+template <int BN> struct ForwardGather {
+    static constexpr bool kBNMajor = false;                            // B's rows are k: K-major
+    static constexpr int kArrivals = CONV_WGMMA_PRODUCER_THREADS + 1;  // and thread 0's expect_tx for B
+    static constexpr int kRows = WGMMA_BM * CONV_WGMMA_CHUNKS / CONV_WGMMA_PRODUCER_THREADS;
+    static constexpr int kStep = CONV_WGMMA_PRODUCER_THREADS / CONV_WGMMA_CHUNKS;
+    const unsigned short* x;
+    const unsigned char* map_w;
+    const ConvGeometry& g;
+    int M, n0;
+    // This thread's rows in the current tile: the element offset of each pixel's receptive field corner,
+    // and the corner (h0 = H past the last pixel: every tap of that row is out of the image).
+    long long corner[kRows];
+    int h0[kRows], w0[kRows];
+    ChunkTap tap;
+
+    __device__ __forceinline__ ForwardGather(const unsigned short* x_, const unsigned char* map,
+                                             const ConvGeometry& geo)
+        : x(x_), map_w(map), g(geo), M(geo.N * geo.P * geo.Q), n0(0)
+    {
+    }
+    __device__ __forceinline__ int rows() const { return M; }
+    __device__ __forceinline__ int cols() const { return g.K; }
+    __device__ __forceinline__ int reduction() const { return g.R * g.S * g.C; }  // k-tiles: ceil(RSC / 64)
+    __device__ __forceinline__ void prefetch() const { ptx::prefetch_tensor_map(map_w); }
+
+    __device__ __forceinline__ void begin_tile(int m0, int n0_)
+    {
+        const int t = threadIdx.x, first = t / CONV_WGMMA_CHUNKS;
+        n0 = n0_;
+        DLGPU_UNROLL
+        for (int i = 0; i < kRows; ++i) {
+            const int m = m0 + first + i * kStep;
+            if (m < M) {
+                const int n = fast_div(m, g.pq_mul, g.pq_shift);
+                const int pq = m - n * g.P * g.Q;
+                const int p = fast_div(pq, g.q_mul, g.q_shift);
+                h0[i] = p * g.stride_h - g.pad_h;
+                w0[i] = (pq - p * g.Q) * g.stride_w - g.pad_w;
+                corner[i] = (((long long)n * g.H + h0[i]) * g.W + w0[i]) * g.C;
+            } else {
+                h0[i] = g.H;
+                w0[i] = 0;
+                corner[i] = 0;
+            }
+        }
+        tap = ChunkTap{0, 0, 0, 0, 0};
+        tap.advance(t % CONV_WGMMA_CHUNKS * 8, g.C, g);  // this thread's chunk of the first k-tile
+    }
+
+    // k-tile kt into a stage: B by TMA (thread 0), A's chunks by cp.async; every thread's arrival on `full`.
+    __device__ __forceinline__ void fill(int kt, unsigned char* a, unsigned char* b, unsigned long long* full)
+    {
+        const int t = threadIdx.x;
+        if (t == 0) {
+            ptx::mbarrier_arrive_expect_tx(full, BN * 128);
+            ptx::tma_load_2d(b, map_w, kt * 64, n0, full);
+        }
+        unsigned char* const to = a + swizzled_chunk(t % CONV_WGMMA_CHUNKS, t / CONV_WGMMA_CHUNKS);
+        const bool in_filter = tap.r < g.R;  // false past RSC: the last k-tile's tail
+        const long long offset = ((long long)tap.dh * g.W + tap.dw) * g.C + tap.c;
+        DLGPU_UNROLL
+        for (int i = 0; i < kRows; ++i) {
+            const bool ok = in_filter && (unsigned)(h0[i] + tap.dh) < (unsigned)g.H &&
+                            (unsigned)(w0[i] + tap.dw) < (unsigned)g.W;
+            ptx::cp_async_16(to + i * kStep * 128, ok ? x + (corner[i] + offset) : x, ok ? 16u : 0u);
+        }
+        ptx::cp_async_mbarrier_arrive_noinc(full);
+        tap.advance(64, g.C, g);
+    }
+};
+
+// ---------------------------------------------------------------- the data gradient's operands
+// grad_x (N*H*W x C) = A x B at stride 1: A row m = input pixel (n, h, w), at tap (r, s) and output
+// channels k.. the element grad_y[n, h + pad_h - r dil_h, w + pad_w - s dil_w, k..] (zeros outside);
+// B row (r, s, k), columns c = w[k, r, s, c..].  The reduction runs over taps outer and blocks of 64
+// output channels inner (a k-tile never straddles two taps, so each B row is one filter's channels;
+// channels past K read zeros on both sides).  B is gathered too (its rows are RSC apart in memory, so
+// TMA would need a 3-D map), into the N-major layout: boxes of 64 rows of k x 64 columns of c.
+// Thread t copies chunk t % 8 of A's rows t / 8 + 16 i, and chunk t % (BN / 8) of B's rows
+// t / (BN / 8) + (1024 / BN) i.
+template <int BN> struct DgradGather {
+    static constexpr bool kBNMajor = true;
+    static constexpr int kArrivals = CONV_WGMMA_PRODUCER_THREADS;
+    static constexpr int kRows = WGMMA_BM * CONV_WGMMA_CHUNKS / CONV_WGMMA_PRODUCER_THREADS;
+    static constexpr int kStep = CONV_WGMMA_PRODUCER_THREADS / CONV_WGMMA_CHUNKS;
+    static constexpr int kChunksB = BN / 8, kStepB = CONV_WGMMA_PRODUCER_THREADS / kChunksB, kRowsB = 64 / kStepB;
+    static_assert(kStepB % 8 == 0, "B rows of one thread share their row of the swizzle pattern");
+    const unsigned short* grad_y;
+    const unsigned short* w;
+    const ConvGeometry& g;
+    int M, k_blocks, n0;
+    unsigned hw_mul, hw_shift, w_mul, w_shift;
+    long long corner[kRows];  // grad_y's element offset of (n, h + pad_h, w + pad_w) for each row
+    int h1[kRows], w1[kRows]; // h + pad_h, w + pad_w (-1 past the last pixel: no tap reaches the output)
+    ChunkTap tap;             // the k-tile's tap and block of output channels (the same for every thread)
+
+    __device__ __forceinline__ DgradGather(const unsigned short* grad_y_, const unsigned short* w_,
+                                           const ConvGeometry& geo, unsigned hw_mul_, unsigned hw_shift_,
+                                           unsigned w_mul_, unsigned w_shift_)
+        : grad_y(grad_y_), w(w_), g(geo), M(geo.N * geo.H * geo.W), k_blocks((geo.K + 63) / 64), n0(0),
+          hw_mul(hw_mul_), hw_shift(hw_shift_), w_mul(w_mul_), w_shift(w_shift_)
+    {
+    }
+    __device__ __forceinline__ int rows() const { return M; }
+    __device__ __forceinline__ int cols() const { return g.C; }
+    __device__ __forceinline__ int reduction() const { return g.R * g.S * k_blocks * 64; }
+    __device__ __forceinline__ void prefetch() const {}
+
+    __device__ __forceinline__ void begin_tile(int m0, int n0_)
+    {
+        const int first = threadIdx.x / CONV_WGMMA_CHUNKS;
+        n0 = n0_;
+        DLGPU_UNROLL
+        for (int i = 0; i < kRows; ++i) {
+            const int m = m0 + first + i * kStep;
+            if (m < M) {
+                const int n = fast_div(m, hw_mul, hw_shift);
+                const int hw = m - n * g.H * g.W;
+                const int h = fast_div(hw, w_mul, w_shift);
+                h1[i] = h + g.pad_h;
+                w1[i] = hw - h * g.W + g.pad_w;
+                corner[i] = (((long long)n * g.P + h1[i]) * g.Q + w1[i]) * g.K;
+            } else {
+                h1[i] = -1;
+                w1[i] = 0;
+                corner[i] = 0;
+            }
+        }
+        tap = ChunkTap{0, 0, 0, 0, 0};
+    }
+
+    __device__ __forceinline__ void fill(int, unsigned char* a, unsigned char* b, unsigned long long* full)
+    {
+        const int t = threadIdx.x;
+        // A: grad_y at output pixel (h1 - dh, w1 - dw), channels tap.c + 8 (t % 8)..
+        const int k = tap.c + t % CONV_WGMMA_CHUNKS * 8;
+        const long long offset = k - ((long long)tap.dh * g.Q + tap.dw) * g.K;
+        unsigned char* const to_a = a + swizzled_chunk(t % CONV_WGMMA_CHUNKS, t / CONV_WGMMA_CHUNKS);
+        DLGPU_UNROLL
+        for (int i = 0; i < kRows; ++i) {
+            const bool ok = k < g.K && (unsigned)(h1[i] - tap.dh) < (unsigned)g.P &&
+                            (unsigned)(w1[i] - tap.dw) < (unsigned)g.Q;
+            ptx::cp_async_16(to_a + i * kStep * 128, ok ? grad_y + (corner[i] + offset) : grad_y, ok ? 16u : 0u);
+        }
+        // B: w[tap.c + row, r, s, n0 + 8 (t % kChunksB)..], row t / kChunksB + kStepB i of the k-tile; the box of
+        // 64 columns, then the chunk within its 128-byte row.
+        const int chunk = t % kChunksB, first = t / kChunksB, c = n0 + chunk * 8;
+        const long long rsc = (long long)g.R * g.S * g.C;
+        const unsigned short* const from = w + (long long)(tap.c + first) * rsc + (tap.r * g.S + tap.s) * g.C + c;
+        unsigned char* const to_b = b + (chunk / 8) * 64 * 128 + swizzled_chunk(chunk % 8, first);
+        DLGPU_UNROLL
+        for (int i = 0; i < kRowsB; ++i) {
+            const bool ok = c < g.C && tap.c + first + i * kStepB < g.K;
+            ptx::cp_async_16(to_b + i * kStepB * 128, ok ? from + i * kStepB * rsc : w, ok ? 16u : 0u);
+        }
+        ptx::cp_async_mbarrier_arrive_noinc(full);
+        tap.advance(64, k_blocks * 64, g);
+    }
+};
+
+// ---------------------------------------------------------------- the pipeline
+// The producer warpgroup fills the ring through `Gather`; the consumers multiply each stage (A K-major; B
+// K-major, or N-major with Gather::kBNMajor) and store their tile's rows with the epilogue.
+template <ptx::Precision P, int BN, int STAGES, class Gather>
+__device__ __forceinline__ void wgmma_conv(Gather& gather, const unsigned char* map_out, const float* bias, int flags)
 {
 #if WGMMA_AVAILABLE
     using T = WgmmaTiles<P, BN, STAGES>;
     static_assert(P != ptx::Precision::tf32, "16-bit operands: a 16-byte chunk is 8 channels");
-    constexpr int kRowsPerThread = WGMMA_BM * CONV_WGMMA_CHUNKS / CONV_WGMMA_PRODUCER_THREADS;
-    constexpr int kRowStep = CONV_WGMMA_PRODUCER_THREADS / CONV_WGMMA_CHUNKS;
     extern __shared__ __align__(1024) unsigned char wgmma_shared[];
     // The swizzle patterns repeat every 1024 bytes of shared address: tiles start on such a boundary.
     unsigned char* const smem = wgmma_shared + (1024 - ptx::shared_window_address(wgmma_shared) % 1024) % 1024;
@@ -118,17 +301,14 @@ __device__ __forceinline__ void wgmma_conv_forward(const unsigned char* maps, co
     unsigned char* const staging = b_tiles + STAGES * T::kBBytes;
     unsigned long long* const full = reinterpret_cast<unsigned long long*>(staging + T::kStagingBytes);
     unsigned long long* const empty = full + STAGES;
-    const unsigned char* const map_w = maps;
-    const unsigned char* const map_y = maps + 128;
 
-    const int M = g.N * g.P * g.Q, RSC = g.R * g.S * g.C;
-    const WgmmaSchedule<BN, 1> schedule(M, g.K, RSC, T::kBK, 1);
+    const int N = gather.cols();
+    const WgmmaSchedule<BN, 1> schedule(gather.rows(), N, gather.reduction(), T::kBK, 1);
     const int warpgroup = threadIdx.x / 128;
 
     if (threadIdx.x == 0) {
         for (int s = 0; s < STAGES; ++s) {
-            // Every producer thread's cp.async arrival, and thread 0's arrive.expect_tx for B.
-            ptx::mbarrier_init(&full[s], CONV_WGMMA_PRODUCER_THREADS + 1);
+            ptx::mbarrier_init(&full[s], Gather::kArrivals);
             ptx::mbarrier_init(&empty[s], WGMMA_CONSUMERS);
         }
         ptx::fence_mbarrier_init();
@@ -136,56 +316,17 @@ __device__ __forceinline__ void wgmma_conv_forward(const unsigned char* maps, co
     __syncthreads();
 
     if (warpgroup == 0) {
-        // ---- producer: B by TMA (thread 0), A gathered by all 128 threads
-        const int t = threadIdx.x, chunk = t % CONV_WGMMA_CHUNKS, first = t / CONV_WGMMA_CHUNKS;
-        // Rows first + kRowStep i all have first % 8 as their row in the swizzle pattern.
-        const int swizzled = ((chunk ^ (first % 8)) * 16) + first * 128;
-        if (t == 0) ptx::prefetch_tensor_map(map_w);
+        // ---- producer: all 128 threads gather (and thread 0 issues the TMA loads)
+        if (threadIdx.x == 0) gather.prefetch();
         int stage = 0;
         unsigned phase = 0;
         for (int u = blockIdx.x; u < schedule.units; u += gridDim.x) {
             int tile_m, tile_n, split, begin, end;
             schedule.unit(u, 0, tile_m, tile_n, split, begin, end);
-            const int m0 = tile_m * WGMMA_BM, n0 = tile_n * BN;
-            // Each row's pixel, once per tile: the element offset of its receptive field's corner, and the
-            // corner itself (h0 = H past the last pixel: every tap of that row is out of the image).
-            long long corner[kRowsPerThread];
-            int h0[kRowsPerThread], w0[kRowsPerThread];
-            DLGPU_UNROLL
-            for (int i = 0; i < kRowsPerThread; ++i) {
-                const int m = m0 + first + i * kRowStep;
-                if (m < M) {
-                    const int n = fast_div(m, g.pq_mul, g.pq_shift);
-                    const int pq = m - n * g.P * g.Q;
-                    const int p = fast_div(pq, g.q_mul, g.q_shift);
-                    h0[i] = p * g.stride_h - g.pad_h;
-                    w0[i] = (pq - p * g.Q) * g.stride_w - g.pad_w;
-                    corner[i] = (((long long)n * g.H + h0[i]) * g.W + w0[i]) * g.C;
-                } else {
-                    h0[i] = g.H;
-                    w0[i] = 0;
-                    corner[i] = 0;
-                }
-            }
-            ChunkTap tap{0, 0, 0, 0, 0};
-            tap.advance(chunk * 8, g);  // this thread's chunk of the first k-tile
+            gather.begin_tile(tile_m * WGMMA_BM, tile_n * BN);
             for (int kt = begin; kt < end; ++kt) {
                 ptx::mbarrier_wait(&empty[stage], phase ^ 1);
-                if (t == 0) {
-                    ptx::mbarrier_arrive_expect_tx(&full[stage], T::kBBytes);
-                    ptx::tma_load_2d(b_tiles + stage * T::kBBytes, map_w, kt * T::kBK, n0, &full[stage]);
-                }
-                unsigned char* const a = a_tiles + stage * T::kABytes + swizzled;
-                const bool in_filter = tap.r < g.R;  // false past RSC: the last k-tile's tail
-                const long long offset = ((long long)tap.dh * g.W + tap.dw) * g.C + tap.c;
-                DLGPU_UNROLL
-                for (int i = 0; i < kRowsPerThread; ++i) {
-                    const bool ok = in_filter && (unsigned)(h0[i] + tap.dh) < (unsigned)g.H &&
-                                    (unsigned)(w0[i] + tap.dw) < (unsigned)g.W;
-                    ptx::cp_async_16(a + i * kRowStep * 128, ok ? x + (corner[i] + offset) : x, ok ? 16u : 0u);
-                }
-                ptx::cp_async_mbarrier_arrive_noinc(&full[stage]);
-                tap.advance(T::kBK, g);
+                gather.fill(kt, a_tiles + stage * T::kABytes, b_tiles + stage * T::kBBytes, &full[stage]);
                 if (++stage == STAGES) {
                     stage = 0;
                     phase ^= 1;
@@ -218,8 +359,11 @@ __device__ __forceinline__ void wgmma_conv_forward(const unsigned char* maps, co
             for (int j = 0; j < T::kBK / T::kStep; ++j) {
                 const unsigned long long desc_a =
                     ptx::wgmma_descriptor(a_stage + consumer * 64 * 128 + 32 * j, 16, 1024, 128);
-                const unsigned long long desc_b = ptx::wgmma_descriptor(b_stage + 32 * j, 16, 1024, 128);
-                ptx::wgmma<BN, P, 0, 0>(acc, desc_a, desc_b, kt != begin || j != 0);
+                // N-major B: boxes of 64 rows of k x 128 bytes of n, one box (the leading byte offset) per 64 n.
+                const unsigned long long desc_b =
+                    Gather::kBNMajor ? ptx::wgmma_descriptor(b_stage + j * T::kStep * 128, T::kBK * 128, 1024, 128)
+                                     : ptx::wgmma_descriptor(b_stage + 32 * j, 16, 1024, 128);
+                ptx::wgmma<BN, P, 0, Gather::kBNMajor ? 1 : 0>(acc, desc_a, desc_b, kt != begin || j != 0);
             }
             ptx::wgmma_commit();
             ptx::wgmma_wait<1>();
@@ -238,11 +382,11 @@ __device__ __forceinline__ void wgmma_conv_forward(const unsigned char* maps, co
         // ---- epilogue: while the producers already fill the next tile's stages
         const int row0 = tile_m * WGMMA_BM + consumer * 64 + warp * 16, col0 = tile_n * BN;
         if (flags & CONV_STORE_HALF)
-            store_tma<P, BN, unsigned short>(acc, my_staging, map_y, bias, flags, row0, col0, g.K);
+            store_tma<P, BN, unsigned short>(acc, my_staging, map_out, bias, flags, row0, col0, N);
         else
-            store_tma<P, BN, float>(acc, my_staging, map_y, bias, flags, row0, col0, g.K);
+            store_tma<P, BN, float>(acc, my_staging, map_out, bias, flags, row0, col0, N);
     }
-    // The TMA stores have written y before the block ends (and read the staging boxes before they go).
+    // The TMA stores have written the output before the block ends (and read the staging boxes before they go).
     if (lane == 0) ptx::bulk_wait<0>();
 #else
     __trap();
@@ -250,14 +394,24 @@ __device__ __forceinline__ void wgmma_conv_forward(const unsigned char* maps, co
 }
 
 // ---------------------------------------------------------------- named instances
-// conv2d_fwd_wgmma_128x128_bf16, conv2d_fwd_wgmma_128x128_fp16, ...
+// conv2d_fwd_wgmma_128x128_bf16, conv2d_dgrad_wgmma_128x128_bf16, ...: maps holds w's map and y's (forward) or
+// grad_x's alone (dgrad).
 #define CONV_WGMMA_KERNEL(precision, BM, BN, THREADS, STAGES)                                                    \
     extern "C" __global__ void __launch_bounds__(THREADS, 1) conv2d_fwd_wgmma_##BM##x##BN##_##precision(        \
         const unsigned char* maps, const unsigned short* x, const float* bias, CONV_GEOMETRY_PARAMS, int flags) \
     {                                                                                                           \
         static_assert(BM == WGMMA_BM && THREADS == WGMMA_THREADS, "128 rows, a producer and two consumers");   \
         const ConvGeometry geo = CONV_GEOMETRY;                                                                 \
-        wgmma_conv_forward<ptx::Precision::precision, BN, STAGES>(maps, x, bias, geo, flags);                  \
+        ForwardGather<BN> gather(x, maps, geo);                                                                 \
+        wgmma_conv<ptx::Precision::precision, BN, STAGES>(gather, maps + 128, bias, flags);                     \
+    }                                                                                                           \
+    extern "C" __global__ void __launch_bounds__(THREADS, 1) conv2d_dgrad_wgmma_##BM##x##BN##_##precision(      \
+        const unsigned char* maps, const unsigned short* grad_y, const unsigned short* w, CONV_GEOMETRY_PARAMS, \
+        int flags, unsigned hw_mul, unsigned hw_shift, unsigned w_mul, unsigned w_shift)                        \
+    {                                                                                                           \
+        const ConvGeometry geo = CONV_GEOMETRY;                                                                 \
+        DgradGather<BN> gather(grad_y, w, geo, hw_mul, hw_shift, w_mul, w_shift);                               \
+        wgmma_conv<ptx::Precision::precision, BN, STAGES>(gather, maps, nullptr, flags);                        \
     }
 #define CONV_WGMMA_KERNELS(...)                 \
     CONV_WGMMA_KERNEL(bf16, __VA_ARGS__)        \

@@ -778,19 +778,30 @@ def check_conv2d_tc_nhwc(executor, rng):
 
 
 def check_conv2d_wgmma(executor, rng):
-    # Each kernel once (the sanitizers start 384 threads slowly): a strided, dilated 3x3 over 16 channels (two taps
-    # per k-tile), 12 filters, padding on every edge.  tests/test_conv2d_wgmma.py has the edges and planted bugs.
-    geometry = conv_geometry(*KERNEL_CONV_CASES[0][2:])
+    # Each kernel once (the sanitizers start 384 threads slowly): 16 channels (two taps per forward k-tile), 16
+    # filters, padding on every edge; the forward strided and dilated, dgrad (stride 1 only) dilated and masked.
+    # tests/test_conv2d_wgmma.py has the edges and planted bugs.
+    forward_geometry = conv_geometry(*KERNEL_CONV_CASES[0][2:])
+    dgrad_geometry = conv_geometry((1, 1), (1, 2), (2, 1))
     for name in conv2d_wgmma.kernel_names():
-        config, precision = name.split("_")[3:]
+        pass_, config, precision = name.split("_")[1], *name.split("_")[3:]
         x16 = nhwc_stored(random_array(rng, (2, 16, 7, 5)), precision)
-        w16 = nhwc_stored(random_array(rng, (12, 16, 3, 3)), precision)
-        bias = random_array(rng, 12)
-        expected = R.conv2d(stored_values(x16, precision), stored_values(w16, precision), bias, activation="relu",
-                            **geometry)
-        y = conv2d_wgmma.forward(to_nhwc(x16), to_nhwc(w16), bias, relu=True, precision=precision,
-                                 out_dtype=np.float32, config=config, executor=executor, **geometry)
-        assert_close(to_nchw(y), expected, precision=precision)
+        w16 = nhwc_stored(random_array(rng, (16, 16, 3, 3)), precision)
+        x, w = stored_values(x16, precision), stored_values(w16, precision)
+        kw = dict(precision=precision, out_dtype=np.float32, config=config, executor=executor)
+        if pass_ == "fwd":
+            bias = random_array(rng, 16)
+            y = conv2d_wgmma.forward(to_nhwc(x16), to_nhwc(w16), bias, relu=True, **kw, **forward_geometry)
+            assert_close(to_nchw(y), R.conv2d(x, w, bias, activation="relu", **forward_geometry),
+                         precision=precision)
+            continue
+        y16 = nhwc_stored(R.conv2d(x, w, activation="relu", **dgrad_geometry), precision)
+        grad_y16 = nhwc_stored(random_array(rng, y16.shape), precision)
+        grad_x = conv2d_wgmma.dgrad(to_nhwc(grad_y16), to_nhwc(w16), to_nhwc(x16).shape, mask=to_nhwc(y16), **kw,
+                                    **dgrad_geometry)
+        expected = R.conv2d_backward(stored_values(grad_y16, precision), x, w, y=stored_values(y16, precision),
+                                     activation="relu", **dgrad_geometry)[0]
+        assert_close(to_nchw(grad_x), expected, precision=precision)
 
 
 KERNEL_CASES = (

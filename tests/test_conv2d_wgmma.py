@@ -1,13 +1,14 @@
-"""The wgmma convolution forward (kernels/conv2d_wgmma.cu): on the CPU harness against the reference, its
-launcher, planted bugs, its sm_90a SASS.
+"""The wgmma convolution forward and data gradient (kernels/conv2d_wgmma.cu): on the CPU harness against the
+reference, the launcher and the NHWC routing, planted bugs, the sm_90a SASS.
 
 The harness models wgmma, TMA, mbarriers and cp.async.mbarrier.arrive.noinc from the PTX ISA
 (dlgpu/testing/cuda_host_sm90.h); each shape runs on a grid of two SMs, so a block walks several tiles and
 the ring of stages wraps across them.  Shapes are few but each aims at an edge: channels below, across and
 above the 64-tap k-tile (24, 72, 136: chunks of one k-tile from two or three taps), stride 2, padding,
 dilation, 1x1 / 3x3 / 7x7 taps, pixel counts and output channels that are not tile multiples (K = 13: y's
-rows are not 16-byte multiples, so the TMA stores go through a padded array).  The
-harness build is shared by every test of the module (CI time); so is the one build of the planted bugs.
+rows are not 16-byte multiples, so the TMA stores go through a padded array); dgrad (stride 1) from K = 72
+(a partial block of 64 output channels), dilated, 7x7, and into C = 136 (two column tiles).  The harness
+build is shared by every test of the module (CI time); so is the one build of the planted bugs.
 """
 
 from __future__ import annotations
@@ -95,6 +96,38 @@ def test_forward_matches_the_reference(two_sms, rng, precision, x_shape, w_shape
     assert (plain < 0).any()  # the ReLU above had something to do
 
 
+# Stride 1 (dgrad's only): (x NCHW, w OIHW, geometry, config).  C = 24 out of K = 72 (a partial second block of 64
+# output channels); dilated and rectangular; 7x7; a 1x1 with C = 136 (two column tiles) from K = 40.
+DGRAD_CASES = (
+    ((2, 24, 9, 9), (72, 24, 3, 3), geo(1, 1), "128x64"),
+    ((1, 16, 11, 7), (24, 16, 3, 2), geo(1, (1, 0), (1, 2)), "128x64"),
+    ((1, 8, 13, 13), (16, 8, 7, 7), geo(1, 3), "128x64"),
+    ((2, 136, 5, 6), (40, 136, 1, 1), geo(), "128x128"),
+)
+DGRAD_IDS = ["c24-k72-3x3", "dilated", "7x7", "1x1-c136"]
+
+
+@pytest.mark.parametrize("precision", cw.PRECISIONS)
+@pytest.mark.parametrize(("x_shape", "w_shape", "geometry", "config"), DGRAD_CASES, ids=DGRAD_IDS)
+def test_dgrad_matches_the_reference(two_sms, rng, precision, x_shape, w_shape, geometry, config):
+    """grad_x masked by a fused ReLU's y into 16 bits, and unmasked into fp32."""
+    x, w, x_values, w_values, _ = inputs(rng, x_shape, w_shape, precision)
+    y_values = R.conv2d(x_values, w_values, activation="relu", **geometry)
+    grad_y16, y16 = stored(random_array(rng, y_values.shape), precision), stored(y_values, precision)
+    grad_y, y = to_nhwc(grad_y16), to_nhwc(y16)
+    grad_values = stored_values(grad_y16, precision)
+    two_sms.launched.clear()
+    masked = cw.dgrad(grad_y, w, x.shape, mask=y, precision=precision, config=config, executor=two_sms, **geometry)
+    assert (cw.FAMILY, f"conv2d_dgrad_wgmma_{config}_{precision}") in two_sms.launched
+    assert masked.dtype == grad_y.dtype and masked.shape == x.shape
+    expected = R.conv2d_backward(grad_values, x_values, w_values, y=stored_values(y16, precision),
+                                 activation="relu", **geometry)[0]
+    check(masked, expected, precision)
+    plain = cw.dgrad(grad_y, w, x.shape, precision=precision, out_dtype=np.float32, config=config,
+                     executor=two_sms, **geometry)
+    check(plain, R.conv2d_backward(grad_values, x_values, w_values, **geometry)[0], precision)
+
+
 def test_the_launcher_picks_its_tile_and_refuses_what_the_kernels_cannot_take(two_sms, rng):
     x, w, *_ = inputs(rng, (1, 16, 5, 5), (8, 16, 3, 3), "fp16")
     geometry = conv2d_nhwc.geometry("t", x.shape, w.shape, (1, 1), (1, 1), (1, 1))
@@ -113,11 +146,18 @@ def test_the_launcher_picks_its_tile_and_refuses_what_the_kernels_cannot_take(tw
         cw.forward(x, w, out_dtype=np.float64, executor=two_sms)
     with pytest.raises(ArgumentError, match="config must be one of"):
         cw.forward(x, w, config="64x64", executor=two_sms)
+    wide = dataclasses.replace(geometry, C=72)  # dgrad's columns are C, the forward's K
+    assert cw.choose(wide).name == "128x64" and cw.choose(wide, pass_="dgrad").name == "128x128"
+    assert cw.supports(x, w, "fp16", "dgrad") and not cw.supports(x, w, "fp16", "dgrad", (2, 1))
+    grad_y = np.zeros((1, 3, 3, 8), np.float16)
+    with pytest.raises(ArgumentError, match="stride 1"):
+        cw.dgrad(grad_y, w, x.shape, stride=(2, 2), padding=(1, 1), executor=two_sms)
 
 
-def test_the_nhwc_forward_takes_this_variant_on_a_compute_capability_9_device(rng):
-    """conv2d_nhwc.forward routes 16-bit operands the kernels take here when the executor plans for sm_90, and
-    keeps mma.sync for the rest (12 channels), for other devices, and for a named mma.sync tile."""
+def test_the_nhwc_passes_take_this_variant_on_a_compute_capability_9_device(rng):
+    """conv2d_nhwc.forward and .dgrad route 16-bit operands the kernels take here when the executor plans for
+    sm_90, and keep mma.sync for the rest (12 channels; dgrad at stride 2), for other devices, and for a named
+    mma.sync tile."""
     x, w, x_values, w_values, bias = inputs(rng, (1, 16, 6, 5), (8, 16, 3, 3), "bf16")
     expected = R.conv2d(x_values, w_values, bias, padding=1, activation="relu")
     odd_x, odd_w, *_ = inputs(rng, (1, 12, 6, 5), (8, 12, 3, 3), "bf16")
@@ -132,6 +172,24 @@ def test_the_nhwc_forward_takes_this_variant_on_a_compute_capability_9_device(rn
         executor.launched.clear()
         if args[0] is x:
             check(y, expected, "bf16")
+    # dgrad: stride 1 here, stride 2 on mma.sync.
+    for stride in ((1, 1), (2, 2)):
+        grad_y, expected = dgrad_operands(rng, x_values, w_values, stride)
+        grad_x = conv2d_nhwc.dgrad(grad_y, w, x.shape, stride=stride, padding=(1, 1), precision="bf16",
+                                   out_dtype=np.float32, executor=hopper)
+        families = {f for f, _ in hopper.launched}
+        assert (cw.FAMILY in families) == (stride == (1, 1)) and (conv2d_nhwc.FAMILY in families) != (
+            stride == (1, 1)), families
+        hopper.launched.clear()
+        check(grad_x, expected, "bf16")
+
+
+def dgrad_operands(rng, x_values, w_values, stride):
+    """grad_y (NHWC bf16) for a 3x3 / pad 1 conv at ``stride``, and the reference's grad_x."""
+    y_shape = R.conv2d(x_values, w_values, stride=stride, padding=1).shape
+    grad_y16 = stored(random_array(rng, y_shape), "bf16")
+    expected = R.conv2d_backward(stored_values(grad_y16, "bf16"), x_values, w_values, stride=stride, padding=1)[0]
+    return to_nhwc(grad_y16), expected
 
 
 def test_registry_names_every_kernel():
@@ -141,44 +199,59 @@ def test_registry_names_every_kernel():
 # ---------------------------------------------------------------- planted bugs in the real kernel
 
 SOURCE = compiler.source_path(cw.FAMILY)
-PLANTED = {  # name: (text in kernels/conv2d_wgmma.cu, its replacement)
-    "the gathered tile is not swizzled": (
-        "const int swizzled = ((chunk ^ (first % 8)) * 16) + first * 128;",
-        "const int swizzled = (chunk * 16) + first * 128;"),
+PLANTED = {  # name: (pass it breaks, text in kernels/conv2d_wgmma.cu, its replacement)
+    "the gathered tiles are not swizzled": (
+        "forward", "return ((chunk ^ (first % 8)) * 16) + first * 128;", "return (chunk * 16) + first * 128;"),
     "padding taps are not zero-filled": (
-        "ok ? x + (corner[i] + offset) : x, ok ? 16u : 0u", "ok ? x + (corner[i] + offset) : x, 16u"),
+        "forward", "ok ? x + (corner[i] + offset) : x, ok ? 16u : 0u", "ok ? x + (corner[i] + offset) : x, 16u"),
     "`full` counts the producer threads' arrivals only": (
-        "ptx::mbarrier_init(&full[s], CONV_WGMMA_PRODUCER_THREADS + 1);",
-        "ptx::mbarrier_init(&full[s], CONV_WGMMA_PRODUCER_THREADS);"),
+        "forward", "static constexpr int kArrivals = CONV_WGMMA_PRODUCER_THREADS + 1;",
+        "static constexpr int kArrivals = CONV_WGMMA_PRODUCER_THREADS;"),
     "the producers overrun the ring": (
-        "                ptx::mbarrier_wait(&empty[stage], phase ^ 1);\n", ""),
+        "forward", "                ptx::mbarrier_wait(&empty[stage], phase ^ 1);\n", ""),
     "a k-tile's chunks step by the wrong number of taps": (
-        "tap.advance(chunk * 8, g);", "tap.advance(chunk * 16, g);"),
+        "forward", "tap.advance(t % CONV_WGMMA_CHUNKS * 8, g.C, g);",
+        "tap.advance(t % CONV_WGMMA_CHUNKS * 16, g.C, g);"),
+    "dgrad's B tile read as K-major": (
+        "dgrad", "Gather::kBNMajor ? 1 : 0>", "0>"),
+    "dgrad's B tile is not swizzled": (
+        "dgrad", "b + (chunk / 8) * 64 * 128 + swizzled_chunk(chunk % 8, first)",
+        "b + (chunk / 8) * 64 * 128 + (chunk % 8) * 16 + first * 128"),
+    "dgrad's taps not mirrored": (
+        "dgrad", "k - ((long long)tap.dh * g.Q + tap.dw) * g.K", "k + ((long long)tap.dh * g.Q + tap.dw) * g.K"),
 }
 BUGS = sorted(PLANTED)
+SECTION_START = "// Where a chunk of the k-tile stands in the reduction"
+SECTION_END = "// ---------------------------------------------------------------- named instances"
+KERNELS = {  # pass: (parameters, the gather's construction, the output's map)
+    "forward": ("const unsigned char *maps, const unsigned short *x, const float *bias, CONV_GEOMETRY_PARAMS, "
+                "int flags", "ForwardGather<64> gather(x, maps, geo);", "maps + 128, bias"),
+    "dgrad": ("const unsigned char *maps, const unsigned short *grad_y, const unsigned short *w, "
+              "CONV_GEOMETRY_PARAMS, int flags, unsigned hw_mul, unsigned hw_shift, unsigned w_mul, unsigned w_shift",
+              "DgradGather<64> gather(grad_y, w, geo, hw_mul, hw_shift, w_mul, w_shift);", "maps, nullptr"),
+}
+
+
+def planted_kernel(name: str, pass_: str, scope: str) -> str:
+    params, gather, out = KERNELS[pass_]
+    return (f'extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1) {name}({params})\n{{\n'
+            f"    const ConvGeometry geo = CONV_GEOMETRY;\n    {scope}{gather}\n"
+            f"    {scope}wgmma_conv<ptx::Precision::bf16, 64, 8>(gather, {out}, flags);\n}}\n")
 
 
 def planted_source(original: str) -> str:
-    """kernels/conv2d_wgmma.cu with one kernel per planted bug, ``planted_<i>`` (bf16, 128 x 64), each calling a
-    copy of the kernel template with that bug, and the real 128 x 64 bf16 instance (the control).  One build."""
-    head, _ = original.split("// ---------------------------------------------------------------- named instances")
-    start = head.index("template <ptx::Precision P, int BN, int STAGES>\n__device__ __forceinline__ void "
-                       "wgmma_conv_forward(")
-    template = head[start:]
-    parts = [head, "#define PLANTED_PARAMS const unsigned char *maps, const unsigned short *x, const float *bias, "
-             "CONV_GEOMETRY_PARAMS, int flags\n"
-             "#define PLANTED_KERNEL __global__ void __launch_bounds__(WGMMA_THREADS, 1)\n"]
+    """kernels/conv2d_wgmma.cu with one kernel per planted bug, ``planted_<i>`` (bf16, 128 x 64), each built on a
+    copy of the kernels' code with that bug in a namespace of its own, and the real 128 x 64 bf16 forward and
+    dgrad (the controls).  One build."""
+    head, rest = original.split(SECTION_START)
+    section, _ = (SECTION_START + rest).split(SECTION_END)
+    parts = [head, section]
     for index, bug in enumerate(BUGS):
-        text, replacement = PLANTED[bug]
-        assert template.count(text) == 1, f"planted bug: {text!r} is not in {SOURCE.name} exactly once"
-        parts.append(template.replace(text, replacement).replace("void wgmma_conv_forward(",
-                                                                 f"void wgmma_conv_forward_{index}("))
-        parts.append(f'extern "C" PLANTED_KERNEL planted_{index}(PLANTED_PARAMS)\n{{\n'
-                     "    const ConvGeometry geo = CONV_GEOMETRY;\n"
-                     f"    wgmma_conv_forward_{index}<ptx::Precision::bf16, 64, 8>(maps, x, bias, geo, flags);\n}}\n")
-    parts.append('extern "C" PLANTED_KERNEL conv2d_fwd_wgmma_128x64_bf16(PLANTED_PARAMS)\n{\n'
-                 "    const ConvGeometry geo = CONV_GEOMETRY;\n"
-                 "    wgmma_conv_forward<ptx::Precision::bf16, 64, 8>(maps, x, bias, geo, flags);\n}\n")
+        pass_, text, replacement = PLANTED[bug]
+        assert section.count(text) == 1, f"planted bug: {text!r} is not in {SOURCE.name} exactly once"
+        parts.append(f"namespace bug_{index} {{\n{section.replace(text, replacement)}}}\n")
+        parts.append(planted_kernel(f"planted_{index}", pass_, f"bug_{index}::"))
+    parts += [planted_kernel(cw.kernel_name(p, cw.CONFIGS[-1], "bf16"), p, "") for p in KERNELS]
     return "\n".join(parts)
 
 
@@ -189,22 +262,30 @@ def planted_kernels(tmp_path_factory):
     return folder
 
 
-def run_planted(folder, kernel: str):
-    """A 3x3 / pad 1 conv of 2 x 40 channels x 9 x 9 into 24 (bf16): 162 pixels (two tiles on one block, so the
-    ring of 8 stages wraps: 6 k-tiles each), chunks of a k-tile from two taps, padding taps on every edge."""
+def run_planted(folder, kernel: str, pass_: str):
+    """A 3x3 / pad 1 conv of 2 x 40 channels x 9 x 9 into 24 (bf16), or its data gradient: 162 pixels (two tiles
+    on one block, so the ring of 8 stages wraps), chunks of a forward k-tile from two taps, padding taps on
+    every edge.  Returns the output and the reference's."""
     executor = HarnessExecutor("plain", kernels_dir=folder, multiprocessor_count=1)
     x, w, x_values, w_values, bias = inputs(np.random.default_rng(5), (2, 40, 9, 9), (24, 40, 3, 3), "bf16")
-    planned, y = cw.plan(x, w, bias, padding=(1, 1), precision="bf16", out_dtype=np.float32, config="128x64",
-                         executor=executor)
+    if pass_ == "forward":
+        planned, out = cw.plan(x, w, bias, padding=(1, 1), precision="bf16", out_dtype=np.float32,
+                               config="128x64", executor=executor)
+        expected = R.conv2d(x_values, w_values, bias, padding=1)
+    else:
+        grad_y16 = stored(random_array(np.random.default_rng(6), (2, 24, 9, 9)), "bf16")
+        planned, out = cw.plan_dgrad(to_nhwc(grad_y16), w, x.shape, padding=(1, 1), precision="bf16",
+                                     out_dtype=np.float32, config="128x64", executor=executor)
+        expected = R.conv2d_backward(stored_values(grad_y16, "bf16"), x_values, w_values, padding=1)[0]
     assert planned.launch.grid == (1, 1, 1)
     executor.launch(dataclasses.replace(planned.launch, kernel=kernel))
     planned.finish()
-    return y, R.conv2d(x_values, w_values, bias, padding=1)
+    return out, expected
 
 
-def test_the_planted_copy_runs_clean_without_a_bug(planted_kernels):
-    y, expected = run_planted(planted_kernels, "conv2d_fwd_wgmma_128x64_bf16")
-    check(y, expected, "bf16")
+@pytest.mark.parametrize("pass_", ("forward", "dgrad"))
+def test_the_planted_copy_runs_clean_without_a_bug(planted_kernels, pass_):
+    check(*run_planted(planted_kernels, cw.kernel_name(pass_, cw.CONFIGS[-1], "bf16"), pass_), "bf16")
 
 
 @pytest.mark.parametrize("bug", BUGS)
@@ -212,7 +293,7 @@ def test_planted_bugs_in_the_kernel_are_caught(planted_kernels, monkeypatch, bug
     """Each bug fails a harness check or corrupts y; it never passes."""
     monkeypatch.setenv("DLGPU_HARNESS_MBARRIER_TIMEOUT_S", "3")
     try:
-        y, expected = run_planted(planted_kernels, f"planted_{BUGS.index(bug)}")
+        y, expected = run_planted(planted_kernels, f"planted_{BUGS.index(bug)}", PLANTED[bug][0])
     except HarnessError:
         return
     with pytest.raises(AssertionError):
@@ -224,8 +305,8 @@ def test_planted_bugs_in_the_kernel_are_caught(planted_kernels, monkeypatch, bug
 
 def test_sm90a_build_has_hgmma_and_no_local_memory():
     """ptxas keeps every kernel within 168 registers (384 threads, one block per SM: no setmaxnreg, as the
-    kernel's header explains), spills nothing; the SASS has the wgmma, the TMA loads and stores, the cp.async
-    gathers and the mbarrier operations, and no local memory."""
+    kernel's header explains), spills nothing; the SASS has the wgmma, the TMA loads (forward) and stores, the
+    cp.async gathers, and no local memory."""
     module = compiler.compile_family(cw.FAMILY, arch="sm_90a", announce=False)
     assert set(module.resources) == set(cw.kernel_names())
     for name, resources in module.resources.items():
@@ -235,10 +316,14 @@ def test_sm90a_build_has_hgmma_and_no_local_memory():
     patterns = ("HGMMA", "UTMALDG", "UTMASTG", "LDGSTS", "USETMAXREG", "LDL", "STL")
     for name, opcodes in listing.items():
         counts = sass.count_instructions(opcodes, patterns)
-        assert counts["HGMMA"] >= 4 and counts["UTMALDG"] >= 1 and counts["UTMASTG"] >= 1, (name, counts)
-        assert counts["LDGSTS"] >= 8 and counts["USETMAXREG"] == 0, (name, counts)  # 8 chunks per thread
+        # The forward's weights come by TMA; dgrad gathers both operands (8 chunks of A, BN / 16 of B per thread).
+        forward = name.startswith("conv2d_fwd_")
+        assert counts["HGMMA"] >= 4 and counts["UTMASTG"] >= 1 and (counts["UTMALDG"] >= 1) == forward, (name, counts)
+        assert counts["LDGSTS"] >= (8 if forward else 12) and counts["USETMAXREG"] == 0, (name, counts)
         assert counts["LDL"] == counts["STL"] == 0, (name, counts)
-    assert re.search(r"conv2d_fwd_wgmma_\*", SOURCE.read_text())  # the family's dlgpu-sass line covers them
+    # the family's dlgpu-sass lines cover both passes
+    text = SOURCE.read_text()
+    assert re.search(r"conv2d_fwd_wgmma_\*", text) and re.search(r"conv2d_dgrad_wgmma_\*", text)
 
 
 # ---------------------------------------------------------------- on a GPU
@@ -248,8 +333,8 @@ def test_sm90a_build_has_hgmma_and_no_local_memory():
 @pytest.mark.parametrize("precision", cw.PRECISIONS)
 def test_forward_on_the_gpu_matches_the_harness_and_the_reference(precision):
     """The same launches on the GPU and on the harness (3x3 / pad 1, C = 72 and K = 136: chunks of a k-tile from
-    two taps, two column tiles), then a ResNet-like 3x3 layer against the float64 reference, and the NHWC
-    forward's choice of this variant on an H100."""
+    two taps, two column tiles; forward and dgrad), then a ResNet-like 3x3 layer against the float64 reference
+    through the NHWC forward, which chooses this variant on an H100."""
     import cupy
 
     from dlgpu.cuda.executor import default_executor
@@ -258,10 +343,15 @@ def test_forward_on_the_gpu_matches_the_harness_and_the_reference(precision):
         pytest.skip("wgmma needs a compute capability 9.0 GPU")
 
     def run(executor):
-        x, w, _, _, bias = inputs(np.random.default_rng(21), (2, 72, 9, 9), (136, 72, 3, 3), precision)
+        rng = np.random.default_rng(21)
+        x, w, _, _, bias = inputs(rng, (2, 72, 9, 9), (136, 72, 3, 3), precision)
+        grad_y = to_nhwc(stored(random_array(rng, (2, 136, 9, 9)), precision))
         xp = executor.xp
-        return cw.forward(xp.asarray(x), xp.asarray(w), xp.asarray(bias), padding=(1, 1), relu=True,
-                          precision=precision, out_dtype=np.float32, executor=executor)
+        y = cw.forward(xp.asarray(x), xp.asarray(w), xp.asarray(bias), padding=(1, 1), relu=True,
+                       precision=precision, out_dtype=np.float32, executor=executor)
+        grad_x = cw.dgrad(xp.asarray(grad_y), xp.asarray(w), x.shape, padding=(1, 1), precision=precision,
+                          out_dtype=np.float32, executor=executor)
+        return y, grad_x
 
     harness.cross_check(run, tolerance=1e-5)
     x, w, x_values, w_values, bias = inputs(np.random.default_rng(22), (4, 64, 14, 14), (128, 64, 3, 3), precision)
