@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -285,7 +286,9 @@ def test_16_bit_storage_rows_name_their_dtype_count_their_bytes_and_agree_with_d
             assert np.dtype(expected.dtype).name == c.dtype and np.array_equal(c.run(d), expected)
 
 
-CONV_STORED = [c for c in cases.benchmarks() if c.family == "conv2d" and ("-nhwc-" in c.variant or "-nchw-" in c.variant)]
+# dlgpu/cases/conv2d.py's rows in other storages and layouts, named <layer>-<layout>-<precision>.
+CONV_STORED = [c for c in cases.benchmarks()
+               if c.family == "conv2d" and re.search(r"-(nhwc|nchw)-(tf32|bf16|fp16)$", c.variant)]
 
 
 def test_conv2d_rows_name_their_storage_layout_and_precision_and_count_their_bytes():
