@@ -79,6 +79,7 @@ TESTS: dict[str, list[list[str]]] = {
     ],
     "conv2d_tc": [
         ["tests/test_conv2d.py", "-k", "tc- and not kernels_match"],
+        ["tests/test_conv2d.py", "-k", "nhwc and not kernels_match and not gpu"],
         ["tests/test_mutation_killers.py", "-k", "conv2d_tc"],
         ["tests/test_conv2d.py", "-k", "kernels_match and conv2d_tc"],
     ],
@@ -227,6 +228,12 @@ MUTANTS: tuple[Mutant, ...] = (
     M("conv_tc_a_rows", "conv2d_tc", "conv2d_tc.cu",
       "return as[(wm0 + i * 16 + r) * ST + ks + k];", "return as[(wm0 + i * 8 + r) * ST + ks + k];",
       "a warp's second mma tile of A read from overlapping rows"),
+    M("conv_nhwc_dgrad_rewind", "conv2d_tc", "conv2d_tc.cu",
+      "wr[i].add(rewind, g.stride_w);", "wr[i].add(right, g.stride_w);",
+      "the NHWC dgrad's w coordinate steps back one tap, not to s = 0, at a new filter row"),
+    M("conv_nhwc_wgrad_carry", "conv2d_tc", "conv2d_tc.cu",
+      "if (wb[i] >= w_end) {", "if (wb[i] > w_end) {",
+      "the NHWC wgrad's pixel stepping carries from q into p one pixel late"),
     # ---------------------------------------------------------------- elementwise (and the vector driver)
     M("elementwise_float4_tail", "elementwise", "storage.cuh",
       "const long long chunks = (n - head) / MAP_CHUNK;",
