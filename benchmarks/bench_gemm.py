@@ -3,15 +3,18 @@
     pytest benchmarks/bench_gemm.py -m gpu --benchmark-json=out.json   # on a GPU
     pytest benchmarks/bench_gemm.py -m "not gpu"                        # the CPU backend
 
-What it times: simt and tc products, linear with bias + ReLU, small products, against cuBLAS (GPU
-only).  The GPU numbers that count are the CUDA-event medians in each benchmark's extra_info
+What it times: simt, tc and wgmma products, linear with bias + ReLU, small products, against cuBLAS
+(GPU only; the wgmma rows on compute capability 9.0 only).  The GPU numbers that count are the CUDA-event medians in each benchmark's extra_info
 (dlgpu.bench.pytest_adapter says why).
 
 Predicted on an H100 SXM (NOT YET RUN ON A GPU; the reasoning, from the sm_90a SASS, is in
 kernels/gemm_tc.cu's header): the tc variant (mma.sync, 16-bit operands read in place by cp.async)
 at 4096^3 and 8192^3, bf16/fp16 400-500 TFLOP/s (0.5-0.65x cuBLAS), tf32 200-260 TFLOP/s (0.45-0.65x
 cuBLAS TF32); fp32 operands at bf16/fp16 pay a producer pass of ~20 % (4096^3) on top.  The register-staged
-loop it replaced was predicted at 150-280 (bf16) and 130-200 (tf32).
+loop it replaced was predicted at 150-280 (bf16) and 130-200 (tf32).  The wgmma variant (TMA, mbarrier
+ring, 2-CTA clusters sharing B by multicast, persistent; kernels/gemm_wgmma.cu's header has the reasoning),
+which a call naming no variant gets on an H100 for bf16 / fp16 and for tf32 in layout nt: bf16/fp16
+650-760 TFLOP/s at 4096^3-8192^3 (0.8-0.95x cuBLAS), tf32 325-380 (0.75-0.9x cuBLAS TF32).
 """
 
 from dlgpu.bench.pytest_adapter import benchmark_tests

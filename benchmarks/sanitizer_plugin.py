@@ -5,8 +5,8 @@ compute-sanitizer (memcheck, racecheck, initcheck): each kernel family at least 
 registered variant at least once, each precision of the mma.sync variants (each its own
 build) and each convolution pass, at small shapes where the tests offer them (the tools
 slow every access a hundred times or more).  tests/test_gpu_run.py checks it against the
-registries (dlgpu.cuda.compiler.families(), dlgpu.cuda.gemm.VARIANTS,
-dlgpu.cuda.gemm_wgmma.VARIANT, dlgpu.cuda.conv2d.VARIANTS) and that every id still names
+registries (dlgpu.cuda.compiler.families(), dlgpu.cuda.gemm.VARIANTS (wgmma included),
+dlgpu.cuda.conv2d.VARIANTS) and that every id still names
 a collected test, so a new family or variant, or a renamed test, fails there until the
 list follows.
 

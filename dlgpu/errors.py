@@ -41,3 +41,23 @@ class CompileError(DlgpuError, RuntimeError):
     def __init__(self, message: str, log: str = ""):
         super().__init__(message if not log else f"{message}\n{log}")
         self.log = log
+
+
+
+def install_hint(extra: str) -> str:
+    """How to install what an optional extra of pyproject.toml brings, for an error message.
+
+    dlgpu is installed from its checkout (it is not on PyPI), so ``pip install 'dlgpu[x]'``
+    would fetch nothing: the hint names the extra as a checkout installs it and, read from the
+    installed package's metadata (the one list, pyproject.toml), the packages it stands for.
+    """
+    import importlib.metadata
+
+    try:
+        requires = importlib.metadata.requires("dlgpu") or []
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        requires = []
+    marker = f'extra == "{extra}"'
+    packages = [r.split(";")[0].strip() for r in requires if marker in r.replace("'", '"')]
+    direct = " ".join(f"'{p}'" for p in packages if not p.startswith("dlgpu["))
+    return f"pip install -e '.[{extra}]' in the dlgpu checkout" + (f", or pip install {direct}" if direct else "")

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from dlgpu.device import is_cupy
-from dlgpu.errors import ArgumentError, BackendUnavailableError, DeviceError
+from dlgpu.errors import ArgumentError, BackendUnavailableError, DeviceError, install_hint
 from dlgpu.precision import BFLOAT16
 
 # DLPack device types (dlpack.h, DLDeviceType).
@@ -130,7 +130,7 @@ def import_cupy(op: str, why: str):
         import cupy
     except ImportError as exc:
         raise BackendUnavailableError(
-            f"{op}: {why}; the CUDA backend needs CuPy (pip install 'dlgpu[cuda13]')"
+            f"{op}: {why}; the CUDA backend needs CuPy ({install_hint('cuda13')})"
         ) from exc
     if cupy is None:  # blocked through sys.modules
         raise BackendUnavailableError(f"{op}: {why}; the CUDA backend needs CuPy, which is not importable")

@@ -37,10 +37,12 @@ from dlgpu.testing.suites import case_tests, kernel_tests
 DTYPES = [np.float32, np.float64]
 LAYOUTS = list(itertools.product((False, True), repeat=2))  # (transpose_a, transpose_b)
 LAYOUT_IDS = [gemm.layout_name(ta, tb) for ta, tb in LAYOUTS]
-# (variant, precision, config) for every registered combination; naive has no configuration.
+# (variant, precision, config) for every registered combination; naive has no configuration.  wgmma, which
+# has kernels for tf32 in one layout only and runs clusters on a two-SM harness, is checked by
+# tests/test_gemm_wgmma.py (every configuration, layout and precision, and its registry choice).
 COMBOS = [
     (name, precision, config.name if config else None)
-    for name, variant in gemm.VARIANTS.items()
+    for name, variant in gemm.VARIANTS.items() if name != "wgmma"
     for precision in variant.precisions
     for config in (gemm.CONFIGS[name] or (None,))
 ]
@@ -563,7 +565,7 @@ def test_the_launcher_refuses_what_the_kernels_cannot_do(plain, rng):
         gemm.gemm(a16, b16, precision="bf16", executor=plain)
     with pytest.raises(DtypeError, match="own precision"):
         gemm.gemm(a16, b16, precision="tf32", executor=plain)
-    with pytest.raises(ArgumentError, match="variant 'tc' only"):
+    with pytest.raises(ArgumentError, match="tensor-core variants"):
         gemm.gemm(a16, b16, variant="simt", executor=plain)
     with pytest.raises(DtypeError, match="C is float32"):
         gemm.gemm(a32, b16.astype(np.float32), precision="tf32", out_dtype=np.float16, executor=plain)
@@ -785,7 +787,7 @@ def test_tc_shared_memory_fits_every_target():
 
 
 def test_registry_names_every_kernel():
-    for family in ("gemm", "gemm_tc"):
+    for family in ("gemm", "gemm_tc", "gemm_wgmma"):
         in_source = set(harness.family_kernels(family))
         registered = {k for name, v in gemm.VARIANTS.items() if v.family == family for k in gemm.kernel_names(name)}
         assert in_source == registered

@@ -113,8 +113,10 @@ def test_backward_products_in_every_layout(two_sms, rng):
     for transpose_a, transpose_b in LAYOUTS:
         a, b = operands(rng, m, n, k, transpose_a, transpose_b, "bf16")
         grad_c = stored(rng, (m, n), "bf16")
-        grad_a, grad_b = wg.matmul_backward(grad_c, a, b, transpose_a, transpose_b, precision="bf16",
-                                            executor=two_sms)
+        two_sms.launched.clear()
+        grad_a, grad_b = cuda_gemm.matmul_backward(grad_c, a, b, transpose_a, transpose_b, "bf16", variant="wgmma",
+                                                   executor=two_sms)
+        assert {family for family, _ in two_sms.launched} == {wg.FAMILY}
         expected_a, expected_b = ref.matmul_backward(stored_values(grad_c, "bf16"), stored_values(a, "bf16"),
                                                      stored_values(b, "bf16"), transpose_a=transpose_a,
                                                      transpose_b=transpose_b)
@@ -128,12 +130,58 @@ def test_masked_linear_backward(two_sms, rng):
     x, weight = stored(rng, (batch, features_in), "fp16"), stored(rng, (features_out, features_in), "fp16")
     y = np.maximum(random_array(rng, (batch, features_out)), 0).astype(np.float16)  # about half masked
     grad_y = stored(rng, (batch, features_out), "fp16")
-    grad_x, grad_w = wg.linear_backward(grad_y, x, weight, y, "relu", executor=two_sms)
+    two_sms.launched.clear()
+    grad_x, grad_w, grad_b = cuda_gemm.linear_backward(grad_y, x, weight, y, "relu", "fp16", variant="wgmma",
+                                                       executor=two_sms)
+    # One producer pass writes the masked grad_y that both products read.
+    assert {k for f, k in two_sms.launched if f == wg.FAMILY} == {"gemm_wgmma_128x128_nn_fp16",
+                                                                     "gemm_wgmma_128x128_tn_fp16"}
+    assert ("gemm_cast", "cast_fp16_fp16") in two_sms.launched
     expected = ref.linear_backward(grad_y.astype(np.float64), x.astype(np.float64), weight.astype(np.float64),
                                    y=y.astype(np.float64), activation="relu")
     assert grad_x.dtype == grad_w.dtype == np.float16
-    close(grad_x.astype(np.float64), expected[0], "fp16")
-    close(grad_w.astype(np.float64), expected[1], "fp16")
+    for got, want in zip((grad_x, grad_w, grad_b), expected, strict=True):
+        close(got.astype(np.float64), want, "fp16")
+
+
+@pytest.mark.parametrize(("capability", "precision", "transpose_b", "family"), [
+    (90, "bf16", False, wg.FAMILY), (90, "fp16", True, wg.FAMILY), (90, "tf32", True, wg.FAMILY),
+    (90, "tf32", False, "gemm_tc"),  # wgmma reads tf32 K-major only
+    (80, "bf16", False, "gemm_tc"), (None, "bf16", False, "gemm_tc"),  # not a Hopper; the harness by default
+    (90, "ieee", False, "gemm"),
+])
+def test_the_registry_picks_wgmma_on_compute_capability_9(rng, capability, precision, transpose_b, family):
+    """dlgpu.cuda.gemm.gemm, which every product of the CUDA backend calls, takes wgmma where the device is
+    compute capability 9.0 and wgmma has the layout; fp32 operands at bf16 / fp16 are cast to 16 bits first."""
+    executor = HarnessExecutor("plain", multiprocessor_count=2, compute_capability=capability)
+    m, n, k = 24, 40, 36
+    a = random_array(rng, (m, k))
+    b = random_array(rng, (n, k) if transpose_b else (k, n))
+    c = cuda_gemm.gemm(a, b, transpose_b=transpose_b, precision=precision, executor=executor)
+    assert {f for f, _ in executor.launched} - {"gemm_cast"} == {family}
+    assert c.dtype == np.float32
+    assert_close(c, ref.matmul(a, b, transpose_b=transpose_b), precision=precision)
+
+
+def test_default_variant_by_device():
+    pick = cuda_gemm.default_variant
+    assert pick("bf16", transpose_a=True, transpose_b=False, capability=90) == "wgmma"
+    assert pick("tf32", transpose_a=True, transpose_b=True, capability=90) == "tc"
+    assert pick("fp16", transpose_a=False, transpose_b=False, capability=100) == "tc"  # no wgmma on Blackwell
+    assert pick("ieee", transpose_a=False, transpose_b=False, capability=90) == "simt"
+    assert not wg.available(HarnessExecutor("plain", compute_capability=80))
+    assert wg.available(HarnessExecutor("plain")) and wg.available(HarnessExecutor("plain", compute_capability=90))
+
+
+def test_the_registry_refuses_what_wgmma_cannot_do(two_sms, rng):
+    a, b = random_array(rng, (8, 16)), random_array(rng, (16, 8))
+    with pytest.raises(ArgumentError, match="K-major"):
+        cuda_gemm.gemm(a, b, precision="tf32", variant="wgmma", executor=two_sms)
+    with pytest.raises(ArgumentError, match="computes"):
+        cuda_gemm.gemm(a, b, precision="ieee", variant="wgmma", executor=two_sms)
+    with pytest.raises(ArgumentError, match="plans its own"):
+        cuda_gemm.choose(8, 8, 16, transpose_a=False, transpose_b=False, precision="bf16", masked=False,
+                         aligned=True, sms=2, variant="wgmma")
 
 
 def test_the_launcher_refuses_what_the_kernels_cannot_do(two_sms, rng):

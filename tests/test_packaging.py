@@ -125,3 +125,18 @@ def test_each_cuda_extra_combines_with_compile_and_test_on_one_nvrtc_major(gpu_e
     assert not any(r.name.startswith("nvidia-cuda-nvrtc") for r in requirements), (
         "NVRTC must come only through cuda-toolkit[nvrtc], whose major the extras agree on"
     )
+
+
+@pytest.mark.parametrize("extra", ["cuda12", "cuda13", "compile", "examples"])
+def test_install_hints_name_the_extra_and_its_packages(extra):
+    """dlgpu is not on PyPI: an error's hint says how a checkout installs the extra, and which packages it is
+    (read from the installed metadata, so they follow pyproject.toml)."""
+    import tomllib
+
+    from dlgpu.errors import install_hint
+
+    hint = install_hint(extra)
+    assert f"pip install -e '.[{extra}]'" in hint and "dlgpu[" not in hint
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for requirement in _extra_requirements(extras, extra):
+        assert f"'{requirement}'" in hint.replace(" ", "") or requirement.name in hint, (requirement, hint)

@@ -16,7 +16,7 @@ from dlgpu.bench.report import print_result, write_plot
 from dlgpu.bench.run import run_benchmarks
 from dlgpu.cases.case import Benchmark
 from dlgpu.device import gpu_probe
-from dlgpu.errors import ArgumentError
+from dlgpu.errors import ArgumentError, install_hint
 
 # Every kernel stem's benchmarks, then the whole training step.
 FAMILIES = (*cases.STEMS, train.FAMILY)
@@ -56,7 +56,7 @@ def _pyplot_missing() -> str | None:
         import matplotlib  # noqa: F401
     except ImportError as exc:
         return f"dlgpu bench: --plot needs matplotlib, which is not importable here ({exc}); " \
-               "pip install 'dlgpu[examples]' (or pip install matplotlib)"
+               + install_hint("examples")
     return None
 
 

@@ -35,19 +35,18 @@ def baselines_for(case: Benchmark, machine: Machine) -> list[Baseline]:
     has one.
     """
     xp = machine.xp
-    out: list[Baseline] = []
+    torch = import_optional("torch") if case.torch_baseline is not None else None
     if machine.name == "cuda":
-        torch = import_optional("torch") if case.torch_baseline is not None else None
-        if torch is not None and torch.cuda.is_available():
-            out.append(Baseline("torch", lambda d, t=torch: case.torch_baseline(t, d)))
-        elif case.xp_baseline is not None:
-            out.append(Baseline("cupy", lambda d: case.xp_baseline(xp, d)))
+        torch_runs = torch is not None and torch.cuda.is_available()
     else:
         # PyTorch's CPU kernels are the bar the CPU backend is held to (issue 18), in float32 only: the
         # CPU backend has no 16-bit or TF32 modes of its own to compare.
-        torch = import_optional("torch") if case.torch_baseline is not None else None
-        if torch is not None and case.precision in (None, "ieee") and case.dtype == "float32":
-            out.append(Baseline("torch", lambda d, t=torch: case.torch_baseline(t, d)))
+        torch_runs = torch is not None and case.precision in (None, "ieee") and case.dtype == "float32"
+    out = [Baseline("torch", lambda d, t=torch: case.torch_baseline(t, d))] if torch_runs else []
+    if machine.name == "cuda":
+        if not out and case.xp_baseline is not None:
+            out.append(Baseline("cupy", lambda d: case.xp_baseline(xp, d)))
+    else:
         if case.reference is not None:
             out.append(Baseline("reference", case.reference))
         if case.xp_baseline is not None:

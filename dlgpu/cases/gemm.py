@@ -154,10 +154,10 @@ def to_16bit(xp, array, precision: str):
     return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(xp.uint16)
 
 
-def _gemm_inputs(precision: str):
+def _gemm_inputs(precision: str, transpose_b: bool = False):
     def make(xp, shape, seed):
         m, n, k = shape
-        d = {"a": randn(xp, (m, k), seed), "b": randn(xp, (k, n), seed + 1)}
+        d = {"a": randn(xp, (m, k), seed), "b": randn(xp, (n, k) if transpose_b else (k, n), seed + 1)}
         d["out"] = xp.empty((m, n), dtype=np.float32)
         if precision in ("bf16", "fp16"):  # cast once here: cuBLAS is timed on 16-bit operands
             d["a16"], d["b16"] = to_16bit(xp, d["a"], precision), to_16bit(xp, d["b"], precision)
@@ -166,24 +166,35 @@ def _gemm_inputs(precision: str):
     return make
 
 
-def _gemm_baseline(precision: str):
+def _operands(d, precision: str):
+    """The operands both sides read: the 16-bit copies at bf16 / fp16 (read in place: no producer pass)."""
+    return (d["a16"], d["b16"]) if precision in ("bf16", "fp16") else (d["a"], d["b"])
+
+
+def _gemm_baseline(precision: str, transpose_b: bool = False):
     def run(xp, d):
-        if precision in ("bf16", "fp16"):
-            return cublas_gemm(d["a16"], d["b16"], d["out"], precision)
-        return cublas_gemm(d["a"], d["b"], d["out"], precision)
+        return cublas_gemm(*_operands(d, precision), d["out"], precision, transpose_b=transpose_b)
 
     return run
 
 
-def _gemm_run(variant: str, precision: str):
+def _gemm_run(variant: str, precision: str, transpose_b: bool = False):
     def run(d):
         from dlgpu.cuda.gemm import gemm
 
-        if precision in ("bf16", "fp16"):  # the 16-bit operands cuBLAS reads, read in place (no producer pass)
-            return gemm(d["a16"], d["b16"], precision=precision, variant=variant, out=d["out"])
-        return gemm(d["a"], d["b"], precision=precision, variant=variant, out=d["out"])
+        return gemm(*_operands(d, precision), transpose_b=transpose_b, precision=precision, variant=variant,
+                    out=d["out"])
 
     return run
+
+
+def _wgmma_unavailable(backend: str) -> str | None:
+    if backend != "cuda":
+        return NOT_ON_CPU
+    from dlgpu.cuda import gemm_wgmma
+    from dlgpu.cuda.executor import default_executor
+
+    return None if gemm_wgmma.available(default_executor()) else "wgmma needs a compute capability 9.0 GPU (sm_90a)"
 
 
 def _flops(shape) -> int:
@@ -195,15 +206,19 @@ def _label(shape) -> str:
     return "x".join(str(s) for s in shape)
 
 
-def _gemm_benchmark(shape, variant: str, precision: str = "ieee") -> Benchmark:
+def _gemm_benchmark(shape, variant: str, precision: str = "ieee", transpose_b: bool = False) -> Benchmark:
+    """A product at ``shape`` (M, N, K) on one variant; ``transpose_b``: b stored (N, K) (layout nt, the one
+    wgmma reads tf32 in), cuBLAS likewise."""
     m, n, k = shape
     return Benchmark(
-        family=FAMILY, op="matmul", variant=f"{variant}-{precision}" if variant == "tc" else variant,
+        family=FAMILY, op="matmul",
+        variant=(f"{variant}-{precision}" if variant in ("tc", "wgmma") else variant) + ("-nt" if transpose_b else ""),
         shapes={"gpu": shape, "cpu": _CPU_SHAPE, "cpu_quick": _CPU_SHAPE},  # M x N x K
-        make_inputs=_gemm_inputs(precision), run=_gemm_run(variant, precision),
-        xp_baseline=_gemm_baseline(precision),
+        make_inputs=_gemm_inputs(precision, transpose_b), run=_gemm_run(variant, precision, transpose_b),
+        xp_baseline=_gemm_baseline(precision, transpose_b),
         bytes_moved=lambda s: f32(s[0] * s[2] + s[2] * s[1] + s[0] * s[1]), flops=_flops, bound="compute",
-        precision=precision, shape_label=_label, unavailable=gpu_only(NOT_ON_CPU),
+        precision=precision, shape_label=_label,
+        unavailable=_wgmma_unavailable if variant == "wgmma" else gpu_only(NOT_ON_CPU),
         note="baseline: cublasGemmEx through CuPy in the same precision (16-bit operands cast beforehand, "
              "for both)",
     )
@@ -239,6 +254,9 @@ def _linear_benchmark(shape) -> Benchmark:
 BENCHMARKS = (
     *(_gemm_benchmark((n, n, n), "simt") for n in (4096, 8192)),
     *(_gemm_benchmark((n, n, n), "tc", p) for p in ("tf32", "bf16", "fp16") for n in (4096, 8192)),
+    # Hopper's warpgroup MMA (compute capability 9.0 only; elsewhere the rows say why they cannot run).
+    *(_gemm_benchmark((n, n, n), "wgmma", p) for p in ("bf16", "fp16") for n in (4096, 8192)),
+    *(_gemm_benchmark((n, n, n), "wgmma", "tf32", transpose_b=True) for n in (4096, 8192)),
     _linear_benchmark((4096, 4096, 4096)),
     _linear_benchmark((256, 512, 784)),
     # Small networks' shapes: launch count and occupancy matter more than FLOPs.

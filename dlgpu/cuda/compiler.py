@@ -70,7 +70,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from dlgpu.cuda.sass import KernelResources, parse_ptxas_log
-from dlgpu.errors import BackendUnavailableError, CompileError
+from dlgpu.errors import BackendUnavailableError, CompileError, install_hint
 from dlgpu.kernel_files import included_headers as header_paths
 
 # The targets the package claims: built and checked in CI for each of them.
@@ -89,8 +89,8 @@ def _nvrtc():
         from cuda.bindings import nvrtc
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise BackendUnavailableError(
-            "dlgpu: compiling kernels needs NVRTC from cuda-python; "
-            "pip install 'dlgpu[cuda13]' (or [cuda12], or [compile] without a GPU)"
+            f"dlgpu: compiling kernels needs NVRTC from cuda-python; {install_hint('cuda13')} "
+            "(extra cuda12 for a CUDA 12 driver, compile without a GPU)"
         ) from exc
     return nvrtc
 

@@ -20,7 +20,7 @@ import numpy as np
 from dlgpu.cuda import compiler
 from dlgpu.cuda.launch import Launch, check_shared_memory
 from dlgpu.device import gpu_unavailable_reason
-from dlgpu.errors import ArgumentError, BackendUnavailableError, DeviceError
+from dlgpu.errors import ArgumentError, BackendUnavailableError, DeviceError, install_hint
 
 _CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
 
@@ -30,8 +30,7 @@ def _import_cupy():
         import cupy
     except ImportError as exc:
         raise BackendUnavailableError(
-            "dlgpu: the CUDA backend needs CuPy; pip install 'dlgpu[cuda13]' "
-            "(or 'dlgpu[cuda12]' for a CUDA 12 driver)"
+            f"dlgpu: the CUDA backend needs CuPy; {install_hint('cuda13')} (extra cuda12 for a CUDA 12 driver)"
         ) from exc
     if cupy is None:  # a test or a user blocked it through sys.modules
         raise BackendUnavailableError("dlgpu: the CUDA backend needs CuPy, which is not importable")

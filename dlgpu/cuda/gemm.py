@@ -23,9 +23,12 @@ are read from the kernel sources (:mod:`dlgpu.cuda.kernel_decls`), where they ar
   read by cp.async in the storage of the precision (fp32 for tf32, 16 bits for bf16 / fp16).  An
   operand stored otherwise, masked, or with rows that are not a multiple of 16 bytes first goes
   through one producer pass (kernels/gemm_cast.cu) that writes the copy the kernel reads.
+- ``wgmma``: Hopper's warpgroup tensor cores (kernels/gemm_wgmma.cu: TMA, mbarriers, clusters; sm_90a
+  only), launched by :mod:`dlgpu.cuda.gemm_wgmma`; bf16 and fp16 in every layout, tf32 in layout nt.
 
-:func:`choose` picks the variant and tile configuration for a call; it is
-plain Python, tested on the CPU.
+:func:`default_variant` picks the variant of a call (wgmma where the device is compute capability 9.0
+and wgmma has the layout, else tc, for the tensor-core precisions; simt for "ieee") and :func:`choose`
+the tile configuration of the mma.sync and CUDA-core variants; plain Python, tested on the CPU.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from dlgpu.cuda import bias_grad as _bias_grad
 from dlgpu.cuda import gemm_cast as _cast
 from dlgpu.cuda import kernel_decls
 from dlgpu.cuda.executor import resolve_executor
-from dlgpu.cuda.launch import Launch, multiprocessor_count, require_float32
+from dlgpu.cuda.launch import Launch, compute_capability, multiprocessor_count, require_float32
 from dlgpu.errors import ArgumentError, DtypeError, LayoutError, ShapeError
 
 # The kernels' `flags` (tests/test_kernel_decls.py ties every value mirrored from a kernel source).
@@ -72,7 +75,11 @@ VARIANTS: dict[str, Variant] = {
     "simt": Variant("simt", "gemm", ("ieee",), "tiled fp32 FFMA, 8x8 per thread, 3-stage cp.async pipeline"),
     "tc": Variant("tc", "gemm_tc", TC_PRECISIONS,
                   "mma.sync tensor cores fed by cp.async and ldmatrix from the precision's storage type"),
+    "wgmma": Variant("wgmma", "gemm_wgmma", ("bf16", "fp16", "tf32"),
+                     "wgmma + TMA + mbarrier pipeline, producer/consumer warpgroups, persistent; sm_90a"),
 }
+# wgmma exists on compute capability 9.0 alone (sm_90a: not on Blackwell); the default there.
+WGMMA_COMPUTE_CAPABILITY = 90
 
 
 @dataclass(frozen=True)
@@ -97,8 +104,11 @@ TC_CONFIGS = tile_configs("gemm_tc.cu", "GEMM_TC_CONFIGS")
 # kernels/gemm_tc.cu's X(BM, BN, THREADS, WARPS_M, WARPS_N, STAGES, MIN_BLOCKS): each configuration's stages.
 TC_STAGES = {f"{bm}x{bn}": int(stages) for bm, bn, _, _, _, stages, _ in kernel_decls.x_macro("gemm_tc.cu",
                                                                                             "GEMM_TC_CONFIGS")}
+# kernels/gemm_wgmma.cu's X(BM, BN, THREADS, STAGES, CLUSTER), largest first (dlgpu/cuda/gemm_wgmma.py plans them).
+WGMMA_CONFIGS = tile_configs("gemm_wgmma.cu", "GEMM_WGMMA_CONFIGS")
 # Each variant's tile configurations (naive has none).
-CONFIGS: dict[str, tuple[TileConfig, ...]] = {"naive": (), "simt": SIMT_CONFIGS, "tc": TC_CONFIGS}
+CONFIGS: dict[str, tuple[TileConfig, ...]] = {"naive": (), "simt": SIMT_CONFIGS, "tc": TC_CONFIGS,
+                                              "wgmma": WGMMA_CONFIGS}
 
 # (transpose_a, transpose_b, masked) -> the kernel-name suffix of every tiled kernel that exists,
 # from kernels/gemm_tile.cuh's GEMM_PLAIN_LAYOUTS and GEMM_MASK_LAYOUTS: the four layouts, and `_mask`
@@ -125,6 +135,10 @@ def kernel_names(variant: str) -> list[str]:
         return ["gemm_naive_f32"]
     if variant == "tc":  # every plain layout, in the storage type of the build's precision
         return [f"gemm_tc_{config.name}_{layout}" for config in TC_CONFIGS for layout in LAYOUTS]
+    if variant == "wgmma":  # one build holds every precision; tf32 in layout nt only
+        return [f"gemm_wgmma_{config.name}_{layout}_{precision}"
+                for config in WGMMA_CONFIGS for precision in VARIANTS["wgmma"].precisions
+                for layout in (LAYOUTS if precision != "tf32" else ("nt",))]
     return [f"gemm_simt_{config.name}_{suffix}_f32" for config in SIMT_CONFIGS for suffix in KERNEL_SUFFIXES.values()]
 
 
@@ -176,6 +190,22 @@ def config_by_name(configs, name: str | None, *, op: str = "gemm") -> TileConfig
     raise ArgumentError(f"{op}: config must be one of {[c.name for c in configs]}, got {name!r}")
 
 
+def wgmma_takes(precision: str, transpose_a: bool, transpose_b: bool) -> bool:
+    """Has the wgmma variant a kernel for this precision and layout (tf32: K-major a and b, layout nt)?"""
+    return precision in VARIANTS["wgmma"].precisions and (precision != "tf32" or (not transpose_a and transpose_b))
+
+
+def default_variant(precision: str, *, transpose_a: bool, transpose_b: bool, capability: int | None) -> str:
+    """The variant of a call that names none: simt for "ieee"; for the tensor-core precisions wgmma on a
+    compute capability 9.0 device where it has the layout, else mma.sync (tc).  ``capability`` None (the
+    CPU harness unless told otherwise) keeps mma.sync, which runs on every arch."""
+    if precision == "ieee":
+        return "simt"
+    if capability == WGMMA_COMPUTE_CAPABILITY and wgmma_takes(precision, transpose_a, transpose_b):
+        return "wgmma"
+    return "tc"
+
+
 def choose(m: int, n: int, k: int, *, transpose_a: bool, transpose_b: bool, precision: str, masked: bool,
            aligned: bool, sms: int, variant: str | None = None, config: str | None = None) -> Plan:
     """The variant, configuration and launch geometry for an (m, n, k) product.
@@ -192,6 +222,8 @@ def choose(m: int, n: int, k: int, *, transpose_a: bool, transpose_b: bool, prec
         variant = "simt" if precision == "ieee" else "tc"
     if variant != "naive" and precision not in VARIANTS[variant].precisions:
         raise ArgumentError(f"gemm: variant {variant!r} computes {VARIANTS[variant].precisions}, not {precision!r}")
+    if variant == "wgmma":
+        raise ArgumentError("gemm: the wgmma variant plans its own launches (dlgpu.cuda.gemm_wgmma.plan)")
     suffix = KERNEL_SUFFIXES.get((transpose_a, transpose_b, masked))
     if variant == "simt" and (not aligned or suffix is None):
         variant = "naive"
@@ -264,6 +296,40 @@ def operand_precision(op: str, precision: str | None, *arrays) -> str:
     return wanted.pop()
 
 
+TENSOR_CORE_VARIANTS = ("tc", "wgmma")
+
+
+def _on_wgmma(executor, a, b, transpose_a, transpose_b, precision, bias, relu, mask_a, out, config):
+    """The product on dlgpu.cuda.gemm_wgmma: operands brought to the precision's storage first (a masked
+    or fp32-stored operand at bf16 / fp16 through the producer pass); tf32 in layout nt only."""
+    from dlgpu.cuda import gemm_wgmma  # which imports this module: bound at call time
+
+    if precision not in VARIANTS["wgmma"].precisions:
+        raise ArgumentError(f"gemm: variant 'wgmma' computes {VARIANTS['wgmma'].precisions}, not {precision!r}")
+    if not wgmma_takes(precision, transpose_a, transpose_b):
+        raise ArgumentError("gemm: wgmma reads tf32 operands K-major only: transpose_a=False, transpose_b=True")
+    storage = _cast.PRECISION_STORAGE[precision]
+
+    def operand(array, mask=None):
+        source = _cast.storage_of(array, precision)
+        if source not in ("f32", storage):
+            raise DtypeError(f"gemm: a {source} operand cannot be multiplied at {precision}")
+        if source == storage and mask is None:
+            return array
+        return _cast.cast(array, storage, src_storage=source, mask=mask, executor=executor)[0]
+
+    arrays = [operand(a, mask_a), operand(b), out]
+    # One 16-bit dtype for all: ml_dtypes' bfloat16 beside the producer pass's uint16 bits (or a uint16
+    # caller's bfloat16 out) are the same bits, viewed alike.
+    halves = {np.dtype(x.dtype) for x in arrays if np.dtype(x.dtype).itemsize == 2}
+    if len(halves) > 1:
+        arrays = [x.view(np.uint16) if np.dtype(x.dtype).itemsize == 2 else x for x in arrays]
+    a_w, b_w, out_w = arrays
+    gemm_wgmma.gemm(a_w, b_w, transpose_a=transpose_a, transpose_b=transpose_b, precision=precision, bias=bias,
+                    relu=relu, out=out_w, out_dtype=out_w.dtype, config=config, executor=executor)
+    return out
+
+
 def _tc_operand(executor, array, precision: str, mask=None):
     """(what the tc kernel reads, its leading dimension): ``array`` itself when it is stored as the precision
     reads it, unmasked, with 16-byte rows; else its copy by the producer pass (kernels/gemm_cast.cu)."""
@@ -321,10 +387,14 @@ def gemm(a, b, *, transpose_a=False, transpose_b=False, precision="ieee", bias=N
     elif tuple(out.shape) != (m, n) or np.dtype(out.dtype) != out_dtype or not out.flags.c_contiguous:
         raise ShapeError(f"{op}: out must be a C-contiguous {out_dtype.name} array of shape {(m, n)}")
 
-    if variant is None and half_operands:
-        variant = "tc"
-    if half_operands and variant != "tc":
-        raise ArgumentError(f"{op}: 16-bit operands run on variant 'tc' only, not {variant!r}")
+    if variant is None:
+        variant = default_variant(precision, transpose_a=transpose_a, transpose_b=transpose_b,
+                                  capability=compute_capability(executor))
+    if half_operands and variant not in TENSOR_CORE_VARIANTS:
+        raise ArgumentError(f"{op}: 16-bit operands run on the tensor-core variants {TENSOR_CORE_VARIANTS} only, "
+                            f"not {variant!r}")
+    if variant == "wgmma":
+        return _on_wgmma(executor, a, b, transpose_a, transpose_b, precision, bias, relu, mask_a, out, config)
     aligned = all(tile_ready(x) for x in (a, b) + (() if mask_a is None else (mask_a,)))
     plan = choose(m, n, k, transpose_a=transpose_a, transpose_b=transpose_b, precision=precision,
                   masked=mask_a is not None, aligned=aligned, sms=multiprocessor_count(executor),
@@ -405,14 +475,14 @@ def linear_backward(grad_y, x, weight, y, activation, precision, *, variant=None
 
     grad_x = G W (layout nn), grad_w = G^T X (layout tn), grad_b = column sums of G,
     where G is grad_y masked by (y > 0).  simt and naive mask in the kernels' loads and never write G
-    out; on tensor cores the producer pass writes the masked G once, in the precision's storage, for
-    both products to read (kernels/gemm_cast.cu).
+    out; on tensor cores (tc, wgmma) the producer pass writes the masked G once, in the precision's
+    storage, for both products to read (kernels/gemm_cast.cu).
     """
     executor = resolve_executor(executor)
     mask = y if activation == "relu" else None
     kw = dict(precision=precision, variant=variant, config=config, executor=executor)
     grad_out = grad_y
-    if mask is not None and (variant or ("simt" if precision == "ieee" else "tc")) == "tc":
+    if mask is not None and (variant in TENSOR_CORE_VARIANTS or (variant is None and precision != "ieee")):
         grad_out, _ = _cast.cast(grad_y, _cast.PRECISION_STORAGE[precision], src_storage=precision, mask=mask,
                                  executor=executor)
         mask_kw = {}

@@ -15,10 +15,13 @@ c is float32, or with ``out_dtype`` the operands' 16-bit dtype.  The fused epilo
 (N,) per column and applies ReLU.  Any M, N, K >= 1; an operand whose rows are not a multiple of
 16 bytes (TMA's rule) is copied once into a padded array.
 
-The variant is :data:`VARIANT`, with its tile configurations in :data:`CONFIGS`; it runs on
-compute capability 9.0 (wgmma exists on sm_90a alone: not on Blackwell) and on the CPU harness.
-:func:`available` says whether an executor can run it.  The mma.sync variant (dlgpu/cuda/gemm.py,
-``tc``) stays the path for fp32 operands and for every other GPU.
+The variant is :data:`VARIANT`, registered in dlgpu.cuda.gemm's VARIANTS, with its tile
+configurations in :data:`CONFIGS`; it runs on compute capability 9.0 (wgmma exists on sm_90a alone:
+not on Blackwell) and on the CPU harness.  :func:`available` says whether an executor can run it.
+dlgpu.cuda.gemm.gemm, which every product of the CUDA backend calls (the backward products and
+linear's masked backward included), sends bf16 / fp16 products and tf32 products in layout nt here on
+such a device (``variant="wgmma"`` forces it), casting fp32 or masked operands to 16-bit storage
+first; the mma.sync variant (``tc``) stays the path for the other layouts and every other GPU.
 
 How a call is cut up (:func:`plan`): the widest tile runs in clusters of two CTAs along M that share
 each B tile by TMA multicast (:data:`CLUSTER`); a persistent grid of clusters walks the tiles; when
@@ -39,15 +42,15 @@ from dlgpu.cuda import gemm as _gemm
 from dlgpu.cuda import kernel_decls
 from dlgpu.cuda import tma
 from dlgpu.cuda.executor import resolve_executor
-from dlgpu.cuda.launch import Launch, multiprocessor_count
+from dlgpu.cuda.launch import Launch, compute_capability, multiprocessor_count
 from dlgpu.errors import ArgumentError, BackendUnavailableError, DtypeError, LayoutError, ShapeError
 
 FAMILY = "gemm_wgmma"
-VARIANT = _gemm.Variant("wgmma", FAMILY, ("bf16", "fp16", "tf32"),
-                        "wgmma + TMA + mbarrier pipeline, producer/consumer warpgroups, persistent; sm_90a")
+# Registered in dlgpu.cuda.gemm's VARIANTS, which dlgpu.cuda.gemm.gemm routes to this module.
+VARIANT = _gemm.VARIANTS["wgmma"]
 # Largest first, from kernels/gemm_wgmma.cu's GEMM_WGMMA_CONFIGS X(BM, BN, THREADS, STAGES, CLUSTER): 128
 # rows (two consumer warpgroups of 64), BN columns, the ring's stages, and the CTAs of a cluster.
-CONFIGS = _gemm.tile_configs("gemm_wgmma.cu", "GEMM_WGMMA_CONFIGS")
+CONFIGS = _gemm.CONFIGS["wgmma"]
 _X = kernel_decls.x_macro("gemm_wgmma.cu", "GEMM_WGMMA_CONFIGS")
 STAGES = {f"{bm}x{bn}": int(stages) for bm, bn, _, stages, _ in _X}
 CLUSTER = {f"{bm}x{bn}": int(cluster) for bm, bn, _, _, cluster in _X}
@@ -58,7 +61,7 @@ STORE_BOXES = _DEFINES["WGMMA_STORE_BOXES"]  # staging boxes per consumer warp
 STORE_MAP = 2  # C's tensor map follows A's and B's
 WARPS_PER_TILE = _DEFINES["WGMMA_WARPS_PER_TILE"]  # consumer warps: one split-K counter each
 TILE_ROW_BYTES = 128  # every shared tile row: one 128-byte swizzled row of k (or of m / n)
-COMPUTE_CAPABILITY = 90
+COMPUTE_CAPABILITY = _gemm.WGMMA_COMPUTE_CAPABILITY
 # Split-K: a split keeps at least this many k-tiles (the pipeline's fill and drain, and the partial
 # sums' round trip, amortized), and a tile is split at most this many ways.
 MIN_SPLIT_K_TILES = 4
@@ -68,9 +71,7 @@ _TMA_DTYPE = {"bf16": "bf16", "fp16": "fp16", "tf32": "f32"}
 
 def kernel_names() -> list[str]:
     """Every kernel of kernels/gemm_wgmma.cu, by name (tf32: layout nt only)."""
-    return [f"gemm_wgmma_{config.name}_{layout}_{precision}"
-            for config in CONFIGS for precision in ("bf16", "fp16", "tf32")
-            for layout in (_gemm.LAYOUTS if precision != "tf32" else ("nt",))]
+    return _gemm.kernel_names(VARIANT.name)
 
 
 def shared_bytes(config: _gemm.TileConfig) -> int:
@@ -83,11 +84,10 @@ def shared_bytes(config: _gemm.TileConfig) -> int:
 
 
 def available(executor) -> bool:
-    """Whether ``executor`` runs wgmma: the CPU harness, or CuPy on a compute capability 9.0 device."""
-    cuda = getattr(executor.xp, "cuda", None)
-    if cuda is None:
-        return True
-    return int(cuda.Device().compute_capability) == COMPUTE_CAPABILITY
+    """Whether ``executor`` runs wgmma: the CPU harness (unless told it plans for another device), or CuPy
+    on a compute capability 9.0 device."""
+    capability = compute_capability(executor)
+    return capability is None or capability == COMPUTE_CAPABILITY
 
 
 def storage_precision(a, b, precision: str | None) -> str:
@@ -269,36 +269,3 @@ def plan(a, b, *, transpose_a, transpose_b, precision, bias, relu, out, out_dtyp
     launch = Launch(FAMILY, kernel, (clusters * cluster, 1, 1), (tile.threads, 1, 1), args, shared_bytes(tile),
                     shared_opt_in=True, cluster=(cluster, 1, 1))
     return Planned(launch, out, store, maps, tuple(pairs))
-
-
-def matmul_backward(grad_c, a, b, transpose_a, transpose_b, *, precision=None, config=None, executor=None):
-    """(grad_a, grad_b) for c = op(a) @ op(b), each in its input's layout and dtype, by two products."""
-    out_dtype = None if precision == "tf32" or np.dtype(a.dtype) == np.float32 else a.dtype
-
-    def product(x, y, **layout):
-        return gemm(x, y, precision=precision, out_dtype=out_dtype, config=config, executor=executor, **layout)
-
-    return _gemm.backward_products(grad_c, a, b, transpose_a, transpose_b, product)
-
-
-def linear_backward(grad_y, x, weight, y=None, activation=None, *, precision=None, config=None, executor=None):
-    """(grad_x, grad_w) of y = act(x @ weight.T + bias), in the inputs' dtype.
-
-    With activation="relu", grad_y is first masked by (y > 0) in one elementwise pass (the
-    products read the masked copy; the mma.sync kernels fuse the mask into their loads instead).
-    The bias gradient is the column sum of the masked grad_y, left to the caller.
-    """
-    executor = resolve_executor(executor)
-    if activation == "relu":
-        if y is None:
-            raise ArgumentError("gemm_wgmma: linear_backward with activation='relu' needs y")
-        resolved = storage_precision(grad_y, y, precision)
-        keep = _as_float32(executor.xp, y, resolved) > 0
-        grad_y = executor.xp.where(keep, grad_y, executor.xp.zeros((), grad_y.dtype))
-    elif activation is not None:
-        raise ArgumentError(f"gemm_wgmma: activation must be None or 'relu', got {activation!r}")
-    kw = dict(precision=precision, config=config, executor=executor,
-              out_dtype=None if np.dtype(x.dtype) == np.float32 else x.dtype)
-    grad_x = gemm(grad_y, weight, **kw)
-    grad_w = gemm(grad_y, x, transpose_a=True, **kw)
-    return grad_x, grad_w

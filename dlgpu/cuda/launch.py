@@ -129,6 +129,19 @@ def multiprocessor_count(executor) -> int:
     return _multiprocessors[device]
 
 
+def compute_capability(executor) -> int | None:
+    """The compute capability of the executor's current device, major * 10 + minor (90 on an H100), or
+    None for an executor without one: the CPU harness runs any arch's kernels unless it is told to plan
+    for one (``HarnessExecutor(compute_capability=90)``).  Launchers read it to pick arch-only variants."""
+    capability = getattr(executor, "compute_capability", None)
+    if capability is not None:
+        return int(capability)
+    cuda = getattr(executor.xp, "cuda", None)
+    if cuda is None:
+        return None
+    return int(cuda.Device().compute_capability)
+
+
 def grid_stride_blocks(work_items: int, block: int, executor, blocks_per_sm: int = BLOCKS_PER_SM) -> int:
     """Blocks for a grid-stride loop over ``work_items``: one item per thread, at most a full device."""
     assert work_items >= 0 and block % 32 == 0, (work_items, block)

@@ -28,6 +28,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from dlgpu.errors import install_hint
+
 # The instructions ``dlgpu compile --sass`` counts, in the order it prints them.
 INTERESTING = ("LDG.E.128", "STG.E.128", "LDL", "STL", "HMMA", "HGMMA", "LDSM", "LDGSTS", "BAR")
 
@@ -152,8 +154,7 @@ def disassemble(cubin: bytes) -> dict[str, list[str]]:
     if cuobjdump is None or nvdisasm is None:
         missing = "cuobjdump" if cuobjdump is None else "nvdisasm"
         raise SassUnavailableError(
-            f"dlgpu: {missing} not found; install nvidia-cuda-cuobjdump and "
-            "nvidia-cuda-nvdisasm (pip install dlgpu[compile]) or set CUDA_HOME"
+            f"dlgpu: {missing} not found; {install_hint('compile')}; or set CUDA_HOME"
         )
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(nvdisasm.parent), env.get("PATH", "")])

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 
 from dlgpu.device import gpu_unavailable_reason, is_cupy
-from dlgpu.errors import ArgumentError, BackendUnavailableError, DtypeError, ShapeError
+from dlgpu.errors import ArgumentError, BackendUnavailableError, DtypeError, ShapeError, install_hint
 
 DEVICES = ("cpu", "cuda")
 
@@ -37,7 +37,7 @@ def _cupy(op: str):
     reason = gpu_unavailable_reason()
     if reason is not None:
         raise BackendUnavailableError(
-            f"{op}: the 'cuda' device needs CuPy and a GPU: {reason} (pip install 'dlgpu[cuda13]')"
+            f"{op}: the 'cuda' device needs CuPy and a GPU: {reason} ({install_hint('cuda13')})"
         )
     import cupy
 

@@ -471,6 +471,8 @@ class HarnessExecutor:
     ``xp`` is NumPy with poisoned ``empty`` (see :class:`_PoisonedNumpy`).
     ``multiprocessor_count`` (None: the launchers' fallback) is what launchers that
     size grids by the device see; a small one makes grid-stride loops take several trips.
+    ``compute_capability`` (None: any) is the device the launchers plan for: 90 makes them pick
+    the sm_90-only variants (wgmma) as they would on an H100, 80 rules those out.
     ``seed`` (None: ``$DLGPU_HARNESS_SEED``, else :data:`DEFAULT_SEED`) shuffles the order in
     which every launch's blocks start; a failure names it, so the run can be repeated.
     ``resident_blocks`` blocks run at the same time (ThreadSanitizer sees races between them).
@@ -479,7 +481,7 @@ class HarnessExecutor:
     """
 
     def __init__(self, mode: str = "plain", *, kernels_dir=None, cache_dir=None, multiprocessor_count=None,
-                 seed: int | None = None, resident_blocks: int = RESIDENT_BLOCKS):
+                 seed: int | None = None, resident_blocks: int = RESIDENT_BLOCKS, compute_capability=None):
         if mode not in MODES:
             raise ArgumentError(f"dlgpu harness: mode must be one of {MODES}, got {mode!r}")
         if resident_blocks < 1:
@@ -487,6 +489,7 @@ class HarnessExecutor:
         self.xp: Any = _PoisonedNumpy()
         self.mode = mode
         self.multiprocessor_count = multiprocessor_count
+        self.compute_capability = compute_capability
         self.seed = int(os.environ.get("DLGPU_HARNESS_SEED", DEFAULT_SEED)) if seed is None else int(seed)
         self.resident_blocks = resident_blocks
         self._kernels_dir = kernels_dir

@@ -19,7 +19,7 @@ import numbers
 
 import numpy as np
 
-from dlgpu.errors import ArgumentError, BackendUnavailableError
+from dlgpu.errors import ArgumentError, BackendUnavailableError, install_hint
 
 __all__ = ["DIGITS_CLASSES", "figure1_curves", "load", "load_digits"]
 
@@ -35,7 +35,7 @@ def _sklearn():
     except ImportError as exc:
         raise BackendUnavailableError(
             "load_digits: the digits data set comes with scikit-learn, which is not installed; "
-            "pip install 'dlgpu[examples]' (or pip install scikit-learn)"
+            + install_hint("examples")
         ) from exc
     return sklearn_load_digits, train_test_split
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlgpu.errors import BackendUnavailableError
+from dlgpu.errors import BackendUnavailableError, install_hint
 from dlgpu.train.loop import EpochStats
 
 
@@ -16,8 +16,7 @@ def import_pyplot():
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise BackendUnavailableError(
-            "dlgpu train: --plot needs matplotlib, which is not installed; "
-            "pip install 'dlgpu[examples]' (or pip install matplotlib)"
+            f"dlgpu train: --plot needs matplotlib, which is not installed; {install_hint('examples')}"
         ) from exc
     return plt
 
