@@ -8,10 +8,10 @@ and convolutions of widened 16-bit values run at "ieee": the values are
 already 16-bit, so rounding them again to the storage precision would change
 nothing, and the float32 arithmetic is what a tensor core does with them
 (exact products, float32 sums).  Exceptions to "outputs in the inputs' dtype":
-the softmax and squared-error losses are float32; a float32 ``out`` of matmul, linear or conv2d
-(``out_dtype=np.float32``) receives the float32 result unrounded; SGD with
-``master`` (float32 master weights, float32 velocity) updates the master copy
-and rounds it into the 16-bit param.
+the softmax and squared-error losses are float32; a float32 ``out`` of matmul,
+linear or conv2d (``out_dtype=np.float32``) receives the float32 result
+unrounded; SGD with ``master`` (float32 master weights, float32 velocity)
+updates the master copy and rounds it into the 16-bit param.
 """
 
 from __future__ import annotations
