@@ -6,6 +6,7 @@ registered variant at least once, each precision of the mma.sync variants (each 
 build) and each convolution pass, at small shapes where the tests offer them (the tools
 slow every access a hundred times or more).  tests/test_gpu_run.py checks it against the
 registries (dlgpu.cuda.compiler.families(), dlgpu.cuda.gemm.VARIANTS (wgmma included),
+dlgpu.cuda.conv2d_wgmma.VARIANT (NHWC only, outside conv2d's registry),
 dlgpu.cuda.conv2d.VARIANTS) and that every id still names
 a collected test, so a new family or variant, or a renamed test, fails there until the
 list follows.
@@ -66,6 +67,9 @@ SANITIZER_TESTS: tuple[SanitizerCase, ...] = (
     # cross-checks the CPU harness on a 300 x 520 x 264 product before a 1000 x 700 x 900 one
     SanitizerCase("tests/test_gemm_wgmma.py::test_wgmma_on_the_gpu_matches_the_harness_and_cupy[False-True]",
                   "gemm_wgmma", "wgmma", "fp16"),
+    # Hopper only, as the wgmma GEMM: a 2 x 72 x 9 x 9 conv by 136 3x3 filters and its dgrad, against the harness
+    SanitizerCase("tests/test_conv2d_wgmma.py::test_forward_on_the_gpu_matches_the_harness_and_the_reference[bf16]",
+                  "conv2d_wgmma", "wgmma", "bf16", "forward"),
     SanitizerCase(f"{_CONV_FORWARD}[naive-ieee-any-{_CONV}]", "conv2d", "naive", pass_="forward"),
     SanitizerCase(f"{_CONV_BACKWARD}[dgrad-naive-ieee-{_CONV}]", "conv2d", "naive", pass_="dgrad"),
     SanitizerCase(f"{_CONV_BACKWARD}[wgrad-naive-ieee-{_CONV}]", "conv2d", "naive", pass_="wgrad"),

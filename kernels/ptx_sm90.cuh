@@ -40,8 +40,11 @@
 //   mbarrier_try_wait(bar, parity)       mbarrier.try_wait.parity.shared::cta.b64: true once the phase
 //                                        of that parity has completed (the current phase's differs)
 //   mbarrier_wait(bar, parity)           try_wait until it succeeds
-//   fence_proxy_async_shared()           fence.proxy.async.shared::cta: ordinary shared stores visible to
-//                                        TMA / wgmma (the async proxy)
+//   cp_async_mbarrier_arrive_noinc(bar) cp.async.mbarrier.arrive.noinc.shared::cta.b64: an arrival on bar once
+//                                        every cp.async this thread issued before it has landed, counted
+//                                        against bar's expected count (the init count includes it)
+//   fence_proxy_async_shared()           fence.proxy.async.shared::cta: ordinary shared stores (and cp.async
+//                                        copies) visible to TMA / wgmma (the async proxy)
 //   prefetch_tensor_map(map)             prefetch.tensormap
 //   tma_load_2d(dst, map, c0, c1, bar)   cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::
 //                                        complete_tx::bytes: the box at element (c0 inner, c1 outer),
@@ -108,6 +111,10 @@ __device__ __forceinline__ void mbarrier_arrive_expect_tx(unsigned long long* ba
 __device__ __forceinline__ bool mbarrier_try_wait(unsigned long long* bar, unsigned parity)
 {
     return dlgpu_host::sm90::mbarrier_try_wait_parity(bar, parity);
+}
+__device__ __forceinline__ void cp_async_mbarrier_arrive_noinc(unsigned long long* bar)
+{
+    dlgpu_host::sm90::cp_async_mbarrier_arrive_noinc(bar);
 }
 __device__ __forceinline__ void fence_proxy_async_shared() {}
 __device__ __forceinline__ void prefetch_tensor_map(const void*) {}
@@ -245,6 +252,10 @@ __device__ __forceinline__ bool mbarrier_try_wait(unsigned long long* bar, unsig
     asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
                  : "=r"(done) : "r"(shared_window_address(bar)), "r"(parity) : "memory");
     return done != 0;
+}
+__device__ __forceinline__ void cp_async_mbarrier_arrive_noinc(unsigned long long* bar)
+{
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(shared_window_address(bar)) : "memory");
 }
 __device__ __forceinline__ void fence_proxy_async_shared()
 {

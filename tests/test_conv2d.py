@@ -29,6 +29,7 @@ from dlgpu.cpu import winograd as cpu_winograd
 from dlgpu.cpu.gemm import round_operand
 from dlgpu.cuda import conv2d as conv
 from dlgpu.cuda import conv2d_nhwc as nhwc
+from dlgpu.cuda import conv2d_wgmma
 from dlgpu.cuda import gemm_cast
 from dlgpu.errors import ArgumentError, ShapeError
 from dlgpu.testing import (assert_away_from_kink, assert_close, bf16_bits, check_gradients, harness, random_array,
@@ -781,6 +782,33 @@ def check_conv2d_tc_nhwc(executor, rng):
             assert_close(to_nchw(grad_w), expected[1], precision=precision)
 
 
+def check_conv2d_wgmma(executor, rng):
+    # Each kernel once (the sanitizers start 384 threads slowly): 16 channels (two taps per forward k-tile), 16
+    # filters, padding on every edge; the forward strided and dilated, dgrad (stride 1 only) dilated and masked.
+    # tests/test_conv2d_wgmma.py has the edges and planted bugs.
+    forward_geometry = conv_geometry(*KERNEL_CONV_CASES[0][2:])
+    dgrad_geometry = conv_geometry((1, 1), (1, 2), (2, 1))
+    for name in conv2d_wgmma.kernel_names():
+        pass_, config, precision = name.split("_")[1], *name.split("_")[3:]
+        x16 = nhwc_stored(random_array(rng, (2, 16, 7, 5)), precision)
+        w16 = nhwc_stored(random_array(rng, (16, 16, 3, 3)), precision)
+        x, w = stored_values(x16, precision), stored_values(w16, precision)
+        kw = dict(precision=precision, out_dtype=np.float32, config=config, executor=executor)
+        if pass_ == "fwd":
+            bias = random_array(rng, 16)
+            y = conv2d_wgmma.forward(to_nhwc(x16), to_nhwc(w16), bias, relu=True, **kw, **forward_geometry)
+            assert_close(to_nchw(y), R.conv2d(x, w, bias, activation="relu", **forward_geometry),
+                         precision=precision)
+            continue
+        y16 = nhwc_stored(R.conv2d(x, w, activation="relu", **dgrad_geometry), precision)
+        grad_y16 = nhwc_stored(random_array(rng, y16.shape), precision)
+        grad_x = conv2d_wgmma.dgrad(to_nhwc(grad_y16), to_nhwc(w16), to_nhwc(x16).shape, mask=to_nhwc(y16), **kw,
+                                    **dgrad_geometry)
+        expected = R.conv2d_backward(stored_values(grad_y16, precision), x, w, y=stored_values(y16, precision),
+                                     activation="relu", **dgrad_geometry)[0]
+        assert_close(to_nchw(grad_x), expected, precision=precision)
+
+
 KERNEL_CASES = (
     KernelCase("conv2d_naive", "conv2d", ("conv2d_fwd_naive_f32", "conv2d_dgrad_naive_f32", "conv2d_wgrad_naive_f32"),
                check_conv2d_naive),
@@ -796,6 +824,7 @@ KERNEL_CASES = (
     KernelCase("conv2d_tc_nhwc", "conv2d_tc",
                tuple(f"conv2d_{p}_tc_{c.name}_nhwc" for c in conv.NHWC_CONFIGS for p in ("fwd", "dgrad", "wgrad")),
                check_conv2d_tc_nhwc),
+    KernelCase("conv2d_wgmma", conv2d_wgmma.FAMILY, tuple(conv2d_wgmma.kernel_names()), check_conv2d_wgmma),
 )
 
 

@@ -501,13 +501,13 @@ def test_a_killed_pytest_still_leaves_its_per_test_results(tmp_path, workers):
 
 
 def test_the_sanitizer_selection_covers_every_family_and_variant():
-    from dlgpu.cuda import compiler, gemm, gemm_wgmma
+    from dlgpu.cuda import compiler, conv2d_wgmma, gemm, gemm_wgmma
 
     conv = importlib.import_module("dlgpu.cuda.conv2d")
     cases = sanitizer_plugin.SANITIZER_TESTS
     assert {c.family for c in cases} == set(compiler.families())
     assert gemm_wgmma.VARIANT is gemm.VARIANTS["wgmma"]
-    variants = [*gemm.VARIANTS.values(), *conv.VARIANTS.values()]
+    variants = [*gemm.VARIANTS.values(), conv2d_wgmma.VARIANT, *conv.VARIANTS.values()]
     assert {(v.family, v.name) for v in variants} <= {(c.family, c.variant) for c in cases}
     # each precision of the mma.sync variants is its own build (a -D define): each is watched (wgmma's one
     # build holds all three)

@@ -16,7 +16,9 @@ still reach into it, a launch whose cluster is not the kernel's) must fail.
 TMA: boxes at every swizzle mode, inside, across and outside the matrix, land in shared memory
 where the ISA's pattern puts them, zeros (or NaN) out of bounds; the full box is the transaction
 count.  mbarrier: phases, parities, counts and transaction counts; and the planted bugs of a
-pipeline: a wrong parity, an extra arrival, a barrier used before init, a deadlock.
+pipeline: a wrong parity, an extra arrival, a barrier used before init, a deadlock.  cp.async
+copies tracked by cp.async.mbarrier.arrive.noinc land with their arrival, and only then: a count
+too low, an arrival that does not track the copies, or a read without the wait sees poison.
 """
 
 from __future__ import annotations
@@ -193,7 +195,8 @@ def probes(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sm90_probes")
     (folder / "wgmma_probe.cu").write_text(WGMMA_PROBE)
     (folder / "tma_probe.cu").write_text(TMA_PROBE)
-    (folder / "mbarrier_probe.cu").write_text(MBARRIER_PROBE + CLUSTER_PROBE)  # one build (and one TSan build)
+    # one build (and one TSan build)
+    (folder / "mbarrier_probe.cu").write_text(MBARRIER_PROBE + CP_ASYNC_PROBE + CLUSTER_PROBE)
     return folder
 
 
@@ -534,6 +537,87 @@ def test_planted_ring_bugs_are_caught(probes, rng, monkeypatch, bug):
         assert any(word in str(error) for word in ("mbarrier", "deadlock", "overrunning", "arrivals")), error
     else:
         assert not np.array_equal(out, expected), f"planted bug {bug} ({PLANTED_RING[bug]}) went unnoticed"
+
+
+# ---------------------------------------------------------------- cp.async with mbarrier arrivals
+
+CP_ASYNC_PROBE = r"""
+#include "ptx.cuh"
+#include "ptx_sm90.cuh"
+
+// Producers (threads 0..63) each copy 16 bytes of every 1024-byte tile into a ring of 2 stages with cp.async
+// and signal `full` with cp.async.mbarrier.arrive.noinc (the PTX ISA: the arrival comes once all of the
+// thread's earlier cp.async have completed, and .noinc leaves the pending count alone, so `full` is
+// initialized with the 64 arrivals); a consumer warp (64..95) copies each stage out and releases it.
+// params: 0 tiles, 1 planted bug.
+extern "C" __global__ void cp_async_ring_probe(const unsigned char* src, const int* params, unsigned char* out)
+{
+    extern __shared__ unsigned char cp_ring_shared[];
+    unsigned char* base = cp_ring_shared + (1024 - ptx::shared_window_address(cp_ring_shared) % 1024) % 1024;
+    unsigned long long* full = reinterpret_cast<unsigned long long*>(base + 2 * 1024);
+    unsigned long long* empty = full + 2;
+    const int tiles = params[0], bug = params[1];
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < 2; ++s) {
+            ptx::mbarrier_init(&full[s], bug == 1 ? 63 : 64);  // 1: the count misses one producer's arrival
+            ptx::mbarrier_init(&empty[s], 1);
+        }
+        ptx::fence_mbarrier_init();
+    }
+    __syncthreads();
+    if (threadIdx.x < 64) {
+        for (int t = 0; t < tiles; ++t) {
+            const int s = t % 2;
+            ptx::mbarrier_wait(&empty[s], ((t / 2) & 1) ^ 1);
+            ptx::cp_async_16(base + s * 1024 + 16 * threadIdx.x, src + t * 1024 + 16 * threadIdx.x);
+            if (bug == 2) ptx::mbarrier_arrive(&full[s]);  // 2: an arrival that does not track the copy
+            else ptx::cp_async_mbarrier_arrive_noinc(&full[s]);
+        }
+    } else if (threadIdx.x < 96) {
+        for (int t = 0; t < tiles; ++t) {
+            const int s = t % 2;
+            if (bug != 3) ptx::mbarrier_wait(&full[s], (t / 2) & 1);  // 3: reads the stage without waiting
+            for (int i = threadIdx.x - 64; i < 1024; i += 32) out[t * 1024 + i] = base[s * 1024 + i];
+            __syncwarp();
+            if (threadIdx.x == 64) ptx::mbarrier_arrive(&empty[s]);
+        }
+    }
+}
+"""
+
+
+def run_cp_async_ring(probes, rng, bug=0, mode="plain", tiles=6):
+    src = rng.integers(0, 256, size=tiles * 1024, dtype=np.uint8)
+    out = np.zeros_like(src)
+    HarnessExecutor(mode, kernels_dir=probes).launch(
+        Launch("mbarrier_probe", "cp_async_ring_probe", (1, 1, 1), (96, 1, 1),
+               (src, np.array([tiles, bug], np.int32), out), 2048 + 32 + 1024))
+    return out, src
+
+
+@pytest.mark.parametrize("mode", harness.MODES)
+def test_cp_async_arrivals_carry_every_tile(probes, rng, mode):
+    out, expected = run_cp_async_ring(probes, rng, mode=mode)
+    np.testing.assert_array_equal(out, expected)
+
+
+PLANTED_CP_ASYNC = {
+    1: "the full barrier's count misses one producer's arrival",
+    2: "a plain arrival that does not wait for the thread's copies",
+    3: "the consumer reads a stage without waiting on it",
+}
+
+
+@pytest.mark.parametrize("bug", sorted(PLANTED_CP_ASYNC), ids=[PLANTED_CP_ASYNC[b] for b in PLANTED_CP_ASYNC])
+def test_planted_cp_async_arrival_bugs_are_caught(probes, rng, monkeypatch, bug):
+    """Each bug leaves a tile (or part of one) unlanded when the consumer reads it, or fails a check."""
+    monkeypatch.setenv("DLGPU_HARNESS_MBARRIER_TIMEOUT_S", "2")
+    try:
+        out, expected = run_cp_async_ring(probes, rng, bug=bug)
+    except HarnessError as error:
+        assert any(word in str(error) for word in ("mbarrier", "deadlock", "arrivals")), error
+    else:
+        assert not np.array_equal(out, expected), f"planted bug {bug} ({PLANTED_CP_ASYNC[bug]}) went unnoticed"
 
 
 # ---------------------------------------------------------------- clusters: multicast, remote arrivals

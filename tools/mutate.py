@@ -91,6 +91,10 @@ TESTS: dict[str, list[list[str]]] = {
     "gemm_wgmma": [
         ["tests/test_gemm_wgmma.py"],
     ],
+    "conv2d_wgmma": [
+        ["tests/test_conv2d_wgmma.py", "-k", "matches_the_reference or take_this_variant"],
+        ["tests/test_conv2d.py", "-k", "kernels_match and conv2d_wgmma"],
+    ],
     "ptx": [
         ["tests/test_harness.py", "-k", "mma or ldmatrix or cp_async"],
         ["tests/test_gemm.py", "-k", "tc-"],
@@ -318,6 +322,20 @@ MUTANTS: tuple[Mutant, ...] = (
       "const int p_last = min((h + ph) / sh, P - 1);", "const int p_last = min((h + ph) / sh, P - 2);",
       "the backward's last window row off by one"),
     # ---------------------------------------------------------------- gemm, wgmma + TMA (sm_90a)
+    # ---------------------------------------------------------------- conv2d on wgmma (sm_90a)
+    M("conv_wgmma_noinc_count", "conv2d_wgmma", "conv2d_wgmma.cu",
+      "static constexpr int kArrivals = CONV_WGMMA_PRODUCER_THREADS + 1;",
+      "static constexpr int kArrivals = CONV_WGMMA_PRODUCER_THREADS;",
+      "the forward's `full` barrier expects one arrival too few: a stage completes before the last copies land"),
+    M("conv_wgmma_padding_not_zero", "conv2d_wgmma", "conv2d_wgmma.cu",
+      "ok ? x + (corner[i] + offset) : x, ok ? 16u : 0u", "ok ? x + (corner[i] + offset) : x, 16u",
+      "a padding tap copies x's first chunk instead of zeros"),
+    M("conv_wgmma_dgrad_b_trans", "conv2d_wgmma", "conv2d_wgmma.cu",
+      "Gather::kBNMajor ? 1 : 0>", "0>",
+      "dgrad's N-major B tile read as K-major"),
+    M("conv_wgmma_dgrad_k_tail", "conv2d_wgmma", "conv2d_wgmma.cu",
+      "const bool ok = c < g.C && tap.c + first + i * kStepB < g.K;", "const bool ok = c < g.C;",
+      "dgrad reads filters past K in a partial block of output channels (the next tap's rows, or past w)"),
     M("wgmma_empty_parity", "gemm_wgmma", "gemm_wgmma.cu",
       "ptx::mbarrier_wait(&empty[stage], phase ^ 1);", "ptx::mbarrier_wait(&empty[stage], phase);",
       "the producer waits on the wrong parity of the stage's empty barrier"),

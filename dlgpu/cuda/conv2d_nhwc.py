@@ -140,11 +140,19 @@ def _launch(executor, kernel, grid, config, args, pass_, precision):
 
 def forward(x, weight, bias=None, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1), relu=False, precision=None,
             out=None, out_dtype=None, config=None, executor=None):
-    """y (N, P, Q, K) = relu?(conv(x, weight) + bias): one launch (after the producer pass, when one is needed)."""
+    """y (N, P, Q, K) = relu?(conv(x, weight) + bias): one launch (after the producer pass, when one is needed).
+
+    On a compute capability 9.0 GPU, 16-bit operands the wgmma kernels take as they are
+    (:func:`dlgpu.cuda.conv2d_wgmma.supports`) go there unless ``config`` names an mma.sync tile."""
     executor = resolve_executor(executor)
     op = "conv2d"
     _contiguous(op, x=x, weight=weight, bias=bias)
     precision = _precision(op, precision, x, weight)
+    from dlgpu.cuda import conv2d_wgmma  # it builds on this module's helpers
+
+    if config is None and conv2d_wgmma.chosen(executor, x, weight, precision):
+        return conv2d_wgmma.forward(x, weight, bias, stride=stride, padding=padding, dilation=dilation, relu=relu,
+                                    precision=precision, out=out, out_dtype=out_dtype, executor=executor)
     g = geometry(op, x.shape, weight.shape, stride, padding, dilation)
     if bias is not None and tuple(bias.shape) != (g.K,):
         raise ShapeError(f"{op}: bias has shape {tuple(bias.shape)}, expected ({g.K},)")
@@ -165,12 +173,21 @@ def forward(x, weight, bias=None, *, stride=(1, 1), padding=(0, 0), dilation=(1,
 
 def dgrad(grad_y, weight, x_shape, *, mask=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), precision=None,
           out=None, out_dtype=None, config=None, executor=None):
-    """grad_x (N, H, W, C) from grad_y (N, P, Q, K), masked by (mask > 0) when mask (y) is given."""
+    """grad_x (N, H, W, C) from grad_y (N, P, Q, K), masked by (mask > 0) when mask (y) is given.
+
+    On a compute capability 9.0 device the wgmma kernels take what they can (stride 1, 16-bit operands as
+    they are: :func:`dlgpu.cuda.conv2d_wgmma.supports`) unless ``config`` names an mma.sync tile."""
     executor = resolve_executor(executor)
     xp = executor.xp
     op = "conv2d_backward"
     _contiguous(op, grad_y=grad_y, weight=weight, y=mask)
     precision = _precision(op, precision, grad_y, weight, *(() if mask is None else (mask,)))
+    from dlgpu.cuda import conv2d_wgmma  # it builds on this module's helpers
+
+    if config is None and conv2d_wgmma.chosen(executor, grad_y, weight, precision, "dgrad", stride):
+        return conv2d_wgmma.dgrad(grad_y, weight, x_shape, mask=mask, stride=stride, padding=padding,
+                                  dilation=dilation, precision=precision, out=out, out_dtype=out_dtype,
+                                  executor=executor)
     g = geometry(op, x_shape, weight.shape, stride, padding, dilation)
     _check_grad_y(op, g, grad_y, mask)
     dtype = _out_dtype(op, out, out_dtype, precision, grad_y, weight)

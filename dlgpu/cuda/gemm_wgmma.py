@@ -54,7 +54,7 @@ CONFIGS = _gemm.CONFIGS["wgmma"]
 _X = kernel_decls.x_macro("gemm_wgmma.cu", "GEMM_WGMMA_CONFIGS")
 STAGES = {f"{bm}x{bn}": int(stages) for bm, bn, _, stages, _ in _X}
 CLUSTER = {f"{bm}x{bn}": int(cluster) for bm, bn, _, _, cluster in _X}
-_DEFINES = kernel_decls.integer_defines("gemm_wgmma.cu")
+_DEFINES = kernel_decls.integer_defines("wgmma_tile.cuh")
 FLAG_STORE_HALF = _gemm.FLAG_STORE_HALF  # kernels/gemm_tile.cuh: GEMM_STORE_HALF
 STORE_ROWS = _DEFINES["WGMMA_STORE_ROWS"]  # a TMA store box: 16 rows of 128 bytes
 STORE_BOXES = _DEFINES["WGMMA_STORE_BOXES"]  # staging boxes per consumer warp
@@ -74,11 +74,12 @@ def kernel_names() -> list[str]:
     return _gemm.kernel_names(VARIANT.name)
 
 
-def shared_bytes(config: _gemm.TileConfig) -> int:
+def shared_bytes(config: _gemm.TileConfig, stages: int | None = None) -> int:
     """Dynamic shared memory: the ring's stages (A 128 rows + B BN rows of 128 bytes), the consumer
     warps' staging boxes for TMA stores, the ring's barriers, and 1 KB to put the tiles on a
-    1024-byte boundary."""
-    stages = STAGES[config.name]
+    1024-byte boundary (kernels/wgmma_tile.cuh: WgmmaTiles).  ``stages``: another family's ring on the
+    same layout (conv2d_wgmma); this family's stage count by default."""
+    stages = STAGES[config.name] if stages is None else stages
     staging = WARPS_PER_TILE * STORE_BOXES * STORE_ROWS * TILE_ROW_BYTES
     return stages * (config.block_m + config.block_n) * TILE_ROW_BYTES + staging + 2 * stages * 8 + 1024
 
@@ -194,9 +195,10 @@ class Planned:
     store: object
     maps: object
     pairs: tuple
+    store_map: int = STORE_MAP  # which of ``pairs`` the TMA stores write (another family's layout of maps)
 
     def finish(self):
-        tma.copy_back(self.maps, self.pairs, STORE_MAP)
+        tma.copy_back(self.maps, self.pairs, self.store_map)
         if self.store is not self.out:
             self.out[...] = self.store[:, :self.out.shape[1]]
         return self.out

@@ -27,6 +27,10 @@
 //                   also targets fails (a producer overrunning its ring).  The tensor map is the
 //                   harness's own 128-byte format (HostTensorMap below, written by dlgpu/cuda/tma.py),
 //                   since there is no driver to encode one.
+//   cp.async +      cp.async.mbarrier.arrive.noinc hands every cp.async the thread has issued and not seen
+//   mbarrier        land to the barrier, with one arrival (counted against the init count): the copies
+//                   land, and then the arrival happens, when a thread waits on the barrier's current phase
+//                   (their destinations hold poison until then, as in cuda_host.h's cp.async model).
 //   TMA stores      the shared source is read at issue and must be unchanged at
 //                   cp.async.bulk.wait_group.read; global memory is written (in-bounds elements only)
 //                   at the cp.async.bulk.wait_group that covers the store, never before.

@@ -2,7 +2,8 @@
 //
 // Included by cuda_host_sm90.h, whose header comment describes what is modelled and how: mbarrier phases,
 // arrival and transaction counts, try_wait.parity; cp.async.bulk.tensor loads landing at the wait that
-// covers them, stores written at cp.async.bulk.wait_group; the harness's own 128-byte tensor map.
+// covers them, stores written at cp.async.bulk.wait_group; the harness's own 128-byte tensor map;
+// cp.async.mbarrier.arrive.noinc (a thread's cp.async copies, landing with their arrival at that wait).
 #pragma once
 
 namespace dlgpu_host {
@@ -21,6 +22,8 @@ struct MBarrier {
     long long tx = 0;
     unsigned long long phase = 0;
     std::vector<PendingLoad> loads;  // TMA loads signalling this barrier, not landed yet
+    // cp.async.mbarrier.arrive.noinc: per arriving thread, its cp.async copies; the arrival comes when they land.
+    std::vector<std::vector<PendingCopy>> copy_arrivals;
 };
 
 static std::mutex g_mbarrier_mutex;
@@ -39,7 +42,8 @@ inline std::string describe(const MBarrier& b)
 {
     return "phase " + std::to_string(b.phase) + " (parity " + std::to_string(b.phase & 1) + "), " +
            std::to_string(b.pending) + " of " + std::to_string(b.count) + " arrivals pending, tx-count " +
-           std::to_string(b.tx) + ", " + std::to_string(b.loads.size()) + " TMA loads not landed";
+           std::to_string(b.tx) + ", " + std::to_string(b.loads.size()) + " TMA loads and " +
+           std::to_string(b.copy_arrivals.size()) + " cp.async arrivals not landed";
 }
 
 // Under g_mbarrier_mutex: the barrier at `bar`, in this CTA's shared memory or (remote) a peer's.
@@ -77,8 +81,8 @@ inline void mbarrier_init(void* bar, unsigned count)
     shared_address(bar);
     check_aligned(bar, 8, "mbarrier.init");
     auto& entry = g_mbarriers[reinterpret_cast<uintptr_t>(bar)];
-    if (entry && entry->token == stored_token(bar) && !entry->loads.empty())
-        fail("mbarrier.init on a barrier with TMA loads in flight");
+    if (entry && entry->token == stored_token(bar) && (!entry->loads.empty() || !entry->copy_arrivals.empty()))
+        fail("mbarrier.init on a barrier with TMA loads or cp.async arrivals in flight");
     entry = std::make_shared<MBarrier>();
     entry->token = g_next_token;
     g_next_token += 2;
@@ -125,7 +129,10 @@ inline void mbarrier_expect_tx(void* bar, unsigned bytes)
     progress();
 }
 
-// The TMA unit finishing the loads that signal `b`: their bytes land, each completes its transactions.
+// The TMA unit finishing the loads that signal `b`: their bytes land, each completes its transactions;
+// then the cp.async copies tracked by `b` land, each thread's set followed by that thread's arrival, until
+// the phase completes: copies whose arrival the phase did not wait for (an init count too low) stay in
+// flight, their destinations poisoned, while the waiters go on.
 inline void land_loads(MBarrier& b)
 {
     for (PendingLoad& load : b.loads) {
@@ -134,7 +141,31 @@ inline void land_loads(MBarrier& b)
         b.tx -= load.transaction_bytes;
     }
     b.loads.clear();
+    const unsigned long long phase = b.phase;
+    size_t landed = 0;
+    for (; landed < b.copy_arrivals.size() && b.phase == phase; ++landed) {
+        for (const PendingCopy& copy : b.copy_arrivals[landed]) store16(copy.dst, copy.bytes);
+        arrive_locked(b, "cp.async.mbarrier.arrive.noinc");
+    }
+    b.copy_arrivals.erase(b.copy_arrivals.begin(), b.copy_arrivals.begin() + landed);
     complete_if_done(b);
+}
+
+// cp.async.mbarrier.arrive.noinc.shared::cta.b64: every cp.async this thread has issued and not yet seen
+// land (committed or not) now lands with an arrival on `bar`, counted against the barrier's expected
+// count (.noinc: the pending count is not raised first, so the count at init must include these
+// arrivals).  They land when a thread waits on the barrier's current phase, as TMA loads do; until then
+// the destinations hold poison, and a cp.async.wait_group of this thread no longer covers them.
+inline void cp_async_mbarrier_arrive_noinc(void* bar)
+{
+    std::vector<PendingCopy> copies = std::move(t_async.open);
+    t_async.open.clear();
+    for (std::vector<PendingCopy>& group : t_async.committed) copies.insert(copies.end(), group.begin(), group.end());
+    t_async.committed.clear();
+    std::lock_guard<std::mutex> lock(g_mbarrier_mutex);
+    MBarrier& b = barrier_at(bar, "cp.async.mbarrier.arrive.noinc");
+    b.copy_arrivals.push_back(std::move(copies));
+    progress();
 }
 
 inline bool mbarrier_try_wait_parity(void* bar, unsigned parity)
@@ -144,7 +175,7 @@ inline bool mbarrier_try_wait_parity(void* bar, unsigned parity)
     thread_local bool waiting = false;
     std::unique_lock<std::mutex> lock(g_mbarrier_mutex);
     MBarrier* b = &barrier_at(bar, "mbarrier.try_wait.parity");
-    if (!b->loads.empty() && (b->phase & 1) == (parity & 1)) land_loads(*b);
+    if ((!b->loads.empty() || !b->copy_arrivals.empty()) && (b->phase & 1) == (parity & 1)) land_loads(*b);
     if ((b->phase & 1) != (parity & 1)) {
         waiting = false;
         return true;
