@@ -11,9 +11,17 @@ a copy before validation:
 * only ``__cuda_array_interface__``               -> ``cupy.asarray``
 
 bfloat16 is the one dtype DLPack carries that NumPy and CuPy 13 cannot import
-("Unsupported dtype in DLTensor"): a torch bfloat16 tensor is shared as int16
-(``tensor.view(torch.int16)``, the same bits) and viewed as
-``ml_dtypes.bfloat16``; a bfloat16 result goes back the same way.
+("Unsupported dtype in DLTensor"), so bfloat16 arrays cross as int16 (the same
+bits) and are viewed as ``ml_dtypes.bfloat16`` on our side:
+
+* a torch bfloat16 tensor: ``tensor.view(torch.int16)``, a view (no copy);
+* a JAX bfloat16 array: ``jax.lax.bitcast_convert_type(array, jnp.int16)``, a
+  new JAX array of the same bits (JAX arrays are immutable, so this costs JAX
+  one copy of the array on its device).
+
+A bfloat16 result goes back the same way: torch in -> a torch bfloat16 tensor
+(a view of the int16 tensor), JAX in -> a JAX bfloat16 array (bitcast on JAX's
+side).  Both work on the CPU backend and on a GPU.
 
 All three honour the producer's strides: a transposed or sliced tensor
 arrives as a strided view, which ``dlgpu.functional`` then handles or copies
@@ -129,9 +137,15 @@ def import_cupy(op: str, why: str):
     return cupy
 
 
-def _torch_bfloat16(obj) -> bool:
+def _bfloat16_bits(obj):
+    """A torch or JAX bfloat16 array's bits as an int16 array of its own framework, or None for any other array."""
     torch = sys.modules.get("torch")
-    return torch is not None and isinstance(obj, torch.Tensor) and obj.dtype == torch.bfloat16
+    if torch is not None and isinstance(obj, torch.Tensor):
+        return obj.view(torch.int16) if obj.dtype == torch.bfloat16 else None
+    if framework(obj) == "jax" and getattr(obj, "dtype", None) == BFLOAT16:
+        jax = sys.modules["jax"]
+        return jax.lax.bitcast_convert_type(obj, jax.numpy.int16)
+    return None
 
 
 def to_native(op: str, name: str, obj):
@@ -140,7 +154,8 @@ def to_native(op: str, name: str, obj):
         return obj
     where, _ = location(op, name, obj)
     # DLPack's bfloat16 code is refused on import: share the bits as int16 and view them as bfloat16.
-    shared = obj.view(sys.modules["torch"].int16) if _torch_bfloat16(obj) else obj
+    bits = _bfloat16_bits(obj)
+    shared = obj if bits is None else bits
     try:
         if where == "cpu":
             native = np.from_dlpack(shared)
@@ -170,7 +185,10 @@ def answer_in_kind(result, kind: str | None, originals: dict[int, Any]):
             return torch.from_dlpack(result.view(np.int16)).view(torch.bfloat16)
         return torch.from_dlpack(result)
     if kind == "jax":
-        return sys.modules["jax"].numpy.from_dlpack(result)
+        jax = sys.modules["jax"]
+        if np.dtype(result.dtype) == BFLOAT16:  # as for torch: the bits as int16, bitcast back on JAX's side
+            return jax.lax.bitcast_convert_type(jax.numpy.from_dlpack(result.view(np.int16)), jax.numpy.bfloat16)
+        return jax.numpy.from_dlpack(result)
     if kind == "numba" and is_cupy(result):
         from numba import cuda
 

@@ -54,6 +54,13 @@ def is_floating(dtype) -> bool:
     return dtype.kind == "f" or dtype == BFLOAT16
 
 
+def loss_dtype(dtype) -> np.dtype:
+    """The dtype of a loss of ``dtype`` inputs: float32 for 16-bit storage (a mean of many terms kept at
+    float32, as PyTorch's autocast keeps its losses), else ``dtype`` itself."""
+    dtype = np.dtype(dtype)
+    return np.dtype(np.float32) if is_half(dtype) else dtype
+
+
 def storage_precision(dtype) -> str | None:
     """The precision a product reads 16-bit ``dtype`` operands at ("bf16", "fp16"); None for others."""
     return STORAGE_PRECISIONS.get(np.dtype(dtype))

@@ -40,7 +40,8 @@
 // (r, s) outer and blocks of BK channels inner (BK = 64 bytes: 32 halves, 16 floats; a block past the last
 // channel reads zeros), so every 16-byte chunk of a tile is 8 (or 4) consecutive channels of one pixel and one
 // tap: one cp.async, zero-filled in the padding.  No division in the loop: each thread's rows (pixels) are
-// decoded once, and the tap offset is one scalar per tile, stepped with the tile (TapStep).
+// decoded once, and the tap offset is one scalar per tile, stepped with the tile (TapStep); the dgrad's stride
+// test and the wgrad's pixels are stepped from tile to tile too (Strided; carries from digit to digit).
 //
 //   conv2d_fwd_tc_<BM>x<BN>_nhwc(x, w, bias, y, geometry, flags)
 //       y (N*P*Q x K, row-major) = epilogue(A x B): A row m = output pixel (n, p, q), its chunk at tap (r, s),
@@ -49,14 +50,15 @@
 //   conv2d_dgrad_tc_<BM>x<BN>_nhwc(grad_y, w, grad_x, geometry, flags, hw_mul, hw_shift, w_mul, w_shift)
 //       grad_x (N*H*W x C) = A x B: A row m = input pixel (n, h, w), at tap (r, s) and output channels k..:
 //       grad_y[n, p, q, k..] where p*sh = h + ph - r*dh and q*sw = w + pw - s*dw have solutions inside the
-//       output (else zeros; checked once per row per tap, not per tile); B (taps x output channels, C) =
+//       output (else zeros; checked once per row per tap, not per tile, from the quotients and remainders of
+//       h + ph - r*dh and w + pw - s*dw by the strides, stepped from tap to tap); B (taps x output channels, C) =
 //       w[k, r, s, c..].  The ReLU mask of a fused forward is applied to grad_y by the launcher's producer
 //       pass.  `flags`: CONV_STORE_HALF.
 //   conv2d_wgrad_tc_<BM>x<BN>_nhwc(grad_y, x, partial, geometry, flags, pixels_per_split)
 //       partial[z] (K x R*S*C, fp32) = G^T x B over output pixels [z*pixels_per_split, +pixels_per_split):
 //       G = grad_y viewed N*P*Q x K (read as stored: an m-contiguous tile), B row m = the input pixel each
 //       column's tap (r, s, c..) meets from output pixel m (zeros outside; each thread's column is fixed, its
-//       pixels decoded per tile by fast_div).  Grid (ceil(K/BM), ceil(RSC/BN), splits); conv2d.cu's
+//       pixels decoded once and stepped BK pixels per tile).  Grid (ceil(K/BM), ceil(RSC/BN), splits); conv2d.cu's
 //       conv2d_wgrad_finish_f32 combines the splits.
 //       Configurations: CONV_TC_NHWC_CONFIGS, X(BM, BN, THREADS, WARPS_M, WARPS_N, STAGES, MIN_BLOCKS): 128x128
 //       (4 warps of 64 x 64, 4 stages, two blocks per SM), 128x64 (4 warps of 64 x 32), 64x64 (4 warps of
@@ -74,12 +76,15 @@
 //                       B/clock, at the 128 B/clock port; L2 -> SM 32 KB per 512 HMMA (64 FLOP per byte):
 //                       355-450 TFLOP/s at 5.5-7 TB/s, the likely limit.  128x64 (K = 64): 168 registers, 201
 //                       per 32 HMMA.
-//   NHWC dgrad 128x128  244 registers, 684 instructions per 64 HMMA: the per-row, per-tap stride check divides
-//                       (I2F / MUFU.RCP / F2I, 8 per k-tile): issue-bound at ~55 % of the mma.sync rate.
-//   NHWC wgrad 128x128  214 registers, 430 per 64 HMMA (pixels decoded per tile by fast_div): issue ~90 %.
+//   NHWC dgrad 128x128  246 registers, 520 instructions per 64 HMMA (684 while the per-row, per-tap stride test
+//                       divided: 8 I2F / MUFU.RCP / F2I per k-tile; now stepped, none), counting the per-tap
+//                       section at every k-tile though it runs once per K / 32: issue-bound at ~75 % of the
+//                       mma.sync rate or better.
+//   NHWC wgrad 128x128  240 registers, 357 per 64 HMMA (430 with two fast_div per gathered pixel; now stepped):
+//                       91 % of the issue slots at the full mma.sync rate.
 // => forward on ResNet-50's 3x3 layers in channels_last, bf16/fp16: 250-400 TFLOP/s where C, K >= 128 (0.45-0.7x
 // cuDNN), less at C = K = 64 (a 128x64 tile and 18 k-tiles: 4-stage prologue and epilogue weigh more), so issue
-// 16's 0.6x is within reach on the larger layers only; dgrad ~0.3-0.5x until its division goes.  The GPU run
+// 16's 0.6x is within reach on the larger layers only; dgrad ~0.4-0.6x, its divisions gone.  The GPU run
 // confirms or refutes this.
 //
 // dlgpu-build: CONV_TC_PRECISION=tf32
@@ -254,6 +259,35 @@ struct TapStep {
     }
 };
 
+// A coordinate v divided by a stride, as v = quot * stride + rem with 0 <= rem < stride (floor division, so a
+// negative v has a negative quot), and stepped by a constant d = d.quot * stride + d.rem: the loaders move it
+// from tap to tap with an add and a compare where they would otherwise divide at every tap or pixel.
+struct Strided {
+    int quot, rem;
+    __device__ __forceinline__ static Strided of(int v, int stride)  // v >= 0
+    {
+        return Strided{v / stride, v % stride};
+    }
+    __device__ __forceinline__ void add(Strided d, int stride)
+    {
+        quot += d.quot;
+        rem += d.rem;
+        if (rem >= stride) {
+            rem -= stride;
+            ++quot;
+        }
+    }
+    __device__ __forceinline__ void subtract(Strided d, int stride)
+    {
+        quot -= d.quot;
+        rem -= d.rem;
+        if (rem < 0) {
+            rem += stride;
+            --quot;
+        }
+    }
+};
+
 template <int BM, int BN, int THREADS, int WARPS_M, int WARPS_N, int STAGES, bool kKContigB>
 using NhwcLoop = TcMainloop<TC_PRECISION, BM, BN, THREADS, WARPS_M, WARPS_N, STAGES, true, kKContigB>;
 
@@ -339,9 +373,13 @@ __device__ __forceinline__ void nhwc_dgrad(const TcElement* grad_y, const TcElem
     const int M = g.N * g.H * g.W, m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
     const int chunk = threadIdx.x % 4, first = threadIdx.x / 4;
 
-    // ---- each A row (input pixel): its image in grad_y and (h + ph, w + pw); per tap, the offset it reads
+    // ---- each A row (input pixel): its image in grad_y, and (h + ph - r*dh, w + pw - s*dw) divided by the
+    // strides at the current tap (Strided), stepped from tap to tap; per tap, the offset it reads.  The
+    // divisions run once per thread, before the loop.
+    const Strided down = Strided::of(g.dil_h, g.stride_h), right = Strided::of(g.dil_w, g.stride_w);
+    const Strided rewind = Strided::of((g.S - 1) * g.dil_w, g.stride_w);  // tap s = S - 1 back to s = 0
     long long image[A_ROWS], at[A_ROWS];
-    int hp[A_ROWS], wp[A_ROWS];
+    Strided hr[A_ROWS], wr[A_ROWS];
     bool valid[A_ROWS];
     DLGPU_UNROLL
     for (int i = 0; i < A_ROWS; ++i) {
@@ -350,8 +388,9 @@ __device__ __forceinline__ void nhwc_dgrad(const TcElement* grad_y, const TcElem
         const int hw = m - n * g.H * g.W;
         const int h = fast_div(hw, w_mul, w_shift);
         image[i] = (long long)n * g.P * g.Q * g.K;
-        hp[i] = m < M ? h + g.pad_h : -1;  // -1: no tap of a row past the last pixel is inside the output
-        wp[i] = hw - h * g.W + g.pad_w;
+        // quot -1: no tap of a row past the last pixel is inside the output (quot only decreases)
+        hr[i] = m < M ? Strided::of(h + g.pad_h, g.stride_h) : Strided{-1, 0};
+        wr[i] = Strided::of(hw - h * g.W + g.pad_w, g.stride_w);
         at[i] = 0;
         valid[i] = false;
     }
@@ -359,17 +398,23 @@ __device__ __forceinline__ void nhwc_dgrad(const TcElement* grad_y, const TcElem
     float acc[Loop::MT][Loop::NT][4];
     zero(acc);
     TapStep step;
-    loop.run(acc, g.R * g.S * ((g.K + BK - 1) / BK), [&](int, unsigned char* a_tile, unsigned char* b_tile) {
+    loop.run(acc, g.R * g.S * ((g.K + BK - 1) / BK), [&](int tile, unsigned char* a_tile, unsigned char* b_tile) {
         if (step.c0 == 0) {
-            // A new tap: which output pixel each row meets (the divisions run once per row per tap).
-            const int dh = step.r * g.dil_h, dw = step.s * g.dil_w;
+            // A new tap: which output pixel each row meets.  After the first, the tap is (r, s + 1) or, with s
+            // back at 0, (r + 1, 0): step the quotients and remainders the same way.
             DLGPU_UNROLL
             for (int i = 0; i < A_ROWS; ++i) {
-                const int hr = hp[i] - dh, wr = wp[i] - dw;
-                bool ok = hr >= 0 && wr >= 0 && hr % g.stride_h == 0 && wr % g.stride_w == 0;
-                const int p = ok ? hr / g.stride_h : 0, q = ok ? wr / g.stride_w : 0;
-                valid[i] = ok && p < g.P && q < g.Q;
-                at[i] = image[i] + ((long long)p * g.Q + q) * g.K;
+                if (tile > 0) {
+                    if (step.s == 0) {
+                        hr[i].subtract(down, g.stride_h);
+                        wr[i].add(rewind, g.stride_w);
+                    } else {
+                        wr[i].subtract(right, g.stride_w);
+                    }
+                }
+                valid[i] = hr[i].rem == 0 && wr[i].rem == 0 && (unsigned)hr[i].quot < (unsigned)g.P &&
+                           (unsigned)wr[i].quot < (unsigned)g.Q;
+                at[i] = image[i] + ((long long)hr[i].quot * g.Q + wr[i].quot) * g.K;
             }
         }
         const int k = step.c0 + chunk * CH;
@@ -420,6 +465,29 @@ __device__ __forceinline__ void nhwc_wgrad(const TcElement* grad_y, const TcElem
     const int r = fast_div(rs, g.s_mul, g.s_shift), s = rs - r * g.S;
     const int h_tap = r * g.dil_h - g.pad_h, w_tap = s * g.dil_w - g.pad_w;
 
+    // ---- this thread's B rows, pixels m = begin + tile * BK + row: the input pixel (h, w) that the column's tap
+    // meets from m, and its element offset in x, decoded once here and then stepped by BK pixels per tile
+    // (BK = bn * P*Q + bp * Q + bq: at most one carry from q into p and one from p into n) instead of divided
+    const int bn = fast_div(BK, g.pq_mul, g.pq_shift), b_pq = BK - bn * g.P * g.Q;
+    const int bp = fast_div(b_pq, g.q_mul, g.q_shift), bq = b_pq - bp * g.Q;
+    const int w_step = bq * g.stride_w, w_end = g.Q * g.stride_w + w_tap;  // w past the last q's: carry
+    const int h_step = bp * g.stride_h, h_end = g.P * g.stride_h + h_tap;  // h past the last p's: carry
+    const long long row_elements = (long long)g.W * g.C, image_elements = g.H * row_elements;
+    const long long step_offset = bn * image_elements + h_step * row_elements + (long long)w_step * g.C;
+    const long long q_carry = g.stride_h * row_elements - (long long)g.Q * g.stride_w * g.C;  // q -= Q, ++p
+    const long long p_carry = image_elements - g.P * g.stride_h * row_elements;              // p -= P, ++n
+    int hb[B_ROWS], wb[B_ROWS];
+    long long offset[B_ROWS];
+    DLGPU_UNROLL
+    for (int i = 0; i < B_ROWS; ++i) {
+        const int m = begin + first + i * ROW_STEP;
+        const int n = fast_div(m, g.pq_mul, g.pq_shift), pq = m - n * g.P * g.Q;
+        const int p = fast_div(pq, g.q_mul, g.q_shift);
+        hb[i] = p * g.stride_h + h_tap;
+        wb[i] = (pq - p * g.Q) * g.stride_w + w_tap;
+        offset[i] = n * image_elements + hb[i] * row_elements + (long long)wb[i] * g.C + c;
+    }
+
     float acc[Loop::MT][Loop::NT][4];
     zero(acc);
     loop.run(acc, (end - begin + BK - 1) / BK, [&](int tile, unsigned char* a_tile, unsigned char* b_tile) {
@@ -427,18 +495,24 @@ __device__ __forceinline__ void nhwc_wgrad(const TcElement* grad_y, const TcElem
         load_a.issue(a_tile, pixel0, m0);
         DLGPU_UNROLL
         for (int i = 0; i < B_ROWS; ++i) {
-            const int row = first + i * ROW_STEP, m = pixel0 + row;
-            bool ok = column_ok && m < end;
-            long long offset = 0;
-            if (ok) {
-                const int n = fast_div(m, g.pq_mul, g.pq_shift);
-                const int pq = m - n * g.P * g.Q;
-                const int p = fast_div(pq, g.q_mul, g.q_shift);
-                const int h = p * g.stride_h + h_tap, wc = (pq - p * g.Q) * g.stride_w + w_tap;
-                ok = (unsigned)h < (unsigned)g.H && (unsigned)wc < (unsigned)g.W;
-                offset = (((long long)n * g.H + h) * g.W + wc) * g.C + c;
+            const int row = first + i * ROW_STEP;
+            const bool ok =
+                column_ok && pixel0 + row < end && (unsigned)hb[i] < (unsigned)g.H && (unsigned)wb[i] < (unsigned)g.W;
+            ptx::cp_async_16(b_tile + TileB::offset(row, threadIdx.x % PER_ROW), ok ? x + offset[i] : x,
+                             ok ? 16u : 0u);
+            // the next tile's pixel
+            wb[i] += w_step;
+            hb[i] += h_step;
+            offset[i] += step_offset;
+            if (wb[i] >= w_end) {
+                wb[i] -= g.Q * g.stride_w;
+                hb[i] += g.stride_h;
+                offset[i] += q_carry;
             }
-            ptx::cp_async_16(b_tile + TileB::offset(row, threadIdx.x % PER_ROW), ok ? x + offset : x, ok ? 16u : 0u);
+            if (hb[i] >= h_end) {
+                hb[i] -= g.P * g.stride_h;
+                offset[i] += p_carry;
+            }
         }
     });
     loop.store_to(acc, out, false, taps, m0, n0, g.K, taps, nullptr, 0);

@@ -1,42 +1,50 @@
 // kernels/mse.cu -- the squared error of the review's Figure 1: E = 0.5 * (y - t)^2, summed over a
 // row's outputs and averaged over the rows (the batch), and its gradient (y - t) / rows.
 //
-// y, t, grad: n contiguous float32 elements (rows x outputs, any alignment); partial: float32.
+// y, t, grad: n contiguous elements (rows x outputs, any alignment) of one storage type T
+// (storage.cuh: suffix _f32, _bf16, _fp16; every difference and square in float or wider, the
+// gradient rounded once to T); partial and the loss: float whatever T.
 //
-//   mse_loss_partial_f32(const float* y, const float* t, float* partial, long long n)
-//       Grid-stride over the elements: each thread sums (y - t)^2 of its elements in double, the
-//       block adds its threads' sums and thread 0 writes partial[blockIdx.x].  Any grid; block a
-//       multiple of 32, at most 1024.
+//   mse_loss_partial_<T>(const T* y, const T* t, float* partial, long long n)
+//       storage.cuh's vector driver map_vec with no output: each thread sums (y - t)^2 of its
+//       elements in double, the block adds its threads' sums and thread 0 writes
+//       partial[blockIdx.x].  Any grid; block a multiple of 32, at most 1024.
 //   mse_loss_finish_f32(const float* partial, float* loss, int blocks, float scale)
 //       One block (a multiple of 32 threads): loss[0] = scale * sum of partial[0 .. blocks), the
 //       launcher's scale being 0.5 / rows.
-//   mse_loss_backward_f32(const float* y, const float* t, float* grad, long long n, float scale)
-//       grad = (y - t) * scale, scale = 1 / rows; storage.cuh's vector driver map_vec: any grid and
-//       block, grad may be y or t (in place).
+//   mse_loss_backward_<T>(const T* y, const T* t, T* grad, long long n, float scale)
+//       grad = (y - t) * scale, scale = 1 / rows; map_vec: any grid and block, grad may be y or t
+//       (in place).
 //
-// Every sum runs in an order fixed by the grid and block sizes, so the same launch gives the same
-// bits every call.  A NaN or inf in y or t reaches the loss (it is never skipped).
+// Every sum runs in an order fixed by the grid and block sizes and by the arrays' offsets from a
+// 16-byte boundary (where map_vec's vector body starts), so the same launch on the same arrays
+// gives the same bits every call.  A NaN or inf in y or t reaches the loss (it is never skipped).
 //
 // dlgpu-sass: mse_loss_*
-// dlgpu-sass: mse_loss_backward_f32 LDG.E.128 STG.E.128
+// dlgpu-sass: mse_loss_partial_* LDG.E.128
+// dlgpu-sass: mse_loss_backward_* LDG.E.128 STG.E.128
 
 #include "common.cuh"
 #include "storage.cuh"
 
-// Two chunks of MAP_CHUNK floats (four independent float4) per input per thread per trip.
+// Two chunks of MAP_CHUNK elements per input per thread per trip: 64 bytes of float, 32 of 16-bit data.
 #define MSE_BATCH 2
 
 // ---------------------------------------------------------------- forward: per-block sums, then one
-extern "C" __global__ void mse_loss_partial_f32(const float* y, const float* t, float* partial, long long n)
-{
-    __shared__ float scratch[33];
-    // The thread's run in double: a long run of float additions would lose digits.
-    double run = 0.0;
-    const long long stride = (long long)gridDim.x * blockDim.x;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        const double d = (double)y[i] - (double)t[i];
+// The thread's run in double: a long run of float additions would lose digits.
+struct SquaredDifferenceSum {
+    double run;
+    template <class R> __device__ __forceinline__ void operator()(const float (&a)[2], R&)
+    {
+        const double d = (double)a[0] - (double)a[1];
         run += d * d;
     }
+};
+
+template <class T> __device__ __forceinline__ void loss_partial(const T* y, const T* t, float* partial, long long n)
+{
+    __shared__ float scratch[33];
+    const double run = map_vec<MSE_BATCH>(n, reads(y, t), writes(), SquaredDifferenceSum{0.0}).run;
     const float total = block_sum((float)run, scratch);
     if (threadIdx.x == 0) partial[blockIdx.x] = total;
 }
@@ -59,8 +67,15 @@ struct ScaledDifference {
     }
 };
 
-extern "C" __global__ void mse_loss_backward_f32(const float* y, const float* t, float* grad, long long n,
-                                                 float scale)
-{
-    map_vec<MSE_BATCH>(n, reads(y, t), writes(grad), ScaledDifference{scale});
-}
+// ---------------------------------------------------------------- named instances
+#define MSE_KERNELS(suffix, T)                                                                                 \
+    extern "C" __global__ void mse_loss_partial_##suffix(const T* y, const T* t, float* partial, long long n) \
+    {                                                                                                          \
+        loss_partial(y, t, partial, n);                                                                        \
+    }                                                                                                          \
+    extern "C" __global__ void mse_loss_backward_##suffix(const T* y, const T* t, T* grad, long long n,       \
+                                                          float scale)                                         \
+    {                                                                                                          \
+        map_vec<MSE_BATCH>(n, reads(y, t), writes(grad), ScaledDifference{scale});                             \
+    }
+STORAGE_TYPES(MSE_KERNELS)

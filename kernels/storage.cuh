@@ -15,8 +15,10 @@
 //   store_vector(p, v)         per_vector<T> floats rounded to T, stored at 16-byte-aligned p
 //   reads(p...), writes(p...)  the arrays of one map_vec call, each of its own element type
 //   map_vec<BATCH>(n, reads(...), writes(...), op)
-//       the one driver of the elementwise, conversion and SGD kernels: op(a, r) maps the float
-//       values a[k] = in[k][i] of element i to r[k], stored to out[k][i].  A 1-D grid-stride loop,
+//       the one driver of the elementwise, conversion, SGD and squared-error kernels: op(a, r) maps
+//       the float values a[k] = in[k][i] of element i to r[k], stored to out[k][i].  With no
+//       outputs (writes()) op only reads, in a fixed order per thread: a reduction keeps its
+//       running sum in op, which map_vec returns (as std::for_each does).  A 1-D grid-stride loop,
 //       any grid and block.  Elements go in chunks of MAP_CHUNK = 8 (one 16-byte vector of a
 //       16-bit array, two of a float array) from the first element at which EVERY array is
 //       16-byte aligned; a scalar head before it and a scalar tail after the last whole chunk.
@@ -131,7 +133,7 @@ template <class... T> struct Reads {
     const void* at[sizeof...(T)];
 };
 template <class... T> struct Writes {
-    void* at[sizeof...(T)];
+    void* at[sizeof...(T) > 0 ? sizeof...(T) : 1];  // writes(): no outputs, and no zero-length array
 };
 template <class... T> __device__ __forceinline__ Reads<T...> reads(const T*... p) { return Reads<T...>{{p...}}; }
 template <class... T> __device__ __forceinline__ Writes<T...> writes(T*... p) { return Writes<T...>{{p...}}; }
@@ -140,9 +142,10 @@ template <class... T> __device__ __forceinline__ Writes<T...> writes(T*... p) { 
 // f for k = 0, 1, ... with the k-th type (a comma fold is evaluated left to right), and k is a
 // compile-time constant at each step once inlined, so every a[k] stays in registers.
 template <int BATCH, class... TI, class... TO, class Op>
-__device__ __forceinline__ void map_vec(long long n, Reads<TI...> in, Writes<TO...> out, Op op)
+__device__ __forceinline__ Op map_vec(long long n, Reads<TI...> in, Writes<TO...> out, Op op)
 {
     constexpr int NI = sizeof...(TI), NO = sizeof...(TO);
+    constexpr int NR = NO > 0 ? NO : 1;  // the results' array: op's r has one unused slot when NO = 0
     constexpr unsigned long long first_size = sizeof(typename first_of<TI...>::type);
     const long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     const long long stride = (long long)gridDim.x * blockDim.x;
@@ -163,7 +166,7 @@ __device__ __forceinline__ void map_vec(long long n, Reads<TI...> in, Writes<TO.
     const long long tail_start = head + MAP_CHUNK * chunks;
 
     auto scalar = [&](long long i) {
-        float a[NI], r[NO];
+        float a[NI], r[NR];
         int k = 0;
         ((a[k] = to_float(static_cast<const TI*>(in.at[k])[i]), ++k), ...);
         op(a, r);
@@ -176,17 +179,17 @@ __device__ __forceinline__ void map_vec(long long n, Reads<TI...> in, Writes<TO.
     };
     // Chunk j, whose inputs `v` are already loaded: compute, then store.
     auto finish = [&](long long j, const float (&v)[NI][MAP_CHUNK]) {
-        float r[NO][MAP_CHUNK];
+        float r[NR][MAP_CHUNK];
         DLGPU_UNROLL
         for (int c = 0; c < MAP_CHUNK; ++c) {
-            float ac[NI], rc[NO];
+            float ac[NI], rc[NR];
             DLGPU_UNROLL
             for (int k = 0; k < NI; ++k) ac[k] = v[k][c];
             op(ac, rc);
             DLGPU_UNROLL
             for (int k = 0; k < NO; ++k) r[k][c] = rc[k];
         }
-        int k = 0;
+        [[maybe_unused]] int k = 0;
         ((store_chunk<TO>(out.at[k], head + MAP_CHUNK * j, r[k]), ++k), ...);
     };
 
@@ -210,4 +213,5 @@ __device__ __forceinline__ void map_vec(long long n, Reads<TI...> in, Writes<TO.
 
     // ---- scalar tail
     for (long long i = tail_start + tid; i < n; i += stride) scalar(i);
+    return op;
 }

@@ -594,12 +594,17 @@ def nhwc_geo(stride=1, padding=0, dilation=1):
 
 # (x NCHW, w OIHW, geometry): C = 40 (two 32-channel blocks per tap at 16 bits, three of 16 floats), 243
 # pixels (two 128-row tiles) and K = 136 (two 128-column tiles) at a 3x3 / pad 1; a strided, dilated,
-# rectangular case with batch 1; a 1x1.
+# rectangular case with batch 1; a 1x1; and the loaders' stepping under stress: stride 2, dilation 2 (h) and
+# 3 (w, not a multiple of the stride: the dgrad's remainders wrap), a 3x5 filter, 5 x 3 output pixels per
+# image (45 in all: the wgrad's 32- or 16-pixel tiles do not divide it, and one tile's step crosses whole
+# images) and 429 input pixels (four 128-row dgrad tiles, the last partial).
 NHWC_CASES = (
     ((3, 40, 9, 9), (136, 40, 3, 3), nhwc_geo(1, 1)),
     ((1, 16, 11, 7), (24, 16, 3, 2), nhwc_geo((2, 1), (1, 0), (1, 2))),
     ((2, 32, 5, 6), (8, 32, 1, 1), nhwc_geo()),
+    ((3, 16, 11, 13), (24, 16, 3, 5), nhwc_geo(2, (1, 2), (2, 3))),
 )
+NHWC_BACKWARD_CASES = (0, 1, 3)  # the 1x1 adds nothing to the backward passes' gathers
 
 
 @pytest.mark.parametrize("precision", ("tf32", "bf16", "fp16"))
@@ -616,7 +621,7 @@ def test_nhwc_forward_matches_the_reference(plain, rng, precision, case):
 
 @pytest.mark.parametrize("precision", ("tf32", "bf16"))
 def test_nhwc_backward_passes_match_the_reference(plain, rng, precision):
-    for x_shape, w_shape, geometry in NHWC_CASES[:2]:
+    for x_shape, w_shape, geometry in (NHWC_CASES[i] for i in NHWC_BACKWARD_CASES):
         x, w, x_n, w_n, _, y, grad_y = nhwc_inputs(rng, x_shape, w_shape, precision, geometry)
         y16 = nhwc_stored(y.astype(np.float32), precision)
         expected = R.conv2d_backward(stored_values(grad_y, precision), x, w, y=stored_values(y16, precision),

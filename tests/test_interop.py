@@ -6,7 +6,7 @@ on a contiguous copy, never reads the view as if it were contiguous, and
 never writes into it; matmul takes a transposed view without a copy.
 
 Foreign arrays: a DLPack producer on the CPU is wrapped with np.from_dlpack
-(no copy, strides kept; a torch bfloat16 tensor through its int16 bits), and
+(no copy, strides kept; a torch or JAX bfloat16 array through its int16 bits), and
 ``out=`` of a foreign framework is written in
 place and handed back.  Streams: how ``stream=`` arguments are read; the GPU
 cases (two streams, ordering after a producer) are marked gpu.
@@ -267,6 +267,29 @@ def test_torch_16bit_tensors_are_shared_and_answered_in_their_dtype(rng, dtype_n
     param = a.clone()
     F.sgd_step(param, torch.ones_like(param), None, lr=0.5)
     assert torch.equal(param, (a.float() - 0.5).to(dtype))
+
+
+def test_jax_bfloat16_arrays_go_through_their_bits_and_come_back_as_jax_bfloat16(rng):
+    """A JAX bfloat16 array (refused by NumPy's DLPack import) crosses as int16 bits into an op on the CPU
+    backend; results come back as JAX bfloat16 arrays, equal to the reference of the stored values."""
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    a = jnp.asarray(random_array(rng, (6, 5))).astype(jnp.bfloat16)
+    b = jnp.asarray(random_array(rng, (5, 4))).astype(jnp.bfloat16)
+    native = interop.to_native("t", "a", a)
+    assert native.dtype == interop.BFLOAT16
+    np.testing.assert_array_equal(native.view(np.uint16), np.asarray(a).view(np.uint16))  # the same bits
+    stored_a, stored_b = np.asarray(a).astype(np.float64), np.asarray(b).astype(np.float64)
+    y = F.relu(a)
+    assert isinstance(y, jax.Array) and y.dtype == jnp.bfloat16 and y.shape == (6, 5)
+    np.testing.assert_array_equal(np.asarray(y).astype(np.float64), R.relu(stored_a))  # exact: a max with 0
+    c = F.matmul(a, b)
+    assert isinstance(c, jax.Array) and c.dtype == jnp.bfloat16 and c.shape == (6, 4)
+    assert_close(np.asarray(c), stored_a @ stored_b, dtype=interop.BFLOAT16)
+    t = jnp.asarray(random_array(rng, (6, 5))).astype(jnp.bfloat16)
+    loss = F.mse_loss(a, t)  # bfloat16 inputs, a float32 loss: back as a JAX float32 array
+    assert isinstance(loss, jax.Array) and loss.dtype == jnp.float32
+    assert_close(np.asarray(loss), R.mse_loss(stored_a, np.asarray(t).astype(np.float64)), dtype=interop.BFLOAT16)
 
 
 def test_a_producer_that_cannot_export_is_refused_with_its_reason():

@@ -4,9 +4,9 @@ Everything about it, executor by executor: the float64 reference by hand,
 against PyTorch's definition and against finite differences; every check and
 bad input of dlgpu/cases/mse.py on the CPU backend, on the CPU harness and on a
 GPU; the CPU backend in float32 and float64, deterministic; the kernels on the
-harness (several blocks of partial sums, misaligned views for the float4
-driver, plain and sanitized); the kernels on a GPU at odd sizes, with a NaN;
-and the layer nn.SquaredError.
+harness in float32, bfloat16 and float16 (several blocks of partial sums,
+misaligned views for the vector driver, plain and sanitized); the kernels on a
+GPU at odd sizes, with a NaN; and the layer nn.SquaredError.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import dlgpu.functional as F
 import dlgpu.reference as R
 from dlgpu import nn
 from dlgpu.cases import mse as cases
+from dlgpu.cases.case import STORAGE_DTYPES
+from dlgpu.precision import BFLOAT16
 from dlgpu.cuda import mse as cuda_mse
 from dlgpu.testing import assert_close, check_gradients, harness, random_array, same_bits
 from dlgpu.testing.kernel_cases import KernelCase
@@ -127,7 +129,7 @@ def test_a_network_learns_with_the_squared_error(rng):
 
 def check_mse(executor, rng):
     # 1021 x 33 elements on one SM: every block of partial sums loops several times; the offset
-    # views start 4 bytes past a 16-byte boundary, so the float4 driver runs its scalar head.
+    # views start 4 bytes past a 16-byte boundary, so the vector driver runs its scalar head.
     shapes = ((1,), (5, 3), (1021, 33)) if executor.mode == "plain" else ((5, 3), (67, 9))
     for shape in shapes:
         y, t = random_array(rng, shape), random_array(rng, shape)
@@ -136,11 +138,40 @@ def check_mse(executor, rng):
                      elementwise=True)
     flat_y, flat_t = random_array(rng, (70,)), random_array(rng, (70,))
     y, t = flat_y[1:], flat_t[1:]
+    assert_close(cuda_mse.mse_loss(y, t, executor=executor), R.mse_loss(y, t))
     assert_close(cuda_mse.mse_loss_backward(y, t, executor=executor), R.mse_loss_backward(y, t), elementwise=True)
+
+
+def check_mse_16bit(executor, rng):
+    """bfloat16 and float16: a float32 loss, the gradient in the inputs' dtype; views offset by one element
+    (2 bytes: the vector driver's scalar head) and by eight (16 bytes: vectors from the first element).
+    Sanitized: bfloat16 only (float16's kernels are the same template), and the offset-by-one view."""
+    plain = executor.mode == "plain"
+    shape = (1021, 33) if plain else (67, 9)
+    for dtype in STORAGE_DTYPES if plain else (BFLOAT16,):
+        y, t = random_array(rng, shape, dtype), random_array(rng, shape, dtype)
+        loss = cuda_mse.mse_loss(y, t, executor=executor)
+        grad = cuda_mse.mse_loss_backward(y, t, executor=executor)
+        assert loss.dtype == np.float32 and grad.dtype == dtype
+        assert_close(loss, R.mse_loss(y, t), dtype=dtype)
+        assert_close(grad, R.mse_loss_backward(y, t), dtype=dtype, elementwise=True)
+        flat_y, flat_t = random_array(rng, (90,), dtype), random_array(rng, (90,), dtype)
+        for offset in (1, 8) if plain else (1,):
+            y, t = flat_y[offset:], flat_t[offset:]
+            assert_close(cuda_mse.mse_loss(y, t, executor=executor), R.mse_loss(y, t), dtype=dtype)
+            assert_close(cuda_mse.mse_loss_backward(y, t, executor=executor), R.mse_loss_backward(y, t),
+                         dtype=dtype, elementwise=True)
+
+
+def mse_16bit_kernels(suffixes) -> tuple[str, ...]:
+    return tuple(f"mse_loss_{kernel}_{suffix}" for suffix in suffixes for kernel in ("partial", "backward"))
 
 
 KERNEL_CASES = (
     KernelCase("mse", "mse", ("mse_loss_partial_f32", "mse_loss_finish_f32", "mse_loss_backward_f32"), check_mse),
+    KernelCase("mse_16bit", "mse", mse_16bit_kernels(("bf16",)), check_mse_16bit),
+    KernelCase("mse_16bit_every_instance", "mse", mse_16bit_kernels(("bf16", "fp16")), check_mse_16bit,
+               modes=("plain",)),
 )
 
 

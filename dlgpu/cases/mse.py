@@ -2,8 +2,10 @@
 
 Checks: one element, a 1-D batch (one output per example), Figure 1's
 (N, 1), a (7, 10) and a (3, 5, 4) batch, and 1021 x 33 elements (several
-blocks of partial sums; more outside quick mode).  The loss accumulates
-(tolerance: accumulating), the gradient is elementwise.
+blocks of partial sums; more outside quick mode); in bfloat16 and float16
+too, at (7, 10) and 1021 x 33 (a float32 loss, the gradient in the inputs'
+dtype).  The loss accumulates (tolerance: accumulating), the gradient is
+elementwise.
 
 Benchmarks: 65536 x 1000 outputs (read y and t; the backward also writes the
 gradient), against the same formula in CuPy or NumPy, PyTorch's mse_loss on
@@ -16,15 +18,16 @@ import numpy as np
 
 import dlgpu.functional as F
 import dlgpu.reference as R
-from dlgpu.cases.case import Benchmark, Check, Output, f32, prod, randn, torch_view
+from dlgpu.cases.case import STORAGE_DTYPES, Benchmark, Check, Output, f32, prod, randn, torch_view
 from dlgpu.errors import DeviceError, DtypeError, ShapeError
+from dlgpu.precision import loss_dtype
 from dlgpu.testing import random_array, to_numpy
 from dlgpu.testing.bad_input import BadInput, FakeCupy, a2, on_cpu, on_gpu, rand
 
 FAMILY = "mse"
 
 
-def _check(shape: tuple) -> list[Check]:
+def _check(shape: tuple, dtype=None) -> list[Check]:
     label = "x".join(map(str, shape))
 
     def inputs(rng, target):
@@ -32,20 +35,26 @@ def _check(shape: tuple) -> list[Check]:
 
     def run_forward(rng, target):
         y, t = inputs(rng, target)
-        loss = target.backend.mse_loss(target.array(y), target.array(t))
-        return [Output("loss", to_numpy(loss).reshape(1), np.reshape(R.mse_loss(y, t), 1), False)]
+        loss = to_numpy(target.backend.mse_loss(target.array(y), target.array(t))).reshape(1)
+        if loss.dtype != loss_dtype(target.dtype):  # 16-bit inputs: a float32 loss
+            loss = np.full(1, np.inf)
+        return [Output("loss", loss, np.reshape(R.mse_loss(y, t), 1), False)]
 
     def run_backward(rng, target):
         y, t = inputs(rng, target)
         grad = target.backend.mse_loss_backward(target.array(y), target.array(t))
+        if np.dtype(grad.dtype) != target.dtype:
+            grad = np.full(shape, np.inf)
         return [Output("grad", grad, R.mse_loss_backward(y, t), True)]
 
-    return [Check("mse_loss", label, run_forward), Check("mse_loss_backward", label, run_backward)]
+    return [Check("mse_loss", label, run_forward, dtype=dtype),
+            Check("mse_loss_backward", label, run_backward, dtype=dtype)]
 
 
 def checks(quick: bool = True) -> list[Check]:
     shapes = [(1,), (9,), (13, 1), (7, 10), (3, 5, 4), (1021, 33)] + ([] if quick else [(4099, 257)])
-    return [check for shape in shapes for check in _check(shape)]
+    return [*(check for shape in shapes for check in _check(shape)),
+            *(check for dtype in STORAGE_DTYPES for shape in ((7, 10), (1021, 33)) for check in _check(shape, dtype))]
 
 
 # ---------------------------------------------------------------------------

@@ -8,10 +8,10 @@ and convolutions of widened 16-bit values run at "ieee": the values are
 already 16-bit, so rounding them again to the storage precision would change
 nothing, and the float32 arithmetic is what a tensor core does with them
 (exact products, float32 sums).  Exceptions to "outputs in the inputs' dtype":
-the softmax loss is float32; a float32 ``out`` of matmul, linear or conv2d
-(``out_dtype=np.float32``) receives the float32 result unrounded; SGD with
-``master`` (float32 master weights, float32 velocity) updates the master copy
-and rounds it into the 16-bit param.
+the softmax and squared-error losses are float32; a float32 ``out`` of matmul,
+linear or conv2d (``out_dtype=np.float32``) receives the float32 result
+unrounded; SGD with ``master`` (float32 master weights, float32 velocity)
+updates the master copy and rounds it into the 16-bit param.
 """
 
 from __future__ import annotations
@@ -173,6 +173,13 @@ def softmax_cross_entropy_backward(probs, labels):
     return _narrow(_Float32.softmax_cross_entropy_backward(_wide(probs), labels), dtype)
 
 
+def mse_loss(y, t):
+    dtype = _half(y)
+    if dtype is None:
+        return _Float32.mse_loss(y, t)
+    return _Float32.mse_loss(_wide(y), _wide(t))  # the loss stays float32
+
+
 # ---- the optimizer step
 
 
@@ -215,7 +222,7 @@ class StorageOps:
     max_pool2d_backward = staticmethod(max_pool2d_backward)
     softmax_cross_entropy = staticmethod(softmax_cross_entropy)
     softmax_cross_entropy_backward = staticmethod(softmax_cross_entropy_backward)
-    # Squared error computes in float64 and rounds once to the inputs' dtype, 16-bit ones included.
-    mse_loss = staticmethod(MseOps.mse_loss)
+    mse_loss = staticmethod(mse_loss)
+    # The gradient computes in float64 from the 16-bit values themselves and rounds once to their dtype.
     mse_loss_backward = staticmethod(MseOps.mse_loss_backward)
     sgd_step = staticmethod(sgd_step)

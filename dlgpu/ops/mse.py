@@ -23,6 +23,7 @@ import numpy as np
 from dlgpu.backend import select
 from dlgpu.errors import ShapeError
 from dlgpu.ops.validate import check_float, check_nonempty, contiguous, public, zeros_result
+from dlgpu.precision import loss_dtype
 
 __all__ = ["mse_loss", "mse_loss_backward"]
 
@@ -43,13 +44,14 @@ def mse_loss(y, t):
     """Figure 1's squared error, 0.5 * (y - t)^2 summed over each row and averaged over the N rows.
 
     y and t share one floating dtype and one shape (N, ...); returns a 0-d array
-    of that dtype.  An empty batch gives NaN (the mean of nothing, as PyTorch).
+    of that dtype (float32 for float16 / bfloat16 inputs).  An empty batch gives
+    NaN (the mean of nothing, as PyTorch).
     Layout: strided inputs are copied once.
     """
     op = "mse_loss"
     backend = _checked(op, y, t)
     if y.shape[0] == 0:
-        loss = zeros_result(y, (), y.dtype)
+        loss = zeros_result(y, (), loss_dtype(y.dtype))
         loss.fill(np.nan)
         return loss
     y, t = contiguous(op, y=y, t=t)
@@ -58,7 +60,7 @@ def mse_loss(y, t):
 
 @public
 def mse_loss_backward(y, t):
-    """The gradient of :func:`mse_loss` with respect to y: (y - t) / N, shaped like y.
+    """The gradient of :func:`mse_loss` with respect to y: (y - t) / N, shaped like y, in y's dtype.
 
     Layout: strided inputs are copied once.
     """

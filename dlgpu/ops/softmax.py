@@ -13,6 +13,7 @@ from dlgpu.errors import ShapeError
 from dlgpu.backend import select
 from dlgpu.ops.validate import (check_float, check_index_dtype, check_index_range, check_ndim, check_nonempty,
                                 contiguous, index_check, public, zeros_result)
+from dlgpu.precision import loss_dtype
 
 __all__ = ["softmax_cross_entropy", "softmax_cross_entropy_backward"]
 
@@ -53,7 +54,7 @@ def softmax_cross_entropy(logits, labels):
     """
     backend, logits, labels = _rows_and_labels("softmax_cross_entropy", "logits", logits, labels)
     if logits.shape[0] == 0:  # the mean over no rows is NaN, as in PyTorch
-        loss = zeros_result(logits, (), logits.dtype)
+        loss = zeros_result(logits, (), loss_dtype(logits.dtype))
         loss.fill(np.nan)
         return loss, zeros_result(logits, logits.shape, logits.dtype)
     return backend.softmax_cross_entropy(logits, labels)

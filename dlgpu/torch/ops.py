@@ -475,7 +475,7 @@ def mse_loss(y: Tensor, t: Tensor) -> Tensor:
 def _(y, t):
     if y.dim() < 1 or y.shape != t.shape:
         raise ShapeError(f"mse_loss: y {tuple(y.shape)} and t {tuple(t.shape)} must be one shape (N, ...)")
-    return y.new_empty(())
+    return y.new_empty((), dtype=torch.float32 if y.dtype in _AUTOCAST_PRECISION else y.dtype)  # 16-bit: fp32
 
 
 @torch.library.custom_op("dlgpu::mse_loss_backward", mutates_args=())
