@@ -11,8 +11,8 @@ Predicted on an H100 SXM (NOT YET RUN ON A GPU; the reasoning, from the sm_90a S
 kernels/conv2d_tc.cu's header): the NHWC tensor-core forward (dlgpu/cuda/conv2d_nhwc.py, 16-bit operands by
 cp.async) on ResNet-50's 3x3 layers at 250-400 TFLOP/s where C, K >= 128 (0.45-0.7x cuDNN), less at 64
 channels; the NCHW tc kernels (fp32 arrays) stay at the 0.1-0.3x issue 16 predicted.  On an H100 the NHWC
-16-bit forward runs the wgmma kernels (kernels/conv2d_wgmma.cu, whose header has the reasoning): the
-``resnet50-3x3-*-bf16-nhwc-bias+relu`` rows (channels_last bf16 against cuDNN on channels_last bf16 tensors) at
+16-bit forward (and the stride-1 dgrad) runs the wgmma kernels (kernels/conv2d_wgmma.cu, whose header has the
+reasoning): the ``resnet50-3x3-*-nhwc-bf16`` rows (channels_last bf16 against cuDNN on channels_last bf16 tensors) at
 250-350 TFLOP/s at 64 channels and 260-450 at 128 and up, fewer where the tiles do not fill two waves
 (7x7x512 at batch 32): 0.45-0.75x cuDNN, L2 -> SM bandwidth the likely limit, short of issue 19's 0.9x.
 """

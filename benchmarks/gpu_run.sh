@@ -45,7 +45,8 @@
 #                                 gemm_wgmma (16 s on one core), bounds it
 #   tests       150    60    90   about 850 tests on 16 workers, each worker's start-up ~10 s
 #   sanitizers   60    25    40   25 tests under each tool, the three tools side by side
-#   bench        50    30    40
+#   bench        90    30    65   about 110 GPU rows (conv2d NHWC / 16-bit and wgmma GEMM rows added);
+#                                 its JSON is written at the end, so a cut step loses every row
 #   train        25    15    15
 #
 # Knobs (environment):
@@ -92,7 +93,7 @@ PLAN="info 20 5
 compile 45 15
 tests 150 60
 sanitizers 60 25
-bench 50 30
+bench 90 30
 train 25 15"
 SANITIZER_TOOLS=(memcheck racecheck initcheck)
 # Today's training-step benchmark; when `dlgpu bench` carries these rows, this step goes.
