@@ -62,6 +62,25 @@ __device__ __forceinline__ float masked_grad(const float* grad_y, const float* y
     return masked ? relu_mask(v, y[at]) : v;
 }
 
+// An NHWC output pixel m (of M) as the gathers of the NHWC kernels see it: the top-left corner (h0, w0) of
+// its receptive field and that corner's element offset in x (N, H, W, C); past the last pixel h0 = H, so
+// that every tap of the row falls outside the image and reads zeros.
+__device__ __forceinline__ void nhwc_corner(const ConvGeometry& g, int m, int M, int& h0, int& w0, long long& corner)
+{
+    if (m >= M) {
+        h0 = g.H;
+        w0 = 0;
+        corner = 0;
+        return;
+    }
+    const int n = fast_div(m, g.pq_mul, g.pq_shift);
+    const int pq = m - n * g.P * g.Q;
+    const int p = fast_div(pq, g.q_mul, g.q_shift);
+    h0 = g.stride_h * p - g.pad_h;
+    w0 = g.stride_w * (pq - p * g.Q) - g.pad_w;
+    corner = (((long long)n * g.H + h0) * g.W + w0) * g.C;
+}
+
 // ---------------------------------------------------------------- the implicit-GEMM A operand
 // Row m of the implicit matrix A (M = N*P*Q rows, C*R*S columns) is output pixel (n, p, q); its
 // column kk = (c, r, s) holds x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw], or 0 in the padding.

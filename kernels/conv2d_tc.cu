@@ -312,19 +312,7 @@ __device__ __forceinline__ void nhwc_forward(const TcElement* x, const TcElement
     int h0[A_ROWS], w0[A_ROWS];
     DLGPU_UNROLL
     for (int i = 0; i < A_ROWS; ++i) {
-        const int m = m0 + first + i * STEP;
-        if (m < M) {
-            const int n = fast_div(m, g.pq_mul, g.pq_shift);
-            const int pq = m - n * g.P * g.Q;
-            const int p = fast_div(pq, g.q_mul, g.q_shift);
-            h0[i] = p * g.stride_h - g.pad_h;
-            w0[i] = (pq - p * g.Q) * g.stride_w - g.pad_w;
-            corner[i] = (((long long)n * g.H + h0[i]) * g.W + w0[i]) * g.C;
-        } else {
-            h0[i] = g.H;  // h0 + r*dh >= H: every tap of a row past the last pixel reads zeros
-            w0[i] = 0;
-            corner[i] = 0;
-        }
+        nhwc_corner(g, m0 + first + i * STEP, M, h0[i], w0[i], corner[i]);
     }
     const long long filter = (long long)g.R * g.S * g.C;
 

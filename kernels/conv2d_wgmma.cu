@@ -155,19 +155,7 @@ template <int BN> struct ForwardGather {
         n0 = n0_;
         DLGPU_UNROLL
         for (int i = 0; i < kRows; ++i) {
-            const int m = m0 + first + i * kStep;
-            if (m < M) {
-                const int n = fast_div(m, g.pq_mul, g.pq_shift);
-                const int pq = m - n * g.P * g.Q;
-                const int p = fast_div(pq, g.q_mul, g.q_shift);
-                h0[i] = p * g.stride_h - g.pad_h;
-                w0[i] = (pq - p * g.Q) * g.stride_w - g.pad_w;
-                corner[i] = (((long long)n * g.H + h0[i]) * g.W + w0[i]) * g.C;
-            } else {
-                h0[i] = g.H;
-                w0[i] = 0;
-                corner[i] = 0;
-            }
+            nhwc_corner(g, m0 + first + i * kStep, M, h0[i], w0[i], corner[i]);
         }
         tap = ChunkTap{0, 0, 0, 0, 0};
         tap.advance(t % CONV_WGMMA_CHUNKS * 8, g.C, g);  // this thread's chunk of the first k-tile
@@ -294,13 +282,7 @@ __device__ __forceinline__ void wgmma_conv(Gather& gather, const unsigned char* 
     using T = WgmmaTiles<P, BN, STAGES>;
     static_assert(P != ptx::Precision::tf32, "16-bit operands: a 16-byte chunk is 8 channels");
     extern __shared__ __align__(1024) unsigned char wgmma_shared[];
-    // The swizzle patterns repeat every 1024 bytes of shared address: tiles start on such a boundary.
-    unsigned char* const smem = wgmma_shared + (1024 - ptx::shared_window_address(wgmma_shared) % 1024) % 1024;
-    unsigned char* const a_tiles = smem;
-    unsigned char* const b_tiles = smem + STAGES * T::kABytes;
-    unsigned char* const staging = b_tiles + STAGES * T::kBBytes;
-    unsigned long long* const full = reinterpret_cast<unsigned long long*>(staging + T::kStagingBytes);
-    unsigned long long* const empty = full + STAGES;
+    const auto [a_tiles, b_tiles, staging, full, empty] = T::carve(wgmma_shared);
 
     const int N = gather.cols();
     const WgmmaSchedule<BN, 1> schedule(gather.rows(), N, gather.reduction(), T::kBK, 1);

@@ -153,14 +153,7 @@ __device__ __forceinline__ void wgmma_gemm(const unsigned char* maps, const floa
     static_assert(P != ptx::Precision::tf32 || (!kTransA && kTransB), "tf32 operands must be K-major: layout nt");
     static_assert(CLUSTER == 1 || CLUSTER == 2, "clusters of one or two CTAs");
     extern __shared__ __align__(1024) unsigned char wgmma_shared[];
-    // The swizzle patterns repeat every 1024 bytes of shared address: tiles start on such a boundary.  The
-    // offset is the same in every CTA (one kernel, one shared layout), as multicast needs.
-    unsigned char* const smem = wgmma_shared + (1024 - ptx::shared_window_address(wgmma_shared) % 1024) % 1024;
-    unsigned char* const a_tiles = smem;
-    unsigned char* const b_tiles = smem + STAGES * T::kABytes;
-    unsigned char* const staging = b_tiles + STAGES * T::kBBytes;
-    unsigned long long* const full = reinterpret_cast<unsigned long long*>(staging + T::kStagingBytes);
-    unsigned long long* const empty = full + STAGES;
+    const auto [a_tiles, b_tiles, staging, full, empty] = T::carve(wgmma_shared);
     const unsigned char* const map_a = maps;
     const unsigned char* const map_b = maps + 128;
     const unsigned char* const map_c = maps + 256;
@@ -243,7 +236,7 @@ __device__ __forceinline__ void wgmma_gemm(const unsigned char* maps, const floa
     const int consumer = warpgroup - 1;
     const int lane = threadIdx.x % 32, warp = (threadIdx.x % 128) / 32;
     const bool releases = threadIdx.x % 128 == 0;  // one arrival per warpgroup on each CTA's `empty`
-    auto release = [&](int s) {
+    auto release = [empty = empty](int s) {  // a copy: C++17 lambdas cannot capture a structured binding
         if constexpr (CLUSTER == 1) {
             ptx::mbarrier_arrive(&empty[s]);
         } else {

@@ -56,6 +56,26 @@ template <ptx::Precision P, int BN, int STAGES> struct WgmmaTiles {
     static constexpr int kStagingBytes = WGMMA_WARPS_PER_TILE * WGMMA_STORE_BOXES * kBoxBytes;
     static constexpr int kSharedBytes = STAGES * kStageBytes + kStagingBytes + 2 * STAGES * 8 + 1024;
     static_assert(kBK * kElement == 128 && BN % 64 == 0 && BN <= 256, "tiles of 128-byte rows");
+
+    // The dynamic shared memory (kSharedBytes) as the kernels carve it: the ring's A tiles, its B tiles, the
+    // consumer warps' TMA-store staging boxes, then a `full` and an `empty` barrier per stage.  The tiles start
+    // on a 1024-byte boundary, where the 128-byte swizzle pattern repeats (the same offset in every CTA of a
+    // kernel, as multicast needs).
+    struct Shared {
+        unsigned char* a_tiles;
+        unsigned char* b_tiles;
+        unsigned char* staging;
+        unsigned long long* full;
+        unsigned long long* empty;
+    };
+    static __device__ __forceinline__ Shared carve(unsigned char* dynamic_shared)
+    {
+        unsigned char* const base =
+            dynamic_shared + (1024 - ptx::shared_window_address(dynamic_shared) % 1024) % 1024;
+        unsigned char* const staging = base + STAGES * kStageBytes;
+        unsigned long long* const full = reinterpret_cast<unsigned long long*>(staging + kStagingBytes);
+        return Shared{base, base + STAGES * kABytes, staging, full, full + STAGES};
+    }
 };
 
 // ---------------------------------------------------------------- the work of a persistent block
