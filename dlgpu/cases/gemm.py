@@ -194,7 +194,7 @@ def _wgmma_unavailable(backend: str) -> str | None:
     from dlgpu.cuda import gemm_wgmma
     from dlgpu.cuda.executor import default_executor
 
-    return None if gemm_wgmma.available(default_executor()) else "wgmma needs a compute capability 9.0 GPU (sm_90a)"
+    return None if gemm_wgmma.available(default_executor()) else gemm_wgmma.UNAVAILABLE
 
 
 def _flops(shape) -> int:

@@ -32,7 +32,7 @@ from dlgpu.cuda import kernel_decls, tma
 from dlgpu.cuda.executor import resolve_executor
 from dlgpu.cuda.gemm import FLAG_BIAS, FLAG_RELU, address, config_by_name, tile_configs
 from dlgpu.cuda.launch import Launch, compute_capability, multiprocessor_count
-from dlgpu.errors import ArgumentError, BackendUnavailableError, ShapeError
+from dlgpu.errors import ArgumentError, ShapeError
 
 FAMILY = "conv2d_wgmma"
 PRECISIONS = ("bf16", "fp16")
@@ -110,8 +110,7 @@ def plan(x, weight, bias=None, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1)
     executor = resolve_executor(executor)
     xp = executor.xp
     op = "conv2d"
-    if not available(executor):
-        raise BackendUnavailableError("conv2d_wgmma: wgmma needs a compute capability 9.0 GPU (sm_90a)")
+    _wgmma.require(executor, "conv2d_wgmma")
     _nhwc._contiguous(op, x=x, weight=weight, bias=bias)
     precision = _nhwc._precision(op, precision, x, weight)
     if not supports(x, weight, precision):
@@ -169,8 +168,7 @@ def plan_dgrad(grad_y, weight, x_shape, *, mask=None, stride=(1, 1), padding=(0,
     executor = resolve_executor(executor)
     xp = executor.xp
     op = "conv2d_backward"
-    if not available(executor):
-        raise BackendUnavailableError("conv2d_wgmma: wgmma needs a compute capability 9.0 GPU (sm_90a)")
+    _wgmma.require(executor, "conv2d_wgmma")
     _nhwc._contiguous(op, grad_y=grad_y, weight=weight, y=mask)
     precision = _nhwc._precision(op, precision, grad_y, weight, *(() if mask is None else (mask,)))
     if not supports(grad_y, weight, precision, "dgrad", stride):

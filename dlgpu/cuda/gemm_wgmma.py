@@ -91,6 +91,16 @@ def available(executor) -> bool:
     return capability is None or capability == COMPUTE_CAPABILITY
 
 
+UNAVAILABLE = "wgmma needs a compute capability 9.0 GPU (sm_90a)"
+
+
+def require(executor, op: str) -> None:
+    """Refuse, naming ``op``, an executor that cannot run wgmma (:func:`available`); every wgmma launcher
+    (this module's and dlgpu.cuda.conv2d_wgmma's) asks before it plans."""
+    if not available(executor):
+        raise BackendUnavailableError(f"{op}: {UNAVAILABLE}")
+
+
 def storage_precision(a, b, precision: str | None) -> str:
     """The precision the operands' dtype (and ``precision``) call for: "bf16", "fp16" or "tf32"."""
     names = {np.dtype(a.dtype).name, np.dtype(b.dtype).name}
@@ -207,8 +217,7 @@ class Planned:
 def plan(a, b, *, transpose_a, transpose_b, precision, bias, relu, out, out_dtype, config, executor, splits=None):
     """The checked arguments of :func:`gemm` as a :class:`Planned` launch (tensor maps made)."""
     xp = executor.xp
-    if not available(executor):
-        raise BackendUnavailableError("gemm_wgmma: wgmma needs a compute capability 9.0 GPU (sm_90a)")
+    require(executor, "gemm_wgmma")
     precision = storage_precision(a, b, precision)
     rows_a, cols_a = _matrix("a", a)
     rows_b, cols_b = _matrix("b", b)
