@@ -7,7 +7,9 @@ which decodes descriptors and swizzles address bits.  A probe kernel issues one 
 kernels/ptx_sm90.cuh on that image; the result, read back through the ISA's accumulator
 fragment layout, must equal A @ B exactly (small multiples of 1/4: every product and sum is
 exact).  Then the asynchronous rules: results unreadable before wgmma.wait_group, accumulators
-not to be written meanwhile, wgmma.fence first, operands not to change under an in-flight wgmma.
+not to be written meanwhile, wgmma.fence first, operands not to change under an in-flight wgmma,
+and operands written by ordinary stores reach wgmma (or a TMA store) only through fence.proxy.async:
+a missing fence, or one before the stores, fails.
 
 Clusters: the CTAs of a cluster share a slab by TMA multicast and arrive on each other's
 mbarriers; planted bugs (a multicast that leaves a CTA out, a CTA that leaves while its peer will
@@ -135,13 +137,14 @@ __device__ void probe(const unsigned char* image, int image_bytes, const int* pa
 {
     extern __shared__ unsigned char probe_shared[];
     unsigned char* base = probe_shared + (1024 - ptx::shared_window_address(probe_shared) % 1024) % 1024;
+    const int bug = params[13];
+    if (bug == 7) ptx::fence_proxy_async_shared();  // 7: fences before writing the tiles
     for (int i = threadIdx.x; i < image_bytes; i += blockDim.x) base[i] = image[i];
-    ptx::fence_proxy_async_shared();
+    if (bug != 6 && bug != 7) ptx::fence_proxy_async_shared();  // 6: no fence between the stores and the wgmma
     __syncthreads();
     const unsigned at = ptx::shared_window_address(base);
     unsigned long long desc_a = ptx::wgmma_descriptor(at + params[0], params[1], params[2], params[3]);
     const unsigned long long desc_b = ptx::wgmma_descriptor(at + params[4], params[5], params[6], params[7]);
-    const int bug = params[13];
     if (bug == 5 && threadIdx.x == 77) desc_a += 2;  // one thread issues another descriptor
     float d[N / 2];
     for (int i = 0; i < N / 2; ++i) d[i] = c_in[threadIdx.x * (N / 2) + i];
@@ -270,6 +273,8 @@ PLANTED_WGMMA = {
     3: "without a wgmma.fence",
     4: "changed before the wgmma.wait_group",
     5: "issue different instructions or descriptors",
+    6: "changed after the last fence.proxy.async",
+    7: "changed after the last fence.proxy.async",
 }
 
 
@@ -322,7 +327,7 @@ extern "C" __global__ void tma_store_probe(unsigned char* maps, const unsigned c
     extern __shared__ unsigned char tma_shared[];
     unsigned char* box = tma_shared + (1024 - ptx::shared_window_address(tma_shared) % 1024) % 1024;
     for (int i = threadIdx.x; i < params[3]; i += blockDim.x) box[i] = image[i];
-    ptx::fence_proxy_async_shared();
+    if (params[4] != 4) ptx::fence_proxy_async_shared();  // 4: the TMA unit may read stale bytes
     __syncthreads();
     if (threadIdx.x == 0) {
         ptx::tma_store_2d(maps, params[0], params[1], box);
@@ -446,6 +451,8 @@ def test_tma_store_planted_misuse(probes, rng):
     image = rng.integers(0, 255, size=tile.box_bytes).astype(np.uint8)
     with pytest.raises(HarnessError, match="changed before cp.async.bulk.wait_group.read"):
         store_box(probes, tma.host_maps(pairs), tile, image, 0, 0, bug=2)
+    with pytest.raises(HarnessError, match=r"store\) reads shared bytes .* after the last fence.proxy.async"):
+        store_box(probes, tma.host_maps(pairs), tile, image, 0, 0, bug=4)
     buffer = tma.host_maps(pairs)
     store_box(probes, buffer, tile, image, 0, 0, bug=3)  # no wait_group: the writes never happen
     np.testing.assert_array_equal(tma.host_matrix(buffer, pairs, 0), storage)
