@@ -95,7 +95,7 @@ __device__ __forceinline__ void mbarrier_init(unsigned long long* bar, unsigned 
 {
     dlgpu_host::sm90::mbarrier_init(bar, count);
 }
-__device__ __forceinline__ void fence_mbarrier_init() {}
+__device__ __forceinline__ void fence_mbarrier_init() { dlgpu_host::sm90::publish_mbarrier_inits(true); }
 __device__ __forceinline__ void mbarrier_arrive(unsigned long long* bar) { dlgpu_host::sm90::mbarrier_arrive(bar); }
 __device__ __forceinline__ void mbarrier_arrive_cluster(unsigned long long* bar, unsigned rank)
 {

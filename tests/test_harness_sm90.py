@@ -15,6 +15,9 @@ Clusters: the CTAs of a cluster share a slab by TMA multicast and arrive on each
 mbarriers; planted bugs (a multicast that leaves a CTA out, a CTA that leaves while its peer will
 still reach into it, a launch whose cluster is not the kernel's) must fail.
 
+mbarrier inits reach the TMA unit only through fence.mbarrier_init or fence.proxy.async, and the
+peers of a cluster only through fence.mbarrier_init.release.cluster and a barrier.cluster after it.
+
 TMA: boxes at every swizzle mode, inside, across and outside the matrix, land in shared memory
 where the ISA's pattern puts them, zeros (or NaN) out of bounds; the full box is the transaction
 count.  mbarrier: phases, parities, counts and transaction counts; and the planted bugs of a
@@ -309,7 +312,8 @@ extern "C" __global__ void tma_load_probe(const unsigned char* maps, const int* 
     unsigned char* box = base + 1024 + params[5];
     if (threadIdx.x == 0) {
         ptx::mbarrier_init(bar, 1);
-        ptx::fence_mbarrier_init();
+        if (params[4] == 3) ptx::fence_proxy_async_shared();  // 3: the proxy fence publishes the init as well
+        else if (params[4] != 2) ptx::fence_mbarrier_init();  // 2: the TMA unit may not see the init
     }
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -418,6 +422,11 @@ def test_tma_planted_misuse_fails(probes, rng, monkeypatch):
     # A 128-byte swizzle needs its destination on a 1024-byte boundary.
     with pytest.raises(HarnessError, match="1024-byte aligned"):
         load_box(probes, buffer, tile, 0, 0, misalign=128)
+    # mbarrier.init is an ordinary write: the TMA unit signals the barrier only after a fence publishes it
+    # (fence.mbarrier_init, or fence.proxy.async).
+    with pytest.raises(HarnessError, match="init is not visible to the TMA unit"):
+        load_box(probes, buffer, tile, 0, 0, bug=2)
+    np.testing.assert_array_equal(load_box(probes, buffer, tile, 0, 0, bug=3), load_box(probes, buffer, tile, 0, 0))
 
 
 def store_box(probes, buffer, tile, image, c0, c1, bug=0):
@@ -647,10 +656,13 @@ extern "C" __global__ void __cluster_dims__(2, 1, 1) cluster_probe(const unsigne
     if (threadIdx.x == 0) {
         ptx::mbarrier_init(full, 1);
         ptx::mbarrier_init(done, 2);  // one arrival from each CTA
-        ptx::fence_mbarrier_init();
+        if (bug == 3) ptx::fence_proxy_async_shared();  // 3: a CTA-scoped fence: the peers may not see the inits
+        else ptx::fence_mbarrier_init();
     }
-    ptx::cluster_arrive();  // every CTA's barriers initialized before a peer's load or arrival reaches them
-    ptx::cluster_wait();
+    if (bug != 4) {  // 4: a peer's multicast may reach the barriers before their init
+        ptx::cluster_arrive();  // every CTA's barriers initialized before a peer's load or arrival reaches them
+        ptx::cluster_wait();
+    }
     if (threadIdx.x == 0) {
         ptx::mbarrier_arrive_expect_tx(full, 2 * BOX);
         const unsigned mask = bug == 1 ? 1u << rank : 3u;  // 1: the box goes to this CTA alone
@@ -700,6 +712,8 @@ def test_a_cluster_shares_its_slab_by_multicast(probes, rng, mode, resident):
 PLANTED_CLUSTER = {
     1: ("a multicast that leaves the peer out", "deadlock"),
     2: ("a CTA leaves while its peer will still arrive on its barrier", "has exited"),
+    3: ("inits published to the CTA only", "no fence.mbarrier_init.release.cluster published"),
+    4: ("no barrier.cluster between the inits and the peers' use", "barrier.cluster completed|no mbarrier here"),
 }
 
 

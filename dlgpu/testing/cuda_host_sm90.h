@@ -57,7 +57,10 @@
 //                   fence.proxy.async (by any thread of the CTA) copies the window into it; a wgmma at
 //                   issue, or a TMA store at issue, whose bytes differ between the two fails: generic-proxy
 //                   writes (ordinary stores, cp.async) that no fence has made visible since they happened.
-//                   The fence is modelled CTA-wide, not per thread.
+//                   The fence is modelled CTA-wide, not per thread.  mbarrier.init is such a write too:
+//                   TMA may signal a barrier only after fence.mbarrier_init (or fence.proxy.async) has
+//                   followed its init, and a peer CTA (remote arrival, multicast) only after
+//                   fence.mbarrier_init.release.cluster and then a completed barrier.cluster.
 // Not modelled: the async proxy's ordering of TMA writes before generic writes to the same bytes,
 // the cluster's shared::cluster loads and stores (only remote arrivals and multicast), descriptor
 // base offsets other than 0, A operands in registers, sparse wgmma, im2col tensor maps, interleaved
@@ -138,10 +141,13 @@ inline unsigned char* shared_bytes(unsigned address, size_t bytes, const char* w
 // read of bytes where the two differ fails -- the hardware could have read them stale.
 static std::mutex g_async_view_mutex;  // guards every Slot::async_view
 
+inline void publish_mbarrier_inits(bool cluster);  // cuda_host_tma.h
+
 // fence.proxy.async.shared::cta.  Modelled block-wide: everything in the window when some thread fences
 // becomes visible, so a kernel passes when a fence follows every generic write that an async read needs.
 inline void fence_proxy_async()
 {
+    publish_mbarrier_inits(false);  // the fence orders earlier mbarrier.init writes for the TMA unit too
     Slot& slot = *t_slot;
     std::lock_guard<std::mutex> lock(g_async_view_mutex);
     Unseen unseen;  // the copy reads bytes that other threads may be writing; it orders nothing between them

@@ -24,6 +24,11 @@ struct MBarrier {
     std::vector<PendingLoad> loads;  // TMA loads signalling this barrier, not landed yet
     // cp.async.mbarrier.arrive.noinc: per arriving thread, its cp.async copies; the arrival comes when they land.
     std::vector<std::vector<PendingCopy>> copy_arrivals;
+    // mbarrier.init is an ordinary shared write: the TMA unit may signal the barrier once a fence
+    // (fence.mbarrier_init, or fence.proxy.async) follows it; a peer CTA may reach it once
+    // fence.mbarrier_init.release.cluster follows it and then a barrier.cluster completes.
+    bool async_visible = false, cluster_fenced = false;
+    unsigned long long fenced_in_cluster_phase = 0;  // the cluster barrier's phase at that fence
 };
 
 static std::mutex g_mbarrier_mutex;
@@ -89,6 +94,48 @@ inline void mbarrier_init(void* bar, unsigned count)
     entry->count = entry->pending = (int)count;
     std::memcpy(bar, &entry->token, 8);
     progress();
+}
+
+// fence.mbarrier_init.release.cluster (`cluster`) or fence.proxy.async: the inits of this CTA's barriers so far
+// become visible to the TMA unit, and with `cluster` to the peers after the next barrier.cluster.  Modelled
+// CTA-wide, as the proxy fence is.
+inline void publish_mbarrier_inits(bool cluster)
+{
+    unsigned long long phase = 0;
+    if (cluster) {
+        Unseen unseen;  // the model's own locking orders nothing
+        std::lock_guard<std::mutex> lock(t_slot->group->mutex);
+        phase = t_slot->group->barrier_phase;
+    }
+    std::lock_guard<std::mutex> lock(g_mbarrier_mutex);
+    const uintptr_t base = reinterpret_cast<uintptr_t>(dynamic_shared());
+    for (auto& [where, b] : g_mbarriers) {
+        if (where < base || where >= base + g_dynamic_bytes || b->token != stored_token(reinterpret_cast<void*>(where)))
+            continue;
+        b->async_visible = true;
+        if (cluster && !b->cluster_fenced) {
+            b->cluster_fenced = true;
+            b->fenced_in_cluster_phase = phase;
+        }
+    }
+}
+
+// Under g_mbarrier_mutex (and, for a peer's barrier, the cluster's mutex): `what` is about to signal `b`
+// through the TMA unit, or (`peer`) from another CTA of the cluster.
+inline void check_init_published(const MBarrier& b, bool peer, const char* what)
+{
+    if (!peer) {
+        if (!b.async_visible)
+            fail(std::string(what) + ": its mbarrier's init is not visible to the TMA unit yet (fence.mbarrier_init"
+                 ".release.cluster, or fence.proxy.async, after mbarrier.init)");
+        return;
+    }
+    if (!b.cluster_fenced)
+        fail(std::string(what) + ": a peer CTA's mbarrier whose init no fence.mbarrier_init.release.cluster "
+             "published to the cluster");
+    if (t_slot->group->barrier_phase <= b.fenced_in_cluster_phase)
+        fail(std::string(what) + ": a peer CTA's mbarrier before a barrier.cluster completed after the peer's "
+             "fence.mbarrier_init (the peer may not have initialized it yet)");
 }
 
 inline void arrive_locked(MBarrier& b, const char* what)
@@ -296,6 +343,7 @@ inline void enqueue_load(Slot& slot, unsigned dst, unsigned bar, const HostTenso
     for (unsigned chunk = 0; chunk < bytes / 16; ++chunk) load.addresses.push_back(swizzle(dst + 16 * chunk, bits));
     std::lock_guard<std::mutex> lock(g_mbarrier_mutex);
     MBarrier& b = barrier_at(window + bar, "cp.async.bulk.tensor (its mbarrier)", true);
+    check_init_published(b, &slot != t_slot, "cp.async.bulk.tensor");
     const unsigned lo = dst, hi = dst + bytes;
     // Only that CTA's barriers: other blocks running at the same time have shared memory of their own.
     const uintptr_t base = reinterpret_cast<uintptr_t>(window);
@@ -423,8 +471,9 @@ inline void mbarrier_arrive_remote(void* bar, unsigned rank)
     std::lock_guard<std::mutex> group_lock(t_slot->group->mutex);
     Slot& peer = cluster_peer(rank, "mbarrier.arrive.shared::cluster");
     std::lock_guard<std::mutex> lock(g_mbarrier_mutex);
-    arrive_locked(barrier_at(peer.dynamic + offset, "mbarrier.arrive.shared::cluster", true),
-                  "mbarrier.arrive.shared::cluster");
+    MBarrier& b = barrier_at(peer.dynamic + offset, "mbarrier.arrive.shared::cluster", true);
+    if (&peer != t_slot) check_init_published(b, true, "mbarrier.arrive.shared::cluster");
+    arrive_locked(b, "mbarrier.arrive.shared::cluster");
 }
 
 // cp.async.bulk.tensor ... .multicast::cluster: the box lands at dst's offset in every CTA of `mask`
