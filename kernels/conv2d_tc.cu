@@ -79,8 +79,8 @@
 //   NCHW dgrad 128x64   168 registers (3 blocks per SM; 4 before: 16 masked y loads in flight beside grad_y's,
 //                       without them it fits 128), 898 per 16 HMMA (3038 with two fast_div and, at any stride,
 //                       two integer divisions per element; the 2 MUFU left are the table's, 16 threads per tile).
-//   NCHW wgrad 128x64   164 registers (3 blocks), 889 per 16 HMMA (1444 with a fast_div per A element and four
-//                       per B element).
+//   NCHW wgrad 128x64   168 registers (3 blocks, its launch bound), 874 per 16 HMMA (1444 with a fast_div per A
+//                       element and four per B element).
 //   NHWC fwd 128x128    228 registers, two blocks (8 warps) per SM, no spills, no local memory; 289 instructions
 //                       per 64 HMMA.16816 (16 LDSM.x4, 8 LDGSTS, ~200 integer): issue 74 % of the mma.sync
 //                       rate's slots; shared memory 32 KB cp.async + 64 KB ldmatrix per k-tile per SM, ~123

@@ -78,6 +78,7 @@ TESTS: dict[str, list[list[str]]] = {
         ["tests/test_conv2d.py", "-k", "kernels_match and conv2d_simt"],
     ],
     "conv2d_tc": [
+        ["tests/test_conv2d.py", "-k", "taps_step_across"],
         ["tests/test_conv2d.py", "-k", "tc- and not kernels_match"],
         ["tests/test_conv2d.py", "-k", "nhwc and not kernels_match and not gpu"],
         ["tests/test_mutation_killers.py", "-k", "conv2d_tc"],
