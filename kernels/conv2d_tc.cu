@@ -25,12 +25,17 @@
 //       tc_implicit_gemm below.  Configurations: CONV_TC_CONFIGS (128x64: 4 warps (2 x 2), warp tile 64 rows
 //       x 32 columns; 64x32: 2 warps (2 x 1), warp tile 32 x 32).  Block tile BM x BN x 16 taps; two shared
 //       stages filled through registers (the gathers of tile t + 1 are in flight during tile t's mma);
-//       dynamic shared memory 2 x (BM + BN) x (16 + 4) floats (dlgpu/cuda/conv2d.py: tc_shared_bytes).  Grid
-//       (ceil(M/BM), ceil(COLS/BN)): row blocks on x, which has room for any batch.  Both tiles are stored
-//       k-contiguous (rows of 16 taps, padded to 20 floats = 20 mod 32 banks), so the fragment reads of lanes
-//       (g, t) at row g, column t hit 32 distinct banks; fp32 in shared memory, rounded to the operand type as
-//       a fragment is read.  The gathers divide (fast_div) per element and load 4 bytes at a time: the NHWC
-//       kernels below are the fast path.
+//       dynamic shared memory 2 x (BM + BN) x (16 + 4) floats and the tap table's 2 x 16 slots of 16 bytes
+//       (dlgpu/cuda/conv2d.py: tc_shared_bytes).  Grid (ceil(M/BM), ceil(COLS/BN)): row blocks on x, which has
+//       room for any batch.  Both tiles are stored k-contiguous (rows of 16 taps, padded to 20 floats = 20 mod
+//       32 banks), so the fragment reads of lanes (g, t) at row g, column t hit 32 distinct banks; fp32 in
+//       shared memory, rounded to the operand type as a fragment is read.  No division per gathered element:
+//       what a reduction index means to every row of A (its offset, its (dh, dw) or stride remainders:
+//       conv2d_common.cuh's Ops::ATap) is decoded once per tile for the whole block, by 16 threads, into a
+//       two-slot table in shared memory; B's columns are decoded once and its reduction index stepped with a
+//       carry (Ops::BCursor; the forward's B and the 1x1 forward's A and B are read by index, which divides
+//       nothing).  The gathers still load 4 bytes at a time (a pixel's taps are not contiguous in NCHW): the
+//       NHWC kernels below are the fast path.
 //
 // ---- NHWC, operands in the precision's storage: kernels/tc_tile.cuh's main loop, gathered by cp.async
 // x (N, H, W, C), w (K, R, S, C) (OHWI: each output channel's filter with channels innermost), y (N, P, Q, K),
@@ -67,9 +72,15 @@
 //
 // Predicted rate (NOT YET RUN ON A GPU), H100 SXM, from the sm_90a bf16 build (NVRTC 13.5; per warp per k-tile
 // of 32 channels of the main loop's SASS; the H100 figures as in gemm_tc.cu's header):
-//   NCHW fwd 128x64     126 registers, 621 instructions per 16 HMMA (a k-tile of 16 taps: 24 scalar LDG, 24
-//                       F2FP conversions, fast_div per element, 2 stages): issue-bound, ~0.1-0.3x cuDNN, as issue
-//                       16 predicted; kept for fp32 NCHW arrays at the tensor-core precisions.
+//   NCHW fwd 128x64     126 registers (4 blocks per SM), 397 instructions per 16 HMMA (a k-tile of 16 taps: 24
+//                       scalar LDG, 16 LDS.64 of the tap table, 24 F2FP conversions, 2 stages; 621 while every
+//                       gathered element divided twice): still issue-bound, ~0.15-0.45x cuDNN (issue 16's
+//                       0.1-0.3x at 621, scaled); kept for fp32 NCHW arrays at the tensor-core precisions.
+//   NCHW dgrad 128x64   168 registers (3 blocks per SM; 4 before: 16 masked y loads in flight beside grad_y's,
+//                       without them it fits 128), 898 per 16 HMMA (3038 with two fast_div and, at any stride,
+//                       two integer divisions per element; the 2 MUFU left are the table's, 16 threads per tile).
+//   NCHW wgrad 128x64   168 registers (3 blocks, its launch bound), 874 per 16 HMMA (1444 with a fast_div per A
+//                       element and four per B element).
 //   NHWC fwd 128x128    228 registers, two blocks (8 warps) per SM, no spills, no local memory; 289 instructions
 //                       per 64 HMMA.16816 (16 LDSM.x4, 8 LDGSTS, ~200 integer): issue 74 % of the mma.sync
 //                       rate's slots; shared memory 32 KB cp.async + 64 KB ldmatrix per k-tile per SM, ~123
@@ -110,12 +121,15 @@ constexpr ptx::Precision TC_PRECISION = ptx::Precision::CONV_TC_PRECISION;
 
 #define CONV_TC_BK 16
 #define CONV_TC_PAD 4
+#define CONV_TC_TAP_BYTES 16  // an Ops::ATap's slot in the A tap table (conv2d_common.cuh)
 
-// The tile configurations, widest first: X(BM, BN, THREADS, WARPS_M, WARPS_N), THREADS = 32 *
-// WARPS_M * WARPS_N, warp tiles (BM / WARPS_M) x (BN / WARPS_N).  dlgpu/cuda/conv2d.py reads this list.
-#define CONV_TC_CONFIGS(X)   \
-    X(128, 64, 128, 2, 2)    \
-    X(64, 32, 64, 2, 1)
+// The tile configurations, widest first: X(BM, BN, THREADS, WARPS_M, WARPS_N, WGRAD_MIN_BLOCKS), THREADS =
+// 32 * WARPS_M * WARPS_N, warp tiles (BM / WARPS_M) x (BN / WARPS_N); the wgrad kernel's blocks per SM, which
+// bounds its registers (left alone, ptxas gives the 64x32 one 128: 8 blocks, where 96 hold it without spills).
+// dlgpu/cuda/conv2d.py reads this list.
+#define CONV_TC_CONFIGS(X)      \
+    X(128, 64, 128, 2, 2, 3)    \
+    X(64, 32, 64, 2, 1, 10)
 
 // Warp (wm, wn) owns rows [wm * MT * 16, +MT * 16) and columns [wn * NT * 8, +NT * 8) of the block
 // tile: MT x NT mma tiles of 16 x 8, four fp32 accumulators per lane each.  Any problem of
@@ -135,17 +149,33 @@ __device__ __forceinline__ void tc_implicit_gemm(const Ops& ops, const GemmShape
     extern __shared__ float4 conv_tc_shared[];
     float* const a_tiles = reinterpret_cast<float*>(conv_tc_shared);  // [stage][row][tap]
     float* const b_tiles = a_tiles + 2 * BM * ST;                      // [stage][column][tap]
+    unsigned char* const tap_table = reinterpret_cast<unsigned char*>(b_tiles + 2 * BN * ST);  // [2][BK] slots
 
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
     const int t = threadIdx.x, warp = t / 32, lane = t % 32;
     const int wm0 = (warp / WARPS_N) * MT * 16, wn0 = (warp % WARPS_N) * NT * 8;
 
-    // ---- loader state: thread t gathers every tap of rows t, t + THREADS, ...
+    // ---- loader state: thread t gathers every tap of rows t, t + THREADS, ...  What a tap means to every row
+    // (Ops::ATap: offsets, the tap's (dh, dw)) is decoded once per tile for the block, by threads 0 .. BK - 1,
+    // into slot tile % 2 of a table in shared memory: while every thread reads tile t's entries, tile t + 1's
+    // are written into the other slot, published by the barrier that closes the iteration.
+    // (Ops::kTapTable false: A read by index, which divides nothing there.)
+    const auto tap_slot = [&](int tile, int kk) {
+        using ATap = typename Ops::ATap;
+        static_assert(sizeof(ATap) <= CONV_TC_TAP_BYTES && CONV_TC_TAP_BYTES % alignof(ATap) == 0, "table slots");
+        return reinterpret_cast<ATap*>(tap_table + ((tile % 2) * BK + kk) * CONV_TC_TAP_BYTES);
+    };
+    const auto decode_taps = [&](int tile) {
+        if constexpr (Ops::kTapTable)
+            if (t < BK) *tap_slot(tile, t) = ops.a_tap(shape.RED_BEGIN + tile * BK + t);
+    };
     typename Ops::Row rows[A_ROWS];
     DLGPU_UNROLL
     for (int i = 0; i < A_ROWS; ++i) rows[i] = ops.row(m0 + t + i * THREADS);
     float a_held[A_ROWS][BK];
-    GatherB<BK, BN, THREADS> gather_b;
+    auto gather_b = make_gather_b<BK, BN, THREADS>(ops, shape, n0);
+    decode_taps(0);
+    if constexpr (Ops::kTapTable) __syncthreads();
 
     float acc[MT][NT][4];
     zero(acc);
@@ -156,10 +186,19 @@ __device__ __forceinline__ void tc_implicit_gemm(const Ops& ops, const GemmShape
         [&](int tile, int) {
             const int k0 = shape.RED_BEGIN + tile * BK;
             DLGPU_UNROLL
-            for (int kk = 0; kk < BK; ++kk)
-                DLGPU_UNROLL
-                for (int i = 0; i < A_ROWS; ++i) a_held[i][kk] = k0 + kk < shape.RED ? ops.a(rows[i], k0 + kk) : 0.0f;
+            for (int kk = 0; kk < BK; ++kk) {
+                if constexpr (Ops::kTapTable) {
+                    const auto tap = *tap_slot(tile, kk);
+                    DLGPU_UNROLL
+                    for (int i = 0; i < A_ROWS; ++i) a_held[i][kk] = ops.a_at(rows[i], tap, k0 + kk < shape.RED);
+                } else {
+                    DLGPU_UNROLL
+                    for (int i = 0; i < A_ROWS; ++i)
+                        a_held[i][kk] = k0 + kk < shape.RED ? ops.a(rows[i], k0 + kk) : 0.0f;
+                }
+            }
             gather_b.issue(ops, shape, k0, n0);
+            decode_taps(tile + 1);
         },
         [&](int stage) {
             float* as = a_tiles + stage * BM * ST;
@@ -217,18 +256,19 @@ __device__ __forceinline__ void tc_implicit_gemm(const Ops& ops, const GemmShape
 // ---------------------------------------------------------------- named instances
 // Every configuration's forward, 1x1 forward and dgrad kernel (conv2d_common.cuh: CONV_PASS_KERNELS)
 // and its wgrad kernel: rows are output channels, one split of the pixel reduction per blockIdx.z.
-#define CONV_TC_WGRAD_KERNEL(BM, BN, THREADS, ...)                                                          \
-    extern "C" __global__ void __launch_bounds__(THREADS) conv2d_wgrad_tc_##BM##x##BN##_f32(WGRAD_PARAMS)    \
+#define CONV_TC_WGRAD_KERNEL(BM, BN, THREADS, WARPS_M, WARPS_N, MIN_BLOCKS)                                   \
+    extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS)                                      \
+        conv2d_wgrad_tc_##BM##x##BN##_f32(WGRAD_PARAMS)                                                    \
     {                                                                                                      \
         const ConvGeometry geo = CONV_GEOMETRY;                                                            \
         float* const out = partial + (long long)blockIdx.z * K * C * R * S;                                \
-        tc_implicit_gemm<BM, BN, THREADS, __VA_ARGS__>(                                                     \
+        tc_implicit_gemm<BM, BN, THREADS, WARPS_M, WARPS_N>(                                               \
             wgrad_ops(grad_y, y, x, geo, flags), wgrad_shape(geo, blockIdx.z * pixels_per_split, pixels_per_split), \
             out, out, 0);                                                                                  \
     }
-#define CONV_TC_KERNELS(...)                                   \
-    CONV_PASS_KERNELS(tc, tc_implicit_gemm, __VA_ARGS__)       \
-    CONV_TC_WGRAD_KERNEL(__VA_ARGS__)
+#define CONV_TC_KERNELS(BM, BN, THREADS, WARPS_M, WARPS_N, WGRAD_MIN_BLOCKS)            \
+    CONV_PASS_KERNELS(tc, tc_implicit_gemm, BM, BN, THREADS, WARPS_M, WARPS_N)          \
+    CONV_TC_WGRAD_KERNEL(BM, BN, THREADS, WARPS_M, WARPS_N, WGRAD_MIN_BLOCKS)
 CONV_TC_CONFIGS(CONV_TC_KERNELS)
 
 // ================================================================ NHWC: operands in their storage, by cp.async
@@ -255,35 +295,6 @@ struct TapStep {
                 s = 0;
                 ++r;
             }
-        }
-    }
-};
-
-// A coordinate v divided by a stride, as v = quot * stride + rem with 0 <= rem < stride (floor division, so a
-// negative v has a negative quot), and stepped by a constant d = d.quot * stride + d.rem: the loaders move it
-// from tap to tap with an add and a compare where they would otherwise divide at every tap or pixel.
-struct Strided {
-    int quot, rem;
-    __device__ __forceinline__ static Strided of(int v, int stride)  // v >= 0
-    {
-        return Strided{v / stride, v % stride};
-    }
-    __device__ __forceinline__ void add(Strided d, int stride)
-    {
-        quot += d.quot;
-        rem += d.rem;
-        if (rem >= stride) {
-            rem -= stride;
-            ++quot;
-        }
-    }
-    __device__ __forceinline__ void subtract(Strided d, int stride)
-    {
-        quot -= d.quot;
-        rem -= d.rem;
-        if (rem < 0) {
-            rem += stride;
-            --quot;
         }
     }
 };

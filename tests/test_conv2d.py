@@ -502,6 +502,37 @@ def test_wgrad_matches_the_reference(variant, precision, tile, config, plain, rn
         assert_close(grad_w, expected, dtype=np.float32, precision=precision)
 
 
+def test_tensor_core_taps_step_across_channels_rows_and_images(plain, rng):
+    """The NCHW tensor-core kernels' tap table and cursors (kernels/conv2d_tc.cu): a 3x5 filter (15 taps, so
+    every 16-tap tile crosses a channel), stride 2, dilation 2 x 1, 105 output pixels (no tile multiple, three
+    images of 5 x 7), and a three-way wgrad split whose 16-pixel tiles cross rows and images."""
+    config = Config((3, 5, 11, 13), (6, 5, 3, 5), stride=(2, 2), padding=(1, 2), dilation=(2, 1))
+    x, weight, bias, y, grad_y = inputs(rng, config, relu=True)
+    rounded_x, rounded_w, rounded_g = (round_operand(a, "tf32") for a in (x, weight, grad_y))
+    expected_y = R.conv2d(rounded_x, rounded_w, bias, activation="relu", **config.geometry())
+    expected = R.conv2d_backward(rounded_g, rounded_x, rounded_w, y=y, activation="relu", **config.geometry())
+    for tile in conv.TC_CONFIGS:
+        kw = dict(precision="tf32", variant="tc", config=tile.name, executor=plain, **config.geometry())
+        assert rel_error(conv.forward(x, weight, bias, relu=True, **kw), expected_y) <= 1e-4
+        assert rel_error(conv.dgrad(grad_y, weight, x.shape, mask=y, **kw), expected[0]) <= 1e-4
+        assert rel_error(conv.wgrad(grad_y, x, weight.shape, mask=y, splits=3, **kw), expected[1]) <= 1e-4
+        for pass_ in ("fwd", "dgrad", "wgrad"):
+            ran(plain, "conv2d_tc", f"conv2d_{pass_}_tc_{tile.name}_f32")
+
+
+def test_tensor_core_forward_refuses_taps_past_sixteen_bits():
+    """ForwardOps::ATap holds (dh, dw) in 16 bits: exact for any filter on sides up to 2^16 - 1 (padded), so
+    only a longer side with a longer filter span goes to simt, or is refused when tc is asked for."""
+    long_side = g_of((1, 1, 70000, 1), (1, 1, 3, 1), dilation=(34000, 1))
+    assert not conv.tc_taps_fit(long_side)
+    assert conv.choose_forward(long_side, "tf32", sms=1).variant == "simt"
+    with pytest.raises(ShapeError, match="16 bits|up to 65535"):
+        conv.choose_forward(long_side, "tf32", sms=1, variant="tc")
+    for fits in (g_of((1, 1, 70000, 1), (1, 1, 3, 1), dilation=(30000, 1)),  # span 60000: exact
+                 g_of((1, 1, 65000, 1), (1, 1, 3, 1), dilation=(32000, 1))):  # side 65000: exact
+        assert conv.tc_taps_fit(fits) and conv.choose_forward(fits, "tf32", sms=1).variant == "tc"
+
+
 @pytest.mark.parametrize("precision", ("ieee", "tf32", "bf16", "fp16"))
 def test_backend_functions_at_every_precision(precision, plain, rng):
     """conv2d / conv2d_backward as dlgpu.cuda calls them: fused ReLU forward, then all three gradients."""

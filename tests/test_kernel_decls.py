@@ -28,6 +28,7 @@ MIRRORS = [
     (conv2d.FLAG_MASK, "conv2d_common.cuh", "CONV_MASK"),
     (conv2d.TC_BK, "conv2d_tc.cu", "CONV_TC_BK"),
     (conv2d.TC_PAD, "conv2d_tc.cu", "CONV_TC_PAD"),
+    (conv2d.TC_TAP_BYTES, "conv2d_tc.cu", "CONV_TC_TAP_BYTES"),
     (conv2d.WGRAD_TILE, "conv2d.cu", "WGRAD_TILE"),
     (conv2d.WGRAD_STEP, "conv2d.cu", "WGRAD_STEP"),
     (conv2d.WGRAD_THREADS, "conv2d.cu", "WGRAD_THREADS"),

@@ -248,7 +248,7 @@ _PREDICTED = {
     **{("dgrad", "nhwc", "bf16", layer): Prediction("ratio", *span, why=_WGMMA, baseline="torch")
        for layer, span in (("resnet50-3x3-64", (0.35, 0.6)), ("resnet50-3x3-128", (0.4, 0.7)),
                            ("resnet50-3x3-512-b32", (0.25, 0.55)), ("resnet50-3x3-512-b128", (0.4, 0.7)))},
-    **{("forward", "nchw", "tf32", layer): Prediction("ratio", 0.1, 0.3, why=_TC, baseline="torch")
+    **{("forward", "nchw", "tf32", layer): Prediction("ratio", 0.15, 0.45, why=_TC, baseline="torch")
        for layer in ("resnet50-3x3-64", "resnet50-3x3-128", "resnet50-3x3-512-b32", "resnet50-3x3-512-b128")},
     **{(pass_, "nchw", "ieee", layer): Prediction("ratio", *span, why=_SIMT, baseline="torch")
        for pass_, spans in _SIMT_SPANS.items() for layer, span in spans.items()},

@@ -126,6 +126,7 @@ def kernel_names(variant: str) -> list[str]:
 
 TC_BK = 16  # kernels/conv2d_tc.cu: CONV_TC_BK, taps per tile
 TC_PAD = 4  # CONV_TC_PAD
+TC_TAP_BYTES = 16  # CONV_TC_TAP_BYTES
 
 WGRAD_TILE = 64  # kernels/conv2d.cu: WGRAD_TILE
 WGRAD_STEP = 8  # WGRAD_STEP: pixels per reduction step
@@ -263,12 +264,31 @@ def _pick_config(configs, rows: int, cols: int, sms: int) -> TileConfig:
 
 
 def tc_shared_bytes(config: TileConfig) -> int:
-    """kernels/conv2d_tc.cu: two stages of A (BM x (16 + 4)) and B (BN x (16 + 4)) fp32 tiles."""
-    return 4 * 2 * (config.block_m + config.block_n) * (TC_BK + TC_PAD)
+    """kernels/conv2d_tc.cu: two stages of A (BM x (16 + 4)) and B (BN x (16 + 4)) fp32 tiles, and two
+    slots of the A tap table (16 entries of 16 bytes)."""
+    return 4 * 2 * (config.block_m + config.block_n) * (TC_BK + TC_PAD) + 2 * TC_BK * TC_TAP_BYTES
+
+
+TC_TAP_SPAN = 0xFFFF  # kernels/conv2d_common.cuh: ForwardOps::ATap holds a tap's (dh, dw) in 16 bits each
+
+
+def tc_taps_fit(g: Geometry) -> bool:
+    """Whether the NCHW tensor-core forward's tap table holds ``g`` exactly: its (dh, dw) saturate at
+    TC_TAP_SPAN, which only a tap that is outside every window can reach unless the padded side is longer."""
+    return all(span <= TC_TAP_SPAN or size + pad <= TC_TAP_SPAN
+               for span, size, pad in (((g.R - 1) * g.dilation[0], g.H, g.padding[0]),
+                                       ((g.S - 1) * g.dilation[1], g.W, g.padding[1])))
 
 
 def choose_forward(g: Geometry, precision: str, *, sms: int, variant=None, config=None) -> Plan:
+    forced = variant
     variant = _resolve("forward", precision, variant)
+    if variant == "tc" and not g.one_by_one and not tc_taps_fit(g):
+        if forced == "tc":
+            raise ShapeError(f"conv2d: the tensor-core forward holds taps (dh, dw) up to {TC_TAP_SPAN}; this filter "
+                             f"spans {(g.R - 1) * g.dilation[0]} x {(g.S - 1) * g.dilation[1]} on a "
+                             f"{g.H} x {g.W} input: use variant='simt'")
+        variant = "simt"
     if variant == "naive":
         total = g.N * g.K * g.P * g.Q
         blocks = min(math.ceil(total / NAIVE_BLOCK), 8 * sms)
