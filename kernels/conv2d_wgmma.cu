@@ -288,31 +288,22 @@ __device__ __forceinline__ void wgmma_conv(Gather& gather, const unsigned char* 
     const WgmmaSchedule<BN, 1> schedule(gather.rows(), N, gather.reduction(), T::kBK, 1);
     const int warpgroup = threadIdx.x / 128;
 
-    if (threadIdx.x == 0) {
-        for (int s = 0; s < STAGES; ++s) {
-            ptx::mbarrier_init(&full[s], Gather::kArrivals);
-            ptx::mbarrier_init(&empty[s], WGMMA_CONSUMERS);
-        }
-        ptx::fence_mbarrier_init();
-    }
+    StageRing<STAGES, 1> ring(full, empty);
+    if (threadIdx.x == 0) ring.init(Gather::kArrivals);
     __syncthreads();
 
     if (warpgroup == 0) {
         // ---- producer: all 128 threads gather (and thread 0 issues the TMA loads)
         if (threadIdx.x == 0) gather.prefetch();
-        int stage = 0;
-        unsigned phase = 0;
         for (int u = blockIdx.x; u < schedule.units; u += gridDim.x) {
             int tile_m, tile_n, split, begin, end;
             schedule.unit(u, 0, tile_m, tile_n, split, begin, end);
             gather.begin_tile(tile_m * WGMMA_BM, tile_n * BN);
             for (int kt = begin; kt < end; ++kt) {
-                ptx::mbarrier_wait(&empty[stage], phase ^ 1);
+                const int stage = ring.stage;
+                ring.wait_empty();
                 gather.fill(kt, a_tiles + stage * T::kABytes, b_tiles + stage * T::kBBytes, &full[stage]);
-                if (++stage == STAGES) {
-                    stage = 0;
-                    phase ^= 1;
-                }
+                ring.advance();
             }
         }
         return;
@@ -324,17 +315,14 @@ __device__ __forceinline__ void wgmma_conv(Gather& gather, const unsigned char* 
     const bool releases = threadIdx.x % 128 == 0;  // one arrival per warpgroup on `empty`
     const unsigned a_base = ptx::shared_window_address(a_tiles), b_base = ptx::shared_window_address(b_tiles);
     unsigned char* const my_staging = staging + (consumer * 4 + warp) * WGMMA_STORE_BOXES * T::kBoxBytes;
-    int stage = 0;
-    unsigned phase = 0;
     for (int u = blockIdx.x; u < schedule.units; u += gridDim.x) {
         int tile_m, tile_n, split, begin, end;
         schedule.unit(u, 0, tile_m, tile_n, split, begin, end);
         float acc[BN / 2];
-        int previous = 0;
         for (int kt = begin; kt < end; ++kt) {
-            ptx::mbarrier_wait(&full[stage], phase);
+            ring.wait_full();
             ptx::fence_proxy_async_shared();  // the producers' cp.async writes, visible to wgmma's reads
-            const unsigned a_stage = a_base + stage * T::kABytes, b_stage = b_base + stage * T::kBBytes;
+            const unsigned a_stage = a_base + ring.stage * T::kABytes, b_stage = b_base + ring.stage * T::kBBytes;
             ptx::wgmma_fence();
             ptx::wgmma_fence_operand(acc);
             DLGPU_UNROLL
@@ -347,19 +335,9 @@ __device__ __forceinline__ void wgmma_conv(Gather& gather, const unsigned char* 
                                      : ptx::wgmma_descriptor(b_stage + 32 * j, 16, 1024, 128);
                 ptx::wgmma<BN, P, 0, Gather::kBNMajor ? 1 : 0>(acc, desc_a, desc_b, kt != begin || j != 0);
             }
-            ptx::wgmma_commit();
-            ptx::wgmma_wait<1>();
-            ptx::wgmma_fence_operand(acc);
-            if (kt > begin && releases) ptx::mbarrier_arrive(&empty[previous]);
-            previous = stage;
-            if (++stage == STAGES) {
-                stage = 0;
-                phase ^= 1;
-            }
+            ring.end_k_tile(acc, kt > begin, releases);
         }
-        ptx::wgmma_wait<0>();
-        ptx::wgmma_fence_operand(acc);
-        if (releases) ptx::mbarrier_arrive(&empty[previous]);
+        ring.end_unit(acc, releases);
 
         // ---- epilogue: while the producers already fill the next tile's stages
         const int row0 = tile_m * WGMMA_BM + consumer * 64 + warp * 16, col0 = tile_n * BN;

@@ -25,6 +25,7 @@ from dlgpu.cuda import conv2d_wgmma as cw
 from dlgpu.errors import ArgumentError, DtypeError
 from dlgpu.testing import assert_close, bf16_bits, harness, random_array, stored_values
 from dlgpu.testing.harness import HarnessError, HarnessExecutor
+from dlgpu.testing.planted import plant, ring_section
 
 pytestmark = pytest.mark.usefixtures("host_compiler")
 
@@ -199,7 +200,7 @@ def test_registry_names_every_kernel():
 # ---------------------------------------------------------------- planted bugs in the real kernel
 
 SOURCE = compiler.source_path(cw.FAMILY)
-PLANTED = {  # name: (pass it breaks, text in kernels/conv2d_wgmma.cu, its replacement)
+PLANTED = {  # name: (pass it breaks, text in kernels/conv2d_wgmma.cu or wgmma_tile.cuh's ring, its replacement)
     "the gathered tiles are not swizzled": (
         "forward", "return ((chunk ^ (first % 8)) * 16) + first * 128;", "return (chunk * 16) + first * 128;"),
     "padding taps are not zero-filled": (
@@ -208,7 +209,7 @@ PLANTED = {  # name: (pass it breaks, text in kernels/conv2d_wgmma.cu, its repla
         "forward", "static constexpr int kArrivals = CONV_WGMMA_PRODUCER_THREADS + 1;",
         "static constexpr int kArrivals = CONV_WGMMA_PRODUCER_THREADS;"),
     "the producers overrun the ring": (
-        "forward", "                ptx::mbarrier_wait(&empty[stage], phase ^ 1);\n", ""),
+        "forward", "ptx::mbarrier_wait(&empty[stage], phase ^ 1);", ""),
     "a k-tile's chunks step by the wrong number of taps": (
         "forward", "tap.advance(t % CONV_WGMMA_CHUNKS * 8, g.C, g);",
         "tap.advance(t % CONV_WGMMA_CHUNKS * 16, g.C, g);"),
@@ -241,15 +242,16 @@ def planted_kernel(name: str, pass_: str, scope: str) -> str:
 
 def planted_source(original: str) -> str:
     """kernels/conv2d_wgmma.cu with one kernel per planted bug, ``planted_<i>`` (bf16, 128 x 64), each built on a
-    copy of the kernels' code with that bug in a namespace of its own, and the real 128 x 64 bf16 forward and
-    dgrad (the controls).  One build."""
+    copy of the kernels' code and of the ring (dlgpu.testing.planted) with that bug in a namespace of its own, and
+    the real 128 x 64 bf16 forward and dgrad (the controls).  One build."""
     head, rest = original.split(SECTION_START)
     section, _ = (SECTION_START + rest).split(SECTION_END)
     parts = [head, section]
+    ring = ring_section(SOURCE.parent)
     for index, bug in enumerate(BUGS):
         pass_, text, replacement = PLANTED[bug]
-        assert section.count(text) == 1, f"planted bug: {text!r} is not in {SOURCE.name} exactly once"
-        parts.append(f"namespace bug_{index} {{\n{section.replace(text, replacement)}}}\n")
+        code = "".join(plant([ring, section], text, replacement))
+        parts.append(f"namespace bug_{index} {{\n{code}}}\n")
         parts.append(planted_kernel(f"planted_{index}", pass_, f"bug_{index}::"))
     parts += [planted_kernel(cw.kernel_name(p, cw.CONFIGS[-1], "bf16"), p, "") for p in KERNELS]
     return "\n".join(parts)

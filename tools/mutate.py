@@ -336,17 +336,22 @@ MUTANTS: tuple[Mutant, ...] = (
     M("conv_wgmma_dgrad_k_tail", "conv2d_wgmma", "conv2d_wgmma.cu",
       "const bool ok = c < g.C && tap.c + first + i * kStepB < g.K;", "const bool ok = c < g.C;",
       "dgrad reads filters past K in a partial block of output channels (the next tap's rows, or past w)"),
-    M("wgmma_empty_parity", "gemm_wgmma", "gemm_wgmma.cu",
-      "ptx::mbarrier_wait(&empty[stage], phase ^ 1);", "ptx::mbarrier_wait(&empty[stage], phase);",
-      "the producer waits on the wrong parity of the stage's empty barrier"),
-    M("wgmma_release_current_stage", "gemm_wgmma", "gemm_wgmma.cu",
-      "if (kt > begin && releases) release(previous);",
-      "if (kt > begin && releases) release(stage);",
-      "a consumer releases the stage its in-flight wgmma still reads"),
-    M("wgmma_wait_count", "gemm_wgmma", "gemm_wgmma.cu",
-      "            ptx::wgmma_commit();\n            ptx::wgmma_wait<1>();\n",
-      "            ptx::wgmma_commit();\n            ptx::wgmma_wait<2>();\n",
-      "a wrong wgmma.wait_group count: the released stage may still be read"),
+    # The ring's steps (StageRing) are shared by gemm_wgmma.cu and conv2d_wgmma.cu: each bug in them is
+    # planted once per family, as each family's tests must catch it.
+    *(M(f"{prefix}_empty_parity", family, "wgmma_tile.cuh",
+        "ptx::mbarrier_wait(&empty[stage], phase ^ 1);", "ptx::mbarrier_wait(&empty[stage], phase);",
+        "the producer waits on the wrong parity of the stage's empty barrier")
+      for prefix, family in (("wgmma", "gemm_wgmma"), ("conv_wgmma", "conv2d_wgmma"))),
+    *(M(f"{prefix}_release_current_stage", family, "wgmma_tile.cuh",
+        "if (has_previous && releases) release(previous);",
+        "if (has_previous && releases) release(stage);",
+        "a consumer releases the stage its in-flight wgmma still reads")
+      for prefix, family in (("wgmma", "gemm_wgmma"), ("conv_wgmma", "conv2d_wgmma"))),
+    *(M(f"{prefix}_wait_count", family, "wgmma_tile.cuh",
+        "        ptx::wgmma_commit();\n        ptx::wgmma_wait<1>();\n",
+        "        ptx::wgmma_commit();\n        ptx::wgmma_wait<2>();\n",
+        "a wrong wgmma.wait_group count: the released stage may still be read")
+      for prefix, family in (("wgmma", "gemm_wgmma"), ("conv_wgmma", "conv2d_wgmma"))),
     # ---------------------------------------------------------------- ptx wrappers (the generic part)
     M("ptx_pack_half2_order", "ptx", "ptx.cuh",
       "if constexpr (P == Precision::bf16) return pack_bf16x2(lo, hi);",
