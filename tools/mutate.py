@@ -352,6 +352,11 @@ MUTANTS: tuple[Mutant, ...] = (
         "        ptx::wgmma_commit();\n        ptx::wgmma_wait<2>();\n",
         "a wrong wgmma.wait_group count: the released stage may still be read")
       for prefix, family in (("wgmma", "gemm_wgmma"), ("conv_wgmma", "conv2d_wgmma"))),
+    *(M(f"{prefix}_release_own_cta_only", family, "wgmma_tile.cuh",
+        "for (int r = 0; r < CLUSTER; ++r) ptx::mbarrier_arrive_cluster(&empty[s], r);",
+        "ptx::mbarrier_arrive(&empty[s]);",
+        "a clustered consumer releases the stage in its own CTA only: the peer's producer never refills it")
+      for prefix, family in (("wgmma", "gemm_wgmma"), ("conv_wgmma", "conv2d_wgmma"))),
     # ---------------------------------------------------------------- ptx wrappers (the generic part)
     M("ptx_pack_half2_order", "ptx", "ptx.cuh",
       "if constexpr (P == Precision::bf16) return pack_bf16x2(lo, hi);",

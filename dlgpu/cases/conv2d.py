@@ -28,7 +28,8 @@ FLOP per byte) at 250-400 TFLOP/s in bf16/fp16 where C, K >= 128, i.e.
 half of that; dgrad 0.3-0.5x cuDNN (a division per row and tap); wgrad ~90 %
 issue efficiency.  On an H100 the 16-bit forward and the stride-1 dgrad run the
 wgmma kernels instead (kernels/conv2d_wgmma.cu's header: 250-350 TFLOP/s at 64
-channels, 260-450 at 128 and up, 0.45-0.75x cuDNN); tf32 and wgrad stay on
+channels, 260-450 at 128 and up, 350-550 on the forward's clustered 128x128c2
+tile where L2 is the limit: 0.45-0.9x cuDNN); tf32 and wgrad stay on
 mma.sync.  The 16-bit NCHW rows add two transposes (4 bytes per element of x
 and y each) to the NHWC forward; the old NCHW tensor-core kernels (fp32
 arrays) stay at 0.1-0.3x.
