@@ -15,6 +15,9 @@ channels; the NCHW tc kernels (fp32 arrays) stay at the 0.1-0.3x issue 16 predic
 reasoning): the ``resnet50-3x3-*-nhwc-bf16`` rows (channels_last bf16 against cuDNN on channels_last bf16 tensors) at
 250-350 TFLOP/s at 64 channels and 260-450 at 128 and up, fewer where the tiles do not fill two waves
 (7x7x512 at batch 32): 0.45-0.75x cuDNN, L2 -> SM bandwidth the likely limit, short of issue 19's 0.9x.
+
+The ranges, row by row, are the cases' ``predicted`` (dlgpu/cases/conv2d.py); a GPU record and tools/perf_table.py
+say of each row whether the run fell below, within or above its range.
 """
 
 from dlgpu.bench.pytest_adapter import benchmark_tests

@@ -15,6 +15,9 @@ loop it replaced was predicted at 150-280 (bf16) and 130-200 (tf32).  The wgmma 
 ring, 2-CTA clusters sharing B by multicast, persistent; kernels/gemm_wgmma.cu's header has the reasoning),
 which a call naming no variant gets on an H100 for bf16 / fp16 and for tf32 in layout nt: bf16/fp16
 650-760 TFLOP/s at 4096^3-8192^3 (0.8-0.95x cuBLAS), tf32 325-380 (0.75-0.9x cuBLAS TF32).
+
+The ranges, row by row, are the cases' ``predicted`` (dlgpu/cases/gemm.py); a GPU record and tools/perf_table.py
+say of each row whether the run fell below, within or above its range.
 """
 
 from dlgpu.bench.pytest_adapter import benchmark_tests

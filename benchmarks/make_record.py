@@ -617,7 +617,10 @@ def summary_lines(record: dict) -> list[str]:
         pct = f"{r['pct_of_ceiling']:.0f}% of copy" if r.get("pct_of_ceiling") else ""
         ms = f"{r['ms']:.3f} ms" if r.get("ms") else "-"
         op = r["op"] if r.get("variant", "default") == "default" else f"{r['op']} [{r['variant']}]"
-        lines.append(f"  {op:<34} {r['shape']:<22} {ms:>11}  {ratio}  {pct}")
+        predicted = ""
+        if r.get("predicted"):
+            predicted = f"  predicted {r['predicted'].get('text')}" + (f": {r['verdict']}" if r.get("verdict") else "")
+        lines.append(f"  {op:<34} {r['shape']:<22} {ms:>11}  {ratio}  {pct}{predicted}")
     for r in record.get("train", []):
         speedup = f"  {r['speedup_vs_torch']:.2f}x vs torch" if r.get("speedup_vs_torch") else ""
         per_step = f"{r['ms_per_step']:.3f} ms/step" if r.get("ms_per_step") else "-"

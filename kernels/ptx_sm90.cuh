@@ -95,7 +95,7 @@ __device__ __forceinline__ void mbarrier_init(unsigned long long* bar, unsigned 
 {
     dlgpu_host::sm90::mbarrier_init(bar, count);
 }
-__device__ __forceinline__ void fence_mbarrier_init() {}
+__device__ __forceinline__ void fence_mbarrier_init() { dlgpu_host::sm90::publish_mbarrier_inits(true); }
 __device__ __forceinline__ void mbarrier_arrive(unsigned long long* bar) { dlgpu_host::sm90::mbarrier_arrive(bar); }
 __device__ __forceinline__ void mbarrier_arrive_cluster(unsigned long long* bar, unsigned rank)
 {
@@ -116,7 +116,7 @@ __device__ __forceinline__ void cp_async_mbarrier_arrive_noinc(unsigned long lon
 {
     dlgpu_host::sm90::cp_async_mbarrier_arrive_noinc(bar);
 }
-__device__ __forceinline__ void fence_proxy_async_shared() {}
+__device__ __forceinline__ void fence_proxy_async_shared() { dlgpu_host::sm90::fence_proxy_async(); }
 __device__ __forceinline__ void prefetch_tensor_map(const void*) {}
 __device__ __forceinline__ void tma_load_2d(void* dst, const void* map, int c0, int c1, unsigned long long* bar)
 {

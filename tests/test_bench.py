@@ -433,6 +433,60 @@ def test_run_case_rotates_through_distinct_input_sets():
     assert rows[0]["baseline"] is None and rows[0]["ratio"] is None
 
 
+# -- predictions: written before a GPU runs a kernel, judged by the run -----------------------
+
+
+class _FakeGpu(bench.Machine):
+    """A machine that says it is the GPU (rows carry predictions) but runs NumPy on a scripted timer."""
+
+    def synchronize(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+
+def test_a_prediction_says_below_within_or_above_for_its_own_baseline_only():
+    p = cases.case.Prediction("ratio", 0.8, 0.95, why="kernels/gemm_wgmma.cu", baseline="cupy")
+    assert [p.verdict({"baseline": "cupy", "ratio": r}) for r in (0.5, 0.8, 0.9, 0.95, 1.2)] == [
+        "below", "within", "within", "within", "above"]
+    assert p.verdict({"baseline": "torch", "ratio": 0.9}) is None      # another baseline: not this prediction's
+    assert p.verdict({"baseline": "cupy", "ratio": None}) is None       # nothing measured
+    share = cases.case.Prediction("pct_of_ceiling", 80, 95, why="kernels/elementwise.cu")
+    assert share.verdict({"pct_of_ceiling": 70.0}) == "below" and share.describe() == "80-95% of ceiling"
+    assert p.describe() == "0.80-0.95x cupy"
+    for bad in (dict(measure="ms", low=1, high=2), dict(measure="ratio", low=2, high=1, baseline="cupy"),
+                dict(measure="ratio", low=1, high=2), dict(measure="pct_of_ceiling", low=1, high=2, baseline="x")):
+        with pytest.raises(AssertionError):
+            cases.case.Prediction(why="x", **bad)
+
+
+@pytest.mark.parametrize(("baseline_ms", "verdict"), ((1.8, "within"), (1.0, "below"), (4.0, "above")))
+def test_a_gpu_row_carries_the_prediction_and_its_verdict(baseline_ms, verdict):
+    predicted = cases.case.Prediction("ratio", 0.8, 1.2, why="kernels/elementwise.cu", baseline="cupy")
+    case = dataclasses.replace(CASE["relu_forward"], shapes={"gpu": (256,), "cpu": (256,), "cpu_quick": (256,)},
+                               predicted=predicted)
+    gpu = _FakeGpu(name="cuda", xp=np, timer=ScriptedTimer([2.0, baseline_ms]), cache_bytes=1 << 12,
+                   device={"name": "fake"}, max_rotation_bytes=1 << 20, warmup=1, reps=3)
+    (row,) = run.run_case(case, gpu, True, {})
+    assert row["baseline"] == "cupy" and row["ratio"] == pytest.approx(baseline_ms / 2.0)
+    assert row["predicted"] == predicted.as_dict() and row["verdict"] == verdict
+    # On the CPU a row says nothing of a GPU prediction.
+    cpu_rows = run.run_case(case, _cpu_backend(ScriptedTimer([2.0, 1.0, 1.0])), True, {})
+    assert all("predicted" not in r and "verdict" not in r for r in cpu_rows)
+
+
+def test_every_prediction_points_at_the_reasoning_it_came_from():
+    """A prediction names the kernel header that argues it (SASS counts, occupancy, bytes), and that header
+    still holds a written prediction: a range in the cases is never the only place a number lives."""
+    predicted = [case for case in cases.benchmarks() if case.predicted is not None]
+    assert {case.family for case in predicted} >= {"gemm", "conv2d"}
+    for case in predicted:
+        source = REPO / case.predicted.why
+        assert source.is_file(), f"{case.name}: {case.predicted.why} does not exist"
+        assert "Predicted" in source.read_text(), f"{case.name}: {case.predicted.why} holds no written prediction"
+
+
 def test_a_failing_dlgpu_call_is_an_error_row_not_a_crash():
     def boom(d):
         raise RuntimeError("kernel exploded")

@@ -248,6 +248,9 @@ PLANTED = {  # name: (pass it breaks, text in kernels/conv2d_wgmma.cu or wgmma_t
     "dgrad's B tile is not swizzled": (
         "dgrad", "b + (chunk / 8) * 64 * 128 + swizzled_chunk(chunk % 8, first)",
         "b + (chunk / 8) * 64 * 128 + (chunk % 8) * 16 + first * 128"),
+    "the consumers read the gathered stage without fence.proxy.async": (
+        "forward", "            ptx::fence_proxy_async_shared();  // the producers' cp.async writes, visible to wgmma's "
+        "reads\n", ""),
     "dgrad's taps not mirrored": (
         "dgrad", "k - ((long long)tap.dh * g.Q + tap.dw) * g.K", "k + ((long long)tap.dh * g.Q + tap.dw) * g.K"),
     "a clustered CTA releases a stage in its own `empty` only": (
@@ -255,6 +258,8 @@ PLANTED = {  # name: (pass it breaks, text in kernels/conv2d_wgmma.cu or wgmma_t
         "ptx::mbarrier_arrive(&empty[s]);"),
 }
 BUGS = sorted(PLANTED)
+# Bugs that one check of the harness must name (others may show as wrong numbers instead).
+CAUGHT_BY = {"the consumers read the gathered stage without fence.proxy.async": "after the last fence.proxy.async"}
 SECTION_START = "// Where a chunk of the k-tile stands in the reduction"
 SECTION_END = "// ---------------------------------------------------------------- named instances"
 FORWARD_PARAMS = ("const unsigned char *maps, const unsigned short *x, const float *bias, CONV_GEOMETRY_PARAMS, "
@@ -340,6 +345,10 @@ def test_the_planted_copy_runs_clean_without_a_bug(planted_kernels, pass_):
 def test_planted_bugs_in_the_kernel_are_caught(planted_kernels, monkeypatch, bug):
     """Each bug fails a harness check or corrupts y; it never passes."""
     monkeypatch.setenv("DLGPU_HARNESS_MBARRIER_TIMEOUT_S", "3")
+    if bug in CAUGHT_BY:
+        with pytest.raises(HarnessError, match=CAUGHT_BY[bug]):
+            run_planted(planted_kernels, f"planted_{BUGS.index(bug)}", PLANTED[bug][0])
+        return
     try:
         y, expected = run_planted(planted_kernels, f"planted_{BUGS.index(bug)}", PLANTED[bug][0])
     except HarnessError:

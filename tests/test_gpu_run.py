@@ -672,6 +672,20 @@ def test_perf_table_renders_the_rows_status_and_hash_match(tmp_path):
     assert "kernels changed" in pt.render(record, path.name, "0" * 64)
 
 
+def test_perf_table_sets_each_row_beside_its_prediction(tmp_path):
+    path, record = pt.newest_record(_results_with_two_records(tmp_path))
+    predicted = {"measure": "ratio", "low": 0.8, "high": 0.95, "baseline": "cupy", "text": "0.80-0.95x cupy"}
+    first = {**record["rows"][0], "predicted": predicted, "verdict": "above"}
+    unjudged = {**record["rows"][0], "predicted": predicted, "verdict": None, "ms": None, "error": "boom"}
+    record = {**record, "rows": [first, unjudged, record["rows"][0]]}
+    body = pt.render(record, path.name, SHA)
+    assert "| 1.05× | 2825 GB/s | 94% | 0.80-0.95x cupy: **above** |" in body
+    assert "| error | cupy |" in body and body.count("| 0.80-0.95x cupy |") == 1  # no verdict without a time
+    assert "1 above, 1 not judged, 1 no prediction" in body
+    lines = mr.summary_lines({**build(make_work(tmp_path / "s")), "rows": [first]})
+    assert any("predicted 0.80-0.95x cupy: above" in line for line in lines)
+
+
 def test_perf_table_rewrites_only_the_marked_span_and_is_idempotent(tmp_path):
     results = _results_with_two_records(tmp_path)
     readme = tmp_path / "README.md"

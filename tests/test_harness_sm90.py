@@ -7,11 +7,16 @@ which decodes descriptors and swizzles address bits.  A probe kernel issues one 
 kernels/ptx_sm90.cuh on that image; the result, read back through the ISA's accumulator
 fragment layout, must equal A @ B exactly (small multiples of 1/4: every product and sum is
 exact).  Then the asynchronous rules: results unreadable before wgmma.wait_group, accumulators
-not to be written meanwhile, wgmma.fence first, operands not to change under an in-flight wgmma.
+not to be written meanwhile, wgmma.fence first, operands not to change under an in-flight wgmma,
+and operands written by ordinary stores reach wgmma (or a TMA store) only through fence.proxy.async:
+a missing fence, or one before the stores, fails.
 
 Clusters: the CTAs of a cluster share a slab by TMA multicast and arrive on each other's
 mbarriers; planted bugs (a multicast that leaves a CTA out, a CTA that leaves while its peer will
 still reach into it, a launch whose cluster is not the kernel's) must fail.
+
+mbarrier inits reach the TMA unit only through fence.mbarrier_init or fence.proxy.async, and the
+peers of a cluster only through fence.mbarrier_init.release.cluster and a barrier.cluster after it.
 
 TMA: boxes at every swizzle mode, inside, across and outside the matrix, land in shared memory
 where the ISA's pattern puts them, zeros (or NaN) out of bounds; the full box is the transaction
@@ -135,13 +140,14 @@ __device__ void probe(const unsigned char* image, int image_bytes, const int* pa
 {
     extern __shared__ unsigned char probe_shared[];
     unsigned char* base = probe_shared + (1024 - ptx::shared_window_address(probe_shared) % 1024) % 1024;
+    const int bug = params[13];
+    if (bug == 7) ptx::fence_proxy_async_shared();  // 7: fences before writing the tiles
     for (int i = threadIdx.x; i < image_bytes; i += blockDim.x) base[i] = image[i];
-    ptx::fence_proxy_async_shared();
+    if (bug != 6 && bug != 7) ptx::fence_proxy_async_shared();  // 6: no fence between the stores and the wgmma
     __syncthreads();
     const unsigned at = ptx::shared_window_address(base);
     unsigned long long desc_a = ptx::wgmma_descriptor(at + params[0], params[1], params[2], params[3]);
     const unsigned long long desc_b = ptx::wgmma_descriptor(at + params[4], params[5], params[6], params[7]);
-    const int bug = params[13];
     if (bug == 5 && threadIdx.x == 77) desc_a += 2;  // one thread issues another descriptor
     float d[N / 2];
     for (int i = 0; i < N / 2; ++i) d[i] = c_in[threadIdx.x * (N / 2) + i];
@@ -270,6 +276,8 @@ PLANTED_WGMMA = {
     3: "without a wgmma.fence",
     4: "changed before the wgmma.wait_group",
     5: "issue different instructions or descriptors",
+    6: "changed after the last fence.proxy.async",
+    7: "changed after the last fence.proxy.async",
 }
 
 
@@ -304,7 +312,8 @@ extern "C" __global__ void tma_load_probe(const unsigned char* maps, const int* 
     unsigned char* box = base + 1024 + params[5];
     if (threadIdx.x == 0) {
         ptx::mbarrier_init(bar, 1);
-        ptx::fence_mbarrier_init();
+        if (params[4] == 3) ptx::fence_proxy_async_shared();  // 3: the proxy fence publishes the init as well
+        else if (params[4] != 2) ptx::fence_mbarrier_init();  // 2: the TMA unit may not see the init
     }
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -322,7 +331,7 @@ extern "C" __global__ void tma_store_probe(unsigned char* maps, const unsigned c
     extern __shared__ unsigned char tma_shared[];
     unsigned char* box = tma_shared + (1024 - ptx::shared_window_address(tma_shared) % 1024) % 1024;
     for (int i = threadIdx.x; i < params[3]; i += blockDim.x) box[i] = image[i];
-    ptx::fence_proxy_async_shared();
+    if (params[4] != 4) ptx::fence_proxy_async_shared();  // 4: the TMA unit may read stale bytes
     __syncthreads();
     if (threadIdx.x == 0) {
         ptx::tma_store_2d(maps, params[0], params[1], box);
@@ -413,6 +422,11 @@ def test_tma_planted_misuse_fails(probes, rng, monkeypatch):
     # A 128-byte swizzle needs its destination on a 1024-byte boundary.
     with pytest.raises(HarnessError, match="1024-byte aligned"):
         load_box(probes, buffer, tile, 0, 0, misalign=128)
+    # mbarrier.init is an ordinary write: the TMA unit signals the barrier only after a fence publishes it
+    # (fence.mbarrier_init, or fence.proxy.async).
+    with pytest.raises(HarnessError, match="init is not visible to the TMA unit"):
+        load_box(probes, buffer, tile, 0, 0, bug=2)
+    np.testing.assert_array_equal(load_box(probes, buffer, tile, 0, 0, bug=3), load_box(probes, buffer, tile, 0, 0))
 
 
 def store_box(probes, buffer, tile, image, c0, c1, bug=0):
@@ -446,6 +460,8 @@ def test_tma_store_planted_misuse(probes, rng):
     image = rng.integers(0, 255, size=tile.box_bytes).astype(np.uint8)
     with pytest.raises(HarnessError, match="changed before cp.async.bulk.wait_group.read"):
         store_box(probes, tma.host_maps(pairs), tile, image, 0, 0, bug=2)
+    with pytest.raises(HarnessError, match=r"store\) reads shared bytes .* after the last fence.proxy.async"):
+        store_box(probes, tma.host_maps(pairs), tile, image, 0, 0, bug=4)
     buffer = tma.host_maps(pairs)
     store_box(probes, buffer, tile, image, 0, 0, bug=3)  # no wait_group: the writes never happen
     np.testing.assert_array_equal(tma.host_matrix(buffer, pairs, 0), storage)
@@ -640,10 +656,13 @@ extern "C" __global__ void __cluster_dims__(2, 1, 1) cluster_probe(const unsigne
     if (threadIdx.x == 0) {
         ptx::mbarrier_init(full, 1);
         ptx::mbarrier_init(done, 2);  // one arrival from each CTA
-        ptx::fence_mbarrier_init();
+        if (bug == 3) ptx::fence_proxy_async_shared();  // 3: a CTA-scoped fence: the peers may not see the inits
+        else ptx::fence_mbarrier_init();
     }
-    ptx::cluster_arrive();  // every CTA's barriers initialized before a peer's load or arrival reaches them
-    ptx::cluster_wait();
+    if (bug != 4) {  // 4: a peer's multicast may reach the barriers before their init
+        ptx::cluster_arrive();  // every CTA's barriers initialized before a peer's load or arrival reaches them
+        ptx::cluster_wait();
+    }
     if (threadIdx.x == 0) {
         ptx::mbarrier_arrive_expect_tx(full, 2 * BOX);
         const unsigned mask = bug == 1 ? 1u << rank : 3u;  // 1: the box goes to this CTA alone
@@ -693,6 +712,8 @@ def test_a_cluster_shares_its_slab_by_multicast(probes, rng, mode, resident):
 PLANTED_CLUSTER = {
     1: ("a multicast that leaves the peer out", "deadlock"),
     2: ("a CTA leaves while its peer will still arrive on its barrier", "has exited"),
+    3: ("inits published to the CTA only", "no fence.mbarrier_init.release.cluster published"),
+    4: ("no barrier.cluster between the inits and the peers' use", "barrier.cluster completed|no mbarrier here"),
 }
 
 

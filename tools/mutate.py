@@ -336,8 +336,18 @@ MUTANTS: tuple[Mutant, ...] = (
     M("conv_wgmma_dgrad_k_tail", "conv2d_wgmma", "conv2d_wgmma.cu",
       "const bool ok = c < g.C && tap.c + first + i * kStepB < g.K;", "const bool ok = c < g.C;",
       "dgrad reads filters past K in a partial block of output channels (the next tap's rows, or past w)"),
+    M("conv_wgmma_no_proxy_fence", "conv2d_wgmma", "conv2d_wgmma.cu",
+      "            ptx::fence_proxy_async_shared();  // the producers' cp.async writes, visible to wgmma's reads\n", "",
+      "the consumers' wgmma reads the gathered stage with no fence.proxy.async after the cp.async writes"),
+    M("wgmma_store_no_proxy_fence", "gemm_wgmma", "wgmma_tile.cuh",
+      "        ptx::fence_proxy_async_shared();  // each writer's stores, visible to the TMA unit\n", "",
+      "the epilogue's TMA store reads the staging box with no fence.proxy.async after the stores"),
     # The ring's steps (StageRing) are shared by gemm_wgmma.cu and conv2d_wgmma.cu: each bug in them is
     # planted once per family, as each family's tests must catch it.
+    *(M(f"{prefix}_no_mbarrier_init_fence", family, "wgmma_tile.cuh",
+        "        ptx::fence_mbarrier_init();\n", "",
+        "the ring's mbarrier inits are not published before TMA (and the peer CTA) signal them")
+      for prefix, family in (("wgmma", "gemm_wgmma"), ("conv_wgmma", "conv2d_wgmma"))),
     *(M(f"{prefix}_empty_parity", family, "wgmma_tile.cuh",
         "ptx::mbarrier_wait(&empty[stage], phase ^ 1);", "ptx::mbarrier_wait(&empty[stage], phase);",
         "the producer waits on the wrong parity of the stage's empty barrier")

@@ -80,9 +80,12 @@ def render(record: dict, record_name: str, current_sha: str | None) -> str:
         f"racecheck {san.get('racecheck', '?')}.",
         f"Measured ceilings: {_ceiling_text(record.get('ceilings', {}))}.",
         "Ratio = baseline time / dlgpu time (above 1: dlgpu is faster); medians of CUDA-event timings.",
+        f"Predicted (written before any GPU ran the kernel; the reasoning is in the kernel's header): "
+        f"{_verdict_text(record.get('rows', []))}.",
         "",
-        "| op | variant | shape | dtype | dlgpu ms | baseline | baseline ms | ratio | throughput | % of ceiling |",
-        "|---|---|---|---|--:|---|--:|--:|--:|--:|",
+        "| op | variant | shape | dtype | dlgpu ms | baseline | baseline ms | ratio | throughput | % of ceiling "
+        "| predicted |",
+        "|---|---|---|---|--:|---|--:|--:|--:|--:|---|",
     ]
     for r in record.get("rows", []):
         if r.get("skipped"):
@@ -102,8 +105,26 @@ def render(record: dict, record_name: str, current_sha: str | None) -> str:
         precision = f"/{r['precision']}" if r.get("precision") not in (None, "ieee") else ""
         lines.append(f"| {r.get('op')} | {r.get('variant', '')} | {r.get('shape')} | {r.get('dtype')}{precision} | "
                      f"{ms} | {r.get('baseline') or '–'} | {_num(r.get('baseline_ms'), '.3f')} | {ratio} | "
-                     f"{rate} | {pct} |")
+                     f"{rate} | {pct} | {_predicted_cell(r)} |")
     return "\n".join(lines)
+
+
+def _predicted_cell(row: dict) -> str:
+    predicted = row.get("predicted")
+    if not predicted:
+        return "–"
+    verdict = row.get("verdict")
+    return predicted.get("text", "?") + (f": **{verdict}**" if verdict else "")
+
+
+def _verdict_text(rows: list[dict]) -> str:
+    """How the run's rows fared against their predictions: ``3 within, 1 below, 2 not measured, 40 none``."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        key = (r.get("verdict") or "not judged") if r.get("predicted") else "no prediction"
+        counts[key] = counts.get(key, 0) + 1
+    order = ("within", "below", "above", "not judged", "no prediction")
+    return ", ".join(f"{counts[k]} {k}" for k in order if counts.get(k)) or "no rows"
 
 
 def replace_span(text: str, body: str) -> str:

@@ -2,7 +2,9 @@
 
 Rows: family, op, variant, shape, dtype, precision, backend, bytes, flops, ms
 (median) with p10/p90, baseline, baseline_ms, ratio (baseline_ms / ms: above
-1 means dlgpu is faster), gbps, tflops, pct_of_ceiling.  A failing call is an
+1 means dlgpu is faster), gbps, tflops, pct_of_ceiling; on the GPU, the
+case's prediction (``predicted``) and whether the row fell below, within or
+above it (``verdict``).  A failing call is an
 error row, never a crash; a benchmark the machine cannot run is a skipped row
 with its reason.  A benchmark never asserts a speed.
 """
@@ -90,6 +92,8 @@ def _base_row(case: Benchmark, machine: Machine, shape: tuple) -> dict[str, Any]
     }
     if case.note:
         row["note"] = case.note
+    if case.predicted is not None and machine.name == "cuda":  # predictions are about GPUs
+        row["predicted"] = case.predicted.as_dict()
     return row
 
 
@@ -136,6 +140,8 @@ def time_case(case: Benchmark, machine: Machine, shape: tuple, sets: list[dict],
                     r["ratio"] = bt.median_ms / r["ms"]
             except Exception as exc:  # noqa: BLE001
                 r["baseline_error"] = f"{type(exc).__name__}: {exc}"
+        if "predicted" in r:
+            r["verdict"] = case.predicted.verdict(r)
         rows.append(r)
     return rows
 

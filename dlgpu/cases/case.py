@@ -10,8 +10,10 @@ whether the op is elementwise.  A check may name a 16-bit storage dtype
 the same checks.
 
 A :class:`Benchmark` names an op at one shape, how to make its inputs, the
-call to time, the bytes and flops it must move and compute, and its
-baselines.  ``dlgpu bench`` and benchmarks/bench_<stem>.py time the same ones.
+call to time, the bytes and flops it must move and compute, its baselines,
+and (:class:`Prediction`) what its kernel was predicted to reach on a GPU
+before one ran it.  ``dlgpu bench`` and benchmarks/bench_<stem>.py time the
+same ones; a GPU row carries the prediction and the verdict.
 """
 
 from __future__ import annotations
@@ -156,6 +158,52 @@ def bind(backend: Backend, name: str, **keywords) -> Backend:
 
 
 @dataclass(frozen=True)
+class Prediction:
+    """What a benchmark was predicted to reach on a GPU before any GPU ran it.
+
+    ``low``..``high`` of one measure of its GPU rows: ``"ratio"`` (the baseline's time over dlgpu's, against the
+    baseline named by ``baseline``: "cupy" for cuBLAS through CuPy, "torch" for cuDNN / PyTorch) or
+    ``"pct_of_ceiling"`` (the share of the measured copy bandwidth or matrix-product rate).  ``why`` names where
+    the reasoning is written (a kernel's header: SASS counts, registers, occupancy, bytes moved); ``device`` the
+    GPU it was made for.  A GPU record then says, row by row, whether the run confirmed it.
+    """
+
+    measure: str
+    low: float
+    high: float
+    why: str
+    baseline: str | None = None  # for "ratio": the baseline row it is about
+    device: str = "H100 SXM"
+
+    MEASURES = ("ratio", "pct_of_ceiling")
+
+    def __post_init__(self):
+        assert self.measure in self.MEASURES, f"a prediction measures one of {self.MEASURES}, not {self.measure!r}"
+        assert 0 <= self.low <= self.high, f"a prediction's range must be low <= high, got {self.low}..{self.high}"
+        assert (self.measure == "ratio") == (self.baseline is not None), "a predicted ratio names its baseline"
+
+    def verdict(self, row: dict) -> str | None:
+        """"below", "within" or "above" the range for one GPU row; None where the row cannot say (no
+        measurement, or a ratio against another baseline)."""
+        if self.measure == "ratio" and row.get("baseline") != self.baseline:
+            return None
+        value = row.get(self.measure)
+        if value is None:
+            return None
+        return "below" if value < self.low else "above" if value > self.high else "within"
+
+    def describe(self) -> str:
+        """The range as tables print it: ``0.80-0.95x cupy`` or ``85-95% of ceiling``."""
+        if self.measure == "ratio":
+            return f"{self.low:.2f}-{self.high:.2f}x {self.baseline}"
+        return f"{self.low:.0f}-{self.high:.0f}% of ceiling"
+
+    def as_dict(self) -> dict:
+        return {"measure": self.measure, "low": self.low, "high": self.high, "baseline": self.baseline,
+                "device": self.device, "why": self.why, "text": self.describe()}
+
+
+@dataclass(frozen=True)
 class Benchmark:
     """One benchmarked op at one shape.
 
@@ -184,6 +232,7 @@ class Benchmark:
     shape_label: Callable[[tuple], str] | None = None
     note: str = ""
     unavailable: Callable[[str], str | None] | None = None  # backend name -> why it cannot run, or None
+    predicted: Prediction | None = None  # the GPU rate predicted before a GPU ran it
 
     @property
     def name(self) -> str:

@@ -41,7 +41,7 @@ import numpy as np
 
 import dlgpu.functional as F
 import dlgpu.reference as R
-from dlgpu.cases.case import (STORAGE_DTYPES, Benchmark, Check, Output, f32, gpu_only, prod, randn,
+from dlgpu.cases.case import (STORAGE_DTYPES, Benchmark, Check, Output, Prediction, f32, gpu_only, prod, randn,
                               storage_unavailable, torch_view)
 from dlgpu.ops.conv2d import grouped_conv2d, grouped_conv2d_backward
 from dlgpu.testing import random_array
@@ -217,6 +217,24 @@ def _label(shape) -> str:
     return f"{n}x{c}x{h}x{w} k{k} {r}x{s}/{stride} p{padding}"
 
 
+# What the tensor-core convolutions were predicted to reach on an H100 against cuDNN (through PyTorch), before any
+# GPU ran them, by (pass, storage layout, precision, layer); the reasoning is in each kernel's header.  The 16-bit
+# NHWC forward and stride-1 dgrad run the wgmma kernels there; fp32 NCHW arrays at tf32 the NCHW mma.sync kernels.
+# 7x7x512 at batch 32 fills 52 of 132 SMs with 128x128 tiles: lower.  Rows not named here have no prediction.
+_WGMMA, _TC = "kernels/conv2d_wgmma.cu", "kernels/conv2d_tc.cu"
+_PREDICTED = {
+    **{("forward", "nhwc", p, layer): Prediction("ratio", *span, why=_WGMMA, baseline="torch")
+       for p in ("bf16", "fp16")
+       for layer, span in (("resnet50-3x3-64", (0.45, 0.75)), ("resnet50-3x3-128", (0.45, 0.75)),
+                           ("resnet50-3x3-512-b32", (0.3, 0.6)), ("resnet50-3x3-512-b128", (0.45, 0.75)))},
+    **{("dgrad", "nhwc", "bf16", layer): Prediction("ratio", *span, why=_WGMMA, baseline="torch")
+       for layer, span in (("resnet50-3x3-64", (0.35, 0.6)), ("resnet50-3x3-128", (0.4, 0.7)),
+                           ("resnet50-3x3-512-b32", (0.25, 0.55)), ("resnet50-3x3-512-b128", (0.4, 0.7)))},
+    **{("forward", "nchw", "tf32", layer): Prediction("ratio", 0.1, 0.3, why=_TC, baseline="torch")
+       for layer in ("resnet50-3x3-64", "resnet50-3x3-128", "resnet50-3x3-512-b32", "resnet50-3x3-512-b128")},
+}
+
+
 def _benchmark(layer, pass_: str, precision: str = "ieee") -> Benchmark:
     name, x_shape, w_shape, stride, padding = layer
     shape = (*x_shape, w_shape[0], *w_shape[2:], stride, padding)
@@ -230,6 +248,7 @@ def _benchmark(layer, pass_: str, precision: str = "ieee") -> Benchmark:
         shape_label=_label, unavailable=gpu_only(NOT_ON_CPU),
         note="baseline: cuDNN through PyTorch (CuPy's cuDNN for the forward without PyTorch), same precision"
              + ("; dlgpu one launch, baseline convolution + bias add + ReLU" if pass_ == "bias+relu" else ""),
+        predicted=_PREDICTED.get((pass_, "nchw", precision, name)),
     )
 
 
@@ -383,6 +402,7 @@ def _stored_benchmark(layer, pass_: str, precision: str, layout: str) -> Benchma
         shape_label=_label, unavailable=gpu_only(NOT_ON_CPU) if dtype == "float32" else storage_unavailable(dtype),
         note=f"{dtype} storage, {layout.upper()}, {precision}; baseline: cuDNN through PyTorch on the same memory"
              + (" (channels_last tensors)" if layout == "nhwc" else ""),
+        predicted=_PREDICTED.get((pass_, layout, precision, name)),
     )
 
 

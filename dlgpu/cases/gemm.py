@@ -17,7 +17,7 @@ import numpy as np
 
 import dlgpu.functional as F
 import dlgpu.reference as R
-from dlgpu.cases.case import STORAGE_DTYPES, Benchmark, Check, Output, f32, gpu_only, randn
+from dlgpu.cases.case import STORAGE_DTYPES, Benchmark, Check, Output, Prediction, f32, gpu_only, randn
 from dlgpu.testing import random_array
 from dlgpu.errors import ArgumentError, DeviceError, DtypeError, LayoutError, ShapeError
 from dlgpu.testing.bad_input import (
@@ -206,6 +206,18 @@ def _label(shape) -> str:
     return "x".join(str(s) for s in shape)
 
 
+# What the tensor-core products were predicted to reach on an H100 against cuBLAS (through CuPy), before any GPU
+# ran them; the reasoning (SASS counts, registers, occupancy, bytes per k-tile) is in each kernel's header.
+_PREDICTED = {
+    ("tc", "bf16"): Prediction("ratio", 0.5, 0.65, why="kernels/gemm_tc.cu", baseline="cupy"),
+    ("tc", "fp16"): Prediction("ratio", 0.5, 0.65, why="kernels/gemm_tc.cu", baseline="cupy"),
+    ("tc", "tf32"): Prediction("ratio", 0.45, 0.65, why="kernels/gemm_tc.cu", baseline="cupy"),
+    ("wgmma", "bf16"): Prediction("ratio", 0.8, 0.95, why="kernels/gemm_wgmma.cu", baseline="cupy"),
+    ("wgmma", "fp16"): Prediction("ratio", 0.8, 0.95, why="kernels/gemm_wgmma.cu", baseline="cupy"),
+    ("wgmma", "tf32"): Prediction("ratio", 0.75, 0.9, why="kernels/gemm_wgmma.cu", baseline="cupy"),
+}
+
+
 def _gemm_benchmark(shape, variant: str, precision: str = "ieee", transpose_b: bool = False) -> Benchmark:
     """A product at ``shape`` (M, N, K) on one variant; ``transpose_b``: b stored (N, K) (layout nt, the one
     wgmma reads tf32 in), cuBLAS likewise."""
@@ -221,6 +233,7 @@ def _gemm_benchmark(shape, variant: str, precision: str = "ieee", transpose_b: b
         unavailable=_wgmma_unavailable if variant == "wgmma" else gpu_only(NOT_ON_CPU),
         note="baseline: cublasGemmEx through CuPy in the same precision (16-bit operands cast beforehand, "
              "for both)",
+        predicted=_PREDICTED.get((variant, precision)),
     )
 
 

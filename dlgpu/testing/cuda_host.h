@@ -640,6 +640,9 @@ struct Slot {
     ClusterGroup* group = nullptr;
     unsigned rank = 0;               // %cluster_ctarank of its CTA
     bool exited = false;             // its CTA has exited, its peers still run (under group->mutex)
+    // The dynamic shared memory as the async proxy (TMA, wgmma) sees it: what TMA wrote, and what the generic
+    // proxy wrote before the latest fence.proxy.async (cuda_host_sm90.h; under its g_async_view_mutex).
+    std::vector<unsigned char> async_view;
 };
 static std::vector<std::unique_ptr<Slot>> g_slots;
 
@@ -1015,6 +1018,7 @@ inline std::vector<unsigned long long> block_order(unsigned long long blocks, un
 inline void poison_shared(Slot& slot)
 {
     std::memset(slot.dynamic, 0xff, g_dynamic_bytes);  // NaN: unwritten shared memory shows
+    slot.async_view.assign(g_dynamic_bytes, 0xff);     // the same poison through either proxy
     for (const StaticShared& s : slot.statics) std::memset(s.data, 0xff, s.bytes);
 }
 

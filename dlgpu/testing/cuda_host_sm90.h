@@ -52,7 +52,16 @@
 //                   thread of the cluster that has not exited has arrived.  A CTA's shared memory is
 //                   poisoned when it exits, and a peer that reaches into it afterwards fails; the next
 //                   cluster starts once all of the cluster's CTAs have exited.
-// Not modelled: the async proxy's memory ordering (fence.proxy.async is accepted and does nothing),
+//   async proxy     TMA and wgmma read and write shared memory through the async proxy.  Each CTA keeps
+//                   the async proxy's view of its window: TMA loads write both it and the window; a
+//                   fence.proxy.async (by any thread of the CTA) copies the window into it; a wgmma at
+//                   issue, or a TMA store at issue, whose bytes differ between the two fails: generic-proxy
+//                   writes (ordinary stores, cp.async) that no fence has made visible since they happened.
+//                   The fence is modelled CTA-wide, not per thread.  mbarrier.init is such a write too:
+//                   TMA may signal a barrier only after fence.mbarrier_init (or fence.proxy.async) has
+//                   followed its init, and a peer CTA (remote arrival, multicast) only after
+//                   fence.mbarrier_init.release.cluster and then a completed barrier.cluster.
+// Not modelled: the async proxy's ordering of TMA writes before generic writes to the same bytes,
 // the cluster's shared::cluster loads and stores (only remote arrivals and multicast), descriptor
 // base offsets other than 0, A operands in registers, sparse wgmma, im2col tensor maps, interleaved
 // layouts, and the tensor cores' accumulation order.
@@ -123,6 +132,45 @@ inline unsigned char* shared_bytes(unsigned address, size_t bytes, const char* w
         fail(std::string(what) + ": shared address range [" + std::to_string(address) + ", +" +
              std::to_string(bytes) + ") leaves the shared window");
     return dynamic_shared() + address;
+}
+
+// ---------------------------------------------------------------- the async proxy
+// TMA and wgmma reach shared memory through the async proxy, which sees what the generic proxy (ordinary
+// stores, cp.async) wrote only after a fence.proxy.async.  Each slot keeps the async proxy's view of its
+// window (Slot::async_view): TMA writes land in both; a fence copies the window into the view; an async
+// read of bytes where the two differ fails -- the hardware could have read them stale.
+static std::mutex g_async_view_mutex;  // guards every Slot::async_view
+
+inline void publish_mbarrier_inits(bool cluster);  // cuda_host_tma.h
+
+// fence.proxy.async.shared::cta.  Modelled block-wide: everything in the window when some thread fences
+// becomes visible, so a kernel passes when a fence follows every generic write that an async read needs.
+inline void fence_proxy_async()
+{
+    publish_mbarrier_inits(false);  // the fence orders earlier mbarrier.init writes for the TMA unit too
+    Slot& slot = *t_slot;
+    std::lock_guard<std::mutex> lock(g_async_view_mutex);
+    Unseen unseen;  // the copy reads bytes that other threads may be writing; it orders nothing between them
+    std::memcpy(slot.async_view.data(), slot.dynamic, g_dynamic_bytes);
+}
+
+// Under g_async_view_mutex: `what` reads [address, +bytes) of this CTA's window through the async proxy.
+inline void check_async_view(unsigned address, size_t bytes, const char* what)
+{
+    const Slot& slot = *t_slot;
+    if (std::memcmp(slot.dynamic + address, slot.async_view.data() + address, bytes) != 0)
+        fail(std::string(what) + " reads shared bytes [" + std::to_string(address) + ", +" + std::to_string(bytes) +
+             ") that ordinary stores or cp.async changed after the last fence.proxy.async: the async proxy may "
+             "read them stale (fence.proxy.async.shared::cta after the writes, and after the wait that shows "
+             "them, before the wgmma or TMA store)");
+}
+
+// The async proxy writing `count` bytes at `address` of `slot`'s window (a TMA load landing, or its poison).
+inline void async_write(Slot& slot, unsigned address, const void* bytes, size_t count)
+{
+    std::memcpy(slot.dynamic + address, bytes, count);
+    std::lock_guard<std::mutex> lock(g_async_view_mutex);
+    std::memcpy(slot.async_view.data() + address, bytes, count);
 }
 
 // Swizzle<B, 4, 3> on shared addresses: bits [7, 7 + B) XOR-ed into the 16-byte chunk bits [4, 4 + B),
@@ -359,20 +407,25 @@ inline unsigned operand_address(const Descriptor& d, bool mn_major, int element_
 }
 
 // The raw bits of a rows x K operand, element (r, k) at [r * K + k].
+// At issue (`issue`), every element must read the same through the async proxy (check_async_view).
 inline std::vector<unsigned> read_operand(unsigned long long desc, bool mn_major, int element_bytes, int rows,
-                                          int k_extent, const char* operand)
+                                          int k_extent, const char* operand, bool issue)
 {
     const Descriptor d = decode_descriptor(desc, operand);
     if (!mn_major && d.swizzle_width && d.start % d.swizzle_width + 32 > d.swizzle_width)
         fail(std::string("wgmma: the ") + operand + " slice of k starts " + std::to_string(d.start % d.swizzle_width) +
              " bytes into a " + std::to_string(d.swizzle_width) + "-byte swizzled row and would leave it");
     std::vector<unsigned> bits((size_t)rows * k_extent);
+    std::unique_lock<std::mutex> view_lock(g_async_view_mutex, std::defer_lock);
+    if (issue) view_lock.lock();
+    const std::string what = std::string("wgmma.mma_async (operand ") + operand + ")";
     for (int r = 0; r < rows; ++r)
         for (int k = 0; k < k_extent; ++k) {
             const unsigned address = operand_address(d, mn_major, element_bytes, r, k);
             if (address % element_bytes) fail("wgmma: misaligned operand element");
             unsigned value = 0;
             std::memcpy(&value, shared_bytes(address, element_bytes, "wgmma operand"), element_bytes);
+            if (issue) check_async_view(address, element_bytes, what.c_str());
             bits[(size_t)r * k_extent + k] = value;
         }
     return bits;
@@ -407,8 +460,8 @@ inline void complete(WgmmaOp& op)
 {
     if (op.done) return;
     const int bytes = element_bytes_of(op.precision);
-    if (read_operand(op.desc_a, op.mn_major_a, bytes, 64, op.k, "A") != op.a ||
-        read_operand(op.desc_b, op.mn_major_b, bytes, op.n, op.k, "B") != op.b)
+    if (read_operand(op.desc_a, op.mn_major_a, bytes, 64, op.k, "A", false) != op.a ||
+        read_operand(op.desc_b, op.mn_major_b, bytes, op.n, op.k, "B", false) != op.b)
         fail("wgmma: shared memory that an in-flight wgmma.mma_async reads changed before the wgmma.wait_group "
              "covering it (a stage released, refilled or overwritten too early)");
     std::vector<float> a(op.a.size()), b(op.b.size());
@@ -495,8 +548,8 @@ inline void wgmma_mma_async(float* d, int n, int precision, unsigned long long d
         built->desc_a = first.desc_a;
         built->desc_b = first.desc_b;
         const int bytes = element_bytes_of(first.precision);
-        built->a = read_operand(first.desc_a, built->mn_major_a, bytes, 64, built->k, "A");
-        built->b = read_operand(first.desc_b, built->mn_major_b, bytes, built->n, built->k, "B");
+        built->a = read_operand(first.desc_a, built->mn_major_a, bytes, 64, built->k, "A", true);
+        built->b = read_operand(first.desc_b, built->mn_major_b, bytes, built->n, built->k, "B", true);
         for (int t = 0; t < 128; ++t) {
             built->chained[t] = std::move(slots[t].chained);
             built->input[t] = std::move(slots[t].accumulators);

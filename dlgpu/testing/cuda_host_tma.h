@@ -24,6 +24,11 @@ struct MBarrier {
     std::vector<PendingLoad> loads;  // TMA loads signalling this barrier, not landed yet
     // cp.async.mbarrier.arrive.noinc: per arriving thread, its cp.async copies; the arrival comes when they land.
     std::vector<std::vector<PendingCopy>> copy_arrivals;
+    // mbarrier.init is an ordinary shared write: the TMA unit may signal the barrier once a fence
+    // (fence.mbarrier_init, or fence.proxy.async) follows it; a peer CTA may reach it once
+    // fence.mbarrier_init.release.cluster follows it and then a barrier.cluster completes.
+    bool async_visible = false, cluster_fenced = false;
+    unsigned long long fenced_in_cluster_phase = 0;  // the cluster barrier's phase at that fence
 };
 
 static std::mutex g_mbarrier_mutex;
@@ -91,6 +96,48 @@ inline void mbarrier_init(void* bar, unsigned count)
     progress();
 }
 
+// fence.mbarrier_init.release.cluster (`cluster`) or fence.proxy.async: the inits of this CTA's barriers so far
+// become visible to the TMA unit, and with `cluster` to the peers after the next barrier.cluster.  Modelled
+// CTA-wide, as the proxy fence is.
+inline void publish_mbarrier_inits(bool cluster)
+{
+    unsigned long long phase = 0;
+    if (cluster) {
+        Unseen unseen;  // the model's own locking orders nothing
+        std::lock_guard<std::mutex> lock(t_slot->group->mutex);
+        phase = t_slot->group->barrier_phase;
+    }
+    std::lock_guard<std::mutex> lock(g_mbarrier_mutex);
+    const uintptr_t base = reinterpret_cast<uintptr_t>(dynamic_shared());
+    for (auto& [where, b] : g_mbarriers) {
+        if (where < base || where >= base + g_dynamic_bytes || b->token != stored_token(reinterpret_cast<void*>(where)))
+            continue;
+        b->async_visible = true;
+        if (cluster && !b->cluster_fenced) {
+            b->cluster_fenced = true;
+            b->fenced_in_cluster_phase = phase;
+        }
+    }
+}
+
+// Under g_mbarrier_mutex (and, for a peer's barrier, the cluster's mutex): `what` is about to signal `b`
+// through the TMA unit, or (`peer`) from another CTA of the cluster.
+inline void check_init_published(const MBarrier& b, bool peer, const char* what)
+{
+    if (!peer) {
+        if (!b.async_visible)
+            fail(std::string(what) + ": its mbarrier's init is not visible to the TMA unit yet (fence.mbarrier_init"
+                 ".release.cluster, or fence.proxy.async, after mbarrier.init)");
+        return;
+    }
+    if (!b.cluster_fenced)
+        fail(std::string(what) + ": a peer CTA's mbarrier whose init no fence.mbarrier_init.release.cluster "
+             "published to the cluster");
+    if (t_slot->group->barrier_phase <= b.fenced_in_cluster_phase)
+        fail(std::string(what) + ": a peer CTA's mbarrier before a barrier.cluster completed after the peer's "
+             "fence.mbarrier_init (the peer may not have initialized it yet)");
+}
+
 inline void arrive_locked(MBarrier& b, const char* what)
 {
     if (b.pending == 0)
@@ -136,8 +183,10 @@ inline void mbarrier_expect_tx(void* bar, unsigned bytes)
 inline void land_loads(MBarrier& b)
 {
     for (PendingLoad& load : b.loads) {
-        for (size_t c = 0; c < load.addresses.size(); ++c)
-            std::memcpy(shared_bytes(load.addresses[c], 16, "TMA load"), &load.bytes[16 * c], 16);
+        for (size_t c = 0; c < load.addresses.size(); ++c) {
+            shared_bytes(load.addresses[c], 16, "TMA load");  // the range check
+            async_write(*t_slot, load.addresses[c], &load.bytes[16 * c], 16);
+        }
         b.tx -= load.transaction_bytes;
     }
     b.loads.clear();
@@ -283,9 +332,10 @@ inline std::vector<unsigned char> fetch_box(const HostTensorMap& m, const int* c
 
 // A box bound for shared address `dst` of the CTA whose dynamic shared memory is `window`, signalling
 // the barrier at shared address `bar` there; it lands when a thread of that CTA waits on the barrier.
-inline void enqueue_load(unsigned char* window, unsigned dst, unsigned bar, const HostTensorMap& m,
+inline void enqueue_load(Slot& slot, unsigned dst, unsigned bar, const HostTensorMap& m,
                          std::vector<unsigned char> image)
 {
+    unsigned char* const window = slot.dynamic;
     const unsigned bytes = box_bytes(m), bits = swizzle_bits(m.swizzle_bytes);
     PendingLoad load;
     load.transaction_bytes = bytes;
@@ -293,6 +343,7 @@ inline void enqueue_load(unsigned char* window, unsigned dst, unsigned bar, cons
     for (unsigned chunk = 0; chunk < bytes / 16; ++chunk) load.addresses.push_back(swizzle(dst + 16 * chunk, bits));
     std::lock_guard<std::mutex> lock(g_mbarrier_mutex);
     MBarrier& b = barrier_at(window + bar, "cp.async.bulk.tensor (its mbarrier)", true);
+    check_init_published(b, &slot != t_slot, "cp.async.bulk.tensor");
     const unsigned lo = dst, hi = dst + bytes;
     // Only that CTA's barriers: other blocks running at the same time have shared memory of their own.
     const uintptr_t base = reinterpret_cast<uintptr_t>(window);
@@ -308,7 +359,12 @@ inline void enqueue_load(unsigned char* window, unsigned dst, unsigned bar, cons
     if ((size_t)hi > g_dynamic_bytes)
         fail("TMA load: shared address range [" + std::to_string(lo) + ", " + std::to_string(hi) +
              ") leaves the shared window");
-    for (unsigned a : load.addresses) std::memset(window + a, 0xff, 16);
+    static const std::array<unsigned char, 16> poison = [] {
+        std::array<unsigned char, 16> bytes;
+        bytes.fill(0xff);
+        return bytes;
+    }();
+    for (unsigned a : load.addresses) async_write(slot, a, poison.data(), 16);
     b.loads.push_back(std::move(load));
     progress();
 }
@@ -317,7 +373,7 @@ inline void tma_load(void* smem_dst, const void* map, const int* coords, int ran
 {
     const HostTensorMap& m = tensor_map(map, rank, "cp.async.bulk.tensor (load)");
     const unsigned dst = tma_shared_base(smem_dst, m, "cp.async.bulk.tensor (load)");
-    enqueue_load(dynamic_shared(), dst, shared_address(bar), m, fetch_box(m, coords));
+    enqueue_load(*t_slot, dst, shared_address(bar), m, fetch_box(m, coords));
 }
 
 struct BulkStore {
@@ -328,12 +384,18 @@ struct BulkStore {
     bool read_checked = false;
 };
 
-inline std::vector<unsigned char> read_box(const HostTensorMap& m, unsigned base)
+// At issue (`issue`), the box must read the same through the async proxy (check_async_view).
+inline std::vector<unsigned char> read_box(const HostTensorMap& m, unsigned base, bool issue)
 {
     const unsigned bytes = box_bytes(m), bits = swizzle_bits(m.swizzle_bytes);
     std::vector<unsigned char> image(bytes);
-    for (unsigned chunk = 0; chunk < bytes / 16; ++chunk)
-        std::memcpy(&image[16 * chunk], shared_bytes(swizzle(base + 16 * chunk, bits), 16, "TMA store"), 16);
+    std::unique_lock<std::mutex> view_lock(g_async_view_mutex, std::defer_lock);
+    if (issue) view_lock.lock();
+    for (unsigned chunk = 0; chunk < bytes / 16; ++chunk) {
+        const unsigned address = swizzle(base + 16 * chunk, bits);
+        std::memcpy(&image[16 * chunk], shared_bytes(address, 16, "TMA store"), 16);
+        if (issue) check_async_view(address, 16, "cp.async.bulk.tensor (store)");
+    }
     return image;
 }
 
@@ -344,7 +406,7 @@ inline void tma_store(const void* map, const int* coords, int rank, const void* 
     store->map = &m;
     for (int d = 0; d < 5; ++d) store->coords[d] = d < rank ? coords[d] : 0;
     store->shared_base = tma_shared_base(smem_src, m, "cp.async.bulk.tensor (store)");
-    store->snapshot = read_box(m, store->shared_base);
+    store->snapshot = read_box(m, store->shared_base, true);
     me().open_stores.push_back(std::move(store));
     progress();
 }
@@ -364,7 +426,7 @@ inline void bulk_wait_group(int pending_allowed, bool read_only)
     for (size_t g = 0; g + pending_allowed < state.store_groups.size(); ++g)
         for (auto& store : state.store_groups[g])
             if (!store->read_checked) {
-                if (read_box(*store->map, store->shared_base) != store->snapshot)
+                if (read_box(*store->map, store->shared_base, false) != store->snapshot)
                     fail("cp.async.bulk.tensor (store): its shared source changed before "
                          "cp.async.bulk.wait_group.read");
                 store->read_checked = true;
@@ -409,8 +471,9 @@ inline void mbarrier_arrive_remote(void* bar, unsigned rank)
     std::lock_guard<std::mutex> group_lock(t_slot->group->mutex);
     Slot& peer = cluster_peer(rank, "mbarrier.arrive.shared::cluster");
     std::lock_guard<std::mutex> lock(g_mbarrier_mutex);
-    arrive_locked(barrier_at(peer.dynamic + offset, "mbarrier.arrive.shared::cluster", true),
-                  "mbarrier.arrive.shared::cluster");
+    MBarrier& b = barrier_at(peer.dynamic + offset, "mbarrier.arrive.shared::cluster", true);
+    if (&peer != t_slot) check_init_published(b, true, "mbarrier.arrive.shared::cluster");
+    arrive_locked(b, "mbarrier.arrive.shared::cluster");
 }
 
 // cp.async.bulk.tensor ... .multicast::cluster: the box lands at dst's offset in every CTA of `mask`
@@ -427,7 +490,7 @@ inline void tma_load_multicast(void* smem_dst, const void* map, const int* coord
         fail(std::string(what) + ": ctaMask " + hex(mask) + " names no CTA, or CTAs outside the cluster of " +
              std::to_string(size));
     for (unsigned r = 0; r < size; ++r)
-        if (mask >> r & 1) enqueue_load(cluster_peer(r, what).dynamic, dst, bar_address, m, image);
+        if (mask >> r & 1) enqueue_load(cluster_peer(r, what), dst, bar_address, m, image);
 }
 
 // barrier.cluster.arrive (.release) / barrier.cluster.wait (.acquire): the phase completes when every
