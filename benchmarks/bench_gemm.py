@@ -14,7 +14,11 @@ cuBLAS TF32); fp32 operands at bf16/fp16 pay a producer pass of ~20 % (4096^3) o
 loop it replaced was predicted at 150-280 (bf16) and 130-200 (tf32).  The wgmma variant (TMA, mbarrier
 ring, 2-CTA clusters sharing B by multicast, persistent; kernels/gemm_wgmma.cu's header has the reasoning),
 which a call naming no variant gets on an H100 for bf16 / fp16 and for tf32 in layout nt: bf16/fp16
-650-760 TFLOP/s at 4096^3-8192^3 (0.8-0.95x cuBLAS), tf32 325-380 (0.75-0.9x cuBLAS TF32).
+650-760 TFLOP/s at 4096^3-8192^3 (0.8-0.95x cuBLAS), tf32 325-380 (0.75-0.9x cuBLAS TF32).  The exact fp32
+simt variant (kernels/gemm.cu's header): 40-43 TFLOP/s at 4096^3-8192^3, bound by FFMA issue (80 % of the
+loop's instructions), 0.65-0.9x cuBLAS SGEMM, linear with bias + ReLU a little more (its baseline takes two
+extra passes); the small products run on 4-32 of 132 SMs (no tile gives every SM a block): 0.08-0.26x, linear
+256x512x784 0.15-0.45x.
 
 The ranges, row by row, are the cases' ``predicted`` (dlgpu/cases/gemm.py); a GPU record and tools/perf_table.py
 say of each row whether the run fell below, within or above its range.

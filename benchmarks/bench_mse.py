@@ -6,6 +6,13 @@
 What it times: the squared error and its gradient on 65536 x 1000 outputs against PyTorch/CuPy
 (GPU), NumPy and the reference (CPU).  The GPU numbers that count are the CUDA-event medians in
 each benchmark's extra_info (dlgpu.bench.pytest_adapter says why).
+
+Predicted on an H100 SXM (NOT YET RUN ON A GPU; the reasoning, from the sm_90a SASS, is in
+kernels/mse.cu's header): the loss at 85-105 % of the measured copy bandwidth (read-only; the double
+accumulation has spare throughput), the gradient at 85-100 %.
+
+The ranges, row by row, are the cases' ``predicted`` (dlgpu/cases/mse.py); a GPU record and tools/perf_table.py
+say of each row whether the run fell below, within or above its range.
 """
 
 from dlgpu.bench.pytest_adapter import benchmark_tests

@@ -24,6 +24,23 @@
 // partial holds chunks * row_len floats; the launcher picks chunks so that pass 1 fills the
 // device while the partial buffer stays a small fraction of grad_y.
 //
+// Predicted rate (NOT YET RUN ON A GPU), H100 SXM (132 SMs; ~2.9-3.1 TB/s for a large copy, a read-only stream
+// as fast or a little faster), from the sm_90a build (NVRTC 13.5; `dlgpu compile --sass --arch sm_90a
+// bias_grad`), for the benchmark rows: grad_y (64, 256, 64, 64) float32, plain and ReLU-masked, as a share of
+// the measured copy bandwidth.
+//   plan        row_len = 2^20, 8192 column blocks of 128 floats; TARGET_BLOCKS 2048 < 8192, so one chunk of
+//               all 64 rows: grid (8192, 1), 8 rows per warp.  Pass 2: 256 blocks (one per channel) of 4096
+//               partial sums each.
+//   pass 1      bias_grad_partial_f32 39 registers + 4 KB shared: 6 blocks (48 warps) per SM, 10.3 waves of
+//               short blocks (32 KB each); per warp 2 batches of 4 LDG.E.128 per lane (64 B in flight per
+//               thread, ~96 KB per SM).  The relu form: 56 registers, 4 blocks per SM, 8 LDG.E.128 per batch
+//               (128 B per thread).  Every element read once, coalesced 512 B per warp and row.
+//   extra       the partial buffer (4 MB, written and read back from L2) and pass 2 (a 16-float run per
+//               thread, a block reduction) plus its launch: ~4-6 us beside ~92 us (plain, 268 MB) and ~185 us
+//               (masked, 537 MB) of reading at 2.9 TB/s; bytes_moved counts the reads and grad_b only.
+// => plain 80-105 % of the copy ceiling, masked 85-105 % (a read-only stream can beat a copy's read + write
+// mix; the second pass and the barrier at the end of each short block cost a few percent).
+//
 // dlgpu-sass: bias_grad_partial_* LDG.E.128
 // dlgpu-sass: bias_grad_relu_partial_* LDG.E.128
 // dlgpu-sass: bias_grad_finish_*

@@ -46,6 +46,43 @@
 //       grad_w[i] = sum over z = 0, 1, ... of partial[z*count + i]: the fixed-order second pass
 //       that makes the split reduction deterministic (no float atomics).
 //
+// Predicted rate of simt (NOT YET RUN ON A GPU), H100 SXM (132 SMs at ~1.75 GHz: 59 TFLOP/s of FFMA; one warp
+// instruction issued per clock per sub-partition, so every non-FFMA instruction of the loop takes an FFMA's
+// slot), from the sm_90a build (NVRTC 13.5; `dlgpu compile --sass --arch sm_90a conv2d`), against cuDNN through
+// PyTorch at ieee (TF32 off), which is taken to reach 35-45 TFLOP/s on the ResNet-50 3x3 and 1x1 layers and
+// 25-40 on conv1 and the 7x7 ones.  Main loop per warp per k-tile of 8 (static counts; the dgrad loops include
+// the strided path's divisions, which stride 1 skips, so their dynamic share of FFMA is higher):
+//   fwd 128x128   127 registers, 2 blocks (16 warps) per SM: 710 instructions per 512 FFMA (72 %)
+//   fwd 128x64    127 registers, 4 blocks (16 warps): 811 per 512 (63 %); the 1x1 form 702 (73 %)
+//   fwd 128x32    79 registers, 6 blocks (24 warps): 534 per 256 (48 %)
+//   dgrad         128x128 1328 per 512, 128x64 2045 per 512, 128x32 1746 per 256 (8-16 MUFU.RCP: the stride
+//                 test); at stride 1 roughly 750-900, 850-1100 and 650-900 run
+//   wgrad         61 registers, 4 blocks of 256 (32 warps): 301 per 128 FFMA (43 %), 15-25 TFLOP/s; then
+//                 conv2d_wgrad_finish_f32 reads the 13-19 MB of partial sums once (~5-10 us)
+// The tiles the launcher picks (132 SMs) and what they cost, by layer:
+//   conv1         fwd 128x64, 3136 blocks (5.9 waves), 147 taps in 19 k-tiles: 22-32 TFLOP/s.  dgrad 128x32 on
+//                 C = 3 (3 of 32 columns) and stride 2 (3 of 4 terms of its K*R*S = 3136 reduction are zeros):
+//                 ~40x the useful FFMA, ~30-40 ms.  wgrad 1026 blocks, 147 of 192 tap columns.
+//   3x3-64        fwd and dgrad 128x64, 784 blocks (1.5 waves of 528); wgrad 1026 blocks (1.9 waves)
+//   3x3-128       fwd and dgrad 128x128, 196 blocks: 64 SMs run two, 68 one (~75-80 % of the device)
+//   1x1-256       fwd 128x64 1x1 (784 blocks, 32 k-tiles; x's 103 MB read in ~35 us under ~120 us of math);
+//                 dgrad 128x128, 1568 blocks but 8 k-tiles each (prologue and epilogue ~25 %); wgrad 784 blocks
+//   512 b32       fwd and dgrad 128x32, 208 blocks of 4 warps (1-2 per SM), 576 k-tiles; wgrad 1152 (2.2 waves)
+//   512 b128      fwd and dgrad 128x128, 196 blocks, 576 k-tiles; wgrad 1152 blocks
+//   lenet c1, c3  microsecond kernels: 6 and 16 of a 32-wide tile's columns, 4 and 19 k-tiles; dgrad 1 and 6
+//                 of 32 columns (1568 / 392 blocks); wgrad 6-16 of 64 rows.  Launch-scale on both sides.
+// => against cuDNN (ratio, ieee):
+//   forward       conv1 0.5-1.0, 3x3-64 0.5-0.85, 3x3-128 0.45-0.75, 1x1-256 0.5-0.9, 512 b32 0.3-0.8,
+//                 512 b128 0.5-0.8, lenet c1 0.3-1.2, c3 0.4-1.5
+//   bias+relu     the baseline adds a bias pass and a ReLU pass (4 bytes x 4 per output): conv1 0.8-1.6,
+//                 3x3-64 0.55-0.95, 3x3-128 0.5-0.85, 1x1-256 0.7-1.2, 512 b32 0.35-0.85, 512 b128 0.5-0.8,
+//                 lenet 0.5-2.0
+//   dgrad         conv1 0.005-0.05, 3x3-64 and 3x3-128 0.4-0.7, 1x1-256 0.45-0.8, 512 b32 0.2-0.5, 512 b128
+//                 0.4-0.7, lenet c1 0.08-0.3, c3 0.08-0.35
+//   wgrad         conv1 0.4-1.0, 3x3 and 1x1 layers 0.3-0.7, lenet 0.2-1.0
+// The ranges are wide where the baseline is the unknown (cuDNN's FP32 algorithms on H100, the lenet layers'
+// launch costs); the SASS side is the narrower half.  conv1's dgrad wants its own plan (C = 3, stride 2).
+//
 // dlgpu-sass: conv2d_fwd_simt_* FFMA LDS.128 !LDL !STL
 // dlgpu-sass: conv2d_dgrad_simt_* FFMA LDS.128 !LDL !STL
 // dlgpu-sass: conv2d_wgrad_simt_f32 FFMA LDS.128 !LDL !STL

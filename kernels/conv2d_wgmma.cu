@@ -85,10 +85,11 @@
 //   shared      unchanged (multicast does not change what lands in each CTA): ~0.8 of peak, now the next limit.
 //   waves       clusters of 2 CTAs on pairs of SMs: 28x28x128 at batch 32 98 cluster tiles on 66 clusters
 //               (1.5 waves, 74 %, as before); an odd row count idles one CTA per column of tiles.
-// => 128 channels and up: 350-550 TFLOP/s at full waves, 0.55-0.9x cuDNN; the gain needs L2 to be the limit,
-// which only the GPU run can show.  Next steps, in order: a 128x256 clustered tile (B's L2 bytes per FLOP
-// halved again; needs setmaxnreg with a producer warpgroup that gathers), A through L1 (cp.async.ca) or
-// im2col-mode TMA, 32-bit chunk addresses (the producer's loop), split-K or 64-row tiles for the short layers.
+// => 128 channels and up: 260-550 TFLOP/s, less where the waves are short: 0.45-0.9x cuDNN, the top only if L2
+// was the limit (then 350-550 at full waves), which only the GPU run can show.  Next steps, in order: a 128x256
+// clustered tile (B's L2 bytes per FLOP halved again; needs setmaxnreg with a producer warpgroup that gathers),
+// A through L1 (cp.async.ca) or im2col-mode TMA, 32-bit chunk addresses (the producer's loop), split-K or 64-row
+// tiles for the short layers.
 // dgrad (same build): 155 (128x128) and 111 (128x64) registers; its producer gathers B too, 326 SASS instructions
 // per warp per k-tile at BN 128 (16 LDGSTS) and 258 at BN 64 (12): with the consumers' 96, ~520 issue slots per
 // 512 tensor clocks at BN 128 (issue-bound at ~0.85-1.0 of peak before L2 binds at the forward's 350-450

@@ -24,6 +24,24 @@
 // tail go through scalar code.  Arrays with no common aligned element (a view offset by one
 // element) make the whole range scalar: correct, slower.
 //
+// Predicted rate (NOT YET RUN ON A GPU), H100 SXM (132 SMs; HBM3 3.35 TB/s, ~2.9-3.1 TB/s for a large copy;
+// 50 MB L2), from the sm_90a build (NVRTC 13.5; `dlgpu compile --sass --arch sm_90a elementwise`), for the
+// benchmark rows: relu forward and backward on 2^26 elements, as a share of the measured copy bandwidth.
+//   launch      min(n / 8 / 256, 4 x 132) = 528 blocks of 256 threads: one wave, 1024 threads per SM, each
+//               thread ~62 chunks (31 trips of the batch loop in float32, 16 in 16-bit storage).
+//   float32     relu_forward 32 registers, batch loop 70 instructions: 4 LDG.E.128, then 4 STG.E.128 (64 B
+//               per thread in flight, 64 KB per SM: ~3x the ~20 KB per SM that 3 TB/s at ~1 us loaded latency
+//               needs); relu_backward 40 registers, 8 LDG.E.128 + 4 STG.E.128 in 73 (128 KB per SM).
+//   16-bit      32 / 48 registers, 4 / 8 LDG.E.128 per trip of 156 / 206 instructions; of a trip's 4 output
+//               vectors ptxas stores 2 as STG.E.128 and 2 as four 32-bit STG.E each (the packed registers are
+//               not an aligned quad): the DRAM bytes are the same (L2 merges the sectors), L1 -> L2 store
+//               requests 2.5x.
+//   issue       4 KB per warp-trip for 70-206 warp instructions: at 3 TB/s (13 B per clock per SM) 6-13 % of
+//               the issue slots.  bytes_moved (8 / 12 bytes per float32 element) is what moves: one pass.
+// => float32 forward and backward 85-100 % of the copy ceiling (one read and one write stream is a copy;
+// ~185 and ~280 us); 16-bit 75-100 % (half the bytes, ~95 / 140 us, so the ramp and the split stores weigh
+// more).  Under 80 % would point at too few bytes in flight (the launch), not the arithmetic.
+//
 // dlgpu-sass: relu_forward_* LDG.E.128 STG.E.128
 // dlgpu-sass: tanh_forward_* LDG.E.128 STG.E.128
 // dlgpu-sass: sigmoid_forward_* LDG.E.128 STG.E.128

@@ -24,6 +24,23 @@
 //       `_mask` (layouts nn, tn only: linear_backward's grad_x = G W and grad_w = G^T X): A is
 //       multiplied by (Y > 0) as it is loaded, Y = mask_y stored like A.
 //
+// Predicted rate of simt (NOT YET RUN ON A GPU), H100 SXM (132 SMs at ~1.75 GHz under load: 59 TFLOP/s of
+// FFMA; an SM sub-partition issues one warp instruction per clock and retires one FFMA warp instruction per
+// clock, so every other instruction of the loop takes an FFMA's slot), from the sm_90a build (NVRTC 13.5;
+// `dlgpu compile --sass --arch sm_90a gemm`), main loop per warp per k-tile of 8:
+//   128x128     nn 128 registers, nt 126: 2 blocks (16 warps) per SM, 25 KB shared each, no local memory.  nn:
+//               644 instructions, 512 FFMA (79.5 %), 32 LDS.128, 4 LDG, 1 LDGSTS, 4 STS, 1 BAR; nt 635 (80.6 %).
+//               At 85-92 % issue efficiency (4 warps per scheduler) 40-43 TFLOP/s; 4096^3 and 8192^3 make 3.9
+//               and 15.5 waves of 264 blocks (~97 %).  L2 -> SM: 8 KB per 262 kFLOP, ~1.3 TB/s: no limit.
+//   64x64       127 registers, 64 threads (2 warps): 683 instructions per 512 FFMA.  The small products get it
+//               because no larger tile gives each SM a block: 256x512x784 and 128x512x784 make 32 and 16 blocks,
+//               256x64x576 makes 4 -- 4-32 of 132 SMs, one warp per busy scheduler at ~0.6-0.9 instructions
+//               per clock: 98 k-tiles x 683 ~ 67 k instructions a warp, 43-64 us (49 k, 31-47 us, at K = 576).
+// => 4096^3 / 8192^3 (ieee) 0.65-0.9x cuBLAS SGEMM (taken as 48-55 TFLOP/s there); linear bias+relu at 4096^3
+// 0.67-0.95x (its baseline adds a bias pass and a ReLU pass over the 64 MB output, ~3 %); the small products
+// 0.08-0.26x (cuBLAS ~4-10 us), linear 256x512x784 0.15-0.45x (its baseline adds two short launches).  A
+// split over K or a smaller tile for few-block shapes is what the small rows would need.
+//
 // dlgpu-sass: gemm_simt_* FFMA LDS.128 !LDL !STL
 // (global loads: k-contiguous or masked operands come through registers, LDG.E.128; the others
 // by cp.async, LDGSTS)

@@ -32,6 +32,24 @@
 //   holds a real element, so the gather kernel visits every output.)  Nothing checks argmax on the
 //   host before a launch (only dlgpu's debug mode does): that would synchronize.
 //
+// Predicted rate (NOT YET RUN ON A GPU), H100 SXM (132 SMs, 4 warp instructions per clock per SM at ~1.75 GHz;
+// ~2.9-3.1 TB/s for a large copy), from the sm_90a build (NVRTC 13.5; `dlgpu compile --sass --arch sm_90a
+// pool`), for the benchmark rows: x (64, 64, 56, 56) float32, window 3x3 / 2, padding 1 (P = Q = 28); bytes_moved
+// 77 MB either way (~27 us at 2.9 TB/s), as a share of the measured copy bandwidth.  Both rows are bound by
+// instruction issue, not by memory: the window and the plane indices are runtime values.
+//   forward     max_pool2d_forward_f32: 30 registers, 1056 blocks of 256 = 8 per SM, one wave.  Per output
+//               ~285 instructions: the plane/row/column divisions (~75), then per window row ~64 (bounds
+//               tests, a scalar LDG.E, the NaN-aware compare) -- the 4-wide unrolled column loop is skipped
+//               for kw = 3 -- and 2 STG.E.  3.2 M outputs: 28.5 M warp instructions, ~31 us at full issue
+//               against ~27 us of traffic; the loads are scalar (each warp's 9 loads cover ~2 rows of x).
+//   backward    max_pool2d_backward_f32 (the window-known gather, which the op runs): 38 registers, so 6
+//               blocks per SM and 1056 blocks make 1.33 waves.  Per INPUT element ~310 instructions: two index
+//               divisions and four by the stride (6 MUFU.RCP), then 1-2 x 1-2 windows, each an argmax load,
+//               a compare and maybe a grad_y load.  12.8 M elements: ~124 M warp instructions, ~135 us at full
+//               issue against ~27 us of traffic.
+// => forward 50-80 % of the copy ceiling, backward 10-25 %.  Hoisting the divisions out of the loop (a thread
+// per output row, or a 2-D grid) is where the time would come from; the argmax-only kernel is not benchmarked.
+//
 // dlgpu-sass: max_pool2d_*
 
 #include "storage.cuh"

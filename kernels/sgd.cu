@@ -24,6 +24,19 @@
 // any grid and block (storage.cuh's map_vec): 16-byte vectors from the first element at which
 // every array is aligned, 32 bytes of each input in flight per thread; a scalar head and tail.
 //
+// Predicted rate (NOT YET RUN ON A GPU), H100 SXM (132 SMs; ~2.9-3.1 TB/s for a large copy), from the sm_90a
+// build (NVRTC 13.5; `dlgpu compile --sass --arch sm_90a sgd`), for the benchmark rows (momentum + weight decay
+// on 2^26 elements, as a share of the measured copy bandwidth):
+//   float32     sgd_momentum_f32: 30 registers; one chunk per trip (SGD_BYTES), 58 instructions: 6 LDG.E.128
+//               (param, grad, velocity), 24 FFMA + 8 FMUL, 4 STG.E.128.  528 blocks of 256 (4 per SM): 96 B
+//               per thread, 96 KB per SM in flight.  20 bytes per element, as bytes_moved counts: 1.34 GB,
+//               ~460 us at 2.9 TB/s; read:write 3:2, close to a copy's mix.
+//   master      sgd_master_momentum_bf16/_fp16: 32 registers, 77 instructions per chunk: 5 LDG.E.128 (master and
+//               velocity 2 each, the 16-bit grad 1) and 5 STG.E.128 (the 16-bit param 1): every access 16 bytes,
+//               20 bytes per element, as bytes_moved counts; ~80 KB per SM in flight.
+//   issue       4-5 KB per warp-trip for 58-77 instructions: under 10 % of the issue slots at 3 TB/s.
+// => all three rows 85-100 % of the copy ceiling; the baseline's array expressions make several passes.
+//
 // dlgpu-sass: sgd_momentum_* LDG.E.128 STG.E.128
 // dlgpu-sass: sgd_plain_* LDG.E.128 STG.E.128
 // dlgpu-sass: sgd_master_* LDG.E.128 STG.E.128

@@ -30,6 +30,25 @@
 // Row losses are (max - logits[label]) + log(sum exp(logits - max)): every exponent is <= 0,
 // so logits of +-1e4 neither overflow nor lose the loss to cancellation.
 //
+// Predicted rate (NOT YET RUN ON A GPU), H100 SXM (132 SMs; ~2.9-3.1 TB/s for a large copy; 16 MUFU per clock
+// per SM), from the sm_90a build (NVRTC 13.5; `dlgpu compile --sass --arch sm_90a softmax`), for the benchmark
+// rows: 65536 x 1000 float32, int32 labels (bytes_moved 525 MB: ~180 us at 2.9 TB/s), as a share of the
+// measured copy bandwidth.
+//   forward     softmax_xent_forward_warp32_f32_i32: 95 registers, so 5 blocks of 128 (20 warps) per SM; grid
+//               16384 blocks (24.8 waves), one row per warp: 32 scalar LDG.E issued together (coalesced, 4 KB
+//               per warp, ~80 KB per SM in flight), 32 MUFU.EX2, 33 STG.E, ~925 instructions per row: 36 % of
+//               the issue slots at 2.9 TB/s; EX2 ~18 us in all.  Lane 0 reads labels[r] only after the stores
+//               (a second dependent memory latency per row); at ~3 us per row a warp still has ~2.5x the rate
+//               the bandwidth needs.
+//   mean        softmax_xent_mean_f32, one block of 1024: its loop (LDG.E, DADD; not unrolled) makes 64
+//               dependent L2 round trips per thread: ~10-13 us with its launch, ~6 % of the row.
+//   backward    softmax_xent_backward_f32_i32: 38 registers, 6 blocks of 256 (48 warps) per SM, one row per
+//               warp (8192 blocks, 10.3 waves): labels[r] first, then 8 LDG.E.128 / STG.E.128 pairs that reuse
+//               one register quad, so one 512 B load per warp in flight (~24 KB per SM, ~2x what 3 TB/s needs
+//               at ~1 us) and 9 dependent latencies per row; no second kernel.
+// => forward 70-90 % of the copy ceiling (the mean kernel and the label read after the stores), backward
+// 75-95 % (latency-bound margin of ~2x, not more).
+//
 // (every kernel here: no local memory -- the warp kernels' row must stay in registers)
 // dlgpu-sass: softmax_xent_*
 // dlgpu-sass: softmax_xent_backward_* LDG.E.128 STG.E.128

@@ -245,6 +245,16 @@ def test_split_k_partial_sums_meet_in_order(rng, config, precision, out16):
         wg.gemm(a, b, transpose_b=True, precision=precision, config=config, splits=17, executor=full_device)
 
 
+def test_split_k_hands_partials_over_through_fences_under_tsan(rng):
+    """The partial sums cross blocks through a relaxed atomic counter: ThreadSanitizer sees the writers'
+    and the last warp's __threadfence order them (the harness tells it nothing more), and no race."""
+    m, n, k = 100, 72, 640  # one 128x128 tile, 10 k-tiles: 3 splits on 2 SMs, the units outnumbering the grid
+    a, b = operands(rng, m, n, k, False, True, "fp16")
+    c = wg.gemm(a, b, transpose_b=True, precision="fp16", config="128x128", splits=3,
+                executor=HarnessExecutor("tsan", multiprocessor_count=2))
+    close(c, expected_product(a, b, False, True, "fp16"), "fp16")
+
+
 def test_tensor_maps_follow_the_driver_rules():
     tma.TileMap("bf16", 10, 64, 128, 8, 64, 128).validate()
     for bad, why in ((dict(pitch=120), "pitch"), (dict(box_rows=300), "box"), (dict(box_cols=32), "swizzle"),

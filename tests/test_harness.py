@@ -3,7 +3,8 @@
 The kernels here are test-local .cu text (never in kernels/): indexing, shared-memory
 reductions, warp collectives, atomics, half conversions, the PTX wrappers of
 kernels/ptx.cuh against NumPy, and one planted bug per claim -- an out-of-bounds store
-(asan), a removed barrier (tsan), a missing cp.async wait (plain: wrong result).
+(asan), a removed barrier and a hand-over through a relaxed atomic without fences (tsan), a missing
+cp.async wait (plain: wrong result).
 """
 
 from __future__ import annotations
@@ -241,6 +242,20 @@ extern "C" __global__ void shuffle_after_return(const float* x, float* y)
 {
     if (threadIdx.x >= 16) return;
     y[threadIdx.x] = __shfl_xor_sync(0xffffffffu, x[threadIdx.x], 1);
+}
+
+// The last block to count itself in sums every block's partial (CUDA's threadFenceReduction): the partials
+// reach it through the writers' fence before their atomicAdd and its own fence after it, not through the
+// (relaxed) atomic.  fences: bit 0 the writers', bit 1 the reader's.
+extern "C" __global__ void last_block_sums(const float* x, float* partial, unsigned* count, float* y, int fences)
+{
+    partial[blockIdx.x] = 2.0f * x[blockIdx.x];
+    if (fences & 1) __threadfence();
+    if (atomicAdd(count, 1u) != gridDim.x - 1) return;
+    if (fences & 2) __threadfence();
+    float sum = 0.0f;
+    for (unsigned b = 0; b < gridDim.x; ++b) sum += partial[b];
+    *y = sum;
 }
 
 extern "C" __global__ void takes_int(float* y, int n)
@@ -579,6 +594,20 @@ def test_tsan_catches_a_removed_barrier(sources, rng):
         run(sources, "tsan", "h_bugs", "reverse_missing_barrier", (1, 1, 1), (64, 1, 1), x, y)
     run(sources, "tsan", "h_bugs", "reverse_with_barrier", (1, 1, 1), (64, 1, 1), x, y)
     np.testing.assert_array_equal(y, x[::-1])
+
+
+@pytest.mark.parametrize("fences", (0, 1, 2))
+def test_tsan_catches_a_hand_over_through_an_atomic_without_fences(sources, rng, fences):
+    """Atomics are relaxed on the device: without the writer's or the reader's __threadfence, the last
+    block may read stale partials.  ThreadSanitizer must say so; with both fences the sum is right."""
+    x = rng.standard_normal(16).astype(np.float32)
+    partial, count, y = np.zeros(16, np.float32), np.zeros(1, np.uint32), np.zeros(1, np.float32)
+    with pytest.raises(HarnessError, match="data race"):
+        run(sources, "tsan", "h_bugs", "last_block_sums", (16, 1, 1), (1, 1, 1), x, partial, count, y,
+            np.int32(fences))
+    count[0] = 0
+    run(sources, "tsan", "h_bugs", "last_block_sums", (16, 1, 1), (1, 1, 1), x, partial, count, y, np.int32(3))
+    np.testing.assert_allclose(y[0], 2 * x.astype(np.float64).sum(), rtol=1e-5)
 
 
 def test_mma_in_a_partial_warp_fails(sources):

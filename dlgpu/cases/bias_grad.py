@@ -4,14 +4,16 @@ It has no public op of its own: linear_backward and conv2d_backward return
 its result as grad_b, and their checks (dlgpu/cases/gemm.py, conv2d.py)
 compare it.  Benchmarks: the standalone kernel pair on an NCHW gradient, plain
 and masked by a fused ReLU's output, against the same sums in CuPy; GPU
-only, since the CPU backend computes grad_b inside its products.
+only, since the CPU backend computes grad_b inside its products.  Each
+carries the share of the copy bandwidth predicted for an H100 before any GPU
+ran it (``predicted``; kernels/bias_grad.cu's header has the reasoning).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from dlgpu.cases.case import Benchmark, Check, f32, gpu_only, prod, randn
+from dlgpu.cases.case import Benchmark, Check, Prediction, f32, gpu_only, prod, randn
 
 FAMILY = "bias_grad"
 SHAPES = {"gpu": (64, 256, 64, 64), "cpu": (16, 64, 64, 64), "cpu_quick": (4, 64, 64, 64)}
@@ -53,11 +55,13 @@ BENCHMARKS = (
         make_inputs=_inputs, run=_run, xp_baseline=xp_sum,
         bytes_moved=lambda s: f32(prod(s) + s[1]),
         unavailable=gpu_only(NOT_ON_CPU),
+        predicted=Prediction("pct_of_ceiling", 80, 105, why="kernels/bias_grad.cu"),
     ),
     Benchmark(
         family=FAMILY, op="bias_grad", variant="NCHW+relu-mask", shapes=SHAPES,
         make_inputs=_masked_inputs, run=_run, xp_baseline=xp_sum,
         bytes_moved=lambda s: f32(2 * prod(s) + s[1]),  # read grad_y and y; write (C,)
         unavailable=gpu_only(NOT_ON_CPU),
+        predicted=Prediction("pct_of_ceiling", 85, 105, why="kernels/bias_grad.cu"),
     ),
 )

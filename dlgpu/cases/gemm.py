@@ -216,6 +216,15 @@ _PREDICTED = {
     ("wgmma", "fp16"): Prediction("ratio", 0.8, 0.95, why="kernels/gemm_wgmma.cu", baseline="cupy"),
     ("wgmma", "tf32"): Prediction("ratio", 0.75, 0.9, why="kernels/gemm_wgmma.cu", baseline="cupy"),
 }
+# The exact fp32 (simt) rows by (op, shape): kernels/gemm.cu's header argues them.  Large products are bound by
+# FFMA issue (80 % of the loop's instructions); the small ones run on 4-32 of 132 SMs (no tile gives every SM a
+# block), and linear's baseline adds a bias pass and a ReLU pass.
+_PREDICTED_SIMT = {
+    (op, shape): Prediction("ratio", *span, why="kernels/gemm.cu", baseline="cupy")
+    for op, shape, span in (("matmul", (4096, 4096, 4096), (0.65, 0.9)), ("matmul", (8192, 8192, 8192), (0.65, 0.9)),
+                            ("matmul", (256, 64, 576), (0.08, 0.26)), ("matmul", (128, 512, 784), (0.08, 0.26)),
+                            ("linear", (4096, 4096, 4096), (0.67, 0.95)), ("linear", (256, 512, 784), (0.15, 0.45)))
+}
 
 
 def _gemm_benchmark(shape, variant: str, precision: str = "ieee", transpose_b: bool = False) -> Benchmark:
@@ -233,7 +242,7 @@ def _gemm_benchmark(shape, variant: str, precision: str = "ieee", transpose_b: b
         unavailable=_wgmma_unavailable if variant == "wgmma" else gpu_only(NOT_ON_CPU),
         note="baseline: cublasGemmEx through CuPy in the same precision (16-bit operands cast beforehand, "
              "for both)",
-        predicted=_PREDICTED.get((variant, precision)),
+        predicted=_PREDICTED_SIMT.get(("matmul", shape)) if variant == "simt" else _PREDICTED.get((variant, precision)),
     )
 
 
@@ -261,6 +270,7 @@ def _linear_benchmark(shape) -> Benchmark:
         bytes_moved=lambda s: f32(s[0] * s[2] + s[1] * s[2] + s[1] + s[0] * s[1]),
         flops=_flops, bound="compute", shape_label=_label, unavailable=gpu_only(NOT_ON_CPU),
         note="dlgpu: one launch (bias and ReLU in the epilogue); baseline: cuBLAS SGEMM + CuPy bias add + ReLU",
+        predicted=_PREDICTED_SIMT.get(("linear", shape)),
     )
 
 

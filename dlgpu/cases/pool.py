@@ -8,7 +8,10 @@ argmax, so it is checked on its own.
 
 Benchmarks: 3x3 stride 2 padding 1 on 64 x 64 x 56 x 56 (ResNet's stem
 pooling), against nine strided maxima in CuPy or NumPy, PyTorch's
-max_pool2d_with_indices on the GPU, and the reference on the CPU.
+max_pool2d_with_indices on the GPU, and the reference on the CPU.  Each
+carries the share of the copy bandwidth predicted for an H100 before any GPU
+ran it (``predicted``; kernels/pool.cu's header has the reasoning: both
+kernels are bound by instruction issue, the backward far more).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 
 import dlgpu.functional as F
 import dlgpu.reference as R
-from dlgpu.cases.case import STORAGE_DTYPES, Benchmark, Check, Output, f32, prod, randn, torch_view
+from dlgpu.cases.case import STORAGE_DTYPES, Benchmark, Check, Output, Prediction, f32, prod, randn, torch_view
 from dlgpu.testing import random_array, to_numpy
 from dlgpu.window import output_size
 from dlgpu.errors import ArgumentError, DeviceError, DtypeError, ShapeError
@@ -155,6 +158,7 @@ BENCHMARKS = (
         reference=lambda d: R.max_pool2d(d["x"], WINDOW["kernel"], stride=WINDOW["stride"],
                                          padding=WINDOW["padding"]),
         bytes_moved=_forward_bytes, shape_label=_label,
+        predicted=Prediction("pct_of_ceiling", 50, 80, why="kernels/pool.cu"),
     ),
     Benchmark(
         family=FAMILY, op="max_pool2d_backward", shapes=SHAPES,
@@ -163,6 +167,7 @@ BENCHMARKS = (
         xp_baseline=xp_backward, torch_baseline=torch_backward,
         reference=lambda d: R.max_pool2d_backward(d["grad_y"], d["argmax"], tuple(d["x"].shape), *_WINDOW_ARGS),
         bytes_moved=_backward_bytes, shape_label=_label,
+        predicted=Prediction("pct_of_ceiling", 10, 25, why="kernels/pool.cu"),
     ),
 )
 

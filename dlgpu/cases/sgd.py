@@ -10,12 +10,9 @@ grad, velocity; write param, velocity), against the same update in CuPy
 16-bit dtype (read the 16-bit grad, the float32 master and velocity; write
 master, velocity and the 16-bit param: 20 bytes per element, as float32's).
 
-Prediction for the master-weights rows, not yet run on a GPU: from the sm_90a
-SASS, sgd_master_momentum_bf16/_fp16 use 32 registers, no spills, and move
-everything with LDG.E.128 / STG.E.128 (10 of each in the body); the same
-occupancy and bytes in flight as the float32 step, so the same share of copy
-bandwidth (about 85-90%) and about the float32 step's time.  The baseline
-(array expressions) makes several passes: about 3-4x slower.
+Each benchmark carries the share of the copy bandwidth its kernel was
+predicted to reach on an H100 before any GPU ran it (``predicted``); the
+reasoning, from the sm_90a SASS, is in kernels/sgd.cu's header.
 """
 
 from __future__ import annotations
@@ -24,7 +21,8 @@ import numpy as np
 
 import dlgpu.functional as F
 import dlgpu.reference as R
-from dlgpu.cases.case import STORAGE_DTYPES, Benchmark, Check, Output, f32, prod, randn, storage_unavailable
+from dlgpu.cases.case import (STORAGE_DTYPES, Benchmark, Check, Output, Prediction, f32, prod, randn,
+                              storage_unavailable)
 from dlgpu.cases.elementwise import SHAPES
 from dlgpu.testing import random_array
 from dlgpu.errors import ArgumentError, DeviceError, LayoutError, ShapeError
@@ -70,6 +68,9 @@ def checks(quick: bool = True) -> list[Check]:
 # ---------------------------------------------------------------------------
 
 SETTINGS = {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4}
+# The share of the measured copy bandwidth predicted for every row on an H100 (kernels/sgd.cu's header argues it):
+# one pass, 20 bytes per element in 16-byte accesses, whatever the storage.
+_PREDICTED = Prediction("pct_of_ceiling", 85, 100, why="kernels/sgd.cu")
 
 
 def _inputs(xp, shape, seed):
@@ -117,7 +118,7 @@ def _master_row(dtype: np.dtype) -> Benchmark:
         # read grad (16-bit), master, velocity; write master, velocity, param (16-bit)
         bytes_moved=lambda s: (2 * dtype.itemsize + f32(4)) * prod(s),
         note="float32 master weights and velocity, 16-bit param and grad; fp32 arithmetic",
-        unavailable=storage_unavailable(dtype),
+        unavailable=storage_unavailable(dtype), predicted=_PREDICTED,
     )
 
 
@@ -130,6 +131,7 @@ BENCHMARKS = (
         reference=lambda d: R.sgd_step(d["param"], d["grad"], d["velocity"], **SETTINGS),
         bytes_moved=lambda s: f32(5 * prod(s)),  # read param, grad, velocity; write param, velocity
         note=f"lr={SETTINGS['lr']} momentum={SETTINGS['momentum']} weight_decay={SETTINGS['weight_decay']}",
+        predicted=_PREDICTED,
     ),
     *(_master_row(np.dtype(dtype)) for dtype in STORAGE_DTYPES),
 )

@@ -7,7 +7,9 @@ target's dtype.  Tolerance: elementwise.
 
 Benchmarks: 65536 x 1000 logits (read logits and labels, write probs),
 against the same formulas in CuPy or NumPy, PyTorch's log_softmax + nll_loss
-on the GPU, and the reference on the CPU.
+on the GPU, and the reference on the CPU.  Each carries the share of the copy
+bandwidth predicted for an H100 before any GPU ran it (``predicted``;
+kernels/softmax.cu's header has the reasoning).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 import dlgpu.functional as F
 import dlgpu.reference as R
 from dlgpu.precision import is_half
-from dlgpu.cases.case import STORAGE_DTYPES, Benchmark, Check, Output, f32, randn, torch_view
+from dlgpu.cases.case import STORAGE_DTYPES, Benchmark, Check, Output, Prediction, f32, randn, torch_view
 from dlgpu.testing import random_array, to_numpy
 from dlgpu.errors import ArgumentError, DeviceError, DtypeError, ShapeError
 from dlgpu.testing.bad_input import BadInput, FakeCupy, in_debug_mode, labels, logits, on_cpu, on_gpu, rand
@@ -139,7 +141,7 @@ BENCHMARKS = (
         run=lambda d: F.softmax_cross_entropy(d["logits"], d["labels"]),
         xp_baseline=xp_forward, torch_baseline=torch_forward,
         reference=lambda d: R.softmax_cross_entropy(d["logits"], d["labels"]),
-        bytes_moved=_bytes,
+        bytes_moved=_bytes, predicted=Prediction("pct_of_ceiling", 70, 90, why="kernels/softmax.cu"),
     ),
     Benchmark(
         family=FAMILY, op="softmax_cross_entropy_backward", shapes=SHAPES,
@@ -147,7 +149,7 @@ BENCHMARKS = (
         run=lambda d: F.softmax_cross_entropy_backward(d["probs"], d["labels"]),
         xp_baseline=xp_backward, torch_baseline=torch_backward,
         reference=lambda d: R.softmax_cross_entropy_backward(d["probs"], d["labels"]),
-        bytes_moved=_bytes,
+        bytes_moved=_bytes, predicted=Prediction("pct_of_ceiling", 75, 95, why="kernels/softmax.cu"),
     ),
 )
 

@@ -33,7 +33,9 @@
 //                outside the mask gets 0xFF bytes; __activemask() is the lanes that exist and have
 //                not returned.  A collective orders no memory (invisible to ThreadSanitizer), so
 //                warp-shared data exchanged without __syncwarp is a race; __syncwarp orders
-//   atomics      std::atomic_ref on the global or shared location
+//   atomics      std::atomic_ref on the global or shared location, relaxed as on the device; a
+//                hand-over through one needs a __threadfence on each side, as the PTX memory model
+//                says, and ThreadSanitizer is told exactly that (a missing fence is a race it reports)
 //   half types   __half / __nv_bfloat16 with round-to-nearest-even conversions
 //   PTX          kernels/ptx.cuh's wrappers call the dlgpu_host:: implementations below:
 //                mma.sync from the PTX ISA fragment layouts with operand rounding, ldmatrix,
@@ -272,34 +274,58 @@ template <class T> inline T __ldlu(const T* p) { return *p; }
 template <class T> inline void __stcg(T* p, T v) { *p = v; }
 template <class T> inline void __stcs(T* p, T v) { *p = v; }
 template <class T> inline void __stwt(T* p, T v) { *p = v; }
-inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
-inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 
-// ---------------------------------------------------------------- atomics
-template <class T> inline T atomicAdd(T* p, std::type_identity_t<T> v) { return std::atomic_ref<T>(*p).fetch_add(v); }
-template <class T> inline T atomicSub(T* p, std::type_identity_t<T> v) { return std::atomic_ref<T>(*p).fetch_sub(v); }
-template <class T> inline T atomicExch(T* p, std::type_identity_t<T> v) { return std::atomic_ref<T>(*p).exchange(v); }
-template <class T> inline T atomicAnd(T* p, std::type_identity_t<T> v) { return std::atomic_ref<T>(*p).fetch_and(v); }
-template <class T> inline T atomicOr(T* p, std::type_identity_t<T> v) { return std::atomic_ref<T>(*p).fetch_or(v); }
-template <class T> inline T atomicXor(T* p, std::type_identity_t<T> v) { return std::atomic_ref<T>(*p).fetch_xor(v); }
+// ---------------------------------------------------------------- atomics and __threadfence
+// The device's atomics are relaxed: atomicAdd and friends order no other memory access.  What hands data
+// over through one is the PTX memory model's fence-fence synchronization: the writer's stores, then a
+// __threadfence, then its atomic on M; the reader's atomic on M, then a __threadfence, then its loads.  The
+// harness's atomics are relaxed too, and ThreadSanitizer (which does not follow std::atomic_thread_fence)
+// is told exactly that pattern: an atomic that follows its thread's fence releases into M's sync object,
+// and a fence acquires from every M its warp's lanes have touched by atomics before it (lanes hand the
+// observation on through __syncwarp).  Without either fence, TSan sees the stores and loads race.
+namespace dlgpu_host {
+inline void atomic_done(const void* location);
+inline void fence_acquire_release();
+}  // namespace dlgpu_host
+constexpr std::memory_order kRelaxed = std::memory_order_relaxed;
+inline void __threadfence()
+{
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    dlgpu_host::fence_acquire_release();
+}
+inline void __threadfence_block() { __threadfence(); }
+// Every atomic: the hand-over bookkeeping, then `op` on a relaxed atomic_ref of the location.
+template <class T, class Op> inline T atomic_op(T* p, Op op)
+{
+    dlgpu_host::atomic_done(p);
+    std::atomic_ref<T> ref(*p);
+    return op(ref);
+}
+#define DLGPU_ATOMIC(name, body) \
+    template <class T> inline T name(T* p, std::type_identity_t<T> v) { return atomic_op(p, [&](auto& ref) body); }
+DLGPU_ATOMIC(atomicAdd, { return ref.fetch_add(v, kRelaxed); })
+DLGPU_ATOMIC(atomicSub, { return ref.fetch_sub(v, kRelaxed); })
+DLGPU_ATOMIC(atomicExch, { return ref.exchange(v, kRelaxed); })
+DLGPU_ATOMIC(atomicAnd, { return ref.fetch_and(v, kRelaxed); })
+DLGPU_ATOMIC(atomicOr, { return ref.fetch_or(v, kRelaxed); })
+DLGPU_ATOMIC(atomicXor, { return ref.fetch_xor(v, kRelaxed); })
+DLGPU_ATOMIC(atomicMax, {
+    T old = ref.load(kRelaxed);
+    while (old < v && !ref.compare_exchange_weak(old, v, kRelaxed)) {}
+    return old;
+})
+DLGPU_ATOMIC(atomicMin, {
+    T old = ref.load(kRelaxed);
+    while (v < old && !ref.compare_exchange_weak(old, v, kRelaxed)) {}
+    return old;
+})
+#undef DLGPU_ATOMIC
 template <class T> inline T atomicCAS(T* p, std::type_identity_t<T> expected, std::type_identity_t<T> desired)
 {
-    std::atomic_ref<T>(*p).compare_exchange_strong(expected, desired);
-    return expected;  // the old value, whether or not the swap happened
-}
-template <class T> inline T atomicMax(T* p, std::type_identity_t<T> v)
-{
-    std::atomic_ref<T> ref(*p);
-    T old = ref.load();
-    while (old < v && !ref.compare_exchange_weak(old, v)) {}
-    return old;
-}
-template <class T> inline T atomicMin(T* p, std::type_identity_t<T> v)
-{
-    std::atomic_ref<T> ref(*p);
-    T old = ref.load();
-    while (v < old && !ref.compare_exchange_weak(old, v)) {}
-    return old;
+    return atomic_op(p, [&](auto& ref) {
+        ref.compare_exchange_strong(expected, desired, kRelaxed);
+        return expected;  // the old value, whether or not the swap happened
+    });
 }
 
 
@@ -596,6 +622,7 @@ struct Warp {
     const char* what = "";  // the collective being filled
     unsigned long long phase = 0;
     alignas(16) unsigned char slot[32][64];  // what each lane contributes to a collective
+    std::vector<const void*> atomics;        // locations its lanes have touched by atomics (__threadfence)
 };
 
 // A __shared__ declaration (one per template instance): harness.py turns
@@ -651,6 +678,33 @@ inline int lane_id() { return t_lane; }
 inline Block& this_block() { return t_slot->block; }
 
 inline unsigned char* dynamic_shared() { return t_slot->dynamic; }
+
+// The hand-over through atomics (see the atomics above).  t_fenced: a __threadfence since this thread's
+// last atomic, so that its next atomic releases what came before the fence.
+static thread_local bool t_fenced = false;
+inline void atomic_done(const void* location)
+{
+    if (t_fenced) {
+        tsan_release(const_cast<void*>(location));
+        t_fenced = false;
+    }
+    Warp& w = this_warp();
+    Unseen unseen;  // the model's own locking orders nothing
+    std::lock_guard<std::mutex> lock(w.mutex);
+    if (std::find(w.atomics.begin(), w.atomics.end(), location) == w.atomics.end()) w.atomics.push_back(location);
+}
+inline void fence_acquire_release()
+{
+    std::vector<const void*> seen;
+    {
+        Warp& w = this_warp();
+        Unseen unseen;
+        std::lock_guard<std::mutex> lock(w.mutex);
+        seen = w.atomics;
+    }
+    for (const void* location : seen) tsan_acquire(const_cast<void*>(location));
+    t_fenced = true;
+}
 
 // Shared memory of `bytes`, filled with 0xFF.  Under ASan exactly that much, so that an access
 // past it is a report; elsewhere with some slack behind, so that one does not crash the process.
@@ -1105,6 +1159,7 @@ inline std::string run_launch(const unsigned* grid, const unsigned* block, size_
             for (Warp& w : slot.warps) {
                 std::lock_guard<std::mutex> lock(w.mutex);
                 w.exited = w.arrived = 0;
+                w.atomics.clear();
             }
             ClusterGroup& group = *slot.group;
             std::unique_lock<std::mutex> lock(group.mutex);
@@ -1267,6 +1322,7 @@ inline int runner_main(int argc, char** argv, const KernelEntry* table, size_t e
 #endif
 
 }  // namespace dlgpu_host
+
 
 // ---------------------------------------------------------------- CUDA's names for the above
 // Barriers and collectives carry their call site (for mismatches and deadlock messages).
