@@ -14,7 +14,9 @@ channels; the NCHW tc kernels (fp32 arrays) stay at the 0.1-0.3x issue 16 predic
 16-bit forward (and the stride-1 dgrad) runs the wgmma kernels (kernels/conv2d_wgmma.cu, whose header has the
 reasoning): the ``resnet50-3x3-*-nhwc-bf16`` rows (channels_last bf16 against cuDNN on channels_last bf16 tensors) at
 250-350 TFLOP/s at 64 channels and 260-450 at 128 and up, fewer where the tiles do not fill two waves
-(7x7x512 at batch 32): 0.45-0.75x cuDNN, L2 -> SM bandwidth the likely limit, short of issue 19's 0.9x.  The
+(7x7x512 at batch 32): 0.45-0.75x cuDNN, L2 -> SM bandwidth the likely limit, short of issue 19's 0.9x; the
+forward at 128 channels and up runs 2-CTA clusters sharing the weights (a quarter less L2 traffic): up to 0.9x
+if L2 was the limit.  The
 exact fp32 (ieee) simt kernels (kernels/conv2d.cu's header), bound by FFMA issue: forward 0.45-1.0x cuDNN on
 ResNet-50's layers (0.3-0.8 at 7x7x512, batch 32), more with bias + ReLU (the baseline's two extra passes);
 dgrad 0.2-0.8x, except conv1's at 0.005-0.05x (C = 3 fills 3 of 32 tile columns and stride 2 zeros 3 of 4

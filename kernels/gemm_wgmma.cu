@@ -33,9 +33,9 @@
 // until at most that group is in flight, so the previous stage's wgmmas are done and it releases that
 // stage.  A tile's last stage is released after wgmma_wait<0>; then the warpgroup stores its 64 x BN
 // accumulators (bias, ReLU, conversion) while the producer already fills the stages of the next tile.
-// The ring's stage and phase run on across units.  setmaxnreg moves registers from the producer
-// (40) to the consumers (232: 128 fp32 accumulators at BN 256): 40 + 2 x 232 = 504 <= 512 per thread-slot
-// of the 64K-register file.
+// The ring's stage and phase run on across units (these steps: StageRing, wgmma_tile.cuh).  setmaxnreg
+// moves registers from the producer (40) to the consumers (232: 128 fp32 accumulators at BN 256):
+// 40 + 2 x 232 = 504 <= 512 per thread-slot of the 64K-register file.
 //
 // Clusters (BN 256).  The two CTAs of a cluster compute vertically adjacent tiles (rows m0 and m0 + 128,
 // the same BN columns), so they need the same B tile: each CTA's producer loads half of it
@@ -163,15 +163,10 @@ __device__ __forceinline__ void wgmma_gemm(const unsigned char* maps, const floa
     const int cluster = blockIdx.x / CLUSTER, clusters = gridDim.x / CLUSTER;
     const int warpgroup = threadIdx.x / 128;
 
-    if (threadIdx.x == 0) {
-        for (int s = 0; s < STAGES; ++s) {
-            ptx::mbarrier_init(&full[s], 1);
-            // A stage is free once every consumer warpgroup of the cluster is done with it: each CTA's
-            // producer writes (its half of B) into every CTA's copy of the stage.
-            ptx::mbarrier_init(&empty[s], WGMMA_CONSUMERS * CLUSTER);
-        }
-        ptx::fence_mbarrier_init();
-    }
+    // `full` expects the producer's arrive.expect_tx; `empty` the consumer warpgroups of the whole cluster, as
+    // each CTA's producer writes (its half of B) into every CTA's copy of a stage.
+    StageRing<STAGES, CLUSTER> ring(full, empty);
+    if (threadIdx.x == 0) ring.init(1);
     // The barriers of every CTA are initialized before any CTA's copies or arrivals reach them.
     if constexpr (CLUSTER > 1) {
         ptx::cluster_arrive();
@@ -186,15 +181,13 @@ __device__ __forceinline__ void wgmma_gemm(const unsigned char* maps, const floa
         if (threadIdx.x != 0) return;
         ptx::prefetch_tensor_map(map_a);
         ptx::prefetch_tensor_map(map_b);
-        int stage = 0;
-        unsigned phase = 0;
         for (int u = cluster; u < schedule.units; u += clusters) {
             int tile_m, tile_n, split, begin, end;
             schedule.unit(u, rank, tile_m, tile_n, split, begin, end);
             const int m0 = tile_m * WGMMA_BM, n0 = tile_n * BN;
             for (int kt = begin; kt < end; ++kt) {
-                const int k0 = kt * T::kBK;
-                ptx::mbarrier_wait(&empty[stage], phase ^ 1);
+                const int k0 = kt * T::kBK, stage = ring.stage;
+                ring.wait_empty();
                 // The whole stage lands here: A from this CTA's loads, B from every CTA's share.
                 ptx::mbarrier_arrive_expect_tx(&full[stage], T::kStageBytes);
                 unsigned char* const a = a_tiles + stage * T::kABytes;
@@ -222,10 +215,7 @@ __device__ __forceinline__ void wgmma_gemm(const unsigned char* maps, const floa
                     if constexpr (CLUSTER == 1) ptx::tma_load_2d(b + offset, map_b, c0, c1, &full[stage]);
                     else ptx::tma_load_2d_multicast(b + offset, map_b, c0, c1, &full[stage], (1u << CLUSTER) - 1);
                 }
-                if (++stage == STAGES) {
-                    stage = 0;
-                    phase ^= 1;
-                }
+                ring.advance();
             }
         }
         return;
@@ -236,26 +226,15 @@ __device__ __forceinline__ void wgmma_gemm(const unsigned char* maps, const floa
     const int consumer = warpgroup - 1;
     const int lane = threadIdx.x % 32, warp = (threadIdx.x % 128) / 32;
     const bool releases = threadIdx.x % 128 == 0;  // one arrival per warpgroup on each CTA's `empty`
-    auto release = [empty = empty](int s) {  // a copy: C++17 lambdas cannot capture a structured binding
-        if constexpr (CLUSTER == 1) {
-            ptx::mbarrier_arrive(&empty[s]);
-        } else {
-            DLGPU_UNROLL
-            for (int r = 0; r < CLUSTER; ++r) ptx::mbarrier_arrive_cluster(&empty[s], r);
-        }
-    };
     const unsigned a_base = ptx::shared_window_address(a_tiles), b_base = ptx::shared_window_address(b_tiles);
     unsigned char* const my_staging = staging + (consumer * 4 + warp) * WGMMA_STORE_BOXES * T::kBoxBytes;
-    int stage = 0;
-    unsigned phase = 0;
     for (int u = cluster; u < schedule.units; u += clusters) {
         int tile_m, tile_n, split, begin, end;
         schedule.unit(u, rank, tile_m, tile_n, split, begin, end);
         float acc[BN / 2];
-        int previous = 0;
         for (int kt = begin; kt < end; ++kt) {
-            ptx::mbarrier_wait(&full[stage], phase);
-            const unsigned a_stage = a_base + stage * T::kABytes, b_stage = b_base + stage * T::kBBytes;
+            ring.wait_full();
+            const unsigned a_stage = a_base + ring.stage * T::kABytes, b_stage = b_base + ring.stage * T::kBBytes;
             ptx::wgmma_fence();
             ptx::wgmma_fence_operand(acc);
             DLGPU_UNROLL
@@ -269,19 +248,9 @@ __device__ __forceinline__ void wgmma_gemm(const unsigned char* maps, const floa
                             : ptx::wgmma_descriptor(b_stage + j * T::kStep * 128, T::kBK * 128, 1024, 128);
                 ptx::wgmma<BN, P, kTransA ? 1 : 0, kTransB ? 0 : 1>(acc, desc_a, desc_b, kt != begin || j != 0);
             }
-            ptx::wgmma_commit();
-            ptx::wgmma_wait<1>();
-            ptx::wgmma_fence_operand(acc);
-            if (kt > begin && releases) release(previous);
-            previous = stage;
-            if (++stage == STAGES) {
-                stage = 0;
-                phase ^= 1;
-            }
+            ring.end_k_tile(acc, kt > begin, releases);
         }
-        ptx::wgmma_wait<0>();
-        ptx::wgmma_fence_operand(acc);
-        if (releases) release(previous);
+        ring.end_unit(acc, releases);
 
         // ---- epilogue: while the producer already fills the next unit's stages
         if (tile_m >= schedule.tiles_m) continue;  // the upper CTA past M's last tile row: nothing to store

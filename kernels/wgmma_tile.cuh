@@ -14,6 +14,10 @@
 //                                       consumer warp, 8 consumer warps per tile
 //   WgmmaTiles<P, BN, STAGES>           the byte sizes of a stage, the staging boxes, the whole shared
 //                                       memory (dlgpu/cuda/gemm_wgmma.py: shared_bytes mirrors it)
+//   StageRing<STAGES, CLUSTER>          a cursor over the ring (stage, phase) with its barriers' steps: the
+//                                       producer's wait for a free stage, the consumers' wait for a full
+//                                       one and their end of a k-tile (commit, wait, release the previous
+//                                       stage in every CTA of the cluster)
 //   WgmmaSchedule<BN, CLUSTER>          the units (tiles, or split-K ranges of a tile) of a persistent
 //                                       grid, in grouped raster order
 //   store_tma<P, BN, Out>(...)          a consumer warp's 16 x BN accumulators, with bias and ReLU, out
@@ -75,6 +79,78 @@ template <ptx::Precision P, int BN, int STAGES> struct WgmmaTiles {
         unsigned char* const staging = base + STAGES * kStageBytes;
         unsigned long long* const full = reinterpret_cast<unsigned long long*>(staging + kStagingBytes);
         return Shared{base, base + STAGES * kABytes, staging, full, full + STAGES};
+    }
+};
+
+// ---------------------------------------------------------------- the ring
+// Each stage has a `full` barrier (the fill's arrivals and TMA bytes) and an `empty` one (one arrival per
+// consumer warpgroup of each of the CLUSTER CTAs whose producers write into the stage: with multicast, every
+// CTA's copy of a stage is refilled by every CTA).  The producer and each consumer warpgroup keep their own
+// cursor: all walk the block's k-tiles in the same order, so the cursors agree without talking.  The stage and
+// the parity of its barriers' phase run on across units; the phase flips each time the ring wraps.
+template <int STAGES, int CLUSTER> struct StageRing {
+    unsigned long long* full;
+    unsigned long long* empty;
+    int stage = 0;
+    unsigned phase = 0;
+    int previous = 0;  // a consumer's: the stage of its last k-tile, released once that k-tile's wgmmas are done
+
+    __device__ __forceinline__ StageRing(unsigned long long* full_, unsigned long long* empty_)
+        : full(full_), empty(empty_)
+    {
+    }
+    // By one thread, before the block's barrier (or the cluster's) that publishes the barriers.
+    __device__ __forceinline__ void init(unsigned full_arrivals) const
+    {
+        for (int s = 0; s < STAGES; ++s) {
+            ptx::mbarrier_init(&full[s], full_arrivals);
+            ptx::mbarrier_init(&empty[s], WGMMA_CONSUMERS * CLUSTER);
+        }
+        ptx::fence_mbarrier_init();
+    }
+    __device__ __forceinline__ void advance()
+    {
+        if (++stage == STAGES) {
+            stage = 0;
+            phase ^= 1;
+        }
+    }
+    // The producer, before filling the stage: every consumer is done with it (parity phase ^ 1: a fresh
+    // barrier counts as released).
+    __device__ __forceinline__ void wait_empty() const { ptx::mbarrier_wait(&empty[stage], phase ^ 1); }
+    // A consumer, before reading the stage: its fill has landed.
+    __device__ __forceinline__ void wait_full() const { ptx::mbarrier_wait(&full[stage], phase); }
+
+    // A consumer warpgroup, after issuing a k-tile's wgmmas: commits them as one group and waits until at most
+    // that group is in flight, so the previous k-tile's wgmmas are done and its stage is released (only if it
+    // is the same unit's: end_unit released the last unit's).  `releases`: this thread arrives for its
+    // warpgroup.
+    template <int R> __device__ __forceinline__ void end_k_tile(float (&acc)[R], bool has_previous, bool releases)
+    {
+        ptx::wgmma_commit();
+        ptx::wgmma_wait<1>();
+        ptx::wgmma_fence_operand(acc);
+        if (has_previous && releases) release(previous);
+        previous = stage;
+        advance();
+    }
+    // After a unit's last k-tile: every wgmma done, the accumulators readable, the last stage released.
+    template <int R> __device__ __forceinline__ void end_unit(float (&acc)[R], bool releases)
+    {
+        ptx::wgmma_wait<0>();
+        ptx::wgmma_fence_operand(acc);
+        if (releases) release(previous);
+        previous = 0;  // a constant, not a register, through the epilogue: the SASS is 1-2 instructions shorter
+    }
+    // One arrival on stage s's `empty` in every CTA of the cluster.
+    __device__ __forceinline__ void release(int s) const
+    {
+        if constexpr (CLUSTER == 1) {
+            ptx::mbarrier_arrive(&empty[s]);
+        } else {
+            DLGPU_UNROLL
+            for (int r = 0; r < CLUSTER; ++r) ptx::mbarrier_arrive_cluster(&empty[s], r);
+        }
     }
 };
 

@@ -25,6 +25,7 @@ from dlgpu.cuda import conv2d_wgmma as cw
 from dlgpu.errors import ArgumentError, DtypeError
 from dlgpu.testing import assert_close, bf16_bits, harness, random_array, stored_values
 from dlgpu.testing.harness import HarnessError, HarnessExecutor
+from dlgpu.testing.planted import plant, ring_section
 
 pytestmark = pytest.mark.usefixtures("host_compiler")
 
@@ -96,6 +97,30 @@ def test_forward_matches_the_reference(two_sms, rng, precision, x_shape, w_shape
     assert (plain < 0).any()  # the ReLU above had something to do
 
 
+# The clustered forward at the same shapes (most have one row of tiles: every cluster's upper CTA is past the
+# pixels), and 363 pixels x K = 136: three rows of tiles (the second pair's upper CTA has none) by two columns,
+# four cluster units on one cluster, so the ring wraps across units.
+CLUSTER_CASES = tuple((x_shape, w_shape, geometry) for x_shape, w_shape, geometry, _ in CASES) + (
+    ((3, 16, 11, 11), (136, 16, 3, 3), geo(1, 1)),)
+CLUSTER_IDS = CASE_IDS + ["3-tile-rows"]
+
+
+@pytest.mark.parametrize(("x_shape", "w_shape", "geometry"), CLUSTER_CASES, ids=CLUSTER_IDS)
+def test_the_clustered_forward_matches_the_reference(two_sms, rng, x_shape, w_shape, geometry):
+    """128x128c2 (bf16; fp16 runs in tests/test_conv2d.py): a cluster of two CTAs on two SMs, sharing each
+    weight tile by multicast."""
+    config = cw.CLUSTER_CONFIGS[0]
+    x, w, x_values, w_values, bias = inputs(rng, x_shape, w_shape, "bf16")
+    planned, y = cw.plan(x, w, stored(bias, "bf16"), relu=True, precision="bf16", config=config.name,
+                         executor=two_sms, **geometry)
+    assert planned.launch.cluster == (2, 1, 1) and planned.launch.grid == (2, 1, 1)
+    assert planned.launch.kernel == f"conv2d_fwd_wgmma_{config.name}_bf16"
+    two_sms.launch(planned.launch)
+    planned.finish()
+    check(y, R.conv2d(x_values, w_values, stored_values(stored(bias, "bf16"), "bf16"), activation="relu", **geometry),
+          "bf16")
+
+
 # Stride 1 (dgrad's only): (x NCHW, w OIHW, geometry, config).  C = 24 out of K = 72 (a partial second block of 64
 # output channels); dilated and rectangular; 7x7; a 1x1 with C = 136 (two column tiles) from K = 40.
 DGRAD_CASES = (
@@ -132,9 +157,15 @@ def test_the_launcher_picks_its_tile_and_refuses_what_the_kernels_cannot_take(tw
     x, w, *_ = inputs(rng, (1, 16, 5, 5), (8, 16, 3, 3), "fp16")
     geometry = conv2d_nhwc.geometry("t", x.shape, w.shape, (1, 1), (1, 1), (1, 1))
     assert cw.choose(geometry).name == "128x64"
-    assert cw.choose(dataclasses.replace(geometry, K=65)).name == "128x128"
+    assert cw.choose(dataclasses.replace(geometry, K=65)).name == "128x128"  # 25 pixels: one row of tiles
     assert cw.choose(geometry, "128x128").name == "128x128"
-    for config in cw.CONFIGS:
+    # Two rows of tiles and more than 64 filters: the forward in clusters; dgrad gathers its weights (no TMA).
+    tall = dataclasses.replace(geometry, N=6, K=65, C=72)  # 150 pixels; dgrad's columns are C
+    assert cw.choose(tall).name == "128x128c2" and cw.choose(tall, pass_="dgrad").name == "128x128"
+    assert cw.choose(dataclasses.replace(tall, K=64)).name == "128x64"
+    with pytest.raises(ArgumentError, match="config must be one of"):
+        cw.choose(tall, "128x128c2", pass_="dgrad")
+    for config in cw.PASS_CONFIGS["forward"]:
         assert cw.shared_bytes(config) <= 227 * 1024  # H100's opt-in limit per block
     assert cw.supports(x, w, "fp16") and not cw.supports(x, w, "bf16") and not cw.supports(x, w, "tf32")
     odd = np.zeros((1, 5, 5, 12), np.float16)  # 12 channels: not whole 16-byte chunks
@@ -199,7 +230,7 @@ def test_registry_names_every_kernel():
 # ---------------------------------------------------------------- planted bugs in the real kernel
 
 SOURCE = compiler.source_path(cw.FAMILY)
-PLANTED = {  # name: (pass it breaks, text in kernels/conv2d_wgmma.cu, its replacement)
+PLANTED = {  # name: (pass it breaks, text in kernels/conv2d_wgmma.cu or wgmma_tile.cuh's ring, its replacement)
     "the gathered tiles are not swizzled": (
         "forward", "return ((chunk ^ (first % 8)) * 16) + first * 128;", "return (chunk * 16) + first * 128;"),
     "padding taps are not zero-filled": (
@@ -208,7 +239,7 @@ PLANTED = {  # name: (pass it breaks, text in kernels/conv2d_wgmma.cu, its repla
         "forward", "static constexpr int kArrivals = CONV_WGMMA_PRODUCER_THREADS + 1;",
         "static constexpr int kArrivals = CONV_WGMMA_PRODUCER_THREADS;"),
     "the producers overrun the ring": (
-        "forward", "                ptx::mbarrier_wait(&empty[stage], phase ^ 1);\n", ""),
+        "forward", "ptx::mbarrier_wait(&empty[stage], phase ^ 1);", ""),
     "a k-tile's chunks step by the wrong number of taps": (
         "forward", "tap.advance(t % CONV_WGMMA_CHUNKS * 8, g.C, g);",
         "tap.advance(t % CONV_WGMMA_CHUNKS * 16, g.C, g);"),
@@ -222,41 +253,55 @@ PLANTED = {  # name: (pass it breaks, text in kernels/conv2d_wgmma.cu, its repla
         "reads\n", ""),
     "dgrad's taps not mirrored": (
         "dgrad", "k - ((long long)tap.dh * g.Q + tap.dw) * g.K", "k + ((long long)tap.dh * g.Q + tap.dw) * g.K"),
+    "a clustered CTA releases a stage in its own `empty` only": (
+        "clustered", "for (int r = 0; r < CLUSTER; ++r) ptx::mbarrier_arrive_cluster(&empty[s], r);",
+        "ptx::mbarrier_arrive(&empty[s]);"),
 }
 BUGS = sorted(PLANTED)
 # Bugs that one check of the harness must name (others may show as wrong numbers instead).
 CAUGHT_BY = {"the consumers read the gathered stage without fence.proxy.async": "after the last fence.proxy.async"}
 SECTION_START = "// Where a chunk of the k-tile stands in the reduction"
 SECTION_END = "// ---------------------------------------------------------------- named instances"
-KERNELS = {  # pass: (parameters, the gather's construction, the output's map)
-    "forward": ("const unsigned char *maps, const unsigned short *x, const float *bias, CONV_GEOMETRY_PARAMS, "
-                "int flags", "ForwardGather<64> gather(x, maps, geo);", "maps + 128, bias"),
-    "dgrad": ("const unsigned char *maps, const unsigned short *grad_y, const unsigned short *w, "
+FORWARD_PARAMS = ("const unsigned char *maps, const unsigned short *x, const float *bias, CONV_GEOMETRY_PARAMS, "
+                  "int flags")
+KERNELS = {  # pass: (its configuration, parameters, the gather's construction, the output's map)
+    "forward": (cw.CONFIGS[-1], FORWARD_PARAMS, "ForwardGather<64, 1> gather(x, maps, geo);", "maps + 128, bias"),
+    "dgrad": (cw.CONFIGS[-1], "const unsigned char *maps, const unsigned short *grad_y, const unsigned short *w, "
               "CONV_GEOMETRY_PARAMS, int flags, unsigned hw_mul, unsigned hw_shift, unsigned w_mul, unsigned w_shift",
               "DgradGather<64> gather(grad_y, w, geo, hw_mul, hw_shift, w_mul, w_shift);", "maps, nullptr"),
+    "clustered": (cw.CLUSTER_CONFIGS[0], FORWARD_PARAMS, "ForwardGather<128, 2> gather(x, maps, geo);",
+                  "maps + 128, bias"),
 }
 
 
 def planted_kernel(name: str, pass_: str, scope: str) -> str:
-    params, gather, out = KERNELS[pass_]
-    return (f'extern "C" __global__ void __launch_bounds__(WGMMA_THREADS, 1) {name}({params})\n{{\n'
+    config, params, gather, out = KERNELS[pass_]
+    return (f'extern "C" __global__ void WGMMA_CLUSTER_DIMS({cw.CLUSTER[config.name]}) '
+            f"__launch_bounds__(WGMMA_THREADS, 1) {name}({params})\n{{\n"
             f"    const ConvGeometry geo = CONV_GEOMETRY;\n    {scope}{gather}\n"
-            f"    {scope}wgmma_conv<ptx::Precision::bf16, 64, 8>(gather, {out}, flags);\n}}\n")
+            f"    {scope}wgmma_conv<ptx::Precision::bf16, {config.block_n}, {cw.STAGES[config.name]}>(gather, {out}, "
+            "flags);\n}\n")
+
+
+def control_name(pass_: str) -> str:
+    """The real kernel that the planted copies of a pass stand in for."""
+    return cw.kernel_name("dgrad" if pass_ == "dgrad" else "forward", KERNELS[pass_][0], "bf16")
 
 
 def planted_source(original: str) -> str:
-    """kernels/conv2d_wgmma.cu with one kernel per planted bug, ``planted_<i>`` (bf16, 128 x 64), each built on a
-    copy of the kernels' code with that bug in a namespace of its own, and the real 128 x 64 bf16 forward and
-    dgrad (the controls).  One build."""
+    """kernels/conv2d_wgmma.cu with one kernel per planted bug, ``planted_<i>`` (bf16, 128 x 64, or 128x128c2 for
+    the clustered forward), each built on a copy of the kernels' code and of the ring (dlgpu.testing.planted) with
+    that bug in a namespace of its own, and the real kernels they stand for (the controls).  One build."""
     head, rest = original.split(SECTION_START)
     section, _ = (SECTION_START + rest).split(SECTION_END)
     parts = [head, section]
+    ring = ring_section(SOURCE.parent)
     for index, bug in enumerate(BUGS):
         pass_, text, replacement = PLANTED[bug]
-        assert section.count(text) == 1, f"planted bug: {text!r} is not in {SOURCE.name} exactly once"
-        parts.append(f"namespace bug_{index} {{\n{section.replace(text, replacement)}}}\n")
+        code = "".join(plant([ring, section], text, replacement))
+        parts.append(f"namespace bug_{index} {{\n{code}}}\n")
         parts.append(planted_kernel(f"planted_{index}", pass_, f"bug_{index}::"))
-    parts += [planted_kernel(cw.kernel_name(p, cw.CONFIGS[-1], "bf16"), p, "") for p in KERNELS]
+    parts += [planted_kernel(control_name(p), p, "") for p in KERNELS]
     return "\n".join(parts)
 
 
@@ -270,27 +315,30 @@ def planted_kernels(tmp_path_factory):
 def run_planted(folder, kernel: str, pass_: str):
     """A 3x3 / pad 1 conv of 2 x 40 channels x 9 x 9 into 24 (bf16), or its data gradient: 162 pixels (two tiles
     on one block, so the ring of 8 stages wraps), chunks of a forward k-tile from two taps, padding taps on
-    every edge.  Returns the output and the reference's."""
-    executor = HarnessExecutor("plain", kernels_dir=folder, multiprocessor_count=1)
-    x, w, x_values, w_values, bias = inputs(np.random.default_rng(5), (2, 40, 9, 9), (24, 40, 3, 3), "bf16")
-    if pass_ == "forward":
+    every edge.  Clustered: into 136 filters, one cluster of two CTAs on two SMs (the two rows of tiles), each
+    walking two column tiles of 6 k-tiles through 6 stages.  Returns the output and the reference's."""
+    clustered = pass_ == "clustered"
+    executor = HarnessExecutor("plain", kernels_dir=folder, multiprocessor_count=2 if clustered else 1)
+    x, w, x_values, w_values, bias = inputs(np.random.default_rng(5), (2, 40, 9, 9),
+                                            (136 if clustered else 24, 40, 3, 3), "bf16")
+    if pass_ != "dgrad":
         planned, out = cw.plan(x, w, bias, padding=(1, 1), precision="bf16", out_dtype=np.float32,
-                               config="128x64", executor=executor)
+                               config=KERNELS[pass_][0].name, executor=executor)
         expected = R.conv2d(x_values, w_values, bias, padding=1)
     else:
         grad_y16 = stored(random_array(np.random.default_rng(6), (2, 24, 9, 9)), "bf16")
         planned, out = cw.plan_dgrad(to_nhwc(grad_y16), w, x.shape, padding=(1, 1), precision="bf16",
                                      out_dtype=np.float32, config="128x64", executor=executor)
         expected = R.conv2d_backward(stored_values(grad_y16, "bf16"), x_values, w_values, padding=1)[0]
-    assert planned.launch.grid == (1, 1, 1)
+    assert planned.launch.grid == ((2 if clustered else 1), 1, 1)
     executor.launch(dataclasses.replace(planned.launch, kernel=kernel))
     planned.finish()
     return out, expected
 
 
-@pytest.mark.parametrize("pass_", ("forward", "dgrad"))
+@pytest.mark.parametrize("pass_", KERNELS)
 def test_the_planted_copy_runs_clean_without_a_bug(planted_kernels, pass_):
-    check(*run_planted(planted_kernels, cw.kernel_name(pass_, cw.CONFIGS[-1], "bf16"), pass_), "bf16")
+    check(*run_planted(planted_kernels, control_name(pass_), pass_), "bf16")
 
 
 @pytest.mark.parametrize("bug", BUGS)
@@ -315,14 +363,16 @@ def test_planted_bugs_in_the_kernel_are_caught(planted_kernels, monkeypatch, bug
 def test_sm90a_build_has_hgmma_and_no_local_memory():
     """ptxas keeps every kernel within 168 registers (384 threads, one block per SM: no setmaxnreg, as the
     kernel's header explains), spills nothing; the SASS has the wgmma, the TMA loads (forward) and stores, the
-    cp.async gathers, and no local memory."""
+    cp.async gathers, and no local memory; the clustered forward multicasts the weights and holds its CTAs
+    together."""
     module = compiler.compile_family(cw.FAMILY, arch="sm_90a", announce=False)
     assert set(module.resources) == set(cw.kernel_names())
     for name, resources in module.resources.items():
         assert resources.registers * 384 <= 65536, (name, resources.registers)
         assert resources.spill_bytes == 0 and resources.stack_frame == 0, (name, resources)
     listing = sass.disassemble(module.image)
-    patterns = ("HGMMA", "UTMALDG", "UTMASTG", "LDGSTS", "USETMAXREG", "LDL", "STL")
+    patterns = ("HGMMA", "UTMALDG", "UTMALDG.MULTICAST", "UTMASTG", "LDGSTS", "USETMAXREG", "UCGABAR_ARV", "LDL",
+                "STL")
     for name, opcodes in listing.items():
         counts = sass.count_instructions(opcodes, patterns)
         # The forward's weights come by TMA; dgrad gathers both operands (8 chunks of A, BN / 16 of B per thread).
@@ -330,6 +380,9 @@ def test_sm90a_build_has_hgmma_and_no_local_memory():
         assert counts["HGMMA"] >= 4 and counts["UTMASTG"] >= 1 and (counts["UTMALDG"] >= 1) == forward, (name, counts)
         assert counts["LDGSTS"] >= (8 if forward else 12) and counts["USETMAXREG"] == 0, (name, counts)
         assert counts["LDL"] == counts["STL"] == 0, (name, counts)
+        clustered = cw.CLUSTER[name.split("_")[3]] > 1
+        assert (counts["UTMALDG.MULTICAST"] >= 1) == clustered and (counts["UCGABAR_ARV"] >= 2) == clustered, (
+            name, counts)
     # the family's dlgpu-sass lines cover both passes
     text = SOURCE.read_text()
     assert re.search(r"conv2d_fwd_wgmma_\*", text) and re.search(r"conv2d_dgrad_wgmma_\*", text)
@@ -342,8 +395,8 @@ def test_sm90a_build_has_hgmma_and_no_local_memory():
 @pytest.mark.parametrize("precision", cw.PRECISIONS)
 def test_forward_on_the_gpu_matches_the_harness_and_the_reference(precision):
     """The same launches on the GPU and on the harness (3x3 / pad 1, C = 72 and K = 136: chunks of a k-tile from
-    two taps, two column tiles; forward and dgrad), then a ResNet-like 3x3 layer against the float64 reference
-    through the NHWC forward, which chooses this variant on an H100."""
+    two taps, two column tiles; forward, on the clustered 128x128c2, and dgrad), then a ResNet-like 3x3 layer
+    against the float64 reference through the NHWC forward, which chooses this variant (clustered) on an H100."""
     import cupy
 
     from dlgpu.cuda.executor import default_executor

@@ -26,6 +26,7 @@ from dlgpu.cuda import gemm_wgmma as wg
 from dlgpu.errors import ArgumentError, DtypeError, ShapeError
 from dlgpu.testing import assert_close, bf16_bits, harness, random_array, stored_values
 from dlgpu.testing.harness import HarnessError, HarnessExecutor
+from dlgpu.testing.planted import plant, ring_section
 
 LAYOUTS = list(itertools.product((False, True), repeat=2))  # (transpose_a, transpose_b)
 COMBOS = [
@@ -291,20 +292,17 @@ def test_registry_names_every_kernel():
 # ---------------------------------------------------------------- planted bugs in the real kernel
 
 SOURCE = compiler.source_path(wg.FAMILY)
-PLANTED = {  # name: (text in kernels/gemm_wgmma.cu, its replacement)
+PLANTED = {  # name: (text in kernels/gemm_wgmma.cu's kernel or wgmma_tile.cuh's ring, its replacement)
     "wrong swizzle mode in A's descriptor": (
         "ptx::wgmma_descriptor(a_stage + consumer * 64 * 128 + 32 * j, 16, 1024, 128)",
         "ptx::wgmma_descriptor(a_stage + consumer * 64 * 128 + 32 * j, 16, 1024, 64)"),
-    "no wgmma.wait_group before releasing a stage": (
-        "            ptx::wgmma_wait<1>();\n", ""),
-    "no wgmma.wait_group before the epilogue": (
-        "        ptx::wgmma_wait<0>();\n", ""),
+    "no wgmma.wait_group before releasing a stage": ("ptx::wgmma_wait<1>();", ""),
+    "no wgmma.wait_group before the epilogue": ("ptx::wgmma_wait<0>();", ""),
     "consumers wait on the wrong parity": (
         "ptx::mbarrier_wait(&full[stage], phase);", "ptx::mbarrier_wait(&full[stage], phase ^ 1);"),
-    "producer overruns the ring": (
-        "                ptx::mbarrier_wait(&empty[stage], phase ^ 1);\n", ""),
+    "producer overruns the ring": ("ptx::mbarrier_wait(&empty[stage], phase ^ 1);", ""),
     "consumers release the stage their wgmmas still read": (
-        "if (kt > begin && releases) release(previous);", "if (releases) release(stage);"),
+        "if (has_previous && releases) release(previous);", "if (releases) release(stage);"),
     "producer expects the A tile's bytes only": (
         "ptx::mbarrier_arrive_expect_tx(&full[stage], T::kStageBytes);",
         "ptx::mbarrier_arrive_expect_tx(&full[stage], T::kABytes);"),
@@ -321,8 +319,9 @@ BUGS = sorted(PLANTED)
 
 def planted_source(original: str) -> str:
     """kernels/gemm_wgmma.cu with one kernel per planted bug, ``planted_<i>`` (bf16, 128 x 256 in clusters of
-    two, layout nt), each calling a copy of the kernel template with that bug; the real instances are dropped
-    but one (gemm_wgmma_128x256_nt_bf16, the control).  One build serves every bug."""
+    two, layout nt), each calling a copy of the kernel template and of the ring (dlgpu.testing.planted) with that
+    bug in a namespace of its own; the real instances are dropped but one (gemm_wgmma_128x256_nt_bf16, the
+    control).  One build serves every bug."""
     head, _ = original.split("// ---------------------------------------------------------------- named instances")
     template_start = head.index("template <ptx::Precision P, int BN, int STAGES, int CLUSTER, bool kTransA, "
                                 "bool kTransB>\n__device__ __forceinline__ void wgmma_gemm(")
@@ -331,12 +330,12 @@ def planted_source(original: str) -> str:
              "int *counters, int M, int N, int K, int flags, int splits\n"
              "#define WGMMA_ARGS maps, bias, workspace, counters, M, N, K, flags, splits\n"
              "#define WGMMA_PLANTED __global__ void WGMMA_CLUSTER_DIMS(2) __launch_bounds__(WGMMA_THREADS, 1)\n"]
+    ring = ring_section(SOURCE.parent)
     for index, bug in enumerate(BUGS):
-        text, replacement = PLANTED[bug]
-        assert template.count(text) == 1, f"planted bug: {text!r} is not in {SOURCE.name} exactly once"
-        parts.append(template.replace(text, replacement).replace("void wgmma_gemm(", f"void wgmma_gemm_{index}("))
-        parts.append(f'extern "C" WGMMA_PLANTED planted_{index}(WGMMA_PARAMS)\n'
-                     f"{{\n    wgmma_gemm_{index}<ptx::Precision::bf16, 256, 4, 2, false, true>(WGMMA_ARGS);\n}}\n")
+        code = "".join(plant([ring, template], *PLANTED[bug]))
+        parts.append(f"namespace bug_{index} {{\n{code}}}\n")
+        parts.append(f'extern "C" WGMMA_PLANTED planted_{index}(WGMMA_PARAMS)\n{{\n'
+                     f"    bug_{index}::wgmma_gemm<ptx::Precision::bf16, 256, 4, 2, false, true>(WGMMA_ARGS);\n}}\n")
     parts.append('extern "C" WGMMA_PLANTED gemm_wgmma_128x256_nt_bf16(WGMMA_PARAMS)\n'
                  "{\n    wgmma_gemm<ptx::Precision::bf16, 256, 4, 2, false, true>(WGMMA_ARGS);\n}\n")
     return "\n".join(parts)

@@ -352,9 +352,6 @@ MUTANTS: tuple[Mutant, ...] = (
     M("conv_wgmma_no_proxy_fence", "conv2d_wgmma", "conv2d_wgmma.cu",
       "            ptx::fence_proxy_async_shared();  // the producers' cp.async writes, visible to wgmma's reads\n", "",
       "the consumers' wgmma reads the gathered stage with no fence.proxy.async after the cp.async writes"),
-    M("wgmma_no_mbarrier_init_fence", "gemm_wgmma", "gemm_wgmma.cu",
-      "        ptx::fence_mbarrier_init();\n", "",
-      "the ring's mbarrier inits are not published before TMA (and the peer CTA) signal them"),
     M("wgmma_split_no_writer_fence", "gemm_wgmma", "gemm_wgmma.cu",
       "    for (int i = 0; i < BN / 2; ++i) mine[i * 32 + lane] = acc[i];\n    __threadfence();\n",
       "    for (int i = 0; i < BN / 2; ++i) mine[i * 32 + lane] = acc[i];\n",
@@ -362,17 +359,31 @@ MUTANTS: tuple[Mutant, ...] = (
     M("wgmma_store_no_proxy_fence", "gemm_wgmma", "wgmma_tile.cuh",
       "        ptx::fence_proxy_async_shared();  // each writer's stores, visible to the TMA unit\n", "",
       "the epilogue's TMA store reads the staging box with no fence.proxy.async after the stores"),
-    M("wgmma_empty_parity", "gemm_wgmma", "gemm_wgmma.cu",
-      "ptx::mbarrier_wait(&empty[stage], phase ^ 1);", "ptx::mbarrier_wait(&empty[stage], phase);",
-      "the producer waits on the wrong parity of the stage's empty barrier"),
-    M("wgmma_release_current_stage", "gemm_wgmma", "gemm_wgmma.cu",
-      "if (kt > begin && releases) release(previous);",
-      "if (kt > begin && releases) release(stage);",
-      "a consumer releases the stage its in-flight wgmma still reads"),
-    M("wgmma_wait_count", "gemm_wgmma", "gemm_wgmma.cu",
-      "            ptx::wgmma_commit();\n            ptx::wgmma_wait<1>();\n",
-      "            ptx::wgmma_commit();\n            ptx::wgmma_wait<2>();\n",
-      "a wrong wgmma.wait_group count: the released stage may still be read"),
+    # The ring's steps (StageRing) are shared by gemm_wgmma.cu and conv2d_wgmma.cu: each bug in them is
+    # planted once per family, as each family's tests must catch it.
+    *(M(f"{prefix}_no_mbarrier_init_fence", family, "wgmma_tile.cuh",
+        "        ptx::fence_mbarrier_init();\n", "",
+        "the ring's mbarrier inits are not published before TMA (and the peer CTA) signal them")
+      for prefix, family in (("wgmma", "gemm_wgmma"), ("conv_wgmma", "conv2d_wgmma"))),
+    *(M(f"{prefix}_empty_parity", family, "wgmma_tile.cuh",
+        "ptx::mbarrier_wait(&empty[stage], phase ^ 1);", "ptx::mbarrier_wait(&empty[stage], phase);",
+        "the producer waits on the wrong parity of the stage's empty barrier")
+      for prefix, family in (("wgmma", "gemm_wgmma"), ("conv_wgmma", "conv2d_wgmma"))),
+    *(M(f"{prefix}_release_current_stage", family, "wgmma_tile.cuh",
+        "if (has_previous && releases) release(previous);",
+        "if (has_previous && releases) release(stage);",
+        "a consumer releases the stage its in-flight wgmma still reads")
+      for prefix, family in (("wgmma", "gemm_wgmma"), ("conv_wgmma", "conv2d_wgmma"))),
+    *(M(f"{prefix}_wait_count", family, "wgmma_tile.cuh",
+        "        ptx::wgmma_commit();\n        ptx::wgmma_wait<1>();\n",
+        "        ptx::wgmma_commit();\n        ptx::wgmma_wait<2>();\n",
+        "a wrong wgmma.wait_group count: the released stage may still be read")
+      for prefix, family in (("wgmma", "gemm_wgmma"), ("conv_wgmma", "conv2d_wgmma"))),
+    *(M(f"{prefix}_release_own_cta_only", family, "wgmma_tile.cuh",
+        "for (int r = 0; r < CLUSTER; ++r) ptx::mbarrier_arrive_cluster(&empty[s], r);",
+        "ptx::mbarrier_arrive(&empty[s]);",
+        "a clustered consumer releases the stage in its own CTA only: the peer's producer never refills it")
+      for prefix, family in (("wgmma", "gemm_wgmma"), ("conv_wgmma", "conv2d_wgmma"))),
     # ---------------------------------------------------------------- ptx wrappers (the generic part)
     M("ptx_pack_half2_order", "ptx", "ptx.cuh",
       "if constexpr (P == Precision::bf16) return pack_bf16x2(lo, hi);",

@@ -9,7 +9,8 @@ operands must already be in their 16-bit storage (float16; bfloat16 or uint16 bi
 channels); dgrad runs at stride 1 only: :func:`supports` says whether a call qualifies.  The output is
 float32 or the operands' 16-bit type.
 
-The forward's weights reach shared memory by TMA (the K x R*S*C matrix as stored), the activations (and
+The forward's weights reach shared memory by TMA (the K x R*S*C matrix as stored; on the clustered tile, each
+of a cluster's two CTAs loads half of the weight tile into both, by multicast), the activations (and
 all of dgrad's operands) by cp.async gathers of the producer warpgroup with zero fill for padding taps, and
 wgmma multiplies them with fp32 accumulation; the output leaves through TMA stores (into the output itself
 when its rows are 16-byte multiples, else through a padded array).  The variant is :data:`VARIANT`; it runs
@@ -30,7 +31,7 @@ from dlgpu.cuda import gemm_cast as _cast
 from dlgpu.cuda import gemm_wgmma as _wgmma
 from dlgpu.cuda import kernel_decls, tma
 from dlgpu.cuda.executor import resolve_executor
-from dlgpu.cuda.gemm import FLAG_BIAS, FLAG_RELU, address, config_by_name, tile_configs
+from dlgpu.cuda.gemm import FLAG_BIAS, FLAG_RELU, TileConfig, address, config_by_name, tile_configs
 from dlgpu.cuda.launch import Launch, compute_capability, multiprocessor_count
 from dlgpu.errors import ArgumentError, ShapeError
 
@@ -39,10 +40,18 @@ PRECISIONS = ("bf16", "fp16")
 VARIANT = _conv2d.Variant("wgmma", FAMILY, {"forward": PRECISIONS, "dgrad": PRECISIONS},
                           "NHWC implicit GEMM on wgmma, operands gathered by cp.async (the forward's weights by "
                           "TMA); dgrad at stride 1; sm_90a")
-# Widest first, from kernels/conv2d_wgmma.cu's CONV_WGMMA_CONFIGS X(BM, BN, THREADS, STAGES).
+# Widest first, from kernels/conv2d_wgmma.cu's CONV_WGMMA_CONFIGS X(BM, BN, THREADS, STAGES): both passes'.
 CONFIGS = tile_configs("conv2d_wgmma.cu", "CONV_WGMMA_CONFIGS")
 STAGES = {f"{bm}x{bn}": int(stages) for bm, bn, _, stages in kernel_decls.x_macro("conv2d_wgmma.cu",
                                                                                    "CONV_WGMMA_CONFIGS")}
+# The forward's alone, from CONV_WGMMA_CLUSTER_CONFIGS X(BM, BN, THREADS, STAGES, CLUSTER): CLUSTER CTAs along M
+# that share each weight tile by multicast, named <BM>x<BN>c<CLUSTER>.
+_CLUSTERED = kernel_decls.x_macro("conv2d_wgmma.cu", "CONV_WGMMA_CLUSTER_CONFIGS")
+CLUSTER_CONFIGS = tuple(TileConfig(f"{bm}x{bn}c{cluster}", int(bm), int(bn), int(threads))
+                        for bm, bn, threads, _, cluster in _CLUSTERED)
+STAGES.update({c.name: int(stages) for c, (_, _, _, stages, _) in zip(CLUSTER_CONFIGS, _CLUSTERED)})
+CLUSTER = {**{c.name: 1 for c in CONFIGS}, **{c.name: int(n) for c, (*_, n) in zip(CLUSTER_CONFIGS, _CLUSTERED)}}
+PASS_CONFIGS = {"forward": CONFIGS + CLUSTER_CONFIGS, "dgrad": CONFIGS}
 CHANNEL_MULTIPLE = 8  # a 16-byte cp.async chunk: 8 channels of one pixel at one tap
 STORE_MAP = {"forward": 1, "dgrad": 0}  # the output's tensor map: after the weights' (forward), or alone
 available = _wgmma.available
@@ -50,7 +59,7 @@ available = _wgmma.available
 
 def kernel_names() -> list[str]:
     """Every kernel of kernels/conv2d_wgmma.cu, by name."""
-    return [kernel_name(pass_, config, precision) for pass_ in VARIANT.passes for config in CONFIGS
+    return [kernel_name(pass_, config, precision) for pass_ in VARIANT.passes for config in PASS_CONFIGS[pass_]
             for precision in PRECISIONS]
 
 
@@ -66,11 +75,22 @@ def shared_bytes(config) -> int:
 
 def choose(g: _conv2d.Geometry, config: str | None = None, pass_: str = "forward"):
     """128 x 64 when the output's channels (K, or C for dgrad) fit it (a 128-wide tile would be half idle),
-    else 128 x 128."""
-    chosen = config_by_name(CONFIGS, config, op="conv2d_wgmma")
+    else 128 x 128; the forward's in clusters of two (128x128c2) when there are two rows of tiles to pair.
+
+    Why the cluster there (kernels/conv2d_wgmma.cu's header): per k-tile an SM takes 16 KB of A and 16 KB of
+    weights from L2, the likely limit at 128 x 128; with the weights multicast it takes half of them, 24 KB in
+    all, a quarter less.  Not at 128 x 64, which is issue-bound (and would save only 4 of 24 KB), nor for
+    dgrad, whose weights are gathered, not loaded by TMA.  A single row of tiles would leave the second CTA
+    of every cluster idle."""
+    chosen = config_by_name(PASS_CONFIGS[pass_], config, op="conv2d_wgmma")
     if chosen is not None:
         return chosen
-    return CONFIGS[-1] if (g.K if pass_ == "forward" else g.C) <= CONFIGS[-1].block_n else CONFIGS[0]
+    if (g.K if pass_ == "forward" else g.C) <= CONFIGS[-1].block_n:
+        return CONFIGS[-1]
+    clustered = CLUSTER_CONFIGS[0]
+    if pass_ == "forward" and math.ceil(g.pixels / clustered.block_m) >= CLUSTER[clustered.name]:
+        return clustered
+    return CONFIGS[0]
 
 
 def supports(x, weight, precision: str, pass_: str = "forward", stride=(1, 1)) -> bool:
@@ -127,7 +147,10 @@ def plan(x, weight, bias=None, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1)
     rsc = g.R * g.S * g.C
     box_k = _wgmma.TILE_ROW_BYTES // tma.ELEMENT_BYTES[element]
     # The weights as the K x RSC matrix they are in memory, in boxes of BN filters x 64 taps.
-    pairs = [(weight.reshape(g.K, rsc), tma.TileMap(element, g.K, rsc, rsc * 2, tile.block_n, box_k, 128))]
+    # Each CTA of a cluster loads its share of the BN filters.
+    cluster = CLUSTER[tile.name]
+    pairs = [(weight.reshape(g.K, rsc), tma.TileMap(element, g.K, rsc, rsc * 2, tile.block_n // cluster, box_k,
+                                                    128))]
     # y as the M x K matrix, stored by TMA in boxes of 16 rows x 128 bytes.
     y2d = y.reshape(g.pixels, g.K)
     store, pitch = _wgmma._tma_ready(xp, y2d, dtype.itemsize, copy=False)
@@ -139,13 +162,15 @@ def plan(x, weight, bias=None, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1)
     flags = ((FLAG_BIAS if bias is not None else 0) | (FLAG_RELU if relu else 0)
              | (_nhwc.FLAG_STORE_HALF if dtype != np.float32 else 0))
     bias_arg = _cast.to_float32(xp, bias, precision) if bias is not None else xp.zeros(1, np.float32)
-    tiles = math.ceil(g.pixels / tile.block_m) * math.ceil(g.K / tile.block_n)
-    blocks = max(1, min(tiles, multiprocessor_count(executor)))  # persistent: at most one block per SM
+    # Units: tiles, or with clusters pairs of vertically adjacent tiles (the last pair's upper tile may lie past
+    # the pixels: that CTA loads zeros and stores nothing).  Persistent: at most one block per SM, whole clusters.
+    units = math.ceil(math.ceil(g.pixels / tile.block_m) / cluster) * math.ceil(g.K / tile.block_n)
+    blocks = max(1, min(units, multiprocessor_count(executor) // cluster)) * cluster
     kernel = kernel_name("forward", tile, precision)
     args = (maps, x, bias_arg, *g.args(), np.int32(flags))
     # The stage ring is far past 48 KB: the launch raises the kernel's shared memory limit.
     launch = Launch(FAMILY, kernel, (blocks, 1, 1), (tile.threads, 1, 1), args, shared_bytes(tile),
-                    shared_opt_in=True)
+                    shared_opt_in=True, cluster=(cluster, 1, 1))
     return _wgmma.Planned(launch, y2d, store, maps, tuple(pairs), store_map=STORE_MAP["forward"]), y
 
 
