@@ -97,6 +97,22 @@
 // cuDNN), less at C = K = 64 (a 128x64 tile and 18 k-tiles: 4-stage prologue and epilogue weigh more), so issue
 // 16's 0.6x is within reach on the larger layers only; dgrad ~0.4-0.6x, its divisions gone.  The GPU run
 // confirms or refutes this.
+// Other rows (ratios to cuDNN on the same storage; dlgpu/cases/conv2d.py holds each range):
+//   NHWC tf32 forward   m16n8k8 tf32: half the FLOPs per HMMA for the same bytes per k-tile, as cuDNN's tf32 is
+//                       half its bf16 rate: 0.4-0.7x on the 3x3 layers, 0.3-0.55x for 7x7x512 at batch 32 (52
+//                       tiles, short waves).
+//   NHWC bf16 wgrad     91 % of the issue slots at the mma.sync rate, itself ~2/3 of what wgmma gives cuDNN's
+//                       kernels on Hopper: 0.35-0.65x.
+//   conv1 (C = 3)       channels padded to 8 for the tensor cores (8/3 of the useful products), stride 2, a
+//                       7x7 filter: 0.2-0.5x in NHWC (forward, dgrad; 16-bit and tf32); NCHW fp32 at tf32
+//                       0.25-0.7x (cuDNN pads too).
+//   NCHW fp32 arrays    at tf32: 1x1 (the 1x1 path never divided, 256 channels of reduction) 0.65-1.0x; LeNet's
+//                       layers are microseconds on both sides, launch-bound: 0.4-1.5x.  At bf16 the same NCHW
+//                       kernels (fp32 read and rounded in the loop) against cuDNN's bf16, about twice its tf32:
+//                       0.15-0.35x on the 3x3 layers (0.1-0.3x 7x7x512 at batch 32), conv1 0.2-0.45x, 1x1
+//                       0.35-0.7x.
+//   16-bit NCHW arrays  the NHWC wgmma forward (kernels/conv2d_wgmma.cu: 0.45-0.9x) plus a transposing copy of x
+//                       in and of y out, 25-40 % more time at 28x28x128 and 7x7x512: 0.35-0.7x.
 //
 // dlgpu-build: CONV_TC_PRECISION=tf32
 // dlgpu-build: CONV_TC_PRECISION=bf16

@@ -495,34 +495,9 @@ def _runs_on_the_gpu(case) -> bool:
     return case.unavailable("cuda") is None
 
 
-# GPU rows that have no prediction yet, each with the reason.  Their kernels' headers (kernels/conv2d_tc.cu,
-# kernels/conv2d_wgmma.cu) do not argue these rows yet, and a range lives in the cases only beside the header that
-# argues it.  Remove a row here when it gains its prediction (the test below insists).
-_TC_NCHW = ("kernels/conv2d_tc.cu's NCHW tensor-core forward (fp32 arrays): its header argues the ResNet-50 3x3 "
-            "layers at tf32 only")
-_NOT_PREDICTED = {
-    **dict.fromkeys((f"conv2d/conv2d[{layer}-tf32]"
-                     for layer in ("resnet50-conv1", "resnet50-1x1-256", "lenet-c1", "lenet-c3")), _TC_NCHW),
-    **dict.fromkeys((f"conv2d/conv2d[{layer}-bf16]"
-                     for layer in ("resnet50-conv1", "resnet50-3x3-64", "resnet50-3x3-128", "resnet50-1x1-256",
-                                   "resnet50-3x3-512-b32", "resnet50-3x3-512-b128", "lenet-c1", "lenet-c3")),
-                    _TC_NCHW + " (bf16: the baseline is cuDNN on bf16 tensors, about twice its tf32 rate)"),
-    **dict.fromkeys((f"conv2d/conv2d[{layer}-nhwc-tf32]"
-                     for layer in ("resnet50-3x3-64", "resnet50-3x3-128", "resnet50-3x3-512-b32",
-                                   "resnet50-3x3-512-b128", "resnet50-conv1")),
-                    "kernels/conv2d_tc.cu's NHWC mma.sync forward at tf32: no range per layer in its header"),
-    **dict.fromkeys((f"conv2d/conv2d_wgrad[{layer}-nhwc-bf16]"
-                     for layer in ("resnet50-3x3-64", "resnet50-3x3-128", "resnet50-3x3-512-b32",
-                                   "resnet50-3x3-512-b128", "resnet50-conv1")),
-                    "kernels/conv2d_tc.cu's NHWC wgrad: its header gives an issue share, no rate"),
-    **dict.fromkeys(("conv2d/conv2d[resnet50-conv1-nhwc-bf16]", "conv2d/conv2d[resnet50-conv1-nhwc-fp16]",
-                     "conv2d/conv2d_dgrad[resnet50-conv1-nhwc-bf16]"),
-                    "conv1 in NHWC 16-bit (C = 3, padded for the tensor cores, stride 2): not argued in "
-                    "kernels/conv2d_wgmma.cu or conv2d_tc.cu"),
-    **dict.fromkeys((f"conv2d/conv2d[{layer}-nchw-{dtype}]"
-                     for layer in ("resnet50-3x3-128", "resnet50-3x3-512-b128") for dtype in ("bf16", "fp16")),
-                    "16-bit NCHW arrays: the NHWC wgmma forward plus a transposing copy in and out; "
-                    "kernels/conv2d_wgmma.cu argues the forward alone"),
+# GPU rows that have no prediction, each with the reason (a range lives in the cases only beside the kernel header
+# that argues it).  Remove a row here when it gains its prediction (the test below insists).
+_NOT_PREDICTED: dict[str, str] = {  # GPU rows without a prediction, each with the reason (none today)
 }
 
 

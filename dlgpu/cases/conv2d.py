@@ -218,7 +218,8 @@ def _label(shape) -> str:
 
 
 # What the convolutions were predicted to reach on an H100 against cuDNN (through PyTorch), before any GPU ran
-# them, by (pass, storage layout, precision, layer); the reasoning is in each kernel's header.  The 16-bit NHWC
+# them, by (pass, storage: "f32-nchw" for float32 NCHW arrays, else the 16-bit or tf32 rows' layout, precision,
+# layer); the reasoning is in each kernel's header.  The 16-bit NHWC
 # forward and stride-1 dgrad run the wgmma kernels there; fp32 NCHW arrays at tf32 the NCHW mma.sync kernels, at
 # ieee the simt ones.  7x7x512 at batch 32 fills 52 of 132 SMs with 128x128 tiles: lower.  Rows not named here
 # have no prediction (tests/test_bench.py lists them, and why).
@@ -251,10 +252,30 @@ _PREDICTED = {
     **{("dgrad", "nhwc", "bf16", layer): Prediction("ratio", *span, why=_WGMMA, baseline="torch")
        for layer, span in (("resnet50-3x3-64", (0.35, 0.6)), ("resnet50-3x3-128", (0.4, 0.7)),
                            ("resnet50-3x3-512-b32", (0.25, 0.55)), ("resnet50-3x3-512-b128", (0.4, 0.7)))},
-    **{("forward", "nchw", "tf32", layer): Prediction("ratio", 0.15, 0.45, why=_TC, baseline="torch")
+    **{("forward", "f32-nchw", "tf32", layer): Prediction("ratio", 0.15, 0.45, why=_TC, baseline="torch")
        for layer in ("resnet50-3x3-64", "resnet50-3x3-128", "resnet50-3x3-512-b32", "resnet50-3x3-512-b128")},
-    **{(pass_, "nchw", "ieee", layer): Prediction("ratio", *span, why=_SIMT, baseline="torch")
+    **{(pass_, "f32-nchw", "ieee", layer): Prediction("ratio", *span, why=_SIMT, baseline="torch")
        for pass_, spans in _SIMT_SPANS.items() for layer, span in spans.items()},
+    # The rest of the tensor-core rows (kernels/conv2d_tc.cu's "Other rows" paragraph argues them).
+    **{("forward", "f32-nchw", "tf32", layer): Prediction("ratio", *span, why=_TC, baseline="torch")
+       for layer, span in (("resnet50-conv1", (0.25, 0.7)), ("resnet50-1x1-256", (0.65, 1.0)),
+                           ("lenet-c1", (0.4, 1.5)), ("lenet-c3", (0.4, 1.5)))},
+    **{("forward", "f32-nchw", "bf16", layer): Prediction("ratio", *span, why=_TC, baseline="torch")
+       for layer, span in (("resnet50-conv1", (0.2, 0.45)), ("resnet50-3x3-64", (0.15, 0.35)),
+                           ("resnet50-3x3-128", (0.15, 0.35)), ("resnet50-1x1-256", (0.35, 0.7)),
+                           ("resnet50-3x3-512-b32", (0.1, 0.3)), ("resnet50-3x3-512-b128", (0.15, 0.35)),
+                           ("lenet-c1", (0.4, 1.5)), ("lenet-c3", (0.4, 1.5)))},
+    **{("forward", "nhwc", "tf32", layer): Prediction("ratio", *span, why=_TC, baseline="torch")
+       for layer, span in (("resnet50-3x3-64", (0.4, 0.7)), ("resnet50-3x3-128", (0.4, 0.7)),
+                           ("resnet50-3x3-512-b32", (0.3, 0.55)), ("resnet50-3x3-512-b128", (0.4, 0.7)),
+                           ("resnet50-conv1", (0.2, 0.5)))},
+    **{("wgrad", "nhwc", "bf16", layer): Prediction("ratio", 0.35, 0.65, why=_TC, baseline="torch")
+       for layer in ("resnet50-3x3-64", "resnet50-3x3-128", "resnet50-3x3-512-b32", "resnet50-3x3-512-b128",
+                     "resnet50-conv1")},
+    **{(pass_, "nhwc", p, "resnet50-conv1"): Prediction("ratio", 0.2, 0.5, why=_TC, baseline="torch")
+       for pass_, p in (("forward", "bf16"), ("forward", "fp16"), ("dgrad", "bf16"))},
+    **{("forward", "nchw", p, layer): Prediction("ratio", 0.35, 0.7, why=_TC, baseline="torch")
+       for p in ("bf16", "fp16") for layer in ("resnet50-3x3-128", "resnet50-3x3-512-b128")},
 }
 
 
@@ -271,7 +292,7 @@ def _benchmark(layer, pass_: str, precision: str = "ieee") -> Benchmark:
         shape_label=_label, unavailable=gpu_only(NOT_ON_CPU),
         note="baseline: cuDNN through PyTorch (CuPy's cuDNN for the forward without PyTorch), same precision"
              + ("; dlgpu one launch, baseline convolution + bias add + ReLU" if pass_ == "bias+relu" else ""),
-        predicted=_PREDICTED.get((pass_, "nchw", precision, name)),
+        predicted=_PREDICTED.get((pass_, "f32-nchw", precision, name)),
     )
 
 
