@@ -34,7 +34,9 @@
 //   mbarrier_init(bar, count)            mbarrier.init.shared::cta.b64 (bar: 8-byte aligned uint64)
 //   fence_mbarrier_init()                fence.mbarrier_init.release.cluster: inits visible to TMA
 //   mbarrier_arrive(bar)                 mbarrier.arrive.shared::cta.b64
-//   mbarrier_arrive_cluster(bar, rank)   mapa + mbarrier.arrive.release.cluster.shared::cluster.b64: arrive on
+//   mbarrier_arrive_cluster(bar, rank)   mapa + mbarrier.arrive.shared::cluster.b64 (the default .release.cta,
+//                                        as CUTLASS's cluster pipelines arrive: .release.cluster puts
+//                                        MEMBAR.ALL.GPU + ERRBAR + CGAERRBAR before each arrive): arrive on
 //                                        the barrier at bar's offset in the cluster's CTA of that rank
 //   mbarrier_arrive_expect_tx(bar, n)    mbarrier.arrive.expect_tx.shared::cta.b64: tx-count += n, arrive
 //   mbarrier_try_wait(bar, parity)       mbarrier.try_wait.parity.shared::cta.b64: true once the phase
@@ -230,7 +232,7 @@ __device__ __forceinline__ void mbarrier_arrive(unsigned long long* bar)
 __device__ __forceinline__ void mbarrier_arrive_cluster(unsigned long long* bar, unsigned rank)
 {
     asm volatile("{\n.reg .b32 remote;\nmapa.shared::cluster.u32 remote, %0, %1;\n"
-                 "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n}\n"
+                 "mbarrier.arrive.shared::cluster.b64 _, [remote];\n}\n"
                  ::"r"(shared_window_address(bar)), "r"(rank) : "memory");
 }
 __device__ __forceinline__ unsigned cluster_ctarank()
