@@ -306,17 +306,9 @@ def _on_wgmma(executor, a, b, transpose_a, transpose_b, precision, bias, relu, m
         raise ArgumentError(f"gemm: variant 'wgmma' computes {VARIANTS['wgmma'].precisions}, not {precision!r}")
     if not wgmma_takes(precision, transpose_a, transpose_b):
         raise ArgumentError("gemm: wgmma reads tf32 operands K-major only: transpose_a=False, transpose_b=True")
-    storage = _cast.PRECISION_STORAGE[precision]
-
-    def operand(array, mask=None):
-        source = _cast.storage_of(array, precision)
-        if source not in ("f32", storage):
-            raise DtypeError(f"gemm: a {source} operand cannot be multiplied at {precision}")
-        if source == storage and mask is None:
-            return array
-        return _cast.cast(array, storage, src_storage=source, mask=mask, executor=executor)[0]
-
-    arrays = [operand(a, mask_a), operand(b), out]
+    # TMA pads the edges itself: no row padding.
+    arrays = [_tc_operand(executor, a, precision, mask_a, pad_rows=False)[0],
+              _tc_operand(executor, b, precision, pad_rows=False)[0], out]
     # One 16-bit dtype for all: ml_dtypes' bfloat16 beside the producer pass's uint16 bits (or a uint16
     # caller's bfloat16 out) are the same bits, viewed alike.
     halves = {np.dtype(x.dtype) for x in arrays if np.dtype(x.dtype).itemsize == 2}
@@ -328,19 +320,21 @@ def _on_wgmma(executor, a, b, transpose_a, transpose_b, precision, bias, relu, m
     return out
 
 
-def _tc_operand(executor, array, precision: str, mask=None):
-    """(what the tc kernel reads, its leading dimension): ``array`` itself when it is stored as the precision
-    reads it, unmasked, with 16-byte rows; else its copy by the producer pass (kernels/gemm_cast.cu)."""
+def _tc_operand(executor, array, precision: str, mask=None, *, pad_rows=True):
+    """(what a tensor-core kernel reads, its leading dimension): ``array`` itself when it is stored as the
+    precision reads it and unmasked (and, with ``pad_rows``, 16-byte aligned with 16-byte rows, as cp.async
+    wants); else its copy by the producer pass (kernels/gemm_cast.cu), rows padded to 16 bytes with pad_rows."""
     storage = _cast.PRECISION_STORAGE[precision]
     element = _cast.ELEMENT_BYTES[storage]
     source = _cast.storage_of(array, precision)
     if source not in ("f32", storage):
         raise DtypeError(f"gemm: a {source} operand cannot be multiplied at {precision}")
     cols = int(array.shape[-1])
-    if source == storage and mask is None and address(array) % 16 == 0 and cols * element % 16 == 0:
+    aligned = not pad_rows or (address(array) % 16 == 0 and cols * element % 16 == 0)
+    if source == storage and mask is None and aligned:
         return array, cols
-    copy, _ = _cast.cast(array, storage, src_storage=source, mask=mask, row_multiple=16 // element,
-                         executor=executor)
+    copy, _ = _cast.cast(array, storage, src_storage=source, mask=mask,
+                         row_multiple=16 // element if pad_rows else 1, executor=executor)
     return copy, int(copy.shape[-1])
 
 

@@ -294,57 +294,38 @@ inline void __threadfence()
     dlgpu_host::fence_acquire_release();
 }
 inline void __threadfence_block() { __threadfence(); }
-template <class T> inline T atomicAdd(T* p, std::type_identity_t<T> v)
-{
-    dlgpu_host::atomic_done(p);
-    return std::atomic_ref<T>(*p).fetch_add(v, kRelaxed);
-}
-template <class T> inline T atomicSub(T* p, std::type_identity_t<T> v)
-{
-    dlgpu_host::atomic_done(p);
-    return std::atomic_ref<T>(*p).fetch_sub(v, kRelaxed);
-}
-template <class T> inline T atomicExch(T* p, std::type_identity_t<T> v)
-{
-    dlgpu_host::atomic_done(p);
-    return std::atomic_ref<T>(*p).exchange(v, kRelaxed);
-}
-template <class T> inline T atomicAnd(T* p, std::type_identity_t<T> v)
-{
-    dlgpu_host::atomic_done(p);
-    return std::atomic_ref<T>(*p).fetch_and(v, kRelaxed);
-}
-template <class T> inline T atomicOr(T* p, std::type_identity_t<T> v)
-{
-    dlgpu_host::atomic_done(p);
-    return std::atomic_ref<T>(*p).fetch_or(v, kRelaxed);
-}
-template <class T> inline T atomicXor(T* p, std::type_identity_t<T> v)
-{
-    dlgpu_host::atomic_done(p);
-    return std::atomic_ref<T>(*p).fetch_xor(v, kRelaxed);
-}
-template <class T> inline T atomicCAS(T* p, std::type_identity_t<T> expected, std::type_identity_t<T> desired)
-{
-    dlgpu_host::atomic_done(p);
-    std::atomic_ref<T>(*p).compare_exchange_strong(expected, desired, kRelaxed);
-    return expected;  // the old value, whether or not the swap happened
-}
-template <class T> inline T atomicMax(T* p, std::type_identity_t<T> v)
+// Every atomic: the hand-over bookkeeping, then `op` on a relaxed atomic_ref of the location.
+template <class T, class Op> inline T atomic_op(T* p, Op op)
 {
     dlgpu_host::atomic_done(p);
     std::atomic_ref<T> ref(*p);
+    return op(ref);
+}
+#define DLGPU_ATOMIC(name, body) \
+    template <class T> inline T name(T* p, std::type_identity_t<T> v) { return atomic_op(p, [&](auto& ref) body); }
+DLGPU_ATOMIC(atomicAdd, { return ref.fetch_add(v, kRelaxed); })
+DLGPU_ATOMIC(atomicSub, { return ref.fetch_sub(v, kRelaxed); })
+DLGPU_ATOMIC(atomicExch, { return ref.exchange(v, kRelaxed); })
+DLGPU_ATOMIC(atomicAnd, { return ref.fetch_and(v, kRelaxed); })
+DLGPU_ATOMIC(atomicOr, { return ref.fetch_or(v, kRelaxed); })
+DLGPU_ATOMIC(atomicXor, { return ref.fetch_xor(v, kRelaxed); })
+DLGPU_ATOMIC(atomicMax, {
     T old = ref.load(kRelaxed);
     while (old < v && !ref.compare_exchange_weak(old, v, kRelaxed)) {}
     return old;
-}
-template <class T> inline T atomicMin(T* p, std::type_identity_t<T> v)
-{
-    dlgpu_host::atomic_done(p);
-    std::atomic_ref<T> ref(*p);
+})
+DLGPU_ATOMIC(atomicMin, {
     T old = ref.load(kRelaxed);
     while (v < old && !ref.compare_exchange_weak(old, v, kRelaxed)) {}
     return old;
+})
+#undef DLGPU_ATOMIC
+template <class T> inline T atomicCAS(T* p, std::type_identity_t<T> expected, std::type_identity_t<T> desired)
+{
+    return atomic_op(p, [&](auto& ref) {
+        ref.compare_exchange_strong(expected, desired, kRelaxed);
+        return expected;  // the old value, whether or not the swap happened
+    });
 }
 
 

@@ -52,39 +52,9 @@ from __future__ import annotations
 import dlgpu.cpu  # noqa: F401, I001
 from dlgpu.torch import ops
 from dlgpu.torch.conversion import convert
-from dlgpu.torch.functional import (
-    conv2d,
-    cross_entropy,
-    linear,
-    matmul,
-    max_pool2d,
-    mse_loss,
-    relu,
-    sigmoid,
-    softmax_cross_entropy,
-    tanh,
-)
+from dlgpu.torch import functional
+from dlgpu.torch.functional import *  # noqa: F403  (matmul, linear, conv2d, ...: functional.__all__)
 from dlgpu.torch.modules import Conv2d, CrossEntropyLoss, Linear, MaxPool2d, MSELoss, ReLU, Sigmoid, Tanh
 
-__all__ = [
-    "ops",
-    "convert",
-    "matmul",
-    "linear",
-    "conv2d",
-    "relu",
-    "tanh",
-    "sigmoid",
-    "max_pool2d",
-    "cross_entropy",
-    "softmax_cross_entropy",
-    "mse_loss",
-    "Linear",
-    "Conv2d",
-    "ReLU",
-    "Tanh",
-    "Sigmoid",
-    "MaxPool2d",
-    "CrossEntropyLoss",
-    "MSELoss",
-]
+__all__ = ["ops", "convert", *functional.__all__,
+           "Linear", "Conv2d", "ReLU", "Tanh", "Sigmoid", "MaxPool2d", "CrossEntropyLoss", "MSELoss"]
