@@ -9,8 +9,8 @@ extra_info (dlgpu.bench.pytest_adapter says why).
 
 Predicted on an H100 SXM (NOT YET RUN ON A GPU; the reasoning, from the sm_90a SASS, is in
 kernels/elementwise.cu's header): relu forward and backward in float32 at 85-100 % of the measured copy
-bandwidth (one wave of 16-byte loads, 64-128 KB per SM in flight), the 16-bit storage rows at 75-100 % (half
-the bytes; ptxas splits half of their vector stores into 32-bit ones).
+bandwidth (one wave of 16-byte loads, 64-128 KB per SM in flight), the 16-bit storage rows at 80-100 % (half
+the bytes, so the ramp weighs more).
 
 The ranges, row by row, are the cases' ``predicted`` (dlgpu/cases/elementwise.py); a GPU record and tools/perf_table.py
 say of each row whether the run fell below, within or above its range.

@@ -8,9 +8,8 @@ NumPy and the reference (CPU).  The GPU numbers that count are the CUDA-event me
 benchmark's extra_info (dlgpu.bench.pytest_adapter says why).
 
 Predicted on an H100 SXM (NOT YET RUN ON A GPU; the reasoning, from the sm_90a SASS, is in
-kernels/pool.cu's header): both kernels are bound by instruction issue (runtime window, index divisions per
-element), the forward at 50-80 % of the measured copy bandwidth, the backward (a gather of 1-4 windows per input
-element) at 10-25 %.
+kernels/pool.cu's header): the forward at 65-90 % of the measured copy bandwidth, bound by memory; the backward
+(a gather of 1-4 windows per input element) at 30-50 %, still bound by instruction issue.
 
 The ranges, row by row, are the cases' ``predicted`` (dlgpu/cases/pool.py); a GPU record and tools/perf_table.py
 say of each row whether the run fell below, within or above its range.

@@ -3,8 +3,11 @@
 // Everything here is plain CUDA C++ that both NVRTC and the CPU harness
 // (dlgpu/testing/cuda_host.h, which g++ includes before this file) understand:
 //   INFINITY, NAN          NVRTC has no <cmath>; defined from bit patterns when missing
-//   DLGPU_UNROLL(_4)       `#pragma unroll` (4) on the device, nothing on the host (no g++ warning)
+//   DLGPU_UNROLL(_4, _1)   `#pragma unroll` (4, 1: not at all) on the device, nothing on the host (no g++ warning)
 //   ceil_div               integer division rounding up
+//   fast_div(n, mul, shift)
+//                          n / d for 0 <= n < 2^31 by one wide multiply and a shift, (mul, shift) from the
+//                          launcher (dlgpu/cuda/conv2d.py: fast_divisor): no division in a kernel's loop
 //   relu_mask              grad * (y > 0) as every family computes it (one definition)
 //   zero(array)            every float of a (nested) accumulator array set to 0
 //   EPILOGUE_BIAS, _RELU   bits of the tiled GEMM and convolution kernels' `flags`
@@ -28,14 +31,22 @@
 #if defined(__CUDA_ARCH__)
 #define DLGPU_UNROLL _Pragma("unroll")
 #define DLGPU_UNROLL_4 _Pragma("unroll 4")
+#define DLGPU_UNROLL_1 _Pragma("unroll 1")
 #else
 #define DLGPU_UNROLL
 #define DLGPU_UNROLL_4
+#define DLGPU_UNROLL_1
 #endif
 
 #define DLGPU_FULL_WARP 0xffffffffu
 
 __device__ __forceinline__ long long ceil_div(long long a, long long b) { return (a + b - 1) / b; }
+
+// Exact for 0 <= n < 2^31 and mul = ceil(2^shift / d), shift = 31 + ceil(log2 d) (see the launcher).
+__device__ __forceinline__ int fast_div(int n, unsigned mul, unsigned shift)
+{
+    return (int)(((unsigned long long)(unsigned)n * mul) >> shift);
+}
 
 // The ReLU derivative from the saved output: 1 where y > 0, else 0 (NaN y gives 0).
 // A select, not a product, so that an infinite gradient under a zero mask stays 0.

@@ -8,9 +8,7 @@
 //                                     this order: N, C, H, W (input), K, R, S (filter), P, Q
 //                                     (output), stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, and
 //                                     four fast divisors (multiplier, shift) for P*Q, Q, R*S, S
-//   fast_div(n, mul, shift)           n / d for 0 <= n < 2^31 by one wide multiply and a shift; the
-//                                     launcher computes (mul, shift) (dlgpu/cuda/conv2d.py:
-//                                     fast_divisor), so the kernels never divide in their loops
+//                                     (the kernels divide by them with common.cuh's fast_div)
 //   Strided                           a coordinate held divided by a stride, stepped without dividing
 //   ConvGeometry, CONV_GEOMETRY       the same parameters as one struct value
 //   InputGather                       one output pixel's view of x for the implicit GEMM: the
@@ -43,12 +41,6 @@
 #define CONV_GEOMETRY_ARGS                                                                                   \
     N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, pq_mul, pq_shift, q_mul, q_shift, \
         rs_mul, rs_shift, s_mul, s_shift
-
-// Exact for 0 <= n < 2^31 and mul = ceil(2^shift / d), shift = 31 + ceil(log2 d) (see the launcher).
-__device__ __forceinline__ int fast_div(int n, unsigned mul, unsigned shift)
-{
-    return (int)(((unsigned long long)(unsigned)n * mul) >> shift);
-}
 
 // A coordinate v divided by a stride, as v = quot * stride + rem with 0 <= rem < stride (floor division, so a
 // negative v has a negative quot), and stepped by a constant d = d.quot * stride + d.rem: the loaders move it

@@ -32,15 +32,15 @@
 //   float32     relu_forward 32 registers, batch loop 70 instructions: 4 LDG.E.128, then 4 STG.E.128 (64 B
 //               per thread in flight, 64 KB per SM: ~3x the ~20 KB per SM that 3 TB/s at ~1 us loaded latency
 //               needs); relu_backward 40 registers, 8 LDG.E.128 + 4 STG.E.128 in 73 (128 KB per SM).
-//   16-bit      32 / 48 registers, 4 / 8 LDG.E.128 per trip of 156 / 206 instructions; of a trip's 4 output
-//               vectors ptxas stores 2 as STG.E.128 and 2 as four 32-bit STG.E each (the packed registers are
-//               not an aligned quad): the DRAM bytes are the same (L2 merges the sectors), L1 -> L2 store
-//               requests 2.5x.
+//   16-bit      relu forward / backward 32 / 50 registers, 4 / 8 LDG.E.128 and 4 STG.E.128 per trip of 152 / 200
+//               instructions (storage.cuh stores each output vector through ptx::store_v4: from a plain uint4
+//               store NVVM had emitted 2 of the 4 as four 32-bit st.global.u32, 2.5x the L1 -> L2 store
+//               requests for the same DRAM bytes).
 //   issue       4 KB per warp-trip for 70-206 warp instructions: at 3 TB/s (13 B per clock per SM) 6-13 % of
 //               the issue slots.  bytes_moved (8 / 12 bytes per float32 element) is what moves: one pass.
 // => float32 forward and backward 85-100 % of the copy ceiling (one read and one write stream is a copy;
-// ~185 and ~280 us); 16-bit 75-100 % (half the bytes, ~95 / 140 us, so the ramp and the split stores weigh
-// more).  Under 80 % would point at too few bytes in flight (the launch), not the arithmetic.
+// ~185 and ~280 us); 16-bit 80-100 % (half the bytes, ~95 / 140 us, so the ramp weighs more).  Under 80 %
+// would point at too few bytes in flight (the launch), not the arithmetic.
 //
 // dlgpu-sass: relu_forward_* LDG.E.128 STG.E.128
 // dlgpu-sass: tanh_forward_* LDG.E.128 STG.E.128
@@ -49,6 +49,9 @@
 // dlgpu-sass: tanh_backward_* LDG.E.128 STG.E.128
 // dlgpu-sass: sigmoid_backward_* LDG.E.128 STG.E.128
 // dlgpu-sass: convert_* LDG.E.128 STG.E.128
+// (16-bit outputs: every store a 16-byte vector or a 16-bit scalar, no 32-bit piece of a split vector)
+// dlgpu-sass: *_bf16 !STG.E$
+// dlgpu-sass: *_fp16 !STG.E$
 
 #include "storage.cuh"
 

@@ -8,16 +8,21 @@
 // and sums of gradients are float, rounded to T once.
 //
 //   max_pool2d_forward_<T>(const T* x, T* y, int* argmax, long long planes, int H, int W,
-//                          int P, int Q, int kh, int kw, int sh, int sw, int ph, int pw)
-//       One thread per output element, grid-stride, any grid and block.  The first real element
-//       of the window in row-major order starts as the best; a later one replaces it if it is
-//       NaN or strictly greater; a NaN best stays (NaN propagates, ties go to the first).
+//                          int P, int Q, int kh, int kw, int sh, int sw, int ph, int pw,
+//                          unsigned q_mul, unsigned q_shift)
+//       One thread per output element on a 2-D grid of POOL_THREADS-thread blocks (planes on y, a
+//       plane's outputs on x, both grid-stride); (q_mul, q_shift) divide by Q (common.cuh:
+//       fast_div).  The first real element of the window in row-major order starts as the best; a
+//       later one replaces it if it is NaN or strictly greater; a NaN best stays (NaN propagates,
+//       ties go to the first).
 //   max_pool2d_backward_<T>(const T* grad_y, const int* argmax, T* grad_x, long long planes,
 //                           int H, int W, int P, int Q, int kh, int kw, int sh, int sw, int ph, int pw,
-//                           unsigned long long* error)
-//       Needs the window.  One thread per INPUT element, grid-stride: it visits the outputs whose
-//       windows contain it, in increasing (p, q), and adds grad_y where argmax points at it.
-//       Writes every element of grad_x (no zero-fill; the only atomic is the error report).
+//                           unsigned w_mul, unsigned w_shift, unsigned sh_mul, unsigned sh_shift,
+//                           unsigned sw_mul, unsigned sw_shift, unsigned long long* error)
+//       Needs the window.  One thread per INPUT element, on the forward's grid; fast divisors for W,
+//       sh and sw.  It visits the outputs whose windows contain it, in increasing (p, q), and adds
+//       grad_y where argmax points at it.  Writes every element of grad_x (no zero-fill; the only
+//       atomic is the error report).
 //   max_pool2d_backward_planes_<T>(const T* grad_y, const int* argmax, float* grad_x,
 //                                  long long planes, int plane_in, int plane_out, unsigned long long* error)
 //       Needs only argmax (for callers that do not know the window).  One warp per plane,
@@ -31,24 +36,28 @@
 //   DLGPU_ERROR_POOL_ARGMAX, with the value, H * W and its flat position in argmax.  (Every window
 //   holds a real element, so the gather kernel visits every output.)  Nothing checks argmax on the
 //   host before a launch (only dlgpu's debug mode does): that would synchronize.
+//   A plane holds fewer than 2^31 elements (argmax is int32), so within a plane the kernels count in int.
 //
 // Predicted rate (NOT YET RUN ON A GPU), H100 SXM (132 SMs, 4 warp instructions per clock per SM at ~1.75 GHz;
 // ~2.9-3.1 TB/s for a large copy), from the sm_90a build (NVRTC 13.5; `dlgpu compile --sass --arch sm_90a
 // pool`), for the benchmark rows: x (64, 64, 56, 56) float32, window 3x3 / 2, padding 1 (P = Q = 28); bytes_moved
-// 77 MB either way (~27 us at 2.9 TB/s), as a share of the measured copy bandwidth.  Both rows are bound by
-// instruction issue, not by memory: the window and the plane indices are runtime values.
-//   forward     max_pool2d_forward_f32: 30 registers, 1056 blocks of 256 = 8 per SM, one wave.  Per output
-//               ~285 instructions: the plane/row/column divisions (~75), then per window row ~64 (bounds
-//               tests, a scalar LDG.E, the NaN-aware compare) -- the 4-wide unrolled column loop is skipped
-//               for kw = 3 -- and 2 STG.E.  3.2 M outputs: 28.5 M warp instructions, ~31 us at full issue
-//               against ~27 us of traffic; the loads are scalar (each warp's 9 loads cover ~2 rows of x).
-//   backward    max_pool2d_backward_f32 (the window-known gather, which the op runs): 38 registers, so 6
-//               blocks per SM and 1056 blocks make 1.33 waves.  Per INPUT element ~310 instructions: two index
-//               divisions and four by the stride (6 MUFU.RCP), then 1-2 x 1-2 windows, each an argmax load,
-//               a compare and maybe a grad_y load.  12.8 M elements: ~124 M warp instructions, ~135 us at full
-//               issue against ~27 us of traffic.
-// => forward 50-80 % of the copy ceiling, backward 10-25 %.  Hoisting the divisions out of the loop (a thread
-// per output row, or a 2-D grid) is where the time would come from; the argmax-only kernel is not benchmarked.
+// 77 MB either way (~27 us at 2.9 TB/s), as a share of the measured copy bandwidth.  No runtime division is left
+// on either kernel's per-element path (fast_div: a wide multiply and a shift each).
+//   forward     max_pool2d_forward_f32: 31 registers, 8 blocks of 256 per SM (the launch bounds); the grid is
+//               4 x 264 = 1056 blocks, one wave.  Per output ~180 instructions: ~30 for the indices and the
+//               clipped window, per window row ~38 (the row's 3 loads and NaN-aware compares, 2 FSETP + FSEL +
+//               SEL each, in the 1-3 remainder of the 4-wide unrolled column loop), ~20 for the 2 STG.E.
+//               3.2 M outputs: ~18 M warp instructions, ~19 us at full issue against ~27 us of traffic; the
+//               loads are still scalar (each warp's 9 loads cover ~2 rows of x, L1 hits after the first).
+//   backward    max_pool2d_backward_f32 (the window-known gather, which the op runs): 30 registers, 8 blocks
+//               per SM; the grid is 13 x 81 = 1053 blocks, one wave.  Per INPUT element ~140 instructions:
+//               ~33 for the indices and five fast divisions, ~30 per window row (1.5 on average: its pointers
+//               are rebuilt in 64 bits per row), ~19 per window (2.25 on average: an argmax load, a compare,
+//               maybe a grad_y load), ~16 for the store.  12.8 M elements: ~55 M warp instructions, ~60 us at
+//               full issue against ~27 us of traffic.
+// => forward 65-90 % of the copy ceiling (memory-bound now, less for its scalar loads), backward 30-50 % (still
+// bound by issue: a thread per output row segment, reusing argmax across neighbouring inputs, would be next);
+// the argmax-only kernel is not benchmarked.
 //
 // dlgpu-sass: max_pool2d_*
 
@@ -57,55 +66,53 @@
 // The device error flag's code for this family (common.cuh; one number per report across families).
 #define DLGPU_ERROR_POOL_ARGMAX 3
 
-// Element i of a stack of planes of `per_plane` = rows x `cols` elements: its plane, its offset in
-// the plane, and that offset's row and column.
-struct PlaneIndex {
-    long long plane;
-    int offset, row, col;
-};
-
-__device__ __forceinline__ PlaneIndex plane_index(long long i, long long per_plane, int cols)
-{
-    PlaneIndex at;
-    at.plane = i / per_plane;
-    at.offset = (int)(i - at.plane * per_plane);
-    at.row = at.offset / cols;
-    at.col = at.offset - at.row * cols;
-    return at;
-}
+// The forward and the window-known backward run on a 2-D grid of POOL_THREADS-thread blocks: planes
+// on y, the elements of a plane on x, both grid-stride.  A thread then needs only 32-bit index
+// arithmetic, and every division is a fast_div by a divisor the launcher prepared (Q; W, sh, sw):
+// a runtime division costs ~25 instructions, more than the rest of an element's work.
+// __launch_bounds__ holds ptxas to the registers of POOL_MIN_BLOCKS resident blocks per SM, the
+// grid the launcher (dlgpu/cuda/pool.py, which reads both numbers here) sizes for.
+#define POOL_THREADS 256
+#define POOL_MIN_BLOCKS 8
 
 // ---------------------------------------------------------------- forward
 template <class T>
 __device__ __forceinline__ void forward(const T* x, T* y, int* argmax, long long planes, int H, int W, int P, int Q,
-                                        int kh, int kw, int sh, int sw, int ph, int pw)
+                                        int kh, int kw, int sh, int sw, int ph, int pw, unsigned q_mul,
+                                        unsigned q_shift)
 {
-    const long long per_plane = (long long)P * Q;
-    const long long total = planes * per_plane;
-    const long long stride = (long long)gridDim.x * blockDim.x;
-    for (long long o = (long long)blockIdx.x * blockDim.x + threadIdx.x; o < total; o += stride) {
-        const PlaneIndex out = plane_index(o, per_plane, Q);
-        const T* in = x + out.plane * ((long long)H * W);
-        const int h0 = out.row * sh - ph;
-        const int w0 = out.col * sw - pw;
+    const int per_plane = P * Q;
+    const int step = gridDim.x * blockDim.x;
+    for (long long plane = blockIdx.y; plane < planes; plane += gridDim.y) {
+        const T* in = x + plane * ((long long)H * W);
+        T* out = y + plane * per_plane;
+        int* out_at = argmax + plane * per_plane;
+        for (int o = blockIdx.x * blockDim.x + threadIdx.x; o < per_plane; o += step) {
+            const int p = fast_div(o, q_mul, q_shift);
+            const int q = o - p * Q;
+            const int h0 = p * sh - ph;
+            const int w0 = q * sw - pw;
+            // The window clipped to the plane: never empty (padding <= kernel / 2).
+            const int h_begin = max(h0, 0), h_end = min(h0 + kh, H);
+            const int w_begin = max(w0, 0), w_end = min(w0 + kw, W);
 
-        float best = -INFINITY;
-        int best_at = -1;
-        for (int i = 0; i < kh; ++i) {
-            const int h = h0 + i;
-            if (h < 0 || h >= H) continue;
-            for (int j = 0; j < kw; ++j) {
-                const int w = w0 + j;
-                if (w < 0 || w >= W) continue;
-                const float v = to_float(in[h * W + w]);
-                // best != best: the best so far is NaN and stays; v != v: a NaN takes over.
-                if (best_at < 0 || (best == best && (v > best || v != v))) {
-                    best = v;
-                    best_at = h * W + w;
+            // The first element in row-major order starts as the best; comparing it with itself changes nothing.
+            int best_at = h_begin * W + w_begin;
+            float best = to_float(in[best_at]);
+            for (int h = h_begin; h < h_end; ++h) {
+                for (int at = h * W + w_begin; at < h * W + w_end; ++at) {
+                    const float v = to_float(in[at]);
+                    // best != best: the best so far is NaN and stays; !(v <= best): v is greater, or a NaN that
+                    // takes over.
+                    if (best == best && !(v <= best)) {
+                        best = v;
+                        best_at = at;
+                    }
                 }
             }
+            out[o] = from_float<T>(best);  // exact: best is an element of x
+            out_at[o] = best_at;
         }
-        y[o] = from_float<T>(best);  // exact: best is an element of x
-        argmax[o] = best_at;
     }
 }
 
@@ -113,30 +120,37 @@ __device__ __forceinline__ void forward(const T* x, T* y, int* argmax, long long
 template <class T>
 __device__ __forceinline__ void backward(const T* grad_y, const int* argmax, T* grad_x, long long planes, int H, int W,
                                          int P, int Q, int kh, int kw, int sh, int sw, int ph, int pw,
-                                         unsigned long long* error)
+                                         unsigned w_mul, unsigned w_shift, unsigned sh_mul, unsigned sh_shift,
+                                         unsigned sw_mul, unsigned sw_shift, unsigned long long* error)
 {
-    const long long per_plane = (long long)H * W;
-    const long long total = planes * per_plane;
-    const long long stride = (long long)gridDim.x * blockDim.x;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
-        const PlaneIndex in = plane_index(i, per_plane, W);
-        const int me = in.offset, h = in.row, w = in.col;
-        // Output rows whose window rows p*sh - ph .. p*sh - ph + kh - 1 include h (columns alike).
-        const int p_first = h + ph < kh ? 0 : (h + ph - kh) / sh + 1;
-        const int p_last = min((h + ph) / sh, P - 1);
-        const int q_first = w + pw < kw ? 0 : (w + pw - kw) / sw + 1;
-        const int q_last = min((w + pw) / sw, Q - 1);
-        const long long out_plane = in.plane * ((long long)P * Q);
-        float sum = 0.0f;
-        for (int p = p_first; p <= p_last; ++p) {
-            for (int q = q_first; q <= q_last; ++q) {
-                const long long o = out_plane + (long long)p * Q + q;
-                const int at = argmax[o];
-                if (at == me) sum += to_float(grad_y[o]);
-                else if (at < 0 || at >= per_plane) report_bad_index(error, DLGPU_ERROR_POOL_ARGMAX, at, per_plane, o);
+    const int per_plane = H * W;
+    const int step = gridDim.x * blockDim.x;
+    for (long long plane = blockIdx.y; plane < planes; plane += gridDim.y) {
+        const long long out_plane = plane * ((long long)P * Q);
+        const T* gy = grad_y + out_plane;
+        const int* at_plane = argmax + out_plane;
+        T* gx = grad_x + plane * per_plane;
+        for (int me = blockIdx.x * blockDim.x + threadIdx.x; me < per_plane; me += step) {
+            const int h = fast_div(me, w_mul, w_shift);
+            const int w = me - h * W;
+            // Output rows whose window rows p*sh - ph .. p*sh - ph + kh - 1 include h (columns alike).
+            const int p_first = h + ph < kh ? 0 : fast_div(h + ph - kh, sh_mul, sh_shift) + 1;
+            const int p_last = min(fast_div(h + ph, sh_mul, sh_shift), P - 1);
+            const int q_first = w + pw < kw ? 0 : fast_div(w + pw - kw, sw_mul, sw_shift) + 1;
+            const int q_last = min(fast_div(w + pw, sw_mul, sw_shift), Q - 1);
+            float sum = 0.0f;
+            for (int p = p_first; p <= p_last; ++p) {
+                // 1-2 windows a row for the usual kernel <= 2 * stride: unrolling by 4 only adds registers.
+                DLGPU_UNROLL_1
+                for (int o = p * Q + q_first; o <= p * Q + q_last; ++o) {
+                    const int at = at_plane[o];
+                    if (at == me) sum += to_float(gy[o]);
+                    else if (at < 0 || at >= per_plane)
+                        report_bad_index(error, DLGPU_ERROR_POOL_ARGMAX, at, per_plane, out_plane + o);
+                }
             }
+            gx[me] = from_float<T>(sum);
         }
-        grad_x[i] = from_float<T>(sum);
     }
 }
 
@@ -186,18 +200,19 @@ __device__ __forceinline__ void backward_planes(const T* grad_y, const int* argm
 
 // ---------------------------------------------------------------- kernels
 #define POOL_KERNELS(suffix, T)                                                                                \
-    extern "C" __global__ void max_pool2d_forward_##suffix(const T* x, T* y, int* argmax, long long planes,    \
-                                                           int H, int W, int P, int Q, int kh, int kw, int sh, \
-                                                           int sw, int ph, int pw)                             \
+    extern "C" __global__ void __launch_bounds__(POOL_THREADS, POOL_MIN_BLOCKS) max_pool2d_forward_##suffix(   \
+        const T* x, T* y, int* argmax, long long planes, int H, int W, int P, int Q, int kh, int kw, int sh,   \
+        int sw, int ph, int pw, unsigned q_mul, unsigned q_shift)                                              \
     {                                                                                                          \
-        forward(x, y, argmax, planes, H, W, P, Q, kh, kw, sh, sw, ph, pw);                                     \
+        forward(x, y, argmax, planes, H, W, P, Q, kh, kw, sh, sw, ph, pw, q_mul, q_shift);                     \
     }                                                                                                          \
-    extern "C" __global__ void max_pool2d_backward_##suffix(const T* grad_y, const int* argmax, T* grad_x,     \
-                                                            long long planes, int H, int W, int P, int Q,      \
-                                                            int kh, int kw, int sh, int sw, int ph, int pw,    \
-                                                            unsigned long long* error)                         \
+    extern "C" __global__ void __launch_bounds__(POOL_THREADS, POOL_MIN_BLOCKS) max_pool2d_backward_##suffix(  \
+        const T* grad_y, const int* argmax, T* grad_x, long long planes, int H, int W, int P, int Q, int kh,   \
+        int kw, int sh, int sw, int ph, int pw, unsigned w_mul, unsigned w_shift, unsigned sh_mul,             \
+        unsigned sh_shift, unsigned sw_mul, unsigned sw_shift, unsigned long long* error)                      \
     {                                                                                                          \
-        backward(grad_y, argmax, grad_x, planes, H, W, P, Q, kh, kw, sh, sw, ph, pw, error);                   \
+        backward(grad_y, argmax, grad_x, planes, H, W, P, Q, kh, kw, sh, sw, ph, pw, w_mul, w_shift, sh_mul,   \
+                 sh_shift, sw_mul, sw_shift, error);                                                           \
     }                                                                                                          \
     extern "C" __global__ void max_pool2d_backward_planes_##suffix(const T* grad_y, const int* argmax,         \
                                                                    float* grad_x, long long planes,            \

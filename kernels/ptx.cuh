@@ -7,6 +7,8 @@
 //   f32_to_tf32(x)                       cvt.rna.tf32.f32: x rounded to tf32 (bits of a .b32)
 //   pack_bf16x2(lo, hi), pack_fp16x2     cvt.rn.{bf16x2,f16x2}.f32: two floats -> one .b32,
 //                                        `lo` in bits 0..15 (the lower-index element)
+//   store_v4(p, q)                       st.global.v4.b32: one 16-byte store of q to 16-byte aligned global p;
+//                                        NVVM may split a plain uint4 store into four 32-bit ones
 //   f32_to_bf16(x), f32_to_fp16(x)       cvt.rn.{bf16,f16}.f32: one float -> 16 bits (a .b16)
 //   fp16_to_f32(h)                       cvt.f32.f16: 16 bits -> float, exact (bf16 needs no
 //                                        instruction: its bits are a float's upper half)
@@ -56,6 +58,7 @@ __device__ __forceinline__ unsigned pack_fp16x2(float lo, float hi)
 {
     return (unsigned)dlgpu_host::float_to_half_bits(lo) | ((unsigned)dlgpu_host::float_to_half_bits(hi) << 16);
 }
+__device__ __forceinline__ void store_v4(void* p, uint4 q) { *static_cast<uint4*>(p) = q; }
 __device__ __forceinline__ unsigned short f32_to_bf16(float x) { return dlgpu_host::float_to_bf16_bits(x); }
 __device__ __forceinline__ unsigned short f32_to_fp16(float x) { return dlgpu_host::float_to_half_bits(x); }
 __device__ __forceinline__ float fp16_to_f32(unsigned short h) { return dlgpu_host::half_bits_to_float(h); }
@@ -107,6 +110,11 @@ __device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi)
     unsigned r;
     asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
     return r;
+}
+__device__ __forceinline__ void store_v4(void* p, uint4 q)
+{
+    asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(q.x), "r"(q.y), "r"(q.z), "r"(q.w)
+                 : "memory");
 }
 __device__ __forceinline__ unsigned pack_fp16x2(float lo, float hi)
 {

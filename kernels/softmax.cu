@@ -40,13 +40,14 @@
 //               the issue slots at 2.9 TB/s; EX2 ~18 us in all.  Lane 0 reads labels[r] only after the stores
 //               (a second dependent memory latency per row); at ~3 us per row a warp still has ~2.5x the rate
 //               the bandwidth needs.
-//   mean        softmax_xent_mean_f32, one block of 1024: its loop (LDG.E, DADD; not unrolled) makes 64
-//               dependent L2 round trips per thread: ~10-13 us with its launch, ~6 % of the row.
+//   mean        softmax_xent_mean_f32, one block of 1024, 32 registers: 64 rows a thread in 4 batches of 16
+//               LDG.E issued together, then 16 F2F + DADD in order; 4 L2 round trips, not 64, and a chain
+//               of 64 DADDs: ~4-6 us with its launch, ~2-3 % of the row.
 //   backward    softmax_xent_backward_f32_i32: 38 registers, 6 blocks of 256 (48 warps) per SM, one row per
 //               warp (8192 blocks, 10.3 waves): labels[r] first, then 8 LDG.E.128 / STG.E.128 pairs that reuse
 //               one register quad, so one 512 B load per warp in flight (~24 KB per SM, ~2x what 3 TB/s needs
 //               at ~1 us) and 9 dependent latencies per row; no second kernel.
-// => forward 70-90 % of the copy ceiling (the mean kernel and the label read after the stores), backward
+// => forward 72-92 % of the copy ceiling (the mean kernel and the label read after the stores), backward
 // 75-95 % (latency-bound margin of ~2x, not more).
 //
 // (every kernel here: no local memory -- the warp kernels' row must stay in registers)
@@ -139,12 +140,24 @@ __device__ __forceinline__ void forward_block(const T* logits, const Label* labe
 }
 
 // ---------------------------------------------------------------- mean of the row losses
+// Loads in flight per thread (64 rows a thread for the benchmark's 65536 rows and block of 1024).
+#define MEAN_BATCH 16
 extern "C" __global__ void softmax_xent_mean_f32(const float* row_loss, float* loss, long long rows)
 {
     __shared__ float scratch[33];
-    // Each thread's run in double: a long run of float additions would lose digits.
+    // Each thread's run in double: a long run of float additions would lose digits.  Its loads go out
+    // MEAN_BATCH at a time, before any of them is added: one L2 round trip per batch, not per row.  The
+    // additions keep the order of the plain loop (r = threadIdx.x, + blockDim.x, ...): the same sum.
     double run = 0.0;
-    for (long long r = threadIdx.x; r < rows; r += blockDim.x) run += (double)row_loss[r];
+    long long r = threadIdx.x;
+    for (; r + (MEAN_BATCH - 1) * (long long)blockDim.x < rows; r += MEAN_BATCH * (long long)blockDim.x) {
+        float batch[MEAN_BATCH];
+        DLGPU_UNROLL
+        for (int k = 0; k < MEAN_BATCH; ++k) batch[k] = row_loss[r + k * blockDim.x];
+        DLGPU_UNROLL
+        for (int k = 0; k < MEAN_BATCH; ++k) run += (double)batch[k];
+    }
+    for (; r < rows; r += blockDim.x) run += (double)row_loss[r];
     const float total = block_sum((float)run, scratch);
     if (threadIdx.x == 0) loss[0] = (float)((double)total / (double)rows);
 }

@@ -491,6 +491,10 @@ def test_sass_requirement_markers():
         ("LDL.LU", "LDL", True),
         ("LDS", "LDL", False),
         ("HGMMA.64x128x16.F32", "HMMA", False),
+        ("STG.E", "STG.E$", True),  # "$": exactly this opcode, a 32-bit store
+        ("STG.E.128", "STG.E$", False),
+        ("STG.E.U16", "STG.E$", False),
+        ("STG.E.128", "STG.E", True),
     ],
 )
 def test_opcode_matches(opcode, pattern, expected):

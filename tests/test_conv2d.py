@@ -32,7 +32,7 @@ from dlgpu.cpu.gemm import round_operand
 from dlgpu.cuda import conv2d as conv
 from dlgpu.cuda import conv2d_nhwc as nhwc
 from dlgpu.cuda import conv2d_wgmma
-from dlgpu.cuda import gemm_cast
+from dlgpu.cuda import gemm_cast, launch
 from dlgpu.cuda.gemm import address
 from dlgpu.errors import ArgumentError, LayoutError, ShapeError
 from dlgpu.precision import BFLOAT16, storage_precision
@@ -996,7 +996,7 @@ test_kernels_match_the_reference, test_every_kernel_has_harness_coverage = kerne
 
 @pytest.mark.parametrize("d", [1, 2, 3, 5, 7, 9, 25, 49, 56, 3136, 12544, 65535, 2**20 + 1, 2**31 - 1])
 def test_fast_divisor_is_exact(d):
-    mul, shift = conv.fast_divisor(d)
+    mul, shift = launch.fast_divisor(d)
     assert 0 < mul < 2**32
     rng = np.random.default_rng(d)
     multiples = rng.integers(0, (2**31 - 1) // d + 1, 4096, dtype=np.uint64) * np.uint64(d)
@@ -1011,7 +1011,7 @@ def test_fast_divisor_is_exact(d):
 
 def test_fast_divisor_refuses_zero():
     with pytest.raises(ArgumentError, match="fast_divisor"):
-        conv.fast_divisor(0)
+        launch.fast_divisor(0)
 
 
 def g_of(x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):

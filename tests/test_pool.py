@@ -215,10 +215,28 @@ HARNESS_POOL_CASES = (  # (N, C, H, W), kernel, stride, padding
     ((3, 2, 13, 11), (3, 3), (3, 2), (1, 0)),
     ((1, 5, 8, 8), (2, 2), (2, 2), (0, 0)),
 )
+# On the harness's one SM the 2-D grid is one wave of POOL_MIN_BLOCKS blocks: 2070 input elements per plane take
+# the backward's x loop past one trip, and 3 planes both kernels' y loop.  The column stride is the larger: a row
+# range divided by it would miss windows (dividing by the smaller one only visits windows that cannot match).
+HARNESS_STRIDE_CASE = ((1, 3, 46, 45), (3, 3), (1, 2), (1, 1))
 
 
-def check_pool(executor, rng):
-    for shape, kernel, stride, padding in HARNESS_POOL_CASES:
+@pytest.mark.parametrize("planes, per_plane", [(1, 1), (4096, 784), (4096, 3136), (1, 10**7), (200_000, 9)])
+def test_the_pool_grid_is_one_wave_at_the_promised_occupancy(planes, per_plane):
+    """x covers a plane (or a full wave of it), y the planes that still fit, never past gridDim.y's limit: the
+    grid is at most POOL_MIN_BLOCKS blocks per SM, what the kernels' __launch_bounds__ promise."""
+    class Device:
+        multiprocessor_count = 132
+
+    x, y, z = cuda_pool._plane_grid(planes, per_plane, Device())
+    wave = cuda_pool.POOL_MIN_BLOCKS * Device.multiprocessor_count
+    assert z == 1 and 1 <= x * y <= wave and y <= min(planes, cuda_pool.MAX_GRID_Y)
+    assert x == min(math.ceil(per_plane / cuda_pool.POOL_THREADS), wave)
+    assert y == min(planes, wave // x)  # no block idle for want of a plane, none past one wave
+
+
+def check_pool(executor, rng, cases=HARNESS_POOL_CASES):
+    for shape, kernel, stride, padding in cases:
         x = random_array(rng, shape)
         y, argmax = cuda_pool.max_pool2d(x, kernel, stride, padding, executor=executor)
         expected_y, expected_argmax = R.max_pool2d(x, kernel, stride=stride, padding=padding)
@@ -255,6 +273,9 @@ KERNEL_CASES = (
     KernelCase("pool_16bit", "pool", tuple(f"max_pool2d_{kernel}_{suffix}" for suffix in ("bf16", "fp16")
                                            for kernel in ("forward", "backward", "backward_planes")),
                check_pool_16bit),
+    # Index arithmetic only (no sharing between threads): TSan would see nothing new, slowly.
+    KernelCase("pool_strides", "pool", ("max_pool2d_forward_f32", "max_pool2d_backward_f32"),
+               lambda executor, rng: check_pool(executor, rng, (HARNESS_STRIDE_CASE,)), modes=("plain", "asan")),
 )
 
 

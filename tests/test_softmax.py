@@ -22,6 +22,7 @@ import dlgpu.functional as F
 import dlgpu.reference as R
 from dlgpu.cases import softmax as cases
 from dlgpu.cases.case import STORAGE_DTYPES
+from dlgpu.cuda import kernel_decls
 from dlgpu.cuda import softmax as cuda_softmax
 from dlgpu.errors import ArgumentError
 from dlgpu.testing import assert_close, check_gradients, harness, random_array, same_bits, to_numpy
@@ -182,6 +183,21 @@ def check_softmax_16bit(executor, rng):
                 assert_close(grad, R.softmax_cross_entropy_backward(probs, labels))
 
 
+def check_softmax_mean(executor, rng):
+    """The mean kernel alone, over more rows than the forward cases reach: two full batches of loads per
+    thread (MEAN_BATCH x MEAN_BLOCK rows each), then a remainder of single loads.  A trend along the rows
+    makes a load from the wrong row visible in the mean."""
+    from dlgpu.cuda.launch import Launch
+
+    batch = kernel_decls.integer_defines("softmax.cu")["MEAN_BATCH"]
+    rows = 2 * batch * cuda_softmax.MEAN_BLOCK + 777
+    row_loss = (rng.random(rows) + np.linspace(0.0, 50.0, rows) ** 2).astype(np.float32)
+    loss = np.full(1, np.nan, np.float32)
+    executor.launch(Launch("softmax", "softmax_xent_mean_f32", (1, 1, 1), (cuda_softmax.MEAN_BLOCK, 1, 1),
+                           (row_loss, loss, np.int64(rows))))
+    assert_close(loss, np.array([row_loss.astype(np.float64).mean()]), elementwise=True)
+
+
 def softmax_kernels(suffix: str, label: str) -> tuple[str, ...]:
     """Every kernel of one storage and label type."""
     return (*(f"softmax_xent_forward_warp{v}_{suffix}_{label}" for v in cuda_softmax.WARP_VALUES),
@@ -208,6 +224,8 @@ KERNEL_CASES = (
                tuple(kernel for suffix in ("bf16", "fp16") for label in ("i32", "i64")
                      for kernel in softmax_kernels(suffix, label)),
                check_softmax_16bit, modes=("plain",)),
+    # Index arithmetic of one thread's loads: ASan sees a read past the rows; the block sum is the cases' above.
+    KernelCase("softmax_mean", "softmax", ("softmax_xent_mean_f32",), check_softmax_mean, modes=("plain", "asan")),
 )
 
 

@@ -77,7 +77,7 @@ SHAPES = {"gpu": (1 << 26,), "cpu": (1 << 22,), "cpu_quick": (1 << 20,)}
 # Shares of the measured copy bandwidth predicted for an H100 before any GPU ran the kernels (kernels/elementwise.cu's
 # header has the reasoning): float32 streams like a copy; 16-bit storage moves half the bytes in about half the time.
 _PREDICTED_F32 = Prediction("pct_of_ceiling", 85, 100, why="kernels/elementwise.cu")
-_PREDICTED_16BIT = Prediction("pct_of_ceiling", 75, 100, why="kernels/elementwise.cu")
+_PREDICTED_16BIT = Prediction("pct_of_ceiling", 80, 100, why="kernels/elementwise.cu")
 
 
 def _relu_inputs(xp, shape, seed):

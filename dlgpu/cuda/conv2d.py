@@ -43,7 +43,9 @@ from dlgpu.cuda import bias_grad as _bias_grad
 from dlgpu.cuda.executor import resolve_executor
 from dlgpu.cuda.gemm import FLAG_BIAS, FLAG_RELU, TC_PRECISIONS, TileConfig, config_by_name, tile_configs
 from dlgpu.cuda.launch import (
+    INT32_MAX,
     Launch,
+    fast_divisors,
     grid_stride_blocks,
     multiprocessor_count,
     output,
@@ -58,7 +60,6 @@ FLAG_MASK = 4  # kernels/conv2d_common.cuh: CONV_MASK
 
 PASSES = ("forward", "dgrad", "wgrad")
 NAIVE_BLOCK = 256
-INT32_MAX = 2**31 - 1
 MAX_GRID_Y = 65535
 
 
@@ -176,23 +177,7 @@ class Geometry:
         ints = (self.N, self.C, self.H, self.W, self.K, self.R, self.S, self.P, self.Q, *self.stride,
                 *self.padding, *self.dilation)
         divisors = (self.P * self.Q, self.Q, self.R * self.S, self.S)
-        magic = [np.uint32(v) for d in divisors for v in fast_divisor(d)]
-        return (*(np.int32(v) for v in ints), *magic)
-
-
-def fast_divisor(d: int) -> tuple[int, int]:
-    """(mul, shift) with n // d == (n * mul) >> shift for every 0 <= n < 2^31.
-
-    shift = 31 + ceil(log2 d) and mul = ceil(2^shift / d) < 2^32: with e = mul*d - 2^shift
-    in [0, d), n*mul / 2^shift = n/d + n*e / (d 2^shift), and the error term is below 1/d,
-    too small to reach the next integer.
-    """
-    if not 1 <= d <= INT32_MAX:
-        raise ArgumentError(f"conv2d: fast_divisor needs 1 <= d < 2^31, got {d}")
-    shift = 31 + (d - 1).bit_length()
-    mul = -(-(1 << shift) // d)
-    assert mul < 2**32
-    return mul, shift
+        return (*(np.int32(v) for v in ints), *fast_divisors(*divisors))
 
 
 def geometry(op: str, x_shape, w_shape, stride, padding, dilation) -> Geometry:
@@ -400,7 +385,7 @@ def dgrad(grad_y, weight, x_shape, *, mask=None, stride=(1, 1), padding=(0, 0), 
     flags = FLAG_MASK if mask is not None else 0
     args = (grad_y, mask if mask is not None else grad_y, weight, grad_x, *g.args(), np.int32(flags))
     if plan.variant != "naive":
-        args += tuple(np.uint32(v) for d in (g.H * g.W, g.W) for v in fast_divisor(d))
+        args += fast_divisors(g.H * g.W, g.W)
     executor.launch(Launch(VARIANTS[plan.variant].family, plan.kernel, plan.grid, plan.block, args,
                            plan.shared_mem, plan.defines))
     return grad_x

@@ -34,7 +34,7 @@ from dlgpu.cuda import gemm_cast as _cast
 from dlgpu.cuda import kernel_decls
 from dlgpu.cuda.executor import resolve_executor
 from dlgpu.cuda.gemm import FLAG_BIAS, FLAG_RELU, address, config_by_name, operand_precision, tc_tile_bytes
-from dlgpu.cuda.launch import Launch, grid_stride_blocks, multiprocessor_count
+from dlgpu.cuda.launch import Launch, fast_divisors, grid_stride_blocks, multiprocessor_count
 from dlgpu.errors import ArgumentError, DtypeError, LayoutError, ShapeError
 
 # The package attribute dlgpu.cuda.conv2d is the backend function; this is the launcher module.
@@ -208,7 +208,7 @@ def dgrad(grad_y, weight, x_shape, *, mask=None, stride=(1, 1), padding=(0, 0), 
     assert grid[1] <= _conv2d.MAX_GRID_Y, f"{op}: C = {g.C} needs {grid[1]} channel blocks"
     target = grad_x if c_padded == g.C else xp.empty((g.N, g.H, g.W, c_padded), dtype=dtype)
     flags = FLAG_STORE_HALF if dtype != np.float32 else 0
-    divisors = tuple(np.uint32(v) for d in (g.H * g.W, g.W) for v in _conv2d.fast_divisor(d))
+    divisors = fast_divisors(g.H * g.W, g.W)
     args = (g_k, w_k, target, *dataclasses.replace(g, K=k_padded, C=c_padded).args(), np.int32(flags), *divisors)
     _launch(executor, kernel_name("dgrad", chosen), grid, chosen, args, "dgrad", precision)
     if target is not grad_x:

@@ -32,7 +32,7 @@ from dlgpu.cuda import gemm_wgmma as _wgmma
 from dlgpu.cuda import kernel_decls, tma
 from dlgpu.cuda.executor import resolve_executor
 from dlgpu.cuda.gemm import FLAG_BIAS, FLAG_RELU, TileConfig, address, config_by_name, tile_configs
-from dlgpu.cuda.launch import Launch, compute_capability, multiprocessor_count
+from dlgpu.cuda.launch import Launch, compute_capability, fast_divisors, multiprocessor_count
 from dlgpu.errors import ArgumentError, ShapeError
 
 FAMILY = "conv2d_wgmma"
@@ -216,7 +216,7 @@ def plan_dgrad(grad_y, weight, x_shape, *, mask=None, stride=(1, 1), padding=(0,
                                  _wgmma.TILE_ROW_BYTES // dtype.itemsize, 128)),)
     maps = tma.tensor_maps(executor, pairs)
     flags = _nhwc.FLAG_STORE_HALF if dtype != np.float32 else 0
-    divisors = tuple(np.uint32(v) for d in (g.H * g.W, g.W) for v in _conv2d.fast_divisor(d))
+    divisors = fast_divisors(g.H * g.W, g.W)
     tiles = math.ceil(rows / tile.block_m) * math.ceil(g.C / tile.block_n)
     blocks = max(1, min(tiles, multiprocessor_count(executor)))
     args = (maps, grad_y, weight, *g.args(), np.int32(flags), *divisors)

@@ -17,7 +17,7 @@ import numpy as np
 
 from dlgpu.cuda import kernel_decls
 from dlgpu.cuda.executor import resolve_executor
-from dlgpu.cuda.launch import Launch, multiprocessor_count
+from dlgpu.cuda.launch import INT32_MAX, Launch, multiprocessor_count
 from dlgpu.errors import DtypeError, ShapeError
 
 FAMILY = "gemm_cast"
@@ -26,7 +26,6 @@ FLAG_MASK = _DEFINES["CAST_MASK"]
 RUN = _DEFINES["CAST_RUN"]  # elements per thread step
 THREADS = _DEFINES["CAST_THREADS"]
 MAX_GRID_Y = 65535
-INT32_MAX = 2**31 - 1
 
 # The storage a tensor-core precision reads (kernels/ptx.cuh: Operand<P>).
 PRECISION_STORAGE = {"tf32": "f32", "bf16": "bf16", "fp16": "fp16"}

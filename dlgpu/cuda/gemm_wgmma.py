@@ -42,7 +42,7 @@ from dlgpu.cuda import gemm as _gemm
 from dlgpu.cuda import kernel_decls
 from dlgpu.cuda import tma
 from dlgpu.cuda.executor import resolve_executor
-from dlgpu.cuda.launch import Launch, compute_capability, multiprocessor_count
+from dlgpu.cuda.launch import INT32_MAX, Launch, compute_capability, multiprocessor_count
 from dlgpu.errors import ArgumentError, BackendUnavailableError, DtypeError, LayoutError, ShapeError
 
 FAMILY = "gemm_wgmma"
@@ -170,7 +170,7 @@ def _matrix(name: str, array):
         raise ShapeError(f"gemm_wgmma: {name} must be 2-D, got shape {tuple(array.shape)}")
     if not array.flags.c_contiguous:
         raise LayoutError(f"gemm_wgmma: {name} must be C-contiguous")
-    if any(int(d) > _gemm.INT32_MAX for d in array.shape):
+    if any(int(d) > INT32_MAX for d in array.shape):
         raise ShapeError(f"gemm_wgmma: {name} has a dimension over 2^31 - 1: {tuple(array.shape)}")
     return int(array.shape[0]), int(array.shape[1])
 

@@ -25,6 +25,8 @@ from dlgpu.cuda import kernel_decls
 from dlgpu.errors import ArgumentError, DtypeError, LayoutError, ShapeError
 from dlgpu.precision import BFLOAT16, FLOAT16
 
+INT32_MAX = 2**31 - 1  # the kernels index with 32-bit ints where they can
+
 # Threads per block of the grid-stride kernels: a multiple of 32 that leaves room for 4+ resident
 # blocks per SM at <= 64 registers.
 BLOCK = 256
@@ -186,3 +188,23 @@ def output(op: str, executor, out, shape, dtype=np.float32):
         raise ShapeError(f"{op}: out has shape {tuple(out.shape)}, expected {shape}")
     require_storage(op, dtype, out=out)
     return out
+
+
+def fast_divisor(d: int) -> tuple[int, int]:
+    """(mul, shift) with n // d == (n * mul) >> shift for every 0 <= n < 2^31.
+
+    shift = 31 + ceil(log2 d) and mul = ceil(2^shift / d) < 2^32: with e = mul*d - 2^shift
+    in [0, d), n*mul / 2^shift = n/d + n*e / (d 2^shift), and the error term is below 1/d,
+    too small to reach the next integer.
+    """
+    if not 1 <= d <= INT32_MAX:
+        raise ArgumentError(f"fast_divisor needs 1 <= d < 2^31, got {d}")
+    shift = 31 + (d - 1).bit_length()
+    mul = -(-(1 << shift) // d)
+    assert mul < 2**32
+    return mul, shift
+
+
+def fast_divisors(*divisors: int) -> tuple[np.uint32, ...]:
+    """The kernel arguments (mul, shift) of each divisor, in order, for kernels/common.cuh's fast_div."""
+    return tuple(np.uint32(v) for d in divisors for v in fast_divisor(d))

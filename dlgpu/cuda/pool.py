@@ -14,17 +14,30 @@ import math
 
 import numpy as np
 
-from dlgpu.cuda import elementwise, error_flag
+from dlgpu.cuda import elementwise, error_flag, kernel_decls
 from dlgpu.cuda.executor import resolve_executor
-from dlgpu.cuda.launch import BLOCK, Launch, grid_stride_blocks, require_storage, storage_suffix
+from dlgpu.cuda.launch import Launch, fast_divisors, multiprocessor_count, require_storage, storage_suffix
 from dlgpu.errors import ArgumentError, DtypeError, ShapeError
 from dlgpu.window import output_size
 
 FAMILY = "pool"
 # Window-free backward: one warp per plane, 4 planes per block.
 PLANES_BLOCK = 128
-# Blocks per SM for the grid-stride pooling kernels (one output or input element per thread).
-POOL_BLOCKS_PER_SM = 8
+# The forward and window-known backward kernels' block, and the blocks per SM their __launch_bounds__
+# promise (kernels/pool.cu): one full wave of the 2-D grid.
+_POOL = kernel_decls.integer_defines("pool.cu")
+POOL_THREADS, POOL_MIN_BLOCKS = _POOL["POOL_THREADS"], _POOL["POOL_MIN_BLOCKS"]
+# gridDim.y's limit; the kernels stride over the planes beyond it.
+MAX_GRID_Y = 65535
+
+
+def _plane_grid(planes: int, per_plane: int, executor) -> tuple[int, int, int]:
+    """A 2-D grid for kernels/pool.cu's grid-stride loops: x over a plane's elements (one per thread),
+    y over planes, at most POOL_MIN_BLOCKS blocks per SM in all (one wave; the loops take the rest)."""
+    wave = POOL_MIN_BLOCKS * multiprocessor_count(executor)
+    x = max(1, min(math.ceil(per_plane / POOL_THREADS), wave))
+    y = max(1, min(planes, wave // x, MAX_GRID_Y))
+    return x, y, 1
 
 
 def _window_args(kernel, stride, padding) -> tuple[np.int32, ...]:
@@ -54,14 +67,13 @@ def max_pool2d(x, kernel, stride, padding, *, executor=None):
     xp = executor.xp
     y = xp.empty((N, C, P, Q), dtype=x.dtype)
     argmax = xp.empty((N, C, P, Q), dtype=np.int32)
-    blocks = grid_stride_blocks(N * C * P * Q, BLOCK, executor, POOL_BLOCKS_PER_SM)
     executor.launch(
         Launch(
             FAMILY,
             f"max_pool2d_forward_{suffix}",
-            (blocks, 1, 1),
-            (BLOCK, 1, 1),
-            (x, y, argmax, np.int64(N * C), np.int32(H), np.int32(W), np.int32(P), np.int32(Q), *window),
+            _plane_grid(N * C, P * Q, executor),
+            (POOL_THREADS, 1, 1),
+            (x, y, argmax, np.int64(N * C), np.int32(H), np.int32(W), np.int32(P), np.int32(Q), *window, *fast_divisors(Q)),
         )
     )
     return y, argmax
@@ -98,10 +110,10 @@ def max_pool2d_backward(grad_y, argmax, input_shape, kernel=None, stride=None, p
         if expected != (P, Q):
             raise ShapeError(f"{op}: window {window} on a {H}x{W} input does not give grad_y's {P}x{Q}")
         grad_x = executor.xp.empty((N, C, H, W), dtype=dtype)
-        blocks = grid_stride_blocks(planes * H * W, BLOCK, executor, POOL_BLOCKS_PER_SM)
         args = (grad_y, argmax, grad_x, np.int64(planes), np.int32(H), np.int32(W), np.int32(P), np.int32(Q),
-                *_window_args(*window), error_flag.flag(executor))
-        executor.launch(Launch(FAMILY, f"max_pool2d_backward_{suffix}", (blocks, 1, 1), (BLOCK, 1, 1), args))
+                *_window_args(*window), *fast_divisors(W, *stride), error_flag.flag(executor))
+        grid = _plane_grid(planes, H * W, executor)
+        executor.launch(Launch(FAMILY, f"max_pool2d_backward_{suffix}", grid, (POOL_THREADS, 1, 1), args))
         return grad_x
     grad_x = executor.xp.empty((N, C, H, W), dtype=np.float32)
     warps_per_block = PLANES_BLOCK // 32

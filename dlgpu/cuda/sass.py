@@ -10,7 +10,8 @@ A kernel source states what its SASS must show with comment lines::
     // dlgpu-sass: <kernel-glob> [arch=sm_90a,...] INSTR ... [!INSTR ...]
 
 Every kernel whose name matches the glob (``fnmatch``; ``relu_*``) must
-contain each ``INSTR`` at least once and none of the ``!INSTR``; a kernel named
+contain each ``INSTR`` at least once and none of the ``!INSTR`` (``INSTR$``: that
+opcode exactly, no further modifiers); a kernel named
 by such a line must in any case use no local memory (no LDL/STL).  With
 ``arch=`` the line applies only to those targets (HGMMA exists only on
 sm_90a).  A line whose glob matches no kernel is itself an error, so a renamed
@@ -194,8 +195,11 @@ def opcode_matches(opcode: str, pattern: str) -> bool:
     The first dot-separated part must be equal and every other part of the
     pattern must appear among the opcode's modifiers, so "LDG.E.128" matches
     "LDG.E.128", "LDG.E.128.CONSTANT" and "LDG.E.EL.128" but not "LDG.E.64",
-    and "BAR" matches "BAR.SYNC.DEFER_BLOCKING".
+    and "BAR" matches "BAR.SYNC.DEFER_BLOCKING".  A pattern ending in "$" matches only
+    that opcode exactly: "STG.E$" is a 32-bit store, not "STG.E.128" or "STG.E.U16".
     """
+    if pattern.endswith("$"):
+        return opcode == pattern[:-1]
     head, *mods = pattern.split(".")
     op_head, *op_mods = opcode.split(".")
     return head == op_head and set(mods) <= set(op_mods)
