@@ -1187,6 +1187,7 @@ inline std::string run_launch(const unsigned* grid, const unsigned* block, size_
                              (unsigned)(b / grid[0] / grid[1])};
             t_async.clear();
             t_syncs = 0;
+            t_fenced = false;  // a fence of the slot's previous block releases nothing of this one's
             try {
                 body();
             } catch (const Abort&) {
