@@ -118,7 +118,7 @@ def _predicted_cell(row: dict) -> str:
 
 
 def _verdict_text(rows: list[dict]) -> str:
-    """How the run's rows fared against their predictions: ``3 within, 1 below, 2 not measured, 40 none``."""
+    """How the run's rows fared against their predictions: ``3 within, 1 below, 2 not judged, 40 no prediction``."""
     counts: dict[str, int] = {}
     for r in rows:
         key = (r.get("verdict") or "not judged") if r.get("predicted") else "no prediction"

@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from dlgpu.cuda.executor import resolve_executor
-from dlgpu.cuda.launch import VECTOR_BYTES, Launch, output, require_storage, storage_suffix
+from dlgpu.cuda.launch import MAX_GRID_Y, VECTOR_BYTES, Launch, output, require_storage, storage_suffix
 from dlgpu.errors import ShapeError
 
 FAMILY = "bias_grad"
@@ -28,7 +28,6 @@ TARGET_BLOCKS = 2048
 # Fewest rows a chunk gets (four per warp), so that the partial buffer stays a small
 # fraction of grad_y.
 MIN_ROWS_PER_CHUNK = 32
-MAX_GRID_Y = 65535
 
 
 def partial_columns(dtype) -> int:

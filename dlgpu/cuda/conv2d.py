@@ -44,6 +44,7 @@ from dlgpu.cuda.executor import resolve_executor
 from dlgpu.cuda.gemm import FLAG_BIAS, FLAG_RELU, TC_PRECISIONS, TileConfig, config_by_name, tile_configs
 from dlgpu.cuda.launch import (
     INT32_MAX,
+    MAX_GRID_Y,
     Launch,
     fast_divisors,
     grid_stride_blocks,
@@ -60,7 +61,6 @@ FLAG_MASK = 4  # kernels/conv2d_common.cuh: CONV_MASK
 
 PASSES = ("forward", "dgrad", "wgrad")
 NAIVE_BLOCK = 256
-MAX_GRID_Y = 65535
 
 
 @dataclass(frozen=True)

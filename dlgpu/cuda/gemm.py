@@ -42,7 +42,7 @@ from dlgpu.cuda import bias_grad as _bias_grad
 from dlgpu.cuda import gemm_cast as _cast
 from dlgpu.cuda import kernel_decls
 from dlgpu.cuda.executor import resolve_executor
-from dlgpu.cuda.launch import INT32_MAX, Launch, compute_capability, multiprocessor_count, require_float32
+from dlgpu.cuda.launch import INT32_MAX, MAX_GRID_Y, Launch, compute_capability, multiprocessor_count, require_float32
 from dlgpu.errors import ArgumentError, DtypeError, LayoutError, ShapeError
 
 # The kernels' `flags` (tests/test_kernel_decls.py ties every value mirrored from a kernel source).
@@ -52,7 +52,6 @@ FLAG_MASK_A = 4  # kernels/gemm_tile.cuh: GEMM_MASK_A (naive kernel only; the ti
 FLAG_STORE_HALF = 8  # kernels/gemm_tile.cuh: GEMM_STORE_HALF (C stored in the operands' 16-bit type)
 
 NAIVE_BLOCK = 16  # gemm_naive_f32: 16 x 16 threads
-MAX_GRID_Y = 65535
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 
 from dlgpu.cuda import kernel_decls
 from dlgpu.cuda.executor import resolve_executor
-from dlgpu.cuda.launch import INT32_MAX, Launch, multiprocessor_count
+from dlgpu.cuda.launch import INT32_MAX, MAX_GRID_Y, Launch, multiprocessor_count
 from dlgpu.errors import DtypeError, ShapeError
 
 FAMILY = "gemm_cast"
@@ -25,7 +25,6 @@ _DEFINES = kernel_decls.integer_defines("gemm_cast.cu")
 FLAG_MASK = _DEFINES["CAST_MASK"]
 RUN = _DEFINES["CAST_RUN"]  # elements per thread step
 THREADS = _DEFINES["CAST_THREADS"]
-MAX_GRID_Y = 65535
 
 # The storage a tensor-core precision reads (kernels/ptx.cuh: Operand<P>).
 PRECISION_STORAGE = {"tf32": "f32", "bf16": "bf16", "fp16": "fp16"}

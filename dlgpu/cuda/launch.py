@@ -26,6 +26,7 @@ from dlgpu.errors import ArgumentError, DtypeError, LayoutError, ShapeError
 from dlgpu.precision import BFLOAT16, FLOAT16
 
 INT32_MAX = 2**31 - 1  # the kernels index with 32-bit ints where they can
+MAX_GRID_Y = 65535  # gridDim.y (and z) limit; launchers stride over what lies beyond it
 
 # Threads per block of the grid-stride kernels: a multiple of 32 that leaves room for 4+ resident
 # blocks per SM at <= 64 registers.

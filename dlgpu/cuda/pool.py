@@ -16,7 +16,14 @@ import numpy as np
 
 from dlgpu.cuda import elementwise, error_flag, kernel_decls
 from dlgpu.cuda.executor import resolve_executor
-from dlgpu.cuda.launch import Launch, fast_divisors, multiprocessor_count, require_storage, storage_suffix
+from dlgpu.cuda.launch import (
+    MAX_GRID_Y,
+    Launch,
+    fast_divisors,
+    multiprocessor_count,
+    require_storage,
+    storage_suffix,
+)
 from dlgpu.errors import ArgumentError, DtypeError, ShapeError
 from dlgpu.window import output_size
 
@@ -27,8 +34,6 @@ PLANES_BLOCK = 128
 # promise (kernels/pool.cu): one full wave of the 2-D grid.
 _POOL = kernel_decls.integer_defines("pool.cu")
 POOL_THREADS, POOL_MIN_BLOCKS = _POOL["POOL_THREADS"], _POOL["POOL_MIN_BLOCKS"]
-# gridDim.y's limit; the kernels stride over the planes beyond it.
-MAX_GRID_Y = 65535
 
 
 def _plane_grid(planes: int, per_plane: int, executor) -> tuple[int, int, int]:
@@ -73,7 +78,8 @@ def max_pool2d(x, kernel, stride, padding, *, executor=None):
             f"max_pool2d_forward_{suffix}",
             _plane_grid(N * C, P * Q, executor),
             (POOL_THREADS, 1, 1),
-            (x, y, argmax, np.int64(N * C), np.int32(H), np.int32(W), np.int32(P), np.int32(Q), *window, *fast_divisors(Q)),
+            (x, y, argmax, np.int64(N * C), np.int32(H), np.int32(W), np.int32(P), np.int32(Q), *window,
+             *fast_divisors(Q)),
         )
     )
     return y, argmax
