@@ -58,6 +58,7 @@
 #   DLGPU_PYTHON                   interpreter (default /opt/torch/.venv/bin/python3 if present, else python3)
 #   DLGPU_COMMIT                   the commit being run
 #   DLGPU_RESULTS_DIR              where the record goes (default benchmarks/results)
+#   DLGPU_CACHE_DIR                the kernel cache (default: a folder in the run's work directory)
 # dlgpu is used from this checkout through PYTHONPATH rather than installed: no network, no build
 # backend, no write into the interpreter's site-packages, and exactly the sources that
 # kernels_sha256 hashes run.
@@ -85,6 +86,9 @@ JOBS=${DLGPU_JOBS:-$(nproc 2> /dev/null || echo 4)}
 TEST_TIMEOUT=${DLGPU_TEST_TIMEOUT:-60}
 HYPOTHESIS_SEED=${DLGPU_HYPOTHESIS_SEED:-$START_S}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/dlgpu-gpu-run.XXXXXX")
+# The kernel cache in the run's own folder: a bare machine has nothing cached, and its image need not
+# have platformdirs (the default folder's finder), which the machine cannot fetch.
+export DLGPU_CACHE_DIR=${DLGPU_CACHE_DIR:-$WORK/kernel-cache}
 : > "$WORK/steps.tsv"
 echo "dlgpu GPU run: repo $REPO, python $PY, $JOBS CPUs, budget $BUDGET s, work $WORK, out ${OUT_DIR:-(none)}"
 
