@@ -173,8 +173,12 @@ def driver_encode(tile: TileMap, address: int) -> bytes:
     }[tile.swizzle]
     fill = (driver.CUtensorMapFloatOOBfill.CU_TENSOR_MAP_FLOAT_OOB_FILL_NAN_REQUEST_ZERO_FMA if tile.nan_fill
             else driver.CUtensorMapFloatOOBfill.CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE)
+    # Every size as the binding's own integer type: cuda-bindings 13.0 (the H100 image's) converts no
+    # plain int into cuuint32_t, where 13.5 does (first GPU run, 2026-11-27).
+    u32, u64 = driver.cuuint32_t, driver.cuuint64_t
     err, encoded = driver.cuTensorMapEncodeTiled(
-        data_type, 2, address, [tile.cols, tile.rows], [tile.pitch], [tile.box_cols, tile.box_rows], [1, 1],
+        data_type, u32(2), address, [u64(tile.cols), u64(tile.rows)], [u64(tile.pitch)],
+        [u32(tile.box_cols), u32(tile.box_rows)], [u32(1), u32(1)],
         driver.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
         driver.CUtensorMapL2promotion.CU_TENSOR_MAP_L2_PROMOTION_L2_256B, fill,
     )
