@@ -870,3 +870,22 @@ def test_script_with_its_time_budget_spent_runs_no_step_and_records_timeouts(tmp
     assert record["sanitizer"]["memcheck"] == "absent" and record["run"]["compute_sanitizer"] is None
     assert any("step tests timed out" in f for f in record["failures"])
     assert len(list((tmp_path / "out").iterdir())) <= 8
+
+
+def test_the_poison_executors_arrays_are_never_a_written_value():
+    """The GPU tests' poisoned ``empty`` for every storage the launchers allocate (NumPy stands in for
+    CuPy): NaN for floats, and for the uint16/uint32 that hold bf16/fp16/f32 bits a pattern that decodes
+    to NaN (the first GPU run found -7, which NumPy 2 refuses as a uint16); the rest of CuPy forwarded."""
+    import ml_dtypes
+    import numpy as np
+
+    from dlgpu.testing.gpu import _PoisonedEmpty
+
+    xp = _PoisonedEmpty(np)
+    assert np.isnan(xp.empty((2, 3))).all() and xp.empty((2, 3)).shape == (2, 3)
+    assert np.isnan(xp.empty(4, np.float16)).all()
+    bits16 = xp.empty(5, np.uint16)
+    assert np.isnan(bits16.view(np.float16)).all() and np.isnan(bits16.view(ml_dtypes.bfloat16).astype(np.float32)).all()
+    assert np.isnan(xp.empty(3, np.uint32).view(np.float32)).all()
+    assert (xp.empty(3, np.int32) == -7).all()
+    assert xp.ascontiguousarray is np.ascontiguousarray and xp.zeros is np.zeros
