@@ -23,6 +23,7 @@ from dlgpu.testing.harness import HarnessError, HarnessExecutor
 
 BASICS = r"""
 #include <cuda_fp16.h>
+#include <cuda_bf16.h>  // its own header: NVRTC 13.0's cuda_fp16.h does not pull it in (first GPU run)
 extern "C" __global__ void write_indices(int* out)
 {
     const unsigned tid = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
