@@ -1271,7 +1271,7 @@ def conv_case(draw, backend, *, precision: bool = False):
     return rng, dtype, prec, x, weight, bias, hyper
 
 
-@property_test(pending=True)
+@property_test()
 def test_conv2d_matches_reference(backend, data):
     _, dtype, precision, x, w, b, hyper = data.draw(conv_case(backend, precision=True))
     y = F.conv2d(backend.put(x), backend.put(w), backend.put(b), precision=precision, **hyper)
@@ -1280,7 +1280,7 @@ def test_conv2d_matches_reference(backend, data):
     assert_product_close(y, R.conv2d(x, w, b, **hyper), magnitude, dtype=dtype, precision=precision)
 
 
-@property_test(pending=True)
+@property_test()
 def test_conv2d_backward_matches_reference(backend, data):
     rng, dtype, _, x, w, b, hyper = data.draw(conv_case(backend))
     y = R.conv2d(x, w, b, **hyper).astype(dtype)
@@ -1292,7 +1292,7 @@ def test_conv2d_backward_matches_reference(backend, data):
 
 
 @INVALID_OK
-@property_test(pending=True)
+@property_test()
 def test_conv2d_specials_match_reference(backend, data):
     rng, dtype, _, x, w, b, hyper = data.draw(conv_case(backend))
     x = with_specials(rng, x.shape, dtype, data.draw(st.integers(1, 3)))
@@ -1313,7 +1313,7 @@ def winograd_case(draw, backend, specials):
 
 
 @INVALID_OK
-@property_test(pending=True)
+@property_test()
 def test_conv2d_winograd_shapes_propagate_nan(backend, data):
     dtype, x, w, padding = data.draw(winograd_case(backend, [np.nan]))
     y = F.conv2d(backend.put(x), backend.put(w), padding=padding)
@@ -1321,7 +1321,7 @@ def test_conv2d_winograd_shapes_propagate_nan(backend, data):
 
 
 @INVALID_OK
-@property_test(pending=True)
+@property_test()
 def test_conv2d_winograd_shapes_keep_infinities(backend, data):
     """Winograd's tile transforms subtract inputs: an inf there becomes inf - inf = NaN where direct
     convolution gives +-inf.  (Found by this test; the CPU backend now falls back to im2col on
@@ -1332,7 +1332,7 @@ def test_conv2d_winograd_shapes_keep_infinities(backend, data):
 
 
 @INVALID_OK
-@property_test(pending=True)
+@property_test()
 def test_conv2d_backward_specials_match_reference(backend, data):
     if data.draw(st.booleans()):
         dtype, x, w, padding = data.draw(winograd_case(backend, [np.nan, np.inf, -np.inf]))

@@ -26,7 +26,6 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from dlgpu.errors import BackendUnavailableError
 from dlgpu.testing import assert_close, random_array, to_numpy, tolerance
 
 PROFILE_ENV = "DLGPU_HYPOTHESIS_PROFILE"
@@ -39,11 +38,6 @@ PROFILE = os.environ.get(PROFILE_ENV, "ci")
 if PROFILE not in ("ci", "gpu", "thorough"):
     raise ValueError(f"{PROFILE_ENV}={PROFILE!r}: expected ci, gpu or thorough")
 OP_SETTINGS = settings(settings.get_profile(PROFILE))
-
-
-# conv2d is not on the GPU yet: those GPU cases are expected to raise BackendUnavailableError
-# until it is, and then report XPASS.
-GPU_PENDING = pytest.mark.xfail(raises=BackendUnavailableError, strict=False, reason="conv2d not on the GPU yet")
 
 
 class Device:
@@ -65,10 +59,9 @@ class Device:
 GPU = [pytest.mark.gpu, pytest.mark.slow]
 
 
-def backends(pending: bool = False):
-    gpu_marks = GPU + ([GPU_PENDING] if pending else [])
+def backends():
     return pytest.mark.parametrize(
-        "backend", [Device("cpu"), pytest.param(Device("gpu"), marks=gpu_marks)], ids=["cpu", "gpu"]
+        "backend", [Device("cpu"), pytest.param(Device("gpu"), marks=GPU)], ids=["cpu", "gpu"]
     )
 
 
@@ -137,12 +130,12 @@ def assert_same_specials(out, ref, *, dtype, elementwise=False):
         assert_close(got[finite], ref[finite], dtype=dtype, elementwise=elementwise)
 
 
-def property_test(*, pending: bool = False):
+def property_test():
     """The decorators every property test wears: on each backend (:func:`backends`), under the profile's
     settings, with Hypothesis's ``data`` to draw from."""
     from hypothesis import given
 
     def decorate(fn):
-        return backends(pending)(OP_SETTINGS(given(data=st.data())(fn)))
+        return backends()(OP_SETTINGS(given(data=st.data())(fn)))
 
     return decorate
