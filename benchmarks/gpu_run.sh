@@ -273,8 +273,10 @@ else
     CHILDREN=()
     for tool in "${SANITIZER_TOOLS[@]}"; do
         # sanitizer_plugin turns CuPy's memory pool off, so that memcheck sees each array's own bounds.
+        # --tb=short: a failing test's report shows no arguments, whose repr would copy device arrays to
+        # the host (the first GPU run's initcheck counted 12,546 such copies of arrays no kernel had filled).
         timeout --kill-after=5 "$limit" "$SANITIZER" --tool "$tool" --error-exitcode 86 --target-processes all \
-            --print-limit 50 "${PYTEST[@]}" -p benchmarks.sanitizer_plugin -p benchmarks.results_plugin \
+            --print-limit 50 "${PYTEST[@]}" --tb=short -p benchmarks.sanitizer_plugin -p benchmarks.results_plugin \
             --results-jsonl "$WORK/$tool.jsonl" --junitxml "$WORK/$tool.junit.xml" "${SANITIZER_IDS[@]}" \
             < /dev/null > "$WORK/$tool.log" 2>&1 &
         CHILDREN+=($!)
