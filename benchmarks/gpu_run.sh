@@ -273,6 +273,7 @@ else
     start=$(date +%s)
     CHILDREN=()
     for tool in "${SANITIZER_TOOLS[@]}"; do
+        mapfile -t TOOL_IDS < <("$PY" benchmarks/sanitizer_plugin.py "$tool")  # initcheck skips the TMA stores
         # sanitizer_plugin turns CuPy's memory pool off, so that memcheck sees each array's own bounds.
         # --tb=short: a failing test's report shows no arguments, whose repr would copy device arrays to
         # the host (the first GPU run's initcheck counted 12,546 such copies of arrays no kernel had filled).
@@ -281,7 +282,7 @@ else
         # API call of ours that fails raises in CuPy or cuda-bindings and fails its test instead.
         timeout --kill-after=5 "$limit" "$SANITIZER" --tool "$tool" --error-exitcode 86 --target-processes all \
             --report-api-errors no --print-limit 50 "${PYTEST[@]}" --tb=short -p benchmarks.sanitizer_plugin -p benchmarks.results_plugin \
-            --results-jsonl "$WORK/$tool.jsonl" --junitxml "$WORK/$tool.junit.xml" "${SANITIZER_IDS[@]}" \
+            --results-jsonl "$WORK/$tool.jsonl" --junitxml "$WORK/$tool.junit.xml" "${TOOL_IDS[@]}" \
             < /dev/null > "$WORK/$tool.log" 2>&1 &
         CHILDREN+=($!)
     done

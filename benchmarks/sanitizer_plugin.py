@@ -11,8 +11,8 @@ dlgpu.cuda.conv2d.VARIANTS) and that every id still names
 a collected test, so a new family or variant, or a renamed test, fails there until the
 list follows.
 
-``python benchmarks/sanitizer_plugin.py`` prints the ids, one per line (gpu_run.sh reads
-them).  As a plugin (``-p benchmarks.sanitizer_plugin``) it turns CuPy's memory pools off:
+``python benchmarks/sanitizer_plugin.py [TOOL]`` prints the ids, one per line, of every case or
+of those TOOL runs (gpu_run.sh reads them per tool).  As a plugin (``-p benchmarks.sanitizer_plugin``) it turns CuPy's memory pools off:
 the pool hands out slices of large blocks, so a kernel writing past the end of one array
 lands in memory the pool owns and memcheck stays silent; with the pool off every array is
 its own cudaMalloc and memcheck sees its true bounds.
@@ -27,13 +27,26 @@ from dataclasses import dataclass
 class SanitizerCase:
     """One test of the selection and what it exercises: the family (kernels/<family>.cu), the
     registered variant ("-" for a family without variants), the precision, and for the
-    convolution the pass."""
+    convolution the pass; ``initcheck`` False keeps it from that tool (below: the TMA-store tests)."""
 
     test: str
     family: str
     variant: str = "-"
     precision: str = "ieee"
     pass_: str = ""
+    initcheck: bool = True
+
+    def runs_under(self, tool: str) -> bool:
+        return self.initcheck or tool != "initcheck"
+
+
+# The first GPU runs (H100, compute-sanitizer of CUDA 13.0, 2026-11-27): under initcheck the wgmma GEMM's
+# test reported every 32-byte sector of its 300 x 520 output as uninitialized when the host copied it
+# back, and it had not finished after 150 s, leaving the tests after it unstarted.  That output is
+# written only by the TMA-store epilogue (cp.async.bulk.tensor, wgmma_tile.cuh's store_tma), which the
+# tool appears not to count as a write: the same test passes memcheck and racecheck, and the wgmma tests
+# that poison every output with NaN find each element written.  So the two TMA-store tests run under
+# memcheck and racecheck only (initcheck=False).
 
 
 _GEMM = "tests/test_gemm.py::test_linear_fused_epilogue_is_one_launch"  # (256, 784, 512) and (100, 36, 12)
@@ -66,10 +79,10 @@ SANITIZER_TESTS: tuple[SanitizerCase, ...] = (
     # Hopper only (skips elsewhere); its one GPU test runs fp16, layout nt (both operands K-major), and
     # cross-checks the CPU harness on a 300 x 520 x 264 product before a 1000 x 700 x 900 one
     SanitizerCase("tests/test_gemm_wgmma.py::test_wgmma_on_the_gpu_matches_the_harness_and_cupy[False-True]",
-                  "gemm_wgmma", "wgmma", "fp16"),
+                  "gemm_wgmma", "wgmma", "fp16", initcheck=False),
     # Hopper only, as the wgmma GEMM: a 2 x 72 x 9 x 9 conv by 136 3x3 filters and its dgrad, against the harness
     SanitizerCase("tests/test_conv2d_wgmma.py::test_forward_on_the_gpu_matches_the_harness_and_the_reference[bf16]",
-                  "conv2d_wgmma", "wgmma", "bf16", "forward"),
+                  "conv2d_wgmma", "wgmma", "bf16", "forward", initcheck=False),
     SanitizerCase(f"{_CONV_FORWARD}[naive-ieee-any-{_CONV}]", "conv2d", "naive", pass_="forward"),
     SanitizerCase(f"{_CONV_BACKWARD}[dgrad-naive-ieee-{_CONV}]", "conv2d", "naive", pass_="dgrad"),
     SanitizerCase(f"{_CONV_BACKWARD}[wgrad-naive-ieee-{_CONV}]", "conv2d", "naive", pass_="wgrad"),
@@ -91,5 +104,12 @@ def pytest_configure(config):
     cupy.cuda.set_pinned_memory_allocator(None)
 
 
+def selection(tool: str | None = None) -> list[str]:
+    """The ids of every case, or of those ``tool`` runs."""
+    return [case.test for case in SANITIZER_TESTS if tool is None or case.runs_under(tool)]
+
+
 if __name__ == "__main__":
-    print("\n".join(case.test for case in SANITIZER_TESTS))
+    import sys
+
+    print("\n".join(selection(sys.argv[1] if len(sys.argv) > 1 else None)))

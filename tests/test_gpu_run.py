@@ -540,6 +540,21 @@ def test_the_sanitizer_plugin_prints_the_selection():
     assert proc.stdout.splitlines() == [case.test for case in sanitizer_plugin.SANITIZER_TESTS]
 
 
+@pytest.mark.parametrize("tool", ["memcheck", "racecheck", "initcheck"])
+def test_each_sanitizer_gets_its_own_selection(tool):
+    """gpu_run.sh asks per tool: initcheck leaves out the TMA-store tests (wgmma), the others run all."""
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "sanitizer_plugin.py"), tool],
+                          capture_output=True, text=True, check=True)
+    ids = proc.stdout.splitlines()
+    everything = [case.test for case in sanitizer_plugin.SANITIZER_TESTS]
+    left_out = [test for test in everything if test not in ids]
+    assert ids and set(ids) <= set(everything)  # never empty: an empty list would run the whole suite
+    if tool == "initcheck":
+        assert left_out and all("wgmma" in test for test in left_out)
+    else:
+        assert left_out == []
+
+
 # -- the harness cross-checks where no host compiler exists ---------------------------------
 
 FAKE_CUPY = '''
