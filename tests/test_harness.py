@@ -17,7 +17,7 @@ import pytest
 
 from dlgpu.cuda import compiler
 from dlgpu.cuda.launch import Launch
-from dlgpu.errors import ArgumentError, LayoutError
+from dlgpu.errors import ArgumentError, CompileError, LayoutError
 from dlgpu.testing import harness
 from dlgpu.testing.harness import HarnessError, HarnessExecutor
 
@@ -463,6 +463,22 @@ def test_half_and_bfloat16_round_to_nearest_even(sources, rng):
     np.testing.assert_array_equal(h_back[finite], expected_half[finite].astype(np.float32))
     np.testing.assert_array_equal(b, _bf16_bits(x))
     np.testing.assert_array_equal(b_back.view(np.uint32), b.astype(np.uint32) << 16)
+
+
+def test_bfloat16_names_need_their_own_header(tmp_path):
+    """Planted: a source using the bfloat16 intrinsics with only <cuda_fp16.h> fails to build, as under
+    NVRTC 13.0 (the first GPU run: test_harness's BASICS compiled here and failed there)."""
+    body = """
+extern "C" __global__ void k(unsigned short* out) { out[threadIdx.x] = __bfloat16_as_ushort(__float2bfloat16_rn(1.5f)); }
+"""
+    (tmp_path / "h_fp16_only.cu").write_text("#include <cuda_fp16.h>\n" + body)
+    (tmp_path / "h_both.cu").write_text("#include <cuda_fp16.h>\n#include <cuda_bf16.h>\n" + body)
+    with pytest.raises(CompileError, match="__float2bfloat16_rn"):
+        harness.build("h_fp16_only", kernels_dir=tmp_path, cache_dir=tmp_path / "cache")
+    out = np.zeros(32, np.uint16)
+    executor = HarnessExecutor("plain", kernels_dir=tmp_path, cache_dir=tmp_path / "cache")
+    executor.launch(Launch("h_both", "k", (1, 1, 1), (32, 1, 1), (out,)))
+    assert (out == 0x3FC0).all()  # 1.5 in bfloat16
 
 
 # ---------------------------------------------------------------- PTX wrappers

@@ -99,9 +99,11 @@ _SANITIZER_ENV = {
     "TSAN_OPTIONS": "halt_on_error=0:exitcode=66",
 }
 _REPORT_MARKERS = ("ERROR: AddressSanitizer", "WARNING: ThreadSanitizer", "runtime error:", "dlgpu harness:")
-# CUDA headers a kernel may include: the harness header already supplies their contents.
-_STUB_HEADERS = ("cuda_fp16.h", "cuda_bf16.h", "cuda_runtime.h", "cuda.h", "math_constants.h")
+# CUDA headers a kernel may include: the harness header already supplies their contents, the
+# bfloat16 names in a namespace that only <cuda_bf16.h> opens (NVRTC 13.0's cuda_fp16.h lacks them).
 _STUB_TEXT = "#pragma once  // supplied by dlgpu/testing/cuda_host.h\n"
+_STUBS = {name: _STUB_TEXT for name in ("cuda_fp16.h", "cuda_runtime.h", "cuda.h", "math_constants.h")}
+_STUBS["cuda_bf16.h"] = _STUB_TEXT + "using namespace dlgpu_cuda_bf16;\n"
 
 # A kernel's attributes, __launch_bounds__ and __cluster_dims__, before or after `void`.
 _ATTRIBUTES = (r"(?:__launch_bounds__\s*\((?P<bounds_{0}>[^)]*)\)\s*"
@@ -162,9 +164,12 @@ def _source_flags(source: Path, defines, kernels_dir, cache_dir) -> tuple[list[s
     folder = Path(cache_dir) if cache_dir else compiler.default_cache_dir() / "harness"
     stubs = folder / "include"
     stubs.mkdir(parents=True, exist_ok=True)
-    for stub in _STUB_HEADERS:
-        if not (stubs / stub).exists():
-            (stubs / stub).write_text(_STUB_TEXT)
+    for stub, text in _STUBS.items():
+        path = stubs / stub
+        if not path.exists() or path.read_text() != text:  # atomically: other workers may be compiling
+            partial = path.with_name(f"{stub}.{os.getpid()}.tmp")
+            partial.write_text(text)
+            os.replace(partial, path)
     define_flags = [f"-D{name}={value}" for name, value in defines]
     include_flags = [f"-I{HEADER.parent}", f"-I{stubs}", *(f"-I{d}" for d in _include_dirs(source, kernels_dir))]
     return define_flags, include_flags
@@ -308,7 +313,7 @@ def build(family: str, defines=(), mode: str = "plain", kernels_dir=None, cache_
         rewritten = {name: f'#line 1 "{path}"\n' + rewrite_shared(path.read_text()) for name, path in headers.items()}
         digest = hashlib.sha256()
         # The unit carries the source and the generated exports; the flags, everything else.
-        for part in (_compiler_identity(cxx), " ".join(flags), unit, HEADER.read_text(), _STUB_TEXT):
+        for part in (_compiler_identity(cxx), " ".join(flags), unit, HEADER.read_text(), *_STUBS.values()):
             digest.update(part.encode() + b"\0")
         for name in sorted(rewritten):
             digest.update(name.encode() + b"\0" + rewritten[name].encode() + b"\0")
@@ -444,31 +449,39 @@ def _run_in_child(build: _Build, launch: Launch, codes: str, where: str, options
 # ---------------------------------------------------------------- the executor
 
 
-def _poison(array: np.ndarray) -> np.ndarray:
-    array.fill(np.frombuffer(b"\xff" * array.dtype.itemsize, array.dtype)[0])
-    return array
+def poison_value(dtype):
+    """What a poisoned new array holds: every byte 0xFF.  NaN for the floats, and for the unsigned
+    integers that carry bf16/fp16/f32 bits a pattern that decodes to NaN; -1 for signed integers."""
+    dtype = np.dtype(dtype)
+    return np.frombuffer(b"\xff" * dtype.itemsize, dtype)[0]
 
 
-class _PoisonedNumpy:
-    """NumPy, except that ``empty``/``empty_like`` fill with 0xFF bytes (NaN, -1), so that
-    an element no kernel writes shows in the result."""
+class PoisonedArrays:
+    """An array module -- NumPy for the harness, CuPy for the GPU tests -- except that ``empty`` and
+    ``empty_like`` fill with :func:`poison_value`, so that an element no kernel writes shows in the
+    result.  The launchers allocate through ``executor.xp``."""
+
+    def __init__(self, xp):
+        self._xp = xp
 
     def __getattr__(self, name):
-        return getattr(np, name)
+        return getattr(self._xp, name)
 
-    @staticmethod
-    def empty(shape, dtype=float, order="C"):
-        return _poison(np.empty(shape, dtype, order))
+    def empty(self, shape, dtype=float, order="C"):
+        array = self._xp.empty(shape, dtype, order)
+        array.fill(poison_value(array.dtype))
+        return array
 
-    @staticmethod
-    def empty_like(prototype, dtype=None, order="K", subok=True, shape=None):
-        return _poison(np.empty_like(prototype, dtype, order, subok, shape))
+    def empty_like(self, prototype, dtype=None, order="K", shape=None):
+        array = self._xp.empty_like(prototype, dtype=dtype, order=order, shape=shape)
+        array.fill(poison_value(array.dtype))
+        return array
 
 
 class HarnessExecutor:
     """Carries out launches on NumPy arrays by running the kernels on the CPU.
 
-    ``xp`` is NumPy with poisoned ``empty`` (see :class:`_PoisonedNumpy`).
+    ``xp`` is NumPy with poisoned ``empty`` (see :class:`PoisonedArrays`).
     ``multiprocessor_count`` (None: the launchers' fallback) is what launchers that
     size grids by the device see; a small one makes grid-stride loops take several trips.
     ``compute_capability`` (None: any) is the device the launchers plan for: 90 makes them pick
@@ -486,7 +499,7 @@ class HarnessExecutor:
             raise ArgumentError(f"dlgpu harness: mode must be one of {MODES}, got {mode!r}")
         if resident_blocks < 1:
             raise ArgumentError(f"dlgpu harness: resident_blocks must be >= 1, got {resident_blocks}")
-        self.xp: Any = _PoisonedNumpy()
+        self.xp: Any = PoisonedArrays(np)
         self.mode = mode
         self.multiprocessor_count = multiprocessor_count
         self.compute_capability = compute_capability
