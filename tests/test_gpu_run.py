@@ -677,6 +677,19 @@ def test_perf_table_picks_the_newest_record(tmp_path):
     assert record["rows"][0]["ms"] == 0.19
 
 
+def test_perf_table_passes_over_a_newer_record_without_rows(tmp_path):
+    """A run of the sanitizers alone (no bench step) is newer but leaves the table to the last benchmarked run."""
+    results = _results_with_two_records(tmp_path)
+    bare = build(make_work(tmp_path / "bare"))
+    bare["date"], bare["rows"] = "2026-11-27T10:00:00+00:00", []
+    (results / "2026-11-27T1000Z-nvidia-h100-80gb-hbm3.json").write_text(json.dumps(bare))
+    path, record = pt.newest_record(results)
+    assert path.name == "2026-11-26T1402Z-nvidia-h100-80gb-hbm3.json" and record["rows"]
+    for name in ("2026-11-25T1000Z-nvidia-h100-80gb-hbm3.json", "2026-11-26T1402Z-nvidia-h100-80gb-hbm3.json"):
+        (results / name).unlink()
+    assert pt.newest_record(results)[0].name == "2026-11-27T1000Z-nvidia-h100-80gb-hbm3.json"  # none has rows
+
+
 def test_perf_table_renders_the_rows_status_and_hash_match(tmp_path):
     path, record = pt.newest_record(_results_with_two_records(tmp_path))
     body = pt.render(record, path.name, SHA)
@@ -887,20 +900,21 @@ def test_script_with_its_time_budget_spent_runs_no_step_and_records_timeouts(tmp
     assert len(list((tmp_path / "out").iterdir())) <= 8
 
 
-def test_the_poison_executors_arrays_are_never_a_written_value():
-    """The GPU tests' poisoned ``empty`` for every storage the launchers allocate (NumPy stands in for
-    CuPy): NaN for floats, and for the uint16/uint32 that hold bf16/fp16/f32 bits a pattern that decodes
-    to NaN (the first GPU run found -7, which NumPy 2 refuses as a uint16); the rest of CuPy forwarded."""
+def test_poisoned_arrays_are_never_a_written_value():
+    """The poisoned ``empty`` of the harness (NumPy) and of the GPU tests (CuPy, the same class) for every
+    storage the launchers allocate: NaN for floats, and for the uint16/uint32 that hold bf16/fp16/f32 bits
+    a pattern that decodes to NaN (the first GPU run found the GPU tests' -7, which NumPy 2 refuses as a
+    uint16); the rest of the module forwarded."""
     import ml_dtypes
     import numpy as np
 
-    from dlgpu.testing.gpu import _PoisonedEmpty
+    from dlgpu.testing.harness import PoisonedArrays
 
-    xp = _PoisonedEmpty(np)
+    xp = PoisonedArrays(np)
     assert np.isnan(xp.empty((2, 3))).all() and xp.empty((2, 3)).shape == (2, 3)
-    assert np.isnan(xp.empty(4, np.float16)).all()
+    assert np.isnan(xp.empty(4, np.float16)).all() and np.isnan(xp.empty_like(np.zeros((2, 2), np.float32))).all()
     bits16 = xp.empty(5, np.uint16)
     assert np.isnan(bits16.view(np.float16)).all() and np.isnan(bits16.view(ml_dtypes.bfloat16).astype(np.float32)).all()
     assert np.isnan(xp.empty(3, np.uint32).view(np.float32)).all()
-    assert (xp.empty(3, np.int32) == -7).all()
+    assert (xp.empty(3, np.int32) == -1).all() and xp.empty_like(np.zeros(2, np.int64), shape=(4,)).shape == (4,)
     assert xp.ascontiguousarray is np.ascontiguousarray and xp.zeros is np.zeros

@@ -5,50 +5,26 @@ Used by the ``gpu``-marked tests only; importing this module needs no CuPy.
 
 from __future__ import annotations
 
-
 import numpy as np
+
+from dlgpu.testing.harness import PoisonedArrays
 
 
 class PoisonExecutor:
-    """The default CuPy executor, except that outputs the launchers allocate start as NaN (-7 for
-    signed integers, all ones for unsigned ones: the NaN pattern of the 16- and 32-bit floats they
-    store), so an element a kernel forgets to write fails the comparison; ``launched`` records every
-    kernel name in order.  Its ``xp`` is CuPy with ``empty`` poisoned."""
+    """The default CuPy executor, except that outputs the launchers allocate start poisoned as the
+    harness's do (every byte 0xFF: NaN, or -1 for signed integers), so an element a kernel forgets to
+    write fails the comparison; ``launched`` records every kernel name in order."""
 
     def __init__(self, cupy):
         from dlgpu.cuda.executor import default_executor
 
         self._inner = default_executor()
         self.launched: list[str] = []
-
-        self.xp = _PoisonedEmpty(cupy)
+        self.xp = PoisonedArrays(cupy)
 
     def launch(self, launch):
         self.launched.append(launch.kernel)
         self._inner.launch(launch)
-
-
-def poison_value(dtype):
-    """What ``PoisonExecutor`` fills a new ``dtype`` array with: never a value a kernel would write."""
-    dtype = np.dtype(dtype)
-    if dtype.kind == "f":
-        return np.nan
-    if dtype.kind == "u":  # bf16/fp16 storage as uint16, f32 bits as uint32: all ones is a NaN
-        return np.iinfo(dtype).max
-    return -7
-
-
-class _PoisonedEmpty:
-    """CuPy, except that ``empty`` fills with ``poison_value``: the launchers' ``executor.xp``."""
-
-    def __init__(self, cupy):
-        self._cupy = cupy
-
-    def empty(self, shape, dtype=np.float32):
-        return self._cupy.full(shape, poison_value(dtype), dtype=dtype)
-
-    def __getattr__(self, name):
-        return getattr(self._cupy, name)
 
 
 def device_view(cp, host: np.ndarray, offset: int):
