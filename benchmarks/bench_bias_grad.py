@@ -7,7 +7,8 @@ What it times: the standalone bias gradient, plain and ReLU-masked, against CuPy
 The GPU numbers that count are the CUDA-event medians in each benchmark's extra_info
 (dlgpu.bench.pytest_adapter says why).
 
-Predicted on an H100 SXM (NOT YET RUN ON A GPU; the reasoning, from the sm_90a SASS, is in
+Predicted on an H100 SXM before any GPU ran it (the records in benchmarks/results/ judge each
+row; the reasoning, from the sm_90a SASS, is in
 kernels/bias_grad.cu's header): 80-105 % (plain) and 85-105 % (masked) of the measured copy bandwidth -- a
 read-only stream, less a few microseconds for the second pass.
 

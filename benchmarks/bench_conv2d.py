@@ -7,7 +7,8 @@ What it times: ResNet-50 and LeNet layers, forward, bias + ReLU, dgrad and wgrad
 only).  The GPU numbers that count are the CUDA-event medians in each benchmark's extra_info
 (dlgpu.bench.pytest_adapter says why).
 
-Predicted on an H100 SXM (NOT YET RUN ON A GPU; the reasoning, from the sm_90a SASS, is in
+Predicted on an H100 SXM before any GPU ran it (the records in benchmarks/results/ judge each
+row; the reasoning, from the sm_90a SASS, is in
 kernels/conv2d_tc.cu's header): the NHWC tensor-core forward (dlgpu/cuda/conv2d_nhwc.py, 16-bit operands by
 cp.async) on ResNet-50's 3x3 layers at 250-400 TFLOP/s where C, K >= 128 (0.45-0.7x cuDNN), less at 64
 channels; the NCHW tc kernels (fp32 arrays) stay at the 0.1-0.3x issue 16 predicted.  On an H100 the NHWC

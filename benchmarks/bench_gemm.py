@@ -7,7 +7,8 @@ What it times: simt, tc and wgmma products, linear with bias + ReLU, small produ
 (GPU only; the wgmma rows on compute capability 9.0 only).  The GPU numbers that count are the CUDA-event medians in each benchmark's extra_info
 (dlgpu.bench.pytest_adapter says why).
 
-Predicted on an H100 SXM (NOT YET RUN ON A GPU; the reasoning, from the sm_90a SASS, is in
+Predicted on an H100 SXM before any GPU ran it (the records in benchmarks/results/ judge each
+row; the reasoning, from the sm_90a SASS, is in
 kernels/gemm_tc.cu's header): the tc variant (mma.sync, 16-bit operands read in place by cp.async)
 at 4096^3 and 8192^3, bf16/fp16 400-500 TFLOP/s (0.5-0.65x cuBLAS), tf32 200-260 TFLOP/s (0.45-0.65x
 cuBLAS TF32); fp32 operands at bf16/fp16 pay a producer pass of ~20 % (4096^3) on top.  The register-staged

@@ -7,7 +7,8 @@ What it times: the squared error and its gradient on 65536 x 1000 outputs agains
 (GPU), NumPy and the reference (CPU).  The GPU numbers that count are the CUDA-event medians in
 each benchmark's extra_info (dlgpu.bench.pytest_adapter says why).
 
-Predicted on an H100 SXM (NOT YET RUN ON A GPU; the reasoning, from the sm_90a SASS, is in
+Predicted on an H100 SXM before any GPU ran it (the records in benchmarks/results/ judge each
+row; the reasoning, from the sm_90a SASS, is in
 kernels/mse.cu's header): the loss at 85-105 % of the measured copy bandwidth (read-only; the double
 accumulation has spare throughput), the gradient at 85-100 %.
 

@@ -7,7 +7,8 @@ What it times: the momentum + weight decay step on 2^26 elements against CuPy (G
 reference (CPU).  The GPU numbers that count are the CUDA-event medians in each benchmark's
 extra_info (dlgpu.bench.pytest_adapter says why).
 
-Predicted on an H100 SXM (NOT YET RUN ON A GPU; the reasoning, from the sm_90a SASS, is in
+Predicted on an H100 SXM before any GPU ran it (the records in benchmarks/results/ judge each
+row; the reasoning, from the sm_90a SASS, is in
 kernels/sgd.cu's header): every row, float32 and the 16-bit master-weight steps, at 85-100 % of the measured
 copy bandwidth (one pass, 20 bytes per element, all in 16-byte accesses).
 

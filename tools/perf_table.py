@@ -7,8 +7,10 @@
 The span is everything between the lines ``<!-- perf-table:start -->`` and
 ``<!-- perf-table:end -->``; the markers themselves and the rest of the file
 stay as they are.  "Newest" is the record with the latest ``date`` in
-benchmarks/results/ (the file name breaks ties), whatever its status: the
-table says the status and whether its kernel hash matches this checkout.
+benchmarks/results/ (the file name breaks ties) among those with benchmark rows
+(a run of the sanitizers alone has none and leaves the table as it was),
+whatever its status: the table says the status and whether its kernel hash
+matches this checkout.
 """
 
 from __future__ import annotations
@@ -40,10 +42,12 @@ def load_records(results_dir: Path) -> list[tuple[Path, dict]]:
 
 
 def newest_record(results_dir: Path) -> tuple[Path, dict]:
+    """The newest record with benchmark rows, else the newest of all."""
     records = load_records(results_dir)
     if not records:
         raise PerfTableError(f"no GPU run record in {results_dir}")
-    return max(records, key=lambda item: (str(item[1].get("date", "")), item[0].name))
+    benched = [item for item in records if item[1].get("rows")]
+    return max(benched or records, key=lambda item: (str(item[1].get("date", "")), item[0].name))
 
 
 def _num(value, spec: str) -> str:

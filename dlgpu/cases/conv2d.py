@@ -19,7 +19,7 @@ in fp32 at tf32 and in bf16 and fp16 storage, dgrad and wgrad in bf16; and
 16-bit NCHW arrays through the backend (a transposing copy in, one out).
 cuDNN runs on the same memory (channels_last tensors).
 
-Predicted (NOT YET RUN ON A GPU; H100 SXM, from the sm_90a build's SASS,
+Predicted before any GPU ran it (H100 SXM, from the sm_90a build's SASS,
 registers and occupancy).  The mma.sync NHWC kernels (kernels/conv2d_tc.cu's
 header): the forward's 128x128 tile (228 registers, two blocks per SM, no
 local memory; 289 instructions per 64 HMMA, bound by L2-to-SM traffic at 64
