@@ -29,6 +29,7 @@ too low, an arrival that does not track the copies, or a read without the wait s
 from __future__ import annotations
 
 import itertools
+import types
 
 import numpy as np
 import pytest
@@ -451,6 +452,60 @@ def test_tma_store_writes_only_in_bounds(probes, rng, swizzle):
             if 0 <= c1 + r < 20 and 0 <= c0 + c < 3 * cols:
                 expected[c1 + r, c0 + c] = values[r, c]
         np.testing.assert_array_equal(tma.host_matrix(buffer, pairs, 0), expected)
+
+
+def test_device_maps_reach_the_gpu_without_a_stream_sync(monkeypatch):
+    """On a GPU a new entry of maps is copied asynchronously from pinned memory on the current stream (a
+    pageable copy waits for the stream's queued work), cached per pointers, and its pinned buffer is let go
+    only after the copy's event has passed.  A stand-in for CuPy records what happens."""
+    log = []
+
+    class Array:
+        def __init__(self, n):
+            self.data = types.SimpleNamespace(ptr=0x10000 + 256 * len(log))
+            self.n = n
+
+        def set(self, host, stream=None):
+            assert isinstance(host.base.obj, Pinned) and stream is not None  # async, from pinned memory
+            log.append(("copy", bytes(host), stream))
+
+    class Pinned(bytearray):
+        pass
+
+    class Event:
+        def __init__(self, block=False, disable_timing=False):
+            self.recorded = None
+
+        def record(self, stream=None):
+            self.recorded = stream
+            log.append(("record", stream))
+
+        def synchronize(self):
+            log.append(("wait", self.recorded))
+
+    stream = object()
+    fake = types.SimpleNamespace(
+        empty=lambda n, dtype: Array(n),
+        cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDevice=lambda: 0), Event=Event,
+                                   alloc_pinned_memory=lambda n: Pinned(n), get_current_stream=lambda: stream))
+    monkeypatch.setattr(tma, "driver_encode", lambda tile, address: address.to_bytes(8, "little") * 16)
+    monkeypatch.setattr(tma, "_device_maps", type(tma._device_maps)())
+    monkeypatch.setattr(tma, "_CACHE_ENTRIES", 2)
+    tile = tma.TileMap("bf16", 8, 64, 128, 8, 64, 128)
+    arrays = [types.SimpleNamespace(data=types.SimpleNamespace(ptr=0x1000 * k)) for k in range(1, 4)]
+    first = tma.device_maps(fake, [(arrays[0], tile)])
+    assert log == [("copy", (0x1000).to_bytes(8, "little") * 16, stream), ("record", stream)]
+    assert tma.device_maps(fake, [(arrays[0], tile)]) is first and len(log) == 2  # cached: no copy
+    tma.device_maps(fake, [(arrays[1], tile)])
+    assert ("wait", stream) not in log
+    tma.device_maps(fake, [(arrays[2], tile)])  # evicts the first entry: its copy is waited for
+    assert log[-1] == ("wait", stream) and [entry[0] for entry in log].count("copy") == 3
+    # Under CUDA-graph capture the copy becomes a node of the graph: no event to record or wait on.
+    capturing = types.SimpleNamespace(is_capturing=lambda: True)
+    fake.cuda.get_current_stream = lambda: capturing
+    del log[:]
+    tma.device_maps(fake, [(arrays[0], tile)])
+    assert [entry[0] for entry in log] == ["copy", "wait"]  # the copy, then arrays[1]'s eviction
 
 
 def test_tma_store_planted_misuse(probes, rng):
