@@ -430,6 +430,20 @@ def test_run_case_rotates_through_distinct_input_sets():
     rows = run.run_case(case, _cpu_backend(ScriptedTimer([1.0]), cache_bytes=4096 * 2), True, {})
     assert rows[0]["rotation_sets"] == 8
     assert len(set(used)) == 4                  # 1 warm-up + 3 reps: four different sets
+
+
+def test_the_gpu_warms_up_on_every_input_set_before_timing():
+    """With warm_every_set (the GPU machine's), no timed repetition meets an input set the warm-up did not:
+    a launcher's per-pointer caches (TMA maps) miss before the timing (first GPU record: a wgmma row's
+    median was 10x its 10th percentile, its timed repetitions meeting new sets)."""
+    case = dataclasses.replace(
+        CASE["relu_forward"], shapes={"gpu": (1024,), "cpu": (1024,), "cpu_quick": (1024,)},
+        reference=None, xp_baseline=None)
+    timer = ScriptedTimer([1.0])
+    machine = dataclasses.replace(_cpu_backend(timer, cache_bytes=4096 * 2), warm_every_set=True)
+    rows = run.run_case(case, machine, True, {})
+    n_sets = rows[0]["rotation_sets"]
+    assert n_sets == 8 and len(timer.indices[0]) == n_sets + 3  # 8 warm-up calls, one per set, then 3 timed
     assert rows[0]["baseline"] is None and rows[0]["ratio"] is None
 
 

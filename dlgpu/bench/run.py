@@ -114,10 +114,10 @@ def time_case(case: Benchmark, machine: Machine, shape: tuple, sets: list[dict],
               ceilings: dict) -> list[dict[str, Any]]:
     """Time the dlgpu call and each baseline over the rotated ``sets``; one row per baseline."""
     n_sets = len(sets)
+    warmup = max(machine.warmup, n_sets) if machine.warm_every_set else machine.warmup
 
     def timed(fn) -> Timing:
-        return summarize(machine.timer.measure(lambda i: fn(sets[i % n_sets]), warmup=machine.warmup,
-                                               reps=machine.reps))
+        return summarize(machine.timer.measure(lambda i: fn(sets[i % n_sets]), warmup=warmup, reps=machine.reps))
 
     row = {**_base_row(case, machine, shape), "rotation_sets": n_sets}
     try:
