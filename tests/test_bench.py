@@ -678,3 +678,54 @@ def test_skipped_rows_are_summarized_once_per_op_and_reason():
     text = console.export_text()
     assert text.count("skipped 3 conv2d rows: GPU-only") == 1
     assert "skipped 1 gemm row: GPU-only" in text
+
+
+# -- the tile sweep (dlgpu bench --sweep) ----------------------------------------------------------
+
+
+def test_every_sweep_row_forces_its_tile_on_its_kernels(monkeypatch):
+    """Each sweep row launches its shape on exactly the tile its variant names ('...@128x256' for the wgmma
+    GEMM, '...@wgmma:128x64' / '...@tc:64x64' for the convolutions), and together the rows cover every tile
+    of those kernels' own lists; no row carries a prediction (it is a measurement of the choice)."""
+    from types import SimpleNamespace
+
+    import dlgpu.cuda.gemm as cuda_gemm
+    from dlgpu.cuda import conv2d_nhwc, conv2d_wgmma
+
+    calls = []
+    monkeypatch.setattr(cuda_gemm, "gemm", lambda *a, **k: calls.append(("gemm", k["variant"], k["config"])))
+    for module in (conv2d_nhwc, conv2d_wgmma):
+        for name in ("forward", "dgrad"):
+            monkeypatch.setattr(module, name, lambda *a, _m=module, _n=name, **k: calls.append((_m, _n, k["config"])))
+    rows = cases.sweeps()
+    assert len({(row.name, row.shapes["gpu"]) for row in rows}) == len(rows)
+    assert all(row.predicted is None for row in rows)
+    seen = set()
+    for row in rows:
+        calls.clear()
+        stem, tile = row.variant.split("@")
+        if row.family == "gemm":
+            row.run({"a": 0, "b": 0, "a16": 0, "b16": 0, "out": 0})
+            assert calls == [("gemm", "wgmma", tile)], row.name
+            seen.add(("gemm", "forward", tile))
+        else:
+            kernels, tile = tile.split(":")
+            row.run({"shape": row.shapes["gpu"], "x": 0, "w": 0, "grad_y": 0, "out": SimpleNamespace(shape=(1,))})
+            pass_ = "dgrad" if row.op == "conv2d_dgrad" else "forward"
+            assert calls == [(conv2d_wgmma if kernels == "wgmma" else conv2d_nhwc, pass_, tile)], row.name
+            seen.add((kernels, pass_, tile))
+        assert row.unavailable("cpu")  # GPU only
+    assert {("gemm", "forward", c.name) for c in cuda_gemm.CONFIGS["wgmma"]} <= seen
+    assert {("wgmma", p, c.name) for p, configs in conv2d_wgmma.PASS_CONFIGS.items() for c in configs} <= seen
+    assert {("tc", "forward", c.name) for c in conv2d_nhwc.CONFIGS} <= seen
+
+
+def test_bench_sweep_on_the_cpu_skips_every_row_and_says_so(capsys):
+    from dlgpu.bench import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    assert cli.main(parser.parse_args(["gemm", "conv2d", "--sweep", "--backend", "cpu"])) == 1
+    out = capsys.readouterr().out
+    assert "skipped 12 matmul rows" in out and "nothing ran" in out
+    assert len(cli.benchmarks_for(["gemm"], sweep=True)) == 12 and cli.benchmarks_for(["train"], sweep=True) == []

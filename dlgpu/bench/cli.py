@@ -23,14 +23,17 @@ FAMILIES = (*cases.STEMS, train.FAMILY)
 NO_GPU_MESSAGE = "no GPU found: benchmarking the CPU backend against the reference"
 
 
-def benchmarks_for(families) -> list[Benchmark]:
-    """The benchmarks of the named families (every family when empty); the train family has rows of its own."""
+def benchmarks_for(families, sweep: bool = False) -> list[Benchmark]:
+    """The benchmarks of the named families (every family when empty), or with ``sweep`` their sweep rows;
+    the train family has rows of its own."""
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         raise ArgumentError(f"bench: unknown famil{'y' if len(unknown) == 1 else 'ies'} {unknown}; "
                             f"known: {', '.join(FAMILIES)}")
     stems = [f for f in families or FAMILIES if f in cases.STEMS]
-    return cases.benchmarks(stems) if stems else []
+    if not stems:
+        return []
+    return cases.sweeps(stems) if sweep else cases.benchmarks(stems)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "kernel hash, machine) as JSON")
     parser.add_argument("--plot", metavar="FILE.png", type=arguments.output_file,
                         help="draw the times as a PNG (needs matplotlib)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="instead of the benchmarks, their target rows once per tile configuration (GEMM and "
+                        "convolution; GPU only), to see which tile each shape wants; no training rows")
     parser.add_argument("--backend", choices=("cuda", "cpu"),
                         help="default: cuda when a GPU is found, else cpu (the CPU backend against the reference)")
     # the old spelling, kept so scripts that pass it still run
@@ -70,14 +76,14 @@ def main(args: argparse.Namespace) -> int:
     # Piped into a file the table keeps rich's 80 columns (or $COLUMNS): the columns fold to fit.
     console = Console()
     try:
-        benchmarks = benchmarks_for(args.families)
+        benchmarks = benchmarks_for(args.families, getattr(args, "sweep", False))
     except ArgumentError as exc:
         console.print(str(exc), markup=False)
         return 2
     if args.plot and (why_not := _pyplot_missing()):
         console.print(why_not, markup=False)
         return 1
-    with_train = not args.families or train.FAMILY in args.families
+    with_train = (not args.families or train.FAMILY in args.families) and not getattr(args, "sweep", False)
     quick = bool(args.quick)
     backend = getattr(args, "backend", None)
     has_gpu, why = (False, None) if backend == "cpu" else gpu_probe()

@@ -3,7 +3,8 @@
 Every stem module offers ``checks(quick)`` (:class:`~dlgpu.cases.case.Check`:
 an op against dlgpu.reference on odd shapes) and ``BENCHMARKS``
 (:class:`~dlgpu.cases.case.Benchmark`: an op at a speed-target shape with its
-bytes or flops and its baselines).  ``dlgpu check``, ``dlgpu bench``,
+bytes or flops and its baselines); a stem with several tile configurations may
+offer ``SWEEP`` too, its target rows once per configuration (``dlgpu bench --sweep``).  ``dlgpu check``, ``dlgpu bench``,
 benchmarks/bench_<stem>.py and tests/test_<stem>.py loop over these.
 """
 
@@ -38,6 +39,11 @@ def checks(quick: bool = True, stems=None) -> list[Check]:
 def benchmarks(stems=None) -> list[Benchmark]:
     """Every benchmark of the named stems (all when None or empty)."""
     return [benchmark for module in _stems(stems) for benchmark in module.BENCHMARKS]
+
+
+def sweeps(stems=None) -> list[Benchmark]:
+    """Every sweep row (a target row forced onto one tile configuration) of the named stems."""
+    return [benchmark for module in _stems(stems) for benchmark in getattr(module, "SWEEP", ())]
 
 
 def bad_inputs(stems=None):

@@ -257,6 +257,21 @@ def gpu_only(why: str) -> Callable[[str], str | None]:
     return lambda backend: None if backend == "cuda" else why
 
 
+def wgmma_only(why: str) -> Callable[[str], str | None]:
+    """``Benchmark.unavailable`` for a row on the wgmma kernels: the CUDA backend (else ``why``) on a compute
+    capability 9.0 GPU."""
+
+    def unavailable(backend: str) -> str | None:
+        if backend != "cuda":
+            return why
+        from dlgpu.cuda import gemm_wgmma
+        from dlgpu.cuda.executor import default_executor
+
+        return None if gemm_wgmma.available(default_executor()) else gemm_wgmma.UNAVAILABLE
+
+    return unavailable
+
+
 def randn(xp, shape, seed: int, dtype=np.float32):
     """Normal random numbers, never zeros (zeros can run faster than real data)."""
     if xp is np:

@@ -42,7 +42,7 @@ import numpy as np
 import dlgpu.functional as F
 import dlgpu.reference as R
 from dlgpu.cases.case import (STORAGE_DTYPES, Benchmark, Check, Output, Prediction, f32, gpu_only, prod, randn,
-                              storage_unavailable, torch_view)
+                              storage_unavailable, torch_view, wgmma_only)
 from dlgpu.ops.conv2d import grouped_conv2d, grouped_conv2d_backward
 from dlgpu.testing import random_array
 from dlgpu.window import output_size
@@ -391,20 +391,25 @@ def _stored_inputs(pass_: str, dtype, layout: str):
     return make
 
 
-def _stored_run(pass_: str, precision: str, layout: str):
+def _stored_run(pass_: str, precision: str, layout: str, config: str | None = None, kernels: str = "tc"):
+    """The pass as the backend runs it, or (``config``) on one tile configuration of ``kernels``: "tc" (the
+    mma.sync NHWC kernels) or "wgmma"."""
+
     def run(d):
         from dlgpu.cuda import conv2d as conv
         from dlgpu.cuda import conv2d_nhwc as nhwc
+        from dlgpu.cuda import conv2d_wgmma as wgmma
 
         _, w_shape, _, stride, padding = _geometry(d["shape"])
         pairs = ((stride, stride), (padding, padding), (1, 1))
         if layout == "nchw":  # the backend's 16-bit path: transposes around the NHWC kernels
             return conv.conv2d(d["x"], d["w"], None, *pairs, None, precision, d["out"])
         geo = dict(zip(("stride", "padding", "dilation"), pairs), precision=precision)
+        module = wgmma if config and kernels == "wgmma" else nhwc
         if pass_ == "forward":
-            return nhwc.forward(d["x"], d["w"], out=d["out"], **geo)
+            return module.forward(d["x"], d["w"], out=d["out"], config=config, **geo)
         if pass_ == "dgrad":
-            return nhwc.dgrad(d["grad_y"], d["w"], d["out"].shape, out=d["out"], **geo)
+            return module.dgrad(d["grad_y"], d["w"], d["out"].shape, out=d["out"], config=config, **geo)
         k, c, r, s = w_shape  # fp32 grad_w, the master weights' gradient
         return nhwc.wgrad(d["grad_y"], d["x"], (k, r, s, c), **geo)
 
@@ -430,24 +435,39 @@ def _stored_torch(pass_: str, precision: str, layout: str):
     return run
 
 
-def _stored_benchmark(layer, pass_: str, precision: str, layout: str) -> Benchmark:
-    """A row naming its storage dtype (``dtype``), layout (the variant's "-nhwc" / "-nchw") and precision."""
+def _stored_benchmark(layer, pass_: str, precision: str, layout: str, config: str | None = None,
+                      kernels: str = "tc") -> Benchmark:
+    """A row naming its storage dtype (``dtype``), layout (the variant's "-nhwc" / "-nchw") and precision;
+    with ``config``, a sweep row on that tile of ``kernels`` ("tc" or "wgmma"; "@kernels:config" in the
+    variant, no prediction)."""
     name, x_shape, w_shape, stride, padding = layer
     shape = (*x_shape, w_shape[0], *w_shape[2:], stride, padding)
     dtype = _STORAGE[precision]
     op = {"forward": "conv2d", "dgrad": "conv2d_dgrad", "wgrad": "conv2d_wgrad"}[pass_]
     cupy_fp16 = layout == "nchw" and precision == "fp16" and pass_ == "forward"
+    unavailable = gpu_only(NOT_ON_CPU) if dtype == "float32" else storage_unavailable(dtype)
     return Benchmark(
-        family=FAMILY, op=op, variant=f"{name}-{layout}-{precision}", dtype=dtype, precision=precision,
-        shapes={"gpu": shape, "cpu": shape, "cpu_quick": shape},
-        make_inputs=_stored_inputs(pass_, dtype, layout), run=_stored_run(pass_, precision, layout),
+        family=FAMILY, op=op, variant=f"{name}-{layout}-{precision}" + (f"@{kernels}:{config}" if config else ""),
+        dtype=dtype, precision=precision, shapes={"gpu": shape, "cpu": shape, "cpu_quick": shape},
+        make_inputs=_stored_inputs(pass_, dtype, layout), run=_stored_run(pass_, precision, layout, config, kernels),
         torch_baseline=_stored_torch(pass_, precision, layout), xp_baseline=_cupy("fp16") if cupy_fp16 else None,
         bytes_moved=lambda s, size=np.dtype(dtype).itemsize: _bytes(s) // 4 * size, flops=_flops, bound="compute",
-        shape_label=_label, unavailable=gpu_only(NOT_ON_CPU) if dtype == "float32" else storage_unavailable(dtype),
+        shape_label=_label, unavailable=wgmma_only(NOT_ON_CPU) if kernels == "wgmma" and config else unavailable,
         note=f"{dtype} storage, {layout.upper()}, {precision}; baseline: cuDNN through PyTorch on the same memory"
              + (" (channels_last tensors)" if layout == "nhwc" else ""),
-        predicted=_PREDICTED.get((pass_, layout, precision, name)),
+        predicted=None if config else _PREDICTED.get((pass_, layout, precision, name)),
     )
+
+
+def _tile_names(kernels: str, pass_: str) -> list[str]:
+    """The tile configurations of a pass, from the kernels' own lists."""
+    if kernels == "wgmma":
+        from dlgpu.cuda.conv2d_wgmma import PASS_CONFIGS
+
+        return [config.name for config in PASS_CONFIGS[pass_]]
+    from dlgpu.cuda.conv2d_nhwc import CONFIGS
+
+    return [config.name for config in CONFIGS]
 
 
 BENCHMARKS = (
@@ -458,6 +478,18 @@ BENCHMARKS = (
     *(_stored_benchmark(layer, "forward", p, "nhwc") for p in ("tf32", "bf16", "fp16") for layer in STORED_LAYERS),
     *(_stored_benchmark(layer, pass_, "bf16", "nhwc") for pass_ in ("dgrad", "wgrad") for layer in STORED_LAYERS),
     *(_stored_benchmark(layer, "forward", p, "nchw") for p in ("bf16", "fp16") for layer in NCHW_16_LAYERS),
+)
+
+# The sweep (``dlgpu bench --sweep``): the channels_last rows of the open targets once per tile configuration,
+# so that one GPU run says which tile each layer wants (the first H100 record: the wgmma forward at 0.43-0.71x
+# cuDNN in 16 bits against issue 19's 0.9, tf32 on the mma.sync tiles at 0.23-0.47x against issue 16's 0.6).
+SWEEP = (
+    *(_stored_benchmark(layer, "forward", p, "nhwc", config, "wgmma") for p in ("bf16", "fp16")
+      for layer in NHWC_LAYERS for config in _tile_names("wgmma", "forward")),
+    *(_stored_benchmark(layer, "dgrad", "bf16", "nhwc", config, "wgmma") for layer in NHWC_LAYERS
+      for config in _tile_names("wgmma", "dgrad")),
+    *(_stored_benchmark(layer, "forward", "tf32", "nhwc", config) for layer in NHWC_LAYERS
+      for config in _tile_names("tc", "forward")),
 )
 
 

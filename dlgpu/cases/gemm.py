@@ -17,7 +17,8 @@ import numpy as np
 
 import dlgpu.functional as F
 import dlgpu.reference as R
-from dlgpu.cases.case import STORAGE_DTYPES, Benchmark, Check, Output, Prediction, f32, gpu_only, randn
+from dlgpu.cases.case import (STORAGE_DTYPES, Benchmark, Check, Output, Prediction, f32, gpu_only, randn,
+                             wgmma_only)
 from dlgpu.testing import random_array
 from dlgpu.errors import ArgumentError, DeviceError, DtypeError, LayoutError, ShapeError
 from dlgpu.testing.bad_input import (
@@ -178,23 +179,14 @@ def _gemm_baseline(precision: str, transpose_b: bool = False):
     return run
 
 
-def _gemm_run(variant: str, precision: str, transpose_b: bool = False):
+def _gemm_run(variant: str, precision: str, transpose_b: bool = False, config: str | None = None):
     def run(d):
         from dlgpu.cuda.gemm import gemm
 
         return gemm(*_operands(d, precision), transpose_b=transpose_b, precision=precision, variant=variant,
-                    out=d["out"])
+                    out=d["out"], config=config)
 
     return run
-
-
-def _wgmma_unavailable(backend: str) -> str | None:
-    if backend != "cuda":
-        return NOT_ON_CPU
-    from dlgpu.cuda import gemm_wgmma
-    from dlgpu.cuda.executor import default_executor
-
-    return None if gemm_wgmma.available(default_executor()) else gemm_wgmma.UNAVAILABLE
 
 
 def _flops(shape) -> int:
@@ -227,22 +219,25 @@ _PREDICTED_SIMT = {
 }
 
 
-def _gemm_benchmark(shape, variant: str, precision: str = "ieee", transpose_b: bool = False) -> Benchmark:
+def _gemm_benchmark(shape, variant: str, precision: str = "ieee", transpose_b: bool = False,
+                    config: str | None = None) -> Benchmark:
     """A product at ``shape`` (M, N, K) on one variant; ``transpose_b``: b stored (N, K) (layout nt, the one
-    wgmma reads tf32 in), cuBLAS likewise."""
+    wgmma reads tf32 in), cuBLAS likewise; ``config`` forces a tile configuration (a sweep row: no prediction)."""
     m, n, k = shape
     return Benchmark(
         family=FAMILY, op="matmul",
-        variant=(f"{variant}-{precision}" if variant in ("tc", "wgmma") else variant) + ("-nt" if transpose_b else ""),
+        variant=(f"{variant}-{precision}" if variant in ("tc", "wgmma") else variant) + ("-nt" if transpose_b else "")
+        + (f"@{config}" if config else ""),
         shapes={"gpu": shape, "cpu": _CPU_SHAPE, "cpu_quick": _CPU_SHAPE},  # M x N x K
-        make_inputs=_gemm_inputs(precision, transpose_b), run=_gemm_run(variant, precision, transpose_b),
+        make_inputs=_gemm_inputs(precision, transpose_b), run=_gemm_run(variant, precision, transpose_b, config),
         xp_baseline=_gemm_baseline(precision, transpose_b),
         bytes_moved=lambda s: f32(s[0] * s[2] + s[2] * s[1] + s[0] * s[1]), flops=_flops, bound="compute",
         precision=precision, shape_label=_label,
-        unavailable=_wgmma_unavailable if variant == "wgmma" else gpu_only(NOT_ON_CPU),
+        unavailable=wgmma_only(NOT_ON_CPU) if variant == "wgmma" else gpu_only(NOT_ON_CPU),
         note="baseline: cublasGemmEx through CuPy in the same precision (16-bit operands cast beforehand, "
              "for both)",
-        predicted=_PREDICTED_SIMT.get(("matmul", shape)) if variant == "simt" else _PREDICTED.get((variant, precision)),
+        predicted=None if config else (_PREDICTED_SIMT.get(("matmul", shape)) if variant == "simt"
+                                       else _PREDICTED.get((variant, precision))),
     )
 
 
@@ -285,6 +280,19 @@ BENCHMARKS = (
     # Small networks' shapes: launch count and occupancy matter more than FLOPs.
     _gemm_benchmark((256, 64, 576), "simt"),
     _gemm_benchmark((128, 512, 784), "simt"),
+)
+
+def _gemm_configs(variant: str):
+    from dlgpu.cuda.gemm import CONFIGS  # the kernels' own lists (read from kernels/*.cu)
+
+    return CONFIGS[variant]
+
+
+# The sweep (``dlgpu bench --sweep``): the wgmma rows above once per tile configuration, so that one GPU run
+# says which tile each target shape wants (issue 19's 4096^3 rows missed: fp16 0.87x, tf32 0.95x cuBLAS).
+SWEEP = tuple(
+    _gemm_benchmark((n, n, n), "wgmma", p, transpose_b=p == "tf32", config=config.name)
+    for p in ("bf16", "fp16", "tf32") for n in (4096, 8192) for config in _gemm_configs("wgmma")
 )
 
 
