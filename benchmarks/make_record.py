@@ -17,7 +17,7 @@ WORK holds, by name, what each step left (a step that was cut or never ran leave
   steps.tsv (step, exit code, seconds), info.log, compile.json + compile.log,
   tests.jsonl (benchmarks/results_plugin.py) + tests.junit.xml + tests.log,
   <tool>.jsonl/.junit.xml/.log for memcheck, racecheck and initcheck,
-  bench.json + bench.log + bench.png, train.json + train.log.
+  bench.json + bench.log + bench.png, train.json + train.log, sweep.json + sweep.log (optional).
 
 Per-test results come from the JSON lines, written as each test finishes, so a step cut
 by its timeout still counts what ran; the junit file (written at the end) is the
@@ -61,6 +61,9 @@ TIMEOUT_EXIT_CODES = (124, 137)
 SANITIZERS = ("memcheck", "racecheck", "initcheck")
 # initcheck runs when the time allows: it fails a run only by what it finds, not by missing or being cut.
 REQUIRED_SANITIZERS = ("memcheck", "racecheck")
+# Steps that inform and never fail a run: the tile sweep (dlgpu bench --sweep) says which configuration each
+# target shape wants; its rows go into the record as they are, its errors and its absence into the notes.
+INFORMATIONAL_STEPS = ("sweep",)
 FINDINGS = ("errors", "hazards", "tests failed")
 # What the output folder gets besides the record (the device tool brings back at most 8 files).
 OUT_FILES = ("tests.jsonl", "bench.png")
@@ -439,6 +442,8 @@ def build_record(work: Path, *, now: _dt.datetime | None = None, kernels_sha256:
         failures.append(f"incomplete: the run stopped after step {last} (killed from outside, or still running)")
 
     for name, step in steps.items():
+        if name in INFORMATIONAL_STEPS:
+            continue
         if step["rc"] in TIMEOUT_EXIT_CODES and (name not in SANITIZERS or name in REQUIRED_SANITIZERS):
             failures.append(f"step {name} timed out (exit {step['rc']} after {step['seconds']} s)")
 
@@ -507,6 +512,12 @@ def build_record(work: Path, *, now: _dt.datetime | None = None, kernels_sha256:
         elif train_rc not in (0, None):
             failures.append(f"the training-step benchmark exited {train_rc}")
     bench = bench if isinstance(bench, dict) else {}
+    sweep = _read_json(work / "sweep.json")
+    sweep = sweep if isinstance(sweep, dict) else {}
+    if gpu and "sweep" in steps:
+        if not sweep:
+            notes.append(f"the tile sweep wrote no JSON (exit {steps['sweep']['rc']})")
+        notes.extend(f"sweep {err}" for err in sweep.get("errors", []))
 
     sha = kernels_sha256 if kernels_sha256 is not None else _kernels_sha256()
     if sha is None:
@@ -546,6 +557,7 @@ def build_record(work: Path, *, now: _dt.datetime | None = None, kernels_sha256:
         "rows": bench.get("rows", []),
         "bench": {k: bench.get(k) for k in ("quick", "backend", "device", "errors")},
         "train": train_rows(train if isinstance(train, dict) else None),
+        "sweep": sweep.get("rows", []),
         "steps": steps,
     }
 
@@ -625,9 +637,25 @@ def summary_lines(record: dict) -> list[str]:
         speedup = f"  {r['speedup_vs_torch']:.2f}x vs torch" if r.get("speedup_vs_torch") else ""
         per_step = f"{r['ms_per_step']:.3f} ms/step" if r.get("ms_per_step") else "-"
         lines.append(f"  train {r.get('framework') or r.get('name')}: {per_step}{speedup}")
+    sweep = [r for r in record.get("sweep", []) if r.get("ms")]
+    if record.get("sweep"):
+        lines.append(f"sweep: {len(sweep)} of {len(record['sweep'])} rows timed; the fastest tile of each shape:")
+    for (op, shape), best in _fastest_tiles(sweep).items():
+        ratio = f"  {best['ratio']:.2f}x vs {best['baseline']}" if best.get("ratio") else ""
+        lines.append(f"  {op:<24} {shape:<30} {best['variant']:<40} {best['ms']:.3f} ms{ratio}")
     lines.extend(f"NOTE: {n}" for n in record.get("notes", []))
     lines.extend(f"FAILURE: {f}" for f in record["failures"])
     return lines
+
+
+def _fastest_tiles(rows: list[dict]) -> dict:
+    """(op, shape with the variant's stem) -> the fastest sweep row; a sweep variant is '<stem>@<tile>'."""
+    best: dict = {}
+    for r in rows:
+        key = (r["op"], f"{r['shape']} {r['variant'].split('@')[0]}")
+        if key not in best or r["ms"] < best[key]["ms"]:
+            best[key] = r
+    return best
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -264,6 +264,32 @@ def test_steps_file_keeps_exit_codes_and_seconds(tmp_path):
 # -- the record ---------------------------------------------------------------
 
 
+def _sweep_row(variant, ms, shape="4096x4096x4096", ratio=None):
+    return {"op": "matmul", "variant": variant, "shape": shape, "ms": ms, "baseline": "cupy",
+            "baseline_ms": 0.2 if ratio else None, "ratio": ratio}
+
+
+def test_the_sweep_informs_and_never_fails_the_run(tmp_path):
+    """The sweep's rows go into the record and its summary names the fastest tile per shape; an error or a
+    timeout of the sweep is a note, never a failure."""
+    work = make_work(tmp_path)
+    rows = [_sweep_row("wgmma-fp16@128x256", 0.25, ratio=0.8), _sweep_row("wgmma-fp16@128x128", 0.21, ratio=0.95),
+            _sweep_row("wgmma-bf16@128x256", 0.19), {**_sweep_row("wgmma-bf16@128x128", None), "error": "boom"}]
+    (work / "sweep.json").write_text(json.dumps({**BENCH, "rows": rows, "errors": ["matmul: dlgpu: boom"]}))
+    with (work / "steps.tsv").open("a") as steps:
+        steps.write("sweep\t124\t60\n")
+    record = build(work)
+    assert record["status"] == "passed", record["failures"]
+    assert record["sweep"] == rows and record["notes"] == ["sweep matmul: dlgpu: boom"]
+    lines = mr.summary_lines(record)
+    assert "sweep: 3 of 4 rows timed; the fastest tile of each shape:" in lines
+    fastest = sorted(line for line in lines if "@128x" in line)  # one line per (op, shape, stem)
+    assert len(fastest) == 2 and "wgmma-bf16@128x256" in fastest[0]
+    assert "wgmma-fp16@128x128" in fastest[1] and "0.95x vs cupy" in fastest[1]
+    (work / "sweep.json").unlink()
+    assert build(work)["notes"] == ["the tile sweep wrote no JSON (exit 124)"]
+
+
 def test_clean_run_is_recorded_as_passed(tmp_path):
     record = build(make_work(tmp_path))
     assert record["status"] == "passed", record["failures"]
@@ -889,14 +915,15 @@ def test_script_with_its_time_budget_spent_runs_no_step_and_records_timeouts(tmp
                           timeout=120)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "GPU: Fake GPU" in proc.stdout
-    assert proc.stdout.count("not run, the time budget is spent") == 5
+    assert proc.stdout.count("not run, the time budget is spent") == 6
     (record_path,) = (tmp_path / "results").iterdir()
     record = json.loads(record_path.read_text())
     assert record["status"] == "failed" and record["device"] == "Fake GPU"
     assert {name for name, step in record["steps"].items() if step["rc"] == 124} == \
-        {"info", "compile", "tests", "bench", "train"}
+        {"info", "compile", "tests", "bench", "train", "sweep"}
     assert record["sanitizer"]["memcheck"] == "absent" and record["run"]["compute_sanitizer"] is None
     assert any("step tests timed out" in f for f in record["failures"])
+    assert not any("sweep" in f for f in record["failures"])  # informational
     assert len(list((tmp_path / "out").iterdir())) <= 8
 
 
