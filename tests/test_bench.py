@@ -729,3 +729,21 @@ def test_bench_sweep_on_the_cpu_skips_every_row_and_says_so(capsys):
     out = capsys.readouterr().out
     assert "skipped 12 matmul rows" in out and "nothing ran" in out
     assert len(cli.benchmarks_for(["gemm"], sweep=True)) == 12 and cli.benchmarks_for(["train"], sweep=True) == []
+
+
+def test_cudnn_baselines_run_with_its_own_autotuning(monkeypatch):
+    """On the GPU the PyTorch baseline asks cuDNN to time its algorithms per shape (torch.backends.cudnn
+    .benchmark), so the ratio is against cuDNN at its best rather than its first guess."""
+    from types import SimpleNamespace
+
+    fake_torch = SimpleNamespace(cuda=SimpleNamespace(is_available=lambda: True),
+                                 backends=SimpleNamespace(cudnn=SimpleNamespace(benchmark=False)))
+    monkeypatch.setattr(run, "import_optional", lambda name: fake_torch if name == "torch" else None)
+    case = dataclasses.replace(CASE["relu_forward"], torch_baseline=lambda torch, d: None)
+    gpu = _FakeGpu(name="cuda", xp=np, timer=ScriptedTimer([]), cache_bytes=1 << 12, device={"name": "fake"},
+                   max_rotation_bytes=1 << 20, warmup=1, reps=3)
+    assert [b.name for b in run.baselines_for(case, gpu)] == ["torch"]
+    assert fake_torch.backends.cudnn.benchmark is True
+    fake_torch.backends.cudnn.benchmark = False
+    run.baselines_for(case, dataclasses.replace(_cpu_backend(ScriptedTimer([])), xp=np))  # the CPU: left alone
+    assert fake_torch.backends.cudnn.benchmark is False
