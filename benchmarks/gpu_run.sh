@@ -285,7 +285,8 @@ else
         # loads, and a 580 driver lacks some, which memcheck counted as 34 errors (second GPU run).  An
         # API call of ours that fails raises in CuPy or cuda-bindings and fails its test instead.
         timeout --kill-after=5 "$limit" "$SANITIZER" --tool "$tool" --error-exitcode 86 --target-processes all \
-            --report-api-errors no --print-limit 50 "${PYTEST[@]}" --tb=short -p benchmarks.sanitizer_plugin -p benchmarks.results_plugin \
+            --report-api-errors no --print-limit 50 \
+            "${PYTEST[@]}" --tb=short -p benchmarks.sanitizer_plugin -p benchmarks.results_plugin \
             --results-jsonl "$WORK/$tool.jsonl" --junitxml "$WORK/$tool.junit.xml" "${TOOL_IDS[@]}" \
             < /dev/null > "$WORK/$tool.log" 2>&1 &
         CHILDREN+=($!)

@@ -12,10 +12,11 @@ a collected test, so a new family or variant, or a renamed test, fails there unt
 list follows.
 
 ``python benchmarks/sanitizer_plugin.py [TOOL]`` prints the ids, one per line, of every case or
-of those TOOL runs (gpu_run.sh reads them per tool).  As a plugin (``-p benchmarks.sanitizer_plugin``) it turns CuPy's memory pools off:
-the pool hands out slices of large blocks, so a kernel writing past the end of one array
-lands in memory the pool owns and memcheck stays silent; with the pool off every array is
-its own cudaMalloc and memcheck sees its true bounds.
+of those TOOL runs (gpu_run.sh reads them per tool).  As a plugin (``-p
+benchmarks.sanitizer_plugin``) it turns CuPy's memory pools off: the pool hands out slices of
+large blocks, so a kernel writing past the end of one array lands in memory the pool owns and
+memcheck stays silent; with the pool off every array is its own cudaMalloc and memcheck sees
+its true bounds.
 """
 
 from __future__ import annotations

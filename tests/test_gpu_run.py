@@ -945,3 +945,5 @@ def test_poisoned_arrays_are_never_a_written_value():
     assert np.isnan(xp.empty(3, np.uint32).view(np.float32)).all()
     assert (xp.empty(3, np.int32) == -1).all() and xp.empty_like(np.zeros(2, np.int64), shape=(4,)).shape == (4,)
     assert xp.ascontiguousarray is np.ascontiguousarray and xp.zeros is np.zeros
+    assert np.isnan(xp.empty(3, ml_dtypes.bfloat16).astype(np.float32)).all()  # 16-bit storage itself
+    assert np.isnan(xp.empty((4, 6), np.float32)[:, ::2]).all()

@@ -282,6 +282,7 @@ BENCHMARKS = (
     _gemm_benchmark((128, 512, 784), "simt"),
 )
 
+
 def _gemm_configs(variant: str):
     from dlgpu.cuda.gemm import CONFIGS  # the kernels' own lists (read from kernels/*.cu)
 

@@ -468,14 +468,21 @@ class PoisonedArrays:
         return getattr(self._xp, name)
 
     def empty(self, shape, dtype=float, order="C"):
-        array = self._xp.empty(shape, dtype, order)
-        array.fill(poison_value(array.dtype))
-        return array
+        return _poison(self._xp.empty(shape, dtype, order))
 
     def empty_like(self, prototype, dtype=None, order="K", shape=None):
-        array = self._xp.empty_like(prototype, dtype=dtype, order=order, shape=shape)
+        return _poison(self._xp.empty_like(prototype, dtype=dtype, order=order, shape=shape))
+
+
+def _poison(array):
+    """Every byte of ``array`` 0xFF, written through an unsigned view of its bits: no conversion of a
+    NaN into a dtype the array module may not convert to (ml_dtypes' bfloat16 on CuPy)."""
+    size = array.dtype.itemsize
+    if size in (1, 2, 4, 8):
+        array.view(np.dtype(f"u{size}")).fill(np.iinfo(f"u{size}").max)
+    else:
         array.fill(poison_value(array.dtype))
-        return array
+    return array
 
 
 class HarnessExecutor:
