@@ -46,8 +46,8 @@
 #   tests       150    60    87   1,091 tests on 16 workers
 #   sanitizers  120    25    60+  28 tests under each tool, the three side by side: memcheck 11 s,
 #                                 racecheck 24 s, initcheck cut at the then cap of 60 s with 17 done
-#   bench        90    30    40   about 110 GPU rows; its JSON is written at the end, so a cut step
-#                                 loses every row
+#   bench        90    30    40   about 110 GPU rows; its JSON is rewritten after every case, so a
+#                                 cut step keeps the rows it measured
 #   train        25    15    20
 #   sweep        60    15     -   informational: GEMM and convolution target rows once per tile
 #                                 (dlgpu bench --sweep, ~56 rows); its rows go into the record, never

@@ -504,6 +504,8 @@ def build_record(work: Path, *, now: _dt.datetime | None = None, kernels_sha256:
             if bench.get("backend") != "cuda":
                 failures.append(f"dlgpu bench ran on the {bench.get('backend')} backend, not the GPU")
             failures.extend(f"bench {err}" for err in bench.get("errors", []))
+            if bench.get("complete") is False:  # rewritten after every case: a cut run keeps its rows
+                failures.append(f"dlgpu bench stopped early: {len(bench.get('rows', []))} rows measured")
             if bench_rc not in (0, None) and not bench.get("errors"):
                 failures.append(f"dlgpu bench exited {bench_rc}")
         train_rc = steps.get("train", {}).get("rc")
@@ -517,6 +519,8 @@ def build_record(work: Path, *, now: _dt.datetime | None = None, kernels_sha256:
     if gpu and "sweep" in steps:
         if not sweep:
             notes.append(f"the tile sweep wrote no JSON (exit {steps['sweep']['rc']})")
+        elif sweep.get("complete") is False:
+            notes.append(f"the tile sweep stopped early: {len(sweep.get('rows', []))} rows measured")
         notes.extend(f"sweep {err}" for err in sweep.get("errors", []))
 
     sha = kernels_sha256 if kernels_sha256 is not None else _kernels_sha256()

@@ -747,3 +747,16 @@ def test_cudnn_baselines_run_with_its_own_autotuning(monkeypatch):
     fake_torch.backends.cudnn.benchmark = False
     run.baselines_for(case, dataclasses.replace(_cpu_backend(ScriptedTimer([])), xp=np))  # the CPU: left alone
     assert fake_torch.backends.cudnn.benchmark is False
+
+
+def test_the_result_so_far_follows_every_case():
+    """run_benchmarks hands the result so far to ``partial`` after each case (dlgpu bench --json rewrites its
+    file then), so a run cut by a time limit keeps the rows it measured; the last result says complete."""
+    shapes = {"gpu": (256,), "cpu": (256,), "cpu_quick": (256,)}
+    cases_ = [dataclasses.replace(CASE[op], shapes=shapes, reference=None, xp_baseline=None)
+              for op in ("relu_forward", "relu_backward")]
+    seen = []
+    result = run.run_benchmarks(cases_, _cpu_backend(ScriptedTimer([1.0, 2.0])), True, ceilings={},
+                                partial=seen.append)
+    assert [len(r["rows"]) for r in seen] == [1, 2] and not any(r["complete"] for r in seen)
+    assert result["complete"] is True and result["rows"] == seen[-1]["rows"]

@@ -286,8 +286,17 @@ def test_the_sweep_informs_and_never_fails_the_run(tmp_path):
     fastest = sorted(line for line in lines if "@128x" in line)  # one line per (op, shape, stem)
     assert len(fastest) == 2 and "wgmma-bf16@128x256" in fastest[0]
     assert "wgmma-fp16@128x128" in fastest[1] and "0.95x vs cupy" in fastest[1]
+    (work / "sweep.json").write_text(json.dumps({**BENCH, "rows": rows[:1], "complete": False}))
+    assert build(work)["notes"] == ["the tile sweep stopped early: 1 rows measured"]
     (work / "sweep.json").unlink()
     assert build(work)["notes"] == ["the tile sweep wrote no JSON (exit 124)"]
+
+
+def test_a_cut_bench_keeps_its_rows_and_fails_the_run(tmp_path):
+    work = make_work(tmp_path, bench={**BENCH, "complete": False}, bench_rc=124)
+    record = build(work)
+    assert record["rows"] == BENCH["rows"]
+    assert "dlgpu bench stopped early: 1 rows measured" in record["failures"]
 
 
 def test_clean_run_is_recorded_as_passed(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +110,13 @@ def main(args: argparse.Namespace) -> int:
         def step(benchmark: Benchmark) -> None:
             progress.update(task, advance=1, description=benchmark.name)
 
-        result = run_benchmarks(benchmarks, machine, quick, ceilings=ceilings, progress=step)
+        meta = run_metadata(machine) if args.json else None
+
+        def partial(so_far: dict) -> None:  # a step cut by its time limit keeps what it measured
+            _write_json(args.json, {**so_far, "meta": meta})
+
+        result = run_benchmarks(benchmarks, machine, quick, ceilings=ceilings, progress=step,
+                                partial=partial if args.json else None)
         if with_train:
             progress.update(task, description="train")
             train_rows = train.rows(machine, quick)
@@ -119,7 +126,7 @@ def main(args: argparse.Namespace) -> int:
     result["meta"] = run_metadata(machine)
     print_result(result, console)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
+        _write_json(args.json, result)
         console.print(f"wrote {args.json}", markup=False)
     ran = [r for r in result["rows"] if not r.get("skipped")]
     if args.plot and ran:
@@ -131,6 +138,14 @@ def main(args: argparse.Namespace) -> int:
                       f"the {machine.name} backend (see the reasons above); exit status 1", markup=False)
         return 1
     return 1 if result["errors"] else 0
+
+
+def _write_json(path, result: dict) -> None:
+    """The result as JSON, replacing ``path`` at once (a reader never sees half a file)."""
+    target = Path(path)
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
+    os.replace(partial, target)
 
 
 def _json_default(value):

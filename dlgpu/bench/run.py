@@ -170,8 +170,12 @@ def run_case(case: Benchmark, machine: Machine, quick: bool, ceilings: dict) -> 
 
 
 def run_benchmarks(cases: Sequence[Benchmark], machine: Machine, quick: bool, *, ceilings: dict | None = None,
-                   progress: Callable[[Benchmark], None] | None = None) -> dict[str, Any]:
-    """Measure ceilings (unless given) and every case; the whole result as one JSON-ready dict."""
+                   progress: Callable[[Benchmark], None] | None = None,
+                   partial: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Measure ceilings (unless given) and every case; the whole result as one JSON-ready dict.
+
+    ``partial`` gets the result so far (``"complete": False``) after every case, so that a run cut
+    from outside (a GPU lease's time limit) still leaves the rows it measured."""
     if ceilings is None:
         ceilings = measure_ceilings(machine, quick)
     rows: list[dict[str, Any]] = []
@@ -179,13 +183,21 @@ def run_benchmarks(cases: Sequence[Benchmark], machine: Machine, quick: bool, *,
         rows.extend(run_case(case, machine, quick, ceilings))
         if progress is not None:
             progress(case)
+        if partial is not None:
+            partial(_result(machine, quick, ceilings, rows, complete=False))
+    return _result(machine, quick, ceilings, rows, complete=True)
+
+
+def _result(machine: Machine, quick: bool, ceilings: dict, rows: list[dict[str, Any]], *,
+            complete: bool) -> dict[str, Any]:
     return {
         "schema": 1,
         "backend": machine.name,
         "quick": quick,
+        "complete": complete,
         "device": machine.device,
         "ceilings": ceilings,
-        "rows": rows,
+        "rows": list(rows),
         # one line per failed dlgpu call (a case has one row per baseline, all sharing that call)
         "errors": list(dict.fromkeys(f"{r['op']}: {r['error']}" for r in rows if r.get("error"))),
     }
