@@ -265,7 +265,8 @@ def test_tensor_maps_follow_the_driver_rules():
 
 
 def test_the_driver_is_asked_for_the_same_map_innermost_first(monkeypatch):
-    """No driver here: the encoder's call is captured and checked against cuTensorMapEncodeTiled's signature."""
+    """No driver here: the encoder's call is captured and checked against cuTensorMapEncodeTiled's signature,
+    every size in the binding's own integer type (cuda-bindings 13.0 on the first GPU run took no plain int)."""
     from cuda.bindings import driver
 
     calls = []
@@ -278,6 +279,11 @@ def test_the_driver_is_asked_for_the_same_map_innermost_first(monkeypatch):
     tile = tma.TileMap("bf16", 300, 72, 160, 128, 64, 128)
     assert len(tma.driver_encode(tile, 0x7F0000001000)) == tma.MAP_BYTES
     (data_type, rank, address, dims, strides, box, element_strides, interleave, swizzle, _, fill), = calls
+    u32, u64 = driver.cuuint32_t, driver.cuuint64_t
+    assert isinstance(rank, u32) and all(isinstance(v, u64) for v in (*dims, *strides))
+    assert all(isinstance(v, u32) for v in (*box, *element_strides))
+    rank, dims, strides, box, element_strides = (int(rank), *([int(v) for v in values]
+                                                              for values in (dims, strides, box, element_strides)))
     assert data_type == driver.CUtensorMapDataType.CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 and rank == 2
     assert address == 0x7F0000001000 and dims == [72, 300] and strides == [160] and box == [64, 128]
     assert element_strides == [1, 1] and swizzle == driver.CUtensorMapSwizzle.CU_TENSOR_MAP_SWIZZLE_128B
