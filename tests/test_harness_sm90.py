@@ -500,12 +500,21 @@ def test_device_maps_reach_the_gpu_without_a_stream_sync(monkeypatch):
     assert ("wait", stream) not in log
     tma.device_maps(fake, [(arrays[2], tile)])  # evicts the first entry: its copy is waited for
     assert log[-1] == ("wait", stream) and [entry[0] for entry in log].count("copy") == 3
-    # Under CUDA-graph capture the copy becomes a node of the graph: no event to record or wait on.
+    # Under CUDA-graph capture the copy becomes a node of the graph: no event to record or wait on, and the
+    # entries the capture used (arrays[2]'s, a hit, and arrays[0]'s, new) stay while the graph may live.
     capturing = types.SimpleNamespace(is_capturing=lambda: True)
     fake.cuda.get_current_stream = lambda: capturing
     del log[:]
+    tma.device_maps(fake, [(arrays[2], tile)])
     tma.device_maps(fake, [(arrays[0], tile)])
-    assert [entry[0] for entry in log] == ["copy", "wait"]  # the copy, then arrays[1]'s eviction
+    assert [entry[0] for entry in log] == ["copy", "wait"]  # arrays[0]'s copy, then arrays[1]'s eviction
+    fake.cuda.get_current_stream = lambda: stream
+    extra = types.SimpleNamespace(data=types.SimpleNamespace(ptr=0x9000))
+    tma.device_maps(fake, [(extra, tile)])  # over the limit, but both older entries are kept
+    kept = [key[1][0][0] for key in tma._device_maps]
+    assert kept == [0x3000, 0x1000, 0x9000]
+    tma.device_maps(fake, [(arrays[1], tile)])  # evicts extra's entry, the one that is not kept
+    assert [key[1][0][0] for key in tma._device_maps] == [0x3000, 0x1000, 0x2000]
 
 
 def test_tma_store_planted_misuse(probes, rng):

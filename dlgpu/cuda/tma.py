@@ -192,11 +192,14 @@ def driver_encode(tile: TileMap, address: int) -> bytes:
 @dataclass
 class _DeviceEntry:
     """A cached device array of maps, with the pinned buffer it was copied from and the event after the
-    copy: the buffer is released only once the event has passed."""
+    copy: the buffer is released only once the event has passed.  An entry a CUDA-graph capture used is
+    ``kept``: the graph holds its device pointer (and, if the capture made it, replays the copy from its
+    buffer) for as long as the graph lives, so it is never evicted."""
 
     maps: object
     staging: np.ndarray
     copied: object  # None when the copy was captured into a CUDA graph (no event to wait on then)
+    kept: bool = False
 
     def release(self):
         if self.copied is not None:
@@ -216,26 +219,31 @@ def device_maps(cupy, pairs):
     repetitions met input sets the warm-up had not)."""
     device = cupy.cuda.runtime.getDevice()
     key = (device, tuple((_address(array), tile) for array, tile in pairs))
+    stream = cupy.cuda.get_current_stream()
+    capturing = bool(getattr(stream, "is_capturing", lambda: False)())
     with _device_lock:
         if key in _device_maps:
             _device_maps.move_to_end(key)
+            _device_maps[key].kept |= capturing
             return _device_maps[key].maps
     encoded = b"".join(driver_encode(tile, _address(array)) for array, tile in pairs)
     memory = cupy.cuda.alloc_pinned_memory(len(encoded))
     staging = np.frombuffer(memory, np.uint8, len(encoded))
     staging[:] = np.frombuffer(encoded, np.uint8)
     maps = cupy.empty(len(encoded), np.uint8)  # cupy allocations are 256-byte aligned
-    stream = cupy.cuda.get_current_stream()
     maps.set(staging, stream=stream)  # under graph capture this becomes the graph's copy node
     copied = None
-    if not getattr(stream, "is_capturing", lambda: False)():
+    if not capturing:
         copied = cupy.cuda.Event(block=False, disable_timing=True)
         copied.record(stream)
     evicted = []
     with _device_lock:
-        _device_maps[key] = _DeviceEntry(maps, staging, copied)
+        _device_maps[key] = _DeviceEntry(maps, staging, copied, kept=capturing)
         while len(_device_maps) > _CACHE_ENTRIES:
-            evicted.append(_device_maps.popitem(last=False)[1])
+            oldest = next((k for k, entry in _device_maps.items() if not entry.kept and k != key), None)
+            if oldest is None:  # every other entry belongs to a graph: the cache grows past its size
+                break
+            evicted.append(_device_maps.pop(oldest))
     for entry in evicted:
         entry.release()
     return maps
