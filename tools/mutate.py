@@ -124,6 +124,14 @@ class Mutant:
 
 
 M = Mutant
+
+
+def _in_each_ring(name: str, text: str, replacement: str, why: str) -> tuple[Mutant, ...]:
+    """One mutant of kernels/wgmma_tile.cuh's shared ring per family built on it (gemm_wgmma, conv2d_wgmma)."""
+    return tuple(M(f"{prefix}_{name}", family, "wgmma_tile.cuh", text, replacement, why)
+                 for prefix, family in (("wgmma", "gemm_wgmma"), ("conv_wgmma", "conv2d_wgmma")))
+
+
 MUTANTS: tuple[Mutant, ...] = (
     # ---------------------------------------------------------------- the shared main loop (mainloop.cuh)
     M("gemm_simt_refill_before_barrier", "gemm_simt", "mainloop.cuh",
@@ -382,30 +390,23 @@ MUTANTS: tuple[Mutant, ...] = (
       "        ptx::fence_proxy_async_shared();  // each writer's stores, visible to the TMA unit\n", "",
       "the epilogue's TMA store reads the staging box with no fence.proxy.async after the stores"),
     # The ring's steps (StageRing) are shared by gemm_wgmma.cu and conv2d_wgmma.cu: each bug in them is
-    # planted once per family, as each family's tests must catch it.
-    *(M(f"{prefix}_no_mbarrier_init_fence", family, "wgmma_tile.cuh",
-        "        ptx::fence_mbarrier_init();\n", "",
-        "the ring's mbarrier inits are not published before TMA (and the peer CTA) signal them")
-      for prefix, family in (("wgmma", "gemm_wgmma"), ("conv_wgmma", "conv2d_wgmma"))),
-    *(M(f"{prefix}_empty_parity", family, "wgmma_tile.cuh",
-        "ptx::mbarrier_wait(&empty[stage], phase ^ 1);", "ptx::mbarrier_wait(&empty[stage], phase);",
-        "the producer waits on the wrong parity of the stage's empty barrier")
-      for prefix, family in (("wgmma", "gemm_wgmma"), ("conv_wgmma", "conv2d_wgmma"))),
-    *(M(f"{prefix}_release_current_stage", family, "wgmma_tile.cuh",
-        "if (has_previous && releases) release(previous);",
-        "if (has_previous && releases) release(stage);",
-        "a consumer releases the stage its in-flight wgmma still reads")
-      for prefix, family in (("wgmma", "gemm_wgmma"), ("conv_wgmma", "conv2d_wgmma"))),
-    *(M(f"{prefix}_wait_count", family, "wgmma_tile.cuh",
-        "        ptx::wgmma_commit();\n        ptx::wgmma_wait<1>();\n",
-        "        ptx::wgmma_commit();\n        ptx::wgmma_wait<2>();\n",
-        "a wrong wgmma.wait_group count: the released stage may still be read")
-      for prefix, family in (("wgmma", "gemm_wgmma"), ("conv_wgmma", "conv2d_wgmma"))),
-    *(M(f"{prefix}_release_own_cta_only", family, "wgmma_tile.cuh",
-        "for (int r = 0; r < CLUSTER; ++r) ptx::mbarrier_arrive_cluster(&empty[s], r);",
-        "ptx::mbarrier_arrive(&empty[s]);",
-        "a clustered consumer releases the stage in its own CTA only: the peer's producer never refills it")
-      for prefix, family in (("wgmma", "gemm_wgmma"), ("conv_wgmma", "conv2d_wgmma"))),
+    # planted once per family (_in_each_ring), as each family's tests must catch it.
+    *_in_each_ring("no_mbarrier_init_fence", "        ptx::fence_mbarrier_init();\n", "",
+                   "the ring's mbarrier inits are not published before TMA (and the peer CTA) signal them"),
+    *_in_each_ring("empty_parity", "ptx::mbarrier_wait(&empty[stage], phase ^ 1);",
+                   "ptx::mbarrier_wait(&empty[stage], phase);",
+                   "the producer waits on the wrong parity of the stage's empty barrier"),
+    *_in_each_ring("release_current_stage", "if (has_previous && releases) release(previous);",
+                   "if (has_previous && releases) release(stage);",
+                   "a consumer releases the stage its in-flight wgmma still reads"),
+    *_in_each_ring("wait_count", "        ptx::wgmma_commit();\n        ptx::wgmma_wait<1>();\n",
+                   "        ptx::wgmma_commit();\n        ptx::wgmma_wait<2>();\n",
+                   "a wrong wgmma.wait_group count: the released stage may still be read"),
+    *_in_each_ring("release_own_cta_only",
+                   "for (int r = 0; r < CLUSTER; ++r) ptx::mbarrier_arrive_cluster(&empty[s], r);",
+                   "ptx::mbarrier_arrive(&empty[s]);",
+                   "a clustered consumer releases the stage in its own CTA only: the peer's producer never "
+                   "refills it"),
     # ---------------------------------------------------------------- ptx wrappers (the generic part)
     M("ptx_pack_half2_order", "ptx", "ptx.cuh",
       "if constexpr (P == Precision::bf16) return pack_bf16x2(lo, hi);",
