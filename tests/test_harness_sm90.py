@@ -483,7 +483,7 @@ def test_device_maps_reach_the_gpu_without_a_stream_sync(monkeypatch):
         def synchronize(self):
             log.append(("wait", self.recorded))
 
-    stream = object()
+    stream = types.SimpleNamespace(is_capturing=lambda: False)
     fake = types.SimpleNamespace(
         empty=lambda n, dtype: Array(n),
         cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDevice=lambda: 0), Event=Event,

@@ -220,7 +220,7 @@ def device_maps(cupy, pairs):
     device = cupy.cuda.runtime.getDevice()
     key = (device, tuple((_address(array), tile) for array, tile in pairs))
     stream = cupy.cuda.get_current_stream()
-    capturing = bool(getattr(stream, "is_capturing", lambda: False)())
+    capturing = stream.is_capturing()
     with _device_lock:
         if key in _device_maps:
             _device_maps.move_to_end(key)

@@ -449,16 +449,10 @@ def _run_in_child(build: _Build, launch: Launch, codes: str, where: str, options
 # ---------------------------------------------------------------- the executor
 
 
-def poison_value(dtype):
-    """What a poisoned new array holds: every byte 0xFF.  NaN for the floats, and for the unsigned
-    integers that carry bf16/fp16/f32 bits a pattern that decodes to NaN; -1 for signed integers."""
-    dtype = np.dtype(dtype)
-    return np.frombuffer(b"\xff" * dtype.itemsize, dtype)[0]
-
-
 class PoisonedArrays:
     """An array module -- NumPy for the harness, CuPy for the GPU tests -- except that ``empty`` and
-    ``empty_like`` fill with :func:`poison_value`, so that an element no kernel writes shows in the
+    ``empty_like`` fill every byte with 0xFF -- NaN for the floats and for the unsigned integers that carry
+    bf16/fp16/f32 bits, -1 for signed integers -- so that an element no kernel writes shows in the
     result.  The launchers allocate through ``executor.xp``."""
 
     def __init__(self, xp):
@@ -480,8 +474,8 @@ def _poison(array):
     size = array.dtype.itemsize
     if size in (1, 2, 4, 8):
         array.view(np.dtype(f"u{size}")).fill(np.iinfo(f"u{size}").max)
-    else:
-        array.fill(poison_value(array.dtype))
+    else:  # no unsigned type that wide (complex128): the pattern read back as the array's own dtype
+        array.fill(np.frombuffer(b"\xff" * size, array.dtype)[0])
     return array
 
 
