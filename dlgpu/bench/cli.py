@@ -77,14 +77,15 @@ def main(args: argparse.Namespace) -> int:
     # Piped into a file the table keeps rich's 80 columns (or $COLUMNS): the columns fold to fit.
     console = Console()
     try:
-        benchmarks = benchmarks_for(args.families, getattr(args, "sweep", False))
+        sweep = getattr(args, "sweep", False)
+        benchmarks = benchmarks_for(args.families, sweep)
     except ArgumentError as exc:
         console.print(str(exc), markup=False)
         return 2
     if args.plot and (why_not := _pyplot_missing()):
         console.print(why_not, markup=False)
         return 1
-    with_train = (not args.families or train.FAMILY in args.families) and not getattr(args, "sweep", False)
+    with_train = (not args.families or train.FAMILY in args.families) and not sweep
     quick = bool(args.quick)
     backend = getattr(args, "backend", None)
     has_gpu, why = (False, None) if backend == "cpu" else gpu_probe()
@@ -110,7 +111,7 @@ def main(args: argparse.Namespace) -> int:
         def step(benchmark: Benchmark) -> None:
             progress.update(task, advance=1, description=benchmark.name)
 
-        meta = run_metadata(machine) if args.json else None
+        meta = run_metadata(machine)  # once: the partial files and the final result carry the same
 
         def partial(so_far: dict) -> None:  # a step cut by its time limit keeps what it measured
             _write_json(args.json, {**so_far, "meta": meta})
@@ -123,7 +124,7 @@ def main(args: argparse.Namespace) -> int:
             result["rows"] += train_rows
             result["errors"] += [f"{r['op']}: {r['error']}" for r in train_rows if r.get("error")]
             progress.advance(task)
-    result["meta"] = run_metadata(machine)
+    result["meta"] = meta
     print_result(result, console)
     if args.json:
         _write_json(args.json, result)
